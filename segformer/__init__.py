@@ -1,0 +1,29 @@
+"""SegFormer in PyTorch (``segformer.pt``) and Keras 3 (``segformer.tf``) around one numpy core.
+
+``import segformer`` imports neither torch nor tensorflow; the framework packages are imported only
+when ``segformer.pt`` / ``segformer.tf`` (or a name that lives there) is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "SegformerConfig": "segformer.common.config",
+    "SegformerImageProcessor": "segformer.common.image_processing",
+    "SegformerFeatureExtractor": "segformer.common.image_processing",
+    "convert": "segformer.conversion",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name])
+        return getattr(module, name)
+    if name in ("pt", "tf", "common"):
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
