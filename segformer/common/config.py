@@ -1,0 +1,346 @@
+"""SegformerConfig: typed, validated, JSON round trip, Hugging Face ``config.json`` compatible.
+
+Every field of ``transformers.SegformerConfig`` (4.57.6) keeps its name and default, plus ``num_labels``,
+``id2label``, ``label2id`` and ``problem_type``. One field is ours: ``patch_layer_norm_eps``.
+
+LayerNorm epsilons (the one place where the sources disagree):
+
+* ``layer_norm_eps`` is the epsilon of the block norms (``layer_norm_1``, ``layer_norm_2``) and of the
+  stage norms (``encoder.layer_norm.{i}``). The original NVlabs code uses 1e-6 there (the default).
+* ``patch_layer_norm_eps`` is the epsilon of the patch-embedding norms and of the sequence-reduction
+  norms (``attention.self.layer_norm``). The original uses PyTorch's default 1e-5 there (the default).
+* Hugging Face computes with 1e-5 in *every* norm although its files say ``layer_norm_eps: 1e-6``. A dict
+  or file without the ``patch_layer_norm_eps`` key was written by Hugging Face (or by hand for it), so
+  :meth:`SegformerConfig.from_dict` reads it with Hugging Face numerics: both epsilons 1e-5. Files we write
+  carry both keys and load back unchanged; Hugging Face ignores the extra key.
+
+So ``SegformerConfig()`` reproduces the original code, ``from_pretrained`` of a Hub folder reproduces
+Hugging Face, and both fields are read by the models in both frameworks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write_text
+from .variants import VARIANTS
+
+__all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME"]
+
+CONFIG_NAME = "config.json"
+HF_LAYER_NORM_EPS = 1e-5
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "selu", "silu", "swish", "tanh")
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+
+_LIST_FIELDS = (
+    "depths",
+    "sr_ratios",
+    "hidden_sizes",
+    "patch_sizes",
+    "strides",
+    "num_attention_heads",
+    "mlp_ratios",
+)
+
+# Keys that HF's PretrainedConfig writes but that carry no meaning for this model family; they are kept
+# (round trip) in ``extra`` together with any unknown key.
+_VERSION_KEY = "segformer_version"
+
+
+class SegformerConfig:
+    """Configuration of a SegFormer model (Hugging Face ``SegformerConfig`` compatible).
+
+    Args mirror ``transformers.SegformerConfig``; see the module docstring for the two LayerNorm
+    epsilons. Unknown keyword arguments are kept in :attr:`extra` and written back by :meth:`to_dict`.
+    Invalid values raise ``ValueError`` naming the field, the value and what is allowed.
+    """
+
+    model_type = "segformer"
+
+    def __init__(
+        self,
+        num_channels: int = 3,
+        num_encoder_blocks: int = 4,
+        depths: list[int] = (2, 2, 2, 2),
+        sr_ratios: list[int] = (8, 4, 2, 1),
+        hidden_sizes: list[int] = (32, 64, 160, 256),
+        patch_sizes: list[int] = (7, 3, 3, 3),
+        strides: list[int] = (4, 2, 2, 2),
+        num_attention_heads: list[int] = (1, 2, 5, 8),
+        mlp_ratios: list[float] = (4, 4, 4, 4),
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        classifier_dropout_prob: float = 0.1,
+        initializer_range: float = 0.02,
+        drop_path_rate: float = 0.1,
+        layer_norm_eps: float = 1e-6,
+        patch_layer_norm_eps: float = 1e-5,
+        decoder_hidden_size: int = 256,
+        semantic_loss_ignore_index: int = 255,
+        reshape_last_stage: bool = True,
+        num_labels: int | None = None,
+        id2label: dict[int, str] | None = None,
+        label2id: dict[str, int] | None = None,
+        problem_type: str | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        return_dict: bool = True,
+        **extra: Any,
+    ) -> None:
+        self.num_channels = num_channels
+        self.num_encoder_blocks = num_encoder_blocks
+        self.depths = list(depths)
+        self.sr_ratios = list(sr_ratios)
+        self.hidden_sizes = list(hidden_sizes)
+        self.patch_sizes = list(patch_sizes)
+        self.strides = list(strides)
+        self.num_attention_heads = list(num_attention_heads)
+        self.mlp_ratios = list(mlp_ratios)
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.classifier_dropout_prob = classifier_dropout_prob
+        self.initializer_range = initializer_range
+        self.drop_path_rate = drop_path_rate
+        self.layer_norm_eps = layer_norm_eps
+        self.patch_layer_norm_eps = patch_layer_norm_eps
+        self.decoder_hidden_size = decoder_hidden_size
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.reshape_last_stage = reshape_last_stage
+        self.problem_type = problem_type
+        self.output_hidden_states = output_hidden_states
+        self.output_attentions = output_attentions
+        self.return_dict = extra.pop("use_return_dict", return_dict)
+        self._set_labels(num_labels, id2label, label2id)
+        for key in ("model_type", "transformers_version", _VERSION_KEY):
+            extra.pop(key, None)
+        self.extra: dict[str, Any] = extra
+        self.validate()
+
+    # ------------------------------------------------------------------ labels
+    def _set_labels(self, num_labels: int | None, id2label: dict | None, label2id: dict | None) -> None:
+        if id2label is not None:
+            id2label = {int(k): str(v) for k, v in dict(id2label).items()}
+        if num_labels is None:
+            num_labels = len(id2label) if id2label else 2
+        if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1:
+            raise ValueError(f"num_labels must be an integer >= 1, got {num_labels!r}")
+        if id2label is None or len(id2label) != num_labels:
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        if sorted(id2label) != list(range(num_labels)):
+            raise ValueError(f"id2label keys must be 0..{num_labels - 1}, got {sorted(id2label)}")
+        if label2id is None or len(label2id) != num_labels:
+            label2id = {name: i for i, name in id2label.items()}
+        self.id2label = id2label
+        self.label2id = {str(k): int(v) for k, v in dict(label2id).items()}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, value: int) -> None:
+        if value != self.num_labels:
+            self._set_labels(value, None, None)
+
+    def __getattr__(self, name: str) -> Any:
+        # Unknown keys of a config.json stay reachable as attributes, as in Hugging Face.
+        if name != "extra" and "extra" in self.__dict__ and name in self.__dict__["extra"]:
+            return self.__dict__["extra"][name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def use_return_dict(self) -> bool:
+        """Hugging Face's name for :attr:`return_dict`."""
+        return self.return_dict
+
+    # -------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Check every field; raise ``ValueError`` naming the field, the value and what is allowed."""
+        n = self.num_encoder_blocks
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"num_encoder_blocks must be an integer >= 1, got {n!r}")
+        for name in _LIST_FIELDS:
+            value = getattr(self, name)
+            if len(value) != n:
+                raise ValueError(
+                    f"{name} must have num_encoder_blocks={n} entries (one per stage), got {len(value)}: {value}"
+                )
+            for item in value:
+                is_number = isinstance(item, (int, float)) and not isinstance(item, bool)
+                if name != "mlp_ratios" and not isinstance(item, int):
+                    raise ValueError(f"{name} must hold positive integers, got {value}")
+                if not is_number or item <= 0:
+                    raise ValueError(f"{name} must hold positive numbers, got {value}")
+        for i, (hidden, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
+            if hidden % heads:
+                raise ValueError(
+                    f"hidden_sizes[{i}]={hidden} is not divisible by num_attention_heads[{i}]={heads}; "
+                    f"allowed head counts for {hidden}: {[h for h in range(1, hidden + 1) if hidden % h == 0]}"
+                )
+        for i, (hidden, ratio) in enumerate(zip(self.hidden_sizes, self.mlp_ratios)):
+            if int(hidden * ratio) < 1:
+                raise ValueError(f"mlp_ratios[{i}]={ratio} gives an empty Mix-FFN for hidden size {hidden}")
+        for name in ("num_channels", "decoder_hidden_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob", "drop_path_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+        for name in ("layer_norm_eps", "patch_layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act must be one of {list(ACTIVATIONS)}, got {self.hidden_act!r}")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"problem_type must be one of {list(PROBLEM_TYPES)}, got {self.problem_type!r}")
+        if not isinstance(self.semantic_loss_ignore_index, int) or isinstance(self.semantic_loss_ignore_index, bool):
+            raise ValueError(f"semantic_loss_ignore_index must be an integer, got {self.semantic_loss_ignore_index!r}")
+        for name in ("reshape_last_stage", "output_hidden_states", "output_attentions", "return_dict"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    # ------------------------------------------------------------ derived data
+    def stage_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Spatial size (h, w) after each stage for an input of ``height x width``.
+
+        Each overlapping patch embedding is a conv with kernel k, stride s and padding k // 2:
+        ``out = (in + 2 * (k // 2) - k) // s + 1``.
+        """
+        sizes = []
+        for k, s in zip(self.patch_sizes, self.strides):
+            height = (height + 2 * (k // 2) - k) // s + 1
+            width = (width + 2 * (k // 2) - k) // s + 1
+            sizes.append((height, width))
+        return sizes
+
+    def drop_path_rates(self) -> list[list[float]]:
+        """Stochastic-depth rate of every layer: ``linspace(0, drop_path_rate, sum(depths))`` split by stage."""
+        total = sum(self.depths)
+        flat = [self.drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+        rates, start = [], 0
+        for depth in self.depths:
+            rates.append(flat[start : start + depth])
+            start += depth
+        return rates
+
+    # -------------------------------------------------------------- factories
+    @classmethod
+    def from_variant(cls, name: str, **overrides: Any) -> "SegformerConfig":
+        """MiT-B0..B5 (``"b0"`` .. ``"b5"``, also ``"mit-b0"`` / ``"segformer-b0"``) with overrides."""
+        key = str(name).lower().replace("mit-", "").replace("mit_", "").replace("segformer-", "")
+        if key not in VARIANTS:
+            raise ValueError(f"unknown variant {name!r}; valid variants: {list(VARIANTS)}")
+        kwargs = copy.deepcopy(VARIANTS[key])
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict in the Hugging Face ``config.json`` layout (plus ``patch_layer_norm_eps``)."""
+        from .. import __version__
+
+        out: dict[str, Any] = dict(self.extra)
+        out.update(
+            {
+                "model_type": self.model_type,
+                "num_channels": self.num_channels,
+                "num_encoder_blocks": self.num_encoder_blocks,
+                "depths": list(self.depths),
+                "sr_ratios": list(self.sr_ratios),
+                "hidden_sizes": list(self.hidden_sizes),
+                "patch_sizes": list(self.patch_sizes),
+                "strides": list(self.strides),
+                "num_attention_heads": list(self.num_attention_heads),
+                "mlp_ratios": list(self.mlp_ratios),
+                "hidden_act": self.hidden_act,
+                "hidden_dropout_prob": self.hidden_dropout_prob,
+                "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+                "classifier_dropout_prob": self.classifier_dropout_prob,
+                "initializer_range": self.initializer_range,
+                "drop_path_rate": self.drop_path_rate,
+                "layer_norm_eps": self.layer_norm_eps,
+                "patch_layer_norm_eps": self.patch_layer_norm_eps,
+                "decoder_hidden_size": self.decoder_hidden_size,
+                "semantic_loss_ignore_index": self.semantic_loss_ignore_index,
+                "reshape_last_stage": self.reshape_last_stage,
+                "num_labels": self.num_labels,
+                "id2label": {str(k): v for k, v in self.id2label.items()},
+                "label2id": dict(self.label2id),
+                "problem_type": self.problem_type,
+                "output_hidden_states": self.output_hidden_states,
+                "output_attentions": self.output_attentions,
+                "return_dict": self.return_dict,
+                _VERSION_KEY: __version__,
+            }
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "SegformerConfig":
+        """Build from a ``config.json`` dict; a dict without ``patch_layer_norm_eps`` gets HF numerics."""
+        data = dict(data)
+        if data.get("model_type", "segformer") != "segformer":
+            raise ValueError(f"model_type must be 'segformer', got {data['model_type']!r}")
+        if "patch_layer_norm_eps" not in data:
+            # Written by Hugging Face: its models compute with 1e-5 in every LayerNorm whatever the file says.
+            data["layer_norm_eps"] = HF_LAYER_NORM_EPS
+            data["patch_layer_norm_eps"] = HF_LAYER_NORM_EPS
+        data.update(overrides)
+        return cls(**data)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "SegformerConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data, **overrides)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> "SegformerConfig":
+        """Load ``config.json`` from a folder, or a JSON file path, or a Hub model id (needs huggingface_hub)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        elif not path.exists():
+            from .hub import resolve_model_dir
+
+            path = resolve_model_dir(str(path), filenames=[CONFIG_NAME]) / CONFIG_NAME
+        if not path.exists():
+            raise FileNotFoundError(f"no {CONFIG_NAME} at {path}")
+        return cls.from_json_file(path, **overrides)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        directory = Path(save_directory)
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(f"save_directory {directory} exists and is not a folder")
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / CONFIG_NAME
+        atomic_write_text(target, self.to_json_string())
+        return target
+
+    # --------------------------------------------------------------- helpers
+    def copy(self, **overrides: Any) -> "SegformerConfig":
+        data = self.to_dict()
+        data.update(overrides)
+        return type(self).from_dict(data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SegformerConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"SegformerConfig {self.to_json_string()}"
