@@ -1,0 +1,23 @@
+"""SegFormer in PyTorch: drop-in for ``transformers``' Segformer* classes (same names, keys, outputs)."""
+
+from __future__ import annotations
+
+from ..common.config import SegformerConfig
+from ..common.outputs import BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
+from .decode_head import SegformerDecodeHead
+from .layers import SegformerLayer
+from .modeling import SegformerForImageClassification, SegformerForSemanticSegmentation, SegformerModel
+from .pretrained import SegformerPreTrainedModel
+
+__all__ = [
+    "SegformerConfig",
+    "SegformerModel",
+    "SegformerDecodeHead",
+    "SegformerForImageClassification",
+    "SegformerForSemanticSegmentation",
+    "SegformerPreTrainedModel",
+    "SegformerLayer",
+    "BaseModelOutput",
+    "SemanticSegmenterOutput",
+    "SegFormerImageClassifierOutput",
+]

@@ -1,0 +1,106 @@
+"""The all-MLP decode head (PyTorch). Mirrored by ``segformer/tf/decode_head.py``.
+
+Plain path (training, and ``use_fast_path=False``): per stage ``proj`` to D channels, bilinear upsample
+to the stage-1 size, concatenate (stage 4, 3, 2, 1), ``linear_fuse`` (1x1, 4D -> D), BatchNorm, ReLU,
+dropout, ``classifier``.
+
+Fast path (eval only, same numbers within float rounding): ``linear_fuse`` is linear, so its block for
+stage i folds into that stage's ``proj`` (``M_i = W_fuse[:, block_i] @ W_proj_i``, a D x C_i matrix) and
+runs at the stage's own resolution; bilinear upsampling is linear with weights summing to one, so it
+commutes with the map and the folded biases add after it; eval BatchNorm is an affine map. The 4D-channel
+concatenation at 1/4 resolution is never built.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..common.config import SegformerConfig
+from .pretrained import SegformerPreTrainedModel
+
+__all__ = ["SegformerMLP", "SegformerDecodeHead", "stage_maps"]
+
+
+class SegformerMLP(nn.Module):
+    """Per-stage projection: map (B, C_i, h, w) -> tokens (B, h*w, D)."""
+
+    def __init__(self, input_dim: int, decoder_hidden_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(input_dim, decoder_hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.proj(hidden_states.flatten(2).transpose(1, 2))
+
+
+def stage_maps(config: SegformerConfig, encoder_hidden_states: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """Every stage as a (B, C_i, h_i, w_i) map; a token-shaped last stage (``reshape_last_stage=False``)
+    is reshaped with the size computed from the previous stage (never from a square root)."""
+    maps = list(encoder_hidden_states)
+    if maps[-1].ndim == 3:
+        _, _, height, width = maps[-2].shape
+        k, s = config.patch_sizes[-1], config.strides[-1]
+        height, width = (height + 2 * (k // 2) - k) // s + 1, (width + 2 * (k // 2) - k) // s + 1
+        batch, _, channels = maps[-1].shape
+        maps[-1] = maps[-1].transpose(1, 2).reshape(batch, channels, height, width)
+    return maps
+
+
+class SegformerDecodeHead(SegformerPreTrainedModel):
+    """All-MLP decode head. ``forward(encoder_hidden_states)``: the encoder's stage maps
+    (B, C_i, h_i, w_i) -> logits (B, num_labels, h_1, w_1) at the stage-1 resolution (H/4 x W/4).
+
+    A pre-trained model like Hugging Face's (``config``, weight init); its weights live under
+    ``decode_head.`` in a segmentation checkpoint.
+    """
+
+    def __init__(self, config: SegformerConfig) -> None:
+        super().__init__(config)
+        d = config.decoder_hidden_size
+        self.linear_c = nn.ModuleList(SegformerMLP(c, d) for c in config.hidden_sizes)
+        self.linear_fuse = nn.Conv2d(d * config.num_encoder_blocks, d, kernel_size=1, bias=False)
+        self.batch_norm = nn.BatchNorm2d(d, eps=1e-5, momentum=0.1)
+        self.activation = nn.ReLU()
+        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        self.classifier = nn.Conv2d(d, config.num_labels, kernel_size=1)
+        self.fast_path_enabled = True
+        self.post_init()
+
+    def forward(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        maps = stage_maps(self.config, encoder_hidden_states)
+        if self.fast_path_enabled and not self.training:
+            fused = self._fused_fast(maps)
+        else:
+            fused = self.batch_norm(self._fused_plain(maps))
+        return self.classifier(self.dropout(self.activation(fused)))
+
+    def _fused_plain(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        batch = maps[0].shape[0]
+        size = maps[0].shape[2:]
+        projected = []
+        for mlp, hidden in zip(self.linear_c, maps):
+            height, width = hidden.shape[2:]
+            x = mlp(hidden).transpose(1, 2).reshape(batch, -1, height, width)
+            projected.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+        return self.linear_fuse(torch.cat(projected[::-1], dim=1))
+
+    def _fused_fast(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """BatchNorm(linear_fuse(concat)) computed stage by stage at each stage's resolution (eval only)."""
+        d = self.config.decoder_hidden_size
+        n = self.config.num_encoder_blocks
+        size = maps[0].shape[2:]
+        bn = self.batch_norm
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (D,)
+        fuse = self.linear_fuse.weight.reshape(d, n * d) * scale[:, None]  # BN scale folded into the fuse
+        shift = bn.bias - bn.running_mean * scale
+        out = None
+        for i, (mlp, hidden) in enumerate(zip(self.linear_c, maps)):
+            block = fuse[:, (n - 1 - i) * d : (n - i) * d]  # concat order is stage n..1
+            weight = block @ mlp.proj.weight  # (D, C_i)
+            shift = shift + block @ mlp.proj.bias
+            y = F.conv2d(hidden, weight[:, :, None, None])  # (B, D, h_i, w_i)
+            if y.shape[2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out = y if out is None else out + y
+        return out + shift[None, :, None, None]

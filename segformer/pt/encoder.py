@@ -1,0 +1,97 @@
+"""The hierarchical Mix Transformer encoder (PyTorch). Mirrored by ``segformer/tf/encoder.py``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..common.config import SegformerConfig
+from ..common.outputs import BaseModelOutput
+from .layers import SegformerLayer, SegformerOverlapPatchEmbeddings
+
+__all__ = ["SegformerEncoder"]
+
+
+class SegformerEncoder(nn.Module):
+    """Four stages of (overlapping patch embedding -> ``depths[i]`` blocks -> LayerNorm).
+
+    Input (B, C_in, H, W); stage i output (B, C_i, h_i, w_i) with sizes from ``config.stage_sizes(H, W)``.
+    With ``reshape_last_stage=False`` the last stage stays tokens (B, h_4*w_4, C_4).
+    """
+
+    def __init__(self, config: SegformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        rates = config.drop_path_rates()
+        in_channels = [config.num_channels] + config.hidden_sizes[:-1]
+        self.patch_embeddings = nn.ModuleList(
+            SegformerOverlapPatchEmbeddings(
+                config.patch_sizes[i], config.strides[i], in_channels[i], config.hidden_sizes[i], config.patch_layer_norm_eps
+            )
+            for i in range(config.num_encoder_blocks)
+        )
+        self.block = nn.ModuleList(
+            nn.ModuleList(
+                SegformerLayer(
+                    hidden_size=config.hidden_sizes[i],
+                    num_attention_heads=config.num_attention_heads[i],
+                    drop_path=rates[i][j],
+                    sequence_reduction_ratio=config.sr_ratios[i],
+                    mlp_ratio=config.mlp_ratios[i],
+                    hidden_act=config.hidden_act,
+                    hidden_dropout_prob=config.hidden_dropout_prob,
+                    attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+                    layer_norm_eps=config.layer_norm_eps,
+                    patch_layer_norm_eps=config.patch_layer_norm_eps,
+                )
+                for j in range(config.depths[i])
+            )
+            for i in range(config.num_encoder_blocks)
+        )
+        self.layer_norm = nn.ModuleList(
+            nn.LayerNorm(config.hidden_sizes[i], eps=config.layer_norm_eps) for i in range(config.num_encoder_blocks)
+        )
+        self.gradient_checkpointing = False
+
+    def _stage(
+        self, index: int, hidden_states: torch.Tensor, output_attentions: bool, attentions: list
+    ) -> tuple[torch.Tensor, int, int]:
+        tokens, height, width = self.patch_embeddings[index](hidden_states)
+        for layer in self.block[index]:
+            tokens, probs = layer(tokens, height, width, output_attentions)
+            if output_attentions:
+                attentions.append(probs)
+        return self.layer_norm[index](tokens), height, width
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> BaseModelOutput | tuple:
+        batch = pixel_values.shape[0]
+        hidden_states = pixel_values
+        all_hidden_states: list[torch.Tensor] = []
+        attentions: list[torch.Tensor] = []
+        last = self.config.num_encoder_blocks - 1
+        for index in range(self.config.num_encoder_blocks):
+            if self.gradient_checkpointing and self.training and not output_attentions:
+                from torch.utils.checkpoint import checkpoint
+
+                tokens, height, width = checkpoint(
+                    self._stage, index, hidden_states, False, attentions, use_reentrant=False
+                )
+            else:
+                tokens, height, width = self._stage(index, hidden_states, output_attentions, attentions)
+            if index != last or self.config.reshape_last_stage:
+                hidden_states = tokens.transpose(1, 2).reshape(batch, -1, height, width)  # (B, C, h, w)
+            else:
+                hidden_states = tokens  # (B, N, C)
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+        hidden = tuple(all_hidden_states) if output_hidden_states else None
+        attn = tuple(attentions) if output_attentions else None
+        if not return_dict:
+            return tuple(v for v in (hidden_states, hidden, attn) if v is not None)
+        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=hidden, attentions=attn)

@@ -1,0 +1,91 @@
+"""Losses (PyTorch), with the semantics of Hugging Face's PT classes. Mirrored by ``segformer/tf/losses.py``.
+
+* Segmentation, ``num_labels > 1``: logits (B, K, h, w) upsampled bilinearly (align_corners=False) to the
+  labels' (B, H, W), cross-entropy averaged over the pixels whose label is not ``ignore_index``.
+* Segmentation, ``num_labels == 1``: binary cross-entropy with logits per pixel, times the valid mask
+  ``(labels >= 0) & (labels != ignore_index)``, averaged over *all* pixels (Hugging Face's choice).
+* Classification by ``problem_type`` (auto when ``None``): regression (MSE), single-label (CE), multi-label (BCE).
+
+Labels outside ``[0, num_labels)`` that are not the ignore index raise ``ValueError`` (instead of a
+device-side assert or a silently wrong loss).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..common.config import SegformerConfig
+
+__all__ = ["semantic_segmentation_loss", "classification_loss", "check_segmentation_labels"]
+
+
+def check_segmentation_labels(labels: torch.Tensor, logits: torch.Tensor, config: SegformerConfig) -> None:
+    """Validate segmentation labels (B, H, W) against logits (B, K, h, w); raise ValueError / TypeError."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor of shape (batch, height, width), got {type(labels).__name__}")
+    if labels.ndim != 3:
+        raise ValueError(f"labels must have shape (batch, height, width), got shape {tuple(labels.shape)}")
+    if labels.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"labels batch size {labels.shape[0]} does not match pixel_values batch size {logits.shape[0]}"
+        )
+    if min(labels.shape[1:]) < 1:
+        raise ValueError(f"labels must not be empty, got shape {tuple(labels.shape)}")
+    num_labels, ignore = config.num_labels, config.semantic_loss_ignore_index
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        if num_labels > 1:
+            raise TypeError(f"labels must be an integer tensor (class ids), got dtype {labels.dtype}")
+        return
+    upper = max(num_labels, 2)  # the binary path (num_labels == 1) takes labels 0 / 1
+    bad = (labels != ignore) & ((labels < 0) | (labels >= upper))
+    if bool(bad.any()):
+        values = torch.unique(labels[bad])[:10].tolist()
+        raise ValueError(
+            f"labels contain values {values} outside [0, {upper}) that are not the ignore index {ignore}"
+        )
+
+
+def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, config: SegformerConfig) -> torch.Tensor:
+    """Scalar loss for logits (B, K, h, w) and labels (B, H, W); computed in float32."""
+    check_segmentation_labels(labels, logits, config)
+    ignore = config.semantic_loss_ignore_index
+    upsampled = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    if config.num_labels > 1:
+        return F.cross_entropy(upsampled, labels.long(), ignore_index=ignore)
+    valid = ((labels >= 0) & (labels != ignore)).float()
+    per_pixel = F.binary_cross_entropy_with_logits(upsampled.squeeze(1), labels.float(), reduction="none")
+    return (per_pixel * valid).mean()
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: SegformerConfig) -> torch.Tensor:
+    """Scalar loss for logits (B, K) by ``config.problem_type`` (chosen like Hugging Face when ``None``)."""
+    if labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"labels batch size {labels.shape[0]} does not match pixel_values batch size {logits.shape[0]}")
+    num_labels = config.num_labels
+    problem = config.problem_type
+    if problem is None:
+        if num_labels == 1:
+            problem = "regression"
+        elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+            problem = "single_label_classification"
+        else:
+            problem = "multi_label_classification"
+    logits = logits.float()
+    if problem == "regression":
+        if num_labels == 1:
+            return F.mse_loss(logits.squeeze(), labels.float().squeeze())
+        return F.mse_loss(logits, labels.float())
+    if problem == "single_label_classification":
+        if labels.is_floating_point():
+            raise TypeError(f"single-label classification needs integer labels, got dtype {labels.dtype}")
+        flat = labels.reshape(-1).long()
+        bad = (flat != -100) & ((flat < 0) | (flat >= num_labels))
+        if bool(bad.any()):
+            raise ValueError(
+                f"labels contain values {torch.unique(flat[bad])[:10].tolist()} outside [0, {num_labels}) (ignore: -100)"
+            )
+        return F.cross_entropy(logits.reshape(-1, num_labels), flat)
+    if tuple(labels.shape) != tuple(logits.shape):
+        raise ValueError(f"multi-label labels must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}")
+    return F.binary_cross_entropy_with_logits(logits, labels.float())
