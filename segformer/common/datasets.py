@@ -40,6 +40,8 @@ __all__ = [
     "SPLITS",
     "SegmentationFolderDataset",
     "iter_batches",
+    "load_image",
+    "load_label",
     "make_synthetic_dataset",
 ]
 
@@ -172,7 +174,9 @@ class SegmentationFolderDataset:
             )
         labels = _list_files(labels_dir, (label_suffix,), recursive)
         if not labels:
-            raise ValueError(f"no label maps in {os.fspath(labels_dir)!r} (looked for names ending in {label_suffix!r})")
+            raise ValueError(
+                f"no label maps in {os.fspath(labels_dir)!r} (looked for names ending in {label_suffix!r})"
+            )
         missing = [key for key in images if key not in labels]
         if missing:
             raise ValueError(
@@ -333,7 +337,9 @@ def _texture(kind: int, height: int, width: int, phase: float) -> np.ndarray:
     return np.sin((x + y) * 0.7 + phase)  # diagonal stripes
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], value: int, rng: np.random.Generator) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], value: int, rng: np.random.Generator
+) -> None:
     x0, y0, x1, y1 = box
     if shape == "rectangle":
         draw.rectangle((x0, y0, x1, y1), fill=value)

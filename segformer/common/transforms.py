@@ -203,7 +203,9 @@ class RandomCrop:
     pixels; after 10 failures the 11th draw is used as is (exactly mmseg's loop).
     """
 
-    def __init__(self, crop_size: Sequence[int] = (512, 512), cat_max_ratio: float = 0.75, ignore_index: int = 255) -> None:
+    def __init__(
+        self, crop_size: Sequence[int] = (512, 512), cat_max_ratio: float = 0.75, ignore_index: int = 255
+    ) -> None:
         self.crop_size = _positive_pair(crop_size, "crop_size")
         self.cat_max_ratio = _in_range(cat_max_ratio, "cat_max_ratio", 0.0, 1.0, low_open=True)
         self.ignore_index = int(ignore_index)
@@ -236,7 +238,10 @@ class RandomCrop:
         return image, None if label is None else label[y1:y2, x1:x2].copy()
 
     def __repr__(self) -> str:
-        return f"RandomCrop(crop_size={self.crop_size}, cat_max_ratio={self.cat_max_ratio}, ignore_index={self.ignore_index})"
+        return (
+            f"RandomCrop(crop_size={self.crop_size}, cat_max_ratio={self.cat_max_ratio}, "
+            f"ignore_index={self.ignore_index})"
+        )
 
 
 class RandomFlip:
@@ -480,7 +485,9 @@ class TrainTransform:
         if rng is None:
             rng = np.random.default_rng()
         if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+            raise TypeError(
+                f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
+            )
         if label is None:
             raise ValueError("TrainTransform needs a label map; use EvalTransform for images alone")
         image, label = _check_pair(image, label)
