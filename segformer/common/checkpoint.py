@@ -191,7 +191,7 @@ def save_safetensors(
     """Write ``tensors`` as safetensors, atomically. ``metadata`` defaults to ``{"format": "pt"}`` (HF)."""
     from safetensors.numpy import save_file
 
-    contiguous = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+    contiguous = {name: np.asarray(array, order="C") for name, array in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(contiguous, str(tmp), metadata=metadata or {"format": "pt"})
     return Path(path)
@@ -306,7 +306,7 @@ def write_tf_h5(path: str | os.PathLike, model_name: str, tensors: Mapping[str, 
                 full = [f"{model_name}/{n}:0" for n in names]
                 group.attrs["weight_names"] = np.array([n.encode("utf-8") for n in full], dtype=object)
                 for name, full_name in zip(names, full):
-                    group.create_dataset(full_name, data=np.ascontiguousarray(tensors[name]))
+                    group.create_dataset(full_name, data=np.asarray(tensors[name], order="C"))
             top = handle.create_group("top_level_model_weights")
             top.attrs["weight_names"] = np.array([], dtype=np.float64)
     return Path(path)

@@ -222,6 +222,22 @@ class SegformerConfig:
             sizes.append((height, width))
         return sizes
 
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` if an input of ``height x width`` is too small for a sequence-reduction conv.
+
+        Stage i reduces keys/values with a conv of kernel = stride = ``sr_ratios[i]``, so its map must be at
+        least that large; the message gives the smallest input size that works.
+        """
+        for i, ((h, w), r) in enumerate(zip(self.stage_sizes(height, width), self.sr_ratios)):
+            if r > 1 and (h < r or w < r):
+                side = 1
+                while min(min(hh, ww) >= rr or rr == 1 for (hh, ww), rr in zip(self.stage_sizes(side, side), self.sr_ratios)) is False:
+                    side += 1
+                raise ValueError(
+                    f"pixel_values of size {height}x{width} is too small: stage {i + 1} is {h}x{w}, smaller than its "
+                    f"sequence-reduction ratio {r}; height and width must be at least {side}"
+                )
+
     def drop_path_rates(self) -> list[list[float]]:
         """Stochastic-depth rate of every layer: ``linspace(0, drop_path_rate, sum(depths))`` split by stage."""
         total = sum(self.depths)

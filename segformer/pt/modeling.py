@@ -42,6 +42,7 @@ def check_pixel_values(pixel_values: torch.Tensor, config: SegformerConfig, chec
         )
     if min(pixel_values.shape) < 1:
         raise ValueError(f"pixel_values must not be empty, got shape {tuple(pixel_values.shape)}")
+    config.check_input_size(int(pixel_values.shape[2]), int(pixel_values.shape[3]))
     if check_finite and not bool(torch.isfinite(pixel_values).all()):
         raise ValueError("pixel_values contain NaN or Inf values")
 

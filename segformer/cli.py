@@ -1,0 +1,48 @@
+"""The ``segformer`` command line: ``segformer {info,demo,convert,predict,eval,train,bench} ...``.
+
+Each sub-command lives in ``segformer/commands/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``; it is imported only when used, so ``segformer --help`` imports no framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "COMMANDS"]
+
+COMMANDS = {
+    "info": "Build a model, run it on the bundled sample image, print what it found",
+    "demo": "PT model -> convert to TF -> run both on the sample image; parity table and mask PNGs",
+    "convert": "Convert a checkpoint (HF folder, original .pth, .keras) to a PT or TF Hugging Face folder, verified",
+    "predict": "Segment images and write label PNGs and overlays",
+    "eval": "mIoU of a model on a dataset folder",
+    "train": "Fine-tune on a dataset folder (original recipe)",
+    "bench": "Latency / memory benchmark against the reference implementations",
+}
+
+
+def _available() -> dict[str, str]:
+    return {name: text for name, text in COMMANDS.items() if importlib.util.find_spec(f"segformer.commands.{name}")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="segformer", description="SegFormer in PyTorch and Keras 3")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    available = _available()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for name, text in available.items():
+        command_parser = sub.add_parser(name, help=text, description=text)
+        if argv[:1] == [name]:  # import only the module that runs
+            importlib.import_module(f"segformer.commands.{name}").add_arguments(command_parser)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f"segformer.commands.{args.command}")
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""``segformer info``: build a SegFormer (a checkpoint folder, or a seeded b0), run it on the sample image."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="b0", help="variant name (b0..b5, seeded random weights) or a checkpoint folder")
+    parser.add_argument("--framework", choices=("pt", "tf"), default="pt")
+    parser.add_argument("--size", type=int, default=512, help="processor resize (square), default 512")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from ..common.config import SegformerConfig
+    from ..common.image_processing import SegformerImageProcessor
+    from ..common.sample import SAMPLE_IMAGE, load_sample_image
+    from ..common.variants import VARIANTS
+
+    print(f"segformer {__version__} on Python {platform.python_version()} ({platform.machine()})")
+    image = load_sample_image()
+    processor = SegformerImageProcessor(size={"height": args.size, "width": args.size})
+    pixel_values = processor(image, return_tensors="np")["pixel_values"]
+    print(f"sample image {SAMPLE_IMAGE.name}: {image.shape} -> pixel_values {pixel_values.shape}")
+    if args.framework == "pt":
+        import torch
+
+        from ..pt import SegformerForSemanticSegmentation
+
+        if args.model in VARIANTS:
+            torch.manual_seed(args.seed)
+            model = SegformerForSemanticSegmentation(SegformerConfig.from_variant(args.model, num_labels=150)).eval()
+        else:
+            model = SegformerForSemanticSegmentation.from_pretrained(args.model)
+        start = time.perf_counter()
+        with torch.no_grad():
+            logits = model(torch.from_numpy(pixel_values)).logits.numpy()
+        elapsed = time.perf_counter() - start
+        print(f"torch {torch.__version__}")
+    else:
+        from ..tf import TFSegformerForSemanticSegmentation
+
+        if args.model in VARIANTS:
+            import keras
+
+            keras.utils.set_random_seed(args.seed)
+            model = TFSegformerForSemanticSegmentation(SegformerConfig.from_variant(args.model, num_labels=150))
+        else:
+            model = TFSegformerForSemanticSegmentation.from_pretrained(args.model)
+        start = time.perf_counter()
+        logits = np.asarray(model(pixel_values).logits)
+        elapsed = time.perf_counter() - start
+    config = model.config
+    print(f"model: depths {config.depths}, hidden sizes {config.hidden_sizes}, {config.num_labels} labels")
+    print(f"logits {logits.shape} in {elapsed:.3f} s; finite: {bool(np.isfinite(logits).all())}")
+    counts = np.bincount(logits.argmax(1).ravel(), minlength=config.num_labels)
+    top = np.argsort(counts)[::-1][:3]
+    print("most frequent predicted classes:", ", ".join(f"{config.id2label[int(i)]} ({counts[i]} px)" for i in top))
+    return 0 if np.isfinite(logits).all() else 1
