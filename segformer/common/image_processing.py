@@ -1,0 +1,904 @@
+"""``SegformerImageProcessor``: Hugging Face-compatible preprocessing and post-processing, in numpy + Pillow.
+
+Matches ``transformers.SegformerImageProcessor`` 4.57.6 (arguments, defaults, ``preprocessor_config.json``
+format, order of operations, outputs bit for bit on inputs it accepts) and fixes its gaps: grayscale /
+RGBA / LA / palette images are converted to RGB (``do_convert_rgb``), the caller's arrays are never
+modified, the legacy ``reduce_labels`` keyword and config key are honoured (with a ``FutureWarning``),
+label maps with values above 255 are resized (nearest) without a uint8 round trip, and post-processing
+works on PyTorch tensors, TensorFlow tensors and numpy arrays alike.
+
+Pipeline per image (``H, W`` in, ``h, w = size``): to numpy HWC -> RGB -> resize with Pillow (``resample``)
+-> ``x * rescale_factor`` (float64, then float32) -> ``(x - mean) / std`` (float32) -> ``data_format``.
+Per label map: integers ``(H, W)`` -> reduce labels (0 -> 255, k -> k - 1, 255 stays 255) -> nearest
+resize to ``(h, w)`` (Pillow's NEAREST sampling grid) -> int64.
+
+torch and tensorflow are imported only when a torch / tf object is passed or ``return_tensors`` asks.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from segformer.common.atomic import atomic_write_text
+from segformer.common.labels import IGNORE_INDEX
+from segformer.common.resize import resize_bilinear
+
+__all__ = [
+    "IMAGENET_DEFAULT_MEAN",
+    "IMAGENET_DEFAULT_STD",
+    "PREPROCESSOR_CONFIG_NAME",
+    "BatchFeature",
+    "SegformerFeatureExtractor",
+    "SegformerImageProcessor",
+    "post_process_semantic_segmentation",
+    "reduce_labels",
+    "resize_nearest",
+]
+
+IMAGENET_DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+
+RETURN_TENSORS = (None, "np", "pt", "tf")
+DATA_FORMATS = ("channels_first", "channels_last")
+# Pillow filter codes (PIL.Image.Resampling values), as stored in preprocessor_config.json.
+RESAMPLE_NAMES = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+PIL_NEAREST = 0
+PIL_BILINEAR = 2
+
+_INIT_ARGS = (
+    "do_resize",
+    "size",
+    "resample",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "do_reduce_labels",
+    "do_convert_rgb",
+)
+# Keys that Hugging Face writes into preprocessor_config.json and that carry no setting.
+_META_KEYS = ("image_processor_type", "feature_extractor_type", "processor_class", "_processor_class", "auto_map")
+# Arguments of the historical (<= 4.12) SegformerFeatureExtractor; they have no effect any more.
+_LEGACY_IGNORED = (
+    "keep_ratio",
+    "image_scale",
+    "align",
+    "size_divisor",
+    "do_random_crop",
+    "crop_size",
+    "do_pad",
+    "padding_value",
+    "segmentation_padding_value",
+)
+_PIL_TO_RGB_MODES = ("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output container
+
+
+class BatchFeature(dict):
+    """The processor's output: a dict (``"pixel_values"``, ``"labels"``) that also allows attribute access.
+
+    ``pixel_values``: float32 ``(N, 3, h, w)`` (``data_format="channels_first"``) or ``(N, h, w, 3)``;
+    ``labels``: int64 ``(N, h, w)``. With ``return_tensors=None`` both are lists of numpy arrays.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchFeature has no key {name!r}; keys: {', '.join(self) or '(none)'}") from None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """A plain dict of the contents (as Hugging Face's ``BatchFeature.data``)."""
+        return dict(self)
+
+    def to(self, *args: Any, **kwargs: Any) -> "BatchFeature":
+        """Call ``.to(*args, **kwargs)`` on every torch tensor (device or dtype moves; labels keep int64)."""
+        for key, value in list(self.items()):
+            if type(value).__module__.startswith("torch") and hasattr(value, "to"):
+                if value.is_floating_point():
+                    self[key] = value.to(*args, **kwargs)
+                else:
+                    device = kwargs.get("device", next((a for a in args if not _is_torch_dtype(a)), None))
+                    self[key] = value.to(device) if device is not None else value
+        return self
+
+
+def _is_torch_dtype(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and type(value).__name__ == "dtype"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Argument normalization
+
+
+def _normalize_size(size: Any) -> dict[str, int]:
+    allowed = "an int, a (height, width) pair, or {'height': h, 'width': w}"
+    if isinstance(size, Mapping):
+        if set(size) != {"height", "width"}:
+            raise ValueError(f"size must be {allowed}; got {dict(size)!r} (keys {sorted(size)})")
+        height, width = size["height"], size["width"]
+    elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        height = width = size
+    elif isinstance(size, (tuple, list)) and len(size) == 2:
+        height, width = size
+    else:
+        raise ValueError(f"size must be {allowed}; got {size!r}")
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"size[{name!r}] must be a positive int, got {value!r}")
+    return {"height": int(height), "width": int(width)}
+
+
+def _normalize_resample(resample: Any) -> int:
+    if isinstance(resample, str):
+        key = resample.strip().lower()
+        if key not in RESAMPLE_NAMES:
+            raise ValueError(f"resample must be one of {sorted(RESAMPLE_NAMES)} or a PIL filter code 0..5, got {resample!r}")
+        return RESAMPLE_NAMES[key]
+    if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)):
+        raise ValueError(f"resample must be a PIL filter (PIL.Image.Resampling / int 0..5) or a name, got {resample!r}")
+    if int(resample) not in RESAMPLE_NAMES.values():
+        raise ValueError(f"resample must be a PIL filter code in 0..5 ({RESAMPLE_NAMES}), got {int(resample)}")
+    return int(resample)
+
+
+def _normalize_stats(value: Any, name: str) -> float | list[float]:
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        numbers = [float(value)]
+        scalar = True
+    else:
+        try:
+            numbers = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number or a sequence of numbers (one per channel), got {value!r}") from None
+        scalar = False
+        if not numbers:
+            raise ValueError(f"{name} must not be empty")
+    if not all(np.isfinite(numbers)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if name == "image_std" and any(v == 0 for v in numbers):
+        raise ValueError(f"image_std must be non-zero, got {value!r}")
+    return numbers[0] if scalar else numbers
+
+
+def _normalize_rescale_factor(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+        raise ValueError(f"rescale_factor must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _normalize_return_tensors(return_tensors: Any) -> str | None:
+    value = getattr(return_tensors, "value", return_tensors)
+    if value not in RETURN_TENSORS:
+        raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
+    return value
+
+
+def _normalize_data_format(value: Any, name: str, allow_none: bool = True) -> str | None:
+    value = getattr(value, "value", value)
+    if value is None and allow_none:
+        return None
+    aliases = {"channels_first": "channels_first", "first": "channels_first", "channels_last": "channels_last", "last": "channels_last"}
+    if not isinstance(value, str) or value not in aliases:
+        allowed = ", ".join(repr(v) for v in DATA_FORMATS) + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return aliases[value]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input conversion
+
+
+def _is_pil(value: Any) -> bool:
+    return isinstance(value, Image.Image)
+
+
+def _is_arraylike(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return True
+    module = type(value).__module__
+    if module.startswith(("torch", "tensorflow", "jax", "jaxlib", "keras")):
+        return hasattr(value, "shape")
+    return hasattr(value, "__array__") and hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """A numpy view/copy of an array-like (torch tensors are detached and moved to the CPU first)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if type(value).__module__.startswith("torch"):
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        return tensor.numpy()
+    if hasattr(value, "numpy") and callable(value.numpy):
+        return np.asarray(value.numpy())
+    return np.asarray(value)
+
+
+def _flatten(inputs: Any, name: str, single_ndims: tuple[int, ...], batch_ndim: int) -> list[Any]:
+    """Flatten images / maps into a list of single items (PIL images or numpy arrays).
+
+    A single array with ``ndim in single_ndims`` is one item, with ``ndim == batch_ndim`` a batch; lists (and
+    lists of lists) are flattened the same way.
+    """
+    shapes = " or ".join(f"{n}-D" for n in single_ndims)
+    allowed = (
+        f"a PIL image, a numpy array / torch or tf tensor ({shapes} for one item, {batch_ndim}-D for a batch), "
+        "or a list of them"
+    )
+
+    def one(value: Any, depth: int) -> list[Any]:
+        if _is_pil(value):
+            return [value]
+        if _is_arraylike(value):
+            array = _to_numpy(value)
+            if array.ndim in single_ndims:
+                return [array]
+            if array.ndim == batch_ndim:
+                return list(array)
+            raise ValueError(f"{name}: got an array of shape {array.shape}; expected {allowed}")
+        if isinstance(value, (list, tuple)) and depth < 2:
+            if len(value) == 0:
+                raise ValueError(f"{name}: got an empty list; expected {allowed}")
+            items: list[Any] = []
+            for element in value:
+                items.extend(one(element, depth + 1))
+            return items
+        raise TypeError(f"{name}: got {type(value).__name__}; expected {allowed}")
+
+    return one(inputs, 0)
+
+
+def _check_dtype(array: np.ndarray, name: str, index: int) -> None:
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(
+            f"{name}[{index}]: dtype {array.dtype} is not supported; allowed: unsigned / signed integers "
+            "(uint8 0..255) or floats (0..1 or 0..255)"
+        )
+
+
+def _infer_channels_last(shape: tuple[int, ...], name: str, index: int) -> bool:
+    """Hugging Face's rule with channels (1, 3) first, then (2, 4) for LA / RGBA; first wins when both match."""
+    for counts in ((1, 3), (2, 4)):
+        first, last = shape[0] in counts, shape[-1] in counts
+        if first and last:
+            warnings.warn(
+                f"{name}[{index}]: the channel axis of shape {shape} is ambiguous; assuming channels first (CHW). "
+                "Pass input_data_format='channels_last' or 'channels_first' to say which.",
+                UserWarning,
+                stacklevel=5,
+            )
+            return False
+        if first:
+            return False
+        if last:
+            return True
+    raise ValueError(
+        f"{name}[{index}]: cannot find the channel axis of an image of shape {shape}; expected 1, 2, 3 or 4 "
+        "channels on the first (CHW) or last (HWC) axis, or a 2-D (H, W) grayscale image"
+    )
+
+
+def _image_to_hwc(
+    image: Any, do_convert_rgb: bool, input_data_format: str | None, index: int
+) -> tuple[np.ndarray, bool]:
+    """One image as a numpy ``(H, W, C)`` array (C = 3, or 1 without RGB conversion), and whether it was HWC."""
+    name = "images"
+    if _is_pil(image):
+        if do_convert_rgb and image.mode != "RGB" and image.mode in _PIL_TO_RGB_MODES:
+            image = image.convert("RGB")
+        array = np.asarray(image)
+        channels_last = True
+        if array.ndim == 2:
+            array = array[:, :, None]
+    else:
+        array = image
+        if array.ndim == 2:
+            array = array[:, :, None]
+            channels_last = True
+        elif input_data_format is not None:
+            channels_last = input_data_format == "channels_last"
+        else:
+            _check_dtype(array, name, index)
+            if 0 in array.shape:
+                raise ValueError(f"{name}[{index}]: image is empty, shape {array.shape}")
+            channels_last = _infer_channels_last(array.shape, name, index)
+        if not channels_last:
+            array = np.moveaxis(array, 0, -1)
+    _check_dtype(array, name, index)
+    if 0 in array.shape:
+        raise ValueError(f"{name}[{index}]: image is empty, shape (H, W, C) = {array.shape}")
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}[{index}]: float image contains NaN or infinity")
+    channels = array.shape[-1]
+    if channels == 3:
+        return array, channels_last
+    if channels == 1:
+        return (np.repeat(array, 3, axis=-1) if do_convert_rgb else array), channels_last
+    if channels in (2, 4):
+        if not do_convert_rgb:
+            raise ValueError(
+                f"{name}[{index}]: image has {channels} channels ({'LA' if channels == 2 else 'RGBA'}); allowed without "
+                "RGB conversion: 1 or 3. Pass do_convert_rgb=True to drop the alpha channel."
+            )
+        if channels == 4:
+            return array[..., :3], channels_last
+        return np.repeat(array[..., :1], 3, axis=-1), channels_last
+    raise ValueError(
+        f"{name}[{index}]: image has {channels} channels (shape {array.shape} as HWC); allowed: 1 (gray), 2 (LA), "
+        "3 (RGB) or 4 (RGBA)"
+    )
+
+
+def _map_to_2d(segmentation_map: Any, index: int) -> np.ndarray:
+    """One label map as a numpy integer ``(H, W)`` array (not copied if it is one already)."""
+    name = "segmentation_maps"
+    if _is_pil(segmentation_map):
+        array = np.asarray(segmentation_map)
+        if array.ndim != 2:
+            raise ValueError(
+                f"{name}[{index}]: a PIL label map must be single-channel ('L', 'P', 'I', 'I;16'), got mode "
+                f"{segmentation_map.mode!r}"
+            )
+    else:
+        array = segmentation_map
+    if array.ndim != 2:
+        raise ValueError(f"{name}[{index}]: label map must be 2-D (H, W), got shape {array.shape}")
+    if 0 in array.shape:
+        raise ValueError(f"{name}[{index}]: label map is empty, shape {array.shape}")
+    if array.dtype == np.bool_:
+        return array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+            raise ValueError(f"{name}[{index}]: float label map must hold integer class indices (no NaN, no fractions)")
+        return array.astype(np.int64)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name}[{index}]: dtype {array.dtype} is not supported; allowed: integers, bool, or integer-valued floats")
+    return array
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Numerics
+
+
+def reduce_labels(label_map: np.ndarray) -> np.ndarray:
+    """ADE20K-style label reduction, returning a new int64 array: 0 -> 255, k -> k - 1, 255 stays 255.
+
+    (Identical to Hugging Face's in-place ``reduce_label`` for every value, including values above 255:
+    256 -> 255.)
+    """
+    labels = np.asarray(label_map).astype(np.int64)
+    reduced = labels - 1
+    reduced[(labels == 0) | (labels == IGNORE_INDEX)] = IGNORE_INDEX
+    return reduced
+
+
+@functools.lru_cache(maxsize=256)
+def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """Source index of each output pixel for Pillow's NEAREST resize along one axis (int64 ``(out_size,)``)."""
+    ramp = Image.fromarray(np.arange(in_size, dtype=np.int32)[:, None])
+    picked = np.asarray(ramp.resize((1, out_size), resample=PIL_NEAREST)).reshape(-1)
+    indices = picked.astype(np.int64)
+    indices.setflags(write=False)
+    return indices
+
+
+def resize_nearest(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D array of any integer dtype with Pillow's NEAREST sampling grid, without a uint8 round trip."""
+    rows = _nearest_indices(label_map.shape[0], size[0])
+    cols = _nearest_indices(label_map.shape[1], size[1])
+    return label_map[rows[:, None], cols[None, :]]
+
+
+def _pil_resize(array: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
+    """Hugging Face's ``image_transforms.resize`` on an HWC array: via Pillow, uint8 where it can be.
+
+    Returns HWC; uint8 for uint8 / integer-valued inputs in [0, 255], float32 otherwise. Inputs Hugging Face
+    refuses (floats outside [0, 1] that are not integers in [0, 255]) are resized per channel in Pillow's
+    float mode "F" with the same filter, without rounding.
+    """
+    height, width = size
+    rescaled = False
+    if array.dtype == np.uint8:
+        pixels = array
+    elif np.allclose(array, array.astype(int)) and array.min() >= 0 and array.max() <= 255:
+        pixels = array.astype(np.uint8)
+    elif array.min() >= 0 and array.max() <= 1:
+        pixels = (array.astype(np.float64) * 255).astype(np.float32).astype(np.uint8)
+        rescaled = True
+    else:
+        planes = [
+            np.asarray(Image.fromarray(np.ascontiguousarray(array[:, :, c], dtype=np.float32)).resize(
+                (width, height), resample=resample, reducing_gap=None))
+            for c in range(array.shape[-1])
+        ]
+        return np.stack(planes, axis=-1)
+    picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else np.ascontiguousarray(pixels))
+    resized = np.asarray(picture.resize((width, height), resample=resample, reducing_gap=None))
+    if resized.ndim == 2:
+        resized = resized[:, :, None]
+    if rescaled:
+        resized = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
+    return resized
+
+
+def _softmax(array: np.ndarray, axis: int) -> np.ndarray:
+    shifted = array - array.max(axis=axis, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=axis, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Post-processing
+
+
+def _framework_of(value: Any) -> str:
+    module = type(value).__module__
+    if module.startswith("torch"):
+        return "pt"
+    if module.startswith(("tensorflow", "tf_keras")):
+        return "tf"
+    return "np"
+
+
+def _target_sizes_list(target_sizes: Any, batch: int) -> list[tuple[int, int]]:
+    if _is_arraylike(target_sizes):
+        target_sizes = _to_numpy(target_sizes).tolist()
+    try:
+        sizes = [tuple(size) for size in target_sizes]
+    except TypeError:
+        raise ValueError(f"target_sizes must be a sequence of (height, width) pairs, got {target_sizes!r}") from None
+    if len(sizes) != batch:
+        raise ValueError(
+            f"target_sizes has {len(sizes)} entries but the logits hold {batch} images; pass one (height, width) per image"
+        )
+    result = []
+    for size in sizes:
+        if len(size) != 2 or any(isinstance(s, bool) or int(s) != s or int(s) < 1 for s in size):
+            raise ValueError(f"target_sizes entries must be (height, width) with positive ints, got {size!r}")
+        result.append((int(size[0]), int(size[1])))
+    return result
+
+
+def post_process_semantic_segmentation(
+    outputs: Any, target_sizes: Any = None, return_probabilities: bool = False
+) -> list[Any]:
+    """Per-pixel class maps (or probabilities) from semantic-segmentation logits.
+
+    Args:
+        outputs: an object with ``.logits``, a mapping with ``"logits"``, or the logits themselves: float
+            ``(N, C, H, W)`` as a torch tensor, a tf tensor or a numpy array.
+        target_sizes: ``None`` (keep ``H, W``) or one ``(height, width)`` per image (list, numpy, torch or tf).
+            Logits are upsampled bilinearly (half-pixel centres, ``align_corners=False``, no antialias) before
+            the argmax.
+        return_probabilities: return softmax probabilities ``(C, h, w)`` (float, softmax over the upsampled
+            logits) instead of class maps.
+
+    Returns:
+        A list of N items of the input's kind (torch / tf / numpy): int64 ``(h, w)`` class maps, or float
+        ``(C, h, w)`` probabilities.
+    """
+    if hasattr(outputs, "logits"):
+        logits = outputs.logits
+    elif isinstance(outputs, Mapping):
+        if "logits" not in outputs:
+            raise ValueError(f"outputs is a mapping without 'logits' (keys: {sorted(outputs)})")
+        logits = outputs["logits"]
+    else:
+        logits = outputs
+    if not _is_arraylike(logits):
+        raise TypeError(
+            "outputs must be a model output with .logits, a mapping with 'logits', or a (N, C, H, W) torch / tf tensor "
+            f"or numpy array; got {type(logits).__name__}"
+        )
+    if len(logits.shape) != 4:
+        raise ValueError(f"logits must be 4-D (N, C, H, W), got shape {tuple(logits.shape)}")
+    batch = int(logits.shape[0])
+    sizes = _target_sizes_list(target_sizes, batch) if target_sizes is not None else None
+    framework = _framework_of(logits)
+
+    if framework == "pt":
+        import torch
+
+        if not logits.is_floating_point():
+            raise TypeError(f"logits must be a float tensor, got {logits.dtype}")
+        results = []
+        for i in range(batch):
+            sample = logits[i : i + 1]
+            if sizes is not None:
+                sample = torch.nn.functional.interpolate(
+                    sample, size=sizes[i], mode="bilinear", align_corners=False, antialias=False
+                )
+            sample = sample[0]
+            results.append(torch.softmax(sample, dim=0) if return_probabilities else sample.argmax(dim=0))
+        return results
+
+    if framework == "tf":
+        import tensorflow as tf
+
+        if not logits.dtype.is_floating:
+            raise TypeError(f"logits must be a float tensor, got {logits.dtype.name}")
+        channels_last = tf.transpose(logits, [0, 2, 3, 1])
+        results = []
+        for i in range(batch):
+            sample = channels_last[i : i + 1]
+            if sizes is not None:
+                sample = tf.image.resize(sample, sizes[i], method="bilinear", antialias=False)
+            sample = sample[0]
+            if return_probabilities:
+                results.append(tf.transpose(tf.nn.softmax(sample, axis=-1), [2, 0, 1]))
+            else:
+                results.append(tf.argmax(sample, axis=-1, output_type=tf.int64))
+        return results
+
+    array = _to_numpy(logits)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"logits must be a float array, got {array.dtype}")
+    results = []
+    for i in range(batch):
+        sample = array[i]
+        if sizes is not None:
+            sample = resize_bilinear(sample, sizes[i], channels_first=True)
+        results.append(_softmax(sample, axis=0) if return_probabilities else sample.argmax(axis=0).astype(np.int64))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The processor
+
+
+class SegformerImageProcessor:
+    """Prepares images (and label maps) for SegFormer; drop-in for ``transformers.SegformerImageProcessor``.
+
+    Args:
+        do_resize: resize images and maps to ``size``.
+        size: ``{"height": h, "width": w}``, a ``(h, w)`` pair or an int (square). Default 512 x 512.
+        resample: Pillow filter for images (``PIL.Image.Resampling``, int 0..5 or a name); maps always use nearest.
+        do_rescale: multiply pixel values by ``rescale_factor`` (default ``1/255``).
+        do_normalize: ``(x - image_mean) / image_std`` per channel (ImageNet defaults).
+        do_reduce_labels: map label 0 (background) to 255 (ignored) and k to k - 1 (ADE20K).
+        do_convert_rgb: convert grayscale, LA, RGBA and palette images to RGB (alpha dropped). Not in Hugging
+            Face; written to ``preprocessor_config.json`` only when ``False``.
+        reduce_labels: deprecated name of ``do_reduce_labels`` (honoured, with a ``FutureWarning``).
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(
+        self,
+        do_resize: bool = True,
+        size: Any = None,
+        resample: Any = PIL_BILINEAR,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        image_mean: float | Sequence[float] | None = None,
+        image_std: float | Sequence[float] | None = None,
+        do_reduce_labels: bool = False,
+        do_convert_rgb: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        legacy = _pop_legacy_kwargs(kwargs, "SegformerImageProcessor")
+        if legacy is not None and not do_reduce_labels:
+            do_reduce_labels = legacy
+        self.do_resize = bool(do_resize)
+        self.size = _normalize_size(size if size is not None else {"height": 512, "width": 512})
+        self.resample = _normalize_resample(resample)
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = _normalize_rescale_factor(rescale_factor)
+        self.do_normalize = bool(do_normalize)
+        self.image_mean = _normalize_stats(image_mean if image_mean is not None else list(IMAGENET_DEFAULT_MEAN), "image_mean")
+        self.image_std = _normalize_stats(image_std if image_std is not None else list(IMAGENET_DEFAULT_STD), "image_std")
+        self.do_reduce_labels = bool(do_reduce_labels)
+        self.do_convert_rgb = bool(do_convert_rgb)
+
+    # -- calling --------------------------------------------------------------------------------------------
+
+    def __call__(self, images: Any, segmentation_maps: Any = None, **kwargs: Any) -> BatchFeature:
+        """Same as ``preprocess(images, segmentation_maps, **kwargs)``."""
+        return self.preprocess(images, segmentation_maps=segmentation_maps, **kwargs)
+
+    def preprocess(
+        self,
+        images: Any,
+        segmentation_maps: Any = None,
+        do_resize: bool | None = None,
+        size: Any = None,
+        resample: Any = None,
+        do_rescale: bool | None = None,
+        rescale_factor: float | None = None,
+        do_normalize: bool | None = None,
+        image_mean: float | Sequence[float] | None = None,
+        image_std: float | Sequence[float] | None = None,
+        do_reduce_labels: bool | None = None,
+        do_convert_rgb: bool | None = None,
+        return_tensors: Any = None,
+        data_format: Any = "channels_first",
+        input_data_format: Any = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Preprocess images (and label maps); every argument left ``None`` takes the processor's setting.
+
+        Args:
+            images: a PIL image, numpy ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` array, torch / tf tensor, a 4-D
+                batch, or a list of these. uint8 in [0, 255] or floats in [0, 1] (or [0, 255]).
+            segmentation_maps: optional label maps, one per image with the same ``H, W``: ``(H, W)`` integer
+                arrays / tensors, single-channel PIL images, a ``(N, H, W)`` batch, or a list.
+            return_tensors: ``None`` (lists of numpy arrays), ``"np"``, ``"pt"`` or ``"tf"``.
+            data_format: ``"channels_first"`` (``pixel_values`` ``(N, 3, h, w)``, default), ``"channels_last"``,
+                or ``None`` (each image's input layout).
+            input_data_format: layout of 3-D array inputs, ``"channels_first"`` / ``"channels_last"``; ``None``
+                infers it.
+
+        Returns:
+            ``BatchFeature`` with ``pixel_values`` (float32) and, with maps, ``labels`` (int64 ``(N, h, w)``).
+        """
+        legacy = _pop_legacy_kwargs(kwargs, "preprocess", per_call=True)
+        if legacy is not None and do_reduce_labels is None:
+            do_reduce_labels = legacy
+        do_resize = self.do_resize if do_resize is None else bool(do_resize)
+        size = self.size if size is None else _normalize_size(size)
+        resample = self.resample if resample is None else _normalize_resample(resample)
+        do_rescale = self.do_rescale if do_rescale is None else bool(do_rescale)
+        rescale_factor = self.rescale_factor if rescale_factor is None else _normalize_rescale_factor(rescale_factor)
+        do_normalize = self.do_normalize if do_normalize is None else bool(do_normalize)
+        image_mean = self.image_mean if image_mean is None else _normalize_stats(image_mean, "image_mean")
+        image_std = self.image_std if image_std is None else _normalize_stats(image_std, "image_std")
+        do_reduce_labels = self.do_reduce_labels if do_reduce_labels is None else bool(do_reduce_labels)
+        do_convert_rgb = self.do_convert_rgb if do_convert_rgb is None else bool(do_convert_rgb)
+        return_tensors = _normalize_return_tensors(return_tensors)
+        data_format = _normalize_data_format(data_format, "data_format")
+        input_data_format = _normalize_data_format(input_data_format, "input_data_format")
+        target = (size["height"], size["width"])
+
+        flat_images = _flatten(images, "images", single_ndims=(2, 3), batch_ndim=4)
+        flat_maps = None
+        if segmentation_maps is not None:
+            flat_maps = _flatten(segmentation_maps, "segmentation_maps", single_ndims=(2,), batch_ndim=3)
+            if len(flat_maps) != len(flat_images):
+                raise ValueError(
+                    f"segmentation_maps: got {len(flat_maps)} label maps for {len(flat_images)} images; pass exactly one "
+                    "(H, W) map per image (a single 3-D array of maps is read as a batch (N, H, W))"
+                )
+
+        pixel_values: list[np.ndarray] = []
+        image_sizes: list[tuple[int, int]] = []
+        warn_scaled = False
+        for index, image in enumerate(flat_images):
+            hwc, was_channels_last = _image_to_hwc(image, do_convert_rgb, input_data_format, index)
+            image_sizes.append(hwc.shape[:2])
+            if do_rescale and np.issubdtype(hwc.dtype, np.floating) and hwc.min() >= 0 and hwc.max() <= 1:
+                warn_scaled = True
+            if do_resize:
+                hwc = _pil_resize(hwc, target, resample)
+            if do_rescale:
+                hwc = (hwc.astype(np.float64) * rescale_factor).astype(np.float32)
+            if do_normalize:
+                if not np.issubdtype(hwc.dtype, np.floating):
+                    hwc = hwc.astype(np.float32)
+                channels = hwc.shape[-1]
+                for stats_name, stats in (("image_mean", image_mean), ("image_std", image_std)):
+                    if isinstance(stats, list) and len(stats) != channels:
+                        raise ValueError(
+                            f"{stats_name} has {len(stats)} values but images[{index}] has {channels} channels; "
+                            f"pass {channels} values or one number"
+                        )
+                mean = np.asarray(image_mean, dtype=hwc.dtype)
+                std = np.asarray(image_std, dtype=hwc.dtype)
+                hwc = (hwc - mean) / std
+            hwc = hwc.astype(np.float32)
+            out_channels_last = was_channels_last if data_format is None else data_format == "channels_last"
+            pixel_values.append(np.ascontiguousarray(hwc if out_channels_last else hwc.transpose(2, 0, 1)))
+        if warn_scaled:
+            warnings.warn(
+                "images: float images already in [0, 1] are being rescaled again (do_rescale=True multiplies them by "
+                f"rescale_factor={rescale_factor}); pass do_rescale=False if they are already scaled.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+        result = BatchFeature(pixel_values=pixel_values)
+        if flat_maps is not None:
+            labels: list[np.ndarray] = []
+            for index, segmentation_map in enumerate(flat_maps):
+                label_map = _map_to_2d(segmentation_map, index)
+                if label_map.shape != image_sizes[index]:
+                    raise ValueError(
+                        f"segmentation_maps[{index}] is {label_map.shape} (H, W) but images[{index}] is "
+                        f"{image_sizes[index]}; each map must have its image's height and width"
+                    )
+                if do_reduce_labels:
+                    label_map = reduce_labels(label_map)
+                if do_resize:
+                    label_map = resize_nearest(label_map, target)
+                labels.append(np.array(label_map, dtype=np.int64))
+            result["labels"] = labels
+        return _convert_tensors(result, return_tensors)
+
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: Any = None, return_probabilities: bool = False
+    ) -> list[Any]:
+        """See the module-level ``post_process_semantic_segmentation``."""
+        return post_process_semantic_segmentation(outputs, target_sizes, return_probabilities)
+
+    # -- serialization ---------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings in Hugging Face's ``preprocessor_config.json`` format."""
+        data: dict[str, Any] = {
+            "do_normalize": self.do_normalize,
+            "do_reduce_labels": self.do_reduce_labels,
+            "do_rescale": self.do_rescale,
+            "do_resize": self.do_resize,
+            "image_mean": self.image_mean if not isinstance(self.image_mean, list) else list(self.image_mean),
+            "image_processor_type": "SegformerImageProcessor",
+            "image_std": self.image_std if not isinstance(self.image_std, list) else list(self.image_std),
+            "resample": self.resample,
+            "rescale_factor": self.rescale_factor,
+            "size": dict(self.size),
+        }
+        if not self.do_convert_rgb:
+            data["do_convert_rgb"] = False
+        return data
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        atomic_write_text(json_file_path, self.to_json_string())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SegformerImageProcessor) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def from_dict(cls, config_dict: Mapping[str, Any], **kwargs: Any) -> "SegformerImageProcessor":
+        """Build from a ``preprocessor_config.json`` dict; ``kwargs`` override its values."""
+        if not isinstance(config_dict, Mapping):
+            raise TypeError(f"config_dict must be a mapping, got {type(config_dict).__name__}")
+        return cls(**{**dict(config_dict), **kwargs})
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike, **kwargs: Any) -> "SegformerImageProcessor":
+        path = Path(json_file)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{os.fspath(path)!r} is not valid JSON: {error}") from None
+        return cls.from_dict(data, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "SegformerImageProcessor":
+        """Load from a folder holding ``preprocessor_config.json`` (or the JSON file itself).
+
+        A Hugging Face Hub repo id (``"nvidia/segformer-b0-finetuned-ade-512-512"``) is fetched with the
+        optional ``huggingface_hub`` package when it is installed. ``kwargs`` override the file's values.
+        """
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            config_file = path / PREPROCESSOR_CONFIG_NAME
+            if not config_file.is_file():
+                raise FileNotFoundError(f"{os.fspath(path)!r} has no {PREPROCESSOR_CONFIG_NAME}")
+        elif path.is_file():
+            config_file = path
+        else:
+            config_file = _download_from_hub(os.fspath(pretrained_model_name_or_path))
+        return cls.from_json_file(config_file, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
+        """Write ``save_directory/preprocessor_config.json`` (atomically); returns ``[path]``."""
+        directory = Path(save_directory)
+        if directory.is_file():
+            raise ValueError(f"save_directory {os.fspath(directory)!r} is a file; pass a folder")
+        directory.mkdir(parents=True, exist_ok=True)
+        output = directory / PREPROCESSOR_CONFIG_NAME
+        self.to_json_file(output)
+        return [os.fspath(output)]
+
+
+class SegformerFeatureExtractor(SegformerImageProcessor):
+    """Deprecated alias of ``SegformerImageProcessor`` (as in Hugging Face); emits a ``FutureWarning``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(
+            "SegformerFeatureExtractor is deprecated and will be removed; use SegformerImageProcessor instead "
+            "(same arguments and behaviour).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        super().__init__(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _pop_legacy_kwargs(kwargs: dict[str, Any], where: str, per_call: bool = False) -> bool | None:
+    """Remove legacy / meta keys from ``kwargs``; return the legacy ``reduce_labels`` value if given."""
+    legacy: bool | None = None
+    if "reduce_labels" in kwargs:
+        legacy = bool(kwargs.pop("reduce_labels"))
+        warnings.warn(
+            "The `reduce_labels` argument is deprecated; it is honoured as `do_reduce_labels` "
+            f"(= {legacy}). Use `do_reduce_labels` instead.",
+            FutureWarning,
+            stacklevel=4,
+        )
+    for key in _META_KEYS:
+        kwargs.pop(key, None)
+    ignored_legacy = sorted(key for key in _LEGACY_IGNORED if key in kwargs)
+    for key in ignored_legacy:
+        kwargs.pop(key)
+    if ignored_legacy:
+        warnings.warn(
+            f"{where}: {', '.join(ignored_legacy)} belong to the old SegformerFeatureExtractor and have no effect "
+            "(as in transformers >= 4.13); they were ignored.",
+            UserWarning,
+            stacklevel=4,
+        )
+    if kwargs:
+        valid = _INIT_ARGS + (("return_tensors", "data_format", "input_data_format") if per_call else ())
+        unknown = sorted(kwargs)
+        kwargs.clear()
+        warnings.warn(
+            f"{where}: unknown arguments {', '.join(unknown)} were ignored; valid arguments: {', '.join(valid)}",
+            UserWarning,
+            stacklevel=4,
+        )
+    return legacy
+
+
+def _convert_tensors(batch: BatchFeature, return_tensors: str | None) -> BatchFeature:
+    if return_tensors is None:
+        return batch
+    stacked: dict[str, np.ndarray] = {}
+    for key, values in batch.items():
+        shapes = sorted({tuple(v.shape) for v in values})
+        if len(shapes) != 1:
+            raise ValueError(
+                f"return_tensors={return_tensors!r} needs all {key} the same shape, got {shapes}; pass do_resize=True "
+                "(one size for all) or return_tensors=None (lists)"
+            )
+        stacked[key] = np.stack(values)
+    if return_tensors == "np":
+        return BatchFeature(stacked)
+    if return_tensors == "pt":
+        import torch
+
+        return BatchFeature({key: torch.from_numpy(value) for key, value in stacked.items()})
+    import tensorflow as tf
+
+    return BatchFeature({key: tf.convert_to_tensor(value) for key, value in stacked.items()})
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    looks_like_repo = repo_id.count("/") == 1 and not repo_id.startswith((".", "/")) and "\\" not in repo_id
+    if not looks_like_repo:
+        raise FileNotFoundError(f"{repo_id!r} is neither a folder with {PREPROCESSOR_CONFIG_NAME} nor a JSON file")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise FileNotFoundError(
+            f"{repo_id!r} is not a local folder; to fetch it from the Hugging Face Hub install the optional "
+            "`huggingface_hub` package (pip install segformer[hub]), or pass a local folder"
+        ) from None
+    return Path(hf_hub_download(repo_id, PREPROCESSOR_CONFIG_NAME))
