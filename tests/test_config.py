@@ -92,7 +92,7 @@ def test_num_labels_regenerates_labels():
         ({"hidden_sizes": [32, 0, 160, 256]}, r"hidden_sizes must hold positive"),
         ({"depths": [2, -1, 2, 2]}, r"depths must hold positive"),
         ({"decoder_hidden_size": 0}, r"decoder_hidden_size must be an integer >= 1, got 0"),
-        ({"num_labels": 0}, r"num_labels must be an integer >= 1, got 0"),
+        ({"num_labels": 0}, r"num_labels must be an integer in \[1, 1000000\], got 0"),
         ({"hidden_act": "mish"}, r"hidden_act must be one of \['gelu'"),
         ({"drop_path_rate": 1.5}, r"drop_path_rate must be a probability in \[0, 1\), got 1.5"),
         ({"layer_norm_eps": 0.0}, r"layer_norm_eps must be a positive number"),

@@ -78,8 +78,8 @@ def detect_format(path: str | os.PathLike) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except zipfile.BadZipFile as err:
-            raise CheckpointError(f"{path}: damaged zip archive ({err})") from None
+        except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, OSError, EOFError) as err:
+            raise CheckpointError(f"{path}: damaged zip archive ({type(err).__name__}: {err})") from None
         if "config.json" in names and "model.weights.h5" in names:
             return "keras"
         return "torch"
@@ -119,6 +119,26 @@ def find_weights_file(folder: str | os.PathLike, prefer: Iterable[str] = ("safet
     raise FileNotFoundError(f"no weights file in {folder}; looked for {names}")
 
 
+# --------------------------------------------------------------------------------------- checksums
+CHECKSUM_KEY = "segformer_sha256"
+
+
+def tensors_digest(tensors: Mapping[str, np.ndarray]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``tensors`` in sorted-name order.
+
+    Files we write carry it (safetensors metadata / an h5 attribute; other readers ignore it), so a
+    flipped byte in the tensor data of one of our files is detected on load, not silently used.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.asarray(tensors[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode("utf-8"))
+        digest.update(np.asarray(array, order="C").tobytes())
+    return digest.hexdigest()
+
+
 # ---------------------------------------------------------------------------------------- safetensors
 _ST_DTYPES = {
     "F64": np.float64,
@@ -155,8 +175,9 @@ def read_safetensors(path: str | os.PathLike, upcast: bool = True) -> dict[str, 
         data = handle.read()
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupted safetensors header (not an object)")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None) or {}
     out: dict[str, np.ndarray] = {}
+    raw: dict[str, np.ndarray] = {}
     for name, info in header.items():
         try:
             dtype_name, shape, (begin, end) = info["dtype"], [int(s) for s in info["shape"]], info["data_offsets"]
@@ -175,6 +196,8 @@ def read_safetensors(path: str | os.PathLike, upcast: bool = True) -> dict[str, 
                 f"(bytes {begin}..{end} of {len(data)}); the file is truncated or corrupted"
             )
         chunk = data[begin:end]
+        if isinstance(metadata, dict) and CHECKSUM_KEY in metadata and dtype_name in _ST_DTYPES:
+            raw[name] = np.frombuffer(chunk, dtype=np.dtype(_ST_DTYPES[dtype_name]).newbyteorder("<")).reshape(shape)
         if dtype_name == "BF16":
             array = (np.frombuffer(chunk, dtype="<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
         else:
@@ -182,6 +205,9 @@ def read_safetensors(path: str | os.PathLike, upcast: bool = True) -> dict[str, 
             if upcast and array.dtype in (np.float16, np.float64):
                 array = array.astype(np.float32)
         out[name] = np.array(array)  # own the memory, writable
+    if isinstance(metadata, dict) and CHECKSUM_KEY in metadata and len(raw) == len(out):
+        if tensors_digest(raw) != metadata[CHECKSUM_KEY]:
+            raise CheckpointError(f"{path}: checksum mismatch: the tensor data is corrupted (the file was written by segformer)")
     return out
 
 
@@ -192,8 +218,10 @@ def save_safetensors(
     from safetensors.numpy import save_file
 
     contiguous = {name: np.asarray(array, order="C") for name, array in tensors.items()}
+    metadata = dict(metadata or {"format": "pt"})
+    metadata[CHECKSUM_KEY] = tensors_digest(contiguous)
     with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata or {"format": "pt"})
+        save_file(contiguous, str(tmp), metadata=metadata)
     return Path(path)
 
 
@@ -260,6 +288,7 @@ def read_tf_h5(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
     model_names = set()
     try:
         with handle:
+            expected_digest = _as_str(handle.attrs[CHECKSUM_KEY]) if CHECKSUM_KEY in handle.attrs else None
             layer_names = [_as_str(n) for n in handle.attrs.get("layer_names", [])]
             if not layer_names:
                 raise CheckpointError(f"{path}: HDF5 file has no 'layer_names' attribute (not a Keras weights file)")
@@ -276,6 +305,12 @@ def read_tf_h5(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
                     out[rest.removesuffix(":0")] = array
     except (OSError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path}: corrupted HDF5 content ({type(err).__name__}: {err})") from None
+    except CheckpointError:
+        raise
+    except Exception as err:  # h5py surfaces low-level HDF5 corruption as many exception types
+        raise CheckpointError(f"{path}: corrupted HDF5 content ({type(err).__name__}: {err})") from None
+    if expected_digest is not None and tensors_digest(out) != expected_digest:
+        raise CheckpointError(f"{path}: checksum mismatch: the tensor data is corrupted (the file was written by segformer)")
     if len(model_names) > 1:
         raise CheckpointError(f"{path}: weights from several models {sorted(model_names)}")
     return (model_names.pop() if model_names else ""), out
@@ -301,6 +336,7 @@ def write_tf_h5(path: str | os.PathLike, model_name: str, tensors: Mapping[str, 
             handle.attrs["backend"] = "tensorflow"
             handle.attrs["keras_version"] = "2.21.0"
             handle.attrs["layer_names"] = np.array([n.encode("utf-8") for n in layers], dtype=object)
+            handle.attrs[CHECKSUM_KEY] = tensors_digest({n: np.asarray(t) for n, t in tensors.items()})
             for layer, names in layers.items():
                 group = handle.create_group(layer)
                 full = [f"{model_name}/{n}:0" for n in names]

@@ -32,6 +32,7 @@ from .variants import VARIANTS
 __all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME"]
 
 CONFIG_NAME = "config.json"
+MAX_LABELS = 1_000_000
 HF_LAYER_NORM_EPS = 1e-5
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "selu", "silu", "swish", "tanh")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
@@ -49,6 +50,12 @@ _LIST_FIELDS = (
 # Keys that HF's PretrainedConfig writes but that carry no meaning for this model family; they are kept
 # (round trip) in ``extra`` together with any unknown key.
 _VERSION_KEY = "segformer_version"
+
+
+def _as_list(name: str, value: Any) -> list:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} must be a list with one number per stage, got {value!r}")
+    return list(value)
 
 
 class SegformerConfig:
@@ -94,13 +101,13 @@ class SegformerConfig:
     ) -> None:
         self.num_channels = num_channels
         self.num_encoder_blocks = num_encoder_blocks
-        self.depths = list(depths)
-        self.sr_ratios = list(sr_ratios)
-        self.hidden_sizes = list(hidden_sizes)
-        self.patch_sizes = list(patch_sizes)
-        self.strides = list(strides)
-        self.num_attention_heads = list(num_attention_heads)
-        self.mlp_ratios = list(mlp_ratios)
+        self.depths = _as_list("depths", depths)
+        self.sr_ratios = _as_list("sr_ratios", sr_ratios)
+        self.hidden_sizes = _as_list("hidden_sizes", hidden_sizes)
+        self.patch_sizes = _as_list("patch_sizes", patch_sizes)
+        self.strides = _as_list("strides", strides)
+        self.num_attention_heads = _as_list("num_attention_heads", num_attention_heads)
+        self.mlp_ratios = _as_list("mlp_ratios", mlp_ratios)
         self.hidden_act = hidden_act
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
@@ -125,11 +132,16 @@ class SegformerConfig:
     # ------------------------------------------------------------------ labels
     def _set_labels(self, num_labels: int | None, id2label: dict | None, label2id: dict | None) -> None:
         if id2label is not None:
-            id2label = {int(k): str(v) for k, v in dict(id2label).items()}
+            try:
+                id2label = {int(k): str(v) for k, v in dict(id2label).items()}
+            except (TypeError, ValueError):
+                raise ValueError(f"id2label must map integer class ids to names, got {id2label!r:.200}") from None
+        if label2id is not None and not isinstance(label2id, dict):
+            raise ValueError(f"label2id must be a dict of name -> id, got {type(label2id).__name__}")
         if num_labels is None:
             num_labels = len(id2label) if id2label else 2
-        if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1:
-            raise ValueError(f"num_labels must be an integer >= 1, got {num_labels!r}")
+        if not isinstance(num_labels, int) or isinstance(num_labels, bool) or not 1 <= num_labels <= MAX_LABELS:
+            raise ValueError(f"num_labels must be an integer in [1, {MAX_LABELS}], got {num_labels!r}")
         if id2label is None or len(id2label) != num_labels:
             id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
         if sorted(id2label) != list(range(num_labels)):
@@ -137,7 +149,10 @@ class SegformerConfig:
         if label2id is None or len(label2id) != num_labels:
             label2id = {name: i for i, name in id2label.items()}
         self.id2label = id2label
-        self.label2id = {str(k): int(v) for k, v in dict(label2id).items()}
+        try:
+            self.label2id = {str(k): int(v) for k, v in dict(label2id).items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"label2id must map names to integer ids, got {label2id!r:.200}") from None
 
     @property
     def num_labels(self) -> int:
@@ -175,7 +190,7 @@ class SegformerConfig:
                 is_number = isinstance(item, (int, float)) and not isinstance(item, bool)
                 if name != "mlp_ratios" and not isinstance(item, int):
                     raise ValueError(f"{name} must hold positive integers, got {value}")
-                if not is_number or item <= 0:
+                if not is_number or not 0 < item < float("inf"):
                     raise ValueError(f"{name} must hold positive numbers, got {value}")
         for i, (hidden, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
             if hidden % heads:
@@ -192,15 +207,15 @@ class SegformerConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob", "drop_path_rate"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
         for name in ("layer_norm_eps", "patch_layer_norm_eps", "initializer_range"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.hidden_act not in ACTIVATIONS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act must be one of {list(ACTIVATIONS)}, got {self.hidden_act!r}")
-        if self.problem_type not in PROBLEM_TYPES:
+        if not (self.problem_type is None or isinstance(self.problem_type, str)) or self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type must be one of {list(PROBLEM_TYPES)}, got {self.problem_type!r}")
         if not isinstance(self.semantic_loss_ignore_index, int) or isinstance(self.semantic_loss_ignore_index, bool):
             raise ValueError(f"semantic_loss_ignore_index must be an integer, got {self.semantic_loss_ignore_index!r}")
@@ -320,7 +335,7 @@ class SegformerConfig:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")

@@ -1,0 +1,28 @@
+"""The exceptions the library raises on bad input, documented in one place.
+
+Every error caused by what a caller passed (arguments, images, labels, configs, files) is one of
+:data:`DOCUMENTED_ERRORS`; the message names the argument or file, the value seen, and what is allowed.
+Anything else escaping the public API is a bug (the fuzzing suite checks this).
+
+* ``ValueError`` - a value out of range / wrong shape / inconsistent (and :class:`CheckpointError`, a
+  ``ValueError`` subclass, for files that are not readable checkpoints: truncated, corrupted, wrong kind).
+* ``TypeError`` - a wrong type or dtype (integer pixel values, float labels, ...).
+* ``FileNotFoundError`` / ``NotADirectoryError`` - a path that does not exist / is not a folder.
+* ``FileExistsError`` - a destination exists and overwriting was not asked for.
+* ``ImportError`` - an optional dependency (torch, tensorflow, huggingface_hub, onnxruntime) is needed.
+"""
+
+from __future__ import annotations
+
+from .checkpoint import CheckpointError
+
+__all__ = ["CheckpointError", "DOCUMENTED_ERRORS"]
+
+DOCUMENTED_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    NotADirectoryError,
+    FileExistsError,
+    ImportError,
+)
