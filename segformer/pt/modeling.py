@@ -70,6 +70,9 @@ class SegformerModel(SegformerPreTrainedModel):
         return_dict: bool | None = None,
     ) -> BaseModelOutput | tuple:
         check_pixel_values(pixel_values, self.config)
+        weight = self.encoder.patch_embeddings[0].proj.weight
+        if pixel_values.dtype != weight.dtype or pixel_values.device != weight.device:
+            pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)  # e.g. float64 / float16 input
         return self.encoder(
             pixel_values,
             output_attentions=_flag(output_attentions, self.config.output_attentions),
