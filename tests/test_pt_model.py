@@ -203,6 +203,12 @@ def test_bad_labels_raise_clear_errors():
         model(torch.zeros(2, 64, 64, 3))
     with pytest.raises(ValueError, match=r"size 33x17 is too small: stage 1 is 9x5.*at least 29"):
         model(torch.zeros(2, 3, 33, 17))
+    nan = torch.zeros(2, 3, 64, 64)
+    nan[0, 0, 0, 0] = float("nan")
+    assert model(nan).logits.shape[0] == 2  # off by default (speed)
+    model.check_finite = True
+    with pytest.raises(ValueError, match="pixel_values contain NaN or Inf"):
+        model(nan)
     with pytest.raises(ValueError, match="must have 4 dimensions"):
         model(torch.zeros(3, 64, 64))
 

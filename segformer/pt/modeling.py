@@ -69,7 +69,7 @@ class SegformerModel(SegformerPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutput | tuple:
-        check_pixel_values(pixel_values, self.config)
+        check_pixel_values(pixel_values, self.config, check_finite=self.check_finite)
         weight = self.encoder.patch_embeddings[0].proj.weight
         if pixel_values.dtype != weight.dtype or pixel_values.device != weight.device:
             pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)  # e.g. float64 / float16 input

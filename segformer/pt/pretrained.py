@@ -38,6 +38,7 @@ class SegformerPreTrainedModel(nn.Module):
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
     _task: str | None = None  # canonical task of the parameter table; None: not loadable on its own
+    _check_finite: bool = False
 
     def __init__(self, config: SegformerConfig, *args: Any, **kwargs: Any) -> None:
         if not isinstance(config, SegformerConfig):
@@ -72,6 +73,18 @@ class SegformerPreTrainedModel(nn.Module):
         for module in self.modules():
             if "fast_path_enabled" in module.__dict__:
                 module.fast_path_enabled = bool(value)
+
+    @property
+    def check_finite(self) -> bool:
+        """Reject NaN / Inf pixel values with a ValueError (one pass over the input; off by default for speed,
+        on in ``segformer predict``)."""
+        return self._check_finite
+
+    @check_finite.setter
+    def check_finite(self, value: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, SegformerPreTrainedModel):
+                module._check_finite = bool(value)
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute each encoder stage in the backward pass (saves activation memory)."""
