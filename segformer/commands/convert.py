@@ -1,0 +1,70 @@
+"""``segformer convert SRC DST --to {pt,tf}``: any supported checkpoint -> a verified Hugging Face-layout folder.
+
+SRC is a folder or a file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``,
+``.keras``, original NVlabs / mmsegmentation ``.pth`` or encoder-only ``mit_b*.pth``), its kind detected
+from the content. Exit status 0 when written, 1 when the verification refused (max |diff| printed),
+2 for bad input (the message names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_arguments", "run"]
+
+
+def _heads(text: str) -> list[int]:
+    try:
+        heads = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,5,8, got {text!r}") from None
+    if not heads or min(heads) < 1:
+        raise argparse.ArgumentTypeError(f"head counts must be positive integers, got {text!r}")
+    return heads
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC", help="source folder or checkpoint file (kind detected from its content)")
+    parser.add_argument("dst", metavar="DST", help="destination folder (Hugging Face layout); must not exist unless --overwrite")
+    parser.add_argument("--to", choices=("pt", "tf"), required=True, help="framework of the destination folder")
+    parser.add_argument("--from", dest="source_framework", choices=("pt", "tf"), default=None,
+                        help="which weights of a folder holding both to read (default: the other framework's)")
+    parser.add_argument("--num-heads", type=_heads, default=None, metavar="H1,H2,...",
+                        help="attention heads per stage, for sources without config.json (default: meta config or MiT 1,2,5,8)")
+    parser.add_argument("--num-labels", type=int, default=None, help="number of classes (must equal the checkpoint's head)")
+    parser.add_argument("--labels", default=None, metavar="ade20k|cityscapes|FILE.json", help="class names")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted max |diff| (default 1e-4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip running the models (the written tensors are still checked bit for bit)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..common.errors import DOCUMENTED_ERRORS
+    from ..conversion import VerificationError, convert
+
+    try:
+        report = convert(
+            args.src,
+            args.dst,
+            to=args.to,
+            num_heads=args.num_heads,
+            num_labels=args.num_labels,
+            labels=args.labels,
+            tolerance=args.tolerance,
+            overwrite=args.overwrite,
+            source_framework=args.source_framework,
+            verify=args.verify,
+            progress=not args.quiet,
+        )
+    except VerificationError as err:
+        print(str(err.report), file=sys.stderr)
+        print(f"error: {err.args[0].splitlines()[0]}", file=sys.stderr)
+        return 1
+    except DOCUMENTED_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0

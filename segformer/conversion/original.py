@@ -1,0 +1,426 @@
+"""Adapter: original NVlabs / mmsegmentation SegFormer checkpoints -> the canonical (Hugging Face) names.
+
+Two kinds of original files are understood (ANCHORS.md sections 4 and 6):
+
+* mmcv segmentation checkpoints ``{"state_dict": {...}, "meta": {...}}`` as ``EncoderDecoder`` saves them:
+  ``backbone.patch_embed{1..4}``, ``backbone.block{1..4}.{j}.{norm1, attn.{q, kv, sr, norm, proj}, norm2,
+  mlp.{fc1, dwconv.dwconv, fc2}}``, ``backbone.norm{1..4}``, ``decode_head.linear_c{1..4}.proj``,
+  ``decode_head.linear_fuse.{conv, bn}``, ``decode_head.linear_pred`` and the unused ``decode_head.conv_seg``.
+* encoder-only ImageNet files (``mit_b0.pth``): the backbone state dict without the ``backbone.`` prefix,
+  plus ``head.weight`` / ``head.bias`` (an image classifier on the mean of stage 4).
+
+:func:`rename_original_key` is the ordered rename list (a small pure function, timm
+``_checkpoint_filter_fn`` style); :func:`map_original_state` pops every key, splits the fused ``kv``
+(key rows first, then value rows), drops ``conv_seg`` and fails listing anything left over.
+:func:`infer_original_config` reads the architecture off the tensors. What the tensors cannot tell:
+
+* strides: the MiT values (4 for stage 1, 2 after). The overlapping patch embedding's stride is not stored
+  in any tensor; every released SegFormer / MiT model uses these.
+* attention heads: ``--num-heads`` if given; else the ``num_heads`` of the mmseg config text stored in
+  ``meta["config"]`` (or the MiT values when that config names ``mit_b0`` .. ``mit_b5``); else the MiT
+  values [1, 2, 5, 8] where they divide the hidden size, else the largest divisor of the hidden size not
+  above the MiT value (said in the report's notes: a wrong head count changes the outputs).
+
+The converted config uses the original's LayerNorm epsilons (``layer_norm_eps=1e-6`` for block and stage
+norms, ``patch_layer_norm_eps=1e-5`` for patch-embedding and sequence-reduction norms), so the converted
+model reproduces the original code's numbers.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from ..common.checkpoint import CheckpointError, read_torch_bin
+from ..common.config import SegformerConfig
+
+__all__ = [
+    "ORIGINAL_RENAMES",
+    "MIT_NUM_HEADS",
+    "MIT_STRIDES",
+    "ORIGINAL_LAYER_NORM_EPS",
+    "ORIGINAL_PATCH_LAYER_NORM_EPS",
+    "OriginalCheckpoint",
+    "is_original_state",
+    "read_original_checkpoint",
+    "read_torch_object",
+    "original_from_object",
+    "rename_original_key",
+    "map_original_state",
+    "infer_original_config",
+    "default_num_heads",
+    "heads_from_meta",
+    "labels_from_meta",
+]
+
+MIT_NUM_HEADS = (1, 2, 5, 8)
+MIT_FIRST_STRIDE = 4
+MIT_LATER_STRIDE = 2
+MIT_STRIDES = (MIT_FIRST_STRIDE, MIT_LATER_STRIDE, MIT_LATER_STRIDE, MIT_LATER_STRIDE)
+ORIGINAL_LAYER_NORM_EPS = 1e-6
+ORIGINAL_PATCH_LAYER_NORM_EPS = 1e-5
+
+_DROP = None  # replacement meaning "consumed, not used by the model"
+
+
+def _minus_one(match: re.Match, group: int = 1) -> str:
+    return str(int(match.group(group)) - 1)
+
+
+# Ordered (pattern, replacement) list over the key *after* the source prefix has been handled:
+# encoder keys arrive as "encoder.<original backbone key>", head keys unchanged. The first full match wins.
+# A replacement is a format string over the match groups (``{1}``, ``{2}`` ...) with the 1-based stage
+# number of group 0 given 0-based as ``{s}``, or None (drop).
+ORIGINAL_RENAMES: tuple[tuple[str, str | None], ...] = (
+    (r"encoder\.patch_embed(\d+)\.proj\.(weight|bias)", "encoder.patch_embeddings.{s}.proj.{1}"),
+    (r"encoder\.patch_embed(\d+)\.norm\.(weight|bias)", "encoder.patch_embeddings.{s}.layer_norm.{1}"),
+    (r"encoder\.block(\d+)\.(\d+)\.norm1\.(weight|bias)", "encoder.block.{s}.{1}.layer_norm_1.{2}"),
+    (r"encoder\.block(\d+)\.(\d+)\.norm2\.(weight|bias)", "encoder.block.{s}.{1}.layer_norm_2.{2}"),
+    (r"encoder\.block(\d+)\.(\d+)\.attn\.q\.(weight|bias)", "encoder.block.{s}.{1}.attention.self.query.{2}"),
+    (r"encoder\.block(\d+)\.(\d+)\.attn\.kv\.(weight|bias)", "encoder.block.{s}.{1}.attention.self.kv.{2}"),
+    (r"encoder\.block(\d+)\.(\d+)\.attn\.sr\.(weight|bias)", "encoder.block.{s}.{1}.attention.self.sr.{2}"),
+    (r"encoder\.block(\d+)\.(\d+)\.attn\.norm\.(weight|bias)", "encoder.block.{s}.{1}.attention.self.layer_norm.{2}"),
+    (r"encoder\.block(\d+)\.(\d+)\.attn\.proj\.(weight|bias)", "encoder.block.{s}.{1}.attention.output.dense.{2}"),
+    (r"encoder\.block(\d+)\.(\d+)\.mlp\.fc1\.(weight|bias)", "encoder.block.{s}.{1}.mlp.dense1.{2}"),
+    (r"encoder\.block(\d+)\.(\d+)\.mlp\.dwconv\.dwconv\.(weight|bias)", "encoder.block.{s}.{1}.mlp.dwconv.dwconv.{2}"),
+    (r"encoder\.block(\d+)\.(\d+)\.mlp\.fc2\.(weight|bias)", "encoder.block.{s}.{1}.mlp.dense2.{2}"),
+    (r"encoder\.norm(\d+)\.(weight|bias)", "encoder.layer_norm.{s}.{1}"),
+    (r"decode_head\.linear_c(\d+)\.proj\.(weight|bias)", "decode_head.linear_c.{s}.proj.{1}"),
+    (r"decode_head\.linear_fuse\.conv\.(weight)", "decode_head.linear_fuse.{0}"),
+    (
+        r"decode_head\.linear_fuse\.bn\.(weight|bias|running_mean|running_var|num_batches_tracked)",
+        "decode_head.batch_norm.{0}",
+    ),
+    (r"decode_head\.linear_pred\.(weight|bias)", "decode_head.classifier.{0}"),
+    (r"decode_head\.conv_seg\.(weight|bias)", _DROP),  # mmseg BaseDecodeHead.conv_seg, unused by SegFormerHead
+    (r"head\.(weight|bias)", "classifier.{0}"),  # encoder-only ImageNet head
+)
+_COMPILED = tuple((re.compile(pattern), replacement) for pattern, replacement in ORIGINAL_RENAMES)
+_UNMATCHED = "<unmatched>"
+
+
+def rename_original_key(key: str) -> str | None:
+    """One prefix-free original key -> canonical key (without ``segformer.``), ``None`` if dropped.
+
+    ``key`` is ``"encoder." + backbone key`` or a head key (``decode_head.*``, ``head.*``). Raises
+    ``KeyError`` for a key that no rule matches.
+    """
+    for pattern, replacement in _COMPILED:
+        match = pattern.fullmatch(key)
+        if match is None:
+            continue
+        if replacement is None:
+            return None
+        groups = match.groups()
+        if pattern.pattern.startswith(("encoder", r"decode_head\.linear_c")):
+            stage = int(groups[0])
+            if stage < 1:
+                raise KeyError(f"{key}: stage numbers start at 1 in original checkpoints, got {stage}")
+            return replacement.format(*groups, s=stage - 1)
+        return replacement.format(*groups)
+    raise KeyError(key)
+
+
+def is_original_state(state: Mapping[str, Any]) -> bool:
+    """True for an mmcv checkpoint (``state_dict`` inside) or a plain original backbone state dict."""
+    if isinstance(state.get("state_dict"), Mapping):
+        return True
+    return any(str(k).startswith(("patch_embed1.", "backbone.patch_embed1.", "module.backbone.")) for k in state)
+
+
+@dataclass
+class OriginalCheckpoint:
+    """What :func:`read_original_checkpoint` found: the tensors (original names), the meta dict, the layout."""
+
+    path: Path
+    state: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+    layout: str = "mmseg"  # "mmseg" (backbone.* / decode_head.*) or "encoder" (plain backbone + head.*)
+
+
+def read_torch_object(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` into numpy; never falls back to unsafe loading.
+
+    A refusal (an mmcv ``meta`` dict holding objects other than tensors and plain containers) is a
+    :class:`CheckpointError` that says so and how to re-save the tensors alone.
+    """
+    path = Path(path)
+    try:
+        return read_torch_bin(path)
+    except CheckpointError as err:
+        if "refused" in str(err):
+            raise CheckpointError(
+                f"{err}\nThe mmcv 'meta' dict (or another entry) holds objects that torch.load(weights_only=True) "
+                "refuses. This converter does not load files unsafely. If you trust the file, re-save only its "
+                "tensors in a trusted environment, e.g. torch.save({'state_dict': torch.load(p, weights_only=False)"
+                "['state_dict']}, 'clean.pth'), and convert that."
+            ) from None
+        raise
+
+
+def read_original_checkpoint(path: str | os.PathLike) -> OriginalCheckpoint:
+    """Read an original ``.pth`` with ``torch.load(weights_only=True)``; never falls back to unsafe loading.
+
+    Raises :class:`CheckpointError` naming the file when it cannot be read safely or is not an original
+    SegFormer checkpoint.
+    """
+    return original_from_object(read_torch_object(path), Path(path))
+
+
+def original_from_object(obj: Any, path: Path) -> OriginalCheckpoint:
+    """Split a loaded original checkpoint into tensors, meta and layout (see :func:`read_original_checkpoint`)."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict in the original checkpoint, got {type(obj).__name__}")
+    meta: dict[str, Any] = {}
+    if isinstance(obj.get("state_dict"), Mapping):
+        meta = dict(obj["meta"]) if isinstance(obj.get("meta"), Mapping) else {}
+        state = dict(obj["state_dict"])
+    elif isinstance(obj.get("model"), Mapping) and not any(isinstance(v, np.ndarray) for v in obj.values()):
+        state = dict(obj["model"])  # some training scripts save {"model": state_dict}
+    else:
+        state = dict(obj)
+    if any(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel / DDP prefix
+    not_arrays = sorted(k for k, v in state.items() if not isinstance(v, np.ndarray))
+    if not_arrays:
+        raise CheckpointError(f"{path}: entries of the state dict that are not tensors: {not_arrays[:10]}")
+    if any(k.startswith("backbone.") for k in state):
+        layout = "mmseg"
+    elif any(k.startswith("patch_embed1.") for k in state):
+        layout = "encoder"
+    else:
+        raise CheckpointError(
+            f"{path}: not an original SegFormer checkpoint: expected 'backbone.patch_embed1.*' (mmseg) or "
+            f"'patch_embed1.*' (encoder-only mit_b*.pth) keys, found e.g. {sorted(state)[:5]}"
+        )
+    return OriginalCheckpoint(path=path, state=state, meta=meta, layout=layout)
+
+
+def _split_prefix(key: str, layout: str) -> str:
+    """Original key -> the ``encoder.`` / head spelling that :data:`ORIGINAL_RENAMES` reads."""
+    if layout == "mmseg":
+        if key.startswith("backbone."):
+            return "encoder." + key.removeprefix("backbone.")
+        return key
+    if key.startswith("head."):
+        return key
+    return "encoder." + key
+
+
+def _original_task(keys: Iterable[str]) -> str:
+    keys = list(keys)
+    if any(k.startswith("decode_head.") for k in keys):
+        return "semantic_segmentation"
+    if any(k.startswith("head.") for k in keys):
+        return "image_classification"
+    return "base"
+
+
+def map_original_state(
+    checkpoint: OriginalCheckpoint, progress: Any = None
+) -> tuple[str, dict[str, np.ndarray], list[str]]:
+    """Rename every original tensor onto the canonical names; ``(task, state, dropped_keys)``.
+
+    Every source key is popped; ``kv`` is split into ``key`` (first C rows) and ``value`` (last C rows);
+    ``decode_head.conv_seg.*`` is dropped (listed in ``dropped_keys``). Keys no rule matches raise
+    ``CheckpointError`` listing all of them. ``progress`` is an optional tqdm-like object (``update(n)``).
+    """
+    source = dict(checkpoint.state)
+    task = _original_task(source)
+    prefix = "" if task == "base" else "segformer."
+    out: dict[str, np.ndarray] = {}
+    dropped: list[str] = []
+    leftover: list[str] = []
+    for original_key in list(source):
+        array = source.pop(original_key)
+        if progress is not None:
+            progress.update(1)
+        try:
+            name = rename_original_key(_split_prefix(original_key, checkpoint.layout))
+        except KeyError:
+            leftover.append(original_key)
+            continue
+        if name is None:
+            dropped.append(original_key)
+            continue
+        if name.startswith("encoder."):
+            name = prefix + name
+        if name.endswith((".kv.weight", ".kv.bias")):
+            rows = array.shape[0]
+            if rows % 2:
+                raise CheckpointError(
+                    f"{checkpoint.path}: {original_key} has {rows} rows; a fused kv holds key rows then value "
+                    "rows, so the count must be even"
+                )
+            half = rows // 2
+            leaf = name.rsplit(".", 1)[1]
+            base = name[: -len(f"kv.{leaf}")]
+            out[f"{base}key.{leaf}"] = np.ascontiguousarray(array[:half])
+            out[f"{base}value.{leaf}"] = np.ascontiguousarray(array[half:])
+            continue
+        if name in out:
+            raise CheckpointError(f"{checkpoint.path}: two source tensors map to {name} (the second is {original_key})")
+        out[name] = array
+    if source:  # cannot happen: every key was popped; kept as a guard for future edits of the loop
+        leftover.extend(source)
+    if leftover:
+        raise CheckpointError(
+            f"{checkpoint.path}: {len(leftover)} tensor(s) that no rename rule understands (nothing was converted): "
+            + ", ".join(sorted(leftover))
+        )
+    return task, out, dropped
+
+
+# --------------------------------------------------------------------------------------- architecture
+def _stage_count(state: Mapping[str, np.ndarray], prefix: str) -> int:
+    count = 0
+    while f"{prefix}encoder.patch_embeddings.{count}.proj.weight" in state:
+        count += 1
+    return count
+
+
+def heads_from_meta(meta: Mapping[str, Any]) -> tuple[list[int] | None, str]:
+    """``(num_heads, where)`` from the mmseg config text in ``meta["config"]``, or ``(None, reason)``."""
+    text = meta.get("config") if isinstance(meta, Mapping) else None
+    if not isinstance(text, str):
+        return None, "no mmseg config text in the checkpoint's meta"
+    match = re.search(r"['\"]?num_heads['\"]?\s*[:=]\s*(\[[^\]]*\]|\([^)]*\))", text)
+    if match:
+        try:
+            heads = [int(h) for h in ast.literal_eval(match.group(1))]
+        except (ValueError, SyntaxError):
+            return None, f"meta config num_heads {match.group(1)!r} is not a list of integers"
+        return heads, "the mmseg config stored in the checkpoint's meta (num_heads)"
+    match = re.search(r"['\"]?type['\"]?\s*[:=]\s*['\"]mit_b([0-5])['\"]", text)
+    if match:
+        return list(MIT_NUM_HEADS), f"the mmseg config stored in the checkpoint's meta (backbone mit_b{match.group(1)})"
+    return None, "the checkpoint's meta config names no num_heads"
+
+
+def default_num_heads(hidden_sizes: list[int]) -> tuple[list[int], list[str]]:
+    """MiT heads [1, 2, 5, 8] where they divide; otherwise the largest divisor not above the MiT value."""
+    heads, notes = [], []
+    for i, hidden in enumerate(hidden_sizes):
+        mit = MIT_NUM_HEADS[i] if i < len(MIT_NUM_HEADS) else MIT_NUM_HEADS[-1]
+        if hidden % mit == 0:
+            heads.append(mit)
+            continue
+        chosen = max(h for h in range(1, mit + 1) if hidden % h == 0)
+        heads.append(chosen)
+        notes.append(
+            f"stage {i + 1}: the MiT head count {mit} does not divide hidden size {hidden}; assumed {chosen} heads "
+            "(pass --num-heads if the checkpoint was trained with another count: it changes the outputs)"
+        )
+    return heads, notes
+
+
+def labels_from_meta(meta: Mapping[str, Any], num_labels: int) -> dict[int, str] | None:
+    """``id2label`` from mmseg's ``meta["CLASSES"]`` when it has ``num_labels`` names, else ``None``."""
+    classes = meta.get("CLASSES") if isinstance(meta, Mapping) else None
+    if isinstance(classes, (list, tuple)) and len(classes) == num_labels and all(isinstance(c, str) for c in classes):
+        return {i: name for i, name in enumerate(classes)}
+    return None
+
+
+def infer_original_config(
+    state: Mapping[str, np.ndarray],
+    task: str,
+    num_heads: list[int] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    source: str = "checkpoint",
+) -> tuple[SegformerConfig, list[str]]:
+    """Read the architecture off canonical-named tensors (PyTorch layout); ``(config, notes)``.
+
+    Stages, depths, hidden sizes, channels, patch sizes (proj kernels), sr ratios (``sr`` kernels), mlp
+    ratios (``dense1`` rows), decoder width, number of labels come from the tensors; strides are the MiT
+    values; heads from ``num_heads``, the meta config, or MiT defaults (see the module docstring).
+    Raises ``CheckpointError`` naming the tensor when the shapes are inconsistent.
+    """
+    notes: list[str] = []
+    prefix = "" if task == "base" else "segformer."
+    stages = _stage_count(state, prefix)
+    if stages == 0:
+        raise CheckpointError(f"{source}: no patch embedding tensors (patch_embed1.proj.weight) found")
+    hidden_sizes, patch_sizes, depths, sr_ratios, mlp_ratios = [], [], [], [], []
+    num_channels = 0
+    for i in range(stages):
+        proj = np.asarray(state[f"{prefix}encoder.patch_embeddings.{i}.proj.weight"])
+        if proj.ndim != 4 or proj.shape[2] != proj.shape[3]:
+            raise CheckpointError(f"{source}: patch_embed{i + 1}.proj.weight has shape {proj.shape}; expected a square conv kernel")
+        if i == 0:
+            num_channels = int(proj.shape[1])
+        elif proj.shape[1] != hidden_sizes[-1]:
+            raise CheckpointError(
+                f"{source}: patch_embed{i + 1}.proj.weight takes {proj.shape[1]} channels but stage {i} has {hidden_sizes[-1]}"
+            )
+        hidden = int(proj.shape[0])
+        hidden_sizes.append(hidden)
+        patch_sizes.append(int(proj.shape[2]))
+        depth = 0
+        while f"{prefix}encoder.block.{i}.{depth}.attention.self.query.weight" in state:
+            depth += 1
+        if depth == 0:
+            raise CheckpointError(f"{source}: stage {i + 1} has no blocks (block{i + 1}.0.attn.q.weight missing)")
+        depths.append(depth)
+        sr = state.get(f"{prefix}encoder.block.{i}.0.attention.self.sr.weight")
+        sr_ratios.append(int(np.asarray(sr).shape[2]) if sr is not None else 1)
+        fc1 = np.asarray(state[f"{prefix}encoder.block.{i}.0.mlp.dense1.weight"])
+        ratio = fc1.shape[0] / hidden
+        mlp_ratios.append(int(ratio) if float(ratio).is_integer() else float(ratio))
+        if int(hidden * mlp_ratios[-1]) != fc1.shape[0]:
+            raise CheckpointError(f"{source}: block{i + 1}.0.mlp.fc1 has {fc1.shape[0]} rows, not a ratio of hidden size {hidden}")
+    if num_heads is not None:
+        heads = [int(h) for h in num_heads]
+        heads_source = "--num-heads"
+        if len(heads) != stages:
+            raise ValueError(f"--num-heads must give one head count per stage ({stages} stages), got {heads}")
+    else:
+        heads, why = heads_from_meta(meta or {})
+        heads_source = why
+        if heads is not None and (len(heads) != stages or any(h < 1 or c % h for h, c in zip(heads, hidden_sizes))):
+            notes.append(f"ignored num_heads {heads} from the meta config: it does not fit hidden sizes {hidden_sizes}")
+            heads = None
+        if heads is None:
+            heads, extra = default_num_heads(hidden_sizes)
+            heads_source = f"MiT default ({why})"
+            notes.extend(extra)
+    for i, (hidden, h) in enumerate(zip(hidden_sizes, heads)):
+        if h < 1 or hidden % h:
+            divisors = [d for d in range(1, hidden + 1) if hidden % d == 0]
+            raise ValueError(
+                f"--num-heads {','.join(map(str, heads))}: stage {i + 1} has hidden size {hidden}, which {h} heads "
+                f"do not divide; valid head counts for it: {divisors}"
+            )
+    notes.append(f"attention heads {heads} from {heads_source}")
+    strides = [MIT_FIRST_STRIDE] + [MIT_LATER_STRIDE] * (stages - 1)
+    notes.append(f"patch-embedding strides {strides}: the MiT values (strides are not stored in the tensors)")
+    kwargs: dict[str, Any] = dict(
+        num_channels=num_channels,
+        num_encoder_blocks=stages,
+        depths=depths,
+        sr_ratios=sr_ratios,
+        hidden_sizes=hidden_sizes,
+        patch_sizes=patch_sizes,
+        strides=strides,
+        num_attention_heads=heads,
+        mlp_ratios=mlp_ratios,
+        layer_norm_eps=ORIGINAL_LAYER_NORM_EPS,
+        patch_layer_norm_eps=ORIGINAL_PATCH_LAYER_NORM_EPS,
+    )
+    if task == "semantic_segmentation":
+        linear_c = np.asarray(state["decode_head.linear_c.0.proj.weight"])
+        kwargs["decoder_hidden_size"] = int(linear_c.shape[0])
+        kwargs["num_labels"] = int(np.asarray(state["decode_head.classifier.weight"]).shape[0])
+    elif task == "image_classification":
+        kwargs["num_labels"] = int(np.asarray(state["classifier.weight"]).shape[0])
+    try:
+        config = SegformerConfig(**kwargs)
+    except ValueError as err:
+        raise CheckpointError(f"{source}: the tensors describe an invalid architecture: {err}") from None
+    return config, notes
