@@ -73,7 +73,8 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
             fused = self._fused_fast(maps)
         else:
             fused = self.batch_norm(self._fused_plain(maps))
-        return self.classifier(self.dropout(self.activation(fused)))
+        # contiguous NCHW like Hugging Face's (the encoder works in channels-last memory)
+        return self.classifier(self.dropout(self.activation(fused))).contiguous()
 
     def _fused_plain(self, maps: list[torch.Tensor]) -> torch.Tensor:
         batch = maps[0].shape[0]

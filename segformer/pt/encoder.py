@@ -7,7 +7,7 @@ from torch import nn
 
 from ..common.config import SegformerConfig
 from ..common.outputs import BaseModelOutput
-from .layers import SegformerLayer, SegformerOverlapPatchEmbeddings
+from .layers import SegformerLayer, SegformerOverlapPatchEmbeddings, to_map
 
 __all__ = ["SegformerEncoder"]
 
@@ -70,8 +70,8 @@ class SegformerEncoder(nn.Module):
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ) -> BaseModelOutput | tuple:
-        batch = pixel_values.shape[0]
-        hidden_states = pixel_values
+        # Channels-last memory throughout: token <-> map conversions are views, not copies.
+        hidden_states = pixel_values.contiguous(memory_format=torch.channels_last)
         all_hidden_states: list[torch.Tensor] = []
         attentions: list[torch.Tensor] = []
         last = self.config.num_encoder_blocks - 1
@@ -85,7 +85,7 @@ class SegformerEncoder(nn.Module):
             else:
                 tokens, height, width = self._stage(index, hidden_states, output_attentions, attentions)
             if index != last or self.config.reshape_last_stage:
-                hidden_states = tokens.transpose(1, 2).reshape(batch, -1, height, width)  # (B, C, h, w)
+                hidden_states = to_map(tokens, height, width)  # (B, C, h, w), channels-last view
             else:
                 hidden_states = tokens  # (B, N, C)
             if output_hidden_states:

@@ -15,6 +15,8 @@ from torch import nn
 
 __all__ = [
     "ACT2FN",
+    "to_map",
+    "to_tokens",
     "SegformerDropPath",
     "SegformerOverlapPatchEmbeddings",
     "SegformerEfficientSelfAttention",
@@ -35,6 +37,19 @@ ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
+
+
+def to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Tokens (B, h*w, C) -> map (B, C, h, w) as a channels-last *view* (no copy; convs accept it)."""
+    batch, _, channels = tokens.shape
+    return tokens.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+
+def to_tokens(maps: torch.Tensor) -> torch.Tensor:
+    """Map (B, C, h, w) -> tokens (B, h*w, C); a view when the map is channels-last (what convs return for
+    channels-last input), a copy otherwise."""
+    batch, channels, height, width = maps.shape
+    return maps.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
 
 
 class SegformerDropPath(nn.Module):
@@ -68,9 +83,9 @@ class SegformerOverlapPatchEmbeddings(nn.Module):
         self.layer_norm = nn.LayerNorm(hidden_size, eps=eps)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        embeddings = self.proj(pixel_values)  # (B, C, h, w)
-        _, _, height, width = embeddings.shape
-        embeddings = embeddings.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        embeddings = self.proj(pixel_values)  # (B, C, h, w), channels-last memory
+        batch, channels, height, width = embeddings.shape
+        embeddings = to_tokens(embeddings)  # (B, h*w, C)
         return self.layer_norm(embeddings), height, width
 
 
@@ -117,8 +132,7 @@ class SegformerEfficientSelfAttention(nn.Module):
         batch, tokens, channels = hidden_states.shape
         query = self._heads(self.query(hidden_states))
         if self.sr_ratio > 1:
-            maps = hidden_states.transpose(1, 2).reshape(batch, channels, height, width)
-            reduced = self.sr(maps).flatten(2).transpose(1, 2)  # (B, N_kv, C)
+            reduced = to_tokens(self.sr(to_map(hidden_states, height, width)))  # (B, N_kv, C)
             reduced = self.layer_norm(reduced)
         else:
             reduced = hidden_states
@@ -181,9 +195,7 @@ class SegformerDWConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, bias=True, groups=dim)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        batch, _, channels = hidden_states.shape
-        maps = hidden_states.transpose(1, 2).reshape(batch, channels, height, width)
-        return self.dwconv(maps).flatten(2).transpose(1, 2)
+        return to_tokens(self.dwconv(to_map(hidden_states, height, width)))
 
 
 class SegformerMixFFN(nn.Module):
