@@ -1,0 +1,86 @@
+"""The benchmark runs (tiny config, one repeat) and the analytic FLOP counter is right.
+
+Speed is never asserted here; the benchmark's numbers live in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from randomize import tiny_config
+from segformer.benchmark import format_table, parse_list, parse_sizes, run_benchmark
+from segformer.common.config import SegformerConfig
+from segformer.common.flops import count_flops
+
+
+def test_flops_match_the_paper():
+    # SegFormer paper, Table 1 / 2: multiply-adds ("FLOPs") at 512x512 on ADE20K (150 classes)
+    for variant, paper in (("b0", 8.4), ("b1", 15.9), ("b2", 62.4)):
+        config = SegformerConfig.from_variant(variant, num_labels=150)
+        macs = count_flops(config, 512, 512).total / 2e9
+        assert abs(macs - paper) < 0.1, (variant, macs)
+    config = SegformerConfig.from_variant("b0", num_labels=150)
+    fast = count_flops(config, 512, 512, path="fast")
+    plain = count_flops(config, 512, 512, path="plain")
+    assert fast.encoder == plain.encoder and fast.decode_head < plain.decode_head / 5
+    assert count_flops(config, 512, 512, batch=2).total == 2 * plain.total
+    with pytest.raises(ValueError, match=r"path must be one of \['plain', 'fast'\], got 'quick'"):
+        count_flops(config, 512, 512, path="quick")
+    with pytest.raises(ValueError, match="height must be a positive int, got 0"):
+        count_flops(config, 0, 512)
+
+
+def test_flops_match_torch_flop_counter():
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    for config, (height, width) in ((tiny_config(), (64, 96)), (SegformerConfig.from_variant("b0", num_labels=19), (67, 131))):
+        model = SegformerForSemanticSegmentation(config).eval()
+        model.use_fast_path = False  # plain path: explicit attention matmuls, concat + linear_fuse
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(torch.zeros(1, 3, height, width))
+        assert counter.get_total_flops() == count_flops(config, height, width).total
+
+
+def test_parsers():
+    assert parse_sizes("512x512, 1024x2048") == [(512, 512), (1024, 2048)]
+    assert parse_list("frameworks", "pt,tf", ("pt", "tf")) == ["pt", "tf"]
+    with pytest.raises(ValueError, match="not HEIGHTxWIDTH"):
+        parse_sizes("512")
+    with pytest.raises(ValueError, match=r"unknown item 'jax'; valid choices: \['pt', 'tf'\]"):
+        parse_list("frameworks", "pt,jax", ("pt", "tf"))
+
+
+def test_tiny_benchmark_runs(tmp_path, capsys):
+    pytest.importorskip("torch")
+    report = run_benchmark(variants=["tiny"], sizes=[(64, 64)], impls=["pt-fast", "pt-plain"], repeats=1, warmup=0,
+                           threads=1)
+    rows = report["results"]
+    assert [r["impl"] for r in rows] == ["pt-fast", "pt-plain"]
+    for row in rows:
+        assert row["status"] == "ok", row["message"]
+        assert len(row["times_ms"]) == 1 and row["median_ms"] > 0 and row["peak_rss_mb"] > 0
+    assert report["matmul"]["gflops"] > 0
+    table = format_table(report)
+    print(table)
+    assert "pt-fast" in table and "GFLOP/s" in table
+
+
+def test_bench_cli_writes_json(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from segformer.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--variants", "tiny", "--sizes", "64x64", "--impls", "pt-fast,hf-pt", "--repeats", "1",
+                 "--warmup", "0", "--threads", "1", "--json", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    statuses = {r["impl"]: r["status"] for r in report["results"]}
+    assert statuses["pt-fast"] == "ok" and statuses["hf-pt"] in ("ok", "skipped")  # skipped without transformers
+    assert "pt-fast" in capsys.readouterr().out
+    assert main(["bench", "--variants", "b9", "--quiet"]) == 2
