@@ -1,0 +1,192 @@
+"""``segformer train``: fine-tune on a dataset folder with the original SegFormer recipe (PyTorch or Keras).
+
+    segformer train --framework pt --model b0 --data ADEChallengeData2016 --out runs/b0 --reduce-labels
+    torchrun --nproc_per_node 2 --standalone -m segformer.cli train --framework pt ...   # DDP (+ SyncBN)
+    segformer train --framework tf ...     # MirroredStrategy over the visible devices (TF_CONFIG: multi-worker)
+
+``--model`` is a variant (``b0`` .. ``b5``, random weights), a ``config.json`` (random weights), or a
+checkpoint folder. ``--data`` has ``images/{training,validation}`` and ``annotations/{...}`` (ADE20K
+layout; ``segformer.common.datasets.make_synthetic_dataset`` writes one). ``--out`` ends as a Hugging Face
+checkpoint folder of that framework (``config.json`` + ``model.safetensors`` / ``tf_model.h5``) with
+``train_log.jsonl`` (one JSON object per step: loss, lr, and mIoU at evaluations) and ``last/`` (the
+training state that ``--resume`` continues from). ``--batch-size`` is per device (per process / replica).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .eval import cli_errors
+
+__all__ = ["add_arguments", "run", "train_config_from_args"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--framework", choices=("pt", "tf"), default="pt")
+    parser.add_argument("--model", required=True, help="variant (b0..b5), config.json (random init) or checkpoint folder")
+    parser.add_argument("--data", required=True, help="dataset root (images/ + annotations/ per split)")
+    parser.add_argument("--out", required=True, help="output folder (checkpoint, log, training state)")
+    parser.add_argument("--steps", type=int, default=160_000, help="optimizer steps (default 160000, the original)")
+    parser.add_argument("--batch-size", type=int, default=2, help="images per device per micro-batch (default 2)")
+    parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    parser.add_argument("--crop-size", default="512,512", help="training crop H,W (default 512,512)")
+    parser.add_argument("--img-scale", default="2048,512", help="random-resize base scale LONG,SHORT (default 2048,512)")
+    parser.add_argument("--ratio-range", default="0.5,2.0", help="random-resize ratio range LOW,HIGH (default 0.5,2.0)")
+    parser.add_argument("--no-photometric", action="store_true", help="skip PhotoMetricDistortion")
+    parser.add_argument("--lr", type=float, default=6e-5, help="base learning rate (decode head x10), default 6e-5")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default min(1500, steps // 10))")
+    parser.add_argument("--num-labels", type=int, default=None, help="classes (default: from the dataset's id2label.json or the model)")
+    parser.add_argument("--reduce-labels", action="store_true", help="ADE20K: label 0 is 'other' -> ignored, k -> k-1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: only at the end)")
+    parser.add_argument("--eval-size", default=None, help="eval resize: none (default), H,W, or 'ade' (2048x512 keep ratio, /32)")
+    parser.add_argument("--checkpoint-every", type=int, default=4000, help="save the training state every N steps")
+    parser.add_argument("--log-every", type=int, default=10, help="print a log line every N steps (the file gets every step)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    parser.add_argument("--overwrite", action="store_true", help="start over in an OUT that already holds a run")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast / mixed precision")
+    parser.add_argument("--no-sync-bn", action="store_true", help="per-device BatchNorm statistics (default: synchronized)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute encoder stages (PT)")
+    parser.add_argument("--drop-path-rate", type=float, default=None, help="override the config's drop_path_rate")
+    parser.add_argument("--dropout", type=float, default=None, help="override every dropout probability of the config")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes (PT)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    from ..common.training import TrainConfig, default_warmup_steps, parse_size
+
+    ratio = [float(v) for v in str(args.ratio_range).split(",")]
+    if len(ratio) != 2:
+        raise ValueError(f"--ratio-range must be LOW,HIGH, got {args.ratio_range!r}")
+    warmup = default_warmup_steps(args.steps) if args.warmup_steps is None else args.warmup_steps
+    return TrainConfig(
+        lr=args.lr, weight_decay=args.weight_decay, total_steps=args.steps, warmup_steps=warmup,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, crop_size=parse_size(args.crop_size, "--crop-size"),
+        img_scale=parse_size(args.img_scale, "--img-scale"), ratio_range=tuple(ratio),
+        photometric=not args.no_photometric, reduce_labels=args.reduce_labels, seed=args.seed,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, log_every=max(args.log_every, 1),
+        bf16=args.bf16, sync_bn=not args.no_sync_bn, gradient_checkpointing=args.gradient_checkpointing, num_workers=args.num_workers,
+    )
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if args.drop_path_rate is not None:
+        out["drop_path_rate"] = args.drop_path_rate
+    if args.dropout is not None:
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
+            out[name] = args.dropout
+    return out
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    log = out / "train_log.jsonl"
+    if resume:
+        if not (out / "last").is_dir():
+            raise FileNotFoundError(f"--resume: {os.fspath(out)!r} holds no training state (no last/ folder)")
+        return
+    if log.exists() and not overwrite:
+        raise FileExistsError(
+            f"--out {os.fspath(out)!r} already holds a run (train_log.jsonl); pass --resume to continue it "
+            "or --overwrite to start over"
+        )
+
+
+@cli_errors
+def run(args: argparse.Namespace) -> int:
+    from ..common.datasets import SegmentationFolderDataset
+    from ..common.metrics import format_iou_table
+    from ..common.training import build_eval_transform, build_train_transform
+
+    config = train_config_from_args(args)
+    out = Path(args.out)
+    _check_out(out, args.resume, args.overwrite)
+    data = Path(args.data)
+    train_set = SegmentationFolderDataset(
+        data, "training", transform=build_train_transform(config), reduce_labels=args.reduce_labels, seed=args.seed
+    )
+    eval_set = None
+    if (data / "images" / "validation").is_dir():
+        eval_set = SegmentationFolderDataset(
+            data, "validation", transform=build_eval_transform(args.eval_size), reduce_labels=args.reduce_labels
+        )
+    id2label = train_set.id2label
+    if args.framework == "pt":
+        result, model_config, is_main = _run_pt(args, config, out, train_set, eval_set, id2label)
+    else:
+        result, model_config, is_main = _run_tf(args, config, out, train_set, eval_set, id2label)
+    if is_main:
+        print(f"saved {out} (config.json + {'model.safetensors' if args.framework == 'pt' else 'tf_model.h5'})")
+        if result is not None:
+            print(format_iou_table(result, model_config.id2label))
+    return 0
+
+
+def _prepare_out(out: Path, overwrite: bool, resume: bool, is_main: bool) -> None:
+    if is_main and overwrite and not resume:
+        log = out / "train_log.jsonl"
+        if log.exists():
+            log.unlink()
+
+
+def _run_pt(args, config, out, train_set, eval_set, id2label):  # type: ignore[no-untyped-def]
+    from ..pt.training import Trainer, build_model, cleanup_distributed, init_distributed
+
+    context = init_distributed()
+    try:
+        _prepare_out(out, args.overwrite, args.resume, context.is_main)
+        if context.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+        model = build_model(args.model, args.num_labels, id2label, seed=args.seed, **_overrides(args))
+        if context.is_main:
+            images = config.batch_size * config.grad_accum * context.world_size
+            print(f"[pt] {model.config.num_labels} labels, {sum(p.numel() for p in model.parameters()):,} parameters, "
+                  f"{context.world_size} process(es) on {context.device}, {images} images per step")
+        trainer = Trainer(model, config, train_set, eval_set, out_dir=out, context=context, resume=args.resume,
+                          progress=not args.no_progress)
+        trainer.train()
+        result = None
+        if eval_set is not None:
+            result = trainer.last_eval if trainer.last_eval is not None else trainer.evaluate()
+        return result, model.config, context.is_main
+    finally:
+        cleanup_distributed(context)
+
+
+def _run_tf(args, config, out, train_set, eval_set, id2label):  # type: ignore[no-untyped-def]
+    from ..tf.training import Trainer, build_model, make_strategy
+
+    strategy = make_strategy()
+    is_main = _tf_is_main(strategy)
+    _prepare_out(out, args.overwrite, args.resume, is_main)
+    with strategy.scope():
+        model = build_model(args.model, args.num_labels, id2label, seed=args.seed, crop_size=config.crop_size,
+                            **_overrides(args))
+    if is_main:
+        replicas = strategy.num_replicas_in_sync
+        print(f"[tf] {model.config.num_labels} labels, {replicas} replica(s), "
+              f"{config.batch_size * config.grad_accum * replicas} images per step")
+    trainer = Trainer(model, config, train_set, eval_set, out_dir=out, strategy=strategy, resume=args.resume,
+                      progress=not args.no_progress)
+    trainer.train()
+    result = None
+    if eval_set is not None:
+        result = trainer.last_eval if trainer.last_eval is not None else trainer.evaluate()
+    return result, model.config, is_main
+
+
+def _tf_is_main(strategy: Any) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not os.environ.get("TF_CONFIG"):
+        return True
+    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    return task.get("type", "worker") in ("chief",) or (task.get("type") == "worker" and int(task.get("index", 0)) == 0)
+

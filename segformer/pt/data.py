@@ -1,0 +1,153 @@
+"""PyTorch data plumbing over :class:`~segformer.common.datasets.SegmentationFolderDataset`.
+
+Mirrored by ``segformer/tf/data.py``. The order of training items comes from
+``torch.utils.data.DistributedSampler`` (also with one process: ``num_replicas=1``), so a run on W
+processes with ``batch_size`` b sees, at every step, the same set of items as one process with batch
+``W * b`` (rank r takes every W-th index of the epoch's permutation). Each index travels together with
+its epoch as an ``(epoch, index)`` pair, so an item's augmentation depends only on ``(seed, epoch, index)``
+and never on which data-loader worker built it or whether the run was resumed.
+
+Typical use::
+
+    dataset = SegmentationFolderDataset(root, "training", transform=TrainTransform((512, 512)), seed=0)
+    loader = make_train_loader(dataset, batch_size=2, seed=0, rank=rank, world_size=world_size)
+    for batch in loader:            # endless: epoch after epoch
+        batch["pixel_values"]       # float32 (b, 3, H, W)
+        batch["labels"]             # int64 (b, H, W)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+__all__ = [
+    "TorchSegmentationDataset",
+    "TrainBatchSampler",
+    "collate",
+    "eval_indices",
+    "make_eval_loader",
+    "make_train_loader",
+]
+
+
+class TorchSegmentationDataset(Dataset):
+    """A ``torch.utils.data.Dataset`` view of a segmentation dataset (items as tensors).
+
+    ``dataset[i]`` or ``dataset[(epoch, i)]`` -> ``{"pixel_values": float32 tensor, "labels": int64 tensor,
+    "name": str}``; the ``(epoch, i)`` form selects the augmentation stream of ``epoch`` first.
+    Raw items (no transform) become ``pixel_values`` uint8 ``(H, W, 3)``.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise TypeError(f"dataset must support len() and indexing, got {type(dataset).__name__}")
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            epoch, index = key
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(int(epoch))
+        else:
+            index = key
+        item = self.dataset[int(index)]
+        out: dict[str, Any] = {}
+        for name, value in item.items():
+            if isinstance(value, np.ndarray):
+                out[name] = torch.from_numpy(np.ascontiguousarray(value))
+            else:
+                out[name] = value
+        return out
+
+
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors of equal shape along a new first axis; other values become lists."""
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"cannot stack {key!r} of different shapes {sorted(shapes)} into one batch; "
+                    "crop with a transform or use batch_size=1"
+                )
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    return batch
+
+
+class TrainBatchSampler:
+    """Endless per-rank micro-batches of ``(epoch, index)`` pairs from a ``DistributedSampler``.
+
+    Epoch e's order is the sampler's permutation for ``seed`` and ``set_epoch(e)``; every rank cuts its
+    share into batches of ``batch_size`` and drops the last incomplete one (so all ranks step together).
+    ``start`` skips that many micro-batches (resuming), without loading them.
+    """
+
+    def __init__(
+        self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+        shuffle: bool = True, start: int = 0,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        self.sampler = DistributedSampler(
+            range(num_items), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
+        self.batch_size = batch_size
+        self.per_epoch = len(self.sampler) // batch_size
+        if self.per_epoch < 1:
+            raise ValueError(
+                f"the dataset has {num_items} items, {len(self.sampler)} per rank over {world_size} ranks: fewer than "
+                f"batch_size={batch_size}; lower --batch-size or add data"
+            )
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        micro = self.start
+        while True:
+            epoch, position = divmod(micro, self.per_epoch)
+            self.sampler.set_epoch(epoch)
+            order = list(self.sampler)
+            for k in range(position, self.per_epoch):
+                yield [(epoch, int(i)) for i in order[k * self.batch_size : (k + 1) * self.batch_size]]
+                micro += 1
+
+
+def make_train_loader(
+    dataset: Any, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0,
+    num_workers: int = 0, pin_memory: bool = False,
+) -> DataLoader:
+    """An endless ``DataLoader`` of training micro-batches (see :class:`TrainBatchSampler`)."""
+    sampler = TrainBatchSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, start=start)
+    return DataLoader(
+        TorchSegmentationDataset(dataset), batch_sampler=sampler, collate_fn=collate,
+        num_workers=num_workers, pin_memory=pin_memory,
+    )
+
+
+def eval_indices(num_items: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """Rank ``rank``'s share ``rank, rank + W, ...`` of an evaluation set: every item exactly once overall
+    (``DistributedSampler`` would pad with repeats and count them twice)."""
+    return list(range(rank, num_items, world_size))
+
+
+def make_eval_loader(dataset: Any, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:
+    """One image per batch (evaluation images keep their own sizes), this rank's share only."""
+    indices = eval_indices(len(dataset), rank, world_size)
+    return DataLoader(
+        TorchSegmentationDataset(dataset), batch_sampler=[[i] for i in indices], collate_fn=collate,
+        num_workers=num_workers,
+    )

@@ -1,0 +1,126 @@
+"""``segformer train`` / ``eval`` / ``predict`` end to end on a tiny model and synthetic data (PyTorch;
+the Keras path is covered in tests/test_training_tf.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segformer.cli import main
+from segformer.common.training import read_jsonl
+from tests.randomize import tiny_config
+
+TRAIN = ["--steps", "6", "--batch-size", "4", "--crop-size", "32", "--img-scale", "48,48", "--ratio-range", "0.75,1.5",
+         "--lr", "1e-3", "--log-every", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from segformer.common.datasets import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("cli")
+    make_synthetic_dataset(root / "data", num_train=8, num_val=3, size=(48, 48), num_labels=4)
+    tiny_config(num_labels=4).save_pretrained(root / "tiny")
+    code = main(["train", "--model", str(root / "tiny" / "config.json"), "--data", str(root / "data"),
+                 "--out", str(root / "run"), "--eval-every", "3", *TRAIN])
+    assert code == 0
+    return root
+
+
+def test_train_writes_hf_checkpoint_and_log(trained, capsys):
+    run = trained / "run"
+    assert (run / "config.json").is_file() and (run / "model.safetensors").is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert config["id2label"]["1"] == "red_rectangle" and config["num_labels"] == 4
+    log = read_jsonl(run / "train_log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss", "lr", "lr_head"} <= set(r) for r in log)
+    assert "mIoU" in log[2] and "mIoU" in log[5] and "mIoU" not in log[0]
+    # a second run into the same folder must be explicit
+    code = main(["train", "--model", str(trained / "tiny" / "config.json"), "--data", str(trained / "data"),
+                 "--out", str(run), *TRAIN])
+    assert code == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_finishes_a_longer_run(trained, tmp_path):
+    import shutil
+
+    shutil.copytree(trained / "run", tmp_path / "run")
+    args = ["train", "--model", str(trained / "tiny" / "config.json"), "--data", str(trained / "data"),
+            "--out", str(tmp_path / "run"), "--resume", *TRAIN]
+    args[args.index("--steps") + 1] = "6"
+    assert main(args) == 0  # already at step 6: nothing to do, state and model stay
+    log = read_jsonl(tmp_path / "run" / "train_log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert main(["train", "--model", "b0", "--data", str(trained / "data"), "--out", str(tmp_path / "none"),
+                 "--resume", *TRAIN]) == 2
+
+
+def test_eval_prints_table_with_miou_last_and_matches_training(trained, capsys):
+    capsys.readouterr()
+    assert main(["eval", "--model", str(trained / "run"), "--data", str(trained / "data"), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("mIoU: ")
+    assert any(line.startswith("red_rectangle") for line in lines)
+    final = read_jsonl(trained / "run" / "train_log.jsonl")[-1]["mIoU"]
+    assert float(lines[-1].split()[1]) == pytest.approx(final, abs=5e-5)
+    assert main(["eval", "--model", str(trained / "run"), "--data", str(trained / "data"), "--no-progress",
+                 "--mode", "slide", "--slide-crop", "32", "--slide-stride", "16", "--tta", "--scales", "1.0"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("mIoU: ")
+
+
+def test_predict_writes_palette_masks_and_overlays_and_refuses_overwrite(trained, tmp_path, capsys):
+    images = sorted((trained / "data" / "images" / "validation").glob("*.png"))[:2]
+    out = tmp_path / "pred"
+    args = ["predict", "--model", str(trained / "run"), *map(str, images), "--out", str(out)]
+    assert main(args) == 0
+    for image in images:
+        mask = Image.open(out / f"{image.stem}.png")
+        assert mask.mode == "P" and mask.size == Image.open(image).size
+        assert np.asarray(mask).max() < 4
+        overlay = Image.open(out / f"{image.stem}_overlay.png")
+        assert overlay.mode == "RGB" and overlay.size == mask.size
+    before = (out / f"{images[0].stem}.png").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / f"{images[0].stem}.png").read_bytes() == before
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys):
+    image = sorted((trained / "data" / "images" / "validation").glob("*.png"))[0]
+    capsys.readouterr()
+    code = main(["predict", "--model", str(trained / "run"), str(image), "--out", str(tmp_path / "p"),
+                 "--max-pixels", "1000"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--mode slide" in err and "48x48" in err
+    assert not (tmp_path / "p").exists()
+    code = main(["predict", "--model", str(trained / "run"), str(image), "--out", str(tmp_path / "p"),
+                 "--max-pixels", "1000", "--mode", "slide", "--slide-crop", "32", "--slide-stride", "24"])
+    assert code == 0 and (tmp_path / "p" / f"{image.stem}.png").is_file()
+
+
+def test_predict_check_finite_flags_nan_logits(trained, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import segformer.commands.predict as predict
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    model = SegformerForSemanticSegmentation.from_pretrained(trained / "run")
+    with torch.no_grad():
+        model.decode_head.classifier.bias.fill_(float("nan"))  # checkpoints with NaN are refused at load time
+    monkeypatch.setattr(predict, "load_model", lambda framework, path: model)
+    image = sorted((trained / "data" / "images" / "validation").glob("*.png"))[0]
+    capsys.readouterr()
+    args = ["predict", "--model", str(trained / "run"), str(image), "--out", str(tmp_path / "p")]
+    assert main(args) == 1
+    assert "non-finite logits" in capsys.readouterr().err
+    assert not (tmp_path / "p" / f"{image.stem}.png").exists()
+    assert main(args + ["--no-check-finite"]) == 0
