@@ -1,0 +1,118 @@
+"""``tf.data`` pipelines over :class:`~segformer.common.datasets.SegmentationFolderDataset`.
+
+Mirrors ``segformer/pt/data.py``. The training order is a pure function of ``(seed, epoch)``: epoch e
+visits ``numpy.random.default_rng([seed, e]).permutation(n)``, cut into **global** batches of
+``global_batch_size`` (the last incomplete one dropped); each item is augmented from
+``(seed, epoch, index)`` by the dataset itself. Under a ``tf.distribute`` strategy,
+:func:`make_train_dataset` is the ``dataset_fn`` of ``strategy.distribute_datasets_from_function``: input
+pipeline p of P takes rows ``[p * G/P, (p + 1) * G/P)`` of every global batch and batches them per replica
+(``input_context.get_per_replica_batch_size``), so replica r of the run sees a slice of exactly the
+global batch a single device would see.
+
+Elements are dicts ``{"pixel_values": float32 (b, 3, H, W), "labels": int64 (b, H, W)}`` (NCHW, as the
+models take them).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["epoch_order", "global_batches", "make_eval_dataset", "make_train_dataset"]
+
+
+def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:
+    """The item order of ``epoch``: a permutation of ``range(num_items)`` drawn from ``(seed, epoch)``."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_items)
+
+
+def global_batches(num_items: int, global_batch_size: int, seed: int, start: int = 0) -> Iterator[list[tuple[int, int]]]:
+    """Endless global batches of ``(epoch, index)`` pairs, skipping the first ``start`` ones (resuming)."""
+    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int) or global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be an integer >= 1, got {global_batch_size!r}")
+    per_epoch = num_items // global_batch_size
+    if per_epoch < 1:
+        raise ValueError(
+            f"the dataset has {num_items} items, fewer than the global batch of {global_batch_size}; "
+            "lower --batch-size or add data"
+        )
+    batch = int(start)
+    while True:
+        epoch, position = divmod(batch, per_epoch)
+        order = epoch_order(num_items, seed, epoch)
+        for k in range(position, per_epoch):
+            yield [(epoch, int(i)) for i in order[k * global_batch_size : (k + 1) * global_batch_size]]
+            batch += 1
+
+
+def _loader(dataset: Any) -> Any:
+    def load(epoch: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(int(epoch))
+        item = dataset[int(index)]
+        return np.asarray(item["pixel_values"], np.float32), np.asarray(item["labels"], np.int64)
+
+    return load
+
+
+def make_train_dataset(
+    dataset: Any,
+    global_batch_size: int,
+    crop_size: tuple[int, int],
+    seed: int = 0,
+    start: int = 0,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """An endless ``tf.data.Dataset`` of training batches (see the module docstring).
+
+    Without ``input_context`` the batches are global (``global_batch_size`` rows); with it, per replica.
+    ``start`` skips that many global batches (resuming). ``crop_size`` fixes the static shapes.
+    """
+    pipelines = 1 if input_context is None else input_context.num_input_pipelines
+    pipeline = 0 if input_context is None else input_context.input_pipeline_id
+    if global_batch_size % pipelines:
+        raise ValueError(f"global_batch_size={global_batch_size} must be divisible by the {pipelines} input pipelines")
+    share = global_batch_size // pipelines
+    per_batch = share if input_context is None else input_context.get_per_replica_batch_size(global_batch_size)
+    num_items = len(dataset)
+
+    def generator() -> Iterator[tuple[int, int]]:
+        for batch in global_batches(num_items, global_batch_size, seed, start):
+            yield from batch[pipeline * share : (pipeline + 1) * share]
+
+    height, width = crop_size
+    load = _loader(dataset)
+
+    def fetch(epoch: tf.Tensor, index: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixel_values, labels = tf.numpy_function(load, [epoch, index], [tf.float32, tf.int64], stateful=False)
+        pixel_values.set_shape((3, height, width))
+        labels.set_shape((height, width))
+        return {"pixel_values": pixel_values, "labels": labels}
+
+    signature = (tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int64))
+    pairs = tf.data.Dataset.from_generator(generator, output_signature=signature)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded above
+    options.deterministic = True
+    return (
+        pairs.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(per_batch, drop_remainder=True)
+        .prefetch(2)
+        .with_options(options)
+    )
+
+
+def make_eval_dataset(dataset: Any) -> tf.data.Dataset:
+    """One image per element (evaluation images keep their own sizes): ``pixel_values`` (1, 3, h, w) and
+    ``labels`` (1, H, W) at the original label size."""
+    load = _loader(dataset)
+
+    def fetch(index: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixel_values, labels = tf.numpy_function(load, [tf.constant(0, tf.int64), index], [tf.float32, tf.int64])
+        pixel_values.set_shape((3, None, None))
+        labels.set_shape((None, None))
+        return {"pixel_values": pixel_values[None], "labels": labels[None]}
+
+    return tf.data.Dataset.range(len(dataset)).map(fetch, deterministic=True)

@@ -1,0 +1,535 @@
+"""Fine-tuning and evaluation in Keras 3 (TensorFlow backend) with the original SegFormer recipe.
+
+TF twin of ``segformer/pt/training.py``:
+
+* Optimizer: :class:`ParamGroupAdamW`, one Keras optimizer whose ``update_step`` applies, per variable,
+  the recipe's lr multiplier (``decode_head.*`` x10) and weight-decay multiplier (encoder LayerNorms 0),
+  chosen by the variable's canonical name with :func:`segformer.common.training.param_group_rule`. Why
+  not the alternatives: Keras' ``AdamW(exclude_from_weight_decay=...)`` covers the decay half only;
+  scaling gradients by 10 does nothing under Adam (it is invariant to gradient scale); two optimizers
+  would double the bookkeeping of checkpoints. The update is PyTorch's ``AdamW`` formula exactly
+  (``eps`` added to ``sqrt(v) / sqrt(1 - beta2^t)``, decoupled decay ``p -= lr * wd * p``), not Keras'
+  Adam (which adds ``eps`` before the bias correction), so both frameworks take the same steps.
+  It also works in ``model.compile(optimizer=...)``.
+* Schedule: :class:`PolyWarmupSchedule`, a ``keras.optimizers.schedules.LearningRateSchedule`` computing
+  :func:`segformer.common.training.lr_at` from the optimizer's iteration counter.
+* Custom training loop (``tf.function``): ``grad_accum`` micro-batches summed in the step, one
+  ``apply_gradients`` per optimizer step; per-step loss in a JSON-lines log; checkpoints + resume in one
+  atomically written ``.npz`` (model tensors by canonical name, optimizer variables, step, RNG states).
+* Distribution: ``tf.distribute.MirroredStrategy`` over the visible devices, or
+  ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set (:func:`make_strategy`). Each replica's loss
+  is divided by the number of replicas and gradients are summed (Keras all-reduces them in
+  ``apply_gradients``): the mean over replicas, like DDP. The decode head's BatchNorm is switched to
+  ``synchronized=True`` (Keras' SyncBN: moments all-reduced across replicas; the original trained with
+  SyncBN), so R replicas with batch b compute the losses of one device with batch ``R * b``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..common.atomic import atomic_path
+from ..common.metrics import SegmentationMetric
+from ..common.training import ORIGINAL_CUSTOM_KEYS, JsonlLog, TrainConfig, lr_at, param_group_rule
+from .data import make_eval_dataset, make_train_dataset
+from .metrics import SegmentationMeanIoU
+
+__all__ = [
+    "ParamGroupAdamW",
+    "PolyWarmupSchedule",
+    "Trainer",
+    "build_model",
+    "build_optimizer",
+    "canonical_variable_name",
+    "evaluate",
+    "load_training_state",
+    "make_strategy",
+    "save_training_state",
+    "set_sync_batchnorm",
+]
+
+STATE_NAME = "training_state.npz"
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+
+
+@keras.saving.register_keras_serializable(package="segformer")
+class PolyWarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """mmcv poly decay with linear warm-up as a Keras schedule: ``lr(step) = lr_at(step, ...)`` (0-based)."""
+
+    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int = 1500, warmup_ratio: float = 1e-6,
+                 power: float = 1.0, min_lr: float = 0.0) -> None:
+        lr_at(0, base_lr, total_steps, warmup_steps, warmup_ratio, power, min_lr)  # validates
+        self.base_lr = float(base_lr)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_ratio = float(warmup_ratio)
+        self.power = float(power)
+        self.min_lr = float(min_lr)
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        step = tf.minimum(tf.cast(step, tf.float64), float(self.total_steps))
+        regular = (self.base_lr - self.min_lr) * tf.pow(1.0 - step / self.total_steps, self.power) + self.min_lr
+        if self.warmup_steps == 0:
+            return tf.cast(regular, tf.float32)
+        k = (1.0 - step / self.warmup_steps) * (1.0 - self.warmup_ratio)
+        warm = regular * (1.0 - k)
+        return tf.cast(tf.where(step < self.warmup_steps, warm, regular), tf.float32)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"base_lr": self.base_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "warmup_ratio": self.warmup_ratio, "power": self.power, "min_lr": self.min_lr}
+
+
+# ---------------------------------------------------------------------------------------------- optimizer
+
+
+def canonical_variable_name(path: str, names: dict[str, str] | None = None) -> str:
+    """The canonical (PyTorch) name of a Keras variable path, when ``names`` maps TF names to canonical ones;
+    otherwise the path itself (the recipe's keys 'norm', 'head' match TF paths the same way)."""
+    path = path.split(":")[0]
+    if names:
+        for tf_name, canonical in names.items():
+            if path == tf_name or path.endswith("/" + tf_name):
+                return canonical
+    return path
+
+
+@keras.saving.register_keras_serializable(package="segformer")
+class ParamGroupAdamW(keras.optimizers.Optimizer):
+    """AdamW with the recipe's per-parameter lr / weight-decay multipliers (see the module docstring).
+
+    Args:
+        learning_rate: base lr (float or schedule); a variable's lr is ``learning_rate * lr_mult``.
+        weight_decay: decoupled decay; a variable's is ``weight_decay * decay_mult``.
+        beta_1, beta_2, epsilon: Adam moments, PyTorch semantics (defaults 0.9, 0.999, 1e-8).
+        custom_keys: the mmcv ``paramwise_cfg.custom_keys`` (default: the original recipe).
+        names: ``{TF variable path suffix: canonical name}`` (e.g. from the canonical table); without it
+            the rules match the Keras variable paths.
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 6e-5,
+        weight_decay: float = 0.01,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        custom_keys: dict[str, dict[str, float]] | None = None,
+        names: dict[str, str] | None = None,
+        name: str = "param_group_adamw",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.decoupled_weight_decay = float(weight_decay)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.custom_keys = json.loads(json.dumps(custom_keys if custom_keys is not None else ORIGINAL_CUSTOM_KEYS))
+        self.names = dict(names or {})
+        self.lr_mults: list[float] = []
+        self.decay_mults: list[float] = []
+
+    def build(self, var_list: list[Any]) -> None:
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+        self.lr_mults = []
+        self.decay_mults = []
+        for variable in var_list:
+            rule = param_group_rule(canonical_variable_name(variable.path, self.names), self.custom_keys)
+            self.lr_mults.append(rule.lr_mult)
+            self.decay_mults.append(rule.decay_mult)
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        lr = tf.cast(learning_rate, dtype) * self.lr_mults[index]
+        gradient = tf.cast(gradient, dtype)
+        step = tf.cast(self.iterations + 1, dtype)
+        decay = self.decoupled_weight_decay * self.decay_mults[index]
+        if decay:
+            self.assign_sub(variable, variable * (lr * decay))
+        m = self._momentums[index]
+        v = self._velocities[index]
+        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
+        self.assign_add(v, (tf.square(gradient) - v) * (1.0 - self.beta_2))
+        bias_correction1 = 1.0 - tf.pow(tf.cast(self.beta_1, dtype), step)
+        bias_correction2 = 1.0 - tf.pow(tf.cast(self.beta_2, dtype), step)
+        denominator = tf.sqrt(v) / tf.sqrt(bias_correction2) + self.epsilon
+        self.assign_sub(variable, (lr / bias_correction1) * m / denominator)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(weight_decay=self.decoupled_weight_decay, beta_1=self.beta_1, beta_2=self.beta_2,
+                      epsilon=self.epsilon, custom_keys=self.custom_keys, names=self.names)
+        return config
+
+
+def _canonical_names(model: Any) -> dict[str, str]:
+    from ..common.weights import parameter_table
+
+    return {spec.tf_name: spec.name for spec in parameter_table(model.config, "semantic_segmentation")}
+
+
+def build_optimizer(model: Any, config: TrainConfig) -> ParamGroupAdamW:
+    """:class:`ParamGroupAdamW` with the recipe's schedule and groups for ``model`` (built on its variables)."""
+    schedule = PolyWarmupSchedule(config.lr, config.total_steps, config.warmup_steps, config.warmup_ratio,
+                                  config.power, config.min_lr)
+    optimizer = ParamGroupAdamW(schedule, weight_decay=config.weight_decay, beta_1=config.betas[0],
+                                beta_2=config.betas[1], epsilon=config.eps, custom_keys=config.custom_keys,
+                                names=_canonical_names(model))
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+# ---------------------------------------------------------------------------------------------- distribution
+
+
+def make_strategy(cpu_devices: int | None = None) -> tf.distribute.Strategy:
+    """``MultiWorkerMirroredStrategy`` if ``TF_CONFIG`` is set, else ``MirroredStrategy`` over the GPUs (or
+    ``cpu_devices`` logical CPU devices, for testing), else the default (one device) strategy.
+
+    ``cpu_devices`` must be given before TensorFlow touches a device (it splits the CPU).
+    """
+    if cpu_devices is not None and cpu_devices > 1:
+        cpus = tf.config.list_physical_devices("CPU")
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_devices)]
+        )
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    cpus = tf.config.list_logical_devices("CPU")
+    if not gpus and len(cpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in cpus])
+    return tf.distribute.get_strategy()
+
+
+def set_sync_batchnorm(model: Any, synchronized: bool = True) -> int:
+    """Make every ``BatchNormalization`` of ``model`` compute moments across replicas; returns how many."""
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = bool(synchronized)
+            count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGroupAdamW, step: int,
+                        config: TrainConfig) -> Path:
+    """Model tensors (canonical names), optimizer variables, step, config and RNG states -> one ``.npz``,
+    written atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in model.state_dict_numpy().items():
+        arrays["model/" + name] = np.asarray(value)
+    canonical = set(_canonical_names(model))
+    extra = [v for v in model.variables if not any(v.path.endswith(n) for n in canonical)]
+    for variable in extra:
+        arrays["extra/" + variable.path] = np.asarray(variable.numpy())
+    for i, variable in enumerate(optimizer.variables):
+        arrays[f"optimizer/{i}"] = np.asarray(variable.numpy())
+    meta = {
+        "format": "segformer-tf-training-state-1",
+        "step": int(step),
+        "train_config": config.to_dict(),
+        "optimizer_paths": [v.path for v in optimizer.variables],
+        "numpy_rng": [np.random.get_state()[0], np.random.get_state()[1].tolist(), *np.random.get_state()[2:]],
+        "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    arrays["meta"] = np.asarray(json.dumps(meta))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    return path
+
+
+def load_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGroupAdamW | None = None) -> dict[str, Any]:
+    """Restore what :func:`save_training_state` wrote; returns its metadata (``step`` ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at {os.fspath(path)!r}; train without --resume first")
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        if meta.get("format") != "segformer-tf-training-state-1":
+            raise ValueError(f"{os.fspath(path)!r} is not a segformer TF training state")
+        model.load_state_dict_numpy({k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")})
+        by_path = {v.path: v for v in model.variables}
+        for key in data.files:
+            if key.startswith("extra/") and key[len("extra/"):] in by_path:
+                by_path[key[len("extra/"):]].assign(data[key])
+        if optimizer is not None:
+            variables = optimizer.variables
+            if len(variables) != len(meta["optimizer_paths"]):
+                raise ValueError(
+                    f"{os.fspath(path)!r} holds {len(meta['optimizer_paths'])} optimizer variables, the optimizer has "
+                    f"{len(variables)}; was it saved for another model?"
+                )
+            for i, variable in enumerate(variables):
+                variable.assign(data[f"optimizer/{i}"])
+    state = meta["numpy_rng"]
+    np.random.set_state((state[0], np.asarray(state[1], dtype=np.uint32), *state[2:]))
+    py = meta["python_rng"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def _predict_whole(model: Any, pixel_values: Any, size: tuple[int, int]) -> tf.Tensor:
+    from .inference import predict_labels
+
+    return predict_labels(model, pixel_values, output_size=size)
+
+
+def evaluate(
+    model: Any,
+    dataset: Any,
+    num_labels: int | None = None,
+    ignore_index: int = 255,
+    predict: Callable[[Any, Any, tuple[int, int]], Any] | None = None,
+    progress: bool = False,
+) -> SegmentationMetric:
+    """Dataset-level confusion matrix of ``model`` on ``dataset`` (items at their own sizes, labels at the
+    original size), accumulated in a :class:`~segformer.tf.metrics.SegmentationMeanIoU`; returned as the
+    numpy :class:`~segformer.common.metrics.SegmentationMetric` (same type as the PT ``evaluate``)."""
+    num_labels = int(num_labels if num_labels is not None else model.config.num_labels)
+    metric = SegmentationMeanIoU(num_labels, ignore_index=ignore_index)
+    predict = predict or _predict_whole
+    iterator: Any = make_eval_dataset(dataset)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, total=len(dataset), desc="eval", unit="img", leave=False)
+    for item in iterator:
+        labels = item["labels"]
+        pred = predict(model, item["pixel_values"], (int(labels.shape[1]), int(labels.shape[2])))
+        metric.update_state(labels, tf.cast(pred, tf.int64))
+    return metric.to_numpy_metric()
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Fine-tunes a ``TFSegformerForSemanticSegmentation`` (TF twin of ``segformer.pt.training.Trainer``).
+
+    Args:
+        model: the Keras model, built, created under ``strategy.scope()``.
+        config: :class:`~segformer.common.training.TrainConfig` (``batch_size`` per replica).
+        train_dataset / eval_dataset: as for the PT trainer.
+        out_dir: ``train_log.jsonl``, ``last/training_state.npz`` and the final ``config.json`` + ``tf_model.h5``.
+        strategy: from :func:`make_strategy` (default: the current strategy).
+        resume: continue from ``out_dir/last``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        config: TrainConfig,
+        train_dataset: Any,
+        eval_dataset: Any = None,
+        out_dir: str | os.PathLike | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        echo: bool = True,
+        predict: Callable | None = None,
+    ) -> None:
+        if config.bf16:
+            raise ValueError("bf16=True is implemented for the PT trainer only; the TF trainer runs in float32")
+        if config.gradient_checkpointing:
+            raise ValueError("gradient_checkpointing=True is implemented for the PT trainer only")
+        self.model = model
+        self.config = config
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = int(self.strategy.num_replicas_in_sync)
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.progress = progress
+        self.predict = predict
+        self.is_main = _is_chief(self.strategy)
+        if self.replicas > 1 and config.sync_bn:
+            set_sync_batchnorm(model, True)
+        with self.strategy.scope():
+            self.optimizer = build_optimizer(model, config)
+        self.step = 0
+        if resume:
+            if self.out_dir is None:
+                raise ValueError("resume=True needs out_dir (where the training state was saved)")
+            meta = load_training_state(self.out_dir / "last" / STATE_NAME, model, self.optimizer)
+            self.step = int(meta["step"])
+        log_path = self.out_dir / "train_log.jsonl" if (self.out_dir is not None and self.is_main) else None
+        self.log = JsonlLog(log_path, echo=echo and self.is_main)
+        self.history: list[dict[str, Any]] = []
+        self.last_eval: dict[str, Any] | None = None
+        self._step_fn = None
+
+    # ------------------------------------------------------------------ pieces
+    def _replica_step(self, micro_batches: tuple[dict[str, tf.Tensor], ...]) -> tf.Tensor:
+        variables = self.model.trainable_variables
+        count = len(micro_batches)
+        total_grads: list[Any] | None = None
+        loss_sum = tf.constant(0.0, tf.float32)
+        for batch in micro_batches:
+            with tf.GradientTape() as tape:
+                outputs = self.model(batch["pixel_values"], labels=batch["labels"], training=True)
+                loss = tf.reduce_mean(tf.cast(outputs.loss, tf.float32))
+                scaled = loss / float(count * self.replicas)
+            grads = tape.gradient(scaled, variables)
+            grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+            total_grads = grads if total_grads is None else [a + g for a, g in zip(total_grads, grads)]
+            loss_sum += loss
+        self.optimizer.apply_gradients(zip(total_grads, variables))
+        return loss_sum / float(count)
+
+    def _distributed_step(self, micro_batches: tuple[dict[str, tf.Tensor], ...]) -> tf.Tensor:
+        per_replica = self.strategy.run(self._replica_step, args=(micro_batches,))
+        return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+    def train_step(self, micro_batches: tuple[dict[str, Any], ...]) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches (distributed values, or plain tensors on
+        one device); returns the mean loss over micro-batches and replicas."""
+        if self._step_fn is None:
+            self._step_fn = tf.function(self._distributed_step)
+        loss = float(self._step_fn(tuple(micro_batches)))
+        self.step += 1
+        return loss
+
+    def evaluate(self, dataset: Any = None) -> dict[str, Any]:
+        metric = evaluate(self.model, dataset if dataset is not None else self.eval_dataset,
+                          ignore_index=self.config.ignore_index, predict=self.predict, progress=self.progress)
+        return metric.compute()
+
+    def save_state(self) -> None:
+        if self.out_dir is not None and self.is_main:
+            save_training_state(self.out_dir / "last" / STATE_NAME, self.model, self.optimizer, self.step, self.config)
+
+    def save_model(self) -> None:
+        if self.out_dir is not None and self.is_main:
+            self.model.save_pretrained(self.out_dir)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, stop_at: int | None = None) -> list[dict[str, Any]]:
+        """Run until ``config.total_steps`` (or ``stop_at``, saving the state there)."""
+        config = self.config
+        end = config.total_steps if stop_at is None else min(int(stop_at), config.total_steps)
+        accum = config.grad_accum
+        global_batch = config.batch_size * self.replicas
+        start = self.step * accum
+
+        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return make_train_dataset(self.train_dataset, global_batch, config.crop_size, seed=config.seed,
+                                      start=start, input_context=context)
+
+        iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        bar = None
+        if self.progress and self.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=config.total_steps, initial=self.step, desc="train (tf)", unit="step")
+        clock = time.perf_counter()
+        head_mult = config.custom_keys.get("head", {}).get("lr_mult", 1.0)
+        while self.step < end:
+            lr = config.lr_at(self.step)
+            lr_head = config.lr_at(self.step, head_mult)
+            loss = self.train_step(tuple(next(iterator) for _ in range(accum)))
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {self.step}; lower --lr or check the data")
+            record: dict[str, Any] = {"step": self.step, "loss": loss, "lr": lr, "lr_head": lr_head,
+                                      "images": self.step * global_batch * accum,
+                                      "time": round(time.perf_counter() - clock, 3)}
+            self.history.append(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            evaluate_now = (config.eval_every and self.step % config.eval_every == 0) or self.step == config.total_steps
+            if self.eval_dataset is not None and evaluate_now:
+                result = self.evaluate()
+                self.last_eval = result
+                record.update(mIoU=result["mean_iou"], aAcc=result["overall_accuracy"], mAcc=result["mean_accuracy"])
+            if self.step % config.log_every == 0 or "mIoU" in record or self.step == config.total_steps:
+                self.log.write(record)
+            elif self.log.path is not None:
+                JsonlLog(self.log.path, echo=False).write(record)
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.total_steps:
+                self.save_state()
+        if bar is not None:
+            bar.close()
+        self.save_state()
+        if self.step == config.total_steps:
+            self.save_model()
+        return self.history
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not os.environ.get("TF_CONFIG"):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
+
+
+def build_model(
+    model: str | os.PathLike,
+    num_labels: int | None = None,
+    id2label: dict[int, str] | None = None,
+    seed: int = 0,
+    crop_size: tuple[int, int] = (64, 64),
+    **config_overrides: Any,
+) -> Any:
+    """A built ``TFSegformerForSemanticSegmentation`` to fine-tune (TF twin of ``segformer.pt.training.build_model``):
+    a variant name or ``config.json`` (random weights, ``keras.utils.set_random_seed(seed)``) or a
+    checkpoint folder. Call it under ``strategy.scope()``."""
+    from ..common.config import SegformerConfig
+    from ..common.variants import VARIANTS
+    from . import TFSegformerForSemanticSegmentation
+
+    labels: dict[str, Any] = {}
+    if id2label is not None and (num_labels is None or num_labels == len(id2label)):
+        names = {int(k): str(v) for k, v in id2label.items()}
+        labels = {"id2label": names, "label2id": {v: k for k, v in names.items()}, "num_labels": len(names)}
+    elif num_labels is not None:
+        labels = {"num_labels": int(num_labels)}
+    name = os.fspath(model)
+    key = name.lower().replace("mit-", "").replace("segformer-", "")
+    keras.utils.set_random_seed(seed)
+    if key in VARIANTS or (name.endswith(".json") and Path(name).is_file()):
+        if key in VARIANTS:
+            config = SegformerConfig.from_variant(key, **config_overrides, **labels)
+        else:
+            config = SegformerConfig.from_json_file(name, **config_overrides, **labels)
+        built = TFSegformerForSemanticSegmentation(config)
+        built(np.zeros((1, config.num_channels, *crop_size), np.float32), training=False)
+    elif Path(name).exists():
+        current = SegformerConfig.from_pretrained(name if Path(name).is_dir() else Path(name).parent)
+        mismatch = bool(labels) and labels["num_labels"] != current.num_labels
+        built = TFSegformerForSemanticSegmentation.from_pretrained(
+            name, ignore_mismatched_sizes=mismatch, **config_overrides, **labels
+        )
+    else:
+        raise ValueError(
+            f"--model {name!r} is neither a variant ({', '.join(VARIANTS)}), a config.json file, nor an existing "
+            "checkpoint folder"
+        )
+    return built
