@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute encoder stages (PT)")
     parser.add_argument("--drop-path-rate", type=float, default=None, help="override the config's drop_path_rate")
     parser.add_argument("--dropout", type=float, default=None, help="override every dropout probability of the config")
+    parser.add_argument("--tf-cpu-devices", type=int, default=None,
+                        help="TF: split the CPU into N logical devices for MirroredStrategy (testing without GPUs)")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes (PT)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -164,7 +166,7 @@ def _run_pt(args, config, out, train_set, eval_set, id2label):  # type: ignore[n
 def _run_tf(args, config, out, train_set, eval_set, id2label):  # type: ignore[no-untyped-def]
     from ..tf.training import Trainer, build_model, make_strategy
 
-    strategy = make_strategy()
+    strategy = make_strategy(args.tf_cpu_devices)
     is_main = _tf_is_main(strategy)
     _prepare_out(out, args.overwrite, args.resume, is_main)
     with strategy.scope():

@@ -15,6 +15,7 @@ models take them).
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterator
 
 import numpy as np
@@ -48,11 +49,27 @@ def global_batches(num_items: int, global_batch_size: int, seed: int, start: int
 
 
 def _loader(dataset: Any) -> Any:
+    """``load(epoch, index) -> (pixel_values, labels)``, safe to call from tf.data's parallel threads.
+
+    A ``SegmentationFolderDataset`` is read without touching its shared ``epoch`` (the transform gets the
+    generator ``default_rng([seed, epoch, index])``, exactly what ``dataset[index]`` would use in that
+    epoch); other datasets are called under a lock after ``set_epoch``.
+    """
+    lock = threading.Lock()
+    direct = all(hasattr(dataset, name) for name in ("load", "transform", "seed")) and dataset.seed is not None
+
     def load(epoch: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(int(epoch))
-        item = dataset[int(index)]
-        return np.asarray(item["pixel_values"], np.float32), np.asarray(item["labels"], np.int64)
+        if direct and dataset.transform is not None:
+            image, label = dataset.load(int(index))
+            rng = np.random.default_rng([dataset.seed, int(epoch), int(index)])
+            pixel_values, labels = dataset.transform(image, label, rng)
+        else:
+            with lock:
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(int(epoch))
+                item = dataset[int(index)]
+            pixel_values, labels = item["pixel_values"], item["labels"]
+        return np.asarray(pixel_values, np.float32), np.asarray(labels, np.int64)
 
     return load
 

@@ -153,6 +153,7 @@ class ParamGroupAdamW(keras.optimizers.Optimizer):
             self.lr_mults.append(rule.lr_mult)
             self.decay_mults.append(rule.decay_mult)
 
+    @tf.autograph.experimental.do_not_convert
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         index = self._get_variable_index(variable)
         dtype = variable.dtype
@@ -361,7 +362,7 @@ class Trainer:
             raise ValueError("gradient_checkpointing=True is implemented for the PT trainer only")
         self.model = model
         self.config = config
-        self.strategy = strategy or tf.distribute.get_strategy()
+        self.strategy = strategy or _strategy_of(model)
         self.replicas = int(self.strategy.num_replicas_in_sync)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
@@ -480,6 +481,16 @@ class Trainer:
         if self.step == config.total_steps:
             self.save_model()
         return self.history
+
+
+def _strategy_of(model: Any) -> tf.distribute.Strategy:
+    """The strategy whose scope created the model's variables (the current one if they are plain)."""
+    for variable in model.trainable_variables:
+        value = getattr(variable, "value", variable)
+        found = getattr(value, "_distribute_strategy", None)
+        if found is not None:
+            return found
+    return tf.distribute.get_strategy()
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
