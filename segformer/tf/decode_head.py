@@ -1,0 +1,151 @@
+"""The all-MLP decode head (Keras 3). Mirror of ``segformer/pt/decode_head.py`` (same two paths).
+
+A ``keras.layers.Layer`` (Hugging Face's TF head is a full model, which breaks SavedModel export).
+Input: the encoder's NHWC stage maps; output NHWC logits (B, h_1, w_1, num_labels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ..common.config import SegformerConfig
+from .layers import normal_init
+
+__all__ = ["TFSegformerMLP", "TFSegformerBatchNorm", "TFSegformerDecodeHead", "stage_maps", "resize_bilinear"]
+
+_SERIALIZABLE = keras.saving.register_keras_serializable(package="segformer")
+
+
+def resize_bilinear(maps: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """NHWC half-pixel bilinear resize without antialias (= torch ``interpolate(align_corners=False)``), float32."""
+    return tf.image.resize(tf.cast(maps, tf.float32), size, method="bilinear", antialias=False)
+
+
+def stage_maps(config: SegformerConfig, encoder_hidden_states: tuple) -> list[tf.Tensor]:
+    """Every stage as an NHWC map; a token-shaped last stage (``reshape_last_stage=False``) is reshaped with
+    the size computed from the previous stage (never from a square root)."""
+    maps = list(encoder_hidden_states)
+    if len(maps[-1].shape) == 3:
+        shape = tf.shape(maps[-2])
+        k, s = config.patch_sizes[-1], config.strides[-1]
+        height = (shape[1] + 2 * (k // 2) - k) // s + 1
+        width = (shape[2] + 2 * (k // 2) - k) // s + 1
+        maps[-1] = tf.reshape(maps[-1], (shape[0], height, width, config.hidden_sizes[-1]))
+    return maps
+
+
+@_SERIALIZABLE
+class TFSegformerMLP(keras.layers.Layer):
+    """Twin of ``SegformerMLP``: per-stage projection (a Dense on the channel axis of an NHWC map)."""
+
+    def __init__(self, decoder_hidden_size: int, initializer_range: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.decoder_hidden_size, self.initializer_range = decoder_hidden_size, initializer_range
+        self.proj = keras.layers.Dense(decoder_hidden_size, name="proj", kernel_initializer=normal_init(initializer_range))
+
+    def call(self, hidden_states: tf.Tensor) -> tf.Tensor:
+        return self.proj(hidden_states)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "decoder_hidden_size": self.decoder_hidden_size, "initializer_range": self.initializer_range}
+
+
+@_SERIALIZABLE
+class TFSegformerBatchNorm(keras.layers.BatchNormalization):
+    """BatchNorm with PyTorch's semantics: eps 1e-5, momentum 0.1 (Keras 0.9), running variance updated with
+    the *unbiased* batch variance (Keras 3 uses the biased one), and a ``num_batches_tracked`` counter so the
+    TF variables and the canonical table are the same set. Computes in float32 (mixed precision safe)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("epsilon", 1e-5)
+        kwargs.setdefault("momentum", 0.9)
+        super().__init__(**kwargs)
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.num_batches_tracked = self.add_weight(
+            name="num_batches_tracked", shape=(), dtype="int64", initializer="zeros", trainable=False
+        )
+
+    def call(self, inputs: tf.Tensor, training: bool = False, mask: Any = None) -> tf.Tensor:
+        x = tf.cast(inputs, tf.float32)
+        if training and self.trainable:
+            mean, variance = self._moments(x, mask)
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+            if self.synchronized:
+                count = count * tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
+            unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+            self.num_batches_tracked.assign_add(1)
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        out = (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
+        return tf.cast(out, self.compute_dtype)
+
+
+@_SERIALIZABLE
+class TFSegformerDecodeHead(keras.layers.Layer):
+    """Twin of ``SegformerDecodeHead``: stage maps (NHWC) -> logits (B, h_1, w_1, num_labels) (NHWC).
+
+    Plain path (training, ``fast_path_enabled=False``): proj, upsample, concat (stage 4..1), linear_fuse,
+    BatchNorm, ReLU, dropout, classifier. Fast path (eval): ``linear_fuse`` and eval BatchNorm folded into
+    each stage's proj at the stage's own resolution; no 4D-channel concatenation.
+    """
+
+    def __init__(self, config: SegformerConfig | dict, **kwargs: Any) -> None:
+        kwargs.setdefault("name", "decode_head")
+        super().__init__(**kwargs)
+        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
+        self.config = config
+        d = config.decoder_hidden_size
+        init = normal_init(config.initializer_range)
+        self.mlps = [TFSegformerMLP(d, config.initializer_range, name=f"linear_c.{i}") for i in range(config.num_encoder_blocks)]
+        self.linear_fuse = keras.layers.Conv2D(d, 1, use_bias=False, name="linear_fuse", kernel_initializer=init)
+        self.batch_norm = TFSegformerBatchNorm(name="batch_norm")
+        self.activation = keras.layers.Activation("relu")
+        self.dropout = keras.layers.Dropout(config.classifier_dropout_prob)
+        self.classifier = keras.layers.Conv2D(config.num_labels, 1, name="classifier", kernel_initializer=init, dtype="float32")
+        self.fast_path_enabled = True
+
+    def call(self, encoder_hidden_states: tuple, training: bool = False) -> tf.Tensor:
+        maps = stage_maps(self.config, encoder_hidden_states)
+        if self.fast_path_enabled and not training and self.classifier.built:  # first call builds via the plain path
+            fused = self._fused_fast(maps)
+        else:
+            fused = self.batch_norm(self._fused_plain(maps), training=training)
+        hidden = self.dropout(self.activation(fused), training=training)
+        return self.classifier(tf.cast(hidden, tf.float32))
+
+    def _fused_plain(self, maps: list[tf.Tensor]) -> tf.Tensor:
+        size = tf.shape(maps[0])[1:3]
+        projected = []
+        for index, (mlp, hidden) in enumerate(zip(self.mlps, maps)):
+            x = mlp(hidden)
+            projected.append(x if index == 0 else tf.cast(resize_bilinear(x, size), x.dtype))
+        return self.linear_fuse(tf.concat(projected[::-1], axis=-1))
+
+    def _fused_fast(self, maps: list[tf.Tensor]) -> tf.Tensor:
+        """BatchNorm(linear_fuse(concat)) stage by stage at each stage's resolution (eval only), float32."""
+        d, n = self.config.decoder_hidden_size, self.config.num_encoder_blocks
+        size = tf.shape(maps[0])[1:3]
+        bn = self.batch_norm
+        scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)  # (D,)
+        fuse = tf.reshape(self.linear_fuse.kernel, (n * d, d)) * scale[None, :]  # (nD, D), BN scale folded
+        shift = bn.beta - bn.moving_mean * scale
+        out = None
+        for i, (mlp, hidden) in enumerate(zip(self.mlps, maps)):
+            block = fuse[(n - 1 - i) * d : (n - i) * d]  # (D, D); concat order is stage n..1
+            weight = tf.matmul(mlp.proj.kernel, block)  # (C_i, D)
+            shift = shift + tf.linalg.matvec(block, mlp.proj.bias, transpose_a=True)
+            y = tf.linalg.matmul(tf.cast(hidden, tf.float32), weight)  # (B, h_i, w_i, D)
+            if i > 0:
+                y = resize_bilinear(y, size)
+            out = y if out is None else out + y
+        return out + shift
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "config": self.config.to_dict()}

@@ -1,0 +1,92 @@
+"""The hierarchical Mix Transformer encoder (Keras 3). Mirror of ``segformer/pt/encoder.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from ..common.config import SegformerConfig
+from .layers import TFSegformerLayer, TFSegformerOverlapPatchEmbeddings
+
+__all__ = ["TFSegformerEncoder"]
+
+
+@keras.saving.register_keras_serializable(package="segformer")
+class TFSegformerEncoder(keras.layers.Layer):
+    """Twin of ``SegformerEncoder``. Input NHWC (B, H, W, C_in); stage i output NHWC (B, h_i, w_i, C_i).
+
+    Returns ``(last_hidden_state, hidden_states or None, attentions or None)``; with
+    ``reshape_last_stage=False`` the last stage stays tokens (B, h_4*w_4, C_4).
+    """
+
+    def __init__(self, config: SegformerConfig | dict, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
+        self.config = config
+        rates = config.drop_path_rates()
+        self.embeddings = [
+            TFSegformerOverlapPatchEmbeddings(
+                config.patch_sizes[i], config.strides[i], config.hidden_sizes[i], config.patch_layer_norm_eps,
+                config.initializer_range, name=f"patch_embeddings.{i}",
+            )
+            for i in range(config.num_encoder_blocks)
+        ]
+        self.block = [
+            [
+                TFSegformerLayer(
+                    hidden_size=config.hidden_sizes[i],
+                    num_attention_heads=config.num_attention_heads[i],
+                    drop_path=rates[i][j],
+                    sequence_reduction_ratio=config.sr_ratios[i],
+                    mlp_ratio=config.mlp_ratios[i],
+                    hidden_act=config.hidden_act,
+                    hidden_dropout_prob=config.hidden_dropout_prob,
+                    attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+                    layer_norm_eps=config.layer_norm_eps,
+                    patch_layer_norm_eps=config.patch_layer_norm_eps,
+                    initializer_range=config.initializer_range,
+                    name=f"block.{i}.{j}",
+                )
+                for j in range(config.depths[i])
+            ]
+            for i in range(config.num_encoder_blocks)
+        ]
+        self.layer_norms = [
+            keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=f"layer_norm.{i}")
+            for i in range(config.num_encoder_blocks)
+        ]
+
+    def call(
+        self,
+        pixel_values: tf.Tensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        training: bool = False,
+    ) -> tuple[tf.Tensor, tuple | None, tuple | None]:
+        batch = tf.shape(pixel_values)[0]
+        hidden_states = pixel_values
+        all_hidden_states, attentions = [], []
+        last = self.config.num_encoder_blocks - 1
+        for index in range(self.config.num_encoder_blocks):
+            tokens, height, width = self.embeddings[index](hidden_states)
+            for layer in self.block[index]:
+                tokens, probs = layer(tokens, height, width, output_attentions=output_attentions, training=training)
+                if output_attentions:
+                    attentions.append(probs)
+            tokens = self.layer_norms[index](tokens)
+            if index != last or self.config.reshape_last_stage:
+                hidden_states = tf.reshape(tokens, (batch, height, width, self.config.hidden_sizes[index]))
+            else:
+                hidden_states = tokens
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+        return (
+            hidden_states,
+            tuple(all_hidden_states) if output_hidden_states else None,
+            tuple(attentions) if output_attentions else None,
+        )
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "config": self.config.to_dict()}

@@ -1,0 +1,322 @@
+"""Building blocks of the Mix Transformer encoder (Keras 3). Mirror of ``segformer/pt/layers.py``.
+
+Everything runs in NHWC; tokens are ``(B, N, C)`` with ``N = height * width`` row-major, so a token
+tensor and an NHWC map are the same memory (``tf.reshape``, no transpose). Heights and widths are passed
+explicitly as (possibly dynamic) scalars. Sublayers are named by their canonical segment.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "ACT2FN",
+    "normal_init",
+    "TFSegformerDropPath",
+    "TFSegformerOverlapPatchEmbeddings",
+    "TFSegformerEfficientSelfAttention",
+    "TFSegformerSelfOutput",
+    "TFSegformerAttention",
+    "TFSegformerDepthwiseConv",
+    "TFSegformerDWConv",
+    "TFSegformerMixFFN",
+    "TFSegformerLayer",
+]
+
+ACT2FN: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "gelu": lambda x: keras.activations.gelu(x, approximate=False),  # exact (erf), like torch
+    "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: keras.activations.gelu(x, approximate=True),
+    "relu": keras.activations.relu,
+    "selu": keras.activations.selu,
+    "silu": keras.activations.silu,
+    "swish": keras.activations.silu,
+    "tanh": keras.activations.tanh,
+}
+
+_SERIALIZABLE = keras.saving.register_keras_serializable(package="segformer")
+
+
+def normal_init(std: float) -> keras.initializers.Initializer:
+    """``normal(0, initializer_range)`` like the PT ``_init_weights``."""
+    return keras.initializers.RandomNormal(mean=0.0, stddev=std)
+
+
+@_SERIALIZABLE
+class TFSegformerDropPath(keras.layers.Layer):
+    """Stochastic depth per sample (twin of ``SegformerDropPath``): ``x / keep * floor(keep + U)`` in training."""
+
+    def __init__(self, drop_path: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.drop_path = float(drop_path)
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if not training or self.drop_path == 0.0:
+            return x
+        keep = 1.0 - self.drop_path
+        shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+        mask = tf.floor(keep + tf.random.uniform(shape, dtype=x.dtype))
+        return x / keep * mask
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "drop_path": self.drop_path}
+
+
+@_SERIALIZABLE
+class TFSegformerOverlapPatchEmbeddings(keras.layers.Layer):
+    """Twin of ``SegformerOverlapPatchEmbeddings``: symmetric zero padding k // 2, VALID conv, LayerNorm.
+
+    (B, H, W, C_in) -> tokens (B, h*w, C), h, w with ``h = (H + 2*(k//2) - k) // s + 1``. TF ``"same"``
+    padding is NOT used: it pads asymmetrically and differs from PyTorch (ANCHORS.md 8.1).
+    """
+
+    def __init__(self, patch_size: int, stride: int, hidden_size: int, eps: float, initializer_range: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.patch_size, self.stride, self.hidden_size = patch_size, stride, hidden_size
+        self.eps, self.initializer_range = eps, initializer_range
+        self.padding = keras.layers.ZeroPadding2D(padding=patch_size // 2, name="padding")
+        self.proj = keras.layers.Conv2D(
+            hidden_size, patch_size, strides=stride, padding="valid", name="proj", kernel_initializer=normal_init(initializer_range)
+        )
+        self.layer_norm = keras.layers.LayerNormalization(epsilon=eps, name="layer_norm")
+
+    def call(self, pixel_values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        maps = self.proj(self.padding(pixel_values))  # (B, h, w, C)
+        shape = tf.shape(maps)
+        tokens = tf.reshape(maps, (shape[0], shape[1] * shape[2], self.hidden_size))
+        return self.layer_norm(tokens), shape[1], shape[2]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "patch_size": self.patch_size, "stride": self.stride, "hidden_size": self.hidden_size,
+                "eps": self.eps, "initializer_range": self.initializer_range}
+
+
+@_SERIALIZABLE
+class TFSegformerEfficientSelfAttention(keras.layers.Layer):
+    """Twin of ``SegformerEfficientSelfAttention``: keys / values from a sequence reduced by a stride-R conv.
+
+    Returns the context (B, N, C) and, if asked, the softmax map (B, heads, N, N_kv) (softmax in float32).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        sequence_reduction_ratio: int,
+        attention_probs_dropout_prob: float,
+        eps: float,
+        initializer_range: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hidden_size, self.num_attention_heads = hidden_size, num_attention_heads
+        self.sequence_reduction_ratio = sequence_reduction_ratio
+        self.attention_probs_dropout_prob, self.eps, self.initializer_range = attention_probs_dropout_prob, eps, initializer_range
+        self.head_dim = hidden_size // num_attention_heads
+        init = normal_init(initializer_range)
+        self.query = keras.layers.Dense(hidden_size, name="query", kernel_initializer=init)
+        self.key = keras.layers.Dense(hidden_size, name="key", kernel_initializer=init)
+        self.value = keras.layers.Dense(hidden_size, name="value", kernel_initializer=init)
+        self.dropout = keras.layers.Dropout(attention_probs_dropout_prob)
+        if sequence_reduction_ratio > 1:
+            self.sr = keras.layers.Conv2D(
+                hidden_size, sequence_reduction_ratio, strides=sequence_reduction_ratio, padding="valid", name="sr", kernel_initializer=init
+            )
+            self.layer_norm = keras.layers.LayerNormalization(epsilon=eps, name="layer_norm")
+
+    def _heads(self, x: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(x)
+        x = tf.reshape(x, (shape[0], shape[1], self.num_attention_heads, self.head_dim))
+        return tf.transpose(x, (0, 2, 1, 3))  # (B, heads, N, d)
+
+    def call(
+        self, hidden_states: tf.Tensor, height: tf.Tensor, width: tf.Tensor, output_attentions: bool = False, training: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor | None]:
+        batch = tf.shape(hidden_states)[0]
+        query = self._heads(self.query(hidden_states))
+        if self.sequence_reduction_ratio > 1:
+            maps = tf.reshape(hidden_states, (batch, height, width, self.hidden_size))
+            reduced = self.sr(maps)
+            reduced = tf.reshape(reduced, (batch, -1, self.hidden_size))
+            reduced = self.layer_norm(reduced)
+        else:
+            reduced = hidden_states
+        key = self._heads(self.key(reduced))
+        value = self._heads(self.value(reduced))
+        scores = tf.matmul(query, key, transpose_b=True) / tf.cast(math.sqrt(self.head_dim), query.dtype)
+        probs = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), query.dtype)
+        probs = self.dropout(probs, training=training)
+        context = tf.transpose(tf.matmul(probs, value), (0, 2, 1, 3))  # (B, N, heads, d)
+        context = tf.reshape(context, (batch, -1, self.hidden_size))
+        return context, (probs if output_attentions else None)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "hidden_size": self.hidden_size, "num_attention_heads": self.num_attention_heads,
+                "sequence_reduction_ratio": self.sequence_reduction_ratio,
+                "attention_probs_dropout_prob": self.attention_probs_dropout_prob, "eps": self.eps,
+                "initializer_range": self.initializer_range}
+
+
+@_SERIALIZABLE
+class TFSegformerSelfOutput(keras.layers.Layer):
+    """Twin of ``SegformerSelfOutput``: dense + dropout."""
+
+    def __init__(self, hidden_size: int, hidden_dropout_prob: float, initializer_range: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hidden_size, self.hidden_dropout_prob, self.initializer_range = hidden_size, hidden_dropout_prob, initializer_range
+        self.dense = keras.layers.Dense(hidden_size, name="dense", kernel_initializer=normal_init(initializer_range))
+        self.dropout = keras.layers.Dropout(hidden_dropout_prob)
+
+    def call(self, hidden_states: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.dropout(self.dense(hidden_states), training=training)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "hidden_size": self.hidden_size, "hidden_dropout_prob": self.hidden_dropout_prob,
+                "initializer_range": self.initializer_range}
+
+
+@_SERIALIZABLE
+class TFSegformerAttention(keras.layers.Layer):
+    """Twin of ``SegformerAttention``: sublayers named ``self`` and ``output`` like Hugging Face's."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        sequence_reduction_ratio: int,
+        attention_probs_dropout_prob: float,
+        hidden_dropout_prob: float,
+        eps: float,
+        initializer_range: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._args = dict(hidden_size=hidden_size, num_attention_heads=num_attention_heads,
+                          sequence_reduction_ratio=sequence_reduction_ratio,
+                          attention_probs_dropout_prob=attention_probs_dropout_prob,
+                          hidden_dropout_prob=hidden_dropout_prob, eps=eps, initializer_range=initializer_range)
+        self.self_attention = TFSegformerEfficientSelfAttention(
+            hidden_size, num_attention_heads, sequence_reduction_ratio, attention_probs_dropout_prob, eps, initializer_range, name="self"
+        )
+        self.dense_output = TFSegformerSelfOutput(hidden_size, hidden_dropout_prob, initializer_range, name="output")
+
+    def call(self, hidden_states, height, width, output_attentions=False, training=False):
+        context, probs = self.self_attention(hidden_states, height, width, output_attentions=output_attentions, training=training)
+        return self.dense_output(context, training=training), probs
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._args}
+
+
+@_SERIALIZABLE
+class TFSegformerDepthwiseConv(keras.layers.Layer):
+    """3x3 depthwise conv whose kernel is stored as (3, 3, 1, C): Hugging Face's grouped-Conv2D layout
+    (``tf_model.h5`` compatible). It runs as ``tf.nn.depthwise_conv2d`` after a free reshape to (3, 3, C, 1)."""
+
+    def __init__(self, dim: int, initializer_range: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dim, self.initializer_range = dim, initializer_range
+
+    def build(self, input_shape: Any = None) -> None:
+        self.kernel = self.add_weight(name="kernel", shape=(3, 3, 1, self.dim), initializer=normal_init(self.initializer_range))
+        self.bias = self.add_weight(name="bias", shape=(self.dim,), initializer="zeros")
+        self.built = True
+
+    def call(self, maps: tf.Tensor) -> tf.Tensor:
+        kernel = tf.reshape(tf.cast(self.kernel, maps.dtype), (3, 3, self.dim, 1))
+        return tf.nn.depthwise_conv2d(maps, kernel, strides=(1, 1, 1, 1), padding="SAME") + tf.cast(self.bias, maps.dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dim": self.dim, "initializer_range": self.initializer_range}
+
+
+@_SERIALIZABLE
+class TFSegformerDWConv(keras.layers.Layer):
+    """Twin of ``SegformerDWConv``: tokens (B, N, C) -> NHWC map (a reshape) -> depthwise conv -> tokens."""
+
+    def __init__(self, dim: int, initializer_range: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dim, self.initializer_range = dim, initializer_range
+        self.dwconv = TFSegformerDepthwiseConv(dim, initializer_range, name="dwconv")
+
+    def call(self, hidden_states: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+        batch = tf.shape(hidden_states)[0]
+        maps = self.dwconv(tf.reshape(hidden_states, (batch, height, width, self.dim)))
+        return tf.reshape(maps, (batch, -1, self.dim))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dim": self.dim, "initializer_range": self.initializer_range}
+
+
+@_SERIALIZABLE
+class TFSegformerMixFFN(keras.layers.Layer):
+    """Twin of ``SegformerMixFFN``: dense1 -> depthwise conv -> activation -> dropout -> dense2 -> dropout."""
+
+    def __init__(self, in_features: int, hidden_features: int, hidden_act: str, hidden_dropout_prob: float,
+                 initializer_range: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._args = dict(in_features=in_features, hidden_features=hidden_features, hidden_act=hidden_act,
+                          hidden_dropout_prob=hidden_dropout_prob, initializer_range=initializer_range)
+        init = normal_init(initializer_range)
+        self.dense1 = keras.layers.Dense(hidden_features, name="dense1", kernel_initializer=init)
+        self.dwconv = TFSegformerDWConv(hidden_features, initializer_range, name="dwconv")
+        self.intermediate_act_fn = ACT2FN[hidden_act]
+        self.dense2 = keras.layers.Dense(in_features, name="dense2", kernel_initializer=init)
+        self.dropout = keras.layers.Dropout(hidden_dropout_prob)
+
+    def call(self, hidden_states, height, width, training=False):
+        hidden_states = self.dwconv(self.dense1(hidden_states), height, width)
+        hidden_states = self.dropout(self.intermediate_act_fn(hidden_states), training=training)
+        return self.dropout(self.dense2(hidden_states), training=training)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._args}
+
+
+@_SERIALIZABLE
+class TFSegformerLayer(keras.layers.Layer):
+    """Twin of ``SegformerLayer``: pre-norm attention and Mix-FFN blocks with stochastic depth."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        drop_path: float,
+        sequence_reduction_ratio: int,
+        mlp_ratio: float,
+        hidden_act: str,
+        hidden_dropout_prob: float,
+        attention_probs_dropout_prob: float,
+        layer_norm_eps: float,
+        patch_layer_norm_eps: float,
+        initializer_range: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._args = dict(hidden_size=hidden_size, num_attention_heads=num_attention_heads, drop_path=drop_path,
+                          sequence_reduction_ratio=sequence_reduction_ratio, mlp_ratio=mlp_ratio, hidden_act=hidden_act,
+                          hidden_dropout_prob=hidden_dropout_prob, attention_probs_dropout_prob=attention_probs_dropout_prob,
+                          layer_norm_eps=layer_norm_eps, patch_layer_norm_eps=patch_layer_norm_eps,
+                          initializer_range=initializer_range)
+        self.layer_norm_1 = keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="layer_norm_1")
+        self.attention = TFSegformerAttention(
+            hidden_size, num_attention_heads, sequence_reduction_ratio, attention_probs_dropout_prob,
+            hidden_dropout_prob, patch_layer_norm_eps, initializer_range, name="attention",
+        )
+        self.drop_path = TFSegformerDropPath(drop_path, name="drop_path")
+        self.layer_norm_2 = keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="layer_norm_2")
+        self.mlp = TFSegformerMixFFN(hidden_size, int(hidden_size * mlp_ratio), hidden_act, hidden_dropout_prob,
+                                     initializer_range, name="mlp")
+
+    def call(self, hidden_states, height, width, output_attentions=False, training=False):
+        attention_output, probs = self.attention(self.layer_norm_1(hidden_states), height, width, output_attentions=output_attentions, training=training)
+        hidden_states = hidden_states + self.drop_path(attention_output, training=training)
+        mlp_output = self.mlp(self.layer_norm_2(hidden_states), height, width, training=training)
+        return hidden_states + self.drop_path(mlp_output, training=training), probs
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._args}

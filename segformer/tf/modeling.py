@@ -1,0 +1,202 @@
+"""SegFormer models (Keras 3): the encoder alone, image classification, semantic segmentation.
+
+Mirror of ``segformer/pt/modeling.py``: same ``call`` signatures, outputs and (canonical) weight names as
+Hugging Face's TF classes; NCHW by default, NHWC with ``data_format="channels_last"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..common.config import SegformerConfig
+from ..common.outputs import BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
+from .decode_head import TFSegformerDecodeHead
+from .encoder import TFSegformerEncoder
+from .layers import normal_init
+from .losses import classification_loss, semantic_segmentation_loss
+from .pretrained import TFSegformerPreTrainedModel
+
+__all__ = [
+    "TFSegformerMainLayer",
+    "TFSegformerModel",
+    "TFSegformerForImageClassification",
+    "TFSegformerForSemanticSegmentation",
+    "check_pixel_values",
+]
+
+_SERIALIZABLE = keras.saving.register_keras_serializable(package="segformer")
+
+
+def _flag(value: bool | None, default: bool) -> bool:
+    return default if value is None else bool(value)
+
+
+def check_pixel_values(pixel_values: Any, config: SegformerConfig, data_format: str, check_finite: bool = False) -> tf.Tensor:
+    """Validate model input and return it as a float tensor; raise TypeError / ValueError naming what was seen."""
+    if isinstance(pixel_values, np.ndarray) or not tf.is_tensor(pixel_values):
+        try:
+            pixel_values = tf.convert_to_tensor(pixel_values)
+        except (ValueError, TypeError):
+            raise TypeError(f"pixel_values must be a tensor or array (B, C, H, W), got {type(pixel_values).__name__}") from None
+    layout = "(batch, channels, height, width)" if data_format == "channels_first" else "(batch, height, width, channels)"
+    if pixel_values.shape.rank != 4:
+        raise ValueError(f"pixel_values must have 4 dimensions {layout}, got shape {tuple(pixel_values.shape)}")
+    if not pixel_values.dtype.is_floating:
+        raise TypeError(
+            f"pixel_values must be floating point (normalized images), got dtype {pixel_values.dtype.name}; "
+            "use SegformerImageProcessor or cast to float32"
+        )
+    channel_axis = 1 if data_format == "channels_first" else 3
+    channels = pixel_values.shape[channel_axis]
+    if channels is not None and channels != config.num_channels:
+        raise ValueError(
+            f"pixel_values has {channels} channels in dimension {channel_axis} but the model expects "
+            f"num_channels={config.num_channels} ({data_format} layout {layout}; shape seen {tuple(pixel_values.shape)})"
+        )
+    dims = [d for d in pixel_values.shape if d is not None]
+    if dims and min(dims) < 1:
+        raise ValueError(f"pixel_values must not be empty, got shape {tuple(pixel_values.shape)}")
+    spatial = (2, 3) if data_format == "channels_first" else (1, 2)
+    height, width = pixel_values.shape[spatial[0]], pixel_values.shape[spatial[1]]
+    if height is not None and width is not None:
+        config.check_input_size(int(height), int(width))
+    if check_finite and tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(pixel_values))):
+        raise ValueError("pixel_values contain NaN or Inf values")
+    return pixel_values
+
+
+@_SERIALIZABLE
+class TFSegformerMainLayer(keras.layers.Layer):
+    """The ``segformer`` level of Hugging Face's TF models: the encoder, on NHWC input."""
+
+    def __init__(self, config: SegformerConfig | dict, **kwargs: Any) -> None:
+        kwargs.setdefault("name", "segformer")
+        super().__init__(**kwargs)
+        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
+        self.config = config
+        self.encoder = TFSegformerEncoder(config, name="encoder")
+
+    def call(self, pixel_values_nhwc, output_attentions=False, output_hidden_states=False, training=False):
+        return self.encoder(
+            pixel_values_nhwc, output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training
+        )
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "config": self.config.to_dict()}
+
+
+class _TFSegformerBase(TFSegformerPreTrainedModel):
+    """Shared input / output layout handling of the three models."""
+
+    def _nhwc(self, pixel_values: Any) -> tf.Tensor:
+        pixel_values = check_pixel_values(pixel_values, self.config, self.data_format, self.check_finite)
+        compute = self.compute_dtype if self.compute_dtype in ("float16", "bfloat16", "float32") else "float32"
+        pixel_values = tf.cast(pixel_values, compute)
+        if self.data_format == "channels_first":
+            return tf.transpose(pixel_values, (0, 2, 3, 1))
+        return pixel_values
+
+    def _out(self, maps: tf.Tensor) -> tf.Tensor:
+        """NHWC map -> the model's data format (tokens (B, N, C) pass through)."""
+        if self.data_format == "channels_first" and len(maps.shape) == 4:
+            return tf.transpose(maps, (0, 3, 1, 2))
+        return maps
+
+    @staticmethod
+    def _unpack(pixel_values: Any, labels: Any) -> tuple[Any, Any]:
+        if isinstance(pixel_values, dict):  # Keras fit / predict feed the whole input dict
+            return pixel_values["pixel_values"], pixel_values.get("labels", labels)
+        return pixel_values, labels
+
+
+@_SERIALIZABLE
+class TFSegformerModel(_TFSegformerBase):
+    """Twin of ``SegformerModel``: the bare encoder -> ``BaseModelOutput`` (last_hidden_state NCHW by default)."""
+
+    _task = "base"
+    _hf_name = "tf_segformer_model"
+
+    def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
+        super().__init__(config, data_format=data_format, **kwargs)
+        self.segformer = TFSegformerMainLayer(self.config, name="segformer")
+
+    def call(self, pixel_values, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        pixel_values, _ = self._unpack(pixel_values, None)
+        last, hidden, attentions = self.segformer(
+            self._nhwc(pixel_values),
+            output_attentions=_flag(output_attentions, self.config.output_attentions),
+            output_hidden_states=_flag(output_hidden_states, self.config.output_hidden_states),
+            training=training,
+        )
+        last = self._out(last)
+        hidden = tuple(self._out(h) for h in hidden) if hidden is not None else None
+        if not _flag(return_dict, self.config.return_dict):
+            return tuple(v for v in (last, hidden, attentions) if v is not None)
+        return BaseModelOutput(last_hidden_state=last, hidden_states=hidden, attentions=attentions)
+
+
+@_SERIALIZABLE
+class TFSegformerForImageClassification(_TFSegformerBase):
+    """Twin of ``SegformerForImageClassification``: mean of the last stage's tokens -> Dense ``classifier``."""
+
+    _task = "image_classification"
+    _hf_name = "tf_segformer_for_image_classification"
+
+    def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
+        super().__init__(config, data_format=data_format, **kwargs)
+        self.segformer = TFSegformerMainLayer(self.config, name="segformer")
+        self.classifier = keras.layers.Dense(
+            self.config.num_labels, name="classifier", kernel_initializer=normal_init(self.config.initializer_range), dtype="float32"
+        )
+
+    def call(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        pixel_values, labels = self._unpack(pixel_values, labels)
+        last, hidden, attentions = self.segformer(
+            self._nhwc(pixel_values),
+            output_attentions=_flag(output_attentions, self.config.output_attentions),
+            output_hidden_states=_flag(output_hidden_states, self.config.output_hidden_states),
+            training=training,
+        )
+        tokens = tf.reshape(last, (tf.shape(last)[0], -1, self.config.hidden_sizes[-1]))
+        logits = self.classifier(tf.reduce_mean(tf.cast(tokens, tf.float32), axis=1))
+        loss = classification_loss(logits, tf.convert_to_tensor(labels), self.config) if labels is not None else None
+        hidden = tuple(self._out(h) for h in hidden) if hidden is not None else None
+        if not _flag(return_dict, self.config.return_dict):
+            return tuple(v for v in (loss, logits, hidden, attentions) if v is not None)
+        return SegFormerImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions)
+
+
+@_SERIALIZABLE
+class TFSegformerForSemanticSegmentation(_TFSegformerBase):
+    """Twin of ``SegformerForSemanticSegmentation``: logits (B, num_labels, H/4, W/4) NCHW by default (NHWC
+    with ``data_format="channels_last"``), float32 even under mixed precision; labels (B, H', W') any size."""
+
+    _task = "semantic_segmentation"
+    _hf_name = "tf_segformer_for_semantic_segmentation"
+
+    def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
+        super().__init__(config, data_format=data_format, **kwargs)
+        self.segformer = TFSegformerMainLayer(self.config, name="segformer")
+        self.decode_head = TFSegformerDecodeHead(self.config, name="decode_head")
+
+    def call(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        pixel_values, labels = self._unpack(pixel_values, labels)
+        _, hidden, attentions = self.segformer(
+            self._nhwc(pixel_values),
+            output_attentions=_flag(output_attentions, self.config.output_attentions),
+            output_hidden_states=True,
+            training=training,
+        )
+        logits_nhwc = self.decode_head(hidden, training=training)
+        loss = None
+        if labels is not None:
+            loss = semantic_segmentation_loss(logits_nhwc, tf.convert_to_tensor(labels), self.config)
+        logits = self._out(logits_nhwc)
+        hidden = tuple(self._out(h) for h in hidden) if _flag(output_hidden_states, self.config.output_hidden_states) else None
+        if not _flag(return_dict, self.config.return_dict):
+            return tuple(v for v in (loss, logits, hidden, attentions) if v is not None)
+        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions)

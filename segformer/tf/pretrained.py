@@ -1,0 +1,185 @@
+"""``TFSegformerPreTrainedModel``: config, data format, variables <-> canonical table, loading, saving, Keras fit.
+
+Mirror of ``segformer/pt/pretrained.py``; the framework-agnostic half is ``segformer.common.pretrained``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..common.config import SegformerConfig
+from ..common.pretrained import prepare_state, save_pretrained_state
+from ..common.weights import parameter_table, to_pt_layout, to_tf_layout
+
+__all__ = ["TFSegformerPreTrainedModel", "DATA_FORMATS"]
+
+DATA_FORMATS = ("channels_first", "channels_last")
+
+
+class TFSegformerPreTrainedModel(keras.Model):
+    """Base of the Keras models (twin of ``SegformerPreTrainedModel``).
+
+    ``data_format="channels_first"`` (default, like Hugging Face) takes NCHW ``pixel_values`` and returns NCHW
+    logits / hidden states; ``"channels_last"`` takes and returns NHWC for Keras-native pipelines.
+    ``compile(optimizer)`` without a loss trains on the model's own loss: feed ``{"pixel_values", "labels"}``.
+    """
+
+    base_model_prefix = "segformer"
+    main_input_name = "pixel_values"
+    _task: str | None = None
+    _hf_name: str = "tf_segformer_model"
+
+    def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
+        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
+        if not isinstance(config, SegformerConfig):
+            raise TypeError(f"config must be a SegformerConfig, got {type(config).__name__}")
+        config.validate()
+        if data_format not in DATA_FORMATS:
+            raise ValueError(f"data_format must be one of {list(DATA_FORMATS)}, got {data_format!r}")
+        kwargs.setdefault("name", self._hf_name)
+        super().__init__(**kwargs)
+        self.config = config
+        self.data_format = data_format
+        self.check_finite = False  # reject NaN / Inf pixel values (eager only; on in `segformer predict`)
+
+    # ---------------------------------------------------------------------------- building
+    def dummy_inputs(self) -> tf.Tensor:
+        """The smallest input every stage accepts (the sequence-reduction convs need h_i >= sr_i)."""
+        side = 32
+        while True:
+            try:
+                self.config.check_input_size(side, side)
+                break
+            except ValueError:
+                side += 32
+        shape = (1, self.config.num_channels, side, side) if self.data_format == "channels_first" else (1, side, side, self.config.num_channels)
+        return tf.zeros(shape, tf.float32)
+
+    def build(self, input_shape: Any = None) -> None:
+        """Create every variable by running a small dummy input (any input size works afterwards)."""
+        if self.built:
+            return
+        self.built = True  # before the call: the call below must not re-enter build
+        self.call(self.dummy_inputs(), training=False)
+
+    # --------------------------------------------------------------------------- switches
+    @property
+    def use_fast_path(self) -> bool:
+        flags = [layer.fast_path_enabled for layer in self._flatten_layers() if "fast_path_enabled" in layer.__dict__]
+        return all(flags) if flags else False
+
+    @use_fast_path.setter
+    def use_fast_path(self, value: bool) -> None:
+        for layer in self._flatten_layers():
+            if "fast_path_enabled" in layer.__dict__:
+                layer.fast_path_enabled = bool(value)
+
+    # -------------------------------------------------------------- canonical <-> variables
+    def _variables_by_tf_name(self) -> dict[str, keras.Variable]:
+        if not self.built:
+            self.build()
+        out = {}
+        for variable in self.weights:
+            parts = variable.path.split("/")
+            while parts and parts[0] == self.name:
+                parts = parts[1:]
+            out["/".join(parts)] = variable
+        return out
+
+    def state_dict_numpy(self) -> dict[str, np.ndarray]:
+        """Canonical names -> numpy arrays in the PyTorch layout (what ``SegformerPreTrainedModel`` holds)."""
+        variables = self._variables_by_tf_name()
+        return {s.name: to_pt_layout(s, np.asarray(variables[s.tf_name].numpy())) for s in parameter_table(self.config, self._task)}
+
+    def load_state_dict_numpy(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
+        """Assign numpy arrays (canonical names, PyTorch layout) to the model's variables."""
+        specs = {s.name: s for s in parameter_table(self.config, self._task)}
+        unknown = sorted(set(state) - set(specs))
+        missing = sorted(set(specs) - set(state))
+        if unknown or (strict and missing):
+            raise KeyError(f"load_state_dict_numpy: unknown keys {unknown}, missing keys {missing if strict else []}")
+        variables = self._variables_by_tf_name()
+        for name, array in state.items():
+            spec = specs[name]
+            value = to_tf_layout(spec, np.asarray(array))
+            variables[spec.tf_name].assign(value.astype(spec.dtype))
+
+    # -------------------------------------------------------------------------- load / save
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        config: SegformerConfig | None = None,
+        ignore_mismatched_sizes: bool = False,
+        output_loading_info: bool = False,
+        data_format: str = "channels_first",
+        from_pt: bool | None = None,
+        **config_overrides: Any,
+    ):
+        """Load ``tf_model.h5`` (preferred), ``model.safetensors`` (numpy, no torch) or ``pytorch_model.bin``.
+
+        BatchNorm running statistics are loaded in every direction. Returns the model (and the
+        :class:`~segformer.common.checkpoint.LoadReport` with ``output_loading_info=True``).
+        """
+        prefer = ("safetensors", "torch", "h5") if from_pt else ("h5", "safetensors", "torch")
+        config, tensors, report = prepare_state(
+            pretrained_model_name_or_path, cls._task, config=config, prefer=prefer,
+            ignore_mismatched_sizes=ignore_mismatched_sizes, **config_overrides,
+        )
+        model = cls(config, data_format=data_format)
+        model.build()
+        model.load_state_dict_numpy(tensors, strict=False)
+        return (model, report) if output_loading_info else model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write ``config.json`` + ``tf_model.h5`` in the Hugging Face layout (their TF classes load it), atomically."""
+        return save_pretrained_state(save_directory, self.config, self.state_dict_numpy(), self._task, "tf", type(self).__name__)
+
+    # ------------------------------------------------------------------------ Keras plumbing
+    def get_config(self) -> dict:
+        return {"config": self.config.to_dict(), "data_format": self.data_format, "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TFSegformerPreTrainedModel":
+        config = dict(config)
+        return cls(SegformerConfig.from_dict(config.pop("config")), **config)
+
+    def get_build_config(self) -> dict:
+        return {"input_shape": None}
+
+    def build_from_config(self, config: dict) -> None:
+        self.build()
+
+    @staticmethod
+    def _split_inputs(data: Any) -> tuple[Any, Any]:
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if isinstance(x, dict):
+            return x["pixel_values"], x.get("labels", y)
+        return x, y
+
+    def train_step(self, data: Any) -> dict:
+        """One optimizer step on the model's own loss (``compile(optimizer)`` needs no loss)."""
+        pixel_values, labels = self._split_inputs(data)
+        if labels is None:
+            raise ValueError("fit needs labels: feed {'pixel_values': ..., 'labels': ...} or (pixel_values, labels)")
+        with tf.GradientTape() as tape:
+            loss = self(pixel_values, labels=labels, training=True, return_dict=True).loss
+            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return {"loss": loss}
+
+    def test_step(self, data: Any) -> dict:
+        pixel_values, labels = self._split_inputs(data)
+        return {"loss": self(pixel_values, labels=labels, training=False, return_dict=True).loss}
+
+    def predict_step(self, data: Any) -> Any:
+        pixel_values, _ = self._split_inputs(data)
+        out = self(pixel_values, training=False, return_dict=True)
+        return out.logits if hasattr(out, "logits") else out.last_hidden_state
