@@ -315,25 +315,35 @@ def test_counter_survives_h5_without_pt_files(tmp_path):
 
 # ------------------------------------------------------------------------------ verification (PT + TF)
 @needs_tf
-def test_verification_refuses_above_tolerance(tmp_path):
+def test_verification_refuses_above_tolerance_and_cli_exit_codes(tmp_path, capsys):
     before = _hashes(TINY)
     with pytest.raises(VerificationError, match="above the tolerance 0; nothing was written") as info:
-        convert(TINY, tmp_path / "out", to="tf", tolerance=0.0)
+        convert(TINY, tmp_path / "strict", to="pt", tolerance=0.0)
     report = info.value.report
     assert not report.written and not report.passed and report.max_abs_diff > 0
     assert list(tmp_path.iterdir()) == []  # neither the destination nor a temporary folder
-    assert _hashes(TINY) == before
-
-
-@needs_tf
-def test_cli_exit_codes(tmp_path, capsys):
     assert cli_main(["convert", str(TINY), str(tmp_path / "ok"), "--to", "tf", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "64x64 logits" in out and "65x97 logits" in out and "wrote" in out
     assert cli_main(["convert", str(TINY), str(tmp_path / "ok"), "--to", "tf", "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert cli_main(["convert", str(TINY), str(tmp_path / "strict"), "--to", "pt", "--tolerance", "0", "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert "max |diff|" in err and "nothing was written" in err and not (tmp_path / "strict").exists()
     assert cli_main(["convert", str(TINY), str(tmp_path / "h"), "--to", "pt", "--num-heads", "1,1,3,2", "--quiet"]) == 2
     assert "valid head counts" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
+    assert _hashes(TINY) == before
+
+
+def test_cli_refusal_exit_code(tmp_path, capsys, monkeypatch):
+    from segformer.conversion import core
+
+    def failing(*args, **kwargs):
+        return [core.Check("64x64 logits", 3e-3, kwargs.get("tolerance", 1e-4) if "tolerance" in kwargs else args[5])]
+
+    monkeypatch.setattr(core, "verify_state", failing)
+    monkeypatch.setattr(core, "load_model", lambda *a, **k: None)
+    monkeypatch.setattr(core, "build_model", lambda *a, **k: None)
+    monkeypatch.setattr(core, "_framework_available", lambda framework: True)
+    assert cli_main(["convert", str(TINY), str(tmp_path / "x"), "--to", "pt", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "3.000e-03" in err and "nothing was written" in err
+    assert list(tmp_path.iterdir()) == []

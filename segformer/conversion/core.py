@@ -121,6 +121,7 @@ class Check:
     name: str
     max_abs_diff: float
     tolerance: float
+    kind: str = "outputs"  # "outputs" (model outputs compared) or "tensors" (written tensors read back)
 
     @property
     def passed(self) -> bool:
@@ -145,6 +146,7 @@ class ConversionReport:
     dropped_keys: list[str] = field(default_factory=list)
     written: bool = False
     seconds: float = 0.0
+    outputs: list[dict[str, dict[str, np.ndarray]]] = field(default_factory=list, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -153,7 +155,7 @@ class ConversionReport:
     @property
     def max_abs_diff(self) -> float:
         """The largest max |diff| over the model-output checks (0.0 when there are none)."""
-        values = [c.max_abs_diff for c in self.checks if c.tolerance > 0]
+        values = [c.max_abs_diff for c in self.checks if c.kind == "outputs"]
         return max(values) if values else 0.0
 
     def failed(self) -> list[Check]:
@@ -469,7 +471,10 @@ def _model_class(framework: str, task: str):
         from .. import tf as package
 
         name = "TF" + name
-    return getattr(package, name)
+    cls = getattr(package, name, None)
+    if cls is None:
+        raise ImportError(f"segformer.{framework} has no {name}; this installation lacks the {framework} models")
+    return cls
 
 
 def build_model(framework: str, task: str, config: SegformerConfig, state: Mapping[str, np.ndarray]):
@@ -485,16 +490,9 @@ def build_model(framework: str, task: str, config: SegformerConfig, state: Mappi
 
 
 def _build_tf(model: Any, config: SegformerConfig) -> None:
-    if getattr(model, "built", False) and model.weights:
-        return
-    side = 64
-    while True:
-        try:
-            config.check_input_size(side, side)
-            break
-        except ValueError:
-            side *= 2
-    model(np.zeros((1, config.num_channels, side, side), dtype=np.float32), training=False)
+    """Create the Keras variables (the models build themselves on a dummy input of a valid size)."""
+    if not model.built:
+        model.build()
 
 
 def load_model(framework: str, task: str, folder: Path):
@@ -563,14 +561,20 @@ def verify_state(
     candidate: tuple[str, Any],
     inputs: Sequence[np.ndarray],
     tolerance: float = DEFAULT_TOLERANCE,
+    outputs: list[dict[str, dict[str, np.ndarray]]] | None = None,
 ) -> list[Check]:
-    """Run two models (``(framework, model)``) on ``inputs``; one :class:`Check` per output and size."""
+    """Run two models (``(framework, model)``) on ``inputs``; one :class:`Check` per output and input.
+
+    With ``outputs`` (a list), each input's ``{framework: {output name: array}}`` is appended to it.
+    """
     checks: list[Check] = []
     for x in inputs:
-        label = f"{x.shape[2]}x{x.shape[3]}"
+        label = f"{x.shape[2]}x{x.shape[3]}" + (f" batch {x.shape[0]}" if x.shape[0] != 1 else "")
         ref = run_model(reference[0], reference[1], x)
         got = run_model(candidate[0], candidate[1], x)
         checks += _compare(label, ref, got, tolerance)
+        if outputs is not None:
+            outputs.append({reference[0]: ref, candidate[0]: got})
     return checks
 
 
@@ -606,13 +610,13 @@ def _bit_exact(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]
     worst = 0.0
     for name in names:
         if name not in expected or name not in got:
-            return Check(f"written tensors bit-exact ({name} {'missing' if name not in got else 'extra'})", float("inf"), 0.0)
+            return Check(f"written tensors bit-exact ({name} {'missing' if name not in got else 'extra'})", float("inf"), 0.0, "tensors")
         a, b = np.asarray(expected[name]), np.asarray(got[name])
         if a.shape != b.shape or a.dtype != b.dtype:
-            return Check(f"written tensors bit-exact ({name}: {a.dtype}{a.shape} vs {b.dtype}{b.shape})", float("inf"), 0.0)
+            return Check(f"written tensors bit-exact ({name}: {a.dtype}{a.shape} vs {b.dtype}{b.shape})", float("inf"), 0.0, "tensors")
         if a.tobytes() != b.tobytes():
             worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) or float("inf"))
-    return Check(f"written tensors bit-exact ({len(names)} tensors)", worst, 0.0)
+    return Check(f"written tensors bit-exact ({len(names)} tensors)", worst, 0.0, "tensors")
 
 
 def _overlaps(src: Path, dst: Path) -> bool:
@@ -654,6 +658,8 @@ def convert(
     overwrite: bool = False,
     sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
     seed: int = 0,
+    inputs: Sequence[np.ndarray] | None = None,
+    keep_outputs: bool = False,
     source_framework: str | None = None,
     verify: bool = True,
     progress: bool = False,
@@ -671,6 +677,9 @@ def convert(
         tolerance: the largest max |diff| of any compared output accepted (default 1e-4).
         overwrite: replace an existing ``dst``.
         sizes, seed: the verification inputs (seeded standard normal, batch 1).
+        inputs: your own NCHW float32 verification inputs instead (e.g. processed photos).
+        keep_outputs: keep every model output in ``report.outputs`` (one ``{framework: {name: array}}`` per
+            input; the destination framework's model is the one loaded from the written files).
         source_framework: ``"pt"`` / ``"tf"`` picks the weights of a folder holding both.
         verify: run the models (needs both frameworks); the bit-exact read-back check always runs.
         progress: show a tqdm progress bar (the CLI turns it on).
@@ -751,9 +760,12 @@ def convert(
             bar.set_description("running both frameworks")
             candidate = load_model(to, source.task, tmp)
             reference = build_model(reference_framework, source.task, config, source.state)
-            inputs = verification_inputs(config, sizes, seed)
+            if inputs is None:
+                inputs = verification_inputs(config, sizes, seed)
             report.checks += verify_state(
-                config, source.task, (reference_framework, reference), (to, candidate), inputs, float(tolerance)
+                config, source.task, (reference_framework, reference), (to, candidate),
+                [np.asarray(x, dtype=np.float32) for x in inputs], float(tolerance),
+                report.outputs if keep_outputs else None,
             )
         bar.update(1)
         bar.close()
