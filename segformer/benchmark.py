@@ -436,6 +436,7 @@ def run_benchmark(
     for variant, _ in pairs:
         _variant_kwargs(variant)
     say = log or (lambda line: None)
+    load_start = os.getloadavg()
     matmul = measure_matmul_rate(threads)
     say(f"float32 matmul rate: {matmul.get('gflops', float('nan')):.1f} GFLOP/s ({matmul.get('what', '')})")
     results: list[BenchResult] = []
@@ -482,8 +483,11 @@ def run_benchmark(
             finally:
                 for _, worker in group:
                     worker.close()
+    machine = _machine(threads)
+    machine["loadavg_start"] = list(load_start)
+    machine["loadavg_end"] = list(os.getloadavg())
     return {
-        "machine": _machine(threads),
+        "machine": machine,
         "matmul": matmul,
         "settings": {"repeats": repeats, "warmup": warmup, "threads": threads, "num_labels": num_labels,
                      "batch": 1, "dtype": "float32"},
@@ -510,8 +514,9 @@ def _ratio(results: list[dict[str, Any]], row: dict[str, Any]) -> str:
         if (other["impl"] == reference and other["variant"] == row["variant"] and other["height"] == row["height"]
                 and other["width"] == row["width"] and other["status"] == "ok" and row["status"] == "ok"):
             speed = other["median_ms"] / row["median_ms"]
+            best = other["min_ms"] / row["min_ms"]
             memory = row["inference_mb"] / other["inference_mb"] if other["inference_mb"] > 0 else float("nan")
-            return f"{speed:5.2f}x vs {reference}, mem {memory:4.0%}"
+            return f"{speed:5.2f}x ({best:4.2f}x by min) vs {reference}, infer mem {memory:4.0%}"
     return ""
 
 
@@ -520,9 +525,11 @@ def format_table(report: dict[str, Any]) -> str:
     matmul = report["matmul"].get("gflops", float("nan"))
     lines = [
         f"machine: {report['machine']['cpu']} ({report['machine']['cpu_count']} logical CPUs), threads "
-        f"{report['machine']['threads'] or 'default'}; float32 matmul {matmul:.1f} GFLOP/s",
+        f"{report['machine']['threads'] or 'default'}; float32 matmul {matmul:.1f} GFLOP/s; load average "
+        f"{report['machine'].get('loadavg_start', [float('nan')])[0]:.2f} at start, "
+        f"{report['machine'].get('loadavg_end', [float('nan')])[0]:.2f} at end",
         f"batch 1, float32, {report['settings']['repeats']} repeats (round robin) after "
-        f"{report['settings']['warmup']} warm-up; GFLOP/s = plain-path FLOPs / median time",
+        f"{report['settings']['warmup']} warm-up; GFLOP/s = plain-path FLOPs / median time; ratio = reference / ours",
         "",
         f"{'model':<16}{'impl':<11}{'min':>9}{'median':>9}{'max':>9}{'peak MB':>9}{'infer MB':>9}"
         f"{'GFLOP/s':>9}{'%mm':>6}  ratio",

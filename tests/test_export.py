@@ -175,17 +175,27 @@ def test_tflite_matches_keras(tmp_path):
     assert diff < TOL
 
 
-def test_mixed_float16_error_is_small():
+@pytest.mark.parametrize(
+    "fast_path",
+    [
+        False,
+        pytest.param(True, marks=[pytest.mark.slow, pytest.mark.xfail(
+            reason="segformer/tf/decode_head.py fast path multiplies the autocast float16 linear_fuse kernel by the "
+                   "float32 BatchNorm scale under mixed_float16 (reported to the lead)", strict=False)]),
+    ],
+)
+def test_mixed_float16_error_is_small(fast_path):
     tf, model = _tf_model()
     try:
         from segformer.tf.export import mixed_float16_logits
     except ImportError as err:
         pytest.skip(f"segformer.tf.export not available: {err}")
+    model.use_fast_path = fast_path
     (x,) = _inputs((2, 3, 64, 64))
     reference = _keras_logits(model, x)
     got = mixed_float16_logits(model, x)
     assert got.dtype == np.float32
     error = float(np.abs(got - reference).max())
     scale = float(reference.std())
-    print(f"mixed_float16 vs float32: max|diff| {error:.3e} (logit std {scale:.3f}, ratio {error / scale:.3f})")
+    print(f"mixed_float16 (fast path {fast_path}) vs float32: max|diff| {error:.3e} (logit std {scale:.3f}, ratio {error / scale:.3f})")
     assert np.isfinite(error) and error < 0.1 * scale

@@ -120,14 +120,12 @@ class TFBackend:
     def __init__(self) -> None:
         import tensorflow as tf
 
-        from segformer.tf import TFSegformerForSemanticSegmentation
         from segformer.tf.inference import predict_labels, predict_logits, upsample_logits
 
         self.tf = tf
         self.predict_logits = predict_logits
         self.predict_labels = predict_labels
         self.upsample_logits = upsample_logits
-        self.model_class = TFSegformerForSemanticSegmentation
 
     def tensor(self, array: np.ndarray):
         return self.tf.constant(np.asarray(array, dtype=np.float32))
@@ -139,8 +137,12 @@ class TFBackend:
         return lambda x: self.tensor(fake(self.numpy(x)))
 
     def tiny_model(self, **overrides):
+        try:
+            from segformer.tf import TFSegformerForSemanticSegmentation
+        except ImportError as err:
+            pytest.skip(f"segformer.tf models not available: {err}")
         config = tiny_config(**overrides)
-        model = self.model_class(config)
+        model = TFSegformerForSemanticSegmentation(config)
         model.load_state_dict_numpy(random_state(config, "semantic_segmentation", seed=1))
         return model
 
@@ -155,7 +157,6 @@ def _make_backend(name: str):
     pytest.importorskip("tensorflow")
     try:
         import segformer.tf.inference  # noqa: F401
-        from segformer.tf import TFSegformerForSemanticSegmentation  # noqa: F401
     except ImportError as err:
         pytest.skip(f"segformer.tf not available: {err}")
     return TFBackend()
@@ -170,11 +171,11 @@ def backend(request):
 def test_window_grid_matches_mmseg_loop_for_random_sizes():
     rng = np.random.default_rng(0)
     checked = 0
-    for _ in range(3000):
-        h_img, w_img = (int(v) for v in rng.integers(1, 400, size=2))
-        h_crop, w_crop = (int(v) for v in rng.integers(1, 200, size=2))
-        h_stride = int(rng.integers(1, h_crop + 1))
-        w_stride = int(rng.integers(1, w_crop + 1))
+    for _ in range(2000):
+        h_img, w_img = (int(v) for v in rng.integers(1, 300, size=2))
+        h_crop, w_crop = (int(v) for v in rng.integers(1, 160, size=2))
+        h_stride = int(rng.integers((h_crop + 3) // 4, h_crop + 1))  # at most ~4 windows per crop length
+        w_stride = int(rng.integers((w_crop + 3) // 4, w_crop + 1))
         expected = mmseg_windows(h_img, w_img, h_crop, w_crop, h_stride, w_stride)
         got = sliding_windows((h_img, w_img), (h_crop, w_crop), (h_stride, w_stride))
         assert [(w.y1, w.y2, w.x1, w.x2) for w in got] == expected

@@ -1,0 +1,230 @@
+"""Export a Keras / TensorFlow SegFormer: SavedModel (dynamic batch / height / width), TFLite (fixed
+size), and a ``mixed_float16`` run. TF twin of ``segformer/pt/export.py``.
+
+Every export is written atomically: a SavedModel folder is built beside the destination and renamed
+into place; a ``.tflite`` file goes through :func:`segformer.common.atomic.atomic_path`.
+
+The exported function is the eval-mode model (``training=False``) returning logits only:
+``(B, num_labels, ceil(H/4), ceil(W/4))`` for ``channels_first`` input ``(B, C, H, W)`` (the models'
+default), ``(B, h, w, K)`` for ``channels_last`` (``(B, H, W, C)``); with ``full_resolution=True`` the
+logits are upsampled to the input size inside the graph (half-pixel bilinear, no antialias).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from ..common.atomic import atomic_path, check_overwrite
+from ..common.inference import as_size_pair
+
+__all__ = [
+    "serving_module",
+    "export_saved_model",
+    "load_saved_model",
+    "export_tflite",
+    "run_tflite",
+    "mixed_float16_logits",
+]
+
+_DATA_FORMATS = ("channels_first", "channels_last")
+
+
+def _data_format(model: Any, data_format: str | None) -> str:
+    if data_format is None:
+        data_format = getattr(model, "data_format", None) or "channels_first"
+    if data_format not in _DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {list(_DATA_FORMATS)}, got {data_format!r}")
+    return data_format
+
+
+def _spec(model: Any, data_format: str, batch: int | None, size: tuple[int | None, int | None]) -> tf.TensorSpec:
+    channels = int(getattr(getattr(model, "config", None), "num_channels", 3))
+    height, width = size
+    shape = [batch, channels, height, width] if data_format == "channels_first" else [batch, height, width, channels]
+    return tf.TensorSpec(shape, tf.float32, name="pixel_values")
+
+
+class _Serving(tf.Module):
+    """``serve(pixel_values)`` -> ``{"logits": ...}``, the model's eval-mode logits."""
+
+    def __init__(self, model: Any, data_format: str, full_resolution: bool) -> None:
+        super().__init__(name="segformer_serving")
+        self.model = model
+        self.data_format = data_format
+        self.full_resolution = bool(full_resolution)
+
+    def logits(self, pixel_values: tf.Tensor) -> tf.Tensor:
+        output = self.model(pixel_values, training=False)
+        logits = output.logits if hasattr(output, "logits") else output[0] if isinstance(output, (tuple, list)) else output
+        logits = tf.cast(logits, tf.float32)
+        if self.full_resolution:
+            if self.data_format == "channels_first":
+                size = tf.shape(pixel_values)[2:4]
+                last = tf.image.resize(tf.transpose(logits, (0, 2, 3, 1)), size, method="bilinear", antialias=False)
+                logits = tf.transpose(last, (0, 3, 1, 2))
+            else:
+                logits = tf.image.resize(logits, tf.shape(pixel_values)[1:3], method="bilinear", antialias=False)
+        return logits
+
+
+def serving_module(
+    model: Any,
+    input_size: int | Sequence[int] | None = None,
+    batch: int | None = None,
+    data_format: str | None = None,
+    full_resolution: bool = False,
+) -> tuple[tf.Module, Callable]:
+    """A ``tf.Module`` holding ``model`` and its ``tf.function`` ``serve`` with a fixed input signature.
+
+    ``input_size=None`` and ``batch=None`` leave height / width / batch dynamic. Returns
+    ``(module, serve)`` where ``serve(pixel_values)`` returns ``{"logits": float32 tensor}``.
+    """
+    data_format = _data_format(model, data_format)
+    size = (None, None) if input_size is None else as_size_pair("input_size", input_size)
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise ValueError(f"batch must be None (dynamic) or a positive int, got {batch!r}")
+    module = _Serving(model, data_format, full_resolution)
+    spec = _spec(model, data_format, batch, size)
+
+    @tf.function(input_signature=[spec])
+    def serve(pixel_values: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"logits": module.logits(pixel_values)}
+
+    module.serve = serve
+    return module, serve
+
+
+def export_saved_model(
+    model: Any,
+    path: str | os.PathLike,
+    input_size: int | Sequence[int] | None = None,
+    data_format: str | None = None,
+    full_resolution: bool = False,
+    overwrite: bool = True,
+) -> Path:
+    """Write a TensorFlow SavedModel folder with signature ``serving_default``: ``pixel_values`` ->
+    ``{"logits": ...}``; batch, height and width dynamic unless ``input_size`` fixes the latter two.
+
+    Written with ``keras.export.ExportArchive`` (which tracks every Keras 3 variable of the model). Load it
+    with :func:`load_saved_model` or ``tf.saved_model.load(path).signatures["serving_default"]``.
+    """
+    import keras
+
+    path = Path(path)
+    check_overwrite(path, overwrite, what="SavedModel folder")
+    data_format = _data_format(model, data_format)
+    size = (None, None) if input_size is None else as_size_pair("input_size", input_size)
+    module = _Serving(model, data_format, full_resolution)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda pixel_values: {"logits": module.logits(pixel_values)},
+        input_signature=[_spec(model, data_format, None, size)],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    backup = None
+    try:
+        archive.write_out(str(staging / "model"), verbose=False)
+        if path.exists():
+            backup = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, backup)
+        os.replace(staging / "model", path)
+    except BaseException:
+        if backup is not None and not path.exists():
+            os.replace(backup, path)
+            backup = None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    return path
+
+
+def load_saved_model(path: str | os.PathLike) -> Callable[[Any], tf.Tensor]:
+    """Load a folder written by :func:`export_saved_model`; returns ``f(pixel_values) -> logits`` (a tensor)."""
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures["serving_default"]
+
+    def run(pixel_values: Any) -> tf.Tensor:
+        return signature(pixel_values=tf.convert_to_tensor(pixel_values, dtype=tf.float32))["logits"]
+
+    run.loaded = loaded  # keep the trackable (and its variables) alive with the function
+    return run
+
+
+def export_tflite(
+    model: Any,
+    path: str | os.PathLike,
+    input_size: int | Sequence[int] = (512, 512),
+    batch: int = 1,
+    data_format: str | None = None,
+    full_resolution: bool = False,
+    overwrite: bool = True,
+) -> Path:
+    """Write a float32 TFLite flatbuffer for a **fixed** input ``(batch, C, *input_size)`` (or channels-last).
+
+    TFLite needs static shapes for this graph (the per-stage sizes are computed from the input size), so
+    export one file per input size you serve; run it with :func:`run_tflite`.
+    """
+    module, serve = serving_module(model, input_size=input_size, batch=batch, data_format=data_format,
+                                   full_resolution=full_resolution)
+    concrete = serve.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    flatbuffer = converter.convert()
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(flatbuffer)
+    return path
+
+
+def run_tflite(path: str | os.PathLike, pixel_values: np.ndarray) -> np.ndarray:
+    """Run a file written by :func:`export_tflite` on ``pixel_values`` (its fixed shape, float32)."""
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    (out,) = interpreter.get_output_details()
+    pixel_values = np.asarray(pixel_values, dtype=np.float32)
+    if tuple(pixel_values.shape) != tuple(inp["shape"]):
+        raise ValueError(
+            f"pixel_values of shape {pixel_values.shape} does not fit the TFLite file's fixed input {tuple(inp['shape'])}; "
+            "export one file per input size"
+        )
+    interpreter.set_tensor(inp["index"], pixel_values)
+    interpreter.invoke()
+    return np.array(interpreter.get_tensor(out["index"]))
+
+
+def mixed_float16_logits(model: Any, pixel_values: Any) -> np.ndarray:
+    """Logits of a copy of ``model`` built under the Keras ``mixed_float16`` policy (float16 compute,
+    float32 variables), returned as float32 numpy. The global dtype policy is restored afterwards."""
+    import keras
+
+    pixel_values = tf.convert_to_tensor(pixel_values, dtype=tf.float32)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        clone = type(model)(model.config, data_format=getattr(model, "data_format", "channels_first"))
+        if hasattr(model, "use_fast_path"):
+            clone.use_fast_path = model.use_fast_path
+        clone(pixel_values[:1], training=False)  # build the variables
+    finally:
+        keras.config.set_dtype_policy(previous)
+    if hasattr(model, "state_dict_numpy") and hasattr(clone, "load_state_dict_numpy"):
+        clone.load_state_dict_numpy(model.state_dict_numpy())
+    else:
+        clone.set_weights(model.get_weights())
+
+    output = clone(pixel_values, training=False)
+    logits = output.logits if hasattr(output, "logits") else output
+    return np.asarray(tf.cast(logits, tf.float32))
