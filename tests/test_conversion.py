@@ -347,3 +347,23 @@ def test_cli_refusal_exit_code(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "3.000e-03" in err and "nothing was written" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_tf
+def test_keras_archive_source(tmp_path):
+    """Our .keras files (loaded through Keras in safe mode) convert to a PT folder, every tensor bit-exact."""
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    config = tiny_config()
+    state = random_state(config, "seg", seed=6)
+    model = TFSegformerForSemanticSegmentation(config)
+    model.build()
+    model.load_state_dict_numpy(state)
+    model.save(tmp_path / "tiny.keras")
+    before = _hashes(tmp_path / "tiny.keras")
+    report = convert(tmp_path / "tiny.keras", tmp_path / "pt", to="pt", verify=False)
+    assert report.source_kind == "keras" and report.task == "semantic_segmentation"
+    written = read_safetensors(tmp_path / "pt" / "model.safetensors")
+    assert sorted(written) == sorted(state)
+    assert all(written[k].tobytes() == state[k].tobytes() for k in state)
+    assert _hashes(tmp_path / "tiny.keras") == before

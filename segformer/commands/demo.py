@@ -1,0 +1,198 @@
+"""``segformer demo``: one model, two frameworks, one set of numbers, on the bundled sample photo.
+
+1. Build a SegFormer in PyTorch: ``--model DIR`` (a Hugging Face-layout folder), or a b0 with seeded
+   random weights (every tensor, LayerNorm and BatchNorm statistics included) and the ADE20K labels.
+2. Run it on the sample image (the processor's 512x512 resize by default).
+3. Convert it to TensorFlow through the same code as ``segformer convert`` (verified before it writes;
+   into a temporary folder, or ``--tf-out DIR`` to keep it), load the TF model from that folder, run it.
+4. Print the parity table (max |diff| of the logits, agreement of the argmax masks, time per framework)
+   and write the colorized mask, the label PNG and the overlay to ``--out`` (default ``./segformer-demo``).
+
+Exit status 0 when the frameworks agree (logits within ``--tolerance``), 1 otherwise, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_arguments", "run", "seeded_state"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, metavar="DIR",
+                        help="a Hugging Face-layout segmentation checkpoint folder (default: b0 with seeded weights)")
+    parser.add_argument("--out", default="segformer-demo", metavar="DIR", help="where the PNGs go (default ./segformer-demo)")
+    parser.add_argument("--tf-out", default=None, metavar="DIR",
+                        help="keep the converted TF checkpoint folder here (default: a temporary folder)")
+    parser.add_argument("--size", type=int, default=512, help="square processor resize (default 512)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random b0 weights (default 0)")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted logits max |diff| (default 1e-4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --tf-out folder")
+
+
+def seeded_state(config, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random values for every tensor of the canonical table (norms and BN statistics too).
+
+    Identity norms and zero BN statistics would let a swapped or dropped tensor go unnoticed; random
+    ones make the parity table mean something.
+    """
+    from ..common.weights import parameter_table
+
+    rng = np.random.default_rng(seed)
+    state: dict[str, np.ndarray] = {}
+    for spec in parameter_table(config, "semantic_segmentation"):
+        if spec.kind == "counter":
+            state[spec.name] = np.array(0, dtype=np.int64)
+            continue
+        if spec.kind in ("linear", "conv", "dwconv"):
+            fan_in = int(np.prod(spec.shape[1:]))
+            value = rng.normal(0.0, float(np.clip(1.0 / np.sqrt(fan_in), 0.02, 0.2)), spec.shape)
+        elif spec.kind == "norm_weight":
+            value = 1.0 + rng.normal(0.0, 0.1, spec.shape)
+        elif spec.kind == "bn_var":
+            value = rng.uniform(0.5, 1.5, spec.shape)
+        else:
+            value = rng.normal(0.0, 0.1, spec.shape)
+        state[spec.name] = value.astype(np.float32)
+    return state
+
+
+def _palette(config) -> tuple[np.ndarray, str]:
+    from ..common.labels import LABEL_SETS, get_label_set, make_palette
+
+    for name in LABEL_SETS:
+        id2label, palette = get_label_set(name)
+        if id2label == config.id2label:
+            return palette, name
+    return make_palette(config.num_labels), "generated"
+
+
+def _timed(function, repeats: int = 1) -> tuple[object, float]:
+    result = function()  # warm-up (graph tracing, allocator)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = function()
+    return result, (time.perf_counter() - start) / repeats
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from ..common.config import SegformerConfig
+    from ..common.errors import DOCUMENTED_ERRORS
+    from ..common.image_processing import SegformerImageProcessor, post_process_semantic_segmentation
+    from ..common.labels import get_label_set
+    from ..common.sample import SAMPLE_IMAGE, load_sample_image
+    from ..common.viz import colorize, overlay, save_mask_png, save_png
+    from ..conversion import VerificationError, convert
+
+    try:
+        import torch
+
+        from ..pt import SegformerForSemanticSegmentation
+        from ..tf import TFSegformerForSemanticSegmentation
+    except ImportError as err:
+        print(f"error: the demo runs both frameworks; install them with pip install 'segformer[all]' ({err})", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"error: --out {os.fspath(out_dir)!r} exists and is not a folder", file=sys.stderr)
+        return 2
+
+    print(f"segformer {__version__}: PyTorch {torch.__version__} -> convert -> TensorFlow/Keras, on {SAMPLE_IMAGE.name}")
+    image = load_sample_image()
+    try:
+        processor = SegformerImageProcessor(size={"height": args.size, "width": args.size})
+        pixel_values = processor(image, return_tensors="np")["pixel_values"]
+        if args.model is None:
+            id2label, _ = get_label_set("ade20k")
+            config = SegformerConfig.from_variant("b0", id2label={str(k): v for k, v in id2label.items()})
+            model_pt = SegformerForSemanticSegmentation(config)
+            model_pt.load_state_dict_numpy(seeded_state(config, args.seed))
+            model_pt.eval()
+            source_text = f"SegFormer-b0, seeded random weights (seed {args.seed}), ADE20K labels"
+        else:
+            model_pt = SegformerForSemanticSegmentation.from_pretrained(args.model)
+            config = model_pt.config
+            source_text = f"{args.model}"
+    except DOCUMENTED_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"model: {source_text}; depths {config.depths}, hidden sizes {config.hidden_sizes}, {config.num_labels} labels")
+    print(f"input: image {image.shape[1]}x{image.shape[0]} -> pixel_values {tuple(pixel_values.shape)}")
+
+    with torch.no_grad():
+        logits_pt_t, seconds_pt = _timed(lambda: model_pt(torch.from_numpy(pixel_values)).logits)
+    logits_pt = logits_pt_t.numpy()
+
+    with tempfile.TemporaryDirectory(prefix="segformer-demo-") as work:
+        pt_dir = Path(work) / "pt"
+        tf_dir = Path(args.tf_out) if args.tf_out else Path(work) / "tf"
+        model_pt.save_pretrained(pt_dir)
+        print("converting PyTorch -> TensorFlow (the `segformer convert` code path: verify, then write) ...", flush=True)
+        try:
+            report = convert(pt_dir, tf_dir, to="tf", overwrite=args.overwrite, tolerance=args.tolerance)
+        except VerificationError as err:
+            print(str(err.report), file=sys.stderr)
+            print(f"error: {err.args[0].splitlines()[0]}", file=sys.stderr)
+            return 1
+        except DOCUMENTED_ERRORS as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        model_tf = TFSegformerForSemanticSegmentation.from_pretrained(tf_dir)
+        logits_tf, seconds_tf = _timed(lambda: np.asarray(model_tf(pixel_values, training=False).logits))
+        del model_tf
+
+    diff = float(np.max(np.abs(logits_pt.astype(np.float64) - logits_tf.astype(np.float64))))
+    height, width = image.shape[:2]
+    mask_pt = post_process_semantic_segmentation(logits_pt, target_sizes=[(height, width)])[0]
+    mask_tf = post_process_semantic_segmentation(logits_tf, target_sizes=[(height, width)])[0]
+    agree_native = float(np.mean(logits_pt.argmax(1) == logits_tf.argmax(1))) * 100.0
+    agree_full = float(np.mean(mask_pt == mask_tf)) * 100.0
+    ok = diff <= args.tolerance
+
+    print()
+    print("conversion checks (PT model vs TF model loaded from the written tf_model.h5, seeded inputs):")
+    print("  " + report.table().replace("\n", "\n  "))
+    print()
+    print(f"parity on the sample image ({tuple(logits_pt.shape)} logits):")
+    rows = [
+        ("logits max |diff| PT vs TF", f"{diff:.3e}", "ok" if ok else f"ABOVE {args.tolerance:g}"),
+        ("argmax agreement at H/4 x W/4", f"{agree_native:.4f} %", ""),
+        (f"argmax agreement at {height}x{width}", f"{agree_full:.4f} %", ""),
+        ("time per forward, PyTorch", f"{seconds_pt * 1000:.1f} ms", "after one warm-up call"),
+        ("time per forward, TensorFlow", f"{seconds_tf * 1000:.1f} ms", "after one warm-up call"),
+    ]
+    for name, value, note in rows:
+        print(f"  {name:<34} {value:>14}  {note}")
+
+    palette, palette_name = _palette(config)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mask_path, labels_path, overlay_path = out_dir / "mask.png", out_dir / "labels.png", out_dir / "overlay.png"
+        save_png(mask_path, colorize(mask_pt, palette))
+        save_mask_png(labels_path, mask_pt, palette)
+        save_png(overlay_path, overlay(image, mask_pt, palette, alpha=0.5))
+    except DOCUMENTED_ERRORS as err:
+        print(f"error: writing the pictures: {err}", file=sys.stderr)
+        return 2
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (mask_path, labels_path, overlay_path):  # atomic writes create private temporary files
+        os.chmod(path, 0o666 & ~umask)
+    counts = np.bincount(mask_pt.ravel(), minlength=config.num_labels)
+    top = [int(i) for i in np.argsort(counts)[::-1][:3] if counts[i]]
+    print()
+    print("most frequent classes (PyTorch mask): " + ", ".join(f"{config.id2label[i]!r} {100 * counts[i] / mask_pt.size:.1f} %" for i in top))
+    print(f"wrote {mask_path} (colorized, {palette_name} palette), {labels_path} (class ids), {overlay_path}")
+    if args.tf_out:
+        print(f"kept the converted TensorFlow checkpoint in {args.tf_out}")
+    if not ok:
+        print(f"error: PyTorch and TensorFlow logits differ by {diff:.3e} > {args.tolerance:g}", file=sys.stderr)
+    return 0 if ok else 1
