@@ -77,10 +77,14 @@ def read_canonical_state(weights: str | os.PathLike, specs: list[ParamSpec]) -> 
         by_tf = {s.tf_name: s for s in specs}
         for tf_name, array in tensors.items():
             spec = by_tf.get(tf_name)
-            if spec is not None and tuple(array.shape) == spec.tf_shape:
+            if spec is None:
+                state[tf_name] = array  # reported as unexpected
+            elif tuple(array.shape) == spec.tf_shape:
                 state[spec.name] = to_pt_layout(spec, array)
-            else:
-                state[tf_name] = array
+            else:  # same tensor, other size (e.g. a new head): keep the name so it is reported as mismatched
+                state[spec.name] = array.transpose(tuple(reversed(range(array.ndim)))) if spec.kind == "linear" else (
+                    array.transpose(3, 2, 0, 1) if array.ndim == 4 else array
+                )
         return state
     if kind == "keras":
         raise CheckpointError(
