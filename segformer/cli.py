@@ -41,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(f"segformer.commands.{args.command}")
-    return int(module.run(args) or 0)
+    from .common.errors import DOCUMENTED_ERRORS
+
+    try:
+        return int(module.run(args) or 0)
+    except DOCUMENTED_ERRORS as err:  # bad input: a message, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
