@@ -70,9 +70,8 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
     def forward(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
         maps = stage_maps(self.config, encoder_hidden_states)
         if self.fast_path_enabled and not self.training:
-            fused = self._fused_fast(maps)
-        else:
-            fused = self.batch_norm(self._fused_plain(maps))
+            return self._logits_fast(maps)
+        fused = self.batch_norm(self._fused_plain(maps))
         # contiguous NCHW like Hugging Face's (the encoder works in channels-last memory)
         return self.classifier(self.dropout(self.activation(fused))).contiguous()
 
@@ -86,8 +85,13 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
             projected.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
         return self.linear_fuse(torch.cat(projected[::-1], dim=1))
 
-    def _fused_fast(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        """BatchNorm(linear_fuse(concat)) computed stage by stage at each stage's resolution (eval only)."""
+    def _logits_fast(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Eval-only logits: BatchNorm(linear_fuse(concat)) folded into per-stage maps, ReLU, classifier.
+
+        Token layout throughout: the stage maps are channels-last, so every 1x1 conv is one GEMM on
+        (B, h, w, C) memory (``F.linear``, no im2col); all folded biases and the BN shift ride on stage 1's
+        GEMM; the upsampled stages are added in place; the classifier GEMM writes contiguous NCHW logits.
+        """
         d = self.config.decoder_hidden_size
         n = self.config.num_encoder_blocks
         size = maps[0].shape[2:]
@@ -95,13 +99,22 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (D,)
         fuse = self.linear_fuse.weight.reshape(d, n * d) * scale[:, None]  # BN scale folded into the fuse
         shift = bn.bias - bn.running_mean * scale
-        out = None
-        for i, (mlp, hidden) in enumerate(zip(self.linear_c, maps)):
+        weights = []
+        for i, mlp in enumerate(self.linear_c):
             block = fuse[:, (n - 1 - i) * d : (n - i) * d]  # concat order is stage n..1
-            weight = block @ mlp.proj.weight  # (D, C_i)
+            weights.append(block @ mlp.proj.weight)  # (D, C_i)
             shift = shift + block @ mlp.proj.bias
-            y = F.conv2d(hidden, weight[:, :, None, None])  # (B, D, h_i, w_i)
-            if y.shape[2:] != size:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            out = y if out is None else out + y
-        return out + shift[None, :, None, None]
+        fused = F.linear(maps[0].permute(0, 2, 3, 1), weights[0], shift)  # (B, h_1, w_1, D)
+        fused_map = fused.permute(0, 3, 1, 2)  # (B, D, h_1, w_1), channels-last view
+        for i in range(1, n):
+            y = F.linear(maps[i].permute(0, 2, 3, 1), weights[i]).permute(0, 3, 1, 2)  # (B, D, h_i, w_i)
+            fused_map.add_(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+        fused.relu_()  # dropout is the identity in eval
+        batch, height, width, _ = fused.shape
+        k = self.classifier.weight.shape[0]
+        logits = torch.baddbmm(  # (K, D) @ (D, h_1*w_1) per image + bias: contiguous (B, K, h_1*w_1)
+            self.classifier.bias[None, :, None].expand(batch, k, height * width),
+            self.classifier.weight.reshape(1, k, d).expand(batch, k, d),
+            fused.reshape(batch, height * width, d).transpose(1, 2),
+        )
+        return logits.view(batch, k, height, width)
