@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -36,6 +38,9 @@ def test_atomic_path_interrupted_keeps_old_file(tmp_path):
         atomic.atomic_write_bytes(target, b"x", overwrite=False)
     atomic.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"new"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)  # not mkstemp's private 0600
 
 
 def test_safetensors_write_interrupted(tmp_path, monkeypatch):
