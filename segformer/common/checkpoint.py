@@ -40,6 +40,8 @@ __all__ = [
     "read_torch_bin",
     "read_tf_h5",
     "write_tf_h5",
+    "read_h5_counters",
+    "COUNTERS_ATTR",
     "match_state_dict",
 ]
 
@@ -320,11 +322,36 @@ def _as_str(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def write_tf_h5(path: str | os.PathLike, model_name: str, tensors: Mapping[str, np.ndarray]) -> Path:
+COUNTERS_ATTR = "segformer_counters"  # h5 root attribute: JSON {canonical name: int} (BN num_batches_tracked)
+
+
+def read_h5_counters(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The integer counters (``num_batches_tracked``) a segformer-written h5 carries; ``{}`` for other files."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            raw = handle.attrs.get(COUNTERS_ATTR)
+    except Exception as err:  # h5py raises many kinds for damaged files
+        raise CheckpointError(f"{path}: not a readable HDF5 file ({type(err).__name__}: {err})") from None
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(_as_str(raw))
+        return {str(k): np.array(int(v), dtype=np.int64) for k, v in data.items()}
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+        raise CheckpointError(f"{path}: attribute {COUNTERS_ATTR} is not a JSON object of integers") from None
+
+
+def write_tf_h5(
+    path: str | os.PathLike, model_name: str, tensors: Mapping[str, np.ndarray], counters: Mapping[str, int] | None = None
+) -> Path:
     """Write ``{tf_path: array}`` in the Keras-2 ``save_weights`` layout that HF's ``TFPreTrainedModel`` reads.
 
     Top-level layer groups are the first path segment (``segformer``, ``decode_head``, ``classifier``),
-    weight names are ``model_name/tf_path:0``; written atomically.
+    weight names are ``model_name/tf_path:0``; written atomically. ``counters`` (canonical name -> int, the
+    BatchNorm ``num_batches_tracked`` that Keras-2 files have no weight for) ride in a root attribute.
     """
     import h5py
 
@@ -337,6 +364,8 @@ def write_tf_h5(path: str | os.PathLike, model_name: str, tensors: Mapping[str, 
             handle.attrs["keras_version"] = "2.21.0"
             handle.attrs["layer_names"] = np.array([n.encode("utf-8") for n in layers], dtype=object)
             handle.attrs[CHECKSUM_KEY] = tensors_digest({n: np.asarray(t) for n, t in tensors.items()})
+            if counters:
+                handle.attrs[COUNTERS_ATTR] = json.dumps({k: int(v) for k, v in counters.items()}, sort_keys=True)
             for layer, names in layers.items():
                 group = handle.create_group(layer)
                 full = [f"{model_name}/{n}:0" for n in names]

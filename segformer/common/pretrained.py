@@ -23,6 +23,7 @@ from .checkpoint import (
     find_weights_file,
     load_state_dict,
     match_state_dict,
+    read_h5_counters,
     read_tf_h5,
     save_safetensors,
     write_tf_h5,
@@ -73,7 +74,7 @@ def read_canonical_state(weights: str | os.PathLike, specs: list[ParamSpec]) -> 
         return state
     if kind == "h5":
         _, tensors = read_tf_h5(weights)
-        state: dict[str, np.ndarray] = {}
+        state: dict[str, np.ndarray] = dict(read_h5_counters(weights))  # segformer-written files carry them
         by_tf = {s.tf_name: s for s in specs}
         for tf_name, array in tensors.items():
             spec = by_tf.get(tf_name)
@@ -150,6 +151,7 @@ def save_pretrained_state(
         save_safetensors({s.name: np.asarray(state[s.name]) for s in specs}, directory / SAFE_WEIGHTS_NAME)
     else:
         tensors = {s.tf_name: to_tf_layout(s, state[s.name]) for s in specs if s.kind != "counter"}
-        write_tf_h5(directory / TF_WEIGHTS_NAME, hf_tf_model_name(task), tensors)
+        counters = {s.name: int(np.asarray(state[s.name])) for s in specs if s.kind == "counter"}
+        write_tf_h5(directory / TF_WEIGHTS_NAME, hf_tf_model_name(task), tensors, counters=counters)
     config.save_pretrained(directory)
     return directory

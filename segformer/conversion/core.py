@@ -50,7 +50,9 @@ from ..common.checkpoint import (
     CheckpointError,
     detect_format,
     load_state_dict,
+    COUNTERS_ATTR,
     match_state_dict,
+    read_h5_counters,
     read_tf_h5,
 )
 from ..common.config import CONFIG_NAME, HF_LAYER_NORM_EPS, SegformerConfig
@@ -91,7 +93,6 @@ __all__ = [
 FRAMEWORKS = ("pt", "tf")
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (65, 97))
 DEFAULT_TOLERANCE = 1e-4
-COUNTERS_ATTR = "segformer_counters"  # h5 root attribute: JSON {name: int} for tensors Keras has no variable for
 PREPROCESSOR_NAME = "preprocessor_config.json"
 
 _PT_CLASSES = {
@@ -285,21 +286,6 @@ def _check_against_table(
     return tensors, notes
 
 
-def _read_counters(h5_path: Path) -> dict[str, np.ndarray]:
-    import h5py
-
-    with h5py.File(h5_path, "r") as handle:
-        raw = handle.attrs.get(COUNTERS_ATTR)
-    if raw is None:
-        return {}
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{h5_path}: attribute {COUNTERS_ATTR} is not valid JSON") from None
-    return {str(k): np.array(int(v), dtype=np.int64) for k, v in data.items()}
-
-
 def _config_beside(weights: Path, config_path: Path | None) -> SegformerConfig | None:
     path = config_path if config_path is not None else weights.parent / CONFIG_NAME
     if path.is_file():
@@ -382,7 +368,7 @@ def read_source(
             raise ConversionError(f"--num-heads: {weights} has a config.json; its num_attention_heads is used")
         specs = parameter_table(config, task)
         state = read_canonical_state(weights, specs)
-        state.update(_read_counters(weights))
+        state.update(read_h5_counters(weights))
         tensors, extra = _check_against_table(state, config, task, weights, fill_counters=True)
         notes += extra
         return SourceCheckpoint(weights, "hf-tf", "tf", task, config, tensors, [weights], notes)
@@ -584,14 +570,7 @@ def write_folder(
 ) -> list[Path]:
     """Write ``config.json`` + the weights of ``framework`` into ``folder`` (exists, empty); the files."""
     architecture = _PT_CLASSES[task] if framework == "pt" else "TF" + _PT_CLASSES[task]
-    save_pretrained_state(folder, config, state, task, framework, architecture)
-    if framework == "tf":
-        import h5py
-
-        counters = {s.name: int(np.asarray(state[s.name])) for s in parameter_table(config, task) if s.kind == "counter"}
-        if counters:
-            with h5py.File(folder / TF_WEIGHTS_NAME, "a") as handle:
-                handle.attrs[COUNTERS_ATTR] = json.dumps(counters, sort_keys=True)
+    save_pretrained_state(folder, config, state, task, framework, architecture)  # h5 carries the BN counters
     return sorted(p for p in folder.iterdir() if p.is_file())
 
 
@@ -601,7 +580,7 @@ def read_folder_state(folder: Path, config: SegformerConfig, task: str, framewor
     if framework == "pt":
         return load_state_dict(folder / SAFE_WEIGHTS_NAME)
     state = read_canonical_state(folder / TF_WEIGHTS_NAME, specs)
-    state.update(_read_counters(folder / TF_WEIGHTS_NAME))
+    state.update(read_h5_counters(folder / TF_WEIGHTS_NAME))
     return state
 
 
