@@ -136,3 +136,39 @@ def test_pt_model_raises_only_documented_errors(pt_model, spec, seed):
         out = _run("pt_model", lambda: model(x, labels=labels))
     if out is not None:
         assert torch.isfinite(out.logits).all() or x.dtype == torch.float16
+
+
+@pytest.fixture(scope="module")
+def tf_model():
+    tf = pytest.importorskip("tensorflow")
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    config = tiny_config()
+    model = TFSegformerForSemanticSegmentation(config)
+    model.load_state_dict_numpy(random_state(config, "seg"))
+    return tf, model
+
+
+@SETTINGS
+@given(spec=_model_inputs(), seed=st.integers(0, 100))
+def test_tf_model_raises_only_documented_errors(tf_model, spec, seed):
+    tf, model = tf_model
+    shape, dtype, labels_kind = spec
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape).astype(dtype if dtype != "bool" else np.float32)
+    if dtype == "bool":
+        x = x > 0
+    batch = shape[0] if len(shape) == 4 else 1
+    h, w = (shape[-2], shape[-1]) if len(shape) >= 2 else (1, 1)
+    labels = {
+        None: None,
+        "ok": rng.integers(0, 3, size=(batch, max(h, 1), max(w, 1))),
+        "ignore": np.full((batch, 8, 8), 255),
+        "float": rng.random((batch, 8, 8)).astype(np.float32),
+        "out_of_range": np.full((batch, 8, 8), 7),
+        "wrong_batch": np.zeros((batch + 1, 8, 8), np.int64),
+        "wrong_rank": np.zeros(8, np.int64),
+    }[labels_kind]
+    out = _run("tf_model", lambda: model(x, labels=labels))
+    if out is not None and dtype != "float16":
+        assert np.isfinite(np.asarray(out.logits)).all()
