@@ -46,6 +46,9 @@ class TFSegformerMLP(keras.layers.Layer):
         self.decoder_hidden_size, self.initializer_range = decoder_hidden_size, initializer_range
         self.proj = keras.layers.Dense(decoder_hidden_size, name="proj", kernel_initializer=normal_init(initializer_range))
 
+    def build(self, input_shape: Any) -> None:
+        self.proj.build((None, None, None, int(input_shape[-1])))
+
     def call(self, hidden_states: tf.Tensor) -> tf.Tensor:
         return self.proj(hidden_states)
 
@@ -98,6 +101,8 @@ class TFSegformerDecodeHead(keras.layers.Layer):
 
     def __init__(self, config: SegformerConfig | dict, **kwargs: Any) -> None:
         kwargs.setdefault("name", "decode_head")
+        # no autocast: the eval fast path folds raw float32 kernels (sublayers still autocast their own calls)
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
         self.config = config
@@ -111,9 +116,18 @@ class TFSegformerDecodeHead(keras.layers.Layer):
         self.classifier = keras.layers.Conv2D(config.num_labels, 1, name="classifier", kernel_initializer=init, dtype="float32")
         self.fast_path_enabled = True
 
+    def build(self, input_shape: Any = None) -> None:
+        """Create every variable from the config alone (no forward pass)."""
+        d = self.config.decoder_hidden_size
+        for mlp, channels in zip(self.mlps, self.config.hidden_sizes):
+            mlp.build((None, None, None, channels))
+        self.linear_fuse.build((None, None, None, d * self.config.num_encoder_blocks))
+        self.batch_norm.build((None, None, None, d))
+        self.classifier.build((None, None, None, d))
+
     def call(self, encoder_hidden_states: tuple, training: bool = False) -> tf.Tensor:
         maps = stage_maps(self.config, encoder_hidden_states)
-        if self.fast_path_enabled and not training and self.classifier.built:  # first call builds via the plain path
+        if self.fast_path_enabled and not training:
             fused = self._fused_fast(maps)
         else:
             fused = self.batch_norm(self._fused_plain(maps), training=training)

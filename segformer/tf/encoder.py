@@ -33,30 +33,44 @@ class TFSegformerEncoder(keras.layers.Layer):
             )
             for i in range(config.num_encoder_blocks)
         ]
+        # one flat list (stage by stage): TF's SavedModel tracking follows flat lists but not nested ones
         self.block = [
-            [
-                TFSegformerLayer(
-                    hidden_size=config.hidden_sizes[i],
-                    num_attention_heads=config.num_attention_heads[i],
-                    drop_path=rates[i][j],
-                    sequence_reduction_ratio=config.sr_ratios[i],
-                    mlp_ratio=config.mlp_ratios[i],
-                    hidden_act=config.hidden_act,
-                    hidden_dropout_prob=config.hidden_dropout_prob,
-                    attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-                    layer_norm_eps=config.layer_norm_eps,
-                    patch_layer_norm_eps=config.patch_layer_norm_eps,
-                    initializer_range=config.initializer_range,
-                    name=f"block.{i}.{j}",
-                )
-                for j in range(config.depths[i])
-            ]
+            TFSegformerLayer(
+                hidden_size=config.hidden_sizes[i],
+                num_attention_heads=config.num_attention_heads[i],
+                drop_path=rates[i][j],
+                sequence_reduction_ratio=config.sr_ratios[i],
+                mlp_ratio=config.mlp_ratios[i],
+                hidden_act=config.hidden_act,
+                hidden_dropout_prob=config.hidden_dropout_prob,
+                attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+                layer_norm_eps=config.layer_norm_eps,
+                patch_layer_norm_eps=config.patch_layer_norm_eps,
+                initializer_range=config.initializer_range,
+                name=f"block.{i}.{j}",
+            )
             for i in range(config.num_encoder_blocks)
+            for j in range(config.depths[i])
         ]
         self.layer_norms = [
             keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=f"layer_norm.{i}")
             for i in range(config.num_encoder_blocks)
         ]
+
+    def stage_layers(self, stage: int) -> list[TFSegformerLayer]:
+        """The transformer blocks of one stage (``block.{stage}.*``)."""
+        start = sum(self.config.depths[:stage])
+        return list(self.block[start : start + self.config.depths[stage]])
+
+    def build(self, input_shape: Any = None) -> None:
+        """Create every variable from the config alone (no forward pass)."""
+        config = self.config
+        channels = [config.num_channels, *config.hidden_sizes[:-1]]
+        for i in range(config.num_encoder_blocks):
+            self.embeddings[i].build((None, None, None, channels[i]))
+            for layer in self.stage_layers(i):
+                layer.build()
+            self.layer_norms[i].build((None, None, config.hidden_sizes[i]))
 
     def call(
         self,
@@ -71,7 +85,7 @@ class TFSegformerEncoder(keras.layers.Layer):
         last = self.config.num_encoder_blocks - 1
         for index in range(self.config.num_encoder_blocks):
             tokens, height, width = self.embeddings[index](hidden_states)
-            for layer in self.block[index]:
+            for layer in self.stage_layers(index):
                 tokens, probs = layer(tokens, height, width, output_attentions=output_attentions, training=training)
                 if output_attentions:
                     attentions.append(probs)

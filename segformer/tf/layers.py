@@ -84,6 +84,11 @@ class TFSegformerOverlapPatchEmbeddings(keras.layers.Layer):
         )
         self.layer_norm = keras.layers.LayerNormalization(epsilon=eps, name="layer_norm")
 
+    def build(self, input_shape: Any) -> None:
+        """Create the variables from the NHWC input shape (only its channel count is used)."""
+        self.proj.build((None, None, None, int(input_shape[-1])))
+        self.layer_norm.build((None, None, self.hidden_size))
+
     def call(self, pixel_values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         maps = self.proj(self.padding(pixel_values))  # (B, h, w, C)
         shape = tf.shape(maps)
@@ -128,6 +133,14 @@ class TFSegformerEfficientSelfAttention(keras.layers.Layer):
             )
             self.layer_norm = keras.layers.LayerNormalization(epsilon=eps, name="layer_norm")
 
+    def build(self, input_shape: Any = None) -> None:
+        tokens = (None, None, self.hidden_size)
+        for dense in (self.query, self.key, self.value):
+            dense.build(tokens)
+        if self.sequence_reduction_ratio > 1:
+            self.sr.build((None, None, None, self.hidden_size))
+            self.layer_norm.build(tokens)
+
     def _heads(self, x: tf.Tensor) -> tf.Tensor:
         shape = tf.shape(x)
         x = tf.reshape(x, (shape[0], shape[1], self.num_attention_heads, self.head_dim))
@@ -171,6 +184,9 @@ class TFSegformerSelfOutput(keras.layers.Layer):
         self.dense = keras.layers.Dense(hidden_size, name="dense", kernel_initializer=normal_init(initializer_range))
         self.dropout = keras.layers.Dropout(hidden_dropout_prob)
 
+    def build(self, input_shape: Any = None) -> None:
+        self.dense.build((None, None, self.hidden_size))
+
     def call(self, hidden_states: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.dropout(self.dense(hidden_states), training=training)
 
@@ -203,6 +219,10 @@ class TFSegformerAttention(keras.layers.Layer):
             hidden_size, num_attention_heads, sequence_reduction_ratio, attention_probs_dropout_prob, eps, initializer_range, name="self"
         )
         self.dense_output = TFSegformerSelfOutput(hidden_size, hidden_dropout_prob, initializer_range, name="output")
+
+    def build(self, input_shape: Any = None) -> None:
+        self.self_attention.build()
+        self.dense_output.build()
 
     def call(self, hidden_states, height, width, output_attentions=False, training=False):
         context, probs = self.self_attention(hidden_states, height, width, output_attentions=output_attentions, training=training)
@@ -243,6 +263,9 @@ class TFSegformerDWConv(keras.layers.Layer):
         self.dim, self.initializer_range = dim, initializer_range
         self.dwconv = TFSegformerDepthwiseConv(dim, initializer_range, name="dwconv")
 
+    def build(self, input_shape: Any = None) -> None:
+        self.dwconv.build()
+
     def call(self, hidden_states: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
         batch = tf.shape(hidden_states)[0]
         maps = self.dwconv(tf.reshape(hidden_states, (batch, height, width, self.dim)))
@@ -267,6 +290,11 @@ class TFSegformerMixFFN(keras.layers.Layer):
         self.intermediate_act_fn = ACT2FN[hidden_act]
         self.dense2 = keras.layers.Dense(in_features, name="dense2", kernel_initializer=init)
         self.dropout = keras.layers.Dropout(hidden_dropout_prob)
+
+    def build(self, input_shape: Any = None) -> None:
+        self.dense1.build((None, None, self._args["in_features"]))
+        self.dwconv.build()
+        self.dense2.build((None, None, self._args["hidden_features"]))
 
     def call(self, hidden_states, height, width, training=False):
         hidden_states = self.dwconv(self.dense1(hidden_states), height, width)
@@ -311,6 +339,13 @@ class TFSegformerLayer(keras.layers.Layer):
         self.layer_norm_2 = keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="layer_norm_2")
         self.mlp = TFSegformerMixFFN(hidden_size, int(hidden_size * mlp_ratio), hidden_act, hidden_dropout_prob,
                                      initializer_range, name="mlp")
+
+    def build(self, input_shape: Any = None) -> None:
+        tokens = (None, None, self._args["hidden_size"])
+        self.layer_norm_1.build(tokens)
+        self.attention.build()
+        self.layer_norm_2.build(tokens)
+        self.mlp.build()
 
     def call(self, hidden_states, height, width, output_attentions=False, training=False):
         attention_output, probs = self.attention(self.layer_norm_1(hidden_states), height, width, output_attentions=output_attentions, training=training)

@@ -2,8 +2,9 @@
 
 Unlike Hugging Face's TF loss, ignored pixels (label 255) neither crash (CPU) nor give NaN (GPU): labels are
 masked before the sparse cross-entropy. The ``num_labels == 1`` binary path exists. Label values are
-checked eagerly (``ValueError`` / ``TypeError``); inside a traced / XLA function invalid labels are masked
-out instead (XLA has no assertions).
+checked eagerly (``ValueError`` / ``TypeError``); inside a traced function a ``tf.debugging`` assertion with
+the same message fails the step (``InvalidArgumentError``). XLA (``jit_compile=True``) drops assertions: there
+invalid labels are masked out like ignored pixels.
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ def check_segmentation_labels(labels: tf.Tensor, batch: int | None, config: Segf
         if config.num_labels > 1:
             raise TypeError(f"labels must be an integer tensor (class ids), got dtype {labels.dtype.name}")
         return
+    upper = max(config.num_labels, 2)
+    message = f"labels contain values outside [0, {upper}) that are not the ignore index {config.semantic_loss_ignore_index}"
     if not tf.executing_eagerly():
+        ids = tf.cast(labels, tf.int64)
+        bad = (ids != config.semantic_loss_ignore_index) & ((ids < 0) | (ids >= upper))
+        tf.debugging.assert_equal(tf.reduce_any(bad), False, message=message)
         return
     values = np.asarray(labels)
-    upper = max(config.num_labels, 2)
     bad = (values != config.semantic_loss_ignore_index) & ((values < 0) | (values >= upper))
     if bad.any():
         raise ValueError(
@@ -81,7 +86,12 @@ def classification_loss(logits: tf.Tensor, labels: tf.Tensor, config: SegformerC
         if not labels.dtype.is_integer:
             raise TypeError(f"single-label classification needs integer labels, got dtype {labels.dtype.name}")
         flat = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-        if tf.executing_eagerly():
+        if not tf.executing_eagerly():
+            bad = (flat != -100) & ((flat < 0) | (flat >= num_labels))
+            tf.debugging.assert_equal(
+                tf.reduce_any(bad), False, message=f"labels contain values outside [0, {num_labels}) (ignore: -100)"
+            )
+        else:
             values = flat.numpy()
             bad = (values != -100) & ((values < 0) | (values >= num_labels))
             if bad.any():

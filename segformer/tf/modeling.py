@@ -80,6 +80,9 @@ class TFSegformerMainLayer(keras.layers.Layer):
         self.config = config
         self.encoder = TFSegformerEncoder(config, name="encoder")
 
+    def build(self, input_shape: Any = None) -> None:
+        self.encoder.build()
+
     def call(self, pixel_values_nhwc, output_attentions=False, output_hidden_states=False, training=False):
         return self.encoder(
             pixel_values_nhwc, output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training
@@ -124,6 +127,9 @@ class TFSegformerModel(_TFSegformerBase):
         super().__init__(config, data_format=data_format, **kwargs)
         self.segformer = TFSegformerMainLayer(self.config, name="segformer")
 
+    def _build_layers(self) -> None:
+        self.segformer.build()
+
     def call(self, pixel_values, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         pixel_values, _ = self._unpack(pixel_values, None)
         last, hidden, attentions = self.segformer(
@@ -152,6 +158,10 @@ class TFSegformerForImageClassification(_TFSegformerBase):
         self.classifier = keras.layers.Dense(
             self.config.num_labels, name="classifier", kernel_initializer=normal_init(self.config.initializer_range), dtype="float32"
         )
+
+    def _build_layers(self) -> None:
+        self.segformer.build()
+        self.classifier.build((None, self.config.hidden_sizes[-1]))
 
     def call(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         pixel_values, labels = self._unpack(pixel_values, labels)
@@ -182,6 +192,10 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
         super().__init__(config, data_format=data_format, **kwargs)
         self.segformer = TFSegformerMainLayer(self.config, name="segformer")
         self.decode_head = TFSegformerDecodeHead(self.config, name="decode_head")
+
+    def _build_layers(self) -> None:
+        self.segformer.build()
+        self.decode_head.build()
 
     def call(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         pixel_values, labels = self._unpack(pixel_values, labels)
