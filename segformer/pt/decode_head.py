@@ -105,11 +105,11 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
             weights.append(block @ mlp.proj.weight)  # (D, C_i)
             shift = shift + block @ mlp.proj.bias
         fused = F.linear(maps[0].permute(0, 2, 3, 1), weights[0], shift)  # (B, h_1, w_1, D)
-        fused_map = fused.permute(0, 3, 1, 2)  # (B, D, h_1, w_1), channels-last view
         for i in range(1, n):
             y = F.linear(maps[i].permute(0, 2, 3, 1), weights[i]).permute(0, 3, 1, 2)  # (B, D, h_i, w_i)
-            fused_map.add_(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
-        fused.relu_()  # dropout is the identity in eval
+            # out of place: in-place adds through a permuted view do not survive ONNX / jit tracing
+            fused = fused + F.interpolate(y, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+        fused = fused.relu()  # dropout is the identity in eval
         batch, height, width, _ = fused.shape
         k = self.classifier.weight.shape[0]
         logits = torch.baddbmm(  # (K, D) @ (D, h_1*w_1) per image + bias: contiguous (B, K, h_1*w_1)
