@@ -33,8 +33,7 @@ class TFSegformerEncoder(keras.layers.Layer):
             )
             for i in range(config.num_encoder_blocks)
         ]
-        # one flat list (stage by stage): TF's SavedModel tracking follows flat lists but not nested ones
-        self.block = [
+        blocks = [
             TFSegformerLayer(
                 hidden_size=config.hidden_sizes[i],
                 num_attention_heads=config.num_attention_heads[i],
@@ -52,15 +51,26 @@ class TFSegformerEncoder(keras.layers.Layer):
             for i in range(config.num_encoder_blocks)
             for j in range(config.depths[i])
         ]
+        # Each block is a direct attribute (``block_{i}_{j}``; its Keras name, hence its variable paths, stays
+        # ``block.{i}.{j}``): a nested list is invisible to TF's SavedModel tracking (untracked-resource error in
+        # tf.saved_model.save); ``block[i][j]`` is a property.
+        self._block_attributes = tuple(layer.name.replace(".", "_") for layer in blocks)
+        for attribute, layer in zip(self._block_attributes, blocks):
+            setattr(self, attribute, layer)
         self.layer_norms = [
             keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=f"layer_norm.{i}")
             for i in range(config.num_encoder_blocks)
         ]
 
+    @property
+    def block(self) -> list[list[TFSegformerLayer]]:
+        """``block[i][j]`` = the layer named ``block.{i}.{j}`` (like Hugging Face's attribute)."""
+        return [self.stage_layers(i) for i in range(self.config.num_encoder_blocks)]
+
     def stage_layers(self, stage: int) -> list[TFSegformerLayer]:
         """The transformer blocks of one stage (``block.{stage}.*``)."""
         start = sum(self.config.depths[:stage])
-        return list(self.block[start : start + self.config.depths[stage]])
+        return [getattr(self, a) for a in self._block_attributes[start : start + self.config.depths[stage]]]
 
     def build(self, input_shape: Any = None) -> None:
         """Create every variable from the config alone (no forward pass)."""

@@ -179,7 +179,9 @@ def export_tflite(
     module, serve = serving_module(model, input_size=input_size, batch=batch, data_format=data_format,
                                    full_resolution=full_resolution)
     concrete = serve.get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    # no trackable object: with one, TFLite 2.21 converts through a temporary SavedModel and reads Keras 3
+    # variables back as garbage (reproduced with a plain 3-Dense keras.Model); without, it freezes the captures
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
     flatbuffer = converter.convert()
     path = Path(path)
