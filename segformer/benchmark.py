@@ -51,12 +51,13 @@ IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
     "pt-fast": ("pt", "ours PyTorch, eval fast path (folded head, SDPA)"),
     "pt-plain": ("pt", "ours PyTorch, plain path (use_fast_path=False)"),
     "hf-pt": ("pt", "transformers SegformerForSemanticSegmentation (PyTorch)"),
-    "tf-eager": ("tf", "ours Keras 3 / TensorFlow, eager"),
+    "tf-eager": ("tf", "ours Keras 3 / TensorFlow, called eagerly (from the 2nd call a cached graph, no XLA)"),
+    "tf-opbyop": ("tf", "ours Keras 3 / TensorFlow, run_eagerly=True (op by op, as the reference's eager call)"),
     "tf-xla": ("tf", "ours Keras 3 / TensorFlow, tf.function(jit_compile=True)"),
     "hf-tf": ("tf", "transformers 4.x TFSegformerForSemanticSegmentation, eager"),
     "hf-tf-xla": ("tf", "transformers 4.x TFSegformerForSemanticSegmentation, tf.function(jit_compile=True)"),
 }
-REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "tf-eager": "hf-tf", "tf-xla": "hf-tf-xla"}
+REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "tf-eager": "hf-tf", "tf-opbyop": "hf-tf", "tf-xla": "hf-tf-xla"}
 FRAMEWORKS = ("pt", "tf")
 
 # The Hugging Face tester's tiny architecture (as tests/randomize.py), for smoke runs: ``--variants tiny``.
@@ -174,6 +175,7 @@ def _build(spec: dict[str, Any]):
 
         keras.utils.set_random_seed(0)
         model = TFSegformerForSemanticSegmentation(SegformerConfig(**kwargs))
+        model.run_eagerly = impl == "tf-opbyop"
         version = f"segformer, keras {keras.__version__}, tensorflow {tf.__version__}"
 
     def forward(x: Any) -> Any:

@@ -27,3 +27,98 @@ def test_tf_fast_path_equals_plain_path(variant):
     diff = float(np.abs(fast - plain).max())
     print(variant, "TF fast vs plain max|diff|", diff)
     assert diff <= 1e-4
+
+
+def _tiny_seg_model(seed=3):
+    config = SegformerConfig.from_variant("b0", num_labels=5, hidden_sizes=[16, 32, 40, 64], num_attention_heads=[1, 2, 2, 4],
+                                          decoder_hidden_size=32)
+    model = TFSegformerForSemanticSegmentation(config)
+    model.load_state_dict_numpy(random_state(config, "seg", seed=seed))
+    return model
+
+
+def test_eager_inference_calls_run_as_one_cached_graph():
+    """From the 2nd eager inference call on, the model runs as a cached tf.function: same numbers as op by op
+    (``run_eagerly=True``), at most two traces over several input sizes, eager errors kept."""
+    import tensorflow as tf
+
+    model = _tiny_seg_model()
+    reference = _tiny_seg_model()
+    reference.run_eagerly = True
+    rng = np.random.default_rng(1)
+    inputs = [rng.normal(size=shape).astype(np.float32) for shape in ((1, 3, 64, 64), (2, 3, 97, 131), (1, 3, 75, 64), (2, 3, 64, 64))]
+    outputs = []
+    for x in inputs:
+        outputs.append(model(x, output_hidden_states=True, output_attentions=True))
+        if len(outputs) == 1:
+            assert model._graphs.functions == {}  # the first call stays op by op (no tracing)
+    functions = list(model._graphs.functions.values())
+    assert len(functions) == 1 and reference._graphs.functions == {}
+    assert functions[0].experimental_get_tracing_count() <= 2
+    for x, out in zip(inputs, outputs):
+        want = reference(x, output_hidden_states=True, output_attentions=True)
+        assert type(out) is type(want) and list(out.keys()) == list(want.keys())
+        for got_tensor, want_tensor in zip(tf.nest.flatten(out.to_tuple()), tf.nest.flatten(want.to_tuple())):
+            assert got_tensor.shape == want_tensor.shape
+            assert float(np.abs(np.asarray(got_tensor) - np.asarray(want_tensor)).max()) <= 1e-5
+    as_tuple = model(inputs[0], return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 1
+    assert float(np.abs(np.asarray(as_tuple[0]) - np.asarray(outputs[0].logits)).max()) <= 1e-5
+    with pytest.raises(ValueError, match="channels"):
+        model(np.zeros((1, 4, 64, 64), np.float32))
+    model.check_finite = True
+    with pytest.raises(ValueError, match="NaN"):
+        model(np.full((1, 3, 64, 64), np.nan, np.float32))
+    model.use_fast_path = False  # the plain path is the op-by-op reference path
+    plain = model(inputs[1]).logits
+    assert float(np.abs(np.asarray(plain) - np.asarray(outputs[1].logits)).max()) <= 1e-4
+
+
+def _numpy_bilinear(x, out_h, out_w):
+    """Half-pixel bilinear resize of (B, h, w, C), no antialias (PyTorch align_corners=False), in float64."""
+    x = x.astype(np.float64)
+    for axis, out in ((1, out_h), (2, out_w)):
+        size = x.shape[axis]
+        src = np.maximum((np.arange(out) + 0.5) * size / out - 0.5, 0.0)
+        low = np.minimum(np.floor(src).astype(int), size - 1)
+        high = np.minimum(low + 1, size - 1)
+        frac = (src - low).reshape([-1 if a == axis else 1 for a in range(4)])
+        x = np.take(x, low, axis=axis) * (1 - frac) + np.take(x, high, axis=axis) * frac
+    return x
+
+
+def test_xla_forward_equals_op_by_op():
+    """Under jit_compile=True the depthwise conv runs as shifted multiply-adds (XLA's CPU depthwise conv is
+    slow) and the bilinear resize as gathers (XLA's is wrong for some factors); both equal numpy; the
+    compiled model gives the op-by-op numbers on an odd size (it did not before: max |diff| 0.52)."""
+    import tensorflow as tf
+
+    from segformer.tf.layers import depthwise_conv3x3_shifted, in_xla_context, resize_bilinear
+
+    rng = np.random.default_rng(2)
+    maps = tf.constant(rng.normal(size=(2, 9, 14, 6)).astype(np.float32))
+    kernel = tf.constant(rng.normal(size=(3, 3, 6)).astype(np.float32))
+    want = np.zeros((2, 9, 14, 6), np.float32)  # independent numpy 3x3 depthwise conv, zero padding 1
+    padded = np.pad(maps.numpy(), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    for dy in range(3):
+        for dx in range(3):
+            want += padded[:, dy : dy + 9, dx : dx + 14, :] * kernel.numpy()[dy, dx]
+    assert float(np.abs(depthwise_conv3x3_shifted(maps, kernel).numpy() - want).max()) <= 1e-5
+    seen = []
+    tf.function(lambda: seen.append(in_xla_context()) or tf.constant(0), jit_compile=True)()
+    tf.function(lambda: seen.append(in_xla_context()) or tf.constant(0))()
+    assert seen == [True, False] and not in_xla_context()
+
+    for h, w, out_h, out_w in ((4, 5, 25, 33), (7, 9, 25, 33), (16, 16, 64, 64), (5, 5, 3, 3)):
+        small = rng.normal(size=(2, h, w, 3)).astype(np.float32)
+        want = _numpy_bilinear(small, out_h, out_w)
+        for compile_xla in (False, True):  # XLA's own bilinear resize is wrong for the first two cases
+            got = tf.function(lambda: resize_bilinear(tf.constant(small), (out_h, out_w)), jit_compile=compile_xla)()
+            assert float(np.abs(got.numpy() - want).max()) <= 1e-5, (h, w, out_h, out_w, compile_xla)
+
+    model = _tiny_seg_model(seed=4)
+    model.run_eagerly = True
+    x = rng.normal(size=(1, 3, 97, 131)).astype(np.float32)
+    compiled = tf.function(lambda v: model(v).logits, jit_compile=True)(tf.constant(x))
+    eager = model(x).logits
+    assert float(np.abs(np.asarray(compiled) - np.asarray(eager)).max()) <= 1e-4

@@ -12,16 +12,11 @@ import keras
 import tensorflow as tf
 
 from ..common.config import SegformerConfig
-from .layers import normal_init
+from .layers import normal_init, resize_bilinear
 
 __all__ = ["TFSegformerMLP", "TFSegformerBatchNorm", "TFSegformerDecodeHead", "stage_maps", "resize_bilinear"]
 
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="segformer")
-
-
-def resize_bilinear(maps: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-    """NHWC half-pixel bilinear resize without antialias (= torch ``interpolate(align_corners=False)``), float32."""
-    return tf.image.resize(tf.cast(maps, tf.float32), size, method="bilinear", antialias=False)
 
 
 def stage_maps(config: SegformerConfig, encoder_hidden_states: tuple) -> list[tf.Tensor]:

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from ..common.atomic import atomic_path, check_overwrite
 from ..common.inference import as_size_pair
+from .layers import resize_bilinear
 
 __all__ = [
     "serving_module",
@@ -67,10 +68,10 @@ class _Serving(tf.Module):
         if self.full_resolution:
             if self.data_format == "channels_first":
                 size = tf.shape(pixel_values)[2:4]
-                last = tf.image.resize(tf.transpose(logits, (0, 2, 3, 1)), size, method="bilinear", antialias=False)
+                last = resize_bilinear(tf.transpose(logits, (0, 2, 3, 1)), size)
                 logits = tf.transpose(last, (0, 3, 1, 2))
             else:
-                logits = tf.image.resize(logits, tf.shape(pixel_values)[1:3], method="bilinear", antialias=False)
+                logits = resize_bilinear(logits, tf.shape(pixel_values)[1:3])
         return logits
 
 

@@ -1,8 +1,8 @@
 """Full-resolution, sliding-window and test-time-augmented inference (TensorFlow / Keras 3).
 
 TF twin of ``segformer/pt/inference.py``: same functions, same arguments, same numbers (bilinear resizes
-are ``tf.image.resize(method="bilinear", antialias=False)``, i.e. half-pixel centres like PyTorch's
-``align_corners=False``). The rules live in :mod:`segformer.common.inference`.
+are ``segformer.tf.layers.resize_bilinear``: half-pixel centres without antialias like PyTorch's
+``align_corners=False``, correct under XLA too). The rules live in :mod:`segformer.common.inference`.
 
 ``model`` is a :class:`~segformer.tf.TFSegformerForSemanticSegmentation` (called with
 ``training=False``) or any callable mapping ``pixel_values`` to logits (a tensor, an output object with
@@ -27,6 +27,7 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
+from .layers import resize_bilinear
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "DATA_FORMATS"]
 
@@ -51,7 +52,7 @@ def _resize_last(x: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
     size = (int(size[0]), int(size[1]))
     if tuple(x.shape[1:3]) == size:
         return x
-    return tf.image.resize(x, size, method="bilinear", antialias=False)
+    return resize_bilinear(x, size)
 
 
 def upsample_logits(logits: tf.Tensor, size: Sequence[int], data_format: str = "channels_first") -> tf.Tensor:

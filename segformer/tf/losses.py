@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.config import SegformerConfig
+from .layers import resize_bilinear
 
 __all__ = ["semantic_segmentation_loss", "classification_loss", "check_segmentation_labels"]
 
@@ -49,7 +50,7 @@ def semantic_segmentation_loss(logits: tf.Tensor, labels: tf.Tensor, config: Seg
     check_segmentation_labels(labels, logits.shape[0], config)
     ignore = config.semantic_loss_ignore_index
     size = tf.shape(labels)[1:3]
-    upsampled = tf.image.resize(tf.cast(logits, tf.float32), size, method="bilinear", antialias=False)
+    upsampled = resize_bilinear(logits, size)
     if config.num_labels > 1:
         labels = tf.cast(labels, tf.int32)
         valid = (labels != ignore) & (labels >= 0) & (labels < config.num_labels)

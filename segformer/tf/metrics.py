@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.metrics import SegmentationMetric
+from .layers import resize_bilinear
 
 __all__ = ["SegmentationMeanIoU"]
 
@@ -64,7 +65,7 @@ class SegmentationMeanIoU(keras.metrics.Metric):
             logits = tf.cast(y_pred, tf.float32)
             if self.data_format == "channels_first":
                 logits = tf.transpose(logits, (0, 2, 3, 1))
-            logits = tf.image.resize(logits, label_shape[1:3], method="bilinear", antialias=False)
+            logits = resize_bilinear(logits, label_shape[1:3])
             return tf.argmax(logits, axis=-1, output_type=tf.int64)
         if y_pred.shape.rank == 3:
             if y_pred.dtype.is_floating:

@@ -109,6 +109,39 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
             return tf.transpose(maps, (0, 3, 1, 2))
         return maps
 
+    def _runs_as_graph(self, training: Any, labels: Any) -> bool:
+        """Whether this call runs as a cached graph instead of op by op.
+
+        Eager inference calls (``training`` false, no ``labels``, fast path on, ``run_eagerly`` off) from the
+        second one on run the model's forward as a ``tf.function`` (no XLA: on CPU TensorFlow's graph
+        executor with grappler / oneDNN fusion is ~2.5x faster than eager and ~4x faster than XLA for b0).
+        The first call stays eager, so one-off calls pay no tracing. ``model.run_eagerly = True`` or
+        ``use_fast_path = False`` turn it off (debugging, the plain reference path).
+        """
+        if training or labels is not None or not tf.executing_eagerly() or self.run_eagerly or not self.use_fast_path:
+            return False
+        self._graphs.eager_calls += 1
+        return self._graphs.eager_calls > 1
+
+    def _graph_call(self, pixel_values: Any, output_attentions: bool, output_hidden_states: bool, return_dict: bool | None) -> Any:
+        """Validate eagerly (clear errors), then run ``call`` as a cached ``tf.function`` (``reduce_retracing``:
+        a second input size traces once more with free batch / height / width, then no more tracing)."""
+        pixel_values = check_pixel_values(pixel_values, self.config, self.data_format, self.check_finite)
+        key = (output_attentions, output_hidden_states, self.compute_dtype)
+        function = self._graphs.functions.get(key)
+        if function is None:
+
+            def forward(pixels: tf.Tensor) -> dict:
+                output = self.call(
+                    pixels, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                    return_dict=True, training=False,
+                )
+                return dict(output.items())
+
+            function = self._graphs.functions[key] = tf.function(forward, reduce_retracing=True)
+        output = self._output_type(**function(pixel_values))
+        return output if _flag(return_dict, self.config.return_dict) else output.to_tuple()
+
     @staticmethod
     def _unpack(pixel_values: Any, labels: Any) -> tuple[Any, Any]:
         if isinstance(pixel_values, dict):  # Keras fit / predict feed the whole input dict
@@ -121,6 +154,7 @@ class TFSegformerModel(_TFSegformerBase):
     """Twin of ``SegformerModel``: the bare encoder -> ``BaseModelOutput`` (last_hidden_state NCHW by default)."""
 
     _task = "base"
+    _output_type = BaseModelOutput
     _hf_name = "tf_segformer_model"
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
@@ -132,10 +166,14 @@ class TFSegformerModel(_TFSegformerBase):
 
     def call(self, pixel_values, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         pixel_values, _ = self._unpack(pixel_values, None)
+        output_attentions = _flag(output_attentions, self.config.output_attentions)
+        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
+        if self._runs_as_graph(training, None):
+            return self._graph_call(pixel_values, output_attentions, output_hidden_states, return_dict)
         last, hidden, attentions = self.segformer(
             self._nhwc(pixel_values),
-            output_attentions=_flag(output_attentions, self.config.output_attentions),
-            output_hidden_states=_flag(output_hidden_states, self.config.output_hidden_states),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             training=training,
         )
         last = self._out(last)
@@ -150,6 +188,7 @@ class TFSegformerForImageClassification(_TFSegformerBase):
     """Twin of ``SegformerForImageClassification``: mean of the last stage's tokens -> Dense ``classifier``."""
 
     _task = "image_classification"
+    _output_type = SegFormerImageClassifierOutput
     _hf_name = "tf_segformer_for_image_classification"
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
@@ -165,10 +204,14 @@ class TFSegformerForImageClassification(_TFSegformerBase):
 
     def call(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         pixel_values, labels = self._unpack(pixel_values, labels)
+        output_attentions = _flag(output_attentions, self.config.output_attentions)
+        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
+        if self._runs_as_graph(training, labels):
+            return self._graph_call(pixel_values, output_attentions, output_hidden_states, return_dict)
         last, hidden, attentions = self.segformer(
             self._nhwc(pixel_values),
-            output_attentions=_flag(output_attentions, self.config.output_attentions),
-            output_hidden_states=_flag(output_hidden_states, self.config.output_hidden_states),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             training=training,
         )
         tokens = tf.reshape(last, (tf.shape(last)[0], -1, self.config.hidden_sizes[-1]))
@@ -186,6 +229,7 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
     with ``data_format="channels_last"``), float32 even under mixed precision; labels (B, H', W') any size."""
 
     _task = "semantic_segmentation"
+    _output_type = SemanticSegmenterOutput
     _hf_name = "tf_segformer_for_semantic_segmentation"
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
@@ -199,9 +243,13 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
 
     def call(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         pixel_values, labels = self._unpack(pixel_values, labels)
+        output_attentions = _flag(output_attentions, self.config.output_attentions)
+        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
+        if self._runs_as_graph(training, labels):
+            return self._graph_call(pixel_values, output_attentions, output_hidden_states, return_dict)
         _, hidden, attentions = self.segformer(
             self._nhwc(pixel_values),
-            output_attentions=_flag(output_attentions, self.config.output_attentions),
+            output_attentions=output_attentions,
             output_hidden_states=True,
             training=training,
         )
@@ -210,7 +258,7 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
         if labels is not None:
             loss = semantic_segmentation_loss(logits_nhwc, tf.convert_to_tensor(labels), self.config)
         logits = self._out(logits_nhwc)
-        hidden = tuple(self._out(h) for h in hidden) if _flag(output_hidden_states, self.config.output_hidden_states) else None
+        hidden = tuple(self._out(h) for h in hidden) if output_hidden_states else None
         if not _flag(return_dict, self.config.return_dict):
             return tuple(v for v in (loss, logits, hidden, attentions) if v is not None)
         return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions)

@@ -22,6 +22,21 @@ __all__ = ["TFSegformerPreTrainedModel", "DATA_FORMATS"]
 DATA_FORMATS = ("channels_first", "channels_last")
 
 
+class _GraphCache:
+    """Cached inference graphs of one model: a plain object, so neither Keras nor ``tf.saved_model`` track
+    (or export) the functions; copies and pickles start empty."""
+
+    def __init__(self) -> None:
+        self.functions: dict[tuple, Any] = {}
+        self.eager_calls = 0
+
+    def __deepcopy__(self, memo: dict) -> "_GraphCache":
+        return _GraphCache()
+
+    def __reduce__(self):
+        return (_GraphCache, ())
+
+
 class TFSegformerPreTrainedModel(keras.Model):
     """Base of the Keras models (twin of ``SegformerPreTrainedModel``).
 
@@ -47,6 +62,7 @@ class TFSegformerPreTrainedModel(keras.Model):
         self.config = config
         self.data_format = data_format
         self.check_finite = False  # reject NaN / Inf pixel values (eager only; on in `segformer predict`)
+        self._graphs = _GraphCache()  # eager inference calls -> cached tf.function graphs (see _graph_call)
 
     # ---------------------------------------------------------------------------- building
     def dummy_inputs(self) -> tf.Tensor:
