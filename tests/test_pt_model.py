@@ -272,6 +272,23 @@ def test_fast_path_equals_plain_path(variant):
     assert diff <= 1e-4
 
 
+def test_fast_path_channel_chunks_with_remainder_and_batch():
+    """The fast head builds the fused map FAST_HEAD_CHUNK channels at a time: a decoder width that is not a
+    multiple of it (300 = 2 x 128 + 44) and a batch of 2 give the plain path's logits."""
+    from segformer.pt.decode_head import FAST_HEAD_CHUNK
+
+    config = tiny_config(num_labels=7, decoder_hidden_size=300)
+    assert config.decoder_hidden_size % FAST_HEAD_CHUNK != 0 and config.decoder_hidden_size > 2 * FAST_HEAD_CHUNK
+    model = _load_random(SegformerForSemanticSegmentation, config, "seg", seed=5)
+    x = torch.randn(2, 3, 75, 53)
+    with torch.no_grad():
+        fast = model(x).logits
+        model.use_fast_path = False
+        plain = model(x).logits
+    assert fast.shape == plain.shape == (2, 7, 19, 14) and fast.is_contiguous()
+    assert float((fast - plain).abs().max()) <= 1e-5
+
+
 def test_reshape_last_stage_false_works():
     config = tiny_config(num_labels=3)
     state = random_state(config, "seg")
