@@ -175,15 +175,7 @@ def test_tflite_matches_keras(tmp_path):
     assert diff < TOL
 
 
-@pytest.mark.parametrize(
-    "fast_path",
-    [
-        False,
-        pytest.param(True, marks=[pytest.mark.slow, pytest.mark.xfail(
-            reason="segformer/tf/decode_head.py fast path multiplies the autocast float16 linear_fuse kernel by the "
-                   "float32 BatchNorm scale under mixed_float16 (reported to the lead)", strict=False)]),
-    ],
-)
+@pytest.mark.parametrize("fast_path", [False, True])
 def test_mixed_float16_error_is_small(fast_path):
     tf, model = _tf_model()
     try:
