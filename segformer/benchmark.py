@@ -51,13 +51,19 @@ IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
     "pt-fast": ("pt", "ours PyTorch, eval fast path (folded head, SDPA)"),
     "pt-plain": ("pt", "ours PyTorch, plain path (use_fast_path=False)"),
     "hf-pt": ("pt", "transformers SegformerForSemanticSegmentation (PyTorch)"),
+    "pt-cuda": ("pt", "ours PyTorch fast path on the CUDA GPU, float32"),
+    "pt-cuda-bf16": ("pt", "ours PyTorch fast path on the CUDA GPU, bf16 autocast"),
+    "hf-pt-cuda": ("pt", "transformers SegformerForSemanticSegmentation on the CUDA GPU, float32"),
+    "hf-pt-cuda-bf16": ("pt", "transformers SegformerForSemanticSegmentation on the CUDA GPU, bf16 autocast"),
     "tf-eager": ("tf", "ours Keras 3 / TensorFlow, called eagerly (from the 2nd call a cached graph, no XLA)"),
     "tf-opbyop": ("tf", "ours Keras 3 / TensorFlow, run_eagerly=True (op by op, as the reference's eager call)"),
     "tf-xla": ("tf", "ours Keras 3 / TensorFlow, tf.function(jit_compile=True)"),
     "hf-tf": ("tf", "transformers 4.x TFSegformerForSemanticSegmentation, eager"),
     "hf-tf-xla": ("tf", "transformers 4.x TFSegformerForSemanticSegmentation, tf.function(jit_compile=True)"),
 }
-REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "tf-eager": "hf-tf", "tf-opbyop": "hf-tf", "tf-xla": "hf-tf-xla"}
+REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "pt-cuda": "hf-pt-cuda", "pt-cuda-bf16": "hf-pt-cuda-bf16",
+                "tf-eager": "hf-tf", "tf-opbyop": "hf-tf", "tf-xla": "hf-tf-xla"}
+CUDA_IMPLS = ("pt-cuda", "pt-cuda-bf16", "hf-pt-cuda", "hf-pt-cuda-bf16")  # in the default list when a GPU is seen
 FRAMEWORKS = ("pt", "tf")
 
 # The Hugging Face tester's tiny architecture (as tests/randomize.py), for smoke runs: ``--variants tiny``.
@@ -110,6 +116,24 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
 
 
+def _cuda_peak_mb() -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+_memory_mb = _rss_mb  # CUDA workers report the GPU's peak allocated memory instead (set by _build)
+
+
+def cuda_available() -> bool:
+    """Whether torch is importable here and sees a CUDA GPU (decides the default implementation list)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def _set_threads(framework: str, threads: int | None) -> None:
     if not threads:
         return
@@ -125,6 +149,7 @@ def _set_threads(framework: str, threads: int | None) -> None:
 
 def _build(spec: dict[str, Any]):
     """Return (callable running one forward pass to a finished numpy-able result, library version)."""
+    global _memory_mb
     impl = spec["impl"]
     kwargs = _variant_kwargs(spec["variant"])
     kwargs["num_labels"] = spec["num_labels"]
@@ -137,9 +162,12 @@ def _build(spec: dict[str, Any]):
         import numpy as np
         import torch
 
+        cuda = "cuda" in impl
+        if cuda and not torch.cuda.is_available():
+            raise ImportError("no CUDA GPU visible to torch")
         torch.manual_seed(0)
         pixel_values = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32))
-        if impl == "hf-pt":
+        if impl.startswith("hf-pt"):
             import transformers
 
             model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**kwargs)).eval()
@@ -149,12 +177,21 @@ def _build(spec: dict[str, Any]):
             from .pt import SegformerForSemanticSegmentation
 
             model = SegformerForSemanticSegmentation(SegformerConfig(**kwargs)).eval()
-            model.use_fast_path = impl == "pt-fast"
+            model.use_fast_path = impl != "pt-plain"
             version = f"segformer, torch {torch.__version__}"
+        device = torch.device("cuda" if cuda else "cpu")
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=impl.endswith("bf16"))
+        if cuda:
+            model, pixel_values = model.to(device), pixel_values.to(device)
+            version += f", {torch.cuda.get_device_name(device)}"
+            _memory_mb = _cuda_peak_mb
 
         def run() -> Any:
-            with torch.inference_mode():
-                return model(pixel_values).logits
+            with torch.inference_mode(), autocast:
+                logits = model(pixel_values).logits
+            if cuda:
+                torch.cuda.synchronize()
+            return logits
 
         return run, version
     import numpy as np
@@ -235,14 +272,14 @@ def worker_main(stdin: Any = None) -> int:
         cmd = request.get("cmd")
         try:
             if cmd == "setup":
-                rss_start = _rss_mb()
+                rss_start = _memory_mb()
                 start = time.perf_counter()
                 try:
                     run, version = _build(request)
                 except ImportError as err:
                     send({"ok": False, "skip": f"{type(err).__name__}: {err}"})
                     continue
-                rss_model = _rss_mb()
+                rss_model = _memory_mb()
                 for _ in range(int(request.get("warmup", 1))):
                     run()
                 send(
@@ -253,7 +290,7 @@ def worker_main(stdin: Any = None) -> int:
                         "setup_s": time.perf_counter() - start,
                         "rss_start_mb": rss_start,
                         "rss_model_mb": rss_model,
-                        "rss_after_warmup_mb": _rss_mb(),
+                        "rss_after_warmup_mb": _memory_mb(),
                     }
                 )
             elif cmd == "run":
@@ -262,9 +299,9 @@ def worker_main(stdin: Any = None) -> int:
                     start = time.perf_counter()
                     run()
                     times.append(time.perf_counter() - start)
-                send({"ok": True, "times": times, "peak_rss_mb": _rss_mb()})
+                send({"ok": True, "times": times, "peak_rss_mb": _memory_mb()})
             elif cmd == "quit":
-                send({"ok": True, "peak_rss_mb": _rss_mb()})
+                send({"ok": True, "peak_rss_mb": _memory_mb()})
                 return 0
             else:
                 send({"ok": False, "error": f"unknown command {cmd!r}"})
@@ -372,7 +409,7 @@ class _Worker:
 
 
 def _python_for(impl: str, hf_python: str | None, hf_tf_python: str | None) -> str:
-    if impl == "hf-pt":
+    if impl.startswith("hf-pt"):
         return hf_python or os.environ.get("SEGFORMER_BENCH_HF_PYTHON") or sys.executable
     if impl in ("hf-tf", "hf-tf-xla"):
         return hf_tf_python or os.environ.get("SEGFORMER_BENCH_HF_TF_PYTHON") or sys.executable
@@ -429,7 +466,8 @@ def run_benchmark(
         if framework not in FRAMEWORKS:
             raise ValueError(f"frameworks: unknown {framework!r}; valid choices: {list(FRAMEWORKS)}")
     if impls is None:
-        impls = [name for name, (fw, _) in IMPLEMENTATIONS.items() if fw in frameworks]
+        cuda = "pt" in frameworks and cuda_available()
+        impls = [name for name, (fw, _) in IMPLEMENTATIONS.items() if fw in frameworks and (cuda or name not in CUDA_IMPLS)]
     for impl in impls:
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"impls: unknown {impl!r}; valid choices: {list(IMPLEMENTATIONS)}")
@@ -450,7 +488,7 @@ def run_benchmark(
             group: list[tuple[BenchResult, _Worker]] = []
             for impl in impls:
                 result = BenchResult(variant, height, width, impl, IMPLEMENTATIONS[impl][1], plain_gflop=plain,
-                                     own_gflop=fast if impl in ("pt-fast",) else plain)
+                                     own_gflop=fast if impl in ("pt-fast", "pt-cuda", "pt-cuda-bf16") else plain)
                 results.append(result)
                 worker = _Worker(_python_for(impl, hf_python, hf_tf_python), log_dir, f"{variant}-{height}x{width}-{impl}")
                 say(f"[{variant} {height}x{width}] {impl}: setup + {warmup} warm-up ...")
@@ -533,19 +571,22 @@ def format_table(report: dict[str, Any]) -> str:
         f"batch 1, float32, {report['settings']['repeats']} repeats (round robin) after "
         f"{report['settings']['warmup']} warm-up; GFLOP/s = plain-path FLOPs / median time; ratio = reference / ours",
         "",
-        f"{'model':<16}{'impl':<11}{'min':>9}{'median':>9}{'max':>9}{'peak MB':>9}{'infer MB':>9}"
+        f"{'model':<16}{'impl':<16}{'min':>9}{'median':>9}{'max':>9}{'peak MB':>9}{'infer MB':>9}"
         f"{'GFLOP/s':>9}{'%mm':>6}  ratio",
     ]
     for row in report["results"]:
         model = f"{row['variant']} {row['height']}x{row['width']}"
         if row["status"] != "ok":
-            lines.append(f"{model:<16}{row['impl']:<11}  {row['status']}: {row['message'].splitlines()[0][:80] if row['message'] else ''}")
+            lines.append(f"{model:<16}{row['impl']:<16}  {row['status']}: {row['message'].splitlines()[0][:80] if row['message'] else ''}")
             continue
         rate = row["gflops_per_s"]
+        share = "     -" if row["impl"] in CUDA_IMPLS else f"{rate / matmul:6.0%}"  # the matmul rate is the CPU's
         lines.append(
-            f"{model:<16}{row['impl']:<11}{row['min_ms']:9.1f}{row['median_ms']:9.1f}{row['max_ms']:9.1f}"
-            f"{row['peak_rss_mb']:9.0f}{row['inference_mb']:9.0f}{rate:9.1f}{rate / matmul:6.0%}  {_ratio(report['results'], row)}"
+            f"{model:<16}{row['impl']:<16}{row['min_ms']:9.1f}{row['median_ms']:9.1f}{row['max_ms']:9.1f}"
+            f"{row['peak_rss_mb']:9.0f}{row['inference_mb']:9.0f}{rate:9.1f}{share}  {_ratio(report['results'], row)}"
         )
+    if any(row["impl"] in CUDA_IMPLS for row in report["results"]):
+        lines.append("(*-cuda rows: memory columns are the GPU's peak allocated MB, not the process's resident memory)")
     return "\n".join(lines)
 
 

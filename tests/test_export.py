@@ -128,10 +128,7 @@ def test_bf16_autocast_error_is_small():
 # ----------------------------------------------------------------------------------------- TensorFlow
 def _tf_model():
     tf = pytest.importorskip("tensorflow")
-    try:
-        from segformer.tf import TFSegformerForSemanticSegmentation
-    except ImportError as err:
-        pytest.skip(f"segformer.tf not available: {err}")
+    from segformer.tf import TFSegformerForSemanticSegmentation
     config = tiny_config()
     model = TFSegformerForSemanticSegmentation(config)
     model.load_state_dict_numpy(random_state(config, "semantic_segmentation", seed=3))
@@ -144,10 +141,7 @@ def _keras_logits(model, x: np.ndarray) -> np.ndarray:
 
 def test_saved_model_matches_keras(tmp_path):
     tf, model = _tf_model()
-    try:
-        from segformer.tf.export import export_saved_model, load_saved_model
-    except ImportError as err:
-        pytest.skip(f"segformer.tf.export not available: {err}")
+    from segformer.tf.export import export_saved_model, load_saved_model
     path = export_saved_model(model, tmp_path / "saved")
     serve = load_saved_model(path)
     for x in _inputs((1, 3, 64, 64), (2, 3, 96, 160)):
@@ -161,10 +155,7 @@ def test_saved_model_matches_keras(tmp_path):
 
 def test_tflite_matches_keras(tmp_path):
     tf, model = _tf_model()
-    try:
-        from segformer.tf.export import export_tflite, run_tflite
-    except ImportError as err:
-        pytest.skip(f"segformer.tf.export not available: {err}")
+    from segformer.tf.export import export_tflite, run_tflite
     path = export_tflite(model, tmp_path / "model.tflite", input_size=(64, 96))
     (x,) = _inputs((1, 3, 64, 96))
     got = run_tflite(path, x)
@@ -178,10 +169,7 @@ def test_tflite_matches_keras(tmp_path):
 @pytest.mark.parametrize("fast_path", [False, True])
 def test_mixed_float16_error_is_small(fast_path):
     tf, model = _tf_model()
-    try:
-        from segformer.tf.export import mixed_float16_logits
-    except ImportError as err:
-        pytest.skip(f"segformer.tf.export not available: {err}")
+    from segformer.tf.export import mixed_float16_logits
     model.use_fast_path = fast_path
     (x,) = _inputs((2, 3, 64, 64))
     reference = _keras_logits(model, x)

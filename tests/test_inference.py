@@ -137,10 +137,8 @@ class TFBackend:
         return lambda x: self.tensor(fake(self.numpy(x)))
 
     def tiny_model(self, **overrides):
-        try:
-            from segformer.tf import TFSegformerForSemanticSegmentation
-        except ImportError as err:
-            pytest.skip(f"segformer.tf models not available: {err}")
+        from segformer.tf import TFSegformerForSemanticSegmentation
+
         config = tiny_config(**overrides)
         model = TFSegformerForSemanticSegmentation(config)
         model.load_state_dict_numpy(random_state(config, "semantic_segmentation", seed=1))
@@ -155,10 +153,6 @@ def _make_backend(name: str):
         pytest.importorskip("torch")
         return PTBackend()
     pytest.importorskip("tensorflow")
-    try:
-        import segformer.tf.inference  # noqa: F401
-    except ImportError as err:
-        pytest.skip(f"segformer.tf not available: {err}")
     return TFBackend()
 
 

@@ -4,7 +4,6 @@ and MirroredStrategy on 2 logical CPU devices against one device."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import subprocess
@@ -23,17 +22,6 @@ from tests.randomize import random_state, tiny_config  # noqa: E402
 pytestmark = pytest.mark.tf
 
 
-def _has_tf_models() -> bool:
-    if importlib.util.find_spec("segformer.tf") is None:
-        return False
-    try:
-        from segformer.tf import TFSegformerForSemanticSegmentation  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_tf_models = pytest.mark.skipif(not _has_tf_models(), reason="segformer.tf models not available yet")
 
 
 # ---------------------------------------------------------------------------------------------- metric
@@ -184,7 +172,6 @@ def synthetic(tmp_path_factory):
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic_tf"), num_train=12, num_val=3, size=(48, 48), num_labels=4)
 
 
-@needs_tf_models
 @pytest.mark.parity
 def test_pt_and_tf_loss_curves_agree_over_20_steps():
     torch = pytest.importorskip("torch")
@@ -221,7 +208,6 @@ def test_pt_and_tf_loss_curves_agree_over_20_steps():
     assert np.mean(pt_losses[-5:]) < np.mean(pt_losses[:5])
 
 
-@needs_tf_models
 def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path):
     from segformer.common.datasets import SegmentationFolderDataset
     from segformer.common.training import build_eval_transform, build_train_transform
@@ -273,7 +259,6 @@ print("RESULT", json.dumps({"replicas": strategy.num_replicas_in_sync, "losses":
 """
 
 
-@needs_tf_models
 def test_mirrored_strategy_two_cpu_replicas_match_one_device(synthetic, tmp_path):
     import json
 
