@@ -251,6 +251,31 @@ def test_saved_model_serves_any_batch_and_size(tmp_path):
         np.testing.assert_allclose(np.asarray(got), np.asarray(model(x).logits), atol=1e-5)
 
 
+def test_outputs_survive_tf_nest_tf_function_and_plain_saved_model_save(tmp_path):
+    """Output objects rebuild from (key, value) pairs as tf.nest does, so a tf.function may return them and
+    ``tf.saved_model.save(model, path)`` with Keras' default signature works after a call (it raised before)."""
+    model = _random_model(TFSegformerForSemanticSegmentation, tiny_config(), "seg", seed=4)
+    x = np.random.default_rng(1).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    want = np.asarray(model(x).logits)
+    out = model(x, output_hidden_states=True)
+    back = tf.nest.pack_sequence_as(out, tf.nest.flatten(out))
+    assert type(back) is type(out) and list(back.keys()) == ["logits", "hidden_states"] and len(back.hidden_states) == 4
+    traced = tf.function(lambda v: model(v, output_hidden_states=True))(tf.constant(x))
+    assert type(traced) is type(out) and traced.loss is None
+    np.testing.assert_allclose(np.asarray(traced.logits), want, atol=1e-5)
+    tf.saved_model.save(model, str(tmp_path / "plain"))  # our default signature: any batch / height / width
+    serve = tf.saved_model.load(str(tmp_path / "plain")).signatures["serving_default"]
+    np.testing.assert_allclose(np.asarray(serve(pixel_values=tf.constant(x))["logits"]), want, atol=1e-5)
+    odd = np.random.default_rng(2).normal(size=(2, 3, 65, 97)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(serve(pixel_values=tf.constant(odd))["logits"]), np.asarray(model(odd).logits), atol=1e-5)
+    encoder = _random_model(TFSegformerModel, tiny_config(), "base", seed=4, data_format="channels_last")
+    tf.saved_model.save(encoder, str(tmp_path / "encoder"))
+    serve = tf.saved_model.load(str(tmp_path / "encoder")).signatures["serving_default"]
+    nhwc = np.transpose(x, (0, 2, 3, 1))
+    np.testing.assert_allclose(np.asarray(serve(pixel_values=tf.constant(nhwc))["last_hidden_state"]),
+                               np.asarray(encoder(nhwc).last_hidden_state), atol=1e-5)
+
+
 def test_save_pretrained_writes_hf_layout_and_loads_back(tmp_path):
     import h5py
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, fields
+from types import GeneratorType
 from typing import Any
 
 __all__ = [
@@ -23,10 +24,20 @@ class ModelOutput(OrderedDict):
     """Ordered mapping of the non-``None`` fields of a dataclass output."""
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        names = [f.name for f in fields(self)]
+        first = getattr(self, names[0])
+        if isinstance(first, (dict, GeneratorType)) and all(getattr(self, n) is None for n in names[1:]):
+            # built from (key, value) pairs, as ``tf.nest`` / ``jax.tree_util`` rebuild a mapping:
+            # ``type(out)((k, v) for k in out)`` (HF's ModelOutput accepts the same)
+            object.__setattr__(self, names[0], None)
+            for key, value in dict(first).items():
+                if key not in names:
+                    raise ValueError(f"{type(self).__name__} has no field {key!r}; fields: {names}")
+                setattr(self, key, value)
+        for name in names:
+            value = getattr(self, name)
             if value is not None:
-                super().__setitem__(f.name, value)
+                super().__setitem__(name, value)
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):

@@ -24,11 +24,12 @@ DATA_FORMATS = ("channels_first", "channels_last")
 
 class _GraphCache:
     """Cached inference graphs of one model: a plain object, so neither Keras nor ``tf.saved_model`` track
-    (or export) the functions; copies and pickles start empty."""
+    (or export) the functions by themselves; copies and pickles start empty."""
 
     def __init__(self) -> None:
         self.functions: dict[tuple, Any] = {}
         self.eager_calls = 0
+        self.serving: Any = None  # the default SavedModel signature, once made
 
     def __deepcopy__(self, memo: dict) -> "_GraphCache":
         return _GraphCache()
@@ -168,6 +169,32 @@ class TFSegformerPreTrainedModel(keras.Model):
     def from_config(cls, config: dict) -> "TFSegformerPreTrainedModel":
         config = dict(config)
         return cls(SegformerConfig.from_dict(config.pop("config")), **config)
+
+    def _trackable_children(self, save_type: str = "checkpoint", **kwargs: Any) -> dict:
+        """For ``tf.saved_model.save``: our serving function is the root's ``_default_save_signature`` child,
+        which TensorFlow exports as ``serving_default`` when no ``signatures`` are given."""
+        children = super()._trackable_children(save_type, **kwargs)
+        if save_type == "savedmodel":
+            children["_default_save_signature"] = self._default_save_signature()
+        return children
+
+    def _default_save_signature(self) -> Any:
+        """``tf.saved_model.save(model, path)`` without ``signatures``: ``serving_default(pixel_values)`` with free
+        batch, height and width (Keras' default fixes the first call's shape, or has none after ``build()``)
+        -> ``{"logits"}`` (``{"last_hidden_state"}`` for the bare encoder), in the model's data format."""
+        if self._graphs.serving is not None:
+            return self._graphs.serving
+        channels = self.config.num_channels
+        shape = [None, channels, None, None] if self.data_format == "channels_first" else [None, None, None, channels]
+
+        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="pixel_values")])
+        def serving_default(pixel_values: tf.Tensor) -> dict:
+            output = self(pixel_values, training=False, return_dict=True)
+            key = "logits" if "logits" in output else "last_hidden_state"
+            return {key: output[key]}
+
+        self._graphs.serving = serving_default
+        return serving_default
 
     def get_build_config(self) -> dict:
         return {"input_shape": None}
