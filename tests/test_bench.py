@@ -72,20 +72,22 @@ def test_tiny_benchmark_runs(tmp_path, capsys):
 
 
 def test_cuda_rows_are_skipped_without_a_gpu():
-    """The CUDA implementations run only where torch sees a GPU; elsewhere they are reported as skipped and
-    left out of the default list (no GPU on CI: the GPU path itself runs on GPU machines only)."""
+    """The CUDA implementations run where torch sees a GPU; elsewhere they are reported as skipped (CI has
+    no GPU, so there this checks the skip; on a GPU machine it checks that the row runs)."""
     torch = pytest.importorskip("torch")
     from segformer.benchmark import CUDA_IMPLS, REFERENCE_OF, cuda_available
 
     assert set(CUDA_IMPLS) <= set(REFERENCE_OF) | set(REFERENCE_OF.values())
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA GPU is visible: the skip path does not apply")
-    assert cuda_available() is False
+    gpu = torch.cuda.is_available()
+    assert cuda_available() is gpu
     report = run_benchmark(variants=["tiny"], sizes=[(64, 64)], impls=["pt-cuda", "pt-fast"], repeats=1, warmup=0, threads=1)
     statuses = {r["impl"]: (r["status"], r["message"]) for r in report["results"]}
-    assert statuses["pt-cuda"] == ("skipped", "ImportError: no CUDA GPU visible to torch")
     assert statuses["pt-fast"][0] == "ok"
-    assert "skipped: ImportError: no CUDA GPU" in format_table(report)
+    if gpu:
+        assert statuses["pt-cuda"][0] == "ok", statuses["pt-cuda"]
+    else:
+        assert statuses["pt-cuda"] == ("skipped", "ImportError: no CUDA GPU visible to torch")
+        assert "skipped: ImportError: no CUDA GPU" in format_table(report)
 
 
 def test_bench_cli_writes_json(tmp_path, capsys):

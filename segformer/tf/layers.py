@@ -43,16 +43,19 @@ ACT2FN: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
 
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="segformer")
 
+try:  # private TensorFlow modules behind in_xla_context (if they move, the default formulations are used)
+    from tensorflow.python.framework import ops as _tf_ops
+    from tensorflow.python.ops import control_flow_util as _control_flow_util
+except ImportError:  # pragma: no cover
+    _tf_ops = _control_flow_util = None
+
 
 def in_xla_context() -> bool:
     """True while tracing for XLA (``tf.function(jit_compile=True)``, also nested): the check TensorFlow's own
     ``tf.function`` uses. Ops whose XLA CPU kernels are slow pick an XLA-friendly formulation there."""
-    try:
-        from tensorflow.python.framework import ops
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - private modules moved: keep the default formulation
+    if _control_flow_util is None or tf.executing_eagerly():
         return False
-    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
+    return bool(_control_flow_util.GraphOrParentsInXlaContext(_tf_ops.get_default_graph()))
 
 
 def _source_indices(out_size: Any, in_size: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

@@ -131,15 +131,12 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
         function = self._graphs.functions.get(key)
         if function is None:
 
-            def forward(pixels: tf.Tensor) -> dict:
-                output = self.call(
-                    pixels, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                    return_dict=True, training=False,
-                )
-                return dict(output.items())
+            def forward(pixels: tf.Tensor) -> Any:
+                return self.call(pixels, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                 return_dict=True, training=False)
 
             function = self._graphs.functions[key] = tf.function(forward, reduce_retracing=True)
-        output = self._output_type(**function(pixel_values))
+        output = function(pixel_values)  # the output object comes back through tf.nest
         return output if _flag(return_dict, self.config.return_dict) else output.to_tuple()
 
     @staticmethod
@@ -154,7 +151,6 @@ class TFSegformerModel(_TFSegformerBase):
     """Twin of ``SegformerModel``: the bare encoder -> ``BaseModelOutput`` (last_hidden_state NCHW by default)."""
 
     _task = "base"
-    _output_type = BaseModelOutput
     _hf_name = "tf_segformer_model"
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
@@ -188,7 +184,6 @@ class TFSegformerForImageClassification(_TFSegformerBase):
     """Twin of ``SegformerForImageClassification``: mean of the last stage's tokens -> Dense ``classifier``."""
 
     _task = "image_classification"
-    _output_type = SegFormerImageClassifierOutput
     _hf_name = "tf_segformer_for_image_classification"
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
@@ -229,7 +224,6 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
     with ``data_format="channels_last"``), float32 even under mixed precision; labels (B, H', W') any size."""
 
     _task = "semantic_segmentation"
-    _output_type = SemanticSegmenterOutput
     _hf_name = "tf_segformer_for_semantic_segmentation"
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
