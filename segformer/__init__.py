@@ -15,6 +15,10 @@ _EXPORTS = {
     "SegformerImageProcessor": "segformer.common.image_processing",
     "SegformerFeatureExtractor": "segformer.common.image_processing",
     "convert": "segformer.conversion",
+    "Segmenter": "segformer.segmenter",
+    "SegmentationResult": "segformer.common.segmentation_result",
+    "PRESETS": "segformer.common.presets",
+    "get_preset": "segformer.common.presets",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

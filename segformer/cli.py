@@ -20,6 +20,7 @@ COMMANDS = {
     "eval": "mIoU of a model on a dataset folder",
     "train": "Fine-tune on a dataset folder (original recipe)",
     "bench": "Latency / memory benchmark against the reference implementations",
+    "presets": "List the published checkpoints that short names such as b0-ade stand for",
 }
 
 

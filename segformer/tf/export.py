@@ -192,12 +192,13 @@ def export_tflite(
 
 
 def run_tflite(path: str | os.PathLike, pixel_values: np.ndarray) -> np.ndarray:
-    """Run a file written by :func:`export_tflite` on ``pixel_values`` (its fixed shape, float32)."""
+    """Run a TFLite file on one input of its fixed shape (cast to the file's input dtype: float32 for
+    :func:`export_tflite`, uint8 for ``TFSegformerImageSegmenter.export_tflite``); returns its first output."""
     interpreter = tf.lite.Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     (out,) = interpreter.get_output_details()
-    pixel_values = np.asarray(pixel_values, dtype=np.float32)
+    pixel_values = np.asarray(pixel_values, dtype=inp["dtype"])
     if tuple(pixel_values.shape) != tuple(inp["shape"]):
         raise ValueError(
             f"pixel_values of shape {pixel_values.shape} does not fit the TFLite file's fixed input {tuple(inp['shape'])}; "

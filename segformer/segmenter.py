@@ -1,0 +1,405 @@
+"""``segformer.Segmenter``: one call from images to named classes, the same in PyTorch and Keras.
+
+    from segformer import Segmenter
+
+    segmenter = Segmenter.from_pretrained("b0-ade")               # preset, Hub id or folder; framework="tf" for Keras
+    result = segmenter("photo.jpg")                               # PIL image, uint8 array, path, folder, glob or list
+    print(result.classes[:3]); result.mask("sky"); result.overlay()
+
+A call on one image (a PIL image, an array, one file) returns one
+:class:`~segformer.common.segmentation_result.SegmentationResult`; a call on a list, a folder (searched
+recursively for image files, sorted) or a glob pattern returns a list of them, in that order.
+
+Each image goes through the same steps in both frameworks: EXIF orientation, RGB; the resize rule
+(``resize``); the processor's rescale and normalization; the model in ``mode`` ``"whole"`` or ``"slide"``
+(optionally multi-scale + flip); logits upsampled bilinearly to the image's own size; argmax and the
+probability of the chosen class. Without a preset the resize rule is the processor's (Hugging Face's fixed
+size, 512 x 512 by default) and whole-image logits are upsampled once, straight to the image's size, as
+Hugging Face's post-processing does, so ``to_pipeline()`` equals transformers' image-segmentation pipeline.
+With keep-ratio resizing, sliding windows or augmentation the original's rules apply (logits upsampled to
+the model input's size, then to the image's; see :mod:`segformer.common.inference`). A preset
+brings the original recipe's test-time settings: keep-ratio resize to its test scale (ADE20K: long side <= 2048,
+short side <= 512, sizes rounded up to multiples of 32) and, for the Cityscapes 1024 x 1024 and 768 x 768
+models, sliding windows; every setting can be overridden by keyword.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .common.inference import as_size_pair, check_inference_args
+from .common.presets import Preset, get_preset, keep_ratio_size, resolve_preset_name
+from .common.segmentation_result import SegmentationResult
+
+__all__ = ["Segmenter", "FRAMEWORKS", "RESIZE_RULES", "IMAGE_EXTENSIONS", "default_palette"]
+
+FRAMEWORKS = ("pt", "tf")
+RESIZE_RULES = ("processor", "keep-ratio", "none")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_GLOB_CHARS = set("*?[")
+
+
+def default_palette(num_labels: int, label_set: str | None = None) -> np.ndarray:
+    """Colours for ``num_labels`` classes: the named label set's, else ADE20K's for 150 classes, Cityscapes'
+    for 19, else a generated palette."""
+    from .common.labels import get_palette, make_palette
+
+    name = label_set or {150: "ade20k", 19: "cityscapes"}.get(int(num_labels))
+    if name is not None:
+        palette = get_palette(name)
+        if len(palette) >= num_labels:
+            return palette
+    return make_palette(int(num_labels))
+
+
+def _framework_of(model: Any) -> str:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "pt"
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(model, keras.Model):
+        return "tf"
+    raise TypeError(
+        "model must be a segformer.pt SegformerForSemanticSegmentation (torch.nn.Module) or a segformer.tf "
+        f"TFSegformerForSemanticSegmentation (keras.Model), got {type(model).__name__}"
+    )
+
+
+def _is_glob(text: str) -> bool:
+    return any(char in text for char in _GLOB_CHARS)
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _expand(images: Any) -> tuple[list[Any], bool]:
+    """``(items, single)``: every image or file the argument names, and whether it named exactly one image."""
+    from PIL import Image
+
+    if isinstance(images, (Image.Image, np.ndarray)):
+        return [images], True
+    if isinstance(images, (str, os.PathLike)):
+        text = os.fspath(images)
+        path = Path(text)
+        if path.is_dir():
+            found = _folder_images(path)
+            if not found:
+                raise FileNotFoundError(f"images: folder {text!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+            return found, False
+        if path.is_file():
+            return [path], True
+        if _is_glob(text):
+            found = sorted(Path(p) for p in _glob.glob(text, recursive=True) if Path(p).is_file())
+            if not found:
+                raise FileNotFoundError(f"images: pattern {text!r} matches no file")
+            return found, False
+        raise FileNotFoundError(f"images: {text!r} is not a file, a folder or a glob pattern")
+    if isinstance(images, (list, tuple)):
+        items: list[Any] = []
+        for entry in images:
+            expanded, _ = _expand(entry)
+            items.extend(expanded)
+        if not items:
+            raise ValueError("images: got an empty list")
+        return items, False
+    raise TypeError(
+        "images must be a PIL image, a uint8 (H, W, 3) or (H, W) array, a file path, a folder, a glob pattern or a "
+        f"list of those; got {type(images).__name__}"
+    )
+
+
+def _rgb(item: Any) -> tuple[np.ndarray, str | None]:
+    """uint8 ``(H, W, 3)`` RGB of one image (EXIF orientation applied to files and PIL images) and its source."""
+    from PIL import Image, ImageOps
+
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8:
+            raise TypeError(
+                f"image arrays must be uint8 (H, W, 3) RGB or (H, W) grey, got dtype {item.dtype}; convert it, "
+                "or pass a PIL image or a file"
+            )
+        if item.ndim == 2:
+            return np.repeat(item[:, :, None], 3, axis=2), None
+        if item.ndim != 3 or item.shape[2] not in (3, 4):
+            raise ValueError(f"image arrays must have shape (H, W, 3), (H, W, 4) or (H, W), got {item.shape}")
+        return np.ascontiguousarray(item[:, :, :3]), None
+    if isinstance(item, Image.Image):
+        return np.asarray(ImageOps.exif_transpose(item).convert("RGB"), dtype=np.uint8), None
+    path = Path(item)
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            return np.asarray(ImageOps.exif_transpose(picture).convert("RGB"), dtype=np.uint8), os.fspath(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"images: cannot read {os.fspath(path)!r} as an image ({type(error).__name__}: {error})") from None
+
+
+class Segmenter:
+    """A segmentation model with its processor and inference settings, callable on images.
+
+    Args:
+        model: a ``segformer.pt.SegformerForSemanticSegmentation`` or ``segformer.tf.TFSegformerForSemanticSegmentation``.
+        processor: a :class:`~segformer.SegformerImageProcessor` (default: Hugging Face's defaults).
+        preset: a :class:`~segformer.common.presets.Preset` (or its name) whose test-time settings to use.
+        mode: ``"whole"`` or ``"slide"`` (default: the preset's, else ``"whole"``).
+        crop_size, stride: sliding windows ``(height, width)`` (default: the preset's, else 512 / 341).
+        scales, flip: multi-scale + horizontal-flip test-time augmentation (probabilities averaged).
+        resize: ``"processor"`` (the processor's fixed size), ``"keep-ratio"`` (the original's rule, bounded by
+            ``test_scale = (long, short)`` and rounded up to ``size_divisor``), ``"none"`` (the image as it is),
+            or an int / ``(height, width)``. Default: ``"keep-ratio"`` with a preset, else ``"processor"``.
+        test_scale, size_divisor: the keep-ratio bounds (default: the preset's).
+        batch_size: images run through the model together (those of equal size).
+        palette: uint8 ``(K, 3)`` colours or a label-set name (default: by preset / number of classes).
+        device: PyTorch device (``"cpu"``, ``"cuda"``, ...) or TensorFlow device name (``"/GPU:0"``).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any = None,
+        *,
+        preset: Preset | str | None = None,
+        mode: str | None = None,
+        crop_size: int | Sequence[int] | None = None,
+        stride: int | Sequence[int] | None = None,
+        scales: float | Sequence[float] = (1.0,),
+        flip: bool = False,
+        resize: str | int | Sequence[int] | None = None,
+        test_scale: Sequence[int] | None = None,
+        size_divisor: int | None = None,
+        batch_size: int = 1,
+        palette: np.ndarray | str | None = None,
+        device: Any = None,
+    ) -> None:
+        from .common.image_processing import SegformerImageProcessor
+        from .common.viz import _palette_array
+
+        self.framework = _framework_of(model)
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        config = model.config
+        if getattr(config, "num_labels", None) is None or not hasattr(config, "id2label"):
+            raise TypeError(f"model must have a SegformerConfig with num_labels / id2label, got {type(config).__name__}")
+        self.model = model
+        self.processor = SegformerImageProcessor() if processor is None else processor
+        self.id2label = {int(k): str(v) for k, v in config.id2label.items()}
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = batch_size
+        preset_settings = self.preset.inference_settings() if self.preset else {"mode": "whole"}
+        self.settings = check_inference_args(
+            mode=mode or preset_settings["mode"],
+            crop_size=crop_size or preset_settings.get("crop_size") or (512, 512),
+            stride=stride or preset_settings.get("stride") or (341, 341),
+            scales=scales,
+            flip=flip,
+        )
+        self.resize, self.target_size = self._resize_rule(resize)
+        self.test_scale = tuple(test_scale) if test_scale is not None else (self.preset.test_scale if self.preset else None)
+        self.size_divisor = size_divisor if size_divisor is not None else (self.preset.size_divisor if self.preset else None)
+        if self.resize == "keep-ratio" and self.test_scale is None:
+            raise ValueError("resize='keep-ratio' needs test_scale=(long_side, short_side) (a preset provides one)")
+        if self.test_scale is not None:
+            as_size_pair("test_scale", self.test_scale)
+        num_labels = int(config.num_labels)
+        if palette is None:
+            self.palette = default_palette(num_labels, self.preset.label_set if self.preset else None)
+        else:
+            self.palette = _palette_array(palette, "Segmenter")
+        if len(self.palette) < num_labels:
+            raise ValueError(f"palette has {len(self.palette)} colours but the model has {num_labels} classes")
+        self.device = device
+        if self.framework == "pt":
+            model.eval()
+            if device is not None:
+                model.to(device)
+
+    def _resize_rule(self, resize: Any) -> tuple[str, tuple[int, int] | None]:
+        if resize is None:
+            return ("keep-ratio" if self.preset else "processor"), None
+        if isinstance(resize, str):
+            if resize not in RESIZE_RULES:
+                raise ValueError(f"resize must be one of {list(RESIZE_RULES)} or an int / (height, width), got {resize!r}")
+            return resize, None
+        return "fixed", as_size_pair("resize", resize)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, framework: str = "pt", device: Any = None, **options: Any
+    ) -> "Segmenter":
+        """A segmenter for a preset name (``"b0-ade"``, see ``segformer presets``), a Hub id or a folder.
+
+        ``framework`` is ``"pt"`` (PyTorch) or ``"tf"`` (Keras); ``options`` are the constructor's keywords.
+        The processor comes from the folder's ``preprocessor_config.json`` when it has one.
+        """
+        from .common.image_processing import SegformerImageProcessor
+
+        if framework not in FRAMEWORKS:
+            raise ValueError(f"framework must be one of {list(FRAMEWORKS)}, got {framework!r}")
+        text = os.fspath(name_or_path)
+        preset = None
+        if not Path(text).exists():
+            try:
+                preset = get_preset(text)
+            except ValueError:
+                preset = None
+        if preset is not None and preset.task != "semantic-segmentation":
+            raise ValueError(
+                f"preset {preset.name!r} is an {preset.task} encoder, not a segmentation model; choose one of "
+                + ", ".join(name for name, p in _presets().items() if p.task == "semantic-segmentation")
+            )
+        source = resolve_preset_name(text)
+        try:
+            if framework == "pt":
+                from .pt import SegformerForSemanticSegmentation as model_class
+            else:
+                from .tf import TFSegformerForSemanticSegmentation as model_class
+            model = model_class.from_pretrained(source)
+        except (FileNotFoundError, ImportError) as error:
+            if preset is None:
+                raise
+            raise FileNotFoundError(preset_unavailable_message(preset, error)) from error
+        folder = Path(source)
+        if folder.is_dir() and not (folder / "preprocessor_config.json").is_file():
+            processor = SegformerImageProcessor()
+        else:
+            try:
+                processor = SegformerImageProcessor.from_pretrained(source)
+            except FileNotFoundError:
+                processor = SegformerImageProcessor()
+        options.setdefault("preset", preset)
+        return cls(model, processor, device=device, **options)
+
+    def _prepared(self, image: np.ndarray) -> np.ndarray:
+        """float32 ``(C, h, w)`` pixel values of one RGB image after the resize rule and normalization."""
+        height, width = image.shape[:2]
+        if self.resize == "processor":
+            batch = self.processor(images=image, data_format="channels_first")
+        elif self.resize == "none":
+            batch = self.processor(images=image, do_resize=False, data_format="channels_first")
+        else:
+            if self.resize == "keep-ratio":
+                target = keep_ratio_size(height, width, self.test_scale, self.size_divisor)
+            else:
+                target = self.target_size
+            batch = self.processor(
+                images=image, size={"height": target[0], "width": target[1]}, data_format="channels_first"
+            )
+        return np.asarray(batch["pixel_values"][0], dtype=np.float32)
+
+    @property
+    def _direct(self) -> bool:
+        """Whether logits are upsampled once, straight to the image size (Hugging Face's post-processing), or
+        by the original's rules (to the model input's size, then to the image's: keep-ratio, slide, TTA)."""
+        return self.settings.mode == "whole" and not self.settings.augmented and self.resize != "keep-ratio"
+
+    def _logits(self, pixel_values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """float32 ``(B, K, H, W)`` logits (log-probabilities with augmentation) at the images' size."""
+        kwargs = {
+            "mode": self.settings.mode,
+            "crop_size": self.settings.crop_size,
+            "stride": self.settings.stride,
+            "scales": self.settings.scales,
+            "flip": self.settings.flip,
+            "output_size": size,
+        }
+        if self.framework == "pt":
+            import torch
+
+            from .pt.inference import predict_logits, upsample_logits
+
+            tensor = torch.from_numpy(pixel_values)
+            if self.device is not None:
+                tensor = tensor.to(self.device)
+            if self._direct:
+                with torch.inference_mode():
+                    logits = upsample_logits(self.model(tensor).logits, size)
+            else:
+                logits = predict_logits(self.model, tensor, **kwargs)
+            return logits.float().cpu().numpy()
+        import contextlib
+
+        import tensorflow as tf
+
+        from .tf.inference import predict_logits as tf_predict_logits
+        from .tf.inference import upsample_logits as tf_upsample_logits
+
+        with tf.device(self.device) if self.device is not None else contextlib.nullcontext():
+            if self._direct:
+                logits = tf_upsample_logits(self.model(pixel_values, training=False).logits, size)
+            else:
+                logits = tf_predict_logits(self.model, pixel_values, **kwargs)
+        return np.asarray(logits, dtype=np.float32)
+
+    def __call__(
+        self,
+        images: Any,
+        *,
+        top_k: int | None = None,
+        min_area: float = 0.0,
+        return_probabilities: bool = False,
+    ) -> SegmentationResult | list[SegmentationResult]:
+        """Segment one image (-> one result) or several (a list, folder or glob -> a list of results).
+
+        Args:
+            top_k: keep at most this many classes in ``result.classes`` (largest first).
+            min_area: drop classes covering less than this fraction of the image from ``result.classes``.
+            return_probabilities: also keep the float32 ``(K, H, W)`` class probabilities in each result.
+        """
+        items, single = _expand(images)
+        results: list[SegmentationResult] = []
+        for start in range(0, len(items), self.batch_size):
+            results.extend(self._run_chunk(items[start : start + self.batch_size], top_k, min_area, return_probabilities))
+        return results[0] if single else results
+
+    def _run_chunk(
+        self, items: Iterable[Any], top_k: int | None, min_area: float, return_probabilities: bool
+    ) -> list[SegmentationResult]:
+        loaded = [_rgb(item) for item in items]
+        prepared = [self._prepared(image) for image, _ in loaded]
+        groups: dict[tuple, list[int]] = {}
+        for index, ((image, _), pixels) in enumerate(zip(loaded, prepared)):
+            groups.setdefault((pixels.shape, image.shape[:2]), []).append(index)
+        logits_of: dict[int, np.ndarray] = {}
+        for (_, size), members in groups.items():
+            logits = self._logits(np.stack([prepared[i] for i in members]), size)
+            for row, index in enumerate(members):
+                logits_of[index] = logits[row]
+        results = []
+        for index, (image, source) in enumerate(loaded):
+            logits = logits_of[index]
+            label_map = logits.argmax(axis=0).astype(np.int32)
+            shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
+            total = shifted.sum(axis=0)
+            confidence = (1.0 / total).astype(np.float32)
+            probabilities = (shifted / total).astype(np.float32) if return_probabilities else None
+            results.append(SegmentationResult(
+                label_map, confidence, self.id2label, self.palette, image,
+                probabilities=probabilities, source=source, top_k=top_k, min_area=min_area,
+            ))
+        return results
+
+
+def _presets() -> dict[str, Preset]:
+    from .common.presets import PRESETS
+
+    return PRESETS
+
+
+def preset_unavailable_message(preset: Preset, error: BaseException) -> str:
+    """Why a preset could not be loaded, where it was looked for, and what to do instead."""
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub"
+    )
+    return (
+        f"preset {preset.name!r} is the Hugging Face Hub model {preset.hub_id!r}, which could not be loaded "
+        f"({type(error).__name__}: {error}). Looked in the huggingface_hub cache {cache!r}. Download it once with "
+        f"network access (pip install huggingface_hub; huggingface-cli download {preset.hub_id}), or convert an "
+        f"original NVlabs checkpoint instead: segformer convert {preset.variant}.pth OUT_DIR --to pt"
+    )
