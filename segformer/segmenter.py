@@ -299,8 +299,28 @@ class Segmenter:
         by the original's rules (to the model input's size, then to the image's: keep-ratio, slide, TTA)."""
         return self.settings.mode == "whole" and not self.settings.augmented and self.resize != "keep-ratio"
 
-    def _logits(self, pixel_values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """float32 ``(B, K, H, W)`` logits (log-probabilities with augmentation) at the images' size."""
+    def _model_logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        """float32 ``(B, K, h, w)`` model-resolution logits of a batch of ``(B, C, H, W)`` pixel values."""
+        if self.framework == "pt":
+            import torch
+
+            tensor = torch.from_numpy(pixel_values)
+            if self.device is not None:
+                tensor = tensor.to(self.device)
+            with torch.inference_mode():
+                return self.model(tensor).logits.float().cpu().numpy()
+        import contextlib
+
+        import tensorflow as tf
+
+        channels_last = self.model.data_format == "channels_last"
+        inputs = pixel_values.transpose(0, 2, 3, 1) if channels_last else pixel_values
+        with tf.device(self.device) if self.device is not None else contextlib.nullcontext():
+            logits = np.asarray(self.model(inputs, training=False).logits, dtype=np.float32)
+        return logits.transpose(0, 3, 1, 2) if channels_last else logits
+
+    def _stream(self, pixel_values: np.ndarray, size: tuple[int, int], return_probabilities: bool) -> Any:
+        """Labels / confidence (/ probabilities) of one image ``(1, C, H, W)`` by the inference helpers."""
         kwargs = {
             "mode": self.settings.mode,
             "crop_size": self.settings.crop_size,
@@ -308,34 +328,26 @@ class Segmenter:
             "scales": self.settings.scales,
             "flip": self.settings.flip,
             "output_size": size,
+            "return_confidence": True,
+            "return_probabilities": return_probabilities,
         }
         if self.framework == "pt":
             import torch
 
-            from .pt.inference import predict_logits, upsample_logits
+            from .pt.inference import predict_streaming
 
             tensor = torch.from_numpy(pixel_values)
             if self.device is not None:
                 tensor = tensor.to(self.device)
-            if self._direct:
-                with torch.inference_mode():
-                    logits = upsample_logits(self.model(tensor).logits, size)
-            else:
-                logits = predict_logits(self.model, tensor, **kwargs)
-            return logits.float().cpu().numpy()
+            return predict_streaming(self.model, tensor, **kwargs)
         import contextlib
 
         import tensorflow as tf
 
-        from .tf.inference import predict_logits as tf_predict_logits
-        from .tf.inference import upsample_logits as tf_upsample_logits
+        from .tf.inference import predict_streaming as tf_predict_streaming
 
         with tf.device(self.device) if self.device is not None else contextlib.nullcontext():
-            if self._direct:
-                logits = tf_upsample_logits(self.model(pixel_values, training=False).logits, size)
-            else:
-                logits = tf_predict_logits(self.model, pixel_values, **kwargs)
-        return np.asarray(logits, dtype=np.float32)
+            return tf_predict_streaming(self.model, pixel_values, **kwargs)
 
     def __call__(
         self,
@@ -361,27 +373,34 @@ class Segmenter:
     def _run_chunk(
         self, items: Iterable[Any], top_k: int | None, min_area: float, return_probabilities: bool
     ) -> list[SegmentationResult]:
+        from .common.streaming import PassSource, stream_segmentation
+
         loaded = [_rgb(item) for item in items]
         prepared = [self._prepared(image) for image, _ in loaded]
-        groups: dict[tuple, list[int]] = {}
-        for index, ((image, _), pixels) in enumerate(zip(loaded, prepared)):
-            groups.setdefault((pixels.shape, image.shape[:2]), []).append(index)
-        logits_of: dict[int, np.ndarray] = {}
-        for (_, size), members in groups.items():
-            logits = self._logits(np.stack([prepared[i] for i in members]), size)
-            for row, index in enumerate(members):
-                logits_of[index] = logits[row]
+        streamed: dict[int, Any] = {}
+        if self.settings.mode == "whole" and not self.settings.augmented:
+            groups: dict[tuple, list[int]] = {}
+            for index, pixels in enumerate(prepared):
+                groups.setdefault(pixels.shape, []).append(index)
+            for members in groups.values():  # one model call per group of equal-sized inputs
+                logits = self._model_logits(np.stack([prepared[i] for i in members]))
+                for row, index in enumerate(members):
+                    size = loaded[index][0].shape[:2]
+                    frame = size if self._direct else prepared[index].shape[1:]
+                    source = PassSource(frame, False, lambda windows, low=logits[row]: [low])
+                    streamed[index] = stream_segmentation(
+                        lambda scale, flipped, source=source: source, size, self.settings,
+                        return_confidence=True, return_probabilities=return_probabilities,
+                    )
+        else:
+            for index, pixels in enumerate(prepared):
+                streamed[index] = self._stream(pixels[None], loaded[index][0].shape[:2], return_probabilities)
         results = []
         for index, (image, source) in enumerate(loaded):
-            logits = logits_of[index]
-            label_map = logits.argmax(axis=0).astype(np.int32)
-            shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
-            total = shifted.sum(axis=0)
-            confidence = (1.0 / total).astype(np.float32)
-            probabilities = (shifted / total).astype(np.float32) if return_probabilities else None
+            stream = streamed[index]
             results.append(SegmentationResult(
-                label_map, confidence, self.id2label, self.palette, image,
-                probabilities=probabilities, source=source, top_k=top_k, min_area=min_area,
+                stream.labels, stream.confidence, self.id2label, self.palette, image,
+                probabilities=stream.probabilities, source=source, top_k=top_k, min_area=min_area,
             ))
         return results
 

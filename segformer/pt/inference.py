@@ -18,20 +18,23 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..common.inference import (
     InferenceSettings,
+    Window,
     check_inference_args,
     resolve_output_sizes,
     scaled_size,
     sliding_windows,
     window_counts,
 )
+from ..common.streaming import DEFAULT_BAND_ROWS, PassSource, StreamResult, stream_segmentation
 
-__all__ = ["upsample_logits", "predict_logits", "predict_labels"]
+__all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming"]
 
 
 def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -171,13 +174,108 @@ def predict_logits(
         return _predict(model, pixel_values, sizes[0], settings)
 
 
+def _check_model_input(model: Callable, pixel_values: Any) -> None:
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor (B, C, H, W), got {type(pixel_values).__name__}")
+    if pixel_values.ndim != 4 or min(pixel_values.shape) < 1:
+        raise ValueError(f"pixel_values must have shape (B, C, H, W), got {tuple(pixel_values.shape)}")
+    if not pixel_values.is_floating_point():
+        raise TypeError(f"pixel_values must be floating point (normalized images), got dtype {pixel_values.dtype}")
+    if isinstance(model, nn.Module) and model.training:
+        raise ValueError("model is in training mode (dropout, batch statistics); call model.eval() first")
+
+
+def _pass_source(
+    model: Callable, image: torch.Tensor, scale: float, flipped: bool, settings: InferenceSettings,
+    direct_size: tuple[int, int] | None, window_batch: int,
+) -> PassSource:
+    """The (scale, flip) pass over one image ``(1, C, H, W)``: its frame and a window -> logits function."""
+    target = scaled_size(tuple(image.shape[2:]), scale, settings.size_divisor)
+    scaled = upsample_logits(image, target)
+    if flipped:
+        scaled = scaled.flip(-1)
+
+    def window_logits(windows: Sequence[Window]) -> list[np.ndarray]:
+        if settings.mode == "whole":
+            crops = [scaled]
+        else:
+            crops = [scaled[:, :, w.y1 : w.y2, w.x1 : w.x2] for w in windows]
+        out: list[Any] = [None] * len(crops)
+        groups: dict[tuple, list[int]] = {}
+        for index, crop in enumerate(crops):
+            groups.setdefault(tuple(crop.shape), []).append(index)
+        for members in groups.values():
+            for start in range(0, len(members), window_batch):
+                chunk = members[start : start + window_batch]
+                logits = _logits_of(model(torch.cat([crops[i] for i in chunk])))
+                for row, index in enumerate(chunk):
+                    out[index] = logits[row].float().cpu().numpy()
+        return out
+
+    return PassSource(size=direct_size or target, flipped=flipped, window_logits=window_logits)
+
+
+def predict_streaming(
+    model: Callable,
+    pixel_values: torch.Tensor,
+    mode: str = "whole",
+    crop_size: int | Sequence[int] = (1024, 1024),
+    stride: int | Sequence[int] = (768, 768),
+    output_size: int | Sequence[int] | None = None,
+    scales: float | Sequence[float] = (1.0,),
+    flip: bool = False,
+    size_divisor: int | None = None,
+    return_confidence: bool = False,
+    return_probabilities: bool = False,
+    return_logits: bool = False,
+    direct_upsampling: bool = False,
+    band_rows: int = DEFAULT_BAND_ROWS,
+    window_batch: int = 1,
+    labels_out: np.ndarray | None = None,
+) -> StreamResult:
+    """Labels of ONE image ``(1, C, H, W)`` without full-resolution logits in memory (see
+    :mod:`segformer.common.streaming`): the same labels as ``predict_labels`` / the argmax of
+    :func:`predict_logits` (ties aside), confidence / probabilities / logits within float rounding.
+
+    Arguments as :func:`predict_logits`, plus: ``return_confidence`` (float32 ``(H, W)``: the probability of
+    each pixel's class), ``return_probabilities`` / ``return_logits`` (float32 ``(K, H, W)``: only these
+    materialise ``K x H x W``), ``direct_upsampling`` (whole mode without augmentation: upsample the logits
+    once, straight to the output size, as Hugging Face's ``post_process_semantic_segmentation`` does, instead
+    of the original's to-input-then-to-output), ``band_rows`` (output rows per band), ``window_batch``
+    (windows of equal size run together) and ``labels_out`` (an int array of the output size to fill, e.g. a
+    ``numpy.memmap``). Returns a :class:`~segformer.common.streaming.StreamResult` of numpy arrays.
+    """
+    settings = check_inference_args(mode, crop_size, stride, scales, flip, False, size_divisor)
+    _check_model_input(model, pixel_values)
+    if pixel_values.shape[0] != 1:
+        raise ValueError(f"predict_streaming takes one image (1, C, H, W), got batch {pixel_values.shape[0]}")
+    (size,), _ = resolve_output_sizes(1, tuple(pixel_values.shape[2:]), output_size)
+    if direct_upsampling and (settings.mode != "whole" or settings.augmented):
+        raise ValueError("direct_upsampling applies to whole mode without augmentation (one scale, no flip)")
+    direct = size if direct_upsampling else None
+    if window_batch < 1:
+        raise ValueError(f"window_batch must be >= 1, got {window_batch}")
+    with torch.inference_mode():
+        return stream_segmentation(
+            lambda scale, flipped: _pass_source(model, pixel_values, scale, flipped, settings, direct, window_batch),
+            size, settings, return_confidence=return_confidence, return_probabilities=return_probabilities,
+            return_logits=return_logits, band_rows=band_rows, labels_out=labels_out,
+        )
+
+
 def predict_labels(model: Callable, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
-    """Per-pixel class ids: ``argmax`` over classes of :func:`predict_logits` (same keyword arguments).
+    """Per-pixel class ids: ``argmax`` over classes of :func:`predict_logits` (same keyword arguments),
+    computed image by image in row bands (:func:`predict_streaming`): full-resolution logits are never held.
 
     Returns int64 ``(B, h, w)`` (or a list of ``(h_i, w_i)`` with per-image output sizes).
     """
     kwargs.pop("return_probabilities", None)
-    result = predict_logits(model, pixel_values, **kwargs)
-    if isinstance(result, list):
-        return [item.argmax(dim=0) for item in result]
-    return result.argmax(dim=1)
+    output_size = kwargs.pop("output_size", None)
+    _check_model_input(model, pixel_values)
+    batch = int(pixel_values.shape[0])
+    sizes, per_image = resolve_output_sizes(batch, tuple(pixel_values.shape[2:]), output_size)
+    labels = [
+        torch.from_numpy(predict_streaming(model, pixel_values[i : i + 1], output_size=sizes[i], **kwargs).labels).long()
+        for i in range(batch)
+    ]
+    return labels if per_image else torch.stack(labels)

@@ -21,15 +21,17 @@ import tensorflow as tf
 
 from ..common.inference import (
     InferenceSettings,
+    Window,
     check_inference_args,
     resolve_output_sizes,
     scaled_size,
     sliding_windows,
     window_counts,
 )
+from ..common.streaming import DEFAULT_BAND_ROWS, PassSource, StreamResult, stream_segmentation
 from .layers import resize_bilinear
 
-__all__ = ["upsample_logits", "predict_logits", "predict_labels", "DATA_FORMATS"]
+__all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "DATA_FORMATS"]
 
 DATA_FORMATS = ("channels_first", "channels_last")
 
@@ -188,14 +190,107 @@ def predict_logits(
     return _from_last(_predict(model, image, sizes[0], settings, data_format), data_format)
 
 
+def _image_last(pixel_values: Any, data_format: str) -> tf.Tensor:
+    """Validated pixel values as a channels-last float tensor (B, H, W, C)."""
+    _check_data_format(data_format)
+    if isinstance(pixel_values, np.ndarray) and not np.issubdtype(pixel_values.dtype, np.floating):
+        raise TypeError(f"pixel_values must be floating point (normalized images), got dtype {pixel_values.dtype}")
+    pixel_values = tf.convert_to_tensor(pixel_values)
+    if not pixel_values.dtype.is_floating:
+        raise TypeError(f"pixel_values must be floating point (normalized images), got dtype {pixel_values.dtype.name}")
+    if pixel_values.shape.rank != 4 or min(pixel_values.shape) < 1:
+        raise ValueError(
+            f"pixel_values must have shape {'(B, C, H, W)' if data_format == 'channels_first' else '(B, H, W, C)'}, "
+            f"got {tuple(pixel_values.shape)}"
+        )
+    return _to_last(pixel_values, data_format)
+
+
+def _pass_source(
+    model: Callable, image: tf.Tensor, scale: float, flipped: bool, settings: InferenceSettings, data_format: str,
+    direct_size: tuple[int, int] | None, window_batch: int,
+) -> PassSource:
+    """The (scale, flip) pass over one channels-last image ``(1, H, W, C)`` (twin of the PyTorch one)."""
+    target = scaled_size((int(image.shape[1]), int(image.shape[2])), scale, settings.size_divisor)
+    scaled = _resize_last(image, target)
+    if flipped:
+        scaled = tf.reverse(scaled, axis=[2])
+
+    def window_logits(windows: Sequence[Window]) -> list[np.ndarray]:
+        if settings.mode == "whole":
+            crops = [scaled]
+        else:
+            crops = [scaled[:, w.y1 : w.y2, w.x1 : w.x2, :] for w in windows]
+        out: list[Any] = [None] * len(crops)
+        groups: dict[tuple, list[int]] = {}
+        for index, crop in enumerate(crops):
+            groups.setdefault(tuple(crop.shape), []).append(index)
+        for members in groups.values():
+            for start in range(0, len(members), window_batch):
+                chunk = members[start : start + window_batch]
+                batch = _from_last(tf.concat([crops[i] for i in chunk], axis=0), data_format)
+                logits = _to_last(tf.convert_to_tensor(_logits_of(_call(model, batch))), data_format)
+                logits = np.asarray(tf.cast(logits, tf.float32)).transpose(0, 3, 1, 2)
+                for row, index in enumerate(chunk):
+                    out[index] = logits[row]
+        return out
+
+    return PassSource(size=direct_size or target, flipped=flipped, window_logits=window_logits)
+
+
+def predict_streaming(
+    model: Callable,
+    pixel_values: Any,
+    mode: str = "whole",
+    crop_size: int | Sequence[int] = (1024, 1024),
+    stride: int | Sequence[int] = (768, 768),
+    output_size: int | Sequence[int] | None = None,
+    scales: float | Sequence[float] = (1.0,),
+    flip: bool = False,
+    size_divisor: int | None = None,
+    return_confidence: bool = False,
+    return_probabilities: bool = False,
+    return_logits: bool = False,
+    direct_upsampling: bool = False,
+    band_rows: int = DEFAULT_BAND_ROWS,
+    window_batch: int = 1,
+    labels_out: np.ndarray | None = None,
+    data_format: str = "channels_first",
+) -> StreamResult:
+    """TF twin of :func:`segformer.pt.inference.predict_streaming` (same arguments plus ``data_format`` of the
+    pixel values; the results are numpy, probabilities / logits ``(K, H, W)`` whatever the data format)."""
+    settings = check_inference_args(mode, crop_size, stride, scales, flip, False, size_divisor)
+    image = _image_last(pixel_values, data_format)
+    if int(image.shape[0]) != 1:
+        raise ValueError(f"predict_streaming takes one image, got batch {int(image.shape[0])}")
+    (size,), _ = resolve_output_sizes(1, (int(image.shape[1]), int(image.shape[2])), output_size)
+    if direct_upsampling and (settings.mode != "whole" or settings.augmented):
+        raise ValueError("direct_upsampling applies to whole mode without augmentation (one scale, no flip)")
+    if window_batch < 1:
+        raise ValueError(f"window_batch must be >= 1, got {window_batch}")
+    direct = size if direct_upsampling else None
+    return stream_segmentation(
+        lambda scale, flipped: _pass_source(model, image, scale, flipped, settings, data_format, direct, window_batch),
+        size, settings, return_confidence=return_confidence, return_probabilities=return_probabilities,
+        return_logits=return_logits, band_rows=band_rows, labels_out=labels_out,
+    )
+
+
 def predict_labels(model: Callable, pixel_values: Any, **kwargs: Any) -> tf.Tensor | list[tf.Tensor]:
-    """Per-pixel class ids: argmax over classes of :func:`predict_logits` (same keyword arguments).
+    """Per-pixel class ids: argmax over classes of :func:`predict_logits` (same keyword arguments), computed
+    image by image in row bands (:func:`predict_streaming`): full-resolution logits are never held.
 
     Returns int64 ``(B, h, w)`` (or a list of ``(h_i, w_i)``).
     """
     kwargs.pop("return_probabilities", None)
+    output_size = kwargs.pop("output_size", None)
     data_format = kwargs.get("data_format", "channels_first")
-    result = predict_logits(model, pixel_values, **kwargs)
-    if isinstance(result, list):
-        return [tf.argmax(item, axis=0 if data_format == "channels_first" else -1) for item in result]
-    return tf.argmax(result, axis=1 if data_format == "channels_first" else -1)
+    image = _image_last(pixel_values, data_format)
+    batch = int(image.shape[0])
+    sizes, per_image = resolve_output_sizes(batch, (int(image.shape[1]), int(image.shape[2])), output_size)
+    labels = [
+        tf.constant(predict_streaming(model, _from_last(image[i : i + 1], data_format), output_size=sizes[i],
+                                      **kwargs).labels, tf.int64)
+        for i in range(batch)
+    ]
+    return labels if per_image else tf.stack(labels)

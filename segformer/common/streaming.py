@@ -1,0 +1,255 @@
+"""Whole / sliding-window / test-time-augmented inference in row bands: memory that does not grow with
+``num_classes x H x W``.
+
+:func:`segformer.pt.inference.predict_logits` (and its TF twin) return full-resolution logits: ``K x H x W``
+floats, about 0.6 GB per megapixel for 150 classes, plus copies. Most callers only want the label map (and
+perhaps the confidence of each pixel's class). This module computes exactly what those functions compute,
+but a band of output rows at a time, keeping only the model's low-resolution logits (``K x h/4 x w/4`` of
+the windows still needed):
+
+* a **pass** is one (scale, flip) of the input; its windows are the original's sliding windows over the
+  scaled image (one window covering everything in ``whole`` mode). A window's logits are kept at the
+  model's resolution; a band of rows of the scaled image's full-resolution logits is the sum, over the
+  windows covering those rows, of each window's logits upsampled bilinearly (``align_corners=False``) to the
+  window's size, restricted to the band, divided by the number of windows covering each pixel (the windows
+  form a grid, so that number is ``rows_count[y] * cols_count[x]``). Windows run in the original's
+  row-major order, lazily, and are dropped as soon as no later band needs them;
+* the bands are resized bilinearly to the output size by a streaming row resizer (source rows are kept only
+  while an output row still needs them), then, with augmentation, turned into probabilities, un-flipped
+  and summed over the passes, band by band;
+* a band becomes labels (argmax), the probability of the chosen class, or, only when asked, probabilities.
+
+The framework code supplies, per pass, the scaled (and flipped) image's size and a function returning the
+low-resolution logits of a list of windows (it batches equal-sized crops); everything after the model is
+numpy float32, the same in both frameworks.
+
+Peak memory: the input, the kept windows' low-resolution logits (about two rows of windows: ``K x
+crop_h / 4 x W / 4 x 1.5`` floats in slide mode, the whole ``K x H/4 x W/4`` in whole mode), a few bands of
+``K x band_rows x W`` floats, and the outputs (the label map; ``K x H x W`` only for probabilities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .inference import InferenceSettings, Window, sliding_windows
+
+__all__ = [
+    "DEFAULT_BAND_ROWS",
+    "PassSource",
+    "StreamResult",
+    "bilinear_taps",
+    "stream_segmentation",
+    "window_grid_counts",
+]
+
+DEFAULT_BAND_ROWS = 64
+WindowLogits = Callable[[Sequence[Window]], Sequence[np.ndarray]]
+
+
+def bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(low, high, weight)`` of a bilinear resize ``in_size -> out_size`` with half-pixel centres and no
+    antialias (PyTorch ``align_corners=False``): output ``i`` reads ``(1 - weight) * x[low] + weight * x[high]``
+    at source coordinate ``max((i + 0.5) * in_size / out_size - 0.5, 0)``."""
+    scale = np.float32(in_size / out_size)
+    source = np.maximum((np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    low = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    weight = (source - low).astype(np.float32)
+    return low, high, weight
+
+
+def window_grid_counts(size: Sequence[int], windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+    """Windows covering each row and each column (int32 ``(H,)``, ``(W,)``); a pixel's count is their product,
+    because the original's windows are the product of one set of row ranges and one of column ranges."""
+    rows = np.zeros(int(size[0]), np.int32)
+    cols = np.zeros(int(size[1]), np.int32)
+    for y1, y2 in sorted({(w.y1, w.y2) for w in windows}):
+        rows[y1:y2] += 1
+    for x1, x2 in sorted({(w.x1, w.x2) for w in windows}):
+        cols[x1:x2] += 1
+    return rows, cols
+
+
+def _lerp(array: np.ndarray, axis: int, low: np.ndarray, high: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    shape = [1] * array.ndim
+    shape[axis] = weight.size
+    weight = weight.reshape(shape)
+    first = np.take(array, low, axis=axis)
+    return first + (np.take(array, high, axis=axis) - first) * weight
+
+
+@dataclass(frozen=True)
+class PassSource:
+    """One (scale, flip) pass.
+
+    ``size``: the frame the model's logits are upsampled to: the scaled image's size (the original's rule),
+    or, for Hugging Face's post-processing in whole mode, directly the output size. ``window_logits(windows)``
+    returns float32 ``(K, h, w)`` model-resolution logits per window (in ``whole`` mode one window covering
+    ``size``, for which the framework runs the whole image).
+    """
+
+    size: tuple[int, int]
+    flipped: bool
+    window_logits: WindowLogits
+
+
+def _window_bands(source: PassSource, settings: InferenceSettings, band_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(y0, band)``: float32 ``(K, rows, W)`` bands of the pass's full-resolution logits at ``source.size``."""
+    height, width = source.size
+    if settings.mode == "slide":
+        windows = sliding_windows((height, width), settings.crop_size, settings.stride)
+    else:
+        windows = [Window(0, height, 0, width)]
+    row_counts, col_counts = window_grid_counts((height, width), windows)
+    grid_rows: list[list[Window]] = []
+    for window in windows:  # row-major: a new grid row starts when y1 changes
+        if not grid_rows or grid_rows[-1][0].y1 != window.y1:
+            grid_rows.append([])
+        grid_rows[-1].append(window)
+    kept: list[tuple[Window, np.ndarray, tuple]] = []  # window, low-res logits, taps
+    next_row = 0
+    done = 0
+    while done < height:
+        band_end = min(done + band_rows, height)
+        while next_row < len(grid_rows) and grid_rows[next_row][0].y1 < band_end:
+            row = grid_rows[next_row]
+            for window, logits in zip(row, source.window_logits(row)):
+                taps = (bilinear_taps(logits.shape[1], window.height), bilinear_taps(logits.shape[2], window.width))
+                kept.append((window, np.asarray(logits, np.float32), taps))
+            next_row += 1
+        band = None
+        for window, logits, (row_taps, col_taps) in kept:
+            top, bottom = max(done, window.y1), min(band_end, window.y2)
+            if top >= bottom:
+                continue
+            local = slice(top - window.y1, bottom - window.y1)
+            rows = _lerp(logits, 1, row_taps[0][local], row_taps[1][local], row_taps[2][local])
+            values = _lerp(rows, 2, *col_taps)
+            if band is None:
+                band = np.zeros((logits.shape[0], band_end - done, width), np.float32)
+            band[:, top - done : bottom - done, window.x1 : window.x2] += values
+        counts = row_counts[done:band_end, None] * col_counts[None, :]
+        yield done, band / counts.astype(np.float32)
+        kept = [item for item in kept if item[0].y2 > band_end]
+        done = band_end
+
+
+def _resize_bands(
+    bands: Iterator[tuple[int, np.ndarray]], in_size: tuple[int, int], out_size: tuple[int, int], band_rows: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Bilinear resize of a stream of row bands at ``in_size`` into bands of ``band_rows`` rows at ``out_size``."""
+    if tuple(in_size) == tuple(out_size):
+        yield from bands
+        return
+    row_low, row_high, row_weight = bilinear_taps(in_size[0], out_size[0])
+    col_taps = bilinear_taps(in_size[1], out_size[1])
+    buffer: np.ndarray | None = None
+    buffer_start = 0
+    emitted = 0
+    for start, band in bands:
+        if buffer is None:
+            buffer, buffer_start = band, start
+        else:
+            buffer = np.concatenate([buffer, band], axis=1)
+        available = buffer_start + buffer.shape[1]
+        ready = out_size[0] if available >= in_size[0] else int(np.searchsorted(row_high, available, side="left"))
+        while emitted < ready and (ready - emitted >= band_rows or available >= in_size[0]):
+            end = min(emitted + band_rows, ready)
+            rows = slice(emitted, end)
+            picked = _lerp(buffer, 1, row_low[rows] - buffer_start, row_high[rows] - buffer_start, row_weight[rows])
+            yield emitted, _lerp(picked, 2, *col_taps)
+            emitted = end
+            if emitted < out_size[0]:
+                drop = min(int(row_low[emitted]) - buffer_start, buffer.shape[1])
+                if drop > 0:
+                    buffer = buffer[:, drop:]
+                    buffer_start += drop
+
+
+def _softmax(band: np.ndarray) -> np.ndarray:
+    shifted = np.exp(band - band.max(axis=0, keepdims=True))
+    return shifted / shifted.sum(axis=0, keepdims=True)
+
+
+@dataclass
+class StreamResult:
+    """What :func:`stream_segmentation` returns for one image (arrays at the output size).
+
+    ``labels``: int32 ``(H, W)`` (or the ``labels_out`` array given); ``confidence``: float32 ``(H, W)``, the
+    probability of each pixel's class, when asked; ``probabilities``: float32 ``(K, H, W)`` when asked
+    (averaged over passes with augmentation); ``logits``: float32 ``(K, H, W)`` when asked (without
+    augmentation the window-averaged logits, with it the log of the averaged probabilities).
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    logits: np.ndarray | None = None
+
+
+def stream_segmentation(
+    passes: Callable[[float, bool], PassSource],
+    output_size: tuple[int, int],
+    settings: InferenceSettings,
+    return_confidence: bool = False,
+    return_probabilities: bool = False,
+    return_logits: bool = False,
+    band_rows: int = DEFAULT_BAND_ROWS,
+    labels_out: np.ndarray | None = None,
+) -> StreamResult:
+    """Labels (and what else is asked) of one image, band by band (see the module docstring).
+
+    Args:
+        passes: ``(scale, flipped) -> PassSource``: the framework side, called once per pass.
+        output_size: ``(H_out, W_out)`` of the results.
+        settings: validated inference settings (mode, windows, scales, flip, size_divisor).
+        labels_out: an int array ``(H_out, W_out)`` to write the labels into (e.g. a ``numpy.memmap``).
+    """
+    if band_rows < 1:
+        raise ValueError(f"band_rows must be >= 1, got {band_rows}")
+    height, width = int(output_size[0]), int(output_size[1])
+    labels = np.empty((height, width), np.int32) if labels_out is None else labels_out
+    if labels.shape != (height, width):
+        raise ValueError(f"labels_out has shape {labels.shape}, expected {(height, width)}")
+    confidence = np.empty((height, width), np.float32) if return_confidence else None
+    probabilities = logits_out = None
+    streams = []
+    for scale, flipped in settings.passes:
+        source = passes(scale, flipped)
+        bands = _window_bands(source, settings, band_rows)
+        streams.append((_resize_bands(bands, source.size, (height, width), band_rows), flipped))
+    augmented = settings.augmented
+    while True:
+        pulled = [(next(stream, None), flipped) for stream, flipped in streams]
+        if pulled[0][0] is None:
+            break
+        start = pulled[0][0][0]
+        total = None
+        for (band_start, band), flipped in pulled:
+            if band_start != start:
+                raise RuntimeError("passes produced misaligned bands")
+            value = _softmax(band) if augmented else band
+            if flipped:
+                value = value[:, :, ::-1]
+            total = value if total is None else total + value
+        if augmented:
+            total = total / np.float32(len(pulled))
+        rows = slice(start, start + total.shape[1])
+        labels[rows] = total.argmax(axis=0)
+        if return_confidence or return_probabilities:
+            band_probabilities = total if augmented else _softmax(total)
+            if return_confidence:
+                confidence[rows] = band_probabilities.max(axis=0)
+            if return_probabilities:
+                if probabilities is None:
+                    probabilities = np.empty((total.shape[0], height, width), np.float32)
+                probabilities[:, rows] = band_probabilities
+        if return_logits:
+            if logits_out is None:
+                logits_out = np.empty((total.shape[0], height, width), np.float32)
+            logits_out[:, rows] = np.log(total) if augmented else total
+    return StreamResult(labels=labels, confidence=confidence, probabilities=probabilities, logits=logits_out)
