@@ -319,7 +319,10 @@ class Segmenter:
             logits = np.asarray(self.model(inputs, training=False).logits, dtype=np.float32)
         return logits.transpose(0, 3, 1, 2) if channels_last else logits
 
-    def _stream(self, pixel_values: np.ndarray, size: tuple[int, int], return_probabilities: bool) -> Any:
+    def _stream(
+        self, pixel_values: np.ndarray, size: tuple[int, int], return_probabilities: bool, keep_confidence: bool,
+        labels_out: np.ndarray | None,
+    ) -> Any:
         """Labels / confidence (/ probabilities) of one image ``(1, C, H, W)`` by the inference helpers."""
         kwargs = {
             "mode": self.settings.mode,
@@ -328,8 +331,10 @@ class Segmenter:
             "scales": self.settings.scales,
             "flip": self.settings.flip,
             "output_size": size,
-            "return_confidence": True,
+            "return_confidence": keep_confidence,
             "return_probabilities": return_probabilities,
+            "window_batch": self.batch_size,
+            "labels_out": labels_out,
         }
         if self.framework == "pt":
             import torch
@@ -356,6 +361,8 @@ class Segmenter:
         top_k: int | None = None,
         min_area: float = 0.0,
         return_probabilities: bool = False,
+        keep_confidence: bool = True,
+        labels_out: np.ndarray | None = None,
     ) -> SegmentationResult | list[SegmentationResult]:
         """Segment one image (-> one result) or several (a list, folder or glob -> a list of results).
 
@@ -363,22 +370,70 @@ class Segmenter:
             top_k: keep at most this many classes in ``result.classes`` (largest first).
             min_area: drop classes covering less than this fraction of the image from ``result.classes``.
             return_probabilities: also keep the float32 ``(K, H, W)`` class probabilities in each result.
+            keep_confidence: keep the float32 ``(H, W)`` confidence map (class summaries have the mean
+                confidence either way); turn off for very large images.
+            labels_out: for one image, an int array ``(H, W)`` (e.g. a ``numpy.memmap`` on disk, uint8 for up to
+                256 classes) the label map is written into band by band.
+
+        Memory: the image, its label map and bands of ``K x band x W`` floats; in slide mode with
+        ``resize="none"`` the image stays uint8 and windows are normalized one at a time.
         """
         items, single = _expand(images)
+        if labels_out is not None and not single:
+            raise ValueError("labels_out takes the label map of one image; pass one image")
         results: list[SegmentationResult] = []
         for start in range(0, len(items), self.batch_size):
-            results.extend(self._run_chunk(items[start : start + self.batch_size], top_k, min_area, return_probabilities))
+            chunk = items[start : start + self.batch_size]
+            results.extend(self._run_chunk(chunk, top_k, min_area, return_probabilities, keep_confidence, labels_out))
         return results[0] if single else results
 
+    @property
+    def _lazy(self) -> bool:
+        """Slide mode on the image as it is: windows are cut from the uint8 image and normalized one by one, so
+        no float copy of the whole image is made (memory: the image, the label map and a few bands)."""
+        return self.settings.mode == "slide" and self.resize == "none" and not self.settings.augmented
+
+    def _window_source(self, image: np.ndarray) -> Any:
+        """A streaming pass over the uint8 image whose windows are normalized when the model needs them."""
+        from .common.streaming import PassSource
+
+        def window_logits(windows: Sequence[Any]) -> list[np.ndarray]:
+            crops = [self._prepared(np.ascontiguousarray(image[w.y1 : w.y2, w.x1 : w.x2])) for w in windows]
+            out: list[Any] = [None] * len(crops)
+            groups: dict[tuple, list[int]] = {}
+            for index, crop in enumerate(crops):
+                groups.setdefault(crop.shape, []).append(index)
+            for members in groups.values():
+                for start in range(0, len(members), self.batch_size):
+                    chunk = members[start : start + self.batch_size]
+                    logits = self._model_logits(np.stack([crops[i] for i in chunk]))
+                    for row, index in enumerate(chunk):
+                        out[index] = logits[row]
+            return out
+
+        return PassSource(image.shape[:2], False, window_logits)
+
     def _run_chunk(
-        self, items: Iterable[Any], top_k: int | None, min_area: float, return_probabilities: bool
+        self,
+        items: Iterable[Any],
+        top_k: int | None,
+        min_area: float,
+        return_probabilities: bool,
+        keep_confidence: bool = True,
+        labels_out: np.ndarray | None = None,
     ) -> list[SegmentationResult]:
         from .common.streaming import PassSource, stream_segmentation
 
         loaded = [_rgb(item) for item in items]
-        prepared = [self._prepared(image) for image, _ in loaded]
+        options = {"return_confidence": keep_confidence, "return_probabilities": return_probabilities}
         streamed: dict[int, Any] = {}
-        if self.settings.mode == "whole" and not self.settings.augmented:
+        if self._lazy:
+            for index, (image, _) in enumerate(loaded):
+                source = self._window_source(image)
+                streamed[index] = stream_segmentation(lambda scale, flipped, source=source: source, image.shape[:2],
+                                                      self.settings, labels_out=labels_out, **options)
+        elif self.settings.mode == "whole" and not self.settings.augmented:
+            prepared = [self._prepared(image) for image, _ in loaded]
             groups: dict[tuple, list[int]] = {}
             for index, pixels in enumerate(prepared):
                 groups.setdefault(pixels.shape, []).append(index)
@@ -388,19 +443,19 @@ class Segmenter:
                     size = loaded[index][0].shape[:2]
                     frame = size if self._direct else prepared[index].shape[1:]
                     source = PassSource(frame, False, lambda windows, low=logits[row]: [low])
-                    streamed[index] = stream_segmentation(
-                        lambda scale, flipped, source=source: source, size, self.settings,
-                        return_confidence=True, return_probabilities=return_probabilities,
-                    )
+                    streamed[index] = stream_segmentation(lambda scale, flipped, source=source: source, size,
+                                                          self.settings, labels_out=labels_out, **options)
         else:
-            for index, pixels in enumerate(prepared):
-                streamed[index] = self._stream(pixels[None], loaded[index][0].shape[:2], return_probabilities)
+            for index, (image, _) in enumerate(loaded):
+                streamed[index] = self._stream(self._prepared(image)[None], image.shape[:2], return_probabilities,
+                                               keep_confidence, labels_out)
         results = []
         for index, (image, source) in enumerate(loaded):
             stream = streamed[index]
             results.append(SegmentationResult(
-                stream.labels, stream.confidence, self.id2label, self.palette, image,
-                probabilities=stream.probabilities, source=source, top_k=top_k, min_area=min_area,
+                stream.labels, stream.confidence, stream.class_pixels, stream.class_confidence, self.id2label,
+                self.palette, image, probabilities=stream.probabilities, source=source, top_k=top_k,
+                min_area=min_area,
             ))
         return results
 

@@ -363,3 +363,31 @@ def test_presets_command(capsys):
     for preset in PRESETS.values():
         assert preset.hub_id in out
     assert "mIoU 37.4" in out and "top-1 70.5" in out
+
+
+def test_segmenter_slide_lazy_windows_equal_full_path(pt_segmenter, tf_segmenter, tmp_path):
+    import torch
+
+    from segformer import Segmenter
+    from segformer.pt.inference import predict_logits
+
+    rng = np.random.default_rng(11)
+    image = rng.integers(0, 256, (150, 210, 3), dtype=np.uint8)
+    options = dict(mode="slide", crop_size=(64, 96), stride=(48, 64), resize="none", batch_size=3)
+    segmenter = Segmenter(pt_segmenter.model, pt_segmenter.processor, **options)
+    assert segmenter._lazy
+    labels_out = np.lib.format.open_memmap(tmp_path / "labels.npy", mode="w+", dtype=np.uint8, shape=(150, 210))
+    result = segmenter(image, keep_confidence=False, labels_out=labels_out)
+    pixel_values = pt_segmenter.processor(images=image, do_resize=False, return_tensors="pt")["pixel_values"]
+    logits = predict_logits(pt_segmenter.model, pixel_values, mode="slide", crop_size=(64, 96), stride=(48, 64))[0]
+    logits = logits.numpy()
+    ordered = np.sort(logits, axis=0)
+    clear = (ordered[-1] - ordered[-2]) > 1e-4
+    assert result.label_map is labels_out and result.confidence is None
+    assert np.array_equal(np.asarray(labels_out)[clear], logits.argmax(0)[clear])
+    counts = np.bincount(np.asarray(labels_out).reshape(-1), minlength=3)
+    assert [c.fraction for c in result.classes] == sorted((counts[counts > 0] / counts.sum()).tolist(), reverse=True)
+    tf_result = Segmenter(tf_segmenter.model, tf_segmenter.processor, **options)(image)
+    assert np.array_equal(tf_result.label_map[clear], logits.argmax(0)[clear])
+    with pytest.raises(ValueError, match="one image"):
+        segmenter([image, image], labels_out=labels_out)

@@ -31,32 +31,30 @@ class ClassSummary:
 
 
 def summarize_classes(
-    label_map: np.ndarray,
-    confidence: np.ndarray,
+    class_pixels: np.ndarray,
+    class_confidence: np.ndarray,
     id2label: Mapping[int, str],
     top_k: int | None = None,
     min_area: float = 0.0,
 ) -> list[ClassSummary]:
-    """The classes of ``label_map`` ``(H, W)``, largest first (ties by id), with their pixel fraction and the
-    mean of ``confidence`` ``(H, W)`` over their pixels; those below ``min_area`` (a fraction in [0, 1]) are
-    dropped, then at most ``top_k`` are kept."""
+    """The classes present (``class_pixels[k] > 0``), largest first (ties by id), with their pixel fraction and
+    mean confidence (``class_confidence[k] / class_pixels[k]``: summed probabilities of the chosen class over
+    its pixels); those below ``min_area`` (a fraction in [0, 1]) are dropped, then at most ``top_k`` are kept."""
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
         raise ValueError(f"top_k must be None or a positive int, got {top_k!r}")
     if isinstance(min_area, bool) or not isinstance(min_area, (int, float)) or not 0.0 <= float(min_area) <= 1.0:
         raise ValueError(f"min_area must be a fraction of the image in [0, 1], got {min_area!r}")
-    flat = label_map.reshape(-1).astype(np.int64)
-    counts = np.bincount(flat)
-    sums = np.bincount(flat, weights=confidence.reshape(-1).astype(np.float64))
-    total = flat.size
-    present = np.nonzero(counts)[0]
-    order = sorted(present.tolist(), key=lambda k: (-int(counts[k]), k))
+    total = int(class_pixels.sum())
+    present = np.nonzero(class_pixels)[0]
+    order = sorted(present.tolist(), key=lambda k: (-int(class_pixels[k]), k))
     result = []
     for class_id in order:
-        fraction = float(counts[class_id]) / total
+        fraction = float(class_pixels[class_id]) / total
         if fraction < float(min_area):
             continue
         name = id2label.get(class_id, f"LABEL_{class_id}")
-        result.append(ClassSummary(int(class_id), str(name), fraction, float(sums[class_id] / counts[class_id])))
+        mean = float(class_confidence[class_id] / class_pixels[class_id])
+        result.append(ClassSummary(int(class_id), str(name), fraction, mean))
     return result[:top_k] if top_k is not None else result
 
 
@@ -64,8 +62,10 @@ class SegmentationResult:
     """The segmentation of one image.
 
     Attributes:
-        label_map: int32 ``(H, W)`` class ids at the image's own size.
-        confidence: float32 ``(H, W)``: the probability of each pixel's class.
+        label_map: int ``(H, W)`` class ids at the image's own size (int32, or the array it was written into).
+        confidence: float32 ``(H, W)``: the probability of each pixel's class (``None`` when not kept).
+        class_pixels / class_confidence: int64 / float64 ``(K,)``: pixels per class, and the sum of their
+            confidence.
         probabilities: float32 ``(K, H, W)`` when asked for (``return_probabilities=True``), else ``None``.
         classes: :class:`ClassSummary` of the classes kept (``top_k`` / ``min_area``), largest first.
         id2label: ``{id: name}`` of the model; ``palette`` uint8 ``(K, 3)``.
@@ -76,7 +76,9 @@ class SegmentationResult:
     def __init__(
         self,
         label_map: np.ndarray,
-        confidence: np.ndarray,
+        confidence: np.ndarray | None,
+        class_pixels: np.ndarray,
+        class_confidence: np.ndarray,
         id2label: Mapping[int, str],
         palette: np.ndarray,
         image: np.ndarray,
@@ -92,7 +94,9 @@ class SegmentationResult:
         self.palette = palette
         self.image = image
         self.source = source
-        self.classes = summarize_classes(label_map, confidence, self.id2label, top_k=top_k, min_area=min_area)
+        self.class_pixels = class_pixels
+        self.class_confidence = class_confidence
+        self.classes = summarize_classes(class_pixels, class_confidence, self.id2label, top_k=top_k, min_area=min_area)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{c.name} {c.fraction:.1%}" for c in self.classes[:5])
@@ -143,7 +147,7 @@ class SegmentationResult:
         from PIL import Image
 
         annotation = []
-        for class_id in np.unique(self.label_map).tolist():
+        for class_id in np.nonzero(self.class_pixels)[0].tolist():
             mask = ((self.label_map == class_id) * 255).astype(np.uint8)
             annotation.append({"score": None, "label": self.id2label[class_id], "mask": Image.fromarray(mask)})
         return annotation

@@ -179,13 +179,17 @@ def _softmax(band: np.ndarray) -> np.ndarray:
 class StreamResult:
     """What :func:`stream_segmentation` returns for one image (arrays at the output size).
 
-    ``labels``: int32 ``(H, W)`` (or the ``labels_out`` array given); ``confidence``: float32 ``(H, W)``, the
+    ``labels``: int32 ``(H, W)`` (or the ``labels_out`` array given); ``class_pixels``: int64 ``(K,)`` pixels
+    per class; ``class_confidence``: float64 ``(K,)`` sum over each class's pixels of the probability of the
+    chosen class (divide by ``class_pixels`` for the mean); ``confidence``: float32 ``(H, W)``, the
     probability of each pixel's class, when asked; ``probabilities``: float32 ``(K, H, W)`` when asked
     (averaged over passes with augmentation); ``logits``: float32 ``(K, H, W)`` when asked (without
     augmentation the window-averaged logits, with it the log of the averaged probabilities).
     """
 
     labels: np.ndarray
+    class_pixels: np.ndarray
+    class_confidence: np.ndarray
     confidence: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     logits: np.ndarray | None = None
@@ -216,7 +220,7 @@ def stream_segmentation(
     if labels.shape != (height, width):
         raise ValueError(f"labels_out has shape {labels.shape}, expected {(height, width)}")
     confidence = np.empty((height, width), np.float32) if return_confidence else None
-    probabilities = logits_out = None
+    probabilities = logits_out = class_pixels = class_confidence = None
     streams = []
     for scale, flipped in settings.passes:
         source = passes(scale, flipped)
@@ -239,17 +243,25 @@ def stream_segmentation(
         if augmented:
             total = total / np.float32(len(pulled))
         rows = slice(start, start + total.shape[1])
-        labels[rows] = total.argmax(axis=0)
-        if return_confidence or return_probabilities:
-            band_probabilities = total if augmented else _softmax(total)
-            if return_confidence:
-                confidence[rows] = band_probabilities.max(axis=0)
-            if return_probabilities:
-                if probabilities is None:
-                    probabilities = np.empty((total.shape[0], height, width), np.float32)
-                probabilities[:, rows] = band_probabilities
+        band_labels = total.argmax(axis=0)
+        labels[rows] = band_labels
+        band_probabilities = total if augmented else _softmax(total)
+        band_confidence = band_probabilities.max(axis=0)
+        if class_pixels is None:
+            class_pixels = np.zeros(total.shape[0], np.int64)
+            class_confidence = np.zeros(total.shape[0], np.float64)
+        flat = band_labels.reshape(-1)
+        class_pixels += np.bincount(flat, minlength=total.shape[0])
+        class_confidence += np.bincount(flat, weights=band_confidence.reshape(-1), minlength=total.shape[0])
+        if return_confidence:
+            confidence[rows] = band_confidence
+        if return_probabilities:
+            if probabilities is None:
+                probabilities = np.empty((total.shape[0], height, width), np.float32)
+            probabilities[:, rows] = band_probabilities
         if return_logits:
             if logits_out is None:
                 logits_out = np.empty((total.shape[0], height, width), np.float32)
             logits_out[:, rows] = np.log(total) if augmented else total
-    return StreamResult(labels=labels, confidence=confidence, probabilities=probabilities, logits=logits_out)
+    return StreamResult(labels=labels, class_pixels=class_pixels, class_confidence=class_confidence,
+                        confidence=confidence, probabilities=probabilities, logits=logits_out)
