@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "quiet_frameworks"]
 
 COMMANDS = {
     "info": "Build a model, run it on the bundled sample image, print what it found",
@@ -28,7 +29,12 @@ def _available() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="segformer", description="SegFormer in PyTorch and Keras 3")
+    parser.add_argument("--version", action="version", version=f"segformer {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show framework start-up logs and full warnings (default: one line per warning)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     available = _available()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -40,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    quiet_frameworks(args.verbose)
     module = importlib.import_module(f"segformer.commands.{args.command}")
     from .common.errors import DOCUMENTED_ERRORS
 
@@ -51,6 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_frameworks(verbose: bool) -> None:
+    """Before any framework is imported: no TensorFlow C++ start-up log lines and warnings as one line
+    ``warning: <category>: <message>`` (no file and line). ``verbose`` keeps the frameworks' defaults."""
+    import os
+    import warnings
+
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
+        text = " ".join(str(message).split())
+        return f"warning: {category.__name__}: {text}\n"
+
+    warnings.formatwarning = one_line
 
 
 if __name__ == "__main__":

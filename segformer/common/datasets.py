@@ -96,8 +96,9 @@ def load_label(path: str | os.PathLike) -> np.ndarray:
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as uint8 ``(H, W, 3)`` RGB (grey / palette / RGBA are converted)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    from .image_io import load_image as decode
+
+    return decode(path)
 
 
 class SegmentationFolderDataset:
