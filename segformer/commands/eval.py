@@ -76,19 +76,41 @@ def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
-def load_model(framework: str, path: str) -> Any:
-    """A segmentation checkpoint in eval mode / inference form for ``framework`` (``pt`` or ``tf``)."""
+def load_model(framework: str, path: str, command: str = "segformer eval", allow_random_head: bool = True) -> Any:
+    """A segmentation checkpoint in eval mode / inference form for ``framework`` (``pt`` or ``tf``).
+
+    A checkpoint whose weights hold no decode head (base or classification weights: the head would be
+    random) is refused unless ``allow_random_head``; then one warning line says so.
+    """
+    import warnings
+
+    from ..common.deps import require_framework
+
+    if framework not in ("pt", "tf"):
+        raise ValueError(f"--framework must be one of ['pt', 'tf'], got {framework!r}")
     if not Path(path).exists():
         raise FileNotFoundError(f"--model {path!r} does not exist (a checkpoint folder with config.json)")
+    require_framework(framework, command)
     if framework == "pt":
-        from ..pt import SegformerForSemanticSegmentation
-
-        return SegformerForSemanticSegmentation.from_pretrained(path).eval()
-    if framework == "tf":
-        from ..tf import TFSegformerForSemanticSegmentation
-
-        return TFSegformerForSemanticSegmentation.from_pretrained(path)
-    raise ValueError(f"--framework must be one of ['pt', 'tf'], got {framework!r}")
+        from ..pt import SegformerForSemanticSegmentation as model_class
+    else:
+        from ..tf import TFSegformerForSemanticSegmentation as model_class
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, report = model_class.from_pretrained(path, output_loading_info=True)
+    random_head = [key for key in report.missing_keys if key.startswith("decode_head.")]
+    if random_head and not allow_random_head:
+        raise ValueError(
+            f"--model {path!r} has no trained decode head ({len(random_head)} decode_head tensors are not in its "
+            "weights: a base or classification checkpoint), so its masks would be random; fine-tune it with "
+            "segformer train, or pass --allow-random-head to run it anyway"
+        )
+    if random_head:
+        warnings.warn(f"--model {path!r}: the decode head is random (not in the checkpoint); masks are meaningless")
+    for warning in caught:
+        if not (random_head and str(warning.message).startswith("loading ")):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return model.eval() if framework == "pt" else model
 
 
 def label_predictor(framework: str, kwargs: dict[str, Any]) -> Callable[[Any, Any, tuple[int, int]], Any]:

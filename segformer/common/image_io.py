@@ -39,8 +39,10 @@ __all__ = [
     "check_image",
     "check_images",
     "expand_inputs",
+    "expand_named_inputs",
     "image_to_rgb",
     "load_image",
+    "open_image",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
@@ -66,7 +68,13 @@ def expand_inputs(items: Iterable[str | os.PathLike], what: str = "images") -> l
     A folder or glob without image files and a missing ``@list`` file are errors naming the item.
     A plain path that does not exist is kept (the caller reports it with the other bad files).
     """
-    result: list[Path] = []
+    return [path for path, _ in expand_named_inputs(items, what)]
+
+
+def expand_named_inputs(items: Iterable[str | os.PathLike], what: str = "images") -> list[tuple[Path, str]]:
+    """Like :func:`expand_inputs`, with an output name per file: the path below its folder without the
+    extension (``a/b/photo``) for files found in a folder, the file's stem otherwise."""
+    result: list[tuple[Path, str]] = []
     for item in items:
         text = os.fspath(item)
         if text.startswith("@"):
@@ -75,24 +83,26 @@ def expand_inputs(items: Iterable[str | os.PathLike], what: str = "images") -> l
                 raise FileNotFoundError(f"{what}: file list {text[1:]!r} (given as {text!r}) does not exist")
             lines = list_path.read_text(encoding="utf-8").splitlines()
             entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-            result.extend(Path(entry) if Path(entry).is_absolute() else list_path.parent / entry for entry in entries)
+            for entry in entries:
+                path = Path(entry) if Path(entry).is_absolute() else list_path.parent / entry
+                result.append((path, path.stem))
             continue
         path = Path(text)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and _is_image_name(p))
             if not found:
                 raise ValueError(f"{what}: folder {text!r} holds no image files (looked for {list(IMAGE_EXTENSIONS)}, recursively)")
-            result.extend(found)
+            result.extend((p, p.relative_to(path).with_suffix("").as_posix()) for p in found)
         elif not path.exists() and _GLOB_CHARS & set(text):
             found = sorted(Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p) and _is_image_name(Path(p)))
             if not found:
                 raise ValueError(f"{what}: pattern {text!r} matches no image files (extensions {list(IMAGE_EXTENSIONS)})")
-            result.extend(found)
+            result.extend((p, p.stem) for p in found)
         else:
-            result.append(path)
-    unique: dict[str, Path] = {}
-    for path in result:
-        unique.setdefault(os.path.normpath(os.path.abspath(path)), path)
+            result.append((path, path.stem))
+    unique: dict[str, tuple[Path, str]] = {}
+    for path, name in result:
+        unique.setdefault(os.path.normpath(os.path.abspath(path)), (path, name))
     return list(unique.values())
 
 
@@ -137,7 +147,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     limit, ``PIL.Image.MAX_IMAGE_PIXELS``).
     """
     name = os.fspath(path)
-    with _open(name, max_pixels) as image:
+    with open_image(name, max_pixels) as image:
         try:
             image.load()
             return image_to_rgb(image, name)
@@ -151,7 +161,7 @@ def check_image(path: str | os.PathLike, max_pixels: int | None = None) -> str |
     """``None`` if ``path`` decodes completely, else the reason (JPEGs are decoded at reduced scale)."""
     name = os.fspath(path)
     try:
-        with _open(name, max_pixels) as image:
+        with open_image(name, max_pixels) as image:
             if image.format == "JPEG":
                 image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
@@ -174,8 +184,9 @@ def check_images(paths: Iterable[str | os.PathLike], max_pixels: int | None = No
     return bad
 
 
-class _open:
-    """``Image.open`` with the reasons turned into :class:`BadImageError` and the pixel limit checked."""
+class open_image:
+    """``with open_image(path, max_pixels) as image``: ``Image.open`` (header only) with the reasons turned
+    into :class:`BadImageError` and the pixel limit checked (``None``: Pillow's)."""
 
     def __init__(self, path: str, max_pixels: int | None) -> None:
         self.path = path
