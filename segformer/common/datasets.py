@@ -160,6 +160,24 @@ class SegmentationFolderDataset:
         dataset.split = None
         return dataset
 
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs: Sequence[tuple[str, str | os.PathLike, str | os.PathLike]],
+        transform: Transform | None = None,
+        reduce_labels: bool = False,
+        seed: int | None = None,
+        id2label: dict[int, str] | None = None,
+    ) -> "SegmentationFolderDataset":
+        """Items from explicit ``(name, image path, label path)`` triples, in the given order."""
+        if not pairs:
+            raise ValueError("pairs is empty; pass at least one (name, image path, label path)")
+        dataset = cls.__new__(cls)
+        dataset._init([(str(n), Path(i), Path(label)) for n, i, label in pairs], transform, reduce_labels, seed, id2label)
+        dataset.root = None
+        dataset.split = None
+        return dataset
+
     @staticmethod
     def _pair(
         images_dir: Path, labels_dir: Path, image_suffix: str | None, label_suffix: str, recursive: bool

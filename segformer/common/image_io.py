@@ -40,6 +40,7 @@ __all__ = [
     "check_images",
     "expand_inputs",
     "expand_named_inputs",
+    "image_size",
     "image_to_rgb",
     "load_image",
     "open_image",
@@ -47,6 +48,7 @@ __all__ = [
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 _GLOB_CHARS = frozenset("*?[")
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 class BadImageError(ValueError):
@@ -138,6 +140,15 @@ def image_to_rgb(image: Image.Image, path: str = "<image>") -> np.ndarray:
     if mode in ("P", "PA"):
         image = image.convert("RGBA")
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(height, width)`` as :func:`load_image` returns it (EXIF rotation included), from the header only."""
+    with open_image(os.fspath(path), max_pixels) as image:
+        width, height = image.size
+        if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width
+    return height, width
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:

@@ -60,6 +60,7 @@ from ..common.deps import MissingDependencyError, missing_message, require
 from ..common.pretrained import read_canonical_state, save_pretrained_state
 from ..common.weights import canonical_task, parameter_table
 from .original import (
+    ASSUMED_PREFIX,
     OriginalCheckpoint,
     infer_original_config,
     is_original_state,
@@ -174,7 +175,8 @@ class ConversionReport:
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        head = [
+        assumed = [note for note in self.notes if note.startswith(ASSUMED_PREFIX)]
+        head = [f"{ASSUMED_PREFIX}(not verifiable from the tensors): {note[len(ASSUMED_PREFIX):]}" for note in assumed] + [
             f"source: {self.source} ({self.source_kind})",
             f"task: {self.task}; destination framework: {self.to}"
             + (f"; compared against: {self.reference_framework}" if self.reference_framework else ""),
@@ -182,7 +184,7 @@ class ConversionReport:
             f"{self.config.num_attention_heads}, {self.config.num_labels} labels, LayerNorm eps "
             f"{self.config.layer_norm_eps:g} / {self.config.patch_layer_norm_eps:g}",
         ]
-        head += [f"note: {note}" for note in self.notes]
+        head += [f"note: {note}" for note in self.notes if note not in assumed]
         if self.dropped_keys:
             head.append(f"dropped (unused by the model): {', '.join(self.dropped_keys)}")
         head.append(self.table())
