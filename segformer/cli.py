@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quiet_frameworks(verbose: bool) -> None:
-    """Before any framework is imported: no TensorFlow C++ start-up log lines and warnings as one line
+    """Before any framework is imported: no TensorFlow start-up log lines (TF_CPP_MIN_LOG_LEVEL=2, and
+    TensorFlow imported with the native stderr silenced) and warnings as one line
     ``warning: <category>: <message>`` (no file and line). ``verbose`` keeps the frameworks' defaults."""
     import os
     import warnings
@@ -69,6 +70,9 @@ def quiet_frameworks(verbose: bool) -> None:
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .common import deps
+
+    deps.QUIET_IMPORTS = True
 
     def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
         text = " ".join(str(message).split())

@@ -123,7 +123,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         result, model_config, is_main = _run_tf(args, config, out, train_set, eval_set, id2label)
     if is_main:
-        print(f"saved {out} (config.json + {'model.safetensors' if args.framework == 'pt' else 'tf_model.h5'})")
+        from ..common.model_card import write_inference_files
+
+        dataset = Path(args.data).resolve().name if args.data is not None else Path(args.labels).resolve().name
+        base = args.model if Path(args.model).is_dir() else f"SegFormer {args.model} (random initialization)"
+        write_inference_files(
+            out, model_config, image_size=config.crop_size, reduce_labels=args.reduce_labels, framework=args.framework,
+            how=f"Fine-tuned with `segformer train` ({config.total_steps} steps, batch {config.batch_size} x "
+                f"{config.grad_accum}, crop {config.crop_size[0]}x{config.crop_size[1]}) from {base} on {dataset}.",
+            base_model=args.model if Path(args.model).is_dir() else None, dataset=dataset, results=result,
+        )
+        print(f"saved {out} (config.json + {'model.safetensors' if args.framework == 'pt' else 'tf_model.h5'} "
+              "+ preprocessor_config.json + README.md model card)")
         if result is not None:
             print(format_iou_table(result, model_config.id2label))
     return 0

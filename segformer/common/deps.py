@@ -8,9 +8,13 @@ names the packages themselves: ``segformer`` may have been installed from a clon
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
+import sys
 from types import ModuleType
+from typing import Iterator
 
 __all__ = ["OPTIONAL_PACKAGES", "MissingDependencyError", "available", "missing_message", "require", "require_framework"]
 
@@ -24,6 +28,23 @@ OPTIONAL_PACKAGES: dict[str, tuple[str, str, str]] = {
     "onnxruntime": ("ONNX Runtime", "pip install onnx onnxruntime", "onnx"),
     "peft": ("PEFT", "pip install peft", "all"),
 }
+
+
+QUIET_IMPORTS = False  # the CLI sets it (unless --verbose): TensorFlow is imported with file descriptor 2 silenced
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class MissingDependencyError(ImportError):
@@ -54,6 +75,9 @@ def require(package: str, feature: str, alternative: str | None = None) -> Modul
     """
     message = missing_message(package, feature, alternative)
     try:
+        if QUIET_IMPORTS and package in ("tensorflow", "keras") and "tensorflow" not in sys.modules:
+            with _native_stderr_silenced():  # TensorFlow's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL
+                return importlib.import_module(package)
         return importlib.import_module(package)
     except ModuleNotFoundError as err:
         if err.name is not None and err.name.split(".")[0] != package:
