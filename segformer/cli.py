@@ -7,9 +7,11 @@ Each sub-command lives in ``segformer/commands/<name>.py`` with ``add_arguments(
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import sys
+from typing import Iterator
 
 __all__ = ["main", "COMMANDS", "quiet_frameworks"]
 
@@ -38,20 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     available = _available()
     argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((item for item in argv if not item.startswith("-")), None)
     for name, text in available.items():
         command_parser = sub.add_parser(name, help=text, description=text)
-        if argv[:1] == [name]:  # import only the module that runs
+        if chosen == name:  # import only the module that runs
             importlib.import_module(f"segformer.commands.{name}").add_arguments(command_parser)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    quiet_frameworks(args.verbose)
     module = importlib.import_module(f"segformer.commands.{args.command}")
     from .common.errors import DOCUMENTED_ERRORS
 
     try:
-        return int(module.run(args) or 0)
+        with quiet_frameworks(args.verbose):
+            return int(module.run(args) or 0)
     except DOCUMENTED_ERRORS as err:  # bad input: a message, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -60,25 +63,31 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def quiet_frameworks(verbose: bool) -> None:
-    """Before any framework is imported: no TensorFlow start-up log lines (TF_CPP_MIN_LOG_LEVEL=2, and
+@contextlib.contextmanager
+def quiet_frameworks(verbose: bool) -> Iterator[None]:
+    """While a command runs: no TensorFlow start-up log lines (TF_CPP_MIN_LOG_LEVEL=2 unless set, and
     TensorFlow imported with the native stderr silenced) and warnings as one line
     ``warning: <category>: <message>`` (no file and line). ``verbose`` keeps the frameworks' defaults."""
     import os
     import warnings
 
-    if verbose:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .common import deps
 
-    deps.QUIET_IMPORTS = True
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
         text = " ".join(str(message).split())
         return f"warning: {category.__name__}: {text}\n"
 
-    warnings.formatwarning = one_line
+    saved = warnings.formatwarning, deps.QUIET_IMPORTS
+    warnings.formatwarning, deps.QUIET_IMPORTS = one_line, True
+    try:
+        yield
+    finally:
+        warnings.formatwarning, deps.QUIET_IMPORTS = saved
 
 
 if __name__ == "__main__":

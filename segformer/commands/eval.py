@@ -251,7 +251,10 @@ def run(args: argparse.Namespace) -> int:
     from ..common.metrics import format_iou_table
     from ..common.training import build_eval_transform
 
+    from ..common.deps import require_framework
+
     kwargs = inference_kwargs(args)
+    require_framework(args.framework, "segformer eval")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     dataset: Any = dataset_from_args(args, args.split, build_eval_transform(args.eval_size))

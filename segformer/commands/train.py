@@ -113,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
     eval_set = None
     if args.data is not None and (Path(args.data) / "images" / "validation").is_dir():
         eval_set = dataset_from_args(args, "validation", build_eval_transform(args.eval_size))
+    require_framework(args.framework, "segformer train")
     for dataset in (train_set, eval_set):
         if dataset is not None:
             check_dataset_files(dataset)
-    require_framework(args.framework, "segformer train")
     id2label = train_set.id2label
     if args.framework == "pt":
         result, model_config, is_main = _run_pt(args, config, out, train_set, eval_set, id2label)
