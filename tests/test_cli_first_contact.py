@@ -153,7 +153,7 @@ def test_predict_folder_skips_bad_files_names_them_and_exits_1(models, photos, t
     assert main(["predict", "--model", str(models / "seg"), str(photos), "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
-    assert re.search(r"skipped 2 of 5 input\(s\):\n  .*fake.png: not an image.*\n  .*truncated.jpg: truncated", captured.err)
+    assert re.search(r"skipped 2 of 5 input\(s\):\n  .*fake.png: not an image.*\n  .*truncated.jpg: truncated", captured.err)  # input order
     assert "notes.txt" not in captured.out + captured.err  # folders give image files only
     for name, size in (("good", (56, 40)), ("sub/deep16", (44, 36)), ("sub/rotated", (32, 48))):
         assert Image.open(out / f"{name}.png").size == size  # rotated: EXIF applied, 48x32 stored -> 32x48

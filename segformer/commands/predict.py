@@ -195,8 +195,9 @@ def _run(args: argparse.Namespace) -> int:
         _write(save_png, legend_path, legend(sorted(used), id2label, palette), overwrite=args.overwrite)
         print(f"legend of the {len(used)} classes seen: {os.fspath(legend_path)}")
     if skipped:
+        order = {os.fspath(image): index for index, (image, _, _) in enumerate(jobs)}
         print(f"skipped {len(skipped)} of {len(jobs)} input(s):", file=sys.stderr)
-        for path, reason in skipped:
+        for path, reason in sorted(skipped, key=lambda item: order.get(item[0], len(order))):
             print(f"  {path}: {reason}", file=sys.stderr)
     return 1 if skipped else 0
 
