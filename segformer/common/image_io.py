@@ -37,7 +37,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "BadImageError",
     "check_image",
-    "check_images",
     "expand_inputs",
     "expand_named_inputs",
     "image_size",
@@ -183,16 +182,6 @@ def check_image(path: str | os.PathLike, max_pixels: int | None = None) -> str |
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         return _reason(err)
     return None
-
-
-def check_images(paths: Iterable[str | os.PathLike], max_pixels: int | None = None) -> list[tuple[str, str]]:
-    """``(path, reason)`` for every path of ``paths`` that :func:`check_image` refuses."""
-    bad = []
-    for path in paths:
-        reason = check_image(path, max_pixels)
-        if reason is not None:
-            bad.append((os.fspath(path), reason))
-    return bad
 
 
 class open_image:
