@@ -292,7 +292,7 @@ def test_eval_and_train_stop_before_any_work_listing_bad_files(models, dataset, 
     images = sorted((dataset / "images" / split).iterdir())
     data = images[0].read_bytes()
     images[0].write_bytes(data[: len(data) // 3])
-    (dataset / "annotations" / split / images[1].with_suffix(".png").name).unlink()
+    (dataset / "annotations" / split / images[1].with_suffix(".png").name).write_text("not a png")
     (dataset / "id2label.json").write_text(json.dumps({str(i): n for i, n in enumerate(["sky", "tree", "road", "car"])}))
     capsys.readouterr()
     if command == "eval":
@@ -302,13 +302,24 @@ def test_eval_and_train_stop_before_any_work_listing_bad_files(models, dataset, 
                      "--steps", "1", "--crop-size", "32", "--no-progress"])
     assert code == 2
     captured = capsys.readouterr()
-    assert "Traceback" not in captured.err and "mIoU" not in captured.out
+    assert "Traceback" not in captured.err and "mIoU" not in captured.out and captured.out == ""
+    assert re.search(r"error: 2 bad file\(s\) among 3 image / label pairs; nothing was run:\n"
+                     rf"  .*{images[0].name}: truncated.*\n  .*{images[1].stem}.png: .*", captured.err), captured.err
     if command == "train":
         assert not (tmp_path / "run").exists()
-    # a missing label is a pairing error named by the dataset; a truncated image is listed with its reason
-    assert images[1].stem in captured.err or images[0].name in captured.err
-    if images[1].stem not in captured.err:
-        assert "truncated" in captured.err and "nothing was run" in captured.err
+
+
+def test_eval_images_without_a_label_are_listed(models, dataset, tmp_path, capsys):
+    (dataset / "id2label.json").unlink()
+    images = dataset / "images" / "validation"
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    first = sorted(images.iterdir())[0]
+    (labels / f"{first.stem}.png").write_bytes((dataset / "annotations" / "validation" / f"{first.stem}.png").read_bytes())
+    capsys.readouterr()
+    assert main(["eval", "--model", str(models / "seg"), "--images", str(images), "--labels", str(labels), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "2 bad file(s) among 3" in err and err.count("label map does not exist") == 2 and first.stem not in err
 
 
 def test_eval_takes_images_and_labels_folders(models, dataset, tmp_path, capsys):

@@ -248,10 +248,9 @@ class _Subset:
 
 @cli_errors
 def run(args: argparse.Namespace) -> int:
+    from ..common.deps import require_framework
     from ..common.metrics import format_iou_table
     from ..common.training import build_eval_transform
-
-    from ..common.deps import require_framework
 
     kwargs = inference_kwargs(args)
     require_framework(args.framework, "segformer eval")
