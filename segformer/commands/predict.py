@@ -99,6 +99,10 @@ def output_paths(images: list[tuple[Path, str]], out: Path) -> list[tuple[Path, 
     return result
 
 
+class _WriteError(Exception):
+    """An output could not be written (read-only folder, full disk, a file where a folder should be)."""
+
+
 def _write(save: Any, path: Path, *args: Any, **kwargs: Any) -> None:
     """``save(path, ...)``; an environment fault becomes one error naming the path (old file intact)."""
     try:
@@ -107,10 +111,6 @@ def _write(save: Any, path: Path, *args: Any, **kwargs: Any) -> None:
         raise
     except OSError as err:
         raise _WriteError(f"cannot write {os.fspath(path)!r}: {err.strerror or err}") from None
-
-
-class _WriteError(Exception):
-    pass
 
 
 @cli_errors
