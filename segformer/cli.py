@@ -7,10 +7,13 @@ Each sub-command lives in ``segformer/commands/<name>.py`` with ``add_arguments(
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import importlib.util
 import sys
+from typing import Iterator
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "quiet_frameworks"]
 
 COMMANDS = {
     "info": "Build a model, run it on the bundled sample image, print what it found",
@@ -29,13 +32,19 @@ def _available() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="segformer", description="SegFormer in PyTorch and Keras 3")
+    parser.add_argument("--version", action="version", version=f"segformer {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show framework start-up logs and full warnings (default: one line per warning)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     available = _available()
     argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((item for item in argv if not item.startswith("-")), None)
     for name, text in available.items():
         command_parser = sub.add_parser(name, help=text, description=text)
-        if argv[:1] == [name]:  # import only the module that runs
+        if chosen == name:  # import only the module that runs
             importlib.import_module(f"segformer.commands.{name}").add_arguments(command_parser)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -45,13 +54,41 @@ def main(argv: list[str] | None = None) -> int:
     from .common.errors import DOCUMENTED_ERRORS
 
     try:
-        return int(module.run(args) or 0)
+        with quiet_frameworks(args.verbose):
+            return int(module.run(args) or 0)
     except DOCUMENTED_ERRORS as err:  # bad input: a message, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def quiet_frameworks(verbose: bool) -> Iterator[None]:
+    """While a command runs: no TensorFlow start-up log lines (TF_CPP_MIN_LOG_LEVEL=2 unless set, and
+    TensorFlow imported with the native stderr silenced) and warnings as one line
+    ``warning: <category>: <message>`` (no file and line). ``verbose`` keeps the frameworks' defaults."""
+    import os
+    import warnings
+
+    from .common import deps
+
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
+        text = " ".join(str(message).split())
+        return f"warning: {category.__name__}: {text}\n"
+
+    saved = warnings.formatwarning, deps.QUIET_IMPORTS
+    warnings.formatwarning, deps.QUIET_IMPORTS = one_line, True
+    try:
+        yield
+    finally:
+        warnings.formatwarning, deps.QUIET_IMPORTS = saved
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def test_predict_check_finite_flags_nan_logits(trained, tmp_path, capsys, monkey
     model = SegformerForSemanticSegmentation.from_pretrained(trained / "run")
     with torch.no_grad():
         model.decode_head.classifier.bias.fill_(float("nan"))  # checkpoints with NaN are refused at load time
-    monkeypatch.setattr(predict, "load_model", lambda framework, path: model)
+    monkeypatch.setattr(predict, "load_model", lambda framework, path, **options: model)
     image = sorted((trained / "data" / "images" / "validation").glob("*.png"))[0]
     capsys.readouterr()
     args = ["predict", "--model", str(trained / "run"), str(image), "--out", str(tmp_path / "p")]

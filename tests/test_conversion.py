@@ -30,7 +30,7 @@ from segformer.conversion import (
     rename_original_key,
 )
 from segformer.conversion.core import COUNTERS_ATTR
-from segformer.conversion.original import default_num_heads, heads_from_meta
+from segformer.conversion.original import heads_from_meta, known_variant_heads
 
 torch = pytest.importorskip("torch")
 
@@ -146,19 +146,18 @@ def test_infer_config_tiny_and_encoder():
             np.testing.assert_array_equal(array, source.state[name])
 
 
-def test_default_heads_and_meta_heads():
-    assert default_num_heads([32, 64, 160, 256]) == ([1, 2, 5, 8], [])
-    heads, notes = default_num_heads([8, 8, 16, 16])
-    assert heads == [1, 2, 4, 8] and len(notes) == 1 and "stage 3" in notes[0]
+def test_known_variant_heads_and_meta_heads():
+    assert known_variant_heads([32, 64, 160, 256]) == ([1, 2, 5, 8], "b0")
+    assert known_variant_heads([64, 128, 320, 512]) == ([1, 2, 5, 8], "b1..b5")
+    assert known_variant_heads([8, 8, 16, 16]) is None
     assert heads_from_meta({"config": "backbone=dict(type='mit_b3')"})[0] == [1, 2, 5, 8]
     assert heads_from_meta({"config": "'num_heads': [1, 1, 2, 2],"})[0] == [1, 1, 2, 2]
     assert heads_from_meta({})[0] is None
 
 
-def test_encoder_without_heads_notes_assumption():
-    source = read_source(TINY_ENCODER)
-    assert source.config.num_attention_heads == [1, 2, 4, 8]
-    assert any("assumed 4 heads" in note for note in source.notes)
+def test_encoder_without_heads_of_unknown_dims_requires_num_heads():
+    with pytest.raises(ValueError, match=r"hidden sizes \[8, 8, 16, 16\] match no known variant.*--num-heads"):
+        read_source(TINY_ENCODER)
 
 
 def test_detect_task():
@@ -184,7 +183,7 @@ def test_missing_original_key_is_listed(tmp_path):
     del state["decode_head.linear_fuse.bn.running_mean"]
     path = _save_original(tmp_path / "missing.pth", state)
     with pytest.raises(ConversionError, match=r"missing from the source \(2\): segformer.encoder.block.1.0.mlp.dense2.bias, decode_head.batch_norm.running_mean"):
-        read_source(path)
+        read_source(path, num_heads=[1, 1, 2, 2])
 
 
 def test_shape_mismatch_names_the_tensor(tmp_path):
@@ -192,7 +191,7 @@ def test_shape_mismatch_names_the_tensor(tmp_path):
     state["backbone.block3.0.attn.proj.weight"] = np.zeros((16, 15), np.float32)
     path = _save_original(tmp_path / "shape.pth", state)
     with pytest.raises(ConversionError, match=r"block.2.0.attention.output.dense.weight.*\(16, 15\).*\(16, 16\)"):
-        read_source(path)
+        read_source(path, num_heads=[1, 1, 2, 2])
 
 
 def test_bad_num_heads_lists_valid_choices(tmp_path):

@@ -66,5 +66,15 @@ def run(args: argparse.Namespace) -> int:
     except DOCUMENTED_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.dst is not None and report.written:
+        from ..common.model_card import write_inference_files
+
+        written = write_inference_files(
+            args.dst, report.config, keep_processor=True, framework=args.to, base_model=str(args.src),
+            how=f"Converted with `segformer convert` from {args.src} ({report.source_kind}); "
+                + (f"verified against the {report.reference_framework} model (max |diff| {report.max_abs_diff:.2e})."
+                   if args.verify else "tensors checked bit for bit, models not run (--no-verify)."),
+        )
+        report.files += [str(path) for path in written if str(path) not in report.files]
     print(report)
     return 0

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_arguments", "run", "seeded_state"]
+__all__ = ["OUTPUT_NAMES", "add_arguments", "run", "seeded_state"]
+
+OUTPUT_NAMES = ("mask.png", "labels.png", "overlay.png")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=512, help="square processor resize (default 512)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random b0 weights (default 0)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted logits max |diff| (default 1e-4)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --tf-out folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing PNGs in --out and an existing --tf-out folder")
 
 
 def seeded_state(config, seed: int = 0) -> dict[str, np.ndarray]:
@@ -92,17 +94,26 @@ def run(args: argparse.Namespace) -> int:
     from ..common.viz import colorize, overlay, save_mask_png, save_png
     from ..conversion import VerificationError, convert
 
+    from ..common.deps import require
+
     try:
+        for package in ("torch", "tensorflow", "keras"):
+            require(package, "segformer demo (runs PyTorch and TensorFlow side by side)")
         import torch
 
         from ..pt import SegformerForSemanticSegmentation
         from ..tf import TFSegformerForSemanticSegmentation
     except ImportError as err:
-        print(f"error: the demo runs both frameworks; install them with pip install 'segformer[all]' ({err})", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         print(f"error: --out {os.fspath(out_dir)!r} exists and is not a folder", file=sys.stderr)
+        return 2
+    existing = [os.fspath(out_dir / name) for name in OUTPUT_NAMES if (out_dir / name).exists()]
+    if existing and not args.overwrite:
+        print(f"error: {len(existing)} output(s) already exist, e.g. {existing[:3]}; pass --overwrite to replace them",
+              file=sys.stderr)
         return 2
 
     print(f"segformer {__version__}: PyTorch {torch.__version__} -> convert -> TensorFlow/Keras, on {SAMPLE_IMAGE.name}")
@@ -175,12 +186,12 @@ def run(args: argparse.Namespace) -> int:
     palette, palette_name = _palette(config)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        mask_path, labels_path, overlay_path = out_dir / "mask.png", out_dir / "labels.png", out_dir / "overlay.png"
-        save_png(mask_path, colorize(mask_pt, palette))
-        save_mask_png(labels_path, mask_pt, palette)
-        save_png(overlay_path, overlay(image, mask_pt, palette, alpha=0.5))
-    except DOCUMENTED_ERRORS as err:
-        print(f"error: writing the pictures: {err}", file=sys.stderr)
+        mask_path, labels_path, overlay_path = (out_dir / name for name in OUTPUT_NAMES)
+        save_png(mask_path, colorize(mask_pt, palette), overwrite=args.overwrite)
+        save_mask_png(labels_path, mask_pt, palette, overwrite=args.overwrite)
+        save_png(overlay_path, overlay(image, mask_pt, palette, alpha=0.5), overwrite=args.overwrite)
+    except (OSError, *DOCUMENTED_ERRORS) as err:
+        print(f"error: writing the pictures to {os.fspath(out_dir)!r}: {err}", file=sys.stderr)
         return 2
     umask = os.umask(0)
     os.umask(umask)

@@ -16,10 +16,16 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 __all__ = [
     "ADE_TTA_SCALES",
     "add_arguments",
+    "add_data_arguments",
     "add_inference_arguments",
+    "check_dataset_files",
+    "check_num_labels",
+    "dataset_from_args",
     "cli_errors",
     "inference_kwargs",
     "label_predictor",
@@ -76,19 +82,41 @@ def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
-def load_model(framework: str, path: str) -> Any:
-    """A segmentation checkpoint in eval mode / inference form for ``framework`` (``pt`` or ``tf``)."""
+def load_model(framework: str, path: str, command: str = "segformer eval", allow_random_head: bool = True) -> Any:
+    """A segmentation checkpoint in eval mode / inference form for ``framework`` (``pt`` or ``tf``).
+
+    A checkpoint whose weights hold no decode head (base or classification weights: the head would be
+    random) is refused unless ``allow_random_head``; then one warning line says so.
+    """
+    import warnings
+
+    from ..common.deps import require_framework
+
+    if framework not in ("pt", "tf"):
+        raise ValueError(f"--framework must be one of ['pt', 'tf'], got {framework!r}")
     if not Path(path).exists():
         raise FileNotFoundError(f"--model {path!r} does not exist (a checkpoint folder with config.json)")
+    require_framework(framework, command)
     if framework == "pt":
-        from ..pt import SegformerForSemanticSegmentation
-
-        return SegformerForSemanticSegmentation.from_pretrained(path).eval()
-    if framework == "tf":
-        from ..tf import TFSegformerForSemanticSegmentation
-
-        return TFSegformerForSemanticSegmentation.from_pretrained(path)
-    raise ValueError(f"--framework must be one of ['pt', 'tf'], got {framework!r}")
+        from ..pt import SegformerForSemanticSegmentation as model_class
+    else:
+        from ..tf import TFSegformerForSemanticSegmentation as model_class
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, report = model_class.from_pretrained(path, output_loading_info=True)
+    random_head = [key for key in report.missing_keys if key.startswith("decode_head.")]
+    if random_head and not allow_random_head:
+        raise ValueError(
+            f"--model {path!r} has no trained decode head ({len(random_head)} decode_head tensors are not in its "
+            "weights: a base or classification checkpoint), so its masks would be random; fine-tune it with "
+            "segformer train, or pass --allow-random-head to run it anyway"
+        )
+    if random_head:
+        warnings.warn(f"--model {path!r}: the decode head is random (not in the checkpoint); masks are meaningless")
+    for warning in caught:
+        if not (random_head and str(warning.message).startswith("loading ")):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return model.eval() if framework == "pt" else model
 
 
 def label_predictor(framework: str, kwargs: dict[str, Any]) -> Callable[[Any, Any, tuple[int, int]], Any]:
@@ -108,9 +136,95 @@ def label_predictor(framework: str, kwargs: dict[str, Any]) -> Callable[[Any, An
     return predict_tf
 
 
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data ROOT`` or ``--images ITEMS... --labels DIR`` (shared by ``eval`` and ``train``)."""
+    parser.add_argument("--data", default=None, help="dataset root (images/ + annotations/ per split)")
+    parser.add_argument("--images", nargs="+", default=None, metavar="ITEM",
+                        help="instead of --data: image files, folders (recursive), globs or @FILE lists")
+    parser.add_argument("--labels", default=None, metavar="DIR",
+                        help="with --images: folder of label PNGs, NAME.png for image NAME.ext (sub-folders as in the image folder)")
+
+
+def dataset_from_args(args: argparse.Namespace, split: str, transform: Any, seed: int | None = None) -> Any:
+    """The dataset that ``--data`` (its ``split``) or ``--images`` / ``--labels`` name."""
+    from ..common.datasets import SegmentationFolderDataset, _read_id2label
+    from ..common.image_io import expand_named_inputs
+
+    if (args.data is None) == (args.images is None):
+        raise ValueError("pass either --data ROOT or --images ITEM... with --labels DIR (exactly one of --data / --images)")
+    if args.data is not None:
+        if args.labels is not None:
+            raise ValueError("--labels goes with --images; with --data the labels are ROOT/annotations/<split>")
+        return SegmentationFolderDataset(args.data, split, transform=transform, reduce_labels=args.reduce_labels, seed=seed)
+    if args.labels is None:
+        raise ValueError("--images needs --labels DIR (the folder of label PNGs)")
+    labels = Path(args.labels)
+    if not labels.is_dir():
+        raise FileNotFoundError(f"--labels {args.labels!r} is not a folder")
+    pairs = [(name, path, labels / f"{name}.png") for path, name in expand_named_inputs(args.images, "--images")]
+    return SegmentationFolderDataset.from_pairs(pairs, transform=transform, reduce_labels=args.reduce_labels, seed=seed,
+                                                id2label=_read_id2label(labels / "id2label.json"))
+
+
+def check_dataset_files(dataset: Any, count: int | None = None) -> int:
+    """Decode every image and label map of ``dataset`` (the first ``count``) before any work.
+
+    Returns the largest class index in the label maps (ignored pixels, 255, excluded; -1 if none).
+    Raises ``ValueError`` listing every bad file with its reason (missing, unreadable, truncated, not an
+    image, wrong label mode, label size differs from the image).
+    """
+    from ..common.datasets import load_label
+    from ..common.image_io import check_image, image_size
+
+    bad: list[str] = []
+    largest = -1
+    total = len(dataset.image_paths) if count is None else min(count, len(dataset.image_paths))
+    for image_path, label_path in list(zip(dataset.image_paths, dataset.label_paths))[:total]:
+        reason = check_image(image_path)
+        if reason is not None:
+            bad.append(f"{os.fspath(image_path)}: {reason}")
+        try:
+            label = load_label(label_path)
+        except FileNotFoundError:
+            bad.append(f"{os.fspath(label_path)}: label map does not exist (for {os.fspath(image_path)})")
+            continue
+        except (OSError, SyntaxError, ValueError) as err:
+            bad.append(f"{os.fspath(label_path)}: {err}")
+            continue
+        if reason is None:
+            height, width = image_size(image_path)
+            if label.shape != (height, width):
+                bad.append(f"{os.fspath(label_path)}: label map is {label.shape[0]}x{label.shape[1]} (HxW) but its image "
+                           f"is {height}x{width}")
+        if dataset.reduce_labels:
+            label = np.where(label == 0, 255, label - 1)
+        valid = label[label != 255]
+        if valid.size:
+            largest = max(largest, int(valid.max()))
+    if bad:
+        shown = "\n  ".join(bad[:50]) + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else "")
+        raise ValueError(f"{len(bad)} bad file(s) among {total} image / label pairs; nothing was run:\n  {shown}")
+    return largest
+
+
+def check_num_labels(num_labels: int, dataset: Any, largest: int, where: str) -> None:
+    """Refuse a model whose ``num_labels`` cannot match the dataset's classes (both numbers in the message)."""
+    known = getattr(dataset, "id2label", None)
+    if known and len(known) != num_labels:
+        raise ValueError(
+            f"the model predicts {num_labels} classes but the dataset {where} has {len(known)} (its id2label.json); "
+            "evaluate a model trained on these labels (or fix --reduce-labels)"
+        )
+    if largest >= num_labels:
+        raise ValueError(
+            f"the model predicts {num_labels} classes (0..{num_labels - 1}) but the label maps of {where} use class "
+            f"{largest}, i.e. at least {largest + 1} classes; evaluate a model trained on these labels (or use --reduce-labels)"
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder (config.json + weights)")
-    parser.add_argument("--data", required=True, help="dataset root (images/ + annotations/ per split)")
+    add_data_arguments(parser)
     parser.add_argument("--split", choices=("training", "validation"), default="validation")
     parser.add_argument("--reduce-labels", action="store_true", help="ADE20K annotations: 0 -> ignored, k -> k-1")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -134,19 +248,21 @@ class _Subset:
 
 @cli_errors
 def run(args: argparse.Namespace) -> int:
-    from ..common.datasets import SegmentationFolderDataset
+    from ..common.deps import require_framework
     from ..common.metrics import format_iou_table
     from ..common.training import build_eval_transform
 
     kwargs = inference_kwargs(args)
-    dataset: Any = SegmentationFolderDataset(
-        args.data, args.split, transform=build_eval_transform(args.eval_size), reduce_labels=args.reduce_labels
-    )
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        dataset = _Subset(dataset, args.limit)
+    require_framework(args.framework, "segformer eval")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    dataset: Any = dataset_from_args(args, args.split, build_eval_transform(args.eval_size))
+    largest = check_dataset_files(dataset, args.limit)
+    where = args.data if args.data is not None else f"--labels {args.labels}"
     model = load_model(args.framework, args.model)
+    check_num_labels(model.config.num_labels, dataset, largest, repr(where))
+    if args.limit is not None:
+        dataset = _Subset(dataset, args.limit)
     predict = label_predictor(args.framework, kwargs)
     if args.framework == "pt":
         from ..pt.training import evaluate

@@ -19,11 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
     from ..common.config import SegformerConfig
+    from ..common.deps import require_framework
     from ..common.image_processing import SegformerImageProcessor
     from ..common.sample import SAMPLE_IMAGE, load_sample_image
     from ..common.variants import VARIANTS
 
     print(f"segformer {__version__} on Python {platform.python_version()} ({platform.machine()})")
+    require_framework(args.framework, "segformer info")
     image = load_sample_image()
     processor = SegformerImageProcessor(size={"height": args.size, "width": args.size})
     pixel_values = processor(image, return_tensors="np")["pixel_values"]

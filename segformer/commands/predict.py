@@ -1,15 +1,25 @@
 """``segformer predict``: segment images, write label PNGs and overlays (PyTorch or Keras).
 
-    segformer predict --model runs/b0 photo1.jpg photo2.png --out masks/
+    segformer predict --model runs/b0 photos/ --out masks/
+    segformer predict --model runs/b0 'shots/**/*.jpg' @more.txt one.png --out masks/
     segformer predict --model nvidia-b0-ade --framework tf big.jpg --out masks/ --mode slide
 
-For every input ``NAME.ext`` it writes ``OUT/NAME.png`` (palette PNG: pixel value = class index, shown in
-the label set's colours) and ``OUT/NAME_overlay.png`` (the colours blended over the image), each
-atomically. Existing outputs are never replaced without ``--overwrite`` (checked for every image before
-any work). Masks have the input's resolution. An image larger than ``--max-pixels`` (default 64 megapixels)
-is refused in whole-image mode before it is decoded: use ``--mode slide``, which holds one window's
-activations at a time (plus the full-resolution logits). ``--check-finite`` (default on) stops with an
-error naming the image if any logit is NaN or infinite.
+Inputs are files, folders (every image file below them, recursively, sorted), globs and ``@FILE`` lists
+(one path per line). For every image ``NAME.ext`` it writes ``OUT/NAME.png`` (palette PNG: pixel value =
+class index, shown in the label set's colours) and ``OUT/NAME_overlay.png`` (the colours blended over the
+image), each atomically; images found in a folder keep their sub-folders under OUT. It prints one line
+per image with its most frequent classes (fraction of pixels and name) and writes ``OUT/legend.png``
+(colour, id and name of every class that appears). Existing outputs are never replaced without
+``--overwrite`` (checked for every image before any work), and an input is never written over, even
+with ``--overwrite``. A file that cannot be read (missing, truncated, not an image, too many pixels) is
+skipped and listed at the end with its reason, and the exit status is 1; ``--strict`` stops at the first
+one instead. Masks have the input's resolution. An image larger than ``--max-pixels`` (default 64
+megapixels) is refused in whole-image mode before it is decoded: use ``--mode slide``, which holds one
+window's activations at a time (plus the full-resolution logits). ``--check-finite`` (default on) skips
+an image whose logits hold NaN or Inf. A checkpoint without a trained decode head (base or
+classification weights) is refused unless ``--allow-random-head``. A destination that cannot be written
+(read-only, full disk, a file where a folder should be) stops with one ``error:`` line naming the path;
+files already there stay as they were.
 """
 
 from __future__ import annotations
@@ -24,16 +34,21 @@ import numpy as np
 
 from .eval import add_inference_arguments, cli_errors, inference_kwargs, load_model
 
-__all__ = ["DEFAULT_MAX_PIXELS", "add_arguments", "output_paths", "palette_for", "run"]
+__all__ = ["DEFAULT_MAX_PIXELS", "LEGEND_NAME", "add_arguments", "output_paths", "palette_for", "run"]
 
 DEFAULT_MAX_PIXELS = 64_000_000
+LEGEND_NAME = "legend"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder (config.json + weights)")
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("images", nargs="+",
+                        help="image files, folders (recursive), globs ('photos/**/*.jpg') or @FILE (one path per line)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    parser.add_argument("--allow-random-head", action="store_true",
+                        help="run a checkpoint whose decode head is not trained (base / classification weights)")
     parser.add_argument("--check-finite", dest="check_finite", action="store_true", default=True,
                         help="fail on NaN / Inf logits (default on)")
     parser.add_argument("--no-check-finite", dest="check_finite", action="store_false")
@@ -42,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay mask weight in [0, 1] (default 0.5)")
     parser.add_argument("--palette", default=None,
                         help="ade20k | cityscapes | auto (default: by num_labels: 150 ade20k, 19 cityscapes, else generated)")
+    parser.add_argument("--top", type=int, default=3, help="classes listed per image (default 3)")
     add_inference_arguments(parser)
 
 
@@ -61,74 +77,129 @@ def palette_for(num_labels: int, name: str | None = None) -> np.ndarray:
     return make_palette(num_labels)
 
 
-def output_paths(images: list[str], out: Path) -> list[tuple[Path, Path, Path]]:
-    """``(image, mask, overlay)`` per input; two inputs with the same stem are an error."""
+def output_paths(images: list[tuple[Path, str]], out: Path) -> list[tuple[Path, Path, Path]]:
+    """``(image, mask, overlay)`` per ``(image, output name)``; two inputs with the same name, an input
+    named like the legend, and an output that is one of the inputs are errors (``--overwrite`` or not)."""
     seen: dict[str, str] = {}
     result = []
-    for image in images:
-        path = Path(image)
-        if path.stem in seen:
-            raise ValueError(f"inputs {seen[path.stem]!r} and {image!r} would both write {path.stem}.png; rename one")
-        seen[path.stem] = image
-        result.append((path, out / f"{path.stem}.png", out / f"{path.stem}_overlay.png"))
+    for path, name in images:
+        if name in seen:
+            raise ValueError(f"inputs {seen[name]!r} and {os.fspath(path)!r} would both write {name}.png; rename one")
+        if name == LEGEND_NAME:
+            raise ValueError(f"input {os.fspath(path)!r} would write {LEGEND_NAME}.png, the legend's name; rename it")
+        seen[name] = os.fspath(path)
+        result.append((path, out / f"{name}.png", out / f"{name}_overlay.png"))
+    inputs = {os.path.realpath(path): os.fspath(path) for path, _ in images}
+    for output in [out / f"{LEGEND_NAME}.png"] + [p for _, mask, over in result for p in (mask, over)]:
+        if os.path.realpath(output) in inputs:
+            raise ValueError(
+                f"output {os.fspath(output)!r} is the input {inputs[os.path.realpath(output)]!r}; predict never "
+                "writes over its inputs, even with --overwrite: choose another --out"
+            )
     return result
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
+class _WriteError(Exception):
+    """An output could not be written (read-only folder, full disk, a file where a folder should be)."""
 
-    if not path.is_file():
-        raise FileNotFoundError(f"image {os.fspath(path)!r} does not exist")
-    with Image.open(path) as image:  # reads the header only
-        width, height = image.size
-    return height, width
+
+def _write(save: Any, path: Path, *args: Any, **kwargs: Any) -> None:
+    """``save(path, ...)``; an environment fault becomes one error naming the path (old file intact)."""
+    try:
+        save(path, *args, **kwargs)
+    except FileExistsError:
+        raise
+    except OSError as err:
+        raise _WriteError(f"cannot write {os.fspath(path)!r}: {err.strerror or err}") from None
 
 
 @cli_errors
 def run(args: argparse.Namespace) -> int:
-    from ..common.datasets import load_image
+    try:
+        return _run(args)
+    except _WriteError as err:
+        print(f"error: {err}; files already there were left as they were", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..common.image_io import BadImageError, expand_named_inputs, load_image, open_image
     from ..common.training import build_eval_transform
-    from ..common.viz import overlay, save_mask_png, save_png
+    from ..common.viz import class_summary, legend, overlay, save_mask_png, save_png
 
     if args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
     kwargs = inference_kwargs(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {os.fspath(out)!r} exists and is not a folder")
-    jobs = output_paths(args.images, out)
+    jobs = output_paths(expand_named_inputs(args.images), out)
+    legend_path = out / f"{LEGEND_NAME}.png"
     if not args.overwrite:
         existing = [os.fspath(p) for _, mask, over in jobs for p in (mask, over) if p.exists()]
+        existing += [os.fspath(legend_path)] if legend_path.exists() else []
         if existing:
             raise FileExistsError(f"{len(existing)} output(s) already exist, e.g. {existing[:3]}; pass --overwrite to replace them")
-    sizes = [_image_size(image) for image, _, _ in jobs]
-    if args.mode == "whole":
-        for (image, _, _), (height, width) in zip(jobs, sizes):
-            if height * width > args.max_pixels:
-                raise ValueError(
-                    f"image {os.fspath(image)!r} is {height}x{width} = {height * width:,} pixels, above "
-                    f"--max-pixels {args.max_pixels:,}; use --mode slide (sliding windows) or raise --max-pixels"
-                )
-    model = load_model(args.framework, args.model)
+    skipped: list[tuple[str, str]] = []
+    readable = []
+    for job in jobs:
+        try:
+            with open_image(os.fspath(job[0]), None) as picture:
+                width, height = picture.size
+        except BadImageError as err:
+            if args.strict:
+                raise ValueError(f"{err} (--strict: stopped before any work)") from None
+            skipped.append((err.path, err.reason))
+            continue
+        if args.mode == "whole" and height * width > args.max_pixels:
+            raise ValueError(
+                f"image {os.fspath(job[0])!r} is {height}x{width} = {height * width:,} pixels, above "
+                f"--max-pixels {args.max_pixels:,}; use --mode slide (sliding windows) or raise --max-pixels"
+            )
+        readable.append(job)
+    model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
     palette = palette_for(model.config.num_labels, args.palette)
     transform = build_eval_transform(args.eval_size)
-    out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for (image_path, mask_path, overlay_path), size in zip(jobs, sizes):
-        image = load_image(image_path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _WriteError(f"cannot create the output folder {os.fspath(out)!r}: {err.strerror or err}") from None
+    used: set[int] = set()
+    for image_path, mask_path, overlay_path in readable:
+        try:
+            image = load_image(image_path)
+        except BadImageError as err:
+            if args.strict:
+                raise ValueError(f"{err} (--strict: stopped)") from None
+            skipped.append((err.path, err.reason))
+            continue
         pixel_values, _ = transform(image)
-        logits = _logits(args.framework, model, pixel_values[None], size, kwargs)
+        logits = _logits(args.framework, model, pixel_values[None], image.shape[:2], kwargs)
         if args.check_finite and not np.isfinite(logits).all():
             print(f"error: non-finite logits for {os.fspath(image_path)!r}; nothing written for it", file=sys.stderr)
-            failures += 1
+            skipped.append((os.fspath(image_path), "non-finite logits (NaN / Inf)"))
             continue
         labels = logits[0].argmax(axis=0).astype(np.int64)
-        save_mask_png(mask_path, labels, palette, overwrite=args.overwrite)
-        save_png(overlay_path, overlay(image, labels, palette, alpha=args.alpha), overwrite=args.overwrite)
-        print(f"{os.fspath(image_path)} -> {os.fspath(mask_path)}, {os.fspath(overlay_path)}")
-    return 1 if failures else 0
+        _write(save_mask_png, mask_path, labels, palette, overwrite=args.overwrite)
+        _write(save_png, overlay_path, overlay(image, labels, palette, alpha=args.alpha), overwrite=args.overwrite)
+        summary = class_summary(labels, id2label, top=args.top)
+        used.update(int(i) for i in np.unique(labels))
+        classes = ", ".join(f"{name} {100 * fraction:.1f} %" for _, name, fraction in summary)
+        print(f"{os.fspath(image_path)} -> {os.fspath(mask_path)}: {classes}")
+    if used:
+        _write(save_png, legend_path, legend(sorted(used), id2label, palette), overwrite=args.overwrite)
+        print(f"legend of the {len(used)} classes seen: {os.fspath(legend_path)}")
+    if skipped:
+        order = {os.fspath(image): index for index, (image, _, _) in enumerate(jobs)}
+        print(f"skipped {len(skipped)} of {len(jobs)} input(s):", file=sys.stderr)
+        for path, reason in sorted(skipped, key=lambda item: order.get(item[0], len(order))):
+            print(f"  {path}: {reason}", file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def _logits(framework: str, model: Any, pixel_values: np.ndarray, size: tuple[int, int], kwargs: dict[str, Any]) -> np.ndarray:

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .eval import cli_errors
+from .eval import add_data_arguments, check_dataset_files, cli_errors, dataset_from_args
 
 __all__ = ["add_arguments", "run", "train_config_from_args"]
 
@@ -28,7 +28,7 @@ __all__ = ["add_arguments", "run", "train_config_from_args"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--framework", choices=("pt", "tf"), default="pt")
     parser.add_argument("--model", required=True, help="variant (b0..b5), config.json (random init) or checkpoint folder")
-    parser.add_argument("--data", required=True, help="dataset root (images/ + annotations/ per split)")
+    add_data_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (checkpoint, log, training state)")
     parser.add_argument("--steps", type=int, default=160_000, help="optimizer steps (default 160000, the original)")
     parser.add_argument("--batch-size", type=int, default=2, help="images per device per micro-batch (default 2)")
@@ -102,29 +102,39 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
 
 @cli_errors
 def run(args: argparse.Namespace) -> int:
-    from ..common.datasets import SegmentationFolderDataset
+    from ..common.deps import require_framework
     from ..common.metrics import format_iou_table
     from ..common.training import build_eval_transform, build_train_transform
 
     config = train_config_from_args(args)
     out = Path(args.out)
     _check_out(out, args.resume, args.overwrite)
-    data = Path(args.data)
-    train_set = SegmentationFolderDataset(
-        data, "training", transform=build_train_transform(config), reduce_labels=args.reduce_labels, seed=args.seed
-    )
+    train_set = dataset_from_args(args, "training", build_train_transform(config), seed=args.seed)
     eval_set = None
-    if (data / "images" / "validation").is_dir():
-        eval_set = SegmentationFolderDataset(
-            data, "validation", transform=build_eval_transform(args.eval_size), reduce_labels=args.reduce_labels
-        )
+    if args.data is not None and (Path(args.data) / "images" / "validation").is_dir():
+        eval_set = dataset_from_args(args, "validation", build_eval_transform(args.eval_size))
+    require_framework(args.framework, "segformer train")
+    for dataset in (train_set, eval_set):
+        if dataset is not None:
+            check_dataset_files(dataset)
     id2label = train_set.id2label
     if args.framework == "pt":
         result, model_config, is_main = _run_pt(args, config, out, train_set, eval_set, id2label)
     else:
         result, model_config, is_main = _run_tf(args, config, out, train_set, eval_set, id2label)
     if is_main:
-        print(f"saved {out} (config.json + {'model.safetensors' if args.framework == 'pt' else 'tf_model.h5'})")
+        from ..common.model_card import write_inference_files
+
+        dataset = Path(args.data).resolve().name if args.data is not None else Path(args.labels).resolve().name
+        base = args.model if Path(args.model).is_dir() else f"SegFormer {args.model} (random initialization)"
+        write_inference_files(
+            out, model_config, image_size=config.crop_size, reduce_labels=args.reduce_labels, framework=args.framework,
+            how=f"Fine-tuned with `segformer train` ({config.total_steps} steps, batch {config.batch_size} x "
+                f"{config.grad_accum}, crop {config.crop_size[0]}x{config.crop_size[1]}) from {base} on {dataset}.",
+            base_model=args.model if Path(args.model).is_dir() else None, dataset=dataset, results=result,
+        )
+        print(f"saved {out} (config.json + {'model.safetensors' if args.framework == 'pt' else 'tf_model.h5'} "
+              "+ preprocessor_config.json + README.md model card)")
         if result is not None:
             print(format_iou_table(result, model_config.id2label))
     return 0

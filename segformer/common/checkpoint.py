@@ -236,13 +236,12 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     flattened only at top level: callers that expect a plain state dict use :func:`load_state_dict`.
     """
     path = Path(path)
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(
-            f"{path} is a PyTorch pickle (.bin/.pth); reading it needs torch: pip install 'segformer[torch]', "
-            "or convert it to safetensors on a machine that has torch"
-        ) from None
+    from .deps import require
+
+    torch = require(
+        "torch", f"reading {os.fspath(path)!r} (a PyTorch pickle, .bin/.pth)",
+        "or convert it to safetensors on a machine that has torch",
+    )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, zip errors, truncation: torch raises many types

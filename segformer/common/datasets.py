@@ -96,8 +96,9 @@ def load_label(path: str | os.PathLike) -> np.ndarray:
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as uint8 ``(H, W, 3)`` RGB (grey / palette / RGBA are converted)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    from .image_io import load_image as decode
+
+    return decode(path)
 
 
 class SegmentationFolderDataset:
@@ -155,6 +156,24 @@ class SegmentationFolderDataset:
         pairs = cls._pair(Path(images_dir), Path(labels_dir), image_suffix, label_suffix, recursive)
         dataset = cls.__new__(cls)
         dataset._init(pairs, transform, reduce_labels, seed, id2label)
+        dataset.root = None
+        dataset.split = None
+        return dataset
+
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs: Sequence[tuple[str, str | os.PathLike, str | os.PathLike]],
+        transform: Transform | None = None,
+        reduce_labels: bool = False,
+        seed: int | None = None,
+        id2label: dict[int, str] | None = None,
+    ) -> "SegmentationFolderDataset":
+        """Items from explicit ``(name, image path, label path)`` triples, in the given order."""
+        if not pairs:
+            raise ValueError("pairs is empty; pass at least one (name, image path, label path)")
+        dataset = cls.__new__(cls)
+        dataset._init([(str(n), Path(i), Path(label)) for n, i, label in pairs], transform, reduce_labels, seed, id2label)
         dataset.root = None
         dataset.split = None
         return dataset

@@ -26,13 +26,12 @@ def resolve_model_dir(name: str, filenames: list[str] | None = None, revision: s
         return path
     if not looks_like_repo_id(name):
         raise FileNotFoundError(f"{name!r} is neither an existing folder/file nor a Hugging Face Hub model id")
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise ImportError(
-            f"{name!r} is not a local folder; to load it from the Hugging Face Hub install the optional "
-            "extra: pip install 'segformer[hub]' (huggingface_hub), or download it and pass the folder"
-        ) from None
+    from .deps import require
+
+    huggingface_hub = require(
+        "huggingface_hub", f"loading {name!r} from the Hugging Face Hub (it is not a local folder)",
+        "or download the model and pass its folder",
+    )
     try:
         folder = huggingface_hub.snapshot_download(
             repo_id=name, revision=revision, allow_patterns=filenames or _WEIGHT_PATTERNS

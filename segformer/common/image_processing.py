@@ -294,6 +294,20 @@ def _infer_channels_last(shape: tuple[int, ...], name: str, index: int) -> bool:
     )
 
 
+def _check_integer_range(array: np.ndarray, index: int, do_rescale: bool, rescale_factor: float) -> None:
+    """Integer images outside 0..255 (16-bit, ...) under the default ``rescale_factor=1/255`` are refused:
+    they would be clipped to white. Another ``rescale_factor`` or ``do_rescale=False`` says how they are scaled."""
+    if not np.issubdtype(array.dtype, np.integer) or not do_rescale or rescale_factor != 1 / 255:
+        return
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"images[{index}]: integer image ({array.dtype}) has values {low}..{high}, outside 0..255; pass "
+            "rescale_factor=1/65535 (16-bit) or the factor for its range, or do_rescale=False with values "
+            "already scaled, or convert it to uint8 first (segformer.common.image_io.load_image scales files by their range)"
+        )
+
+
 def _image_to_hwc(
     image: Any, do_convert_rgb: bool, input_data_format: str | None, index: int
 ) -> tuple[np.ndarray, bool]:
@@ -681,6 +695,7 @@ class SegformerImageProcessor:
         warn_scaled = False
         for index, image in enumerate(flat_images):
             hwc, was_channels_last = _image_to_hwc(image, do_convert_rgb, input_data_format, index)
+            _check_integer_range(hwc, index, do_rescale, rescale_factor)
             image_sizes.append(hwc.shape[:2])
             if do_rescale and np.issubdtype(hwc.dtype, np.floating) and hwc.min() >= 0 and hwc.max() <= 1:
                 warn_scaled = True
@@ -894,11 +909,7 @@ def _download_from_hub(repo_id: str) -> Path:
     looks_like_repo = repo_id.count("/") == 1 and not repo_id.startswith((".", "/")) and "\\" not in repo_id
     if not looks_like_repo:
         raise FileNotFoundError(f"{repo_id!r} is neither a folder with {PREPROCESSOR_CONFIG_NAME} nor a JSON file")
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local folder; to fetch it from the Hugging Face Hub install the optional "
-            "`huggingface_hub` package (pip install segformer[hub]), or pass a local folder"
-        ) from None
-    return Path(hf_hub_download(repo_id, PREPROCESSOR_CONFIG_NAME))
+    from .deps import require
+
+    hub = require("huggingface_hub", f"fetching {repo_id!r} from the Hugging Face Hub", "or pass a local folder")
+    return Path(hub.hf_hub_download(repo_id, PREPROCESSOR_CONFIG_NAME))

@@ -17,7 +17,7 @@ from PIL import Image
 from segformer.common.atomic import atomic_path
 from segformer.common.labels import IGNORE_INDEX, get_palette
 
-__all__ = ["colorize", "load_mask_png", "overlay", "save_mask_png", "save_png"]
+__all__ = ["class_summary", "colorize", "legend", "load_mask_png", "overlay", "save_mask_png", "save_png"]
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -139,6 +139,42 @@ def overlay(
         ignored = labels == ignore_index
         result[ignored] = rgb[ignored]
     return result
+
+
+def class_summary(label_map: Any, id2label: dict[int, str], top: int = 5) -> list[tuple[int, str, float]]:
+    """The ``top`` most frequent classes of ``label_map`` as ``(class id, name, fraction of pixels)``,
+    most frequent first (ignored pixels count in the total, not as a class)."""
+    labels = _label_map(label_map, "label_map").ravel()
+    if labels.size == 0:
+        return []
+    ids, counts = np.unique(labels, return_counts=True)
+    order = np.lexsort((ids, -counts))[:top]
+    return [(int(ids[i]), id2label.get(int(ids[i]), str(int(ids[i]))), float(counts[i] / labels.size)) for i in order
+            if int(ids[i]) != IGNORE_INDEX]
+
+
+def legend(class_ids: list[int], id2label: dict[int, str], palette: np.ndarray | str, swatch: int = 16) -> np.ndarray:
+    """A uint8 RGB legend: one row per class id (its colour swatch, ``id name``), white background."""
+    from PIL import ImageDraw, ImageFont
+
+    colours = _palette_array(palette, "palette")
+    if not class_ids:
+        raise ValueError("legend: class_ids is empty; pass at least one class id")
+    for class_id in class_ids:
+        if not 0 <= int(class_id) < len(colours):
+            raise ValueError(f"legend: class id {class_id} is outside the palette's {len(colours)} colours")
+    font = ImageFont.load_default()
+    texts = [f"{int(c)} {id2label.get(int(c), str(int(c)))}" for c in class_ids]
+    row = swatch + 4
+    width = swatch + 12 + max(int(font.getlength(t)) for t in texts) + 8
+    picture = Image.new("RGB", (width, row * len(texts) + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(picture)
+    for index, (class_id, text) in enumerate(zip(class_ids, texts)):
+        top = 4 + index * row
+        draw.rectangle([4, top, 4 + swatch - 1, top + swatch - 1], fill=tuple(int(v) for v in colours[int(class_id)]),
+                       outline=(0, 0, 0))
+        draw.text((swatch + 12, top + 2), text, fill=(0, 0, 0), font=font)
+    return np.asarray(picture)
 
 
 def save_png(path: str | os.PathLike, rgb: Any, overwrite: bool = True) -> None:

@@ -56,9 +56,11 @@ from ..common.checkpoint import (
     read_tf_h5,
 )
 from ..common.config import CONFIG_NAME, HF_LAYER_NORM_EPS, SegformerConfig
+from ..common.deps import MissingDependencyError, missing_message, require
 from ..common.pretrained import read_canonical_state, save_pretrained_state
 from ..common.weights import canonical_task, parameter_table
 from .original import (
+    ASSUMED_PREFIX,
     OriginalCheckpoint,
     infer_original_config,
     is_original_state,
@@ -173,7 +175,8 @@ class ConversionReport:
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        head = [
+        assumed = [note for note in self.notes if note.startswith(ASSUMED_PREFIX)]
+        head = [f"{ASSUMED_PREFIX}(not verifiable from the tensors): {note[len(ASSUMED_PREFIX):]}" for note in assumed] + [
             f"source: {self.source} ({self.source_kind})",
             f"task: {self.task}; destination framework: {self.to}"
             + (f"; compared against: {self.reference_framework}" if self.reference_framework else ""),
@@ -181,7 +184,7 @@ class ConversionReport:
             f"{self.config.num_attention_heads}, {self.config.num_labels} labels, LayerNorm eps "
             f"{self.config.layer_norm_eps:g} / {self.config.patch_layer_norm_eps:g}",
         ]
-        head += [f"note: {note}" for note in self.notes]
+        head += [f"note: {note}" for note in self.notes if note not in assumed]
         if self.dropped_keys:
             head.append(f"dropped (unused by the model): {', '.join(self.dropped_keys)}")
         head.append(self.table())
@@ -295,12 +298,8 @@ def _config_beside(weights: Path, config_path: Path | None) -> SegformerConfig |
 
 def _read_keras(path: Path) -> tuple[SegformerConfig, str, dict[str, np.ndarray]]:
     """Config, task and canonical tensors of one of our ``.keras`` archives (loaded in Keras safe mode)."""
-    try:
-        import keras
-
-        from .. import tf as segformer_tf  # noqa: F401  (registers the serializable classes)
-    except ImportError as err:
-        raise ImportError(f"{path} is a .keras archive; reading it needs TensorFlow/Keras: pip install 'segformer[tf]' ({err})") from None
+    keras = require("keras", f"reading {os.fspath(path)!r} (a .keras archive)")
+    from .. import tf as segformer_tf  # noqa: F401  (registers the serializable classes)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # keras raises many types for foreign / damaged archives
@@ -695,13 +694,14 @@ def convert(
         if dst_path.exists() and not dst_path.is_dir():
             raise NotADirectoryError(f"destination {os.fspath(dst_path)!r} exists and is not a folder")
     if not _framework_available(to):
-        raise ImportError(f"converting to {to!r} needs {'torch' if to == 'pt' else 'tensorflow'}: pip install 'segformer[{'torch' if to == 'pt' else 'tf'}]'")
+        raise MissingDependencyError(missing_message("torch" if to == "pt" else "tensorflow", f"converting to {to!r}"))
     reference_framework = "tf" if to == "pt" else "pt"
     if verify and not _framework_available(reference_framework):
-        raise ImportError(
-            f"verifying a conversion runs the {reference_framework} model next to the {to} one; install "
-            f"'segformer[all]' or pass verify=False (--no-verify)"
-        )
+        raise MissingDependencyError(missing_message(
+            "torch" if reference_framework == "pt" else "tensorflow",
+            f"verifying a conversion (runs the {reference_framework} model next to the {to} one)",
+            "or pass verify=False (--no-verify)",
+        ))
 
     bar = _progress(progress, None, "reading")
     try:

@@ -17,9 +17,9 @@ Two kinds of original files are understood (ANCHORS.md sections 4 and 6):
 * strides: the MiT values (4 for stage 1, 2 after). The overlapping patch embedding's stride is not stored
   in any tensor; every released SegFormer / MiT model uses these.
 * attention heads: ``--num-heads`` if given; else the ``num_heads`` of the mmseg config text stored in
-  ``meta["config"]`` (or the MiT values when that config names ``mit_b0`` .. ``mit_b5``); else the MiT
-  values [1, 2, 5, 8] where they divide the hidden size, else the largest divisor of the hidden size not
-  above the MiT value (said in the report's notes: a wrong head count changes the outputs).
+  ``meta["config"]`` (or the MiT values when that config names ``mit_b0`` .. ``mit_b5``); else, when the
+  hidden sizes are those of a known variant (b0, b1..b5), its heads [1, 2, 5, 8], said on the report's
+  first line (an assumption: a wrong head count changes the outputs); else ``--num-heads`` is required.
 
 The converted config uses the original's LayerNorm epsilons (``layer_norm_eps=1e-6`` for block and stage
 norms, ``patch_layer_norm_eps=1e-5`` for patch-embedding and sequence-reduction norms), so the converted
@@ -54,12 +54,14 @@ __all__ = [
     "rename_original_key",
     "map_original_state",
     "infer_original_config",
-    "default_num_heads",
+    "ASSUMED_PREFIX",
+    "known_variant_heads",
     "heads_from_meta",
     "labels_from_meta",
 ]
 
 MIT_NUM_HEADS = (1, 2, 5, 8)
+ASSUMED_PREFIX = "ASSUMED "  # a note starting with it is a guess; the conversion report prints it first
 MIT_FIRST_STRIDE = 4
 MIT_LATER_STRIDE = 2
 MIT_STRIDES = (MIT_FIRST_STRIDE, MIT_LATER_STRIDE, MIT_LATER_STRIDE, MIT_LATER_STRIDE)
@@ -303,21 +305,14 @@ def heads_from_meta(meta: Mapping[str, Any]) -> tuple[list[int] | None, str]:
     return None, "the checkpoint's meta config names no num_heads"
 
 
-def default_num_heads(hidden_sizes: list[int]) -> tuple[list[int], list[str]]:
-    """MiT heads [1, 2, 5, 8] where they divide; otherwise the largest divisor not above the MiT value."""
-    heads, notes = [], []
-    for i, hidden in enumerate(hidden_sizes):
-        mit = MIT_NUM_HEADS[i] if i < len(MIT_NUM_HEADS) else MIT_NUM_HEADS[-1]
-        if hidden % mit == 0:
-            heads.append(mit)
-            continue
-        chosen = max(h for h in range(1, mit + 1) if hidden % h == 0)
-        heads.append(chosen)
-        notes.append(
-            f"stage {i + 1}: the MiT head count {mit} does not divide hidden size {hidden}; assumed {chosen} heads "
-            "(pass --num-heads if the checkpoint was trained with another count: it changes the outputs)"
-        )
-    return heads, notes
+def known_variant_heads(hidden_sizes: list[int]) -> tuple[list[int], str] | None:
+    """``(heads, variant names)`` when ``hidden_sizes`` are those of a known MiT variant (b0, b1..b5), else ``None``."""
+    from ..common.variants import VARIANTS
+
+    names = [name for name, spec in VARIANTS.items() if list(spec["hidden_sizes"]) == list(hidden_sizes)]
+    if not names:
+        return None
+    return list(MIT_NUM_HEADS), names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
 
 
 def labels_from_meta(meta: Mapping[str, Any], num_labels: int) -> dict[int, str] | None:
@@ -387,9 +382,15 @@ def infer_original_config(
             notes.append(f"ignored num_heads {heads} from the meta config: it does not fit hidden sizes {hidden_sizes}")
             heads = None
         if heads is None:
-            heads, extra = default_num_heads(hidden_sizes)
-            heads_source = f"MiT default ({why})"
-            notes.extend(extra)
+            known = known_variant_heads(hidden_sizes)
+            if known is None:
+                raise ValueError(
+                    f"{source}: the attention heads are not stored in any tensor ({why}) and hidden sizes "
+                    f"{hidden_sizes} match no known variant (b0 {[32, 64, 160, 256]}, b1..b5 {[64, 128, 320, 512]}); "
+                    "pass --num-heads H1,H2,... (num_heads=[...]), the head count per stage it was trained with"
+                )
+            heads, variant = known
+            heads_source = f"{ASSUMED_PREFIX}the known variant {variant}'s heads, hidden sizes {hidden_sizes} ({why})"
     for i, (hidden, h) in enumerate(zip(hidden_sizes, heads)):
         if h < 1 or hidden % h:
             divisors = [d for d in range(1, hidden + 1) if hidden % d == 0]
@@ -397,7 +398,10 @@ def infer_original_config(
                 f"--num-heads {','.join(map(str, heads))}: stage {i + 1} has hidden size {hidden}, which {h} heads "
                 f"do not divide; valid head counts for it: {divisors}"
             )
-    notes.append(f"attention heads {heads} from {heads_source}")
+    if heads_source.startswith(ASSUMED_PREFIX):
+        notes.append(f"{ASSUMED_PREFIX}attention heads {heads}: {heads_source[len(ASSUMED_PREFIX):]}")
+    else:
+        notes.append(f"attention heads {heads} from {heads_source}")
     strides = [MIT_FIRST_STRIDE] + [MIT_LATER_STRIDE] * (stages - 1)
     notes.append(f"patch-embedding strides {strides}: the MiT values (strides are not stored in the tensors)")
     kwargs: dict[str, Any] = dict(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from ..common.config import SegformerConfig
+from ..common.deps import require
+
+require("torch", "segformer.pt (the PyTorch models)", "or use segformer.tf (TensorFlow / Keras)")
+
+from ..common.config import SegformerConfig  # noqa: E402
 from ..common.outputs import BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
 from .decode_head import SegformerDecodeHead
 from .layers import SegformerLayer

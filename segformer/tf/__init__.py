@@ -9,6 +9,11 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from ..common.deps import require  # noqa: E402
+
+require("tensorflow", "segformer.tf (the Keras models)", "or use segformer.pt (PyTorch)")
+require("keras", "segformer.tf (the Keras models)", "or use segformer.pt (PyTorch)")
+
 import keras  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":

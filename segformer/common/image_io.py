@@ -1,0 +1,233 @@
+"""Reading image files as people expect, and turning folders / globs / file lists into sorted file lists.
+
+:func:`load_image` decodes any file Pillow reads into a uint8 ``(H, W, 3)`` RGB array:
+
+* EXIF orientation is applied (the picture comes out the way a viewer shows it, as transformers' loader does);
+* palette (``P`` / ``PA``), grey + alpha (``LA``), CMYK, YCbCr, LAB, HSV and 1-bit images go through
+  Pillow's conversions to RGB (alpha dropped);
+* images deeper than 8 bits are scaled by their real range instead of clipped: integer images
+  (16-bit PNG / TIFF, mode ``I``) by the smallest bit depth that holds their largest value (a 12-bit scan
+  in a 16-bit file is divided by 4095, a full 16-bit one by 65535; values <= 255 are kept); float images
+  (mode ``F``) with all values in [0, 1] are multiplied by 255, others are mapped linearly from their
+  minimum..maximum to 0..255; negative integer images likewise; NaN / Inf pixels are an error.
+
+Every failure (missing, unreadable, truncated, not an image, above the pixel limit) raises
+:class:`BadImageError` (a ``ValueError``) whose message names the file and the reason.
+
+:func:`expand_inputs` turns command-line items into files: a folder gives every file with an image
+extension below it (recursively), a glob (``photos/**/*.jpg``) its matching image files, ``@list.txt``
+the paths listed in that file (one per line, relative to the list's folder; ``#`` starts a comment),
+and a plain path itself (whatever its extension, so a wrong file is reported rather than ignored).
+Folder and glob results are sorted; duplicates are dropped, the first occurrence kept.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "BadImageError",
+    "check_image",
+    "expand_inputs",
+    "expand_named_inputs",
+    "image_size",
+    "image_to_rgb",
+    "load_image",
+    "open_image",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+_GLOB_CHARS = frozenset("*?[")
+_ORIENTATION = 0x0112  # EXIF tag
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be used; ``path`` and ``reason`` are attributes, the message holds both."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def expand_inputs(items: Iterable[str | os.PathLike], what: str = "images") -> list[Path]:
+    """Files for ``items`` (folders, globs, ``@list`` files, paths); see the module docstring.
+
+    A folder or glob without image files and a missing ``@list`` file are errors naming the item.
+    A plain path that does not exist is kept (the caller reports it with the other bad files).
+    """
+    return [path for path, _ in expand_named_inputs(items, what)]
+
+
+def expand_named_inputs(items: Iterable[str | os.PathLike], what: str = "images") -> list[tuple[Path, str]]:
+    """Like :func:`expand_inputs`, with an output name per file: the path below its folder without the
+    extension (``a/b/photo``) for files found in a folder, the file's stem otherwise."""
+    result: list[tuple[Path, str]] = []
+    for item in items:
+        text = os.fspath(item)
+        if text.startswith("@"):
+            list_path = Path(text[1:])
+            if not list_path.is_file():
+                raise FileNotFoundError(f"{what}: file list {text[1:]!r} (given as {text!r}) does not exist")
+            lines = list_path.read_text(encoding="utf-8").splitlines()
+            entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+            for entry in entries:
+                path = Path(entry) if Path(entry).is_absolute() else list_path.parent / entry
+                result.append((path, path.stem))
+            continue
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_image_name(p))
+            if not found:
+                raise ValueError(f"{what}: folder {text!r} holds no image files (looked for {list(IMAGE_EXTENSIONS)}, recursively)")
+            result.extend((p, p.relative_to(path).with_suffix("").as_posix()) for p in found)
+        elif not path.exists() and _GLOB_CHARS & set(text):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p) and _is_image_name(Path(p)))
+            if not found:
+                raise ValueError(f"{what}: pattern {text!r} matches no image files (extensions {list(IMAGE_EXTENSIONS)})")
+            result.extend((p, p.stem) for p in found)
+        else:
+            result.append((path, path.stem))
+    unique: dict[str, tuple[Path, str]] = {}
+    for path, name in result:
+        unique.setdefault(os.path.normpath(os.path.abspath(path)), (path, name))
+    return list(unique.values())
+
+
+def _scale_deep(array: np.ndarray, path: str) -> np.ndarray:
+    """A 2-D / 3-D integer or float array deeper than 8 bits -> uint8 by its real range."""
+    if array.dtype.kind == "f":
+        values = array.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise BadImageError(path, "floating-point image with NaN or infinite pixels")
+        low, high = float(values.min()), float(values.max())
+        if low >= 0.0 and high <= 1.0:
+            return np.round(values * 255.0).astype(np.uint8)
+    else:
+        values = array.astype(np.int64)
+        low, high = int(values.min()), int(values.max())
+        if low >= 0:
+            if high <= 255:
+                return values.astype(np.uint8)
+            top = 2 ** max(8, math.ceil(math.log2(high + 1))) - 1
+            return np.round(values * (255.0 / top)).astype(np.uint8)
+    if high == low:
+        return np.zeros(array.shape, dtype=np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def image_to_rgb(image: Image.Image, path: str = "<image>") -> np.ndarray:
+    """A Pillow image (EXIF orientation applied here) -> uint8 ``(H, W, 3)`` RGB (see the module docstring)."""
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        grey = _scale_deep(np.asarray(image), path)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
+    """``(height, width)`` as :func:`load_image` returns it (EXIF rotation included), from the header only."""
+    with open_image(os.fspath(path), max_pixels) as image:
+        width, height = image.size
+        if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width
+    return height, width
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Decode ``path`` into a uint8 ``(H, W, 3)`` RGB array; :class:`BadImageError` names file and reason.
+
+    ``max_pixels`` refuses larger images before decoding them (default: Pillow's decompression-bomb
+    limit, ``PIL.Image.MAX_IMAGE_PIXELS``).
+    """
+    name = os.fspath(path)
+    with open_image(name, max_pixels) as image:
+        try:
+            image.load()
+            return image_to_rgb(image, name)
+        except BadImageError:
+            raise
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise BadImageError(name, _reason(err)) from None
+
+
+def check_image(path: str | os.PathLike, max_pixels: int | None = None) -> str | None:
+    """``None`` if ``path`` decodes completely, else the reason (JPEGs are decoded at reduced scale)."""
+    name = os.fspath(path)
+    try:
+        with open_image(name, max_pixels) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+            if image.mode == "F":
+                _scale_deep(np.asarray(image), name)
+    except BadImageError as err:
+        return err.reason
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return _reason(err)
+    return None
+
+
+class open_image:
+    """``with open_image(path, max_pixels) as image``: ``Image.open`` (header only) with the reasons turned
+    into :class:`BadImageError` and the pixel limit checked (``None``: Pillow's)."""
+
+    def __init__(self, path: str, max_pixels: int | None) -> None:
+        self.path = path
+        self.max_pixels = max_pixels
+        self.image: Image.Image | None = None
+
+    def __enter__(self) -> Image.Image:
+        path = self.path
+        if not os.path.exists(path):
+            raise BadImageError(path, "file does not exist")
+        if os.path.isdir(path):
+            raise BadImageError(path, "is a folder, not an image file")
+        limit = Image.MAX_IMAGE_PIXELS if self.max_pixels is None else self.max_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                self.image = Image.open(path)
+        except Image.UnidentifiedImageError:
+            raise BadImageError(path, "not an image (no image format recognised)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise BadImageError(path, f"too many pixels, refused as a possible decompression bomb ({err})") from None
+        except (OSError, SyntaxError, ValueError) as err:
+            raise BadImageError(path, _reason(err)) from None
+        width, height = self.image.size
+        if limit is not None and width * height > limit:
+            self.image.close()
+            raise BadImageError(
+                path, f"{width}x{height} = {width * height:,} pixels is above the limit of {int(limit):,} "
+                "(refused before decoding, a possible decompression bomb)"
+            )
+        return self.image
+
+    def __exit__(self, *exc: object) -> None:
+        if self.image is not None:
+            self.image.close()
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    if "truncated" in text.lower():
+        return f"truncated or damaged file ({text})"
+    if isinstance(err, PermissionError):
+        return "permission denied (cannot read the file)"
+    return f"cannot decode: {text}"
