@@ -25,7 +25,6 @@ models, sliding windows; every setting can be overridden by keyword.
 
 from __future__ import annotations
 
-import glob as _glob
 import os
 import sys
 from pathlib import Path
@@ -37,12 +36,10 @@ from .common.inference import as_size_pair, check_inference_args
 from .common.presets import Preset, get_preset, keep_ratio_size, resolve_preset_name
 from .common.segmentation_result import SegmentationResult
 
-__all__ = ["Segmenter", "FRAMEWORKS", "RESIZE_RULES", "IMAGE_EXTENSIONS", "default_palette"]
+__all__ = ["Segmenter", "FRAMEWORKS", "RESIZE_RULES", "default_palette"]
 
 FRAMEWORKS = ("pt", "tf")
 RESIZE_RULES = ("processor", "keep-ratio", "none")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-_GLOB_CHARS = set("*?[")
 
 
 def default_palette(num_labels: int, label_set: str | None = None) -> np.ndarray:
@@ -71,53 +68,38 @@ def _framework_of(model: Any) -> str:
     )
 
 
-def _is_glob(text: str) -> bool:
-    return any(char in text for char in _GLOB_CHARS)
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def _expand(images: Any) -> tuple[list[Any], bool]:
-    """``(items, single)``: every image or file the argument names, and whether it named exactly one image."""
+    """``(items, single)``: every image or file the argument names, and whether it named exactly one image.
+    Paths go through :func:`segformer.common.image_io.expand_inputs` (folders recursively, globs, ``@list``)."""
     from PIL import Image
+
+    from .common.image_io import expand_inputs
 
     if isinstance(images, (Image.Image, np.ndarray)):
         return [images], True
     if isinstance(images, (str, os.PathLike)):
         text = os.fspath(images)
-        path = Path(text)
-        if path.is_dir():
-            found = _folder_images(path)
-            if not found:
-                raise FileNotFoundError(f"images: folder {text!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-            return found, False
-        if path.is_file():
-            return [path], True
-        if _is_glob(text):
-            found = sorted(Path(p) for p in _glob.glob(text, recursive=True) if Path(p).is_file())
-            if not found:
-                raise FileNotFoundError(f"images: pattern {text!r} matches no file")
-            return found, False
-        raise FileNotFoundError(f"images: {text!r} is not a file, a folder or a glob pattern")
+        single = Path(text).is_file() and not text.startswith("@")
+        return list(expand_inputs([text])), single
     if isinstance(images, (list, tuple)):
         items: list[Any] = []
         for entry in images:
-            expanded, _ = _expand(entry)
-            items.extend(expanded)
+            items.extend(_expand(entry)[0])
         if not items:
             raise ValueError("images: got an empty list")
         return items, False
     raise TypeError(
-        "images must be a PIL image, a uint8 (H, W, 3) or (H, W) array, a file path, a folder, a glob pattern or a "
-        f"list of those; got {type(images).__name__}"
+        "images must be a PIL image, a uint8 (H, W, 3) or (H, W) array, a file path, a folder, a glob pattern, an "
+        f"@list file or a list of those; got {type(images).__name__}"
     )
 
 
 def _rgb(item: Any) -> tuple[np.ndarray, str | None]:
-    """uint8 ``(H, W, 3)`` RGB of one image (EXIF orientation applied to files and PIL images) and its source."""
-    from PIL import Image, ImageOps
+    """uint8 ``(H, W, 3)`` RGB of one image and its source file (files and PIL images as
+    :mod:`segformer.common.image_io` decodes them: EXIF orientation, deep images by their range)."""
+    from PIL import Image
+
+    from .common.image_io import image_to_rgb, load_image
 
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8:
@@ -131,14 +113,8 @@ def _rgb(item: Any) -> tuple[np.ndarray, str | None]:
             raise ValueError(f"image arrays must have shape (H, W, 3), (H, W, 4) or (H, W), got {item.shape}")
         return np.ascontiguousarray(item[:, :, :3]), None
     if isinstance(item, Image.Image):
-        return np.asarray(ImageOps.exif_transpose(item).convert("RGB"), dtype=np.uint8), None
-    path = Path(item)
-    try:
-        with Image.open(path) as picture:
-            picture.load()
-            return np.asarray(ImageOps.exif_transpose(picture).convert("RGB"), dtype=np.uint8), os.fspath(path)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"images: cannot read {os.fspath(path)!r} as an image ({type(error).__name__}: {error})") from None
+        return image_to_rgb(item), None
+    return load_image(item), os.fspath(item)
 
 
 class Segmenter:
@@ -455,7 +431,7 @@ class Segmenter:
             results.append(SegmentationResult(
                 stream.labels, stream.confidence, stream.class_pixels, stream.class_confidence, self.id2label,
                 self.palette, image, probabilities=stream.probabilities, source=source, top_k=top_k,
-                min_area=min_area,
+                min_area=min_area, finite=stream.finite,
             ))
         return results
 

@@ -179,8 +179,10 @@ def test_segmenter_top_k_min_area_and_inputs(pt_segmenter, tmp_path):
         pt_segmenter(tmp_path / "notes.txt")
     with pytest.raises(TypeError, match="uint8"):
         pt_segmenter(images[1].astype(np.float32))
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+    with pytest.raises(ValueError, match="missing.png: file does not exist"):
         pt_segmenter(tmp_path / "missing.png")
+    (tmp_path / "list.txt").write_text("sub/a.png\nb.png\n")
+    assert [r.source for r in pt_segmenter(f"@{tmp_path / 'list.txt'}")] == [str(tmp_path / "sub" / "a.png"), str(tmp_path / "b.png")]
 
 
 def test_segmenter_batches_equal_single_calls(pt_segmenter):

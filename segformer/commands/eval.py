@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "ADE_TTA_SCALES",
     "add_arguments",
+    "build_segmenter",
     "add_data_arguments",
     "add_inference_arguments",
     "check_dataset_files",
@@ -117,6 +118,23 @@ def load_model(framework: str, path: str, command: str = "segformer eval", allow
         if not (random_head and str(warning.message).startswith("loading ")):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return model.eval() if framework == "pt" else model
+
+
+def build_segmenter(model: Any, args: argparse.Namespace, palette: Any = None) -> Any:
+    """The :class:`segformer.Segmenter` the inference options ask for: ``--mode`` / ``--slide-crop`` /
+    ``--slide-stride`` / ``--tta`` / ``--scales``, and ``--eval-size`` as its resize rule (``none``: the image
+    as it is; ``ade``: the original ADE20K keep-ratio rule; ``H,W``: that size)."""
+    from ..common.training import parse_size
+    from ..segmenter import Segmenter
+
+    kwargs = inference_kwargs(args)
+    if args.eval_size in (None, "none"):
+        resize: dict[str, Any] = {"resize": "none"}
+    elif args.eval_size == "ade":
+        resize = {"resize": "keep-ratio", "test_scale": (2048, 512), "size_divisor": 32}
+    else:
+        resize = {"resize": parse_size(args.eval_size, "--eval-size")}
+    return Segmenter(model, palette=palette, **kwargs, **resize)
 
 
 def label_predictor(framework: str, kwargs: dict[str, Any]) -> Callable[[Any, Any, tuple[int, int]], Any]:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .eval import add_inference_arguments, cli_errors, inference_kwargs, load_model
+from .eval import add_inference_arguments, build_segmenter, cli_errors, load_model
 
 __all__ = ["DEFAULT_MAX_PIXELS", "LEGEND_NAME", "add_arguments", "output_paths", "palette_for", "run"]
 
@@ -63,18 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def palette_for(num_labels: int, name: str | None = None) -> np.ndarray:
     """The colours for ``num_labels`` classes: a named set, or ADE20K (150) / Cityscapes (19) / generated."""
-    from ..common.labels import get_palette, make_palette
+    from ..common.labels import get_palette
+    from ..segmenter import default_palette
 
-    if name not in (None, "auto"):
-        palette = get_palette(name)
-        if len(palette) < num_labels:
-            raise ValueError(f"--palette {name!r} has {len(palette)} colours but the model has {num_labels} classes")
-        return palette
-    if num_labels == 150:
-        return get_palette("ade20k")
-    if num_labels == 19:
-        return get_palette("cityscapes")
-    return make_palette(num_labels)
+    if name in (None, "auto"):
+        return default_palette(num_labels)
+    palette = get_palette(name)
+    if len(palette) < num_labels:
+        raise ValueError(f"--palette {name!r} has {len(palette)} colours but the model has {num_labels} classes")
+    return palette
 
 
 def output_paths(images: list[tuple[Path, str]], out: Path) -> list[tuple[Path, Path, Path]]:
@@ -123,9 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..common.image_io import BadImageError, expand_named_inputs, load_image, open_image
-    from ..common.training import build_eval_transform
-    from ..common.viz import class_summary, legend, overlay, save_mask_png, save_png
+    from ..common.image_io import BadImageError, expand_named_inputs, open_image
+    from ..common.viz import legend, save_mask_png, save_png
 
     if args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
@@ -133,7 +129,6 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
     if args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
-    kwargs = inference_kwargs(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {os.fspath(out)!r} exists and is not a folder")
@@ -162,9 +157,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         readable.append(job)
     model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
-    id2label = {int(k): v for k, v in model.config.id2label.items()}
-    palette = palette_for(model.config.num_labels, args.palette)
-    transform = build_eval_transform(args.eval_size)
+    segmenter = build_segmenter(model, args, palette=palette_for(model.config.num_labels, args.palette))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -172,27 +165,23 @@ def _run(args: argparse.Namespace) -> int:
     used: set[int] = set()
     for image_path, mask_path, overlay_path in readable:
         try:
-            image = load_image(image_path)
+            result = segmenter(image_path, top_k=args.top, keep_confidence=False)
         except BadImageError as err:
             if args.strict:
                 raise ValueError(f"{err} (--strict: stopped)") from None
             skipped.append((err.path, err.reason))
             continue
-        pixel_values, _ = transform(image)
-        logits = _logits(args.framework, model, pixel_values[None], image.shape[:2], kwargs)
-        if args.check_finite and not np.isfinite(logits).all():
+        if args.check_finite and not result.finite:
             print(f"error: non-finite logits for {os.fspath(image_path)!r}; nothing written for it", file=sys.stderr)
             skipped.append((os.fspath(image_path), "non-finite logits (NaN / Inf)"))
             continue
-        labels = logits[0].argmax(axis=0).astype(np.int64)
-        _write(save_mask_png, mask_path, labels, palette, overwrite=args.overwrite)
-        _write(save_png, overlay_path, overlay(image, labels, palette, alpha=args.alpha), overwrite=args.overwrite)
-        summary = class_summary(labels, id2label, top=args.top)
-        used.update(int(i) for i in np.unique(labels))
-        classes = ", ".join(f"{name} {100 * fraction:.1f} %" for _, name, fraction in summary)
+        _write(save_mask_png, mask_path, result.label_map, segmenter.palette, overwrite=args.overwrite)
+        _write(save_png, overlay_path, result.overlay(args.alpha), overwrite=args.overwrite)
+        used.update(int(i) for i in np.nonzero(result.class_pixels)[0])
+        classes = ", ".join(f"{c.name} {100 * c.fraction:.1f} % (confidence {c.confidence:.2f})" for c in result.classes)
         print(f"{os.fspath(image_path)} -> {os.fspath(mask_path)}: {classes}")
     if used:
-        _write(save_png, legend_path, legend(sorted(used), id2label, palette), overwrite=args.overwrite)
+        _write(save_png, legend_path, legend(sorted(used), segmenter.id2label, segmenter.palette), overwrite=args.overwrite)
         print(f"legend of the {len(used)} classes seen: {os.fspath(legend_path)}")
     if skipped:
         order = {os.fspath(image): index for index, (image, _, _) in enumerate(jobs)}
@@ -201,16 +190,3 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {path}: {reason}", file=sys.stderr)
     return 1 if skipped else 0
 
-
-def _logits(framework: str, model: Any, pixel_values: np.ndarray, size: tuple[int, int], kwargs: dict[str, Any]) -> np.ndarray:
-    """Full-resolution logits (or log-probabilities with TTA) ``(1, K, H, W)`` as numpy."""
-    if framework == "pt":
-        import torch
-
-        from ..pt.inference import predict_logits
-
-        result = predict_logits(model, torch.from_numpy(pixel_values), output_size=size, **kwargs)
-        return result.float().numpy()
-    from ..tf.inference import predict_logits as tf_predict_logits
-
-    return np.asarray(tf_predict_logits(model, pixel_values, output_size=size, **kwargs))

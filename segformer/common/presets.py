@@ -95,12 +95,12 @@ _CITY_B0_EXTRA = {
 def keep_ratio_size(
     height: int, width: int, scale: tuple[int, int], size_divisor: int | None = None
 ) -> tuple[int, int]:
-    """mmcv's ``rescale`` with ``keep_ratio``: the largest factor ``f`` with ``long * f <= scale[0]`` and
-    ``short * f <= scale[1]``, sizes ``int(h * f + 0.5)``, then rounded up to multiples of ``size_divisor``."""
-    long_bound, short_bound = max(scale), min(scale)
-    factor = min(long_bound / max(height, width), short_bound / min(height, width))
-    new_height = max(int(height * factor + 0.5), 1)
-    new_width = max(int(width * factor + 0.5), 1)
+    """mmcv's ``rescale`` with ``keep_ratio`` (:func:`segformer.common.transforms.rescale_size`: the largest
+    size of the same aspect with ``long <= max(scale)`` and ``short <= min(scale)``), then rounded up to
+    multiples of ``size_divisor``."""
+    from .transforms import rescale_size
+
+    new_height, new_width = rescale_size(height, width, scale)
     if size_divisor:
         new_height = -(-new_height // size_divisor) * size_divisor
         new_width = -(-new_width // size_divisor) * size_divisor

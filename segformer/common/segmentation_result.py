@@ -71,6 +71,7 @@ class SegmentationResult:
         id2label: ``{id: name}`` of the model; ``palette`` uint8 ``(K, 3)``.
         image: the RGB uint8 ``(H, W, 3)`` image that was segmented (after EXIF orientation).
         source: the file it came from, or ``None``.
+        finite: ``False`` if any logit was NaN or infinite (the labels are then meaningless).
     """
 
     def __init__(
@@ -86,7 +87,9 @@ class SegmentationResult:
         source: str | None = None,
         top_k: int | None = None,
         min_area: float = 0.0,
+        finite: bool = True,
     ) -> None:
+        self.finite = finite
         self.label_map = label_map
         self.confidence = confidence
         self.probabilities = probabilities

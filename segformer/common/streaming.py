@@ -181,7 +181,8 @@ class StreamResult:
 
     ``labels``: int32 ``(H, W)`` (or the ``labels_out`` array given); ``class_pixels``: int64 ``(K,)`` pixels
     per class; ``class_confidence``: float64 ``(K,)`` sum over each class's pixels of the probability of the
-    chosen class (divide by ``class_pixels`` for the mean); ``confidence``: float32 ``(H, W)``, the
+    chosen class (divide by ``class_pixels`` for the mean); ``finite``: no logit was NaN or infinite;
+    ``confidence``: float32 ``(H, W)``, the
     probability of each pixel's class, when asked; ``probabilities``: float32 ``(K, H, W)`` when asked
     (averaged over passes with augmentation); ``logits``: float32 ``(K, H, W)`` when asked (without
     augmentation the window-averaged logits, with it the log of the averaged probabilities).
@@ -190,6 +191,7 @@ class StreamResult:
     labels: np.ndarray
     class_pixels: np.ndarray
     class_confidence: np.ndarray
+    finite: bool
     confidence: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     logits: np.ndarray | None = None
@@ -221,6 +223,7 @@ def stream_segmentation(
         raise ValueError(f"labels_out has shape {labels.shape}, expected {(height, width)}")
     confidence = np.empty((height, width), np.float32) if return_confidence else None
     probabilities = logits_out = class_pixels = class_confidence = None
+    finite = True
     streams = []
     for scale, flipped in settings.passes:
         source = passes(scale, flipped)
@@ -243,6 +246,7 @@ def stream_segmentation(
         if augmented:
             total = total / np.float32(len(pulled))
         rows = slice(start, start + total.shape[1])
+        finite = finite and bool(np.isfinite(total).all())
         band_labels = total.argmax(axis=0)
         labels[rows] = band_labels
         band_probabilities = total if augmented else _softmax(total)
@@ -263,5 +267,5 @@ def stream_segmentation(
             if logits_out is None:
                 logits_out = np.empty((total.shape[0], height, width), np.float32)
             logits_out[:, rows] = np.log(total) if augmented else total
-    return StreamResult(labels=labels, class_pixels=class_pixels, class_confidence=class_confidence,
+    return StreamResult(labels=labels, class_pixels=class_pixels, class_confidence=class_confidence, finite=finite,
                         confidence=confidence, probabilities=probabilities, logits=logits_out)
