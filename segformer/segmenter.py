@@ -401,7 +401,8 @@ class Segmenter:
         from .common.streaming import PassSource, stream_segmentation
 
         loaded = [_rgb(item) for item in items]
-        options = {"return_confidence": keep_confidence, "return_probabilities": return_probabilities}
+        options = {"return_confidence": keep_confidence, "return_probabilities": return_probabilities,
+                   "num_classes": len(self.id2label)}
         streamed: dict[int, Any] = {}
         if self._lazy:
             for index, (image, _) in enumerate(loaded):

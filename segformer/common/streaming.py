@@ -38,7 +38,9 @@ import numpy as np
 from .inference import InferenceSettings, Window, sliding_windows
 
 __all__ = [
+    "BAND_ELEMENTS",
     "DEFAULT_BAND_ROWS",
+    "auto_band_rows",
     "PassSource",
     "StreamResult",
     "bilinear_taps",
@@ -47,6 +49,15 @@ __all__ = [
 ]
 
 DEFAULT_BAND_ROWS = 64
+BAND_ELEMENTS = 8 * 1024 * 1024  # floats in one band (32 MB); a band step holds a few arrays of this size
+
+
+def auto_band_rows(num_classes: int | None, width: int) -> int:
+    """Rows per band: as many as keep ``num_classes x rows x width`` within :data:`BAND_ELEMENTS` (1..256);
+    :data:`DEFAULT_BAND_ROWS` when the number of classes is not known."""
+    if not num_classes:
+        return DEFAULT_BAND_ROWS
+    return int(min(max(BAND_ELEMENTS // (int(num_classes) * max(int(width), 1)), 1), 256))
 WindowLogits = Callable[[Sequence[Window]], Sequence[np.ndarray]]
 
 
@@ -97,9 +108,12 @@ class PassSource:
     window_logits: WindowLogits
 
 
-def _window_bands(source: PassSource, settings: InferenceSettings, band_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+def _window_bands(
+    source: PassSource, settings: InferenceSettings, band_rows: int | None, num_classes: int | None
+) -> Iterator[tuple[int, np.ndarray]]:
     """``(y0, band)``: float32 ``(K, rows, W)`` bands of the pass's full-resolution logits at ``source.size``."""
     height, width = source.size
+    band_rows = band_rows or auto_band_rows(num_classes, width)
     if settings.mode == "slide":
         windows = sliding_windows((height, width), settings.crop_size, settings.stride)
     else:
@@ -204,8 +218,9 @@ def stream_segmentation(
     return_confidence: bool = False,
     return_probabilities: bool = False,
     return_logits: bool = False,
-    band_rows: int = DEFAULT_BAND_ROWS,
+    band_rows: int | None = None,
     labels_out: np.ndarray | None = None,
+    num_classes: int | None = None,
 ) -> StreamResult:
     """Labels (and what else is asked) of one image, band by band (see the module docstring).
 
@@ -213,11 +228,13 @@ def stream_segmentation(
         passes: ``(scale, flipped) -> PassSource``: the framework side, called once per pass.
         output_size: ``(H_out, W_out)`` of the results.
         settings: validated inference settings (mode, windows, scales, flip, size_divisor).
+        band_rows: output rows per band; ``None``: :func:`auto_band_rows` of ``num_classes`` (the model's).
         labels_out: an int array ``(H_out, W_out)`` to write the labels into (e.g. a ``numpy.memmap``).
     """
-    if band_rows < 1:
+    if band_rows is not None and band_rows < 1:
         raise ValueError(f"band_rows must be >= 1, got {band_rows}")
     height, width = int(output_size[0]), int(output_size[1])
+    rows_out = band_rows or auto_band_rows(num_classes, width)
     labels = np.empty((height, width), np.int32) if labels_out is None else labels_out
     if labels.shape != (height, width):
         raise ValueError(f"labels_out has shape {labels.shape}, expected {(height, width)}")
@@ -227,8 +244,9 @@ def stream_segmentation(
     streams = []
     for scale, flipped in settings.passes:
         source = passes(scale, flipped)
-        bands = _window_bands(source, settings, band_rows)
-        streams.append((_resize_bands(bands, source.size, (height, width), band_rows), flipped))
+        source_rows = band_rows or auto_band_rows(num_classes, source.size[1])
+        bands = _window_bands(source, settings, source_rows, num_classes)
+        streams.append((_resize_bands(bands, source.size, (height, width), rows_out), flipped))
     augmented = settings.augmented
     while True:
         pulled = [(next(stream, None), flipped) for stream, flipped in streams]

@@ -32,7 +32,7 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
-from ..common.streaming import DEFAULT_BAND_ROWS, PassSource, StreamResult, stream_segmentation
+from ..common.streaming import PassSource, StreamResult, stream_segmentation
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming"]
 
@@ -229,7 +229,7 @@ def predict_streaming(
     return_probabilities: bool = False,
     return_logits: bool = False,
     direct_upsampling: bool = False,
-    band_rows: int = DEFAULT_BAND_ROWS,
+    band_rows: int | None = None,
     window_batch: int = 1,
     labels_out: np.ndarray | None = None,
 ) -> StreamResult:
@@ -241,7 +241,7 @@ def predict_streaming(
     each pixel's class), ``return_probabilities`` / ``return_logits`` (float32 ``(K, H, W)``: only these
     materialise ``K x H x W``), ``direct_upsampling`` (whole mode without augmentation: upsample the logits
     once, straight to the output size, as Hugging Face's ``post_process_semantic_segmentation`` does, instead
-    of the original's to-input-then-to-output), ``band_rows`` (output rows per band), ``window_batch``
+    of the original's to-input-then-to-output), ``band_rows`` (output rows per band; default: as many as keep a band near 32 MB), ``window_batch``
     (windows of equal size run together) and ``labels_out`` (an int array of the output size to fill, e.g. a
     ``numpy.memmap``). Returns a :class:`~segformer.common.streaming.StreamResult` of numpy arrays.
     """
@@ -260,6 +260,7 @@ def predict_streaming(
             lambda scale, flipped: _pass_source(model, pixel_values, scale, flipped, settings, direct, window_batch),
             size, settings, return_confidence=return_confidence, return_probabilities=return_probabilities,
             return_logits=return_logits, band_rows=band_rows, labels_out=labels_out,
+            num_classes=getattr(getattr(model, "config", None), "num_labels", None),
         )
 
 

@@ -28,7 +28,7 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
-from ..common.streaming import DEFAULT_BAND_ROWS, PassSource, StreamResult, stream_segmentation
+from ..common.streaming import PassSource, StreamResult, stream_segmentation
 from .layers import resize_bilinear
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "DATA_FORMATS"]
@@ -252,7 +252,7 @@ def predict_streaming(
     return_probabilities: bool = False,
     return_logits: bool = False,
     direct_upsampling: bool = False,
-    band_rows: int = DEFAULT_BAND_ROWS,
+    band_rows: int | None = None,
     window_batch: int = 1,
     labels_out: np.ndarray | None = None,
     data_format: str = "channels_first",
@@ -273,6 +273,7 @@ def predict_streaming(
         lambda scale, flipped: _pass_source(model, image, scale, flipped, settings, data_format, direct, window_batch),
         size, settings, return_confidence=return_confidence, return_probabilities=return_probabilities,
         return_logits=return_logits, band_rows=band_rows, labels_out=labels_out,
+            num_classes=getattr(getattr(model, "config", None), "num_labels", None),
     )
 
 
