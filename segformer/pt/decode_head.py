@@ -20,13 +20,22 @@ from torch import nn
 from ..common.config import SegformerConfig
 from .pretrained import SegformerPreTrainedModel
 
-__all__ = ["SegformerMLP", "SegformerDecodeHead", "stage_maps", "FAST_HEAD_CHUNK"]
+__all__ = ["SegformerMLP", "SegformerDecodeHead", "stage_maps", "FAST_HEAD_CHUNK", "fast_head_chunk"]
 
-# The eval fast path produces the fused map this many channels at a time (a constant, so traced / exported
-# graphs do not depend on the input size): (B, h_1, w_1, 128) float32 is 8 MB at 512x512, small enough for
-# the allocator to reuse, where a full (B, h_1, w_1, D) buffer (50 MB for b2) is mapped and page-faulted anew
-# on every call (~27 ms per buffer on the benchmark machine, more than the arithmetic on it).
+# The eval fast path produces the fused map at most this many channels at a time: (B, h_1, w_1, 128) float32
+# is 8 MB at 512x512, small enough for the allocator to reuse, where a full (B, h_1, w_1, D) buffer (50 MB
+# for b2) is mapped and page-faulted anew on every call. Large inputs use fewer channels per chunk, so a
+# chunk stays within FAST_HEAD_CHUNK_ELEMENTS floats (32 MB) and the head's working memory does not grow
+# with D; traced / exported graphs (input sizes symbolic) use FAST_HEAD_CHUNK.
 FAST_HEAD_CHUNK = 128
+FAST_HEAD_CHUNK_ELEMENTS = 8 * 1024 * 1024
+
+
+def fast_head_chunk(tokens: int) -> int:
+    """Channels per chunk of the fast path for ``tokens = B * h_1 * w_1`` stage-1 positions (8..128)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return FAST_HEAD_CHUNK
+    return int(min(FAST_HEAD_CHUNK, max(8, FAST_HEAD_CHUNK_ELEMENTS // max(int(tokens), 1) // 8 * 8)))
 
 
 class SegformerMLP(nn.Module):
@@ -96,7 +105,7 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
 
         Token layout throughout: the stage maps are channels-last, so every 1x1 conv is one GEMM on
         (B, h, w, C) memory (``F.linear``, no im2col); all folded biases and the BN shift ride on stage 1's
-        GEMM; the upsampled stages are added in place; the fused map is built ``FAST_HEAD_CHUNK`` channels
+        GEMM; the upsampled stages are added in place; the fused map is built :func:`fast_head_chunk` channels
         at a time and each chunk's classifier GEMM accumulates into contiguous NCHW logits.
         """
         d = self.config.decoder_hidden_size
@@ -116,8 +125,9 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         classifier = self.classifier.weight.reshape(k, d)
         tokens = [m.permute(0, 2, 3, 1) for m in maps]  # (B, h_i, w_i, C_i): free views of channels-last maps
         logits = None
-        for start in range(0, d, FAST_HEAD_CHUNK):  # output channels in chunks: bounded working memory
-            stop = min(start + FAST_HEAD_CHUNK, d)
+        chunk = fast_head_chunk(batch * height * width)
+        for start in range(0, d, chunk):  # output channels in chunks: bounded working memory
+            stop = min(start + chunk, d)
             fused = F.linear(tokens[0], weights[0][start:stop], shift[start:stop])  # (B, h_1, w_1, c)
             for i in range(1, n):
                 y = F.linear(tokens[i], weights[i][start:stop]).permute(0, 3, 1, 2)  # (B, c, h_i, w_i)
