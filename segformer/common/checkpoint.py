@@ -136,11 +136,11 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", error: type[Valu
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
-        raise error(f"{path}: {what} is not UTF-8 text") from None
+        raise error(f"{path} is not valid JSON ({what} is not UTF-8 text)") from None
     except json.JSONDecodeError as err:
-        raise error(f"{path}: {what} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        raise error(f"{path} is not valid JSON ({what}; line {err.lineno}, column {err.colno}: {err.msg})") from None
     except RecursionError:
-        raise error(f"{path}: {what} is nested too deeply to be a valid file") from None
+        raise error(f"{path} is not valid JSON ({what} nested too deeply)") from None
 
 
 def find_weights_file(folder: str | os.PathLike, prefer: Iterable[str] = ("safetensors", "torch", "h5")) -> Path:
