@@ -2,8 +2,9 @@
 
 SRC is a folder or a file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``,
 ``.keras``, original NVlabs / mmsegmentation ``.pth`` or encoder-only ``mit_b*.pth``), its kind detected
-from the content. Exit status 0 when written, 1 when the verification refused (max |diff| printed),
-2 for bad input (the message names it).
+from the content. Exit status 0 when written, 1 when the verification refused (max |diff| printed) or
+the file system failed (disk full, read-only destination: one ``error:`` line naming the path; the
+destination keeps its old content), 2 for bad input (the message names it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..common.atomic import describe_os_error
     from ..common.errors import DOCUMENTED_ERRORS
     from ..conversion import VerificationError, convert
 
@@ -66,5 +68,8 @@ def run(args: argparse.Namespace) -> int:
     except DOCUMENTED_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, read-only destination, a parent that is a file ...
+        print(f"error: {describe_os_error(err, args.dst)}; the destination was not changed", file=sys.stderr)
+        return 1
     print(report)
     return 0

@@ -40,6 +40,7 @@ __all__ = [
     "atomic_write_text",
     "check_overwrite",
     "current_umask",
+    "describe_os_error",
     "replace_folder",
     "temp_folder_for",
 ]
@@ -49,6 +50,13 @@ def check_overwrite(path: str | os.PathLike, overwrite: bool, what: str = "file"
     """Raise ``FileExistsError`` if ``path`` exists and ``overwrite`` is false."""
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{what} {os.fspath(path)!r} already exists; pass overwrite=True to replace it")
+
+
+def describe_os_error(err: OSError, path: str | os.PathLike) -> str:
+    """One line for an environment fault: the path it happened at (``path`` when the error names none) and why."""
+    where = err.filename if err.filename is not None else os.fspath(path)
+    reason = err.strerror or type(err).__name__
+    return f"cannot write {os.fspath(where)!r}: {reason}" + (f" (errno {err.errno})" if err.errno else "")
 
 
 def current_umask() -> int:
