@@ -307,6 +307,14 @@ def test_zip_bomb_member_is_refused_before_inflating(tmp_path):
     assert _outcome("keras archive", lambda: detect_format(path)) == "CheckpointError"
 
 
+def test_nested_label_file(tmp_path):
+    from segformer.common.labels import load_id2label
+
+    path = tmp_path / "labels.json"
+    path.write_text(_nested(100_000))
+    assert _outcome("label file", lambda: load_id2label(path)) == "ValueError"
+
+
 def test_zz_summary():
     """Print the counts by outcome (``pytest -s``) after the other cases of this module ran."""
     categories = sorted({c for c, _ in OUTCOMES})
