@@ -227,3 +227,14 @@ def test_train_environment_fault_is_one_error_line(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1 and err[0].startswith("error: cannot write") and "run" in err[0], err
     assert "No space left on device" in err[0]
+
+
+def test_atomic_folder_on_the_working_directory_stays_usable(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("keep")
+    monkeypatch.chdir(work)
+    with atomic.atomic_folder(".") as folder:
+        (folder / "config.json").write_text("{}")
+    assert os.path.samefile(os.getcwd(), work) and (work / "config.json").read_text() == "{}"
+    assert (work / "keep.txt").read_text() == "keep" and sorted(os.listdir(work)) == ["config.json", "keep.txt"]

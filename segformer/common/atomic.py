@@ -246,15 +246,17 @@ def atomic_folder(path: str | os.PathLike, what: str = "save_directory") -> Iter
 
     Write every file of the folder into the yielded one. If the block raises, it is deleted and ``path``
     is untouched. Other entries of an existing ``path`` are carried over (hard links). Where no sibling
-    folder can be made or renamed (the parent is read-only, ``path`` is a mount point), the files are
-    staged inside ``path`` and each is renamed into place: atomic per file only.
+    folder can be made or renamed (the parent is read-only, ``path`` is a mount point or holds the working
+    directory), the files are staged inside ``path`` and each is renamed into place: atomic per file only.
     """
-    dst = Path(path)
+    dst = Path(os.path.abspath(path))
     if os.path.lexists(dst) and not dst.is_dir():
-        raise NotADirectoryError(f"{what} {os.fspath(dst)!r} exists and is not a folder")
+        raise NotADirectoryError(f"{what} {os.fspath(path)!r} exists and is not a folder")
     if dst.is_symlink():
         dst = Path(os.path.realpath(dst))
-    if dst.is_dir() and (os.path.ismount(dst) or not os.access(dst.parent, os.W_OK | os.X_OK)):
+    cwd = Path(os.path.realpath(os.getcwd()))
+    holds_cwd = dst.is_dir() and (Path(os.path.realpath(dst)) == cwd or Path(os.path.realpath(dst)) in cwd.parents)
+    if dst.is_dir() and (holds_cwd or os.path.ismount(dst) or not os.access(dst.parent, os.W_OK | os.X_OK)):
         with _staged_in_place(dst) as staging:
             yield staging
         return
