@@ -315,6 +315,16 @@ def test_nested_label_file(tmp_path):
     assert _outcome("label file", lambda: load_id2label(path)) == "ValueError"
 
 
+def test_old_keras_refuses_keras_archives(monkeypatch):
+    keras = pytest.importorskip("keras")
+    from segformer.common.checkpoint import check_keras_version
+
+    check_keras_version("model.keras")  # the installed Keras is recent enough
+    monkeypatch.setattr(keras, "__version__", "3.8.0")
+    with pytest.raises(ImportError, match=r"needs keras >= 3.12.*found keras 3.8.0"):
+        check_keras_version("model.keras")
+
+
 def test_zz_summary():
     """Print the counts by outcome (``pytest -s``) after the other cases of this module ran."""
     categories = sorted({c for c, _ in OUTCOMES})

@@ -213,3 +213,13 @@ def test_damaged_training_state_is_a_checkpoint_error_naming_it(tmp_path, damage
         path.write_bytes(pickle.dumps({"format": "x"}, protocol=2))
     with pytest.raises(CheckpointError, match="training_state.pt"):
         load_training_state(path, model, optimizer)
+
+
+def test_old_torch_refuses_pickles(tmp_path, monkeypatch):
+    from segformer.common.checkpoint import read_torch_bin
+
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"a": torch.zeros(2)}, path)
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    with pytest.raises(ImportError, match=r"needs torch >= 2.6.*found torch 2.5.1"):
+        read_torch_bin(path)

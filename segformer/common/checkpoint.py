@@ -327,6 +327,20 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 SAFE_TORCH_VERSION = (2, 6)
+SAFE_KERAS_VERSION = (3, 12)
+
+
+def check_keras_version(path: str | os.PathLike) -> None:
+    """Refuse to open a ``.keras`` archive with a Keras whose safe mode has published bypasses (before 3.12)."""
+    import keras
+
+    found = tuple(int(part) for part in re.findall(r"\d+", keras.__version__)[:2])
+    if found < SAFE_KERAS_VERSION:
+        raise ImportError(
+            f"{os.fspath(path)} is a .keras archive; loading it safely needs keras >= 3.12 (safe mode of earlier "
+            f"versions can be bypassed to run code from the archive), found keras {keras.__version__}: "
+            "pip install 'keras>=3.12', or convert it where a recent Keras is installed"
+        )
 
 
 def check_torch_version(path: str | os.PathLike) -> None:

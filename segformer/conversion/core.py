@@ -49,6 +49,7 @@ from ..common.checkpoint import (
     SAFE_WEIGHTS_NAME,
     TF_WEIGHTS_NAME,
     CheckpointError,
+    check_keras_version,
     detect_format,
     load_state_dict,
     COUNTERS_ATTR,
@@ -302,10 +303,11 @@ def _read_keras(path: Path) -> tuple[SegformerConfig, str, dict[str, np.ndarray]
         from .. import tf as segformer_tf  # noqa: F401  (registers the serializable classes)
     except ImportError as err:
         raise ImportError(f"{path} is a .keras archive; reading it needs TensorFlow/Keras: pip install 'segformer[tf]' ({err})") from None
+    check_keras_version(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # keras raises many types for foreign / damaged archives
-        raise CheckpointError(f"{path}: not a SegFormer .keras archive that loads in safe mode ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: not a SegFormer .keras archive that loads in safe mode ({type(err).__name__})") from None
     task = getattr(model, "_task", None)
     if task is None or not hasattr(model, "state_dict_numpy"):
         raise CheckpointError(f"{path}: the .keras archive holds a {type(model).__name__}, not a SegFormer model")
