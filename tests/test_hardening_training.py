@@ -80,34 +80,35 @@ def _max_diff(a, b):
 def test_resume_after_sigterm_and_after_crash_is_exact_with_dropout_on(synthetic, tmp_path):
     from segformer.pt.training import Trainer
 
-    config = _config()
+    config = _config(total_steps=4)
     train = _train_set(synthetic, config)
     straight = Trainer(_model(), config, train, out_dir=tmp_path / "a", progress=False, echo=False)
     straight.train()
     want = _weights(straight)
-    # SIGTERM while step 3 loads its batch: the step finishes, the state is saved, the trainer stops.
-    hooked = _Hook(train, at=2 * 2 + 1, action=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    # SIGTERM while step 2 loads its batch: the step finishes, the state is saved, the trainer stops.
+    hooked = _Hook(train, at=1 * 2 + 1, action=lambda: os.kill(os.getpid(), signal.SIGTERM))
     first = Trainer(_model(), config, hooked, out_dir=tmp_path / "b", progress=False, echo=False)
-    with pytest.raises(KeyboardInterrupt, match="after step 3"):
+    with pytest.raises(KeyboardInterrupt, match="after step 2"):
         first.train()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     second = Trainer(_model(seed=7), config, train, out_dir=tmp_path / "b", resume=True, progress=False, echo=False)
-    assert second.step == 3
+    assert second.step == 2
     second.train()
     assert _max_diff(_weights(second), want) == 0.0
-    assert [r["step"] for r in read_jsonl(tmp_path / "b" / "train_log.jsonl")] == list(range(1, 7))
+    assert [r["step"] for r in read_jsonl(tmp_path / "b" / "train_log.jsonl")] == list(range(1, 5))
     # A hard crash in step 4 (state of step 2 on disk, steps 1-3 logged): resume repeats step 3, logged once.
     crashing = _Hook(train, at=3 * 2 + 1, action=lambda: (_ for _ in ()).throw(_Crash()))
     third = Trainer(_model(), config, crashing, out_dir=tmp_path / "c", progress=False, echo=False)
     with pytest.raises(_Crash):
         third.train()
+    assert [r["step"] for r in read_jsonl(tmp_path / "c" / "train_log.jsonl")] == [1, 2, 3]
     with open(tmp_path / "c" / "train_log.jsonl", "a", encoding="utf-8") as handle:
         handle.write('{"step": 4, "lo')  # a torn line, as a kill mid-write leaves
     fourth = Trainer(_model(seed=3), config, train, out_dir=tmp_path / "c", resume=True, progress=False, echo=False)
     assert fourth.step == 2
     fourth.train()
     assert _max_diff(_weights(fourth), want) == 0.0
-    assert [r["step"] for r in read_jsonl(tmp_path / "c" / "train_log.jsonl")] == list(range(1, 7))
+    assert [r["step"] for r in read_jsonl(tmp_path / "c" / "train_log.jsonl")] == list(range(1, 5))
 
 
 def test_iterating_the_train_loader_leaves_the_global_rng_alone(synthetic):

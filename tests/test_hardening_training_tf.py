@@ -53,6 +53,7 @@ def test_tf_resume_is_exact_with_dropout_and_drop_path(setup, tmp_path):
     assert [r["step"] for r in read_jsonl(tmp_path / "b" / "train_log.jsonl")] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_tf_nan_loss_stops_naming_the_step_without_nan_weights(setup, tmp_path):
     import tensorflow as tf
 

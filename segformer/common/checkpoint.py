@@ -106,7 +106,7 @@ def detect_format(path: str | os.PathLike) -> str:
             return "safetensors"
     raise CheckpointError(
         f"{path}: not a checkpoint (expected safetensors, a PyTorch .bin, an HDF5 tf_model.h5, a .keras "
-        f"archive or a sharded index)"
+        "archive or a sharded index)"
     )
 
 
