@@ -53,10 +53,10 @@ def check_overwrite(path: str | os.PathLike, overwrite: bool, what: str = "file"
 
 
 def describe_os_error(err: OSError, path: str | os.PathLike) -> str:
-    """One line for an environment fault: the path it happened at (``path`` when the error names none) and why."""
-    where = err.filename if err.filename is not None else os.fspath(path)
-    reason = err.strerror or type(err).__name__
-    return f"cannot write {os.fspath(where)!r}: {reason}" + (f" (errno {err.errno})" if err.errno else "")
+    """One line for an environment fault while writing ``path``: why, and the file it happened at."""
+    reason = err.strerror or str(err) or type(err).__name__
+    at = f" (at {os.fspath(err.filename)!r})" if err.filename is not None and os.fspath(err.filename) != os.fspath(path) else ""
+    return f"cannot write {os.fspath(path)!r}: {reason}{at}"
 
 
 def current_umask() -> int:
@@ -74,6 +74,18 @@ def current_umask() -> int:
         probe = os.path.join(folder, "probe")
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777))
         return 0o777 & ~stat.S_IMODE(os.stat(probe).st_mode)
+
+
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s parent folders; a file in the way is a ``NotADirectoryError`` naming it."""
+    for ancestor in (path.parent, *path.parent.parents):
+        if os.path.lexists(ancestor):
+            if not ancestor.is_dir():
+                raise NotADirectoryError(
+                    f"cannot write {os.fspath(path)!r}: {os.fspath(ancestor)!r} is a file, not a folder"
+                )
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _temp_name(path: Path, suffix: str) -> Path:
@@ -122,7 +134,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     """
     path = Path(path)
     check_overwrite(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     _clean_stale(path)
     tmp_path = _temp_name(path, "tmp")
     os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
@@ -233,7 +245,7 @@ def _fsync_folder(folder: Path) -> None:
 def temp_folder_for(path: str | os.PathLike) -> Path:
     """A new empty folder ``.NAME.PID.RANDOM.tmp`` next to ``path`` (stale ones of dead processes removed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     _clean_stale(path)
     tmp = _temp_name(path, "tmp")
     os.mkdir(tmp, 0o777)  # the kernel applies the umask

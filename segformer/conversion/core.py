@@ -727,7 +727,6 @@ def convert(
     say(f"read {source.path} ({source.kind}, {source.task}, {len(source.state)} tensors)")
 
     parent = (dst_path.parent if dst_path is not None else Path(tempfile.gettempdir())).resolve()
-    parent.mkdir(parents=True, exist_ok=True)
     name = dst_path.name if dst_path is not None else "segformer-verify"
     tmp = temp_folder_for(parent / name)
     try:
