@@ -3,7 +3,8 @@ index files with escaping paths, nested JSON, malformed original checkpoints, tr
 
 Every case must end in a documented error (or load cleanly when it is harmless); nothing may escape as
 another exception, read a file outside the model folder, run code, take much memory, or quote the bytes of
-a file. The counts by outcome are printed (``pytest -s``) and checked to add up.
+a file. The counts by outcome are printed (``pytest -s``). The random generators run 40 examples each;
+``SEGFORMER_FUZZ_EXAMPLES=2000`` for a long run.
 """
 
 from __future__ import annotations
@@ -323,6 +324,65 @@ def test_old_keras_refuses_keras_archives(monkeypatch):
     monkeypatch.setattr(keras, "__version__", "3.8.0")
     with pytest.raises(ImportError, match=r"needs keras >= 3.12.*found keras 3.8.0"):
         check_keras_version("model.keras")
+
+
+# ------------------------------------------------------------------------------- random generators
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+EXAMPLES = int(os.environ.get("SEGFORMER_FUZZ_EXAMPLES", "40"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+_big_ints = st.one_of(st.integers(-3, 64), st.integers(2**31 - 2, 2**31 + 2), st.integers(2**62, 2**64 + 5),
+                      st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(), st.text(max_size=3))
+_entry = st.fixed_dictionaries({
+    "dtype": st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8", "", "f32"]),
+    "shape": st.one_of(st.lists(_big_ints, max_size=5), _big_ints),
+    "data_offsets": st.one_of(st.lists(_big_ints, min_size=0, max_size=3), _big_ints),
+})
+
+
+@SETTINGS
+@given(header=st.dictionaries(st.text(min_size=1, max_size=4), _entry, max_size=4), data_len=st.integers(0, 64))
+def test_random_safetensors_headers(tmp_path_factory, header, data_len):
+    path = _safetensors(tmp_path_factory.mktemp("st") / "model.safetensors", header, b"\0" * data_len)
+    _outcome("safetensors header (random)", lambda: load_state_dict(path))
+
+
+_shard_names = st.one_of(
+    st.sampled_from(["model-00001.safetensors", "../passwd", "/etc/passwd", "model.safetensors.index.json", ".", "",
+                     "sub/../model-00001.safetensors", "./model-00001.safetensors", "link.safetensors", "..\\x"]),
+    st.text(max_size=12), st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2),
+)
+
+
+@SETTINGS
+@given(entries=st.dictionaries(st.text(min_size=1, max_size=3), _shard_names, max_size=3))
+def test_random_index_entries(tmp_path_factory, entries):
+    root = tmp_path_factory.mktemp("index")
+    index = _index_case(root, "harmless")
+    (index.parent / "link.safetensors").symlink_to(root / "passwd")
+    index.write_text(json.dumps({"weight_map": entries}))
+    kind = _outcome("index file (random)", lambda: load_state_dict(index))
+    escaping = [v for v in entries.values() if v not in ("model-00001.safetensors", "./model-00001.safetensors")]
+    assert kind != "loaded" or not escaping, entries
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(0, 2**40), min_size=0, max_size=4),
+       chunked=st.booleans(), dtype=st.sampled_from(["f4", "i8", "u1", "f2"]))
+def test_random_h5_declared_shapes(tmp_path_factory, shape, chunked, dtype):
+    path = tmp_path_factory.mktemp("h5") / "tf_model.h5"
+    handle, group = _h5_base(path)
+    name = "m/segformer/w:0"
+    group.attrs["weight_names"] = np.array([name.encode()], dtype=object)
+    try:
+        chunks = tuple(max(1, min(d, 64)) for d in shape) if (chunked and shape) else None
+        group.create_dataset(name, shape=tuple(shape), dtype=dtype, chunks=chunks, compression="gzip" if chunks else None)
+    except (ValueError, OSError):
+        handle.close()
+        return  # HDF5 itself cannot declare it
+    handle.close()
+    _outcome("h5 declared shape (random)", lambda: read_tf_h5(path))
 
 
 def test_zz_summary():
