@@ -326,6 +326,15 @@ def test_old_keras_refuses_keras_archives(monkeypatch):
         check_keras_version("model.keras")
 
 
+@pytest.mark.parametrize("content", [_nested(100_000), "[1, 2]", '{"a": "wall"}'])
+def test_hostile_dataset_label_file(tmp_path, content):
+    from segformer.common.datasets import SegmentationFolderDataset, make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=0, size=(8, 8), num_labels=2)
+    (root / "id2label.json").write_text(content)
+    assert _outcome("dataset label file", lambda: SegmentationFolderDataset(root, "training")) == "ValueError"
+
+
 # ------------------------------------------------------------------------------- random generators
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
