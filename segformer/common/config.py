@@ -33,6 +33,12 @@ __all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES
 
 CONFIG_NAME = "config.json"
 MAX_LABELS = 1_000_000
+# Bounds far above any SegFormer, low enough that a hostile config fails at validation, not in allocation.
+MAX_STAGES = 16
+MAX_LAYERS = 1024  # sum(depths)
+MAX_WIDTH = 1 << 16  # hidden sizes, decoder width, channels, heads, Mix-FFN width
+MAX_KERNEL = 1 << 10  # patch sizes, strides, sequence-reduction ratios
+MAX_INPUT_SIDE = 1 << 16  # the smallest input a config accepts must be below this
 HF_LAYER_NORM_EPS = 1e-5
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "selu", "silu", "swish", "tanh")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
@@ -178,20 +184,24 @@ class SegformerConfig:
     def validate(self) -> None:
         """Check every field; raise ``ValueError`` naming the field, the value and what is allowed."""
         n = self.num_encoder_blocks
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"num_encoder_blocks must be an integer >= 1, got {n!r}")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STAGES:
+            raise ValueError(f"num_encoder_blocks must be an integer in [1, {MAX_STAGES}], got {n!r:.100}")
+        limits = {"depths": MAX_LAYERS, "hidden_sizes": MAX_WIDTH, "num_attention_heads": MAX_WIDTH, "mlp_ratios": MAX_WIDTH,
+                  "patch_sizes": MAX_KERNEL, "strides": MAX_KERNEL, "sr_ratios": MAX_KERNEL}
         for name in _LIST_FIELDS:
             value = getattr(self, name)
             if len(value) != n:
                 raise ValueError(
-                    f"{name} must have num_encoder_blocks={n} entries (one per stage), got {len(value)}: {value}"
+                    f"{name} must have num_encoder_blocks={n} entries (one per stage), got {len(value)}: {value!r:.200}"
                 )
             for item in value:
                 is_number = isinstance(item, (int, float)) and not isinstance(item, bool)
                 if name != "mlp_ratios" and not isinstance(item, int):
-                    raise ValueError(f"{name} must hold positive integers, got {value}")
-                if not is_number or not 0 < item < float("inf"):
-                    raise ValueError(f"{name} must hold positive numbers, got {value}")
+                    raise ValueError(f"{name} must hold positive integers, got {value!r:.200}")
+                if not is_number or not 0 < item <= limits[name]:
+                    raise ValueError(f"{name} must hold positive numbers up to {limits[name]}, got {value!r:.200}")
+        if sum(self.depths) > MAX_LAYERS:
+            raise ValueError(f"depths must add up to at most {MAX_LAYERS} layers, got {sum(self.depths)}: {self.depths}")
         for i, (hidden, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
             if hidden % heads:
                 raise ValueError(
@@ -199,12 +209,21 @@ class SegformerConfig:
                     f"allowed head counts for {hidden}: {[h for h in range(1, hidden + 1) if hidden % h == 0]}"
                 )
         for i, (hidden, ratio) in enumerate(zip(self.hidden_sizes, self.mlp_ratios)):
-            if int(hidden * ratio) < 1:
-                raise ValueError(f"mlp_ratios[{i}]={ratio} gives an empty Mix-FFN for hidden size {hidden}")
+            if not 1 <= int(hidden * ratio) <= MAX_WIDTH:
+                raise ValueError(
+                    f"mlp_ratios[{i}]={ratio} gives a Mix-FFN of width {int(hidden * ratio)} for hidden size {hidden}; "
+                    f"allowed widths: 1..{MAX_WIDTH}"
+                )
         for name in ("num_channels", "decoder_hidden_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
+                raise ValueError(f"{name} must be an integer in [1, {MAX_WIDTH}], got {value!r:.100}")
+        side = self.min_input_size()
+        if side > MAX_INPUT_SIDE:
+            raise ValueError(
+                f"patch_sizes {self.patch_sizes}, strides {self.strides} and sr_ratios {self.sr_ratios} need inputs of at "
+                f"least {side}x{side} pixels; no input below {MAX_INPUT_SIDE} pixels a side would be accepted"
+            )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob", "drop_path_rate"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
@@ -217,8 +236,9 @@ class SegformerConfig:
             raise ValueError(f"hidden_act must be one of {list(ACTIVATIONS)}, got {self.hidden_act!r}")
         if not (self.problem_type is None or isinstance(self.problem_type, str)) or self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type must be one of {list(PROBLEM_TYPES)}, got {self.problem_type!r}")
-        if not isinstance(self.semantic_loss_ignore_index, int) or isinstance(self.semantic_loss_ignore_index, bool):
-            raise ValueError(f"semantic_loss_ignore_index must be an integer, got {self.semantic_loss_ignore_index!r}")
+        ignore = self.semantic_loss_ignore_index
+        if not isinstance(ignore, int) or isinstance(ignore, bool) or not -(2**31) <= ignore < 2**31:
+            raise ValueError(f"semantic_loss_ignore_index must be an integer in [-2**31, 2**31), got {ignore!r:.100}")
         for name in ("reshape_last_stage", "output_hidden_states", "output_attentions", "return_dict"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -245,13 +265,22 @@ class SegformerConfig:
         """
         for i, ((h, w), r) in enumerate(zip(self.stage_sizes(height, width), self.sr_ratios)):
             if r > 1 and (h < r or w < r):
-                side = 1
-                while min(min(hh, ww) >= rr or rr == 1 for (hh, ww), rr in zip(self.stage_sizes(side, side), self.sr_ratios)) is False:
-                    side += 1
                 raise ValueError(
                     f"pixel_values of size {height}x{width} is too small: stage {i + 1} is {h}x{w}, smaller than its "
-                    f"sequence-reduction ratio {r}; height and width must be at least {side}"
+                    f"sequence-reduction ratio {r}; height and width must be at least {self.min_input_size()}"
                 )
+
+    def min_input_size(self) -> int:
+        """The smallest height / width that every stage accepts, computed backwards through the stages.
+
+        Stage i maps ``n`` to ``(n + 2 * (k // 2) - k) // s + 1``; it reaches at least ``t`` from
+        ``n >= (t - 1) * s - (2 * (k // 2) - k)``, and its map must be at least ``sr_ratios[i]`` (when > 1).
+        """
+        need = 1
+        for k, s, r in reversed(list(zip(self.patch_sizes, self.strides, self.sr_ratios))):
+            need = max(need, r if r > 1 else 1)
+            need = max(1, (need - 1) * s - (2 * (k // 2) - k))
+        return need
 
     def drop_path_rates(self) -> list[list[float]]:
         """Stochastic-depth rate of every layer: ``linspace(0, drop_path_rate, sum(depths))`` split by stage."""
@@ -332,11 +361,10 @@ class SegformerConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "SegformerConfig":
+        from .checkpoint import read_json
+
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        data = read_json(path, "config file", error=ValueError)
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
         return cls.from_dict(data, **overrides)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..common.atomic import atomic_path
+from ..common.atomic import atomic_folder, atomic_path
 from ..common.checkpoint import PT_WEIGHTS_NAME, LoadReport
 from ..common.config import SegformerConfig
 from ..common.pretrained import prepare_state, save_pretrained_state
@@ -174,19 +174,19 @@ class SegformerPreTrainedModel(nn.Module):
         return model
 
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs: Any) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``), atomically."""
+        """Write ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``), atomically as one folder."""
         if self._task is None:
             raise TypeError(f"{type(self).__name__} cannot be saved on its own; save the full model")
         state = self.state_dict_numpy()
-        if safe_serialization:
-            return save_pretrained_state(save_directory, self.config, state, self._task, "pt", type(self).__name__)
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        names = [s.name for s in parameter_table(self.config, self._task)]
-        with atomic_path(directory / PT_WEIGHTS_NAME) as tmp:
-            torch.save({n: torch.from_numpy(state[n]) for n in names}, tmp)
-        self.config.copy(architectures=[type(self).__name__]).save_pretrained(directory)
-        return directory
+        with atomic_folder(save_directory) as directory:
+            if safe_serialization:
+                save_pretrained_state(directory, self.config, state, self._task, "pt", type(self).__name__)
+            else:
+                names = [s.name for s in parameter_table(self.config, self._task)]
+                with atomic_path(directory / PT_WEIGHTS_NAME) as tmp:
+                    torch.save({n: torch.from_numpy(state[n]) for n in names}, tmp)
+                self.config.copy(architectures=[type(self).__name__]).save_pretrained(directory)
+        return Path(save_directory)
 
 
 LoadReport = LoadReport  # re-exported for type hints of output_loading_info

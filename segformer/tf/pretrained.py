@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..common.atomic import atomic_folder
 from ..common.config import SegformerConfig
 from ..common.pretrained import prepare_state, save_pretrained_state
 from ..common.weights import parameter_table, to_pt_layout, to_tf_layout
@@ -158,8 +159,10 @@ class TFSegformerPreTrainedModel(keras.Model):
         return (model, report) if output_loading_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
-        """Write ``config.json`` + ``tf_model.h5`` in the Hugging Face layout (their TF classes load it), atomically."""
-        return save_pretrained_state(save_directory, self.config, self.state_dict_numpy(), self._task, "tf", type(self).__name__)
+        """Write ``config.json`` + ``tf_model.h5`` in the Hugging Face layout (their TF classes load it), atomically as one folder."""
+        with atomic_folder(save_directory) as directory:
+            save_pretrained_state(directory, self.config, self.state_dict_numpy(), self._task, "tf", type(self).__name__)
+        return Path(save_directory)
 
     # ------------------------------------------------------------------------ Keras plumbing
     def get_config(self) -> dict:
