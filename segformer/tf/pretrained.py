@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.config import SegformerConfig
-from ..common.pretrained import prepare_state, save_pretrained_state
+from ..common.hub import HUB_UPLOAD_KWARGS, pop_upload_kwargs, push_folder_to_hub, push_to_hub_with
+from ..common.pretrained import prepare_state, save_pretrained_state, split_from_pretrained_kwargs
 from ..common.weights import parameter_table, to_pt_layout, to_tf_layout
 
 __all__ = ["TFSegformerPreTrainedModel", "DATA_FORMATS"]
@@ -130,45 +131,122 @@ class TFSegformerPreTrainedModel(keras.Model):
             value = to_tf_layout(spec, np.asarray(array))
             variables[spec.tf_name].assign(value.astype(spec.dtype))
 
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        """Number of weights (trainable ones only with ``only_trainable=True``), as transformers' TF models."""
+        if not self.built:
+            self.build()
+        variables = self.trainable_weights if only_trainable else self.weights
+        return int(sum(np.prod(v.shape) for v in variables))
+
     # -------------------------------------------------------------------------- load / save
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        config: SegformerConfig | None = None,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        config: SegformerConfig | str | os.PathLike | None = None,
         ignore_mismatched_sizes: bool = False,
         output_loading_info: bool = False,
         data_format: str = "channels_first",
         from_pt: bool | None = None,
-        **config_overrides: Any,
+        use_safetensors: bool | None = None,
+        state_dict: dict[str, Any] | None = None,
+        **kwargs: Any,
     ):
         """Load ``tf_model.h5`` (preferred), ``model.safetensors`` (numpy, no torch) or ``pytorch_model.bin``.
 
-        BatchNorm running statistics are loaded in every direction. Returns the model (and the
-        :class:`~segformer.common.checkpoint.LoadReport` with ``output_loading_info=True``).
+        ``kwargs``: the download options (``revision``, ``token``, ``cache_dir``, ``local_files_only``,
+        ``force_download``, ``proxies``, ``subfolder``), never stored, and config fields to change first; any
+        other keyword is a ``TypeError`` naming it. ``state_dict``: numpy arrays by canonical name (PyTorch
+        layout) instead of a weights file. BatchNorm running statistics are loaded in every direction. Returns
+        the model (and the :class:`~segformer.common.checkpoint.LoadReport` with ``output_loading_info=True``).
         """
+        hub, config_overrides = split_from_pretrained_kwargs(cls.__name__, kwargs)
+        if isinstance(config, (str, os.PathLike)):
+            config = SegformerConfig.from_pretrained(config, **hub)
         prefer = ("safetensors", "torch", "h5") if from_pt else ("h5", "safetensors", "torch")
+        if use_safetensors is True:
+            prefer = ("safetensors",)
+        elif use_safetensors is False:
+            prefer = tuple(p for p in prefer if p != "safetensors")
+        numpy_state = None if state_dict is None else {k: np.asarray(v) for k, v in state_dict.items()}
         config, tensors, report = prepare_state(
             pretrained_model_name_or_path, cls._task, config=config, prefer=prefer,
-            ignore_mismatched_sizes=ignore_mismatched_sizes, **config_overrides,
+            ignore_mismatched_sizes=ignore_mismatched_sizes, hub=hub, state_dict=numpy_state, **config_overrides,
         )
         model = cls(config, data_format=data_format)
         model.build()
         model.load_state_dict_numpy(tensors, strict=False)
         return (model, report) if output_loading_info else model
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
-        """Write ``config.json`` + ``tf_model.h5`` in the Hugging Face layout (their TF classes load it), atomically."""
-        return save_pretrained_state(save_directory, self.config, self.state_dict_numpy(), self._task, "tf", type(self).__name__)
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        saved_model: bool = False,
+        version: int = 1,
+        push_to_hub: bool = False,
+        signatures: Any = None,
+        max_shard_size: int | str = "10GB",
+        safe_serialization: bool = False,
+        **kwargs: Any,
+    ) -> Path:
+        """Write ``config.json`` + ``tf_model.h5`` in the Hugging Face layout (their TF classes load it), atomically.
+
+        ``safe_serialization=True`` writes ``model.safetensors`` instead (PyTorch layout and names: every loader of
+        both frameworks, ours and transformers', reads it; sharded above ``max_shard_size``). ``saved_model=True``
+        also exports a SavedModel to ``saved_model/<version>`` (``signatures``: as ``tf.saved_model.save``; by
+        default ``serving_default(pixel_values)`` with free batch / height / width). ``push_to_hub=True`` then
+        uploads the folder through ``huggingface_hub`` to ``repo_id`` (default: the folder's name) with ``token``,
+        ``commit_message``, ``commit_description``, ``private``, ``create_pr``, ``revision``. Any other keyword is
+        a ``TypeError`` naming it.
+        """
+        repo_id = kwargs.pop("repo_id", None)
+        upload = pop_upload_kwargs(kwargs)
+        if kwargs:
+            raise TypeError(
+                f"{type(self).__name__}.save_pretrained got unexpected keyword arguments {sorted(kwargs)}; accepted: "
+                f"saved_model, version, push_to_hub, signatures, max_shard_size, safe_serialization, repo_id, "
+                f"{', '.join(HUB_UPLOAD_KWARGS)}"
+            )
+        directory = save_pretrained_state(
+            save_directory, self.config, self.state_dict_numpy(), self._task, "tf", type(self).__name__,
+            weights_format="safetensors" if safe_serialization else "h5", max_shard_size=max_shard_size,
+        )
+        if saved_model:
+            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+                raise ValueError(f"version must be an integer >= 0 (the SavedModel subfolder), got {version!r}")
+            export_dir = directory / "saved_model" / str(version)
+            if signatures is None:
+                tf.saved_model.save(self, str(export_dir))
+            else:
+                tf.saved_model.save(self, str(export_dir), signatures=signatures)
+        if push_to_hub:
+            push_folder_to_hub(directory, repo_id or Path(save_directory).resolve().name, **upload)
+        return directory
+
+    def push_to_hub(self, repo_id: str, safe_serialization: bool = False, max_shard_size: int | str = "10GB", **kwargs: Any) -> Any:
+        """Save into a temporary folder and upload it to the Hub repo ``repo_id`` through ``huggingface_hub``
+        (``token``, ``commit_message``, ``commit_description``, ``private``, ``create_pr``, ``revision``)."""
+        return push_to_hub_with(
+            lambda folder: self.save_pretrained(folder, safe_serialization=safe_serialization, max_shard_size=max_shard_size),
+            repo_id, **kwargs,
+        )
 
     # ------------------------------------------------------------------------ Keras plumbing
     def get_config(self) -> dict:
         return {"config": self.config.to_dict(), "data_format": self.data_format, "name": self.name, "trainable": self.trainable}
 
     @classmethod
-    def from_config(cls, config: dict) -> "TFSegformerPreTrainedModel":
-        config = dict(config)
-        return cls(SegformerConfig.from_dict(config.pop("config")), **config)
+    def from_config(cls, config: SegformerConfig | dict, **kwargs: Any) -> "TFSegformerPreTrainedModel":
+        """A fresh model from a :class:`SegformerConfig`, a ``config.json`` dict (as transformers' TF
+        ``from_config``), or this class's Keras ``get_config()`` dict (``.keras`` files, ``keras.models.clone_model``)."""
+        if isinstance(config, SegformerConfig):
+            return cls(config, **kwargs)
+        if not isinstance(config, dict):
+            raise TypeError(f"from_config takes a SegformerConfig or a dict, got {type(config).__name__}")
+        if "config" in config:
+            config = dict(config)
+            return cls(SegformerConfig.from_dict(config.pop("config")), **{**config, **kwargs})
+        return cls(SegformerConfig.from_dict(config), **kwargs)
 
     def _trackable_children(self, save_type: str = "checkpoint", **kwargs: Any) -> dict:
         """For ``tf.saved_model.save``: our serving function is the root's ``_default_save_signature`` child,
