@@ -791,28 +791,55 @@ class SegformerImageProcessor:
         """Load from a folder holding ``preprocessor_config.json`` (or the JSON file itself).
 
         A Hugging Face Hub repo id (``"nvidia/segformer-b0-finetuned-ade-512-512"``) is fetched with the
-        optional ``huggingface_hub`` package when it is installed. ``kwargs`` override the file's values.
+        optional ``huggingface_hub`` package when it is installed. The download options (``revision``,
+        ``token``, ``cache_dir``, ``local_files_only``, ``force_download``, ``proxies``, ``subfolder``) steer
+        where the file comes from and are never stored; other ``kwargs`` override the file's values.
         """
+        from .hub import pop_download_kwargs, resolve_model_dir
+
+        hub = pop_download_kwargs(kwargs)
         path = Path(pretrained_model_name_or_path)
-        if path.is_dir():
-            config_file = path / PREPROCESSOR_CONFIG_NAME
-            if not config_file.is_file():
-                raise FileNotFoundError(f"{os.fspath(path)!r} has no {PREPROCESSOR_CONFIG_NAME}")
-        elif path.is_file():
+        if path.is_file() and not hub["subfolder"]:
             config_file = path
+        elif path.is_dir():
+            config_file = resolve_model_dir(os.fspath(path), **hub) / PREPROCESSOR_CONFIG_NAME
+            if not config_file.is_file():
+                raise FileNotFoundError(f"{os.fspath(config_file.parent)!r} has no {PREPROCESSOR_CONFIG_NAME}")
         else:
-            config_file = _download_from_hub(os.fspath(pretrained_model_name_or_path))
+            config_file = _download_from_hub(os.fspath(pretrained_model_name_or_path), hub)
         return cls.from_json_file(config_file, **kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
-        """Write ``save_directory/preprocessor_config.json`` (atomically); returns ``[path]``."""
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
+        """Write ``save_directory/preprocessor_config.json`` (atomically); returns ``[path]``.
+
+        ``push_to_hub=True`` then uploads the folder through ``huggingface_hub`` to ``repo_id`` (default: the
+        folder's name) with ``token``, ``commit_message``, ``commit_description``, ``private``, ``create_pr``,
+        ``revision``; any other keyword is a ``TypeError``.
+        """
+        from .hub import HUB_UPLOAD_KWARGS, pop_upload_kwargs, push_folder_to_hub
+
+        repo_id = kwargs.pop("repo_id", None)
+        upload = pop_upload_kwargs(kwargs)
+        if kwargs:
+            raise TypeError(
+                f"save_pretrained got unexpected keyword arguments {sorted(kwargs)}; accepted: push_to_hub, repo_id, "
+                f"{', '.join(HUB_UPLOAD_KWARGS)}"
+            )
         directory = Path(save_directory)
         if directory.is_file():
             raise ValueError(f"save_directory {os.fspath(directory)!r} is a file; pass a folder")
         directory.mkdir(parents=True, exist_ok=True)
         output = directory / PREPROCESSOR_CONFIG_NAME
         self.to_json_file(output)
+        if push_to_hub:
+            push_folder_to_hub(directory, repo_id or directory.resolve().name, **upload)
         return [os.fspath(output)]
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Save into a temporary folder and upload it to the Hub repo ``repo_id`` through ``huggingface_hub``."""
+        from .hub import push_to_hub_with
+
+        return push_to_hub_with(self.save_pretrained, repo_id, **kwargs)
 
 
 class SegformerFeatureExtractor(SegformerImageProcessor):
@@ -890,7 +917,7 @@ def _convert_tensors(batch: BatchFeature, return_tensors: str | None) -> BatchFe
     return BatchFeature({key: tf.convert_to_tensor(value) for key, value in stacked.items()})
 
 
-def _download_from_hub(repo_id: str) -> Path:
+def _download_from_hub(repo_id: str, hub: dict[str, Any]) -> Path:
     looks_like_repo = repo_id.count("/") == 1 and not repo_id.startswith((".", "/")) and "\\" not in repo_id
     if not looks_like_repo:
         raise FileNotFoundError(f"{repo_id!r} is neither a folder with {PREPROCESSOR_CONFIG_NAME} nor a JSON file")
@@ -901,4 +928,5 @@ def _download_from_hub(repo_id: str) -> Path:
             f"{repo_id!r} is not a local folder; to fetch it from the Hugging Face Hub install the optional "
             "`huggingface_hub` package (pip install segformer[hub]), or pass a local folder"
         ) from None
-    return Path(hf_hub_download(repo_id, PREPROCESSOR_CONFIG_NAME))
+    return Path(hf_hub_download(repo_id, PREPROCESSOR_CONFIG_NAME, **{k: v for k, v in hub.items() if k != "subfolder"},
+                                subfolder=hub["subfolder"] or None))

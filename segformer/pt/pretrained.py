@@ -236,8 +236,7 @@ class SegformerPreTrainedModel(nn.Module):
         **kwargs: Any,
     ) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin`` through ``save_function``, by
-        default ``torch.save``),
-        atomically, with transformers' keywords.
+        default ``torch.save``), atomically, with transformers' keywords.
 
         ``state_dict``: saved instead of the model's own (the accelerate / FSDP pattern; canonical names).
         ``max_shard_size`` (``"5GB"``, ``"200MB"``, bytes): larger weights are sharded with a Hugging Face index.
