@@ -373,12 +373,14 @@ class SegformerConfig:
         return cls(**data)
 
     def to_diff_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` without the fields equal to ``SegformerConfig()``'s, as in Hugging Face. Both
-        LayerNorm epsilons, ``model_type`` and the version stay (without ``patch_layer_norm_eps`` a dict is
-        read with Hugging Face numerics)."""
-        default = type(self)().to_dict()
-        keep = ("model_type", "layer_norm_eps", "patch_layer_norm_eps", _VERSION_KEY)
-        return {k: v for k, v in self.to_dict().items() if k in keep or k not in default or default[k] != v}
+        """:meth:`to_dict` without what transformers' ``to_diff_dict`` leaves out: ``num_labels`` (``id2label``
+        carries it) and the generic output switches / ``problem_type`` / label maps while they hold their defaults. Every
+        architecture field stays (as in transformers), so does ``patch_layer_norm_eps``."""
+        generic = {"output_hidden_states": False, "output_attentions": False, "return_dict": True, "problem_type": None,
+                   "id2label": {0: "LABEL_0", 1: "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1}}
+        return {
+            k: v for k, v in self.to_dict().items() if k != "num_labels" and not (k in generic and generic[k] == v)
+        }
 
     def to_json_string(self, use_diff: bool = False) -> str:
         """JSON text of :meth:`to_dict` (every field: what ``config.json`` holds), or of :meth:`to_diff_dict`."""
@@ -389,22 +391,19 @@ class SegformerConfig:
         atomic_write_text(json_file_path, self.to_json_string(use_diff=use_diff))
 
     def update(self, config_dict: dict[str, Any]) -> None:
-        """Set fields from a dict (unknown keys go to :attr:`extra`, as attributes in Hugging Face), then validate."""
+        """Set fields from a dict (unknown keys go to :attr:`extra`, as attributes in Hugging Face). The result
+        is validated first: an invalid value raises ``ValueError`` and leaves the config unchanged."""
         if not isinstance(config_dict, dict):
             raise TypeError(f"update takes a dict of field -> value, got {type(config_dict).__name__}")
-        labels = {k: config_dict[k] for k in ("num_labels", "id2label", "label2id") if k in config_dict}
-        fields = set(self.field_names())
-        for key, value in config_dict.items():
-            if key in labels:
-                continue
-            if key in fields:
-                setattr(self, key, _as_list(key, value) if key in _LIST_FIELDS else value)
-            else:
-                self.extra[key] = value
-        if labels:
-            id2label = labels.get("id2label", self.id2label if "num_labels" not in labels else None)
-            self._set_labels(labels.get("num_labels"), id2label, labels.get("label2id"))
-        self.validate()
+        data = self.to_dict()
+        if "num_labels" in config_dict and "id2label" not in config_dict:
+            data.pop("id2label")
+            data.pop("label2id")
+        if "torch_dtype" in config_dict:
+            data.pop("dtype", None)
+        data.update(config_dict)
+        updated = type(self).from_dict(data)
+        self.__dict__.update({k: v for k, v in updated.__dict__.items() if k != "_name_or_path"})
 
     def update_from_string(self, update_str: str) -> None:
         """``"name=value,name=value"`` for existing bool / int / float / str fields (Hugging Face's rules:
