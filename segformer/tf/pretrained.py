@@ -281,11 +281,27 @@ class TFSegformerPreTrainedModel(keras.Model):
         self.build()
 
     @staticmethod
-    def _split_inputs(data: Any) -> tuple[Any, Any]:
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    def _split_inputs(data: Any) -> tuple[Any, Any, Any]:
+        """A Keras batch -> ``(pixel_values, labels, sample_weight)``. Accepted: ``(x, y[, sample_weight])`` where
+        ``x`` is the pixels or ``{"pixel_values"[, "labels"]}`` and ``y`` the labels or ``{"labels"}``."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        labels = y
         if isinstance(x, dict):
-            return x["pixel_values"], x.get("labels", y)
-        return x, y
+            if "pixel_values" not in x:
+                raise ValueError(f"the input dict needs a 'pixel_values' entry, got keys {sorted(x)}")
+            unknown = sorted(set(x) - {"pixel_values", "labels"})
+            if unknown:
+                raise ValueError(f"the input dict may hold 'pixel_values' and 'labels', got also {unknown}")
+            labels = x.get("labels", y)
+            x = x["pixel_values"]
+        if isinstance(labels, dict):
+            if sorted(labels) != ["labels"]:
+                raise ValueError(f"the target dict must hold exactly 'labels', got keys {sorted(labels)}")
+            labels = labels["labels"]
+        return x, labels, sample_weight
+
+    def _fit_loss(self, logits: tf.Tensor, labels: Any, sample_weight: Any) -> tf.Tensor:
+        raise TypeError(f"{type(self).__name__} has no loss to train on; fit a task model")
 
     def fit(self, *args: Any, **kwargs: Any) -> Any:
         """``keras.Model.fit``, after creating the model's and the optimizer's variables eagerly (without a
@@ -299,30 +315,38 @@ class TFSegformerPreTrainedModel(keras.Model):
         return super().fit(*args, **kwargs)
 
     def train_step(self, data: Any) -> dict:
-        """One optimizer step on the model's own loss (``compile(optimizer)`` needs no loss)."""
-        pixel_values, labels = self._split_inputs(data)
+        """One optimizer step on the model's own loss (``compile(optimizer)`` needs no loss).
+
+        ``sample_weight`` scales each example's (or pixel's) term of the loss; compiled ``metrics`` are updated
+        from the labels and the logits (in the model's data format)."""
+        pixel_values, labels, sample_weight = self._split_inputs(data)
         if labels is None:
             raise ValueError("fit needs labels: feed {'pixel_values': ..., 'labels': ...} or (pixel_values, labels)")
         with tf.GradientTape() as tape:
-            loss = self(pixel_values, labels=labels, training=True, return_dict=True).loss
+            logits = self(pixel_values, training=True, return_dict=True).logits
+            loss = self._fit_loss(logits, labels, sample_weight)
             scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return self._track_loss(loss)
+        return self._logs(loss, labels, logits, sample_weight)
 
     def test_step(self, data: Any) -> dict:
-        pixel_values, labels = self._split_inputs(data)
-        return self._track_loss(self(pixel_values, labels=labels, training=False, return_dict=True).loss)
+        pixel_values, labels, sample_weight = self._split_inputs(data)
+        if labels is None:
+            raise ValueError("evaluate needs labels: feed {'pixel_values': ..., 'labels': ...} or (pixel_values, labels)")
+        logits = self(pixel_values, training=False, return_dict=True).logits
+        return self._logs(self._fit_loss(logits, labels, sample_weight), labels, logits, sample_weight)
 
-    def _track_loss(self, loss: tf.Tensor) -> dict:
-        """Keras reports its loss tracker's running mean as ``loss`` in the logs: feed it our loss."""
+    def _logs(self, loss: tf.Tensor, labels: Any, logits: tf.Tensor, sample_weight: Any) -> dict:
+        """Keras reports its loss tracker's running mean as ``loss`` in the logs: feed it our loss, update the
+        compiled metrics, return every metric's result."""
         tracker = getattr(self, "_loss_tracker", None)
         if tracker is None:
             return {"loss": loss}
         tracker.update_state(loss)
-        return {"loss": tracker.result()}
+        return self.compute_metrics(None, tf.convert_to_tensor(labels), logits, sample_weight)
 
     def predict_step(self, data: Any) -> Any:
-        pixel_values, _ = self._split_inputs(data)
+        pixel_values, _, _ = self._split_inputs(data)
         out = self(pixel_values, training=False, return_dict=True)
         return out.logits if hasattr(out, "logits") else out.last_hidden_state
