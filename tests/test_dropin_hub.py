@@ -320,3 +320,24 @@ def test_classification_and_base_models_take_the_same_keywords(tmp_path):
         base.encoder.block[0][0].mlp.dense1.weight.detach().numpy(),
         model.segformer.encoder.block[0][0].mlp.dense1.weight.detach().numpy(),
     )
+
+
+def test_framework_can_generate_and_input_require_grads():
+    model = _seg_model()
+    assert model.framework == "pt" and model.can_generate() is False
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    x = torch.randn(1, 3, 64, 64)
+    assert not model(x).logits.requires_grad
+    model.enable_input_require_grads()
+    assert model(x).logits.requires_grad  # what reentrant checkpointing of frozen weights needs
+    model.disable_input_require_grads()
+    assert not model(x).logits.requires_grad
+
+
+def test_config_push_to_hub(fake_hub):
+    calls, _, uploaded = fake_hub
+    SegformerConfig(num_labels=7).push_to_hub("user/cfg", token=SECRET)
+    assert calls["upload"][-1]["token"] == SECRET
+    assert SegformerConfig.from_pretrained(uploaded / "user" / "cfg" / "1").num_labels == 7
+    assert SECRET.encode() not in (uploaded / "user" / "cfg" / "1" / "config.json").read_bytes()

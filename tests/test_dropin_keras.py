@@ -277,3 +277,11 @@ def test_functional_model_on_keras_input_and_keras_file(tmp_path):
     assert tuple(base(x)["last_hidden_state"].shape) == (2, 16, 1, 1)
     assert json.loads(json.dumps(functional.get_config(), default=str))  # JSON-serializable
     assert isinstance(SegformerConfig.from_dict(model.get_config()["config"]), SegformerConfig)
+
+
+def test_dummy_inputs_framework_and_can_generate():
+    model = TFSegformerForSemanticSegmentation(tiny_config())
+    assert model.framework == "tf" and model.can_generate() is False
+    dummy = model.dummy_inputs
+    assert sorted(dummy) == ["pixel_values"] and tuple(dummy["pixel_values"].shape) == (1, 3, 32, 32)
+    assert tuple(model(**dummy).logits.shape) == (1, 3, 8, 8)

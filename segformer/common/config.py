@@ -488,6 +488,13 @@ class SegformerConfig:
         atomic_write_text(target, self.to_json_string())
         return target
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Upload ``config.json`` to the Hub repo ``repo_id`` through ``huggingface_hub`` (``token``,
+        ``commit_message``, ``commit_description``, ``private``, ``create_pr``, ``revision``)."""
+        from .hub import push_to_hub_with
+
+        return push_to_hub_with(self.save_pretrained, repo_id, **kwargs)
+
     # --------------------------------------------------------------- helpers
     def copy(self, **overrides: Any) -> "SegformerConfig":
         data = self.to_dict()

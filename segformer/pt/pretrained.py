@@ -111,6 +111,29 @@ class SegformerPreTrainedModel(nn.Module):
         """Whether gradient checkpointing is on (as transformers' property)."""
         return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
 
+    framework = "pt"
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """``False``: no text generation (transformers' ``generate`` API)."""
+        return False
+
+    def enable_input_require_grads(self) -> None:
+        """Make the first patch embedding's output require grad (transformers' recipe for reentrant gradient
+        checkpointing with frozen weights, as PEFT uses it); undone by :meth:`disable_input_require_grads`."""
+        self.disable_input_require_grads()
+
+        def make_output_require_grad(module: nn.Module, inputs: Any, output: Any) -> None:
+            output[0].requires_grad_(True)
+
+        first = self.base_model.encoder.patch_embeddings[0]
+        self._require_grads_hook = first.register_forward_hook(make_output_require_grad)
+
+    def disable_input_require_grads(self) -> None:
+        hook = self.__dict__.pop("_require_grads_hook", None)
+        if hook is not None:
+            hook.remove()
+
     @property
     def base_model(self) -> nn.Module:
         """The ``segformer`` encoder model of a task model; the model itself for ``SegformerModel``."""

@@ -66,9 +66,18 @@ class TFSegformerPreTrainedModel(keras.Model):
         self.check_finite = False  # reject NaN / Inf pixel values (eager only; on in `segformer predict`)
         self._graphs = _GraphCache()  # eager inference calls -> cached tf.function graphs (see _graph_call)
 
+    framework = "tf"
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """``False``: no text generation (transformers' ``generate`` API)."""
+        return False
+
     # ---------------------------------------------------------------------------- building
-    def dummy_inputs(self) -> tf.Tensor:
-        """The smallest input every stage accepts (the sequence-reduction convs need h_i >= sr_i)."""
+    @property
+    def dummy_inputs(self) -> dict[str, tf.Tensor]:
+        """``{"pixel_values": zeros}`` of the smallest size every stage accepts (the sequence-reduction convs
+        need h_i >= sr_i), in the model's data format, as transformers' TF property."""
         side = 32
         while True:
             try:
@@ -77,7 +86,7 @@ class TFSegformerPreTrainedModel(keras.Model):
             except ValueError:
                 side += 32
         shape = (1, self.config.num_channels, side, side) if self.data_format == "channels_first" else (1, side, side, self.config.num_channels)
-        return tf.zeros(shape, tf.float32)
+        return {"pixel_values": tf.zeros(shape, tf.float32)}
 
     def build(self, input_shape: Any = None) -> None:
         """Create every variable from the config alone (no forward pass; any input size works afterwards)."""
