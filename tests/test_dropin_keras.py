@@ -285,3 +285,19 @@ def test_dummy_inputs_framework_and_can_generate():
     dummy = model.dummy_inputs
     assert sorted(dummy) == ["pixel_values"] and tuple(dummy["pixel_values"].shape) == (1, 3, 32, 32)
     assert tuple(model(**dummy).logits.shape) == (1, 3, 8, 8)
+
+
+def test_base_model_fit_says_which_models_train():
+    x, y = _data(n=2)
+    model = TFSegformerModel(tiny_config())
+    model.compile(optimizer="sgd")
+    with pytest.raises(TypeError, match="TFSegformerForSemanticSegmentation"):
+        model.fit(x, y, batch_size=2, verbose=0)
+
+
+def test_tf_from_pretrained_none_with_config_and_state_dict():
+    config = tiny_config()
+    state = random_state(config, "semantic_segmentation", seed=4)
+    model = TFSegformerForSemanticSegmentation.from_pretrained(None, config=config, state_dict=state)
+    for name, value in model.state_dict_numpy().items():
+        np.testing.assert_array_equal(value, state[name], err_msg=name)

@@ -310,7 +310,15 @@ class TFSegformerPreTrainedModel(keras.Model):
         return x, labels, sample_weight
 
     def _fit_loss(self, logits: tf.Tensor, labels: Any, sample_weight: Any) -> tf.Tensor:
-        raise TypeError(f"{type(self).__name__} has no loss to train on; fit a task model")
+        """The scalar loss ``fit`` / ``evaluate`` use; defined by the task models."""
+        raise NotImplementedError
+
+    def _check_has_loss(self) -> None:
+        if type(self)._fit_loss is TFSegformerPreTrainedModel._fit_loss:
+            raise TypeError(
+                f"{type(self).__name__} has no loss to train or evaluate on; use TFSegformerForSemanticSegmentation "
+                "or TFSegformerForImageClassification"
+            )
 
     def fit(self, *args: Any, **kwargs: Any) -> Any:
         """``keras.Model.fit``, after creating the model's and the optimizer's variables eagerly (without a
@@ -328,6 +336,7 @@ class TFSegformerPreTrainedModel(keras.Model):
 
         ``sample_weight`` scales each example's (or pixel's) term of the loss; compiled ``metrics`` are updated
         from the labels and the logits (in the model's data format)."""
+        self._check_has_loss()
         pixel_values, labels, sample_weight = self._split_inputs(data)
         if labels is None:
             raise ValueError("fit needs labels: feed {'pixel_values': ..., 'labels': ...} or (pixel_values, labels)")
@@ -340,6 +349,7 @@ class TFSegformerPreTrainedModel(keras.Model):
         return self._logs(loss, labels, logits, sample_weight)
 
     def test_step(self, data: Any) -> dict:
+        self._check_has_loss()
         pixel_values, labels, sample_weight = self._split_inputs(data)
         if labels is None:
             raise ValueError("evaluate needs labels: feed {'pixel_values': ..., 'labels': ...} or (pixel_values, labels)")
