@@ -208,7 +208,7 @@ class SegformerPreTrainedModel(nn.Module):
         """
         if cls._task is None:
             raise TypeError(f"{cls.__name__} cannot be loaded on its own; load a full model class instead")
-        if torch.get_default_device().type == "meta":
+        if torch.empty(0).device.type == "meta":  # under `with torch.device("meta")` / set_default_device("meta")
             raise RuntimeError(
                 "from_pretrained was called under a meta device (with torch.device('meta') or "
                 "torch.set_default_device('meta')): it loads existing weights, which a meta tensor cannot hold. "
