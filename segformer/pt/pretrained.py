@@ -217,7 +217,9 @@ class SegformerPreTrainedModel(nn.Module):
         hub, config_overrides = split_from_pretrained_kwargs(cls.__name__, kwargs)
         if isinstance(config, (str, os.PathLike)):
             config = SegformerConfig.from_pretrained(config, **hub)
-        prefer = {True: ("safetensors",), False: ("torch", "h5"), None: ("safetensors", "torch", "h5")}[use_safetensors]
+        prefer = {True: ("safetensors",), False: ("torch", "h5"), None: ("safetensors", "torch", "h5")}[
+            None if use_safetensors is None else bool(use_safetensors)
+        ]
         if from_tf:
             prefer = ("h5",)
         numpy_state = None
