@@ -31,7 +31,7 @@ import stat
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 __all__ = [
     "atomic_folder",
@@ -213,9 +213,12 @@ def replace_folder(new: str | os.PathLike, dst: str | os.PathLike) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _carry_over(src: Path, dst: Path) -> None:
-    """Hard-link (or copy) every entry of ``src`` that ``dst`` lacks into ``dst``, recursively."""
+def _carry_over(src: Path, dst: Path, discard: Callable[[str], bool] | None = None) -> None:
+    """Hard-link (or copy) every entry of ``src`` that ``dst`` lacks into ``dst``, recursively (top-level
+    names for which ``discard(name)`` is true are left out)."""
     for entry in os.scandir(src):
+        if discard is not None and discard(entry.name):
+            continue
         target = dst / entry.name
         if entry.is_dir(follow_symlinks=False):
             if not target.exists():
@@ -253,11 +256,14 @@ def temp_folder_for(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike, what: str = "save_directory") -> Iterator[Path]:
+def atomic_folder(
+    path: str | os.PathLike, what: str = "save_directory", discard: Callable[[str], bool] | None = None
+) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it becomes ``path`` in one rename (module docstring).
 
     Write every file of the folder into the yielded one. If the block raises, it is deleted and ``path``
-    is untouched. Other entries of an existing ``path`` are carried over (hard links). Where no sibling
+    is untouched. Other entries of an existing ``path`` are carried over (hard links), except top-level
+    names for which ``discard(name)`` is true (files the writer owns, e.g. weight shards of an earlier save). Where no sibling
     folder can be made or renamed (the parent is read-only, ``path`` is a mount point or holds the working
     directory), the files are staged inside ``path`` and each is renamed into place: atomic per file only.
     """
@@ -269,7 +275,7 @@ def atomic_folder(path: str | os.PathLike, what: str = "save_directory") -> Iter
     cwd = Path(os.path.realpath(os.getcwd()))
     holds_cwd = dst.is_dir() and (Path(os.path.realpath(dst)) == cwd or Path(os.path.realpath(dst)) in cwd.parents)
     if dst.is_dir() and (holds_cwd or os.path.ismount(dst) or not os.access(dst.parent, os.W_OK | os.X_OK)):
-        with _staged_in_place(dst) as staging:
+        with _staged_in_place(dst, discard) as staging:
             yield staging
         return
     tmp = temp_folder_for(dst)
@@ -277,7 +283,7 @@ def atomic_folder(path: str | os.PathLike, what: str = "save_directory") -> Iter
         yield tmp
         if dst.is_dir():
             os.chmod(tmp, stat.S_IMODE(dst.stat().st_mode))
-            _carry_over(dst, tmp)
+            _carry_over(dst, tmp, discard)
         _fsync_folder(tmp)
         replace_folder(tmp, dst)
         _fsync_folder(dst.parent)
@@ -287,12 +293,17 @@ def atomic_folder(path: str | os.PathLike, what: str = "save_directory") -> Iter
 
 
 @contextlib.contextmanager
-def _staged_in_place(dst: Path) -> Iterator[Path]:
+def _staged_in_place(dst: Path, discard: Callable[[str], bool] | None = None) -> Iterator[Path]:
     staging = Path(dst / f".segformer-staging.{os.getpid()}.{secrets.token_hex(4)}")
     os.mkdir(staging, 0o700)
     try:
         yield staging
+        written = {entry.name for entry in staging.iterdir()}
         for entry in sorted(staging.iterdir()):
             os.replace(entry, dst / entry.name)
+        if discard is not None:
+            for entry in os.scandir(dst):
+                if entry.name not in written and entry.is_file(follow_symlinks=False) and discard(entry.name):
+                    os.unlink(entry.path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
