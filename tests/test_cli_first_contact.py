@@ -237,12 +237,14 @@ def test_predict_environment_faults_keep_old_outputs(models, photos, tmp_path, c
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     if fault == "read-only":
         if os.geteuid() == 0:  # root writes into read-only folders: fail the way the kernel would for a user
-            import tempfile
+            real_open = os.open
 
-            def refuse(*a, **k):
-                raise PermissionError(errno.EACCES, "Permission denied")
+            def refuse(path, flags, *a, **k):
+                if flags & os.O_CREAT and str(path).startswith(str(out)):
+                    raise PermissionError(errno.EACCES, "Permission denied", str(path))
+                return real_open(path, flags, *a, **k)
 
-            monkeypatch.setattr(tempfile, "mkstemp", refuse)
+            monkeypatch.setattr(os, "open", refuse)
         else:
             out.chmod(0o555)
     else:

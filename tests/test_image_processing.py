@@ -251,8 +251,9 @@ def test_grayscale_and_alpha_are_converted(rng: np.random.Generator) -> None:
     )
     single = SegformerImageProcessor(size=8, do_convert_rgb=False, image_mean=0.5, image_std=0.5)
     assert single(gray, return_tensors="np").pixel_values.shape == (1, 1, 8, 8)
-    with pytest.raises(ValueError, match="do_convert_rgb"):
-        single(rgba)
+    assert single(rgba, return_tensors="np").pixel_values.shape == (1, 4, 8, 8)  # kept, as transformers does
+    with pytest.raises(ValueError, match="image_mean has 3 values but images\\[0\\] has 4 channels"):
+        SegformerImageProcessor(size=8, do_convert_rgb=False)(rgba)
 
 
 def test_sixteen_bit_masks(rng: np.random.Generator) -> None:

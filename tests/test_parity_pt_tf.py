@@ -144,7 +144,10 @@ def _outputs(out, task: str) -> dict[str, np.ndarray]:
         named[f"hidden_states_{i}"] = h
     for i, a in enumerate(out.attentions):
         named[f"attentions_{i}"] = a
-    return {k: (v.detach().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in named.items()}
+    named = {k: (v.detach().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in named.items()}
+    if "loss" in named:  # TF returns transformers' TF shapes ((1,), per-example (B,)); their mean is PT's scalar
+        named["loss"] = named["loss"].mean()
+    return named
 
 
 def _forward_diffs(pair: Pair, x: np.ndarray, labels) -> dict[str, float]:
@@ -253,7 +256,7 @@ def _tf_gradients(pair: Pair, x: np.ndarray, labels, probe: np.ndarray | None):
         with tf.GradientTape() as tape:
             tape.watch(xt)
             out = pair.tf(xt, labels=labels, training=True) if labels is not None else pair.tf(xt, training=True)
-            loss = out.loss if probe is None else tf.reduce_sum(out.last_hidden_state * probe)
+            loss = tf.reduce_mean(out.loss) if probe is None else tf.reduce_sum(out.last_hidden_state * probe)  # TF loss: (1,) / (B,)
         results = tape.gradient(loss, [xt, *watched])
     finally:
         if activation is not None:
@@ -353,7 +356,7 @@ def test_tiny_losses_and_layouts_agree(num_labels):
     all_ignored = np.full_like(labels, 255)
     diffs["loss_all_ignored"] = abs(
         float(pair.pt(torch.from_numpy(x), labels=torch.from_numpy(all_ignored)).loss.detach())
-        - float(pair.tf(x, labels=all_ignored).loss)
+        - float(pair.tf(x, labels=all_ignored).loss[0])
     )
     nhwc = TFSegformerForSemanticSegmentation(config, data_format="channels_last")
     nhwc.build()

@@ -2,8 +2,9 @@
 
 SRC is a folder or a file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``,
 ``.keras``, original NVlabs / mmsegmentation ``.pth`` or encoder-only ``mit_b*.pth``), its kind detected
-from the content. Exit status 0 when written, 1 when the verification refused (max |diff| printed),
-2 for bad input (the message names it).
+from the content. Exit status 0 when written, 1 when the verification refused (max |diff| printed) or
+the file system failed (disk full, read-only destination: one ``error:`` line naming the path; the
+destination keeps its old content), 2 for bad input (the message names it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..common.atomic import describe_os_error
     from ..common.errors import DOCUMENTED_ERRORS
     from ..conversion import VerificationError, convert
 
@@ -66,15 +68,23 @@ def run(args: argparse.Namespace) -> int:
     except DOCUMENTED_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, read-only destination, a parent that is a file ...
+        print(f"error: {describe_os_error(err, args.dst)}; the destination was not changed", file=sys.stderr)
+        return 1
     if args.dst is not None and report.written:
         from ..common.model_card import write_inference_files
 
-        written = write_inference_files(
-            args.dst, report.config, keep_processor=True, framework=args.to, base_model=str(args.src),
-            how=f"Converted with `segformer convert` from {args.src} ({report.source_kind}); "
-                + (f"verified against the {report.reference_framework} model (max |diff| {report.max_abs_diff:.2e})."
-                   if args.verify else "tensors checked bit for bit, models not run (--no-verify)."),
-        )
+        try:
+            written = write_inference_files(
+                args.dst, report.config, keep_processor=True, framework=args.to, base_model=str(args.src),
+                how=f"Converted with `segformer convert` from {args.src} ({report.source_kind}); "
+                    + (f"verified against the {report.reference_framework} model (max |diff| {report.max_abs_diff:.2e})."
+                       if args.verify else "tensors checked bit for bit, models not run (--no-verify)."),
+            )
+        except OSError as err:
+            print(f"error: {describe_os_error(err, args.dst)}; the converted weights and config.json were written, "
+                  "README.md / preprocessor_config.json were not", file=sys.stderr)
+            return 1
         report.files += [str(path) for path in written if str(path) not in report.files]
     print(report)
     return 0

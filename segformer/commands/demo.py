@@ -193,10 +193,6 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, *DOCUMENTED_ERRORS) as err:
         print(f"error: writing the pictures to {os.fspath(out_dir)!r}: {err}", file=sys.stderr)
         return 2
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in (mask_path, labels_path, overlay_path):  # atomic writes create private temporary files
-        os.chmod(path, 0o666 & ~umask)
     counts = np.bincount(mask_pt.ravel(), minlength=config.num_labels)
     top = [int(i) for i in np.argsort(counts)[::-1][:3] if counts[i]]
     print()

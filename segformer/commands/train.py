@@ -102,6 +102,28 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
 
 @cli_errors
 def run(args: argparse.Namespace) -> int:
+    """Train; environment faults (disk full, read-only ``--out``) and a NaN loss end in one ``error:`` line
+    (exit status 1), a SIGINT / SIGTERM after saving the training state (exit status 130)."""
+    import sys
+
+    from ..common.atomic import describe_os_error
+
+    try:
+        return _run(args)
+    except FloatingPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
+        return 130
+    except OSError as err:
+        if isinstance(err, (FileNotFoundError, FileExistsError, NotADirectoryError)):
+            raise
+        print(f"error: {describe_os_error(err, args.out)}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..common.deps import require_framework
     from ..common.metrics import format_iou_table
     from ..common.training import build_eval_transform, build_train_transform

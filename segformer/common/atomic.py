@@ -1,18 +1,49 @@
-"""Atomic file writes: every file the library writes goes through here.
+"""Atomic writes: every file and checkpoint folder the library writes goes through here.
 
-A write goes to a temporary file in the destination's folder and is renamed into place only when it
-completed, so an interrupted write (exception, Ctrl-C, full disk) leaves any previous file intact.
+* :func:`atomic_path` - one file: written to a temporary name in the destination's folder, renamed into
+  place only when complete, so an interrupted write (exception, Ctrl-C, full disk) leaves the previous
+  file intact.
+* :func:`atomic_folder` - one folder (``save_pretrained``): built as a temporary sibling folder and swapped
+  in with one rename, so a kill between two of its files can never pair new weights with an old config.
+  On Linux an existing folder is exchanged with ``renameat2(RENAME_EXCHANGE)`` (macOS: ``renamex_np``
+  ``RENAME_SWAP``): there is no moment at which the destination does not exist. Elsewhere it is moved
+  aside, the new one renamed in, and the old one deleted (a moment without a destination; a run killed
+  there leaves the old folder as ``.NAME.PID.RANDOM.old``, renamed back by the next write).
+  Entries of an existing destination that the new folder does not contain (a training run's log and
+  ``last/``) are carried over as hard links (copies where the file system has none).
+* :func:`replace_folder` - swap a finished folder onto a destination (``segformer convert --overwrite``).
+
+Temporary names are ``.NAME.PID.RANDOM.tmp``; one left behind by a killed process (its PID no longer
+running) is removed by the next write to the same destination, and a warning names it. File permissions
+are the usual ``0666`` / ``0777`` less the umask, applied by the kernel when the temporary is created
+(the umask is never changed, not even for a moment).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
-import tempfile
+import secrets
+import shutil
+import stat
+import sys
+import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_overwrite"]
+__all__ = [
+    "atomic_folder",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_overwrite",
+    "current_umask",
+    "describe_os_error",
+    "replace_folder",
+    "temp_folder_for",
+]
 
 
 def check_overwrite(path: str | os.PathLike, overwrite: bool, what: str = "file") -> None:
@@ -21,10 +52,77 @@ def check_overwrite(path: str | os.PathLike, overwrite: bool, what: str = "file"
         raise FileExistsError(f"{what} {os.fspath(path)!r} already exists; pass overwrite=True to replace it")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def describe_os_error(err: OSError, path: str | os.PathLike) -> str:
+    """One line for an environment fault while writing ``path``: why, and the file it happened at."""
+    reason = err.strerror or str(err) or type(err).__name__
+    at = f" (at {os.fspath(err.filename)!r})" if err.filename is not None and os.fspath(err.filename) != os.fspath(path) else ""
+    return f"cannot write {os.fspath(path)!r}: {reason}{at}"
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status`` on Linux, else a probe file)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        probe = os.path.join(folder, "probe")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777))
+        return 0o777 & ~stat.S_IMODE(os.stat(probe).st_mode)
+
+
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s parent folders; a file in the way is a ``NotADirectoryError`` naming it."""
+    for ancestor in (path.parent, *path.parent.parents):
+        if os.path.lexists(ancestor):
+            if not ancestor.is_dir():
+                raise NotADirectoryError(
+                    f"cannot write {os.fspath(path)!r}: {os.fspath(ancestor)!r} is a file, not a folder"
+                )
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _temp_name(path: Path, suffix: str) -> Path:
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _clean_stale(path: Path) -> None:
+    """Remove temporaries of ``path`` left by dead processes; put back an old folder a kill left aside."""
+    pattern = os.path.join(glob.escape(os.fspath(path.parent)), f".{glob.escape(path.name)}.*.*.*")
+    for found in glob.glob(pattern):
+        parts = os.path.basename(found)[len(path.name) + 2 :].split(".")
+        if len(parts) != 3 or parts[2] not in ("tmp", "old") or not parts[0].isdigit():
+            continue
+        if int(parts[0]) == os.getpid() or _pid_alive(int(parts[0])):
+            continue
+        try:
+            if parts[2] == "old" and not os.path.lexists(path):
+                os.rename(found, path)
+                warnings.warn(f"restored {os.fspath(path)!r} from {found!r}, left aside by a killed write", stacklevel=4)
+            elif os.path.isdir(found) and not os.path.islink(found):
+                shutil.rmtree(found)
+                warnings.warn(f"removed {found!r}, a temporary folder left by a killed write", stacklevel=4)
+            else:
+                os.unlink(found)
+                warnings.warn(f"removed {found!r}, a temporary file left by a killed write", stacklevel=4)
+        except OSError as err:
+            warnings.warn(f"could not remove {found!r}, left by a killed write ({err.strerror})", stacklevel=4)
 
 
 @contextlib.contextmanager
@@ -36,15 +134,16 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     """
     path = Path(path)
     check_overwrite(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    _make_parent(path)
+    _clean_stale(path)
+    tmp_path = _temp_name(path, "tmp")
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+    mode = stat.S_IMODE(os.stat(tmp_path).st_mode)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp_path, mode)  # a writer that re-created the file may have used other permissions
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -58,3 +157,153 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = T
 
 def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------------------------- folders
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_RENAME_SWAP = 2  # macOS sys/stdio.h
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one system call; ``False`` where the platform / file system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        at_fdcwd = -100
+        result = libc.renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), _RENAME_EXCHANGE)
+    elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        result = libc.renamex_np(os.fsencode(first), os.fsencode(second), _RENAME_SWAP)
+    else:
+        return False
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(second))
+
+
+def replace_folder(new: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Put the finished folder ``new`` at ``dst`` (a sibling), replacing an existing ``dst`` folder.
+
+    An existing ``dst`` is exchanged with ``new`` in one rename where the platform allows it and then
+    deleted; otherwise it is moved aside (``.NAME.PID.RANDOM.old``), ``new`` renamed in, and the old one
+    deleted (it is moved back if the second rename fails).
+    """
+    new, dst = Path(new), Path(dst)
+    if not os.path.lexists(dst):
+        os.rename(new, dst)
+        return
+    if not dst.is_dir():
+        raise NotADirectoryError(f"{os.fspath(dst)!r} exists and is not a folder")
+    if _exchange(new, dst):
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    old = _temp_name(dst, "old")
+    os.rename(dst, old)
+    try:
+        os.rename(new, dst)
+    except OSError:
+        os.rename(old, dst)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _carry_over(src: Path, dst: Path, discard: Callable[[str], bool] | None = None) -> None:
+    """Hard-link (or copy) every entry of ``src`` that ``dst`` lacks into ``dst``, recursively (top-level
+    names for which ``discard(name)`` is true are left out)."""
+    for entry in os.scandir(src):
+        if discard is not None and discard(entry.name):
+            continue
+        target = dst / entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if not target.exists():
+                os.mkdir(target, stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode))
+            if target.is_dir() and not target.is_symlink():
+                _carry_over(Path(entry.path), target)
+        elif os.path.lexists(target):
+            continue
+        elif entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        else:
+            try:
+                os.link(entry.path, target)
+            except OSError:
+                shutil.copy2(entry.path, target)
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def temp_folder_for(path: str | os.PathLike) -> Path:
+    """A new empty folder ``.NAME.PID.RANDOM.tmp`` next to ``path`` (stale ones of dead processes removed)."""
+    path = Path(path)
+    _make_parent(path)
+    _clean_stale(path)
+    tmp = _temp_name(path, "tmp")
+    os.mkdir(tmp, 0o777)  # the kernel applies the umask
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    path: str | os.PathLike, what: str = "save_directory", discard: Callable[[str], bool] | None = None
+) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it becomes ``path`` in one rename (module docstring).
+
+    Write every file of the folder into the yielded one. If the block raises, it is deleted and ``path``
+    is untouched. Other entries of an existing ``path`` are carried over (hard links), except top-level
+    names for which ``discard(name)`` is true (files the writer owns, e.g. weight shards of an earlier save). Where no sibling
+    folder can be made or renamed (the parent is read-only, ``path`` is a mount point or holds the working
+    directory), the files are staged inside ``path`` and each is renamed into place: atomic per file only.
+    """
+    dst = Path(os.path.abspath(path))
+    if os.path.lexists(dst) and not dst.is_dir():
+        raise NotADirectoryError(f"{what} {os.fspath(path)!r} exists and is not a folder")
+    if dst.is_symlink():
+        dst = Path(os.path.realpath(dst))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    holds_cwd = dst.is_dir() and (Path(os.path.realpath(dst)) == cwd or Path(os.path.realpath(dst)) in cwd.parents)
+    if dst.is_dir() and (holds_cwd or os.path.ismount(dst) or not os.access(dst.parent, os.W_OK | os.X_OK)):
+        with _staged_in_place(dst, discard) as staging:
+            yield staging
+        return
+    tmp = temp_folder_for(dst)
+    try:
+        yield tmp
+        if dst.is_dir():
+            os.chmod(tmp, stat.S_IMODE(dst.stat().st_mode))
+            _carry_over(dst, tmp, discard)
+        _fsync_folder(tmp)
+        replace_folder(tmp, dst)
+        _fsync_folder(dst.parent)
+    finally:
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _staged_in_place(dst: Path, discard: Callable[[str], bool] | None = None) -> Iterator[Path]:
+    staging = Path(dst / f".segformer-staging.{os.getpid()}.{secrets.token_hex(4)}")
+    os.mkdir(staging, 0o700)
+    try:
+        yield staging
+        written = {entry.name for entry in staging.iterdir()}
+        for entry in sorted(staging.iterdir()):
+            os.replace(entry, dst / entry.name)
+        if discard is not None:
+            for entry in os.scandir(dst):
+                if entry.name not in written and entry.is_file(follow_symlinks=False) and discard(entry.name):
+                    os.unlink(entry.path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

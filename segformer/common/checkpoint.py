@@ -13,10 +13,12 @@ their tensors. Formats are detected from the file's content, not its name. Every
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -54,6 +56,10 @@ TF_WEIGHTS_NAME = "tf_model.h5"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+_MAX_JSON_BYTES = 100 * 1024 * 1024
+_MAX_TENSOR_BYTES = 1 << 36  # 64 GiB: far above any SegFormer tensor, far below what a crafted header declares
+_MAX_ZIP_MEMBERS = 100_000
+_MAX_ZIP_RATIO = 1000  # refuse .keras members that would inflate more than this (zip bombs)
 
 
 class CheckpointError(ValueError):
@@ -79,19 +85,18 @@ def detect_format(path: str | os.PathLike) -> str:
 
         try:
             with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
+                members = archive.infolist()
         except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, OSError, EOFError) as err:
-            raise CheckpointError(f"{path}: damaged zip archive ({type(err).__name__}: {err})") from None
+            raise CheckpointError(f"{path}: damaged zip archive ({type(err).__name__})") from None
+        names = [member.filename for member in members]
+        _check_zip_sizes(path, members, size)
         if "config.json" in names and "model.weights.h5" in names:
             return "keras"
         return "torch"
     if head[:1] == b"\x80":  # legacy (non-zip) torch.save pickle
         return "torch"
     if head.lstrip()[:1] == b"{":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CheckpointError(f"{path}: JSON file is not valid") from None
+        data = read_json(path, "sharded checkpoint index")
         if isinstance(data, dict) and "weight_map" in data:
             return "index"
         raise CheckpointError(f"{path}: a JSON file without 'weight_map' is not a sharded checkpoint index")
@@ -101,8 +106,41 @@ def detect_format(path: str | os.PathLike) -> str:
             return "safetensors"
     raise CheckpointError(
         f"{path}: not a checkpoint (expected safetensors, a PyTorch .bin, an HDF5 tf_model.h5, a .keras "
-        f"archive or a sharded index; first bytes {head[:8]!r})"
+        "archive or a sharded index)"
     )
+
+
+def _check_zip_sizes(path: Path, members: list, size: int) -> None:
+    """Refuse archives whose declared member sizes are absurd (before anything inflates them)."""
+    if len(members) > _MAX_ZIP_MEMBERS:
+        raise CheckpointError(f"{path}: zip archive declares {len(members)} members (at most {_MAX_ZIP_MEMBERS} allowed)")
+    total = 0
+    for index, member in enumerate(members):
+        total += member.file_size
+        if member.file_size > _MAX_ZIP_RATIO * max(member.compress_size, 1) + (1 << 20) or total > _MAX_TENSOR_BYTES:
+            raise CheckpointError(
+                f"{path}: zip member #{index} declares {member.file_size} bytes from {member.compress_size} compressed "
+                f"(archive of {size} bytes); refused before inflating it (ratio above {_MAX_ZIP_RATIO} or over "
+                f"{_MAX_TENSOR_BYTES} bytes in all)"
+            )
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file", error: type[ValueError] | None = None):
+    """Parse a JSON file; invalid, deeply nested, oversized or non-UTF-8 content is a :class:`CheckpointError`
+    (or ``error``) naming the file, never a ``RecursionError``, and never quoting the file's content."""
+    path = Path(path)
+    error = error or CheckpointError
+    size = path.stat().st_size
+    if size > _MAX_JSON_BYTES:
+        raise error(f"{path}: {what} of {size} bytes is larger than the {_MAX_JSON_BYTES} bytes allowed")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{path} is not valid JSON ({what} is not UTF-8 text)") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path} is not valid JSON ({what}; line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except RecursionError:
+        raise error(f"{path} is not valid JSON ({what} nested too deeply)") from None
 
 
 def find_weights_file(folder: str | os.PathLike, prefer: Iterable[str] = ("safetensors", "torch", "h5")) -> Path:
@@ -158,8 +196,10 @@ _ST_DTYPES = {
 def read_safetensors(path: str | os.PathLike, upcast: bool = True) -> dict[str, np.ndarray]:
     """Read a safetensors file into numpy (bf16 and, with ``upcast``, f16/f64 become float32).
 
-    Every offset is checked against the file size, so a truncated or corrupted file raises a
-    :class:`CheckpointError` naming the file instead of returning garbage.
+    The header is checked as the safetensors library checks it before any tensor is built: integer
+    shapes and offsets, sizes computed exactly (no int64 overflow), tensors that tile the data without
+    gaps or overlaps, nothing outside the file. Anything else raises a :class:`CheckpointError` naming the
+    file and the tensor.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -172,33 +212,39 @@ def read_safetensors(path: str | os.PathLike, upcast: bool = True) -> dict[str, 
             raise CheckpointError(f"{path}: safetensors header length {header_len} exceeds the file ({size} bytes)")
         try:
             header = json.loads(handle.read(header_len).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{path}: corrupted safetensors header ({err})") from None
+        except UnicodeDecodeError:
+            raise CheckpointError(f"{path}: corrupted safetensors header (not UTF-8)") from None
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{path}: corrupted safetensors header ({err.msg} at byte {err.pos})") from None
+        except RecursionError:
+            raise CheckpointError(f"{path}: corrupted safetensors header (nested too deeply)") from None
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: corrupted safetensors header (not an object)")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise CheckpointError(f"{path}: corrupted safetensors header (__metadata__ must map strings to strings)")
+        entries = [_safetensors_entry(path, name, info) for name, info in header.items()]
+        data_len = size - 8 - header_len
+        position = 0
+        for name, _, _, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
+            if begin != position:
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} starts at byte {begin} of the data, expected {position} "
+                    "(tensors overlap or leave a gap); the file is corrupted"
+                )
+            position = end
+        if position != data_len:
+            raise CheckpointError(
+                f"{path}: the tensors cover {position} bytes but the file holds {data_len} data bytes; "
+                "the file is truncated or corrupted"
+            )
         data = handle.read()
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupted safetensors header (not an object)")
-    metadata = header.pop("__metadata__", None) or {}
     out: dict[str, np.ndarray] = {}
     raw: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        try:
-            dtype_name, shape, (begin, end) = info["dtype"], [int(s) for s in info["shape"]], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: corrupted safetensors entry for {name!r}") from None
-        if dtype_name == "BF16":
-            itemsize = 2
-        elif dtype_name in _ST_DTYPES:
-            itemsize = np.dtype(_ST_DTYPES[dtype_name]).itemsize
-        else:
-            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name}")
-        count = int(np.prod(shape)) if shape else 1
-        if not (0 <= begin <= end <= len(data)) or end - begin != count * itemsize or min(shape, default=1) < 0:
-            raise CheckpointError(
-                f"{path}: tensor {name!r} ({dtype_name}, shape {shape}) points outside the file "
-                f"(bytes {begin}..{end} of {len(data)}); the file is truncated or corrupted"
-            )
+    checked = CHECKSUM_KEY in metadata
+    for name, dtype_name, shape, begin, end in entries:
         chunk = data[begin:end]
-        if isinstance(metadata, dict) and CHECKSUM_KEY in metadata and dtype_name in _ST_DTYPES:
+        if checked and dtype_name in _ST_DTYPES:
             raw[name] = np.frombuffer(chunk, dtype=np.dtype(_ST_DTYPES[dtype_name]).newbyteorder("<")).reshape(shape)
         if dtype_name == "BF16":
             array = (np.frombuffer(chunk, dtype="<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
@@ -207,10 +253,39 @@ def read_safetensors(path: str | os.PathLike, upcast: bool = True) -> dict[str, 
             if upcast and array.dtype in (np.float16, np.float64):
                 array = array.astype(np.float32)
         out[name] = np.array(array)  # own the memory, writable
-    if isinstance(metadata, dict) and CHECKSUM_KEY in metadata and len(raw) == len(out):
+    if checked and len(raw) == len(out):
         if tensors_digest(raw) != metadata[CHECKSUM_KEY]:
             raise CheckpointError(f"{path}: checksum mismatch: the tensor data is corrupted (the file was written by segformer)")
     return out
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _safetensors_entry(path: Path, name: str, info) -> tuple[str, str, list[int], int, int]:
+    """``(name, dtype, shape, begin, end)`` of one header entry, every field checked (exact integers)."""
+    try:
+        dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{path}: corrupted safetensors entry for {name!r} (needs dtype, shape, data_offsets)") from None
+    if not isinstance(dtype_name, str) or not (dtype_name == "BF16" or dtype_name in _ST_DTYPES):
+        raise CheckpointError(
+            f"{path}: tensor {name!r} has an unsupported dtype; supported: {['BF16', *_ST_DTYPES]}"
+        )
+    if not isinstance(shape, list) or len(shape) > 64 or not all(_is_int(d) and d >= 0 for d in shape):
+        raise CheckpointError(f"{path}: tensor {name!r} has an invalid shape (a list of at most 64 integers >= 0 expected)")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) and o >= 0 for o in offsets):
+        raise CheckpointError(f"{path}: tensor {name!r} has invalid data_offsets (two integers >= 0 expected)")
+    begin, end = offsets
+    itemsize = 2 if dtype_name == "BF16" else np.dtype(_ST_DTYPES[dtype_name]).itemsize
+    nbytes = math.prod(shape) * itemsize  # exact Python integers: no overflow
+    if end < begin or end - begin != nbytes:
+        raise CheckpointError(
+            f"{path}: tensor {name!r} ({dtype_name}, shape {shape}) needs {nbytes} bytes but its offsets "
+            f"{begin}..{end} span {end - begin}; the file is corrupted"
+        )
+    return name, dtype_name, shape, begin, end
 
 
 def save_safetensors(
@@ -242,17 +317,55 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
         "torch", f"reading {os.fspath(path)!r} (a PyTorch pickle, .bin/.pth)",
         "or convert it to safetensors on a machine that has torch",
     )
+    check_torch_version(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, zip errors, truncation: torch raises many types
-        text = str(err)
-        if "weights_only" in text or "Unsupported global" in text or "UnpicklingError" in type(err).__name__:
-            raise CheckpointError(
-                f"{path}: refused to load: the pickle needs more than tensors and plain containers "
-                f"(loading it would run code from the file). torch said: {text.splitlines()[0] if text else err!r}"
-            ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {text[:200]})") from None
+        raise torch_load_error(path, err) from None
     return _torch_obj_to_numpy(obj, path)
+
+
+SAFE_TORCH_VERSION = (2, 6)
+SAFE_KERAS_VERSION = (3, 12)
+
+
+def check_keras_version(path: str | os.PathLike) -> None:
+    """Refuse to open a ``.keras`` archive with a Keras whose safe mode has published bypasses (before 3.12)."""
+    import keras
+
+    found = tuple(int(part) for part in re.findall(r"\d+", keras.__version__)[:2])
+    if found < SAFE_KERAS_VERSION:
+        raise ImportError(
+            f"{os.fspath(path)} is a .keras archive; loading it safely needs keras >= 3.12 (safe mode of earlier "
+            f"versions can be bypassed to run code from the archive), found keras {keras.__version__}: "
+            "pip install 'keras>=3.12', or convert it where a recent Keras is installed"
+        )
+
+
+def check_torch_version(path: str | os.PathLike) -> None:
+    """Refuse to unpickle with a torch whose ``weights_only=True`` has public bypasses (before 2.6)."""
+    import torch
+
+    found = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    if found < SAFE_TORCH_VERSION:
+        raise ImportError(
+            f"{os.fspath(path)} is a PyTorch pickle; loading it safely needs torch >= 2.6 (earlier versions' "
+            f"weights_only=True can be bypassed to run code from the file), found torch {torch.__version__}: "
+            "pip install 'torch>=2.6', or use a safetensors file"
+        )
+
+
+def torch_load_error(path: str | os.PathLike, err: BaseException) -> "CheckpointError":
+    """A :class:`CheckpointError` for a failed ``torch.load(weights_only=True)``, without quoting the file's bytes."""
+    text = str(err)
+    if "weights_only" in text or "Unsupported global" in text or "UnpicklingError" in type(err).__name__:
+        found = re.search(r"GLOBAL ([A-Za-z_][\w.]{0,200})", text)
+        culprit = f" (it references {found.group(1)})" if found else ""
+        return CheckpointError(
+            f"{os.fspath(path)}: refused to load: the pickle needs more than tensors and plain containers{culprit}; "
+            "loading it would run code from the file"
+        )
+    return CheckpointError(f"{os.fspath(path)}: not a readable PyTorch checkpoint ({type(err).__name__}; truncated or corrupted)")
 
 
 def _torch_obj_to_numpy(obj, path: Path):
@@ -284,7 +397,7 @@ def read_tf_h5(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
     try:
         handle = h5py.File(path, "r")
     except OSError as err:
-        raise CheckpointError(f"{path}: not a readable HDF5 file ({err})") from None
+        raise CheckpointError(f"{path}: not a readable HDF5 file ({type(err).__name__}; truncated or corrupted)") from None
     out: dict[str, np.ndarray] = {}
     model_names = set()
     try:
@@ -293,6 +406,7 @@ def read_tf_h5(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
             layer_names = [_as_str(n) for n in handle.attrs.get("layer_names", [])]
             if not layer_names:
                 raise CheckpointError(f"{path}: HDF5 file has no 'layer_names' attribute (not a Keras weights file)")
+            _check_h5_links(path, handle)
             for layer in layer_names:
                 if layer not in handle:
                     raise CheckpointError(f"{path}: layer group {layer!r} listed but missing")
@@ -300,7 +414,7 @@ def read_tf_h5(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
                 for weight_name in (_as_str(n) for n in group.attrs.get("weight_names", [])):
                     if weight_name not in group:
                         raise CheckpointError(f"{path}: weight {weight_name!r} listed but missing")
-                    array = np.asarray(group[weight_name][()])
+                    array = _read_h5_dataset(path, group[weight_name], weight_name)
                     model_name, _, rest = weight_name.partition("/")
                     model_names.add(model_name)
                     out[rest.removesuffix(":0")] = array
@@ -321,6 +435,46 @@ def _as_str(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def _check_h5_links(path: Path, handle) -> None:
+    """Refuse HDF5 content that points at other files: external links, virtual datasets, external storage.
+
+    Soft links are refused too (a Keras weights file has none). Checked before any dataset is read.
+    """
+    import h5py
+
+    def visit(name: str, link) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            raise CheckpointError(f"{path}: {name!r} is an HDF5 external link (to another file); refused, not followed")
+        if isinstance(link, h5py.SoftLink):
+            raise CheckpointError(f"{path}: {name!r} is an HDF5 soft link; refused, not followed")
+
+    handle.visititems_links(visit)
+
+    def check(name: str, node) -> None:
+        if isinstance(node, h5py.Dataset) and (node.is_virtual or node.external):
+            kind = "a virtual dataset" if node.is_virtual else "stored in external files"
+            raise CheckpointError(f"{path}: dataset {name!r} is {kind}; refused, other files are never read")
+
+    handle.visititems(check)
+
+
+def _read_h5_dataset(path: Path, dataset, name: str) -> np.ndarray:
+    """The dataset's array, after checking its dtype and declared size against what the file stores."""
+    dtype = dataset.dtype
+    if dtype.kind not in "fiub" or dtype.subdtype is not None or dtype.names is not None:
+        raise CheckpointError(f"{path}: dataset {name!r} has dtype {dtype}; numeric tensors expected")
+    shape = tuple(int(d) for d in dataset.shape or ())
+    nbytes = math.prod(shape) * dtype.itemsize
+    stored = int(dataset.id.get_storage_size())
+    plausible = stored == nbytes if dataset.chunks is None else nbytes <= _MAX_ZIP_RATIO * stored + (1 << 20)
+    if nbytes > _MAX_TENSOR_BYTES or not plausible:
+        raise CheckpointError(
+            f"{path}: dataset {name!r} declares shape {shape} ({nbytes} bytes) but the file stores {stored} bytes "
+            "for it; refused before reading"
+        )
+    return np.asarray(dataset[()])
+
+
 COUNTERS_ATTR = "segformer_counters"  # h5 root attribute: JSON {canonical name: int} (BN num_batches_tracked)
 
 
@@ -338,9 +492,12 @@ def read_h5_counters(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {}
     try:
         data = json.loads(_as_str(raw))
-        return {str(k): np.array(int(v), dtype=np.int64) for k, v in data.items()}
-    except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
-        raise CheckpointError(f"{path}: attribute {COUNTERS_ATTR} is not a JSON object of integers") from None
+        counters = {str(k): int(v) for k, v in data.items() if not isinstance(v, bool)}
+        if len(counters) != len(data) or not all(0 <= v < 2**63 for v in counters.values()):
+            raise ValueError
+        return {k: np.array(v, dtype=np.int64) for k, v in counters.items()}
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError, OverflowError, RecursionError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: attribute {COUNTERS_ATTR} is not a JSON object of integers in [0, 2**63)") from None
 
 
 def write_tf_h5(
@@ -392,19 +549,41 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
         return state
     if kind == "index":
-        index = json.loads(path.read_text(encoding="utf-8"))
-        weight_map = index["weight_map"]
+        weight_map = read_json(path, "sharded checkpoint index")["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{path}: 'weight_map' must map tensor names to shard file names")
         state: dict[str, np.ndarray] = {}
         for shard in sorted(set(weight_map.values())):
-            shard_path = path.parent / shard
-            if not shard_path.is_file():
-                raise CheckpointError(f"{path}: shard {shard} listed in the index is missing")
+            shard_path = index_shard_path(path, shard)
+            if detect_format(shard_path) not in ("safetensors", "torch"):
+                raise CheckpointError(f"{path}: shard {shard!r} is not a safetensors or PyTorch weights file")
             state.update(load_state_dict(shard_path))
         missing = sorted(set(weight_map) - set(state))
         if missing:
             raise CheckpointError(f"{path}: tensors listed in the index but absent from the shards: {missing[:10]}")
         return state
     raise CheckpointError(f"{path}: a {kind} file is not a PyTorch-layout state dict; use the matching reader")
+
+
+def index_shard_path(index: str | os.PathLike, shard: str) -> Path:
+    """The file a sharded index entry names, refused unless it stays inside the index's folder.
+
+    Absolute paths, ``..``, the index itself and symbolic links resolving outside the folder are
+    :class:`CheckpointError`. A link into the folder the index itself resolves to is accepted (the
+    Hugging Face cache links every file of a snapshot into one ``blobs/`` folder).
+    """
+    index = Path(index)
+    parts = Path(shard).parts
+    if not shard or Path(shard).is_absolute() or PureWindowsPath(shard).is_absolute() or ".." in parts or "\\" in shard:
+        raise CheckpointError(f"{index}: shard {shard!r} must be a file name inside the index's folder")
+    candidate = index.parent / shard
+    if not candidate.is_file():
+        raise CheckpointError(f"{index}: shard {shard!r} listed in the index is missing")
+    real = candidate.resolve()
+    roots = {index.parent.resolve(), index.resolve().parent}
+    if real == index.resolve() or not any(root in real.parents for root in roots):
+        raise CheckpointError(f"{index}: shard {shard!r} resolves outside the index's folder or to the index itself; refused")
+    return candidate
 
 
 # ------------------------------------------------------------------------------------ load report

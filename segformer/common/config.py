@@ -21,6 +21,7 @@ Hugging Face, and both fields are read by the models in both frameworks.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 from pathlib import Path
@@ -33,6 +34,12 @@ __all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES
 
 CONFIG_NAME = "config.json"
 MAX_LABELS = 1_000_000
+# Bounds far above any SegFormer, low enough that a hostile config fails at validation, not in allocation.
+MAX_STAGES = 16
+MAX_LAYERS = 1024  # sum(depths)
+MAX_WIDTH = 1 << 16  # hidden sizes, decoder width, channels, heads, Mix-FFN width
+MAX_KERNEL = 1 << 10  # patch sizes, strides, sequence-reduction ratios
+MAX_INPUT_SIDE = 1 << 16  # the smallest input a config accepts must be below this
 HF_LAYER_NORM_EPS = 1e-5
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "selu", "silu", "swish", "tanh")
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
@@ -174,24 +181,72 @@ class SegformerConfig:
         """Hugging Face's name for :attr:`return_dict`."""
         return self.return_dict
 
+    @property
+    def architectures(self) -> list[str] | None:
+        """Model class names this config was saved with (``config.json``'s ``architectures``), or ``None``."""
+        return self.extra.get("architectures")
+
+    @architectures.setter
+    def architectures(self, value: list[str] | None) -> None:
+        if value is None:
+            self.extra.pop("architectures", None)
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            self.extra["architectures"] = list(value)
+        else:
+            raise ValueError(f"architectures must be a list of class names or None, got {value!r}")
+
+    @property
+    def dtype(self) -> str | None:
+        """Weights dtype recorded in ``config.json`` (``"dtype"``, or the older ``"torch_dtype"``), or ``None``."""
+        return self.extra.get("dtype", self.extra.get("torch_dtype"))
+
+    @dtype.setter
+    def dtype(self, value: Any) -> None:
+        self.extra.pop("torch_dtype", None)
+        if value is None:
+            self.extra.pop("dtype", None)
+        else:
+            self.extra["dtype"] = str(value).replace("torch.", "")
+
+    torch_dtype = dtype
+
+    @property
+    def name_or_path(self) -> str:
+        """The folder or Hub id this config was loaded from (``""`` when built in code); never written to a file."""
+        return self.__dict__.get("_name_or_path", "")
+
+    @name_or_path.setter
+    def name_or_path(self, value: str | os.PathLike) -> None:
+        self.__dict__["_name_or_path"] = os.fspath(value)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The keywords that set a config field (what ``from_pretrained(..., **kwargs)`` may override)."""
+        names = [p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+        return tuple(n for n in names if n != "self") + ("architectures", "dtype", "torch_dtype")
+
     # -------------------------------------------------------------- validation
     def validate(self) -> None:
         """Check every field; raise ``ValueError`` naming the field, the value and what is allowed."""
         n = self.num_encoder_blocks
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"num_encoder_blocks must be an integer >= 1, got {n!r}")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STAGES:
+            raise ValueError(f"num_encoder_blocks must be an integer in [1, {MAX_STAGES}], got {n!r:.100}")
+        limits = {"depths": MAX_LAYERS, "hidden_sizes": MAX_WIDTH, "num_attention_heads": MAX_WIDTH, "mlp_ratios": MAX_WIDTH,
+                  "patch_sizes": MAX_KERNEL, "strides": MAX_KERNEL, "sr_ratios": MAX_KERNEL}
         for name in _LIST_FIELDS:
             value = getattr(self, name)
             if len(value) != n:
                 raise ValueError(
-                    f"{name} must have num_encoder_blocks={n} entries (one per stage), got {len(value)}: {value}"
+                    f"{name} must have num_encoder_blocks={n} entries (one per stage), got {len(value)}: {value!r:.200}"
                 )
             for item in value:
                 is_number = isinstance(item, (int, float)) and not isinstance(item, bool)
                 if name != "mlp_ratios" and not isinstance(item, int):
-                    raise ValueError(f"{name} must hold positive integers, got {value}")
-                if not is_number or not 0 < item < float("inf"):
-                    raise ValueError(f"{name} must hold positive numbers, got {value}")
+                    raise ValueError(f"{name} must hold positive integers, got {value!r:.200}")
+                if not is_number or not 0 < item <= limits[name]:
+                    raise ValueError(f"{name} must hold positive numbers up to {limits[name]}, got {value!r:.200}")
+        if sum(self.depths) > MAX_LAYERS:
+            raise ValueError(f"depths must add up to at most {MAX_LAYERS} layers, got {sum(self.depths)}: {self.depths}")
         for i, (hidden, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
             if hidden % heads:
                 raise ValueError(
@@ -199,12 +254,21 @@ class SegformerConfig:
                     f"allowed head counts for {hidden}: {[h for h in range(1, hidden + 1) if hidden % h == 0]}"
                 )
         for i, (hidden, ratio) in enumerate(zip(self.hidden_sizes, self.mlp_ratios)):
-            if int(hidden * ratio) < 1:
-                raise ValueError(f"mlp_ratios[{i}]={ratio} gives an empty Mix-FFN for hidden size {hidden}")
+            if not 1 <= int(hidden * ratio) <= MAX_WIDTH:
+                raise ValueError(
+                    f"mlp_ratios[{i}]={ratio} gives a Mix-FFN of width {int(hidden * ratio)} for hidden size {hidden}; "
+                    f"allowed widths: 1..{MAX_WIDTH}"
+                )
         for name in ("num_channels", "decoder_hidden_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
+                raise ValueError(f"{name} must be an integer in [1, {MAX_WIDTH}], got {value!r:.100}")
+        side = self.min_input_size()
+        if side > MAX_INPUT_SIDE:
+            raise ValueError(
+                f"patch_sizes {self.patch_sizes}, strides {self.strides} and sr_ratios {self.sr_ratios} need inputs of at "
+                f"least {side}x{side} pixels; no input below {MAX_INPUT_SIDE} pixels a side would be accepted"
+            )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob", "drop_path_rate"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
@@ -217,8 +281,9 @@ class SegformerConfig:
             raise ValueError(f"hidden_act must be one of {list(ACTIVATIONS)}, got {self.hidden_act!r}")
         if not (self.problem_type is None or isinstance(self.problem_type, str)) or self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type must be one of {list(PROBLEM_TYPES)}, got {self.problem_type!r}")
-        if not isinstance(self.semantic_loss_ignore_index, int) or isinstance(self.semantic_loss_ignore_index, bool):
-            raise ValueError(f"semantic_loss_ignore_index must be an integer, got {self.semantic_loss_ignore_index!r}")
+        ignore = self.semantic_loss_ignore_index
+        if not isinstance(ignore, int) or isinstance(ignore, bool) or not -(2**31) <= ignore < 2**31:
+            raise ValueError(f"semantic_loss_ignore_index must be an integer in [-2**31, 2**31), got {ignore!r:.100}")
         for name in ("reshape_last_stage", "output_hidden_states", "output_attentions", "return_dict"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -245,13 +310,22 @@ class SegformerConfig:
         """
         for i, ((h, w), r) in enumerate(zip(self.stage_sizes(height, width), self.sr_ratios)):
             if r > 1 and (h < r or w < r):
-                side = 1
-                while min(min(hh, ww) >= rr or rr == 1 for (hh, ww), rr in zip(self.stage_sizes(side, side), self.sr_ratios)) is False:
-                    side += 1
                 raise ValueError(
                     f"pixel_values of size {height}x{width} is too small: stage {i + 1} is {h}x{w}, smaller than its "
-                    f"sequence-reduction ratio {r}; height and width must be at least {side}"
+                    f"sequence-reduction ratio {r}; height and width must be at least {self.min_input_size()}"
                 )
+
+    def min_input_size(self) -> int:
+        """The smallest height / width that every stage accepts, computed backwards through the stages.
+
+        Stage i maps ``n`` to ``(n + 2 * (k // 2) - k) // s + 1``; it reaches at least ``t`` from
+        ``n >= (t - 1) * s - (2 * (k // 2) - k)``, and its map must be at least ``sr_ratios[i]`` (when > 1).
+        """
+        need = 1
+        for k, s, r in reversed(list(zip(self.patch_sizes, self.strides, self.sr_ratios))):
+            need = max(need, r if r > 1 else 1)
+            need = max(1, (need - 1) * s - (2 * (k // 2) - k))
+        return need
 
     def drop_path_rates(self) -> list[list[float]]:
         """Stochastic-depth rate of every layer: ``linspace(0, drop_path_rate, sum(depths))`` split by stage."""
@@ -303,7 +377,7 @@ class SegformerConfig:
                 "semantic_loss_ignore_index": self.semantic_loss_ignore_index,
                 "reshape_last_stage": self.reshape_last_stage,
                 "num_labels": self.num_labels,
-                "id2label": {str(k): v for k, v in self.id2label.items()},
+                "id2label": dict(self.id2label),
                 "label2id": dict(self.label2id),
                 "problem_type": self.problem_type,
                 "output_hidden_states": self.output_hidden_states,
@@ -327,33 +401,111 @@ class SegformerConfig:
         data.update(overrides)
         return cls(**data)
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_diff_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without what transformers' ``to_diff_dict`` leaves out: ``num_labels`` (``id2label``
+        carries it) and the generic output switches / ``problem_type`` / label maps while they hold their defaults. Every
+        architecture field stays (as in transformers), so does ``patch_layer_norm_eps``."""
+        generic = {"output_hidden_states": False, "output_attentions": False, "return_dict": True, "problem_type": None,
+                   "id2label": {0: "LABEL_0", 1: "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1}}
+        return {
+            k: v for k, v in self.to_dict().items() if k != "num_labels" and not (k in generic and generic[k] == v)
+        }
+
+    def to_json_string(self, use_diff: bool = False) -> str:
+        """JSON text of :meth:`to_dict` (every field: what ``config.json`` holds), or of :meth:`to_diff_dict`."""
+        return json.dumps(self.to_diff_dict() if use_diff else self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = False) -> None:
+        """Write :meth:`to_json_string` to ``json_file_path`` (atomically)."""
+        atomic_write_text(json_file_path, self.to_json_string(use_diff=use_diff))
+
+    def update(self, config_dict: dict[str, Any]) -> None:
+        """Set fields from a dict (unknown keys go to :attr:`extra`, as attributes in Hugging Face). The result
+        is validated first: an invalid value raises ``ValueError`` and leaves the config unchanged."""
+        if not isinstance(config_dict, dict):
+            raise TypeError(f"update takes a dict of field -> value, got {type(config_dict).__name__}")
+        data = self.to_dict()
+        if "num_labels" in config_dict and "id2label" not in config_dict:
+            data.pop("id2label")
+            data.pop("label2id")
+        if "torch_dtype" in config_dict:
+            data.pop("dtype", None)
+        data.update(config_dict)
+        updated = type(self).from_dict(data)
+        self.__dict__.update({k: v for k, v in updated.__dict__.items() if k != "_name_or_path"})
+
+    def update_from_string(self, update_str: str) -> None:
+        """``"name=value,name=value"`` for existing bool / int / float / str fields (Hugging Face's rules:
+        booleans as ``true/false/1/0/yes/no/y/n``); other keys or types raise ``ValueError`` / ``TypeError``."""
+        changes: dict[str, Any] = {}
+        for item in str(update_str).split(","):
+            key, sep, text = item.partition("=")
+            if not sep:
+                raise ValueError(f"update_from_string: {item!r} is not of the form name=value")
+            if key in self.extra:
+                old = self.extra[key]
+            elif key in self.field_names() and key not in ("dtype", "torch_dtype", "architectures"):
+                old = getattr(self, key)
+            else:
+                raise ValueError(f"update_from_string: key {key!r} is not a field of this config")
+            if isinstance(old, bool):
+                lowered = text.lower()
+                if lowered not in ("true", "1", "y", "yes", "false", "0", "n", "no"):
+                    raise ValueError(f"update_from_string: can't parse {text!r} as a bool for {key}")
+                changes[key] = lowered in ("true", "1", "y", "yes")
+            elif isinstance(old, int):
+                changes[key] = int(text)
+            elif isinstance(old, float):
+                changes[key] = float(text)
+            elif isinstance(old, str) or old is None:
+                changes[key] = text
+            else:
+                raise TypeError(f"update_from_string: only int, float, bool or string fields can be set, {key} is {old!r}")
+        self.update(changes)
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "SegformerConfig":
+        from .checkpoint import read_json
+
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        data = read_json(path, "config file", error=ValueError)
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
         return cls.from_dict(data, **overrides)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> "SegformerConfig":
-        """Load ``config.json`` from a folder, or a JSON file path, or a Hub model id (needs huggingface_hub)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / CONFIG_NAME
-        elif not path.exists():
-            from .hub import resolve_model_dir
+    def from_pretrained(
+        cls, path: str | os.PathLike, return_unused_kwargs: bool = False, **kwargs: Any
+    ) -> "SegformerConfig" | tuple["SegformerConfig", dict[str, Any]]:
+        """Load ``config.json`` from a folder, a JSON file path, or a Hub model id (needs huggingface_hub).
 
-            path = resolve_model_dir(str(path), filenames=[CONFIG_NAME]) / CONFIG_NAME
-        if not path.exists():
-            raise FileNotFoundError(f"no {CONFIG_NAME} at {path}")
-        return cls.from_json_file(path, **overrides)
+        ``kwargs``: the download options of ``from_pretrained`` (``revision``, ``token``, ``cache_dir``,
+        ``local_files_only``, ``force_download``, ``proxies``, ``subfolder``), which are never stored, and
+        config fields to override. Any other keyword is a ``TypeError``, or, with
+        ``return_unused_kwargs=True``, returned as ``(config, unused)`` as in Hugging Face.
+        """
+        from .hub import CONFIG_FILENAMES, pop_download_kwargs, resolve_model_dir
+
+        hub = pop_download_kwargs(kwargs)
+        fields = cls.field_names()
+        unused = {k: kwargs.pop(k) for k in list(kwargs) if k not in fields}
+        if unused and not return_unused_kwargs:
+            raise TypeError(
+                f"SegformerConfig.from_pretrained got unexpected keyword arguments {sorted(unused)}; config fields: "
+                f"{list(fields)}"
+            )
+        source = Path(path)
+        if source.is_file():
+            if hub["subfolder"]:
+                raise ValueError(f"subfolder={hub['subfolder']!r} needs a folder or Hub id, got the file {os.fspath(source)!r}")
+            config_file = source
+        else:
+            config_file = resolve_model_dir(os.fspath(path), filenames=CONFIG_FILENAMES, **hub) / CONFIG_NAME
+        if not config_file.is_file():
+            raise FileNotFoundError(f"no {CONFIG_NAME} at {os.fspath(config_file)!r}")
+        config = cls.from_json_file(config_file, **kwargs)
+        config.name_or_path = os.fspath(path)
+        return (config, unused) if return_unused_kwargs else config
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         directory = Path(save_directory)
@@ -363,6 +515,13 @@ class SegformerConfig:
         target = directory / CONFIG_NAME
         atomic_write_text(target, self.to_json_string())
         return target
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Upload ``config.json`` to the Hub repo ``repo_id`` through ``huggingface_hub`` (``token``,
+        ``commit_message``, ``commit_description``, ``private``, ``create_pr``, ``revision``)."""
+        from .hub import push_to_hub_with
+
+        return push_to_hub_with(self.save_pretrained, repo_id, **kwargs)
 
     # --------------------------------------------------------------- helpers
     def copy(self, **overrides: Any) -> "SegformerConfig":

@@ -78,9 +78,13 @@ def _list_files(folder: Path, suffixes: Sequence[str], recursive: bool) -> dict[
 def _read_id2label(path: Path) -> dict[int, str] | None:
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as handle:
-        raw = json.load(handle)
-    return {int(key): str(value) for key, value in raw.items()}
+    from .checkpoint import read_json
+
+    raw = read_json(path, "dataset label file", error=ValueError)
+    try:
+        return {int(key): str(value) for key, value in raw.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(f"{path} must map integer class ids to names, like {{\"0\": \"wall\"}}") from None
 
 
 def load_label(path: str | os.PathLike) -> np.ndarray:

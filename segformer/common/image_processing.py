@@ -81,6 +81,9 @@ _LEGACY_IGNORED = (
     "segmentation_padding_value",
 )
 _PIL_TO_RGB_MODES = ("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+# PIL modes whose bands are pixel values (not palette indices or another color space): kept when the channel
+# rule keeps their band count.
+_KEEPABLE_PIL_MODES = ("L", "LA", "RGBA")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -308,13 +311,22 @@ def _check_integer_range(array: np.ndarray, index: int, do_rescale: bool, rescal
         )
 
 
+def _kept_channels(do_convert_rgb: bool, image_mean: Any, image_std: Any) -> tuple[int, ...]:
+    """Channel counts other than 3 that an image keeps (see ``SegformerImageProcessor``'s channel rule): all of
+    1, 2, 4 without RGB conversion, else those that a per-channel ``image_mean`` / ``image_std`` list has."""
+    if not do_convert_rgb:
+        return (1, 2, 4)
+    return tuple(n for n in (1, 2, 4) if any(isinstance(s, list) and len(s) == n for s in (image_mean, image_std)))
+
+
 def _image_to_hwc(
-    image: Any, do_convert_rgb: bool, input_data_format: str | None, index: int
+    image: Any, do_convert_rgb: bool, input_data_format: str | None, index: int, keep_channels: tuple[int, ...] = ()
 ) -> tuple[np.ndarray, bool]:
-    """One image as a numpy ``(H, W, C)`` array (C = 3, or 1 without RGB conversion), and whether it was HWC."""
+    """One image as a numpy ``(H, W, C)`` array (C = 3, or a count in ``keep_channels``), and whether it was HWC."""
     name = "images"
     if _is_pil(image):
-        if do_convert_rgb and image.mode != "RGB" and image.mode in _PIL_TO_RGB_MODES:
+        kept = image.mode in _KEEPABLE_PIL_MODES and len(image.getbands()) in keep_channels
+        if do_convert_rgb and image.mode != "RGB" and image.mode in _PIL_TO_RGB_MODES and not kept:
             image = image.convert("RGB")
         array = np.asarray(image)
         channels_last = True
@@ -340,16 +352,11 @@ def _image_to_hwc(
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise ValueError(f"{name}[{index}]: float image contains NaN or infinity")
     channels = array.shape[-1]
-    if channels == 3:
+    if channels == 3 or channels in keep_channels:
         return array, channels_last
     if channels == 1:
-        return (np.repeat(array, 3, axis=-1) if do_convert_rgb else array), channels_last
+        return np.repeat(array, 3, axis=-1), channels_last
     if channels in (2, 4):
-        if not do_convert_rgb:
-            raise ValueError(
-                f"{name}[{index}]: image has {channels} channels ({'LA' if channels == 2 else 'RGBA'}); allowed without "
-                "RGB conversion: 1 or 3. Pass do_convert_rgb=True to drop the alpha channel."
-            )
         if channels == 4:
             return array[..., :3], channels_last
         return np.repeat(array[..., :1], 3, axis=-1), channels_last
@@ -586,9 +593,19 @@ class SegformerImageProcessor:
         do_rescale: multiply pixel values by ``rescale_factor`` (default ``1/255``).
         do_normalize: ``(x - image_mean) / image_std`` per channel (ImageNet defaults).
         do_reduce_labels: map label 0 (background) to 255 (ignored) and k to k - 1 (ADE20K).
-        do_convert_rgb: convert grayscale, LA, RGBA and palette images to RGB (alpha dropped). Not in Hugging
-            Face; written to ``preprocessor_config.json`` only when ``False``.
+        do_convert_rgb: convert grayscale, LA, RGBA and palette images to RGB (alpha dropped), except where the
+            channel rule below keeps their channels. Not in Hugging Face; written to ``preprocessor_config.json``
+            only when ``False``.
         reduce_labels: deprecated name of ``do_reduce_labels`` (honoured, with a ``FutureWarning``).
+
+    Channel rule. An image with 3 channels stays as it is. An image with 1, 2 or 4 channels (numpy / tensor
+    ``(H, W, C)`` or ``(C, H, W)``; PIL modes ``L``, ``LA``, ``RGBA``) keeps them, as transformers does (RGB-NIR,
+    RGB-D, 2-band data), when ``do_convert_rgb=False`` or when ``image_mean`` / ``image_std`` is a list of that
+    many values (and ``do_normalize``): ``(40, 50, 4)`` with 4-value mean / std gives ``(1, 4, h, w)``. Otherwise,
+    under the default settings, it is converted to RGB (gray repeated, alpha dropped) where transformers would
+    fail on the 3-value ImageNet statistics; palette and other PIL modes are always converted. As in
+    transformers, 2- and 4-channel uint8 images are resized by Pillow as ``LA`` / ``RGBA`` (alpha-weighted
+    filtering: the last channel weights the others where it is below 255).
     """
 
     model_input_names = ["pixel_values"]
@@ -693,8 +710,9 @@ class SegformerImageProcessor:
         pixel_values: list[np.ndarray] = []
         image_sizes: list[tuple[int, int]] = []
         warn_scaled = False
+        keep_channels = _kept_channels(do_convert_rgb, image_mean if do_normalize else None, image_std if do_normalize else None)
         for index, image in enumerate(flat_images):
-            hwc, was_channels_last = _image_to_hwc(image, do_convert_rgb, input_data_format, index)
+            hwc, was_channels_last = _image_to_hwc(image, do_convert_rgb, input_data_format, index, keep_channels)
             _check_integer_range(hwc, index, do_rescale, rescale_factor)
             image_sizes.append(hwc.shape[:2])
             if do_rescale and np.issubdtype(hwc.dtype, np.floating) and hwc.min() >= 0 and hwc.max() <= 1:
@@ -744,6 +762,79 @@ class SegformerImageProcessor:
                 labels.append(np.array(label_map, dtype=np.int64))
             result["labels"] = labels
         return _convert_tensors(result, return_tensors)
+
+    # -- single steps (transformers' public methods) ---------------------------------------------------------
+
+    @property
+    def is_fast(self) -> bool:
+        """``False``: this is the numpy / Pillow processor (transformers' "slow" one, whose numbers it matches)."""
+        return False
+
+    @staticmethod
+    def _step_io(image: Any, input_data_format: Any) -> tuple[np.ndarray, str]:
+        """One image as HWC numpy without any channel conversion, and its layout: ``"hw"`` (2-D),
+        ``"channels_last"`` or ``"channels_first"``."""
+        array = np.asarray(image) if _is_pil(image) else _to_numpy(image)
+        input_data_format = _normalize_data_format(input_data_format, "input_data_format")
+        _check_dtype(array, "image", 0)
+        if array.ndim == 2:
+            return array[:, :, None], "hw"
+        if array.ndim != 3 or 0 in array.shape:
+            raise ValueError(f"image must be a non-empty (H, W), (H, W, C) or (C, H, W) array, got shape {array.shape}")
+        if input_data_format is None:
+            input_data_format = "channels_last" if _is_pil(image) or _infer_channels_last(array.shape, "image", 0) else "channels_first"
+        return (array if input_data_format == "channels_last" else np.moveaxis(array, 0, -1)), input_data_format
+
+    @staticmethod
+    def _step_out(hwc: np.ndarray, layout: str, data_format: Any) -> np.ndarray:
+        """HWC back to the input's layout, or to ``data_format`` when given."""
+        data_format = _normalize_data_format(data_format, "data_format")
+        if data_format is None and layout == "hw":
+            return hwc[:, :, 0]
+        target = layout if data_format is None else data_format
+        return np.ascontiguousarray(hwc if target in ("channels_last", "hw") else hwc.transpose(2, 0, 1))
+
+    def resize(
+        self, image: Any, size: Any, resample: Any = PIL_BILINEAR, data_format: Any = None, input_data_format: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Resize one image to ``size`` (``{"height", "width"}``, a pair or an int) with Pillow, as transformers'
+        ``resize``: uint8 out for uint8 / integer-valued input in [0, 255], float32 otherwise; the input's layout
+        unless ``data_format`` says otherwise. Unknown keywords are a ``TypeError``."""
+        if kwargs:
+            raise TypeError(f"resize got unexpected keyword arguments {sorted(kwargs)}")
+        hwc, layout = self._step_io(image, input_data_format)
+        target = _normalize_size(size)
+        return self._step_out(_pil_resize(hwc, (target["height"], target["width"]), _normalize_resample(resample)), layout, data_format)
+
+    def rescale(self, image: Any, scale: float, data_format: Any = None, input_data_format: Any = None, **kwargs: Any) -> np.ndarray:
+        """``image * scale`` computed in float64, returned as float32 (transformers' ``rescale``)."""
+        if kwargs:
+            raise TypeError(f"rescale got unexpected keyword arguments {sorted(kwargs)}")
+        hwc, layout = self._step_io(image, input_data_format)
+        return self._step_out((hwc.astype(np.float64) * _normalize_rescale_factor(scale)).astype(np.float32), layout, data_format)
+
+    def normalize(
+        self, image: Any, mean: float | Sequence[float], std: float | Sequence[float], data_format: Any = None,
+        input_data_format: Any = None, **kwargs: Any,
+    ) -> np.ndarray:
+        """``(image - mean) / std`` per channel, in float32 for integer input (the input's float dtype otherwise),
+        as transformers' ``normalize``; ``mean`` / ``std`` are one number or one value per channel."""
+        if kwargs:
+            raise TypeError(f"normalize got unexpected keyword arguments {sorted(kwargs)}")
+        hwc, layout = self._step_io(image, input_data_format)
+        values = hwc if np.issubdtype(hwc.dtype, np.floating) else hwc.astype(np.float32)
+        stats = []
+        for name, given in (("mean", mean), ("std", std)):
+            value = _normalize_stats(given, name)
+            if isinstance(value, list) and len(value) != values.shape[-1]:
+                raise ValueError(f"{name} has {len(value)} values but the image has {values.shape[-1]} channels")
+            stats.append(np.asarray(value, dtype=values.dtype))
+        return self._step_out((values - stats[0]) / stats[1], layout, data_format)
+
+    def reduce_label(self, label: Any) -> np.ndarray:
+        """ADE20K's label reduction on one map: 0 (background) -> 255 (ignored), k -> k - 1, 255 stays 255."""
+        return reduce_labels(_map_to_2d(label, 0))
 
     def post_process_semantic_segmentation(
         self, outputs: Any, target_sizes: Any = None, return_probabilities: bool = False
@@ -806,28 +897,55 @@ class SegformerImageProcessor:
         """Load from a folder holding ``preprocessor_config.json`` (or the JSON file itself).
 
         A Hugging Face Hub repo id (``"nvidia/segformer-b0-finetuned-ade-512-512"``) is fetched with the
-        optional ``huggingface_hub`` package when it is installed. ``kwargs`` override the file's values.
+        optional ``huggingface_hub`` package when it is installed. The download options (``revision``,
+        ``token``, ``cache_dir``, ``local_files_only``, ``force_download``, ``proxies``, ``subfolder``) steer
+        where the file comes from and are never stored; other ``kwargs`` override the file's values.
         """
+        from .hub import pop_download_kwargs, resolve_model_dir
+
+        hub = pop_download_kwargs(kwargs)
         path = Path(pretrained_model_name_or_path)
-        if path.is_dir():
-            config_file = path / PREPROCESSOR_CONFIG_NAME
-            if not config_file.is_file():
-                raise FileNotFoundError(f"{os.fspath(path)!r} has no {PREPROCESSOR_CONFIG_NAME}")
-        elif path.is_file():
+        if path.is_file() and not hub["subfolder"]:
             config_file = path
+        elif path.is_dir():
+            config_file = resolve_model_dir(os.fspath(path), **hub) / PREPROCESSOR_CONFIG_NAME
+            if not config_file.is_file():
+                raise FileNotFoundError(f"{os.fspath(config_file.parent)!r} has no {PREPROCESSOR_CONFIG_NAME}")
         else:
-            config_file = _download_from_hub(os.fspath(pretrained_model_name_or_path))
+            config_file = _download_from_hub(os.fspath(pretrained_model_name_or_path), hub)
         return cls.from_json_file(config_file, **kwargs)
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
-        """Write ``save_directory/preprocessor_config.json`` (atomically); returns ``[path]``."""
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
+        """Write ``save_directory/preprocessor_config.json`` (atomically); returns ``[path]``.
+
+        ``push_to_hub=True`` then uploads the folder through ``huggingface_hub`` to ``repo_id`` (default: the
+        folder's name) with ``token``, ``commit_message``, ``commit_description``, ``private``, ``create_pr``,
+        ``revision``; any other keyword is a ``TypeError``.
+        """
+        from .hub import HUB_UPLOAD_KWARGS, pop_upload_kwargs, push_folder_to_hub
+
+        repo_id = kwargs.pop("repo_id", None)
+        upload = pop_upload_kwargs(kwargs)
+        if kwargs:
+            raise TypeError(
+                f"save_pretrained got unexpected keyword arguments {sorted(kwargs)}; accepted: push_to_hub, repo_id, "
+                f"{', '.join(HUB_UPLOAD_KWARGS)}"
+            )
         directory = Path(save_directory)
         if directory.is_file():
             raise ValueError(f"save_directory {os.fspath(directory)!r} is a file; pass a folder")
         directory.mkdir(parents=True, exist_ok=True)
         output = directory / PREPROCESSOR_CONFIG_NAME
         self.to_json_file(output)
+        if push_to_hub:
+            push_folder_to_hub(directory, repo_id or directory.resolve().name, **upload)
         return [os.fspath(output)]
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Save into a temporary folder and upload it to the Hub repo ``repo_id`` through ``huggingface_hub``."""
+        from .hub import push_to_hub_with
+
+        return push_to_hub_with(self.save_pretrained, repo_id, **kwargs)
 
 
 class SegformerFeatureExtractor(SegformerImageProcessor):
@@ -905,11 +1023,13 @@ def _convert_tensors(batch: BatchFeature, return_tensors: str | None) -> BatchFe
     return BatchFeature({key: tf.convert_to_tensor(value) for key, value in stacked.items()})
 
 
-def _download_from_hub(repo_id: str) -> Path:
+def _download_from_hub(repo_id: str, hub: dict[str, Any]) -> Path:
     looks_like_repo = repo_id.count("/") == 1 and not repo_id.startswith((".", "/")) and "\\" not in repo_id
     if not looks_like_repo:
         raise FileNotFoundError(f"{repo_id!r} is neither a folder with {PREPROCESSOR_CONFIG_NAME} nor a JSON file")
     from .deps import require
 
-    hub = require("huggingface_hub", f"fetching {repo_id!r} from the Hugging Face Hub", "or pass a local folder")
-    return Path(hub.hf_hub_download(repo_id, PREPROCESSOR_CONFIG_NAME))
+    huggingface_hub = require("huggingface_hub", f"fetching {repo_id!r} from the Hugging Face Hub", "or pass a local folder")
+    return Path(huggingface_hub.hf_hub_download(repo_id, PREPROCESSOR_CONFIG_NAME,
+                                                **{k: v for k, v in hub.items() if k != "subfolder"},
+                                                subfolder=hub["subfolder"] or None))

@@ -104,10 +104,9 @@ def load_id2label(path_or_name: str | os.PathLike) -> dict[int, str]:
             f"load_id2label: {os.fspath(path_or_name)!r} is neither a JSON file nor a built-in label set "
             f"({', '.join(LABEL_SETS)})"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"load_id2label: {os.fspath(path)!r} is not valid JSON: {error}") from None
+    from .checkpoint import read_json
+
+    data = read_json(path, "load_id2label label file", error=ValueError)
     if isinstance(data, Mapping) and "id2label" in data:
         data = data["id2label"]
     return _parse_id2label(data, f"load_id2label({os.fspath(path)!r})")

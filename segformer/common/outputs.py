@@ -12,6 +12,7 @@ from types import GeneratorType
 from typing import Any
 
 __all__ = [
+    "OUTPUT_CLASSES",
     "ModelOutput",
     "BaseModelOutput",
     "SemanticSegmenterOutput",
@@ -62,6 +63,17 @@ class ModelOutput(OrderedDict):
     def __reduce__(self):
         return (type(self), tuple(getattr(self, f.name) for f in fields(self)))
 
+    def tree_flatten(self) -> tuple[tuple, tuple[str, ...]]:
+        """``(values, keys)`` of the set fields: the node protocol of optree / JAX pytrees (Keras' tree), with
+        which the framework packages register the output classes (``None`` fields are not children)."""
+        keys = tuple(self.keys())
+        return tuple(dict.__getitem__(self, k) for k in keys), keys
+
+    @classmethod
+    def tree_unflatten(cls, keys: tuple[str, ...], values: Any) -> "ModelOutput":
+        """Inverse of :meth:`tree_flatten`."""
+        return cls(**dict(zip(keys, values)))
+
 
 @dataclass(eq=False)
 class BaseModelOutput(ModelOutput):
@@ -98,3 +110,5 @@ class SegFormerImageClassifierOutput(ModelOutput):
 
 
 ImageClassifierOutput = SegFormerImageClassifierOutput
+
+OUTPUT_CLASSES = (BaseModelOutput, SemanticSegmenterOutput, SegFormerImageClassifierOutput)

@@ -44,6 +44,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
     "JsonlLog",
+    "StopSignals",
+    "nonfinite_loss_message",
+    "truncate_log",
     "ORIGINAL_CUSTOM_KEYS",
     "TrainConfig",
     "ParamGroupRule",
@@ -296,7 +299,11 @@ def build_eval_transform(resize: str | None = None) -> Any:
 
 
 class JsonlLog:
-    """Append one JSON object per line to ``path`` (``None``: print only); every line is flushed."""
+    """Append one JSON object per line to ``path`` (``None``: print only); every line is flushed.
+
+    The log is append-only, not atomic: a kill can leave a torn last line, which :func:`read_jsonl` skips and
+    :func:`truncate_log` (run when training resumes) removes together with the steps being repeated.
+    """
 
     def __init__(self, path: Any = None, echo: bool = True) -> None:
         from pathlib import Path
@@ -319,6 +326,69 @@ class JsonlLog:
 
 
 def read_jsonl(path: Any) -> list[dict[str, Any]]:
-    """All records of a JSON-lines log."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """All records of a JSON-lines log (a torn line left by a kill is skipped)."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def truncate_log(path: Any, step: int) -> None:
+    """Keep only the records of steps ``<= step`` (and torn lines out) in the log at ``path``, atomically.
+
+    Run when training resumes from the state of ``step``: the steps after it are trained (and logged) again,
+    so every step appears once in the log.
+    """
+    from pathlib import Path
+
+    from .atomic import atomic_write_text
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = [r for r in read_jsonl(path) if not isinstance(r.get("step"), int) or r["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def nonfinite_loss_message(step: int, loss: float, out_dir: Any = None) -> str:
+    """Why training stopped at a NaN / Inf loss, and what usually causes one."""
+    resume = f"; the last saved state is in {out_dir}/last (continue with --resume)" if out_dir is not None else ""
+    return (
+        f"loss became {loss} at step {step}; stopped before applying its gradients{resume}. Likely causes: a learning "
+        "rate too high for this model / batch size (lower --lr or lengthen --warmup-steps), float16/bfloat16 overflow "
+        "(drop --bf16), NaN or Inf in the images or in the starting checkpoint, labels outside [0, num_labels)"
+    )
+
+
+class StopSignals:
+    """Within ``with StopSignals() as stop:``, SIGINT / SIGTERM only set ``stop.signal`` (the main thread's
+    handlers are restored on exit); a trainer checks it between steps, saves its state and stops."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame: Any) -> None:
+        self.signal = number
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()

@@ -11,7 +11,7 @@
    model / semantic segmentation / image classification) is read off the tensor names. Every source
    tensor must be consumed and every model tensor present, else :class:`ConversionError` lists the names.
 3. **Write** ``config.json`` + ``model.safetensors`` (``to="pt"``) or ``tf_model.h5`` (``to="tf"``) into a
-   temporary folder ``DST.tmp-xxxx`` next to the destination (BatchNorm running statistics included in
+   temporary folder ``.DST.PID.RANDOM.tmp`` next to the destination (BatchNorm running statistics included in
    both directions; ``num_batches_tracked``, which Keras has no variable for, rides along in an h5
    attribute so PT -> TF -> PT is bit-exact on every tensor).
 4. **Verify** before the folder is renamed into place: the written tensors are read back and compared
@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..common.atomic import current_umask, replace_folder, temp_folder_for
 from ..common.checkpoint import (
     PT_WEIGHTS_INDEX_NAME,
     PT_WEIGHTS_NAME,
@@ -48,6 +49,7 @@ from ..common.checkpoint import (
     SAFE_WEIGHTS_NAME,
     TF_WEIGHTS_NAME,
     CheckpointError,
+    check_keras_version,
     detect_format,
     load_state_dict,
     COUNTERS_ATTR,
@@ -300,10 +302,12 @@ def _read_keras(path: Path) -> tuple[SegformerConfig, str, dict[str, np.ndarray]
     """Config, task and canonical tensors of one of our ``.keras`` archives (loaded in Keras safe mode)."""
     keras = require("keras", f"reading {os.fspath(path)!r} (a .keras archive)")
     from .. import tf as segformer_tf  # noqa: F401  (registers the serializable classes)
+
+    check_keras_version(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # keras raises many types for foreign / damaged archives
-        raise CheckpointError(f"{path}: not a SegFormer .keras archive that loads in safe mode ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: not a SegFormer .keras archive that loads in safe mode ({type(err).__name__})") from None
     task = getattr(model, "_task", None)
     if task is None or not hasattr(model, "state_dict_numpy"):
         raise CheckpointError(f"{path}: the .keras archive holds a {type(model).__name__}, not a SegFormer model")
@@ -724,9 +728,8 @@ def convert(
     say(f"read {source.path} ({source.kind}, {source.task}, {len(source.state)} tensors)")
 
     parent = (dst_path.parent if dst_path is not None else Path(tempfile.gettempdir())).resolve()
-    parent.mkdir(parents=True, exist_ok=True)
     name = dst_path.name if dst_path is not None else "segformer-verify"
-    tmp = Path(tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=parent))
+    tmp = temp_folder_for(parent / name)
     try:
         bar = _progress(progress, 3, "writing")
         write_folder(tmp, config, source.task, source.state, to)
@@ -768,28 +771,17 @@ def convert(
 
 
 def _move_into_place(tmp: Path, dst: Path, overwrite: bool) -> None:
-    """Rename the finished temporary folder onto ``dst`` (an existing ``dst`` is moved aside first).
+    """Rename the finished temporary folder onto ``dst``; an existing ``dst`` is exchanged with it in one
+    rename where the platform allows (:func:`segformer.common.atomic.replace_folder`).
 
     Temporary files and folders are created private (0600 / 0700); the result gets the usual permissions
     (0666 / 0777 less the umask), like any file the user writes.
     """
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     for path in tmp.iterdir():
         if path.is_file():
             os.chmod(path, 0o666 & ~umask)
     os.chmod(tmp, 0o777 & ~umask)
-    if dst.exists():
-        if not overwrite:
-            raise FileExistsError(f"destination {os.fspath(dst)!r} appeared while converting; not overwritten")
-        old = Path(tempfile.mkdtemp(prefix=f"{dst.name}.old-", dir=dst.parent))
-        os.replace(dst, old / dst.name)
-        try:
-            os.replace(tmp, dst)
-        except OSError:
-            os.replace(old / dst.name, dst)  # put the previous folder back
-            raise
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
-        return
-    os.replace(tmp, dst)
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"destination {os.fspath(dst)!r} appeared while converting; not overwritten")
+    replace_folder(tmp, dst)

@@ -254,11 +254,11 @@ def map_original_state(
         if name.startswith("encoder."):
             name = prefix + name
         if name.endswith((".kv.weight", ".kv.bias")):
-            rows = array.shape[0]
-            if rows % 2:
+            rows = array.shape[0] if array.ndim else 0
+            if rows == 0 or rows % 2:
                 raise CheckpointError(
-                    f"{checkpoint.path}: {original_key} has {rows} rows; a fused kv holds key rows then value "
-                    "rows, so the count must be even"
+                    f"{checkpoint.path}: {original_key} has shape {array.shape}; a fused kv holds key rows then value "
+                    "rows, so its row count must be even and above 0"
                 )
             half = rows // 2
             leaf = name.rsplit(".", 1)[1]
@@ -296,8 +296,8 @@ def heads_from_meta(meta: Mapping[str, Any]) -> tuple[list[int] | None, str]:
     if match:
         try:
             heads = [int(h) for h in ast.literal_eval(match.group(1))]
-        except (ValueError, SyntaxError):
-            return None, f"meta config num_heads {match.group(1)!r} is not a list of integers"
+        except (ValueError, SyntaxError, TypeError, OverflowError, RecursionError, MemoryError):
+            return None, f"meta config num_heads {match.group(1)[:80]!r} is not a list of integers"
         return heads, "the mmseg config stored in the checkpoint's meta (num_heads)"
     match = re.search(r"['\"]?type['\"]?\s*[:=]\s*['\"]mit_b([0-5])['\"]", text)
     if match:
@@ -323,6 +323,19 @@ def labels_from_meta(meta: Mapping[str, Any], num_labels: int) -> dict[int, str]
     return None
 
 
+def _tensor(state: Mapping[str, np.ndarray], name: str, source: str, ndim: int, original: str) -> np.ndarray:
+    """``state[name]``, checked: present, ``ndim`` dimensions, none of them empty; else a :class:`CheckpointError`
+    naming the tensor (``original``: its name in the original checkpoint)."""
+    if name not in state:
+        raise CheckpointError(f"{source}: tensor {original} ({name}) is missing")
+    array = np.asarray(state[name])
+    if array.ndim != ndim or 0 in array.shape:
+        raise CheckpointError(
+            f"{source}: tensor {original} ({name}) has shape {array.shape}; expected {ndim} non-empty dimensions"
+        )
+    return array
+
+
 def infer_original_config(
     state: Mapping[str, np.ndarray],
     task: str,
@@ -345,8 +358,8 @@ def infer_original_config(
     hidden_sizes, patch_sizes, depths, sr_ratios, mlp_ratios = [], [], [], [], []
     num_channels = 0
     for i in range(stages):
-        proj = np.asarray(state[f"{prefix}encoder.patch_embeddings.{i}.proj.weight"])
-        if proj.ndim != 4 or proj.shape[2] != proj.shape[3]:
+        proj = _tensor(state, f"{prefix}encoder.patch_embeddings.{i}.proj.weight", source, 4, f"patch_embed{i + 1}.proj.weight")
+        if proj.shape[2] != proj.shape[3]:
             raise CheckpointError(f"{source}: patch_embed{i + 1}.proj.weight has shape {proj.shape}; expected a square conv kernel")
         if i == 0:
             num_channels = int(proj.shape[1])
@@ -363,9 +376,10 @@ def infer_original_config(
         if depth == 0:
             raise CheckpointError(f"{source}: stage {i + 1} has no blocks (block{i + 1}.0.attn.q.weight missing)")
         depths.append(depth)
-        sr = state.get(f"{prefix}encoder.block.{i}.0.attention.self.sr.weight")
-        sr_ratios.append(int(np.asarray(sr).shape[2]) if sr is not None else 1)
-        fc1 = np.asarray(state[f"{prefix}encoder.block.{i}.0.mlp.dense1.weight"])
+        sr_name = f"{prefix}encoder.block.{i}.0.attention.self.sr.weight"
+        sr = _tensor(state, sr_name, source, 4, f"block{i + 1}.0.attn.sr.weight") if sr_name in state else None
+        sr_ratios.append(int(sr.shape[2]) if sr is not None else 1)
+        fc1 = _tensor(state, f"{prefix}encoder.block.{i}.0.mlp.dense1.weight", source, 2, f"block{i + 1}.0.mlp.fc1.weight")
         ratio = fc1.shape[0] / hidden
         mlp_ratios.append(int(ratio) if float(ratio).is_integer() else float(ratio))
         if int(hidden * mlp_ratios[-1]) != fc1.shape[0]:
@@ -418,11 +432,12 @@ def infer_original_config(
         patch_layer_norm_eps=ORIGINAL_PATCH_LAYER_NORM_EPS,
     )
     if task == "semantic_segmentation":
-        linear_c = np.asarray(state["decode_head.linear_c.0.proj.weight"])
+        linear_c = _tensor(state, "decode_head.linear_c.0.proj.weight", source, 2, "decode_head.linear_c1.proj.weight")
         kwargs["decoder_hidden_size"] = int(linear_c.shape[0])
-        kwargs["num_labels"] = int(np.asarray(state["decode_head.classifier.weight"]).shape[0])
+        classifier = _tensor(state, "decode_head.classifier.weight", source, 4, "decode_head.linear_pred.weight")
+        kwargs["num_labels"] = int(classifier.shape[0])
     elif task == "image_classification":
-        kwargs["num_labels"] = int(np.asarray(state["classifier.weight"]).shape[0])
+        kwargs["num_labels"] = int(_tensor(state, "classifier.weight", source, 2, "head.weight").shape[0])
     try:
         config = SegformerConfig(**kwargs)
     except ValueError as err:

@@ -130,11 +130,14 @@ def make_train_loader(
     dataset: Any, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0,
     num_workers: int = 0, pin_memory: bool = False,
 ) -> DataLoader:
-    """An endless ``DataLoader`` of training micro-batches (see :class:`TrainBatchSampler`)."""
+    """An endless ``DataLoader`` of training micro-batches (see :class:`TrainBatchSampler`); it never draws
+    from the global torch RNG."""
     sampler = TrainBatchSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, start=start)
+    # Its own generator: iter(loader) draws the workers' base seed from it, not from the global torch RNG,
+    # so creating the iterator after a resume restored the RNG does not shift dropout / drop path.
     return DataLoader(
         TorchSegmentationDataset(dataset), batch_sampler=sampler, collate_fn=collate,
-        num_workers=num_workers, pin_memory=pin_memory,
+        num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -52,6 +52,7 @@ class SegformerEncoder(nn.Module):
             nn.LayerNorm(config.hidden_sizes[i], eps=config.layer_norm_eps) for i in range(config.num_encoder_blocks)
         )
         self.gradient_checkpointing = False
+        self.gradient_checkpointing_kwargs: dict = {}  # extra keywords for torch.utils.checkpoint.checkpoint
 
     def _stage(
         self, index: int, hidden_states: torch.Tensor, output_attentions: bool, attentions: list
@@ -80,7 +81,8 @@ class SegformerEncoder(nn.Module):
                 from torch.utils.checkpoint import checkpoint
 
                 tokens, height, width = checkpoint(
-                    self._stage, index, hidden_states, False, attentions, use_reentrant=False
+                    self._stage, index, hidden_states, False, attentions,
+                    **{"use_reentrant": False, **self.gradient_checkpointing_kwargs},
                 )
             else:
                 tokens, height, width = self._stage(index, hidden_states, output_attentions, attentions)

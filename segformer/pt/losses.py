@@ -4,7 +4,8 @@
   labels' (B, H, W), cross-entropy averaged over the pixels whose label is not ``ignore_index``.
 * Segmentation, ``num_labels == 1``: binary cross-entropy with logits per pixel, times the valid mask
   ``(labels >= 0) & (labels != ignore_index)``, averaged over *all* pixels (Hugging Face's choice).
-* Classification by ``problem_type`` (auto when ``None``): regression (MSE), single-label (CE), multi-label (BCE).
+* Classification by ``problem_type``: regression (MSE), single-label (CE), multi-label (BCE); when ``None``, by
+  the label rule of :mod:`segformer.common.losses` (shared with TF).
 
 Labels outside ``[0, num_labels)`` that are not the ignore index raise ``ValueError`` (instead of a
 device-side assert or a silently wrong loss).
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..common.config import SegformerConfig
+from ..common.losses import IGNORE_CLASS_ID, resolve_problem_type
 
 __all__ = ["semantic_segmentation_loss", "classification_loss", "check_segmentation_labels"]
 
@@ -59,33 +61,31 @@ def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, confi
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: SegformerConfig) -> torch.Tensor:
-    """Scalar loss for logits (B, K) by ``config.problem_type`` (chosen like Hugging Face when ``None``)."""
-    if labels.shape[0] != logits.shape[0]:
-        raise ValueError(f"labels batch size {labels.shape[0]} does not match pixel_values batch size {logits.shape[0]}")
+    """Scalar loss for logits (B, K) by ``config.problem_type``, chosen by the label rule of
+    :mod:`segformer.common.losses` when ``None`` (class ids (B,) of any dtype; (B, K) multi-label targets)."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.ndim == 0 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"labels batch size {tuple(labels.shape)[:1]} does not match pixel_values batch size {logits.shape[0]}")
     num_labels = config.num_labels
-    problem = config.problem_type
-    if problem is None:
-        if num_labels == 1:
-            problem = "regression"
-        elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
-            problem = "single_label_classification"
-        else:
-            problem = "multi_label_classification"
+    problem = resolve_problem_type(config.problem_type, num_labels, tuple(labels.shape))
     logits = logits.float()
     if problem == "regression":
         if num_labels == 1:
             return F.mse_loss(logits.squeeze(), labels.float().squeeze())
         return F.mse_loss(logits, labels.float())
     if problem == "single_label_classification":
-        if labels.is_floating_point():
-            raise TypeError(f"single-label classification needs integer labels, got dtype {labels.dtype}")
+        if labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"single-label classification needs class ids, got dtype {labels.dtype}")
+        if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+            raise ValueError("single-label classification needs whole-number class ids, got fractional labels")
         flat = labels.reshape(-1).long()
-        bad = (flat != -100) & ((flat < 0) | (flat >= num_labels))
+        bad = (flat != IGNORE_CLASS_ID) & ((flat < 0) | (flat >= num_labels))
         if bool(bad.any()):
             raise ValueError(
                 f"labels contain values {torch.unique(flat[bad])[:10].tolist()} outside [0, {num_labels}) (ignore: -100)"
             )
-        return F.cross_entropy(logits.reshape(-1, num_labels), flat)
+        return F.cross_entropy(logits.reshape(-1, num_labels), flat, ignore_index=IGNORE_CLASS_ID)
     if tuple(labels.shape) != tuple(logits.shape):
         raise ValueError(f"multi-label labels must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}")
     return F.binary_cross_entropy_with_logits(logits, labels.float())

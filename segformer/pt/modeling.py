@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from ..common.config import SegformerConfig
-from ..common.outputs import BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
+from ..common.outputs import OUTPUT_CLASSES, BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
 from .decode_head import SegformerDecodeHead
 from .encoder import SegformerEncoder
 from .losses import classification_loss, semantic_segmentation_loss
@@ -22,6 +23,25 @@ __all__ = [
     "SegformerForSemanticSegmentation",
     "check_pixel_values",
 ]
+
+
+def _register_output_pytrees() -> None:
+    """Make the output classes torch pytree nodes (as transformers registers its ``ModelOutput`` subclasses), so
+    ``torch.export`` / ``torch.compile`` handle models that return them (the default ``return_dict=True``)."""
+    for output_class in OUTPUT_CLASSES:
+        pytree.register_pytree_node(
+            output_class,
+            lambda output: (list(output.tree_flatten()[0]), list(output.tree_flatten()[1])),
+            lambda values, keys, cls=output_class: cls.tree_unflatten(tuple(keys), values),
+            serialized_type_name=f"{output_class.__module__}.{output_class.__name__}",
+            flatten_with_keys_fn=lambda output: (
+                [(pytree.MappingKey(k), v) for k, v in zip(output.tree_flatten()[1], output.tree_flatten()[0])],
+                list(output.tree_flatten()[1]),
+            ),
+        )
+
+
+_register_output_pytrees()
 
 
 def check_pixel_values(pixel_values: torch.Tensor, config: SegformerConfig, check_finite: bool = False) -> None:

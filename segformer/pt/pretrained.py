@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..common.atomic import atomic_path
-from ..common.checkpoint import PT_WEIGHTS_NAME, LoadReport
+from ..common.atomic import atomic_folder
+from ..common.checkpoint import LoadReport
 from ..common.config import SegformerConfig
-from ..common.pretrained import prepare_state, save_pretrained_state
-from ..common.weights import parameter_table
+from ..common.hub import HUB_UPLOAD_KWARGS, pop_upload_kwargs, push_folder_to_hub, push_to_hub_with
+from ..common.pretrained import prepare_state, replaced_by_save, save_pretrained_state, split_from_pretrained_kwargs
 
 __all__ = ["SegformerPreTrainedModel"]
 
@@ -86,16 +86,66 @@ class SegformerPreTrainedModel(nn.Module):
             if isinstance(module, SegformerPreTrainedModel):
                 module._check_finite = bool(value)
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each encoder stage in the backward pass (saves activation memory)."""
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute each encoder stage in the backward pass (saves activation memory).
+
+        ``gradient_checkpointing_kwargs`` go to ``torch.utils.checkpoint.checkpoint`` (transformers' ``Trainer``
+        passes them); ``use_reentrant`` defaults to ``False`` here (gradients reach every stage even when the
+        input does not require grad).
+        """
+        if gradient_checkpointing_kwargs is not None and not isinstance(gradient_checkpointing_kwargs, dict):
+            raise TypeError(
+                f"gradient_checkpointing_kwargs must be a dict or None, got {type(gradient_checkpointing_kwargs).__name__}"
+            )
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = True
+                module.gradient_checkpointing_kwargs = dict(gradient_checkpointing_kwargs or {})
 
     def gradient_checkpointing_disable(self) -> None:
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether gradient checkpointing is on (as transformers' property)."""
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    framework = "pt"
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """``False``: no text generation (transformers' ``generate`` API)."""
+        return False
+
+    def enable_input_require_grads(self) -> None:
+        """Make the first patch embedding's output require grad (transformers' recipe for reentrant gradient
+        checkpointing with frozen weights, as PEFT uses it); undone by :meth:`disable_input_require_grads`."""
+        self.disable_input_require_grads()
+
+        def make_output_require_grad(module: nn.Module, inputs: Any, output: Any) -> None:
+            output[0].requires_grad_(True)
+
+        first = self.base_model.encoder.patch_embeddings[0]
+        self._require_grads_hook = first.register_forward_hook(make_output_require_grad)
+
+    def disable_input_require_grads(self) -> None:
+        hook = self.__dict__.pop("_require_grads_hook", None)
+        if hook is not None:
+            hook.remove()
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The ``segformer`` encoder model of a task model; the model itself for ``SegformerModel``."""
+        return getattr(self, self.base_model_prefix, self)
+
+    def get_memory_footprint(self, return_buffers: bool = True) -> int:
+        """Bytes held by the parameters (and buffers: BatchNorm statistics), as transformers computes it."""
+        total = sum(p.nelement() * p.element_size() for p in self.parameters())
+        if return_buffers:
+            total += sum(b.nelement() * b.element_size() for b in self.buffers())
+        return total
 
     @property
     def device(self) -> torch.device:
@@ -132,17 +182,26 @@ class SegformerPreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | os.PathLike,
+        pretrained_model_name_or_path: str | os.PathLike | None,
         *model_args: Any,
-        config: SegformerConfig | None = None,
+        config: SegformerConfig | str | os.PathLike | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
         ignore_mismatched_sizes: bool = False,
         output_loading_info: bool = False,
         torch_dtype: str | torch.dtype | None = None,
         dtype: str | torch.dtype | None = None,
         use_safetensors: bool | None = None,
-        **config_overrides: Any,
+        from_tf: bool = False,
+        **kwargs: Any,
     ):
-        """Load a checkpoint; ``config_overrides`` (e.g. ``num_labels=19``) change the config first.
+        """Load a checkpoint, with transformers' keywords.
+
+        ``kwargs``: the download options (``revision``, ``token``, ``cache_dir``, ``local_files_only``,
+        ``force_download``, ``proxies``, ``subfolder``), which only steer where files come from and are never
+        stored, and config fields to change first (e.g. ``num_labels=19``). Any other keyword is a
+        ``TypeError`` naming it. ``state_dict`` (canonical names) replaces the weights file:
+        ``from_pretrained(None, config=config, state_dict=sd)``. ``use_safetensors=True`` reads only
+        safetensors, ``False`` never; ``from_tf=True`` reads ``tf_model.h5``.
 
         Missing / unexpected / mismatched tensors are listed in a warning and, with
         ``output_loading_info=True``, returned as a :class:`~segformer.common.checkpoint.LoadReport`.
@@ -150,13 +209,31 @@ class SegformerPreTrainedModel(nn.Module):
         """
         if cls._task is None:
             raise TypeError(f"{cls.__name__} cannot be loaded on its own; load a full model class instead")
-        prefer = ("torch", "safetensors", "h5") if use_safetensors is False else ("safetensors", "torch", "h5")
+        if torch.empty(0).device.type == "meta":  # under `with torch.device("meta")` / set_default_device("meta")
+            raise RuntimeError(
+                "from_pretrained was called under a meta device (with torch.device('meta') or "
+                "torch.set_default_device('meta')): it loads existing weights, which a meta tensor cannot hold. "
+                "To build an empty model on the meta device use ModelClass(config) there instead."
+            )
+        hub, config_overrides = split_from_pretrained_kwargs(cls.__name__, kwargs)
+        if isinstance(config, (str, os.PathLike)):
+            config = SegformerConfig.from_pretrained(config, **hub)
+        prefer = {True: ("safetensors",), False: ("torch", "h5"), None: ("safetensors", "torch", "h5")}[
+            None if use_safetensors is None else bool(use_safetensors)
+        ]
+        if from_tf:
+            prefer = ("h5",)
+        numpy_state = None
+        if state_dict is not None:
+            numpy_state = {k: _to_numpy(v) for k, v in state_dict.items()}
         config, tensors, report = prepare_state(
             pretrained_model_name_or_path,
             cls._task,
             config=config,
             prefer=prefer,
             ignore_mismatched_sizes=ignore_mismatched_sizes,
+            hub=hub,
+            state_dict=numpy_state,
             **config_overrides,
         )
         model = cls(config, *model_args)
@@ -173,20 +250,69 @@ class SegformerPreTrainedModel(nn.Module):
             return model, report
         return model
 
-    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs: Any) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``), atomically."""
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        save_function: Callable[[Any, Any], None] | None = None,
+        push_to_hub: bool = False,
+        max_shard_size: int | str = "5GB",
+        safe_serialization: bool = True,
+        **kwargs: Any,
+    ) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin`` through ``save_function``, by
+        default ``torch.save``), atomically as one folder, with transformers' keywords.
+
+        ``state_dict``: saved instead of the model's own (the accelerate / FSDP pattern; canonical names).
+        ``max_shard_size`` (``"5GB"``, ``"200MB"``, bytes): larger weights are sharded with a Hugging Face index.
+        ``is_main_process=False`` writes the weights but no ``config.json``. ``push_to_hub=True`` then uploads
+        the folder through ``huggingface_hub`` to ``repo_id`` (default: the folder's name); ``token``,
+        ``commit_message``, ``commit_description``, ``private``, ``create_pr`` and ``revision`` go to the upload.
+        Any other keyword is a ``TypeError`` naming it.
+        """
         if self._task is None:
             raise TypeError(f"{type(self).__name__} cannot be saved on its own; save the full model")
-        state = self.state_dict_numpy()
-        if safe_serialization:
-            return save_pretrained_state(save_directory, self.config, state, self._task, "pt", type(self).__name__)
+        repo_id = kwargs.pop("repo_id", None)
+        upload = pop_upload_kwargs(kwargs)
+        if kwargs:
+            raise TypeError(
+                f"{type(self).__name__}.save_pretrained got unexpected keyword arguments {sorted(kwargs)}; accepted: "
+                f"is_main_process, state_dict, save_function, push_to_hub, max_shard_size, safe_serialization, "
+                f"repo_id, {', '.join(HUB_UPLOAD_KWARGS)}"
+            )
+        state = self.state_dict_numpy() if state_dict is None else {k: _to_numpy(v) for k, v in state_dict.items()}
+
+        def save_torch(tensors: dict[str, np.ndarray], path: Path) -> None:
+            (save_function or torch.save)({n: torch.from_numpy(a) for n, a in tensors.items()}, path)
+
+        weights_format = "safetensors" if safe_serialization else "torch"
+        with atomic_folder(save_directory, discard=replaced_by_save(weights_format, is_main_process)) as folder:  # old or new, never a mix
+            save_pretrained_state(
+                folder, self.config, state, self._task, "pt", type(self).__name__,
+                weights_format=weights_format,
+                max_shard_size=max_shard_size, write_config=is_main_process, save_torch=save_torch,
+            )
         directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        names = [s.name for s in parameter_table(self.config, self._task)]
-        with atomic_path(directory / PT_WEIGHTS_NAME) as tmp:
-            torch.save({n: torch.from_numpy(state[n]) for n in names}, tmp)
-        self.config.copy(architectures=[type(self).__name__]).save_pretrained(directory)
+        if push_to_hub:
+            push_folder_to_hub(directory, repo_id or Path(save_directory).resolve().name, **upload)
         return directory
+
+    def push_to_hub(self, repo_id: str, safe_serialization: bool = True, max_shard_size: int | str = "5GB", **kwargs: Any) -> Any:
+        """Save into a temporary folder and upload it to the Hub repo ``repo_id`` through ``huggingface_hub``
+        (``token``, ``commit_message``, ``commit_description``, ``private``, ``create_pr``, ``revision``)."""
+        return push_to_hub_with(
+            lambda folder: self.save_pretrained(folder, safe_serialization=safe_serialization, max_shard_size=max_shard_size),
+            repo_id, **kwargs,
+        )
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """A state-dict tensor as numpy (float32 for floating point, as the checkpoint writers take it)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return value.float().numpy() if value.is_floating_point() else value.numpy()
+    return np.asarray(value)
 
 
 LoadReport = LoadReport  # re-exported for type hints of output_loading_info

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
-from ..common.training import JsonlLog, TrainConfig
+from ..common.training import JsonlLog, StopSignals, TrainConfig, nonfinite_loss_message, truncate_log
 from .data import make_eval_loader, make_train_loader
 
 __all__ = [
@@ -227,27 +227,45 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, config: TrainConfig, ste
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG state as tensors and plain values (loadable with ``weights_only=True``)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "internal": list(internal), "gauss": gauss},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    numpy_state, python_state = state["numpy"], state["python"]
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+STATE_FORMAT = "segformer-pt-training-state-2"
 
 
 def save_training_state(
     path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``{model, optimizer, step, train_config, rng, extra}`` to ``path`` atomically (one file)."""
+    """Write ``{model, optimizer, step, train_config, rng, extra}`` to ``path`` atomically (one file).
+
+    Only tensors and plain containers are stored, so :func:`load_training_state` reads the file with
+    ``torch.load(weights_only=True)``: a run folder from someone else cannot run code. ``extra`` must hold
+    plain values (numbers, strings, lists, dicts, tensors).
+    """
     state = {
-        "format": "segformer-pt-training-state-1",
+        "format": STATE_FORMAT,
         "model": _unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": int(step),
@@ -264,18 +282,42 @@ def save_training_state(
 def load_training_state(
     path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, restore_rng: bool = True
 ) -> dict[str, Any]:
-    """Load what :func:`save_training_state` wrote into ``model`` (and ``optimizer``); returns the whole dict."""
+    """Load what :func:`save_training_state` wrote into ``model`` (and ``optimizer``); returns the whole dict.
+
+    The file is read with ``torch.load(weights_only=True)`` (no code from it runs). A damaged file, or one
+    that is not a segformer PyTorch training state, is a :class:`~segformer.common.checkpoint.CheckpointError`
+    naming it.
+    """
+    from ..common.checkpoint import CheckpointError, check_torch_version, torch_load_error
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training state at {os.fspath(path)!r}; train without --resume first")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format") != "segformer-pt-training-state-1":
-        raise ValueError(f"{os.fspath(path)!r} is not a segformer PyTorch training state (format {state.get('format')!r})")
-    _unwrap(model).load_state_dict(state["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if restore_rng:
-        _set_rng_state(state["rng"])
+    check_torch_version(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip / pickle / truncation errors come in many types
+        raise torch_load_error(path, err) from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{os.fspath(path)!r} is not a segformer PyTorch training state (format {str(found)[:80]!r}, expected "
+            f"{STATE_FORMAT!r}; states written before weights_only loading cannot be resumed)"
+        )
+    try:
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise TypeError("step")
+        _unwrap(model).load_state_dict(state["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if restore_rng:
+            _set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+        raise CheckpointError(
+            f"{os.fspath(path)!r}: damaged training state or one saved for another model ({type(err).__name__} "
+            "while restoring model / optimizer / RNG)"
+        ) from None
     return state
 
 
@@ -390,6 +432,8 @@ class Trainer:
                 raise ValueError("resume=True needs out_dir (where the training state was saved)")
             state = load_training_state(self.out_dir / "last" / STATE_NAME, inner, self.optimizer)
             self.step = int(state["step"])
+            if self.context.is_main:
+                truncate_log(self.out_dir / "train_log.jsonl", self.step)
         if self.context.distributed:
             device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
             self.model: nn.Module = nn.parallel.DistributedDataParallel(inner, device_ids=device_ids)
@@ -409,8 +453,15 @@ class Trainer:
         return contextlib.nullcontext()
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> float:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (over all ranks)."""
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (over all ranks).
+
+        A micro-batch whose labels are all ``ignore_index`` contributes loss 0 and zero gradients (as the
+        original recipe and the TF trainer). A NaN / Inf loss or gradient on any rank raises
+        ``FloatingPointError`` naming the step before the optimizer applies anything (the BatchNorm running
+        statistics of the failed step are rolled back too).
+        """
         set_learning_rate(self.optimizer, self.config, self.step)
+        buffers = [(b, b.detach().clone()) for b in self.inner.buffers()]  # BatchNorm statistics, restored on NaN
         total = 0.0
         count = len(micro_batches)
         for index, batch in enumerate(micro_batches):
@@ -418,16 +469,31 @@ class Trainer:
             sync = contextlib.nullcontext()
             if self.context.distributed and not last:
                 sync = self.model.no_sync()
+            labels = batch["labels"].to(self.context.device)
             with sync:
                 with self._autocast():
                     outputs = self.model(
-                        pixel_values=batch["pixel_values"].to(self.context.device),
-                        labels=batch["labels"].to(self.context.device),
-                        return_dict=True,
+                        pixel_values=batch["pixel_values"].to(self.context.device), labels=labels, return_dict=True,
                     )
                 loss = outputs.loss
+                if bool((labels == self.config.ignore_index).all()):
+                    loss = outputs.logits.float().sum() * 0.0  # nothing to learn from: zero loss, zero gradients
                 (loss / count).backward()
             total += float(loss.detach())
+        grads = [p.grad for p in self.inner.parameters() if p.grad is not None]
+        finite = math.isfinite(total)
+        if finite and grads:
+            finite = bool(torch.stack([g.float().abs().sum() for g in grads]).sum().isfinite())
+        if self.context.distributed:
+            flag = torch.tensor([0.0 if finite else 1.0], device=self.context.device)
+            dist.all_reduce(flag)
+            finite = bool(flag.item() == 0.0)
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            raise FloatingPointError(nonfinite_loss_message(self.step + 1, total / count, self.out_dir))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -474,36 +540,57 @@ class Trainer:
             bar = tqdm(total=config.total_steps, initial=self.step, desc="train (pt)", unit="step")
         start = time.perf_counter()
         images = config.batch_size * accum * self.context.world_size
-        while self.step < end:
-            lr = config.lr_at(self.step)
-            lr_head = config.lr_at(self.step, config.custom_keys.get("head", {}).get("lr_mult", 1.0))
-            micro_batches = [next(iterator) for _ in range(accum)]
-            loss = self.train_step(micro_batches)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {self.step}; lower --lr or check the data")
-            record: dict[str, Any] = {"step": self.step, "loss": loss, "lr": lr, "lr_head": lr_head,
-                                      "images": self.step * images, "time": round(time.perf_counter() - start, 3)}
-            self.history.append(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-            evaluate_now = (config.eval_every and self.step % config.eval_every == 0) or self.step == config.total_steps
-            if self.eval_dataset is not None and evaluate_now:
-                result = self.evaluate()
-                self.last_eval = result
-                record.update(mIoU=result["mean_iou"], aAcc=result["overall_accuracy"], mAcc=result["mean_accuracy"])
-            if self.step % config.log_every == 0 or "mIoU" in record or self.step == config.total_steps:
-                self.log.write(record)
-            elif self.log.path is not None:
-                JsonlLog(self.log.path, echo=False).write(record)
-            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.total_steps:
-                self.save_state()
+        with StopSignals() as stop:
+            while self.step < end:
+                self._one_step(iterator, start, images, bar)
+                if self._stop_requested(stop):
+                    if bar is not None:
+                        bar.close()
+                    self.save_state()
+                    raise KeyboardInterrupt(
+                        f"stopped by a signal after step {self.step}; the training state is saved"
+                        + (f" in {self.out_dir / 'last'} (continue with --resume)" if self.out_dir is not None else "")
+                    )
         if bar is not None:
             bar.close()
         self.save_state()
         if self.step == config.total_steps:
             self.save_model()
         return self.history
+
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        requested = stop.signal is not None
+        if self.context.distributed:  # every rank stops after the same step
+            flag = torch.tensor([1.0 if requested else 0.0], device=self.context.device)
+            dist.all_reduce(flag)
+            requested = bool(flag.item() > 0)
+        return requested
+
+    def _one_step(self, iterator: Any, start: float, images: int, bar: Any) -> None:
+        """Train, log, evaluate and checkpoint one optimizer step."""
+        config = self.config
+        accum = config.grad_accum
+        lr = config.lr_at(self.step)
+        lr_head = config.lr_at(self.step, config.custom_keys.get("head", {}).get("lr_mult", 1.0))
+        micro_batches = [next(iterator) for _ in range(accum)]
+        loss = self.train_step(micro_batches)
+        record: dict[str, Any] = {"step": self.step, "loss": loss, "lr": lr, "lr_head": lr_head,
+                                  "images": self.step * images, "time": round(time.perf_counter() - start, 3)}
+        self.history.append(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+        evaluate_now = (config.eval_every and self.step % config.eval_every == 0) or self.step == config.total_steps
+        if self.eval_dataset is not None and evaluate_now:
+            result = self.evaluate()
+            self.last_eval = result
+            record.update(mIoU=result["mean_iou"], aAcc=result["overall_accuracy"], mAcc=result["mean_accuracy"])
+        if self.step % config.log_every == 0 or "mIoU" in record or self.step == config.total_steps:
+            self.log.write(record)
+        elif self.log.path is not None:
+            JsonlLog(self.log.path, echo=False).write(record)
+        if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.total_steps:
+            self.save_state()
 
 
 def build_model(

@@ -111,13 +111,14 @@ class TFSegformerDropPath(keras.layers.Layer):
     def __init__(self, drop_path: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.drop_path = float(drop_path)
+        self.seed_generator = keras.random.SeedGenerator()  # a variable: saved and restored with training states
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         if not training or self.drop_path == 0.0:
             return x
         keep = 1.0 - self.drop_path
         shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
-        mask = tf.floor(keep + tf.random.uniform(shape, dtype=x.dtype))
+        mask = tf.floor(keep + keras.random.uniform(shape, dtype=x.dtype, seed=self.seed_generator))
         return x / keep * mask
 
     def get_config(self) -> dict:

@@ -10,14 +10,15 @@ from typing import Any
 
 import keras
 import numpy as np
+import optree
 import tensorflow as tf
 
 from ..common.config import SegformerConfig
-from ..common.outputs import BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
+from ..common.outputs import OUTPUT_CLASSES, BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
 from .decode_head import TFSegformerDecodeHead
 from .encoder import TFSegformerEncoder
 from .layers import normal_init
-from .losses import classification_loss, semantic_segmentation_loss
+from .losses import classification_loss, classification_losses, semantic_segmentation_loss
 from .pretrained import TFSegformerPreTrainedModel
 
 __all__ = [
@@ -29,6 +30,11 @@ __all__ = [
 ]
 
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="segformer")
+
+# Keras' tree (optree, namespace "keras") walks into the output objects: a model called on keras.Input returns
+# one of KerasTensors, from which keras.Model(inputs, outputs) builds a functional model.
+for _output_class in OUTPUT_CLASSES:
+    optree.register_pytree_node_class(_output_class, namespace="keras")
 
 
 def _flag(value: bool | None, default: bool) -> bool:
@@ -197,6 +203,9 @@ class TFSegformerForImageClassification(_TFSegformerBase):
         self.segformer.build()
         self.classifier.build((None, self.config.hidden_sizes[-1]))
 
+    def _fit_loss(self, logits: tf.Tensor, labels: Any, sample_weight: Any) -> tf.Tensor:
+        return classification_loss(logits, labels, self.config, sample_weight)
+
     def call(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         pixel_values, labels = self._unpack(pixel_values, labels)
         output_attentions = _flag(output_attentions, self.config.output_attentions)
@@ -211,7 +220,7 @@ class TFSegformerForImageClassification(_TFSegformerBase):
         )
         tokens = tf.reshape(last, (tf.shape(last)[0], -1, self.config.hidden_sizes[-1]))
         logits = self.classifier(tf.reduce_mean(tf.cast(tokens, tf.float32), axis=1))
-        loss = classification_loss(logits, tf.convert_to_tensor(labels), self.config) if labels is not None else None
+        loss = classification_losses(logits, labels, self.config)[0] if labels is not None else None  # (B,) as HF's TF
         hidden = tuple(self._out(h) for h in hidden) if hidden is not None else None
         if not _flag(return_dict, self.config.return_dict):
             return tuple(v for v in (loss, logits, hidden, attentions) if v is not None)
@@ -235,6 +244,10 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
         self.segformer.build()
         self.decode_head.build()
 
+    def _fit_loss(self, logits: tf.Tensor, labels: Any, sample_weight: Any) -> tf.Tensor:
+        logits_nhwc = tf.transpose(logits, (0, 2, 3, 1)) if self.data_format == "channels_first" else logits
+        return semantic_segmentation_loss(logits_nhwc, tf.convert_to_tensor(labels), self.config, sample_weight)
+
     def call(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         pixel_values, labels = self._unpack(pixel_values, labels)
         output_attentions = _flag(output_attentions, self.config.output_attentions)
@@ -249,8 +262,8 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
         )
         logits_nhwc = self.decode_head(hidden, training=training)
         loss = None
-        if labels is not None:
-            loss = semantic_segmentation_loss(logits_nhwc, tf.convert_to_tensor(labels), self.config)
+        if labels is not None:  # shape (1,), as transformers' TF model returns it
+            loss = tf.reshape(semantic_segmentation_loss(logits_nhwc, tf.convert_to_tensor(labels), self.config), (1,))
         logits = self._out(logits_nhwc)
         hidden = tuple(self._out(h) for h in hidden) if output_hidden_states else None
         if not _flag(return_dict, self.config.return_dict):

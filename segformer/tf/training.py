@@ -40,7 +40,17 @@ import tensorflow as tf
 
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
-from ..common.training import ORIGINAL_CUSTOM_KEYS, JsonlLog, TrainConfig, lr_at, param_group_rule
+from ..common.checkpoint import CheckpointError
+from ..common.training import (
+    ORIGINAL_CUSTOM_KEYS,
+    JsonlLog,
+    StopSignals,
+    TrainConfig,
+    lr_at,
+    nonfinite_loss_message,
+    param_group_rule,
+    truncate_log,
+)
 from .data import make_eval_dataset, make_train_dataset
 from .metrics import SegmentationMeanIoU
 
@@ -241,10 +251,8 @@ def save_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
     arrays: dict[str, np.ndarray] = {}
     for name, value in model.state_dict_numpy().items():
         arrays["model/" + name] = np.asarray(value)
-    canonical = set(_canonical_names(model))
-    extra = [v for v in model.variables if not any(v.path.endswith(n) for n in canonical)]
-    for variable in extra:
-        arrays["extra/" + variable.path] = np.asarray(variable.numpy())
+    for i, variable in enumerate(_extra_variables(model)):
+        arrays[f"extra/{i:05d}/{variable.path}"] = np.asarray(variable.numpy())
     for i, variable in enumerate(optimizer.variables):
         arrays[f"optimizer/{i}"] = np.asarray(variable.numpy())
     meta = {
@@ -268,29 +276,47 @@ def load_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training state at {os.fspath(path)!r}; train without --resume first")
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-        if meta.get("format") != "segformer-tf-training-state-1":
-            raise ValueError(f"{os.fspath(path)!r} is not a segformer TF training state")
-        model.load_state_dict_numpy({k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")})
-        by_path = {v.path: v for v in model.variables}
-        for key in data.files:
-            if key.startswith("extra/") and key[len("extra/"):] in by_path:
-                by_path[key[len("extra/"):]].assign(data[key])
-        if optimizer is not None:
-            variables = optimizer.variables
-            if len(variables) != len(meta["optimizer_paths"]):
-                raise ValueError(
-                    f"{os.fspath(path)!r} holds {len(meta['optimizer_paths'])} optimizer variables, the optimizer has "
-                    f"{len(variables)}; was it saved for another model?"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if not isinstance(meta, dict) or meta.get("format") != "segformer-tf-training-state-1":
+                raise CheckpointError(f"{os.fspath(path)!r} is not a segformer TF training state")
+            model.load_state_dict_numpy({k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")})
+            extra_keys = sorted(k for k in data.files if k.startswith("extra/"))
+            extra = _extra_variables(model)
+            if len(extra_keys) != len(extra):
+                raise CheckpointError(
+                    f"{os.fspath(path)!r} holds {len(extra_keys)} extra model variables (RNG states ...), the model "
+                    f"has {len(extra)}; was it saved for another model?"
                 )
-            for i, variable in enumerate(variables):
-                variable.assign(data[f"optimizer/{i}"])
-    state = meta["numpy_rng"]
-    np.random.set_state((state[0], np.asarray(state[1], dtype=np.uint32), *state[2:]))
-    py = meta["python_rng"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
+            for variable, key in zip(extra, extra_keys):  # by position: Keras numbers seed generators per process
+                variable.assign(data[key])
+            if optimizer is not None:
+                variables = optimizer.variables
+                if len(variables) != len(meta["optimizer_paths"]):
+                    raise CheckpointError(
+                        f"{os.fspath(path)!r} holds {len(meta['optimizer_paths'])} optimizer variables, the optimizer "
+                        f"has {len(variables)}; was it saved for another model?"
+                    )
+                for i, variable in enumerate(variables):
+                    variable.assign(data[f"optimizer/{i}"])
+        state = meta["numpy_rng"]
+        np.random.set_state((state[0], np.asarray(state[1], dtype=np.uint32), *state[2:]))
+        py = meta["python_rng"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    except CheckpointError:
+        raise
+    except Exception as err:  # zip / npy / JSON / shape errors come in many types
+        raise CheckpointError(
+            f"{os.fspath(path)!r}: damaged training state or one saved for another model ({type(err).__name__})"
+        ) from None
     return meta
+
+
+def _extra_variables(model: Any) -> list[Any]:
+    """Model variables outside the canonical table (seed generator states ...), in creation order."""
+    canonical = set(_canonical_names(model))
+    return [v for v in model.variables if not any(v.path.endswith(n) for n in canonical)]
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -380,6 +406,8 @@ class Trainer:
                 raise ValueError("resume=True needs out_dir (where the training state was saved)")
             meta = load_training_state(self.out_dir / "last" / STATE_NAME, model, self.optimizer)
             self.step = int(meta["step"])
+            if self.is_main:
+                truncate_log(self.out_dir / "train_log.jsonl", self.step)
         log_path = self.out_dir / "train_log.jsonl" if (self.out_dir is not None and self.is_main) else None
         self.log = JsonlLog(log_path, echo=echo and self.is_main)
         self.history: list[dict[str, Any]] = []
@@ -389,6 +417,7 @@ class Trainer:
     # ------------------------------------------------------------------ pieces
     def _replica_step(self, micro_batches: tuple[dict[str, tf.Tensor], ...]) -> tf.Tensor:
         variables = self.model.trainable_variables
+        statistics = [(v, tf.identity(v)) for v in self.model.non_trainable_variables if "float" in str(v.dtype)]
         count = len(micro_batches)
         total_grads: list[Any] | None = None
         loss_sum = tf.constant(0.0, tf.float32)
@@ -401,8 +430,13 @@ class Trainer:
             grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
             total_grads = grads if total_grads is None else [a + g for a, g in zip(total_grads, grads)]
             loss_sum += loss
+        # NaN / Inf gradients are never applied: the step gets zero gradients and the trainer stops on the loss.
+        finite = tf.math.is_finite(loss_sum) & tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in total_grads])
+        total_grads = [tf.where(finite, g, tf.zeros_like(g)) for g in total_grads]
+        for variable, saved in statistics:  # BatchNorm running statistics of a failed step are rolled back
+            variable.assign(tf.where(finite, variable, saved))
         self.optimizer.apply_gradients(zip(total_grads, variables))
-        return loss_sum / float(count)
+        return tf.where(finite, loss_sum / float(count), tf.constant(float("nan")))
 
     def _distributed_step(self, micro_batches: tuple[dict[str, tf.Tensor], ...]) -> tf.Tensor:
         per_replica = self.strategy.run(self._replica_step, args=(micro_batches,))
@@ -414,6 +448,8 @@ class Trainer:
         if self._step_fn is None:
             self._step_fn = tf.function(self._distributed_step)
         loss = float(self._step_fn(tuple(micro_batches)))
+        if not math.isfinite(loss):  # the step applied zero gradients, never NaN ones
+            raise FloatingPointError(nonfinite_loss_message(self.step + 1, loss, self.out_dir))
         self.step += 1
         return loss
 
@@ -450,37 +486,50 @@ class Trainer:
 
             bar = tqdm(total=config.total_steps, initial=self.step, desc="train (tf)", unit="step")
         clock = time.perf_counter()
-        head_mult = config.custom_keys.get("head", {}).get("lr_mult", 1.0)
-        while self.step < end:
-            lr = config.lr_at(self.step)
-            lr_head = config.lr_at(self.step, head_mult)
-            loss = self.train_step(tuple(next(iterator) for _ in range(accum)))
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {self.step}; lower --lr or check the data")
-            record: dict[str, Any] = {"step": self.step, "loss": loss, "lr": lr, "lr_head": lr_head,
-                                      "images": self.step * global_batch * accum,
-                                      "time": round(time.perf_counter() - clock, 3)}
-            self.history.append(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-            evaluate_now = (config.eval_every and self.step % config.eval_every == 0) or self.step == config.total_steps
-            if self.eval_dataset is not None and evaluate_now:
-                result = self.evaluate()
-                self.last_eval = result
-                record.update(mIoU=result["mean_iou"], aAcc=result["overall_accuracy"], mAcc=result["mean_accuracy"])
-            if self.step % config.log_every == 0 or "mIoU" in record or self.step == config.total_steps:
-                self.log.write(record)
-            elif self.log.path is not None:
-                JsonlLog(self.log.path, echo=False).write(record)
-            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.total_steps:
-                self.save_state()
+        with StopSignals() as stop:
+            while self.step < end:
+                self._one_step(iterator, clock, global_batch, bar)
+                if stop.signal is not None:
+                    if bar is not None:
+                        bar.close()
+                    self.save_state()
+                    raise KeyboardInterrupt(
+                        f"stopped by a signal after step {self.step}; the training state is saved"
+                        + (f" in {self.out_dir / 'last'} (continue with --resume)" if self.out_dir is not None else "")
+                    )
         if bar is not None:
             bar.close()
         self.save_state()
         if self.step == config.total_steps:
             self.save_model()
         return self.history
+
+    def _one_step(self, iterator: Any, clock: float, global_batch: int, bar: Any) -> None:
+        """Train, log, evaluate and checkpoint one optimizer step."""
+        config = self.config
+        accum = config.grad_accum
+        head_mult = config.custom_keys.get("head", {}).get("lr_mult", 1.0)
+        lr = config.lr_at(self.step)
+        lr_head = config.lr_at(self.step, head_mult)
+        loss = self.train_step(tuple(next(iterator) for _ in range(accum)))
+        record: dict[str, Any] = {"step": self.step, "loss": loss, "lr": lr, "lr_head": lr_head,
+                                  "images": self.step * global_batch * accum,
+                                  "time": round(time.perf_counter() - clock, 3)}
+        self.history.append(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+        evaluate_now = (config.eval_every and self.step % config.eval_every == 0) or self.step == config.total_steps
+        if self.eval_dataset is not None and evaluate_now:
+            result = self.evaluate()
+            self.last_eval = result
+            record.update(mIoU=result["mean_iou"], aAcc=result["overall_accuracy"], mAcc=result["mean_accuracy"])
+        if self.step % config.log_every == 0 or "mIoU" in record or self.step == config.total_steps:
+            self.log.write(record)
+        elif self.log.path is not None:
+            JsonlLog(self.log.path, echo=False).write(record)
+        if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.total_steps:
+            self.save_state()
 
 
 def _strategy_of(model: Any) -> tf.distribute.Strategy:
