@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .common.inference import as_size_pair, check_inference_args
-from .common.presets import Preset, get_preset, keep_ratio_size, resolve_preset_name
+from .common.presets import PRESETS, Preset, find_preset, get_preset, keep_ratio_size
 from .common.segmentation_result import SegmentationResult
 
 __all__ = ["Segmenter", "FRAMEWORKS", "RESIZE_RULES", "default_palette"]
@@ -219,28 +219,18 @@ class Segmenter:
         if framework not in FRAMEWORKS:
             raise ValueError(f"framework must be one of {list(FRAMEWORKS)}, got {framework!r}")
         text = os.fspath(name_or_path)
-        preset = None
-        if not Path(text).exists():
-            try:
-                preset = get_preset(text)
-            except ValueError:
-                preset = None
+        preset = None if Path(text).exists() else find_preset(text)
         if preset is not None and preset.task != "semantic-segmentation":
             raise ValueError(
                 f"preset {preset.name!r} is an {preset.task} encoder, not a segmentation model; choose one of "
-                + ", ".join(name for name, p in _presets().items() if p.task == "semantic-segmentation")
+                + ", ".join(name for name, p in PRESETS.items() if p.task == "semantic-segmentation")
             )
-        source = resolve_preset_name(text)
-        try:
-            if framework == "pt":
-                from .pt import SegformerForSemanticSegmentation as model_class
-            else:
-                from .tf import TFSegformerForSemanticSegmentation as model_class
-            model = model_class.from_pretrained(source)
-        except (FileNotFoundError, ImportError) as error:
-            if preset is None:
-                raise
-            raise FileNotFoundError(preset_unavailable_message(preset, error)) from error
+        source = text  # a preset name resolves to its Hub id in from_pretrained (with the offline message)
+        if framework == "pt":
+            from .pt import SegformerForSemanticSegmentation as model_class
+        else:
+            from .tf import TFSegformerForSemanticSegmentation as model_class
+        model = model_class.from_pretrained(source)
         folder = Path(source)
         if folder.is_dir() and not (folder / "preprocessor_config.json").is_file():
             processor = SegformerImageProcessor()
@@ -251,6 +241,11 @@ class Segmenter:
                 processor = SegformerImageProcessor()
         options.setdefault("preset", preset)
         return cls(model, processor, device=device, **options)
+
+    @classmethod
+    def from_preset(cls, preset: str, framework: str = "pt", device: Any = None, **options: Any) -> "Segmenter":
+        """keras-hub's spelling of :meth:`from_pretrained`."""
+        return cls.from_pretrained(preset, framework=framework, device=device, **options)
 
     def _prepared(self, image: np.ndarray) -> np.ndarray:
         """float32 ``(C, h, w)`` pixel values of one RGB image after the resize rule and normalization."""
@@ -435,22 +430,3 @@ class Segmenter:
                 min_area=min_area, finite=stream.finite,
             ))
         return results
-
-
-def _presets() -> dict[str, Preset]:
-    from .common.presets import PRESETS
-
-    return PRESETS
-
-
-def preset_unavailable_message(preset: Preset, error: BaseException) -> str:
-    """Why a preset could not be loaded, where it was looked for, and what to do instead."""
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub"
-    )
-    return (
-        f"preset {preset.name!r} is the Hugging Face Hub model {preset.hub_id!r}, which could not be loaded "
-        f"({type(error).__name__}: {error}). Looked in the huggingface_hub cache {cache!r}. Download it once with "
-        f"network access (pip install huggingface_hub; huggingface-cli download {preset.hub_id}), or convert an "
-        f"original NVlabs checkpoint instead: segformer convert {preset.variant}.pth OUT_DIR --to pt"
-    )

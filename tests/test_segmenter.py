@@ -393,3 +393,60 @@ def test_segmenter_slide_lazy_windows_equal_full_path(pt_segmenter, tf_segmenter
     assert np.array_equal(tf_result.label_map[clear], logits.argmax(0)[clear])
     with pytest.raises(ValueError, match="one image"):
         segmenter([image, image], labels_out=labels_out)
+
+
+def test_every_class_resolves_preset_names_to_hub_ids(monkeypatch, tmp_path):
+    """A preset name goes to huggingface_hub as its Hub id (a local stand-in for the download); offline, the
+    error names the Hub id, the cache and the conversion route."""
+    hub = pytest.importorskip("huggingface_hub")
+    import shutil as _shutil
+
+    from segformer import SegformerConfig, SegformerImageProcessor
+
+    asked = []
+
+    def snapshot_download(repo_id, **kwargs):
+        asked.append(repo_id)
+        folder = tmp_path / repo_id.replace("/", "--")
+        if not folder.exists():
+            _shutil.copytree(fixture_path(TINY_SEG), folder)
+            SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+        return str(folder)
+
+    def hf_hub_download(repo_id, filename, **kwargs):
+        return str(snapshot_download(repo_id)) + "/" + filename
+
+    monkeypatch.setattr(hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.chdir(tmp_path)
+    assert SegformerConfig.from_pretrained("b0-ade").num_labels == 3  # the stand-in serves the tiny fixture
+    assert SegformerImageProcessor.from_pretrained("segformer_b0_ade20k_512").size == {"height": 64, "width": 64}
+    ids = {"nvidia/segformer-b0-finetuned-ade-512-512"}
+    torch = pytest.importorskip("torch")
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    assert SegformerForSemanticSegmentation.from_pretrained("b2-city").config.num_labels == 3
+    ids.add("nvidia/segformer-b2-finetuned-cityscapes-1024-1024")
+    pytest.importorskip("tensorflow")
+    from segformer import Segmenter
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    assert TFSegformerForSemanticSegmentation.from_preset("segformer_b1_ade20k_512").config.num_labels == 3
+    ids.add("nvidia/segformer-b1-finetuned-ade-512-512")
+    segmenter = Segmenter.from_preset("b0-city", framework="tf")
+    assert segmenter.settings.mode == "slide" and segmenter.processor.size == {"height": 64, "width": 64}
+    ids.add("nvidia/segformer-b0-finetuned-cityscapes-1024-1024")
+    assert set(asked) == ids and torch is not None
+
+    def offline(repo_id, **kwargs):
+        raise hub.errors.LocalEntryNotFoundError("offline and not in the cache")
+
+    monkeypatch.setattr(hub, "snapshot_download", offline)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    for load in (lambda: SegformerForSemanticSegmentation.from_pretrained("b3-ade"),
+                 lambda: SegformerConfig.from_pretrained("b3-ade")):
+        with pytest.raises(FileNotFoundError) as info:
+            load()
+        message = str(info.value)
+        assert "nvidia/segformer-b3-finetuned-ade-512-512" in message and str(tmp_path / "cache") in message
+        assert "segformer convert" in message

@@ -103,13 +103,23 @@ def resolve_model_dir(
     subfolder: str = "",
 ) -> Path:
     """Return a local folder for ``name``: an existing folder (``/subfolder``), or a Hub repo id resolved by
-    ``huggingface_hub.snapshot_download`` (only ``filenames`` patterns, inside ``subfolder``)."""
+    ``huggingface_hub.snapshot_download`` (only ``filenames`` patterns, inside ``subfolder``). A preset name
+    (``"b0-ade"``, keras-hub's ``"segformer_b0_ade20k_512"``; see ``segformer presets``) stands for its Hub id."""
+    from .presets import find_preset, preset_unavailable_message
+
     path = Path(name)
     if path.is_dir():
         folder = path / subfolder if subfolder else path
         if not folder.is_dir():
             raise FileNotFoundError(f"{os.fspath(path)!r} has no subfolder {subfolder!r}")
         return folder
+    preset = find_preset(name)
+    if preset is not None:
+        try:
+            return resolve_model_dir(preset.hub_id, filenames, revision, token, cache_dir, local_files_only,
+                                     force_download, proxies, subfolder)
+        except (FileNotFoundError, ImportError) as error:
+            raise FileNotFoundError(preset_unavailable_message(preset, error)) from None
     if not looks_like_repo_id(name):
         raise FileNotFoundError(f"{name!r} is neither an existing folder/file nor a Hugging Face Hub model id")
     huggingface_hub = _import_hub(f"loading {name!r} from the Hugging Face Hub (it is not a local folder)")

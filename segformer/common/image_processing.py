@@ -1024,6 +1024,14 @@ def _convert_tensors(batch: BatchFeature, return_tensors: str | None) -> BatchFe
 
 
 def _download_from_hub(repo_id: str, hub: dict[str, Any]) -> Path:
+    from .presets import find_preset, preset_unavailable_message
+
+    preset = find_preset(repo_id)
+    if preset is not None:
+        try:
+            return _download_from_hub(preset.hub_id, hub)
+        except (ImportError, OSError, ValueError) as error:  # huggingface_hub's errors are OSError / ValueError kinds
+            raise FileNotFoundError(preset_unavailable_message(preset, error)) from None
     looks_like_repo = repo_id.count("/") == 1 and not repo_id.startswith((".", "/")) and "\\" not in repo_id
     if not looks_like_repo:
         raise FileNotFoundError(f"{repo_id!r} is neither a folder with {PREPROCESSOR_CONFIG_NAME} nor a JSON file")

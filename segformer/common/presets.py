@@ -29,7 +29,7 @@ from typing import Any
 
 from .variants import VARIANTS
 
-__all__ = ["Preset", "PRESETS", "get_preset", "keep_ratio_size", "preset_names", "resolve_preset_name", "format_presets_table"]
+__all__ = ["Preset", "PRESETS", "get_preset", "keep_ratio_size", "preset_unavailable_message", "find_preset", "preset_names", "resolve_preset_name", "format_presets_table"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,30 @@ def get_preset(name: str) -> Preset:
     if key is None:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return PRESETS[key]
+
+
+def find_preset(name: str) -> Preset | None:
+    """The preset a short name or alias stands for (not a Hub id or a path), or ``None``."""
+    if not isinstance(name, str) or "/" in name or "\\" in name:
+        return None
+    key = _LOOKUP.get(name.strip().lower())
+    return PRESETS[key] if key is not None else None
+
+
+def preset_unavailable_message(preset: Preset, error: BaseException) -> str:
+    """Why a preset could not be loaded, the Hub cache it was looked for in, and what to do instead."""
+    import os
+
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub"
+    )
+    return (
+        f"preset {preset.name!r} is the Hugging Face Hub model {preset.hub_id!r}, which could not be loaded "
+        f"({type(error).__name__}: {error}). Looked in the huggingface_hub cache {cache!r}. Download it once with "
+        f"network access (pip install huggingface_hub; huggingface-cli download {preset.hub_id}), or convert an "
+        f"original NVlabs checkpoint instead: segformer convert {preset.variant}.pth OUT_DIR --to pt "
+        "(then pass OUT_DIR)"
+    )
 
 
 def resolve_preset_name(name: str) -> str:

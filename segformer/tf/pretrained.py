@@ -188,6 +188,12 @@ class TFSegformerPreTrainedModel(keras.Model):
         model.load_state_dict_numpy(tensors, strict=False)
         return (model, report) if output_loading_info else model
 
+    @classmethod
+    def from_preset(cls, preset: str, **kwargs: Any):
+        """keras-hub's spelling of :meth:`from_pretrained`: a preset name (``"segformer_b0_ade20k_512"``,
+        ``"b0-ade"``; ``segformer presets`` lists them), a Hub id or a folder; keywords as ``from_pretrained``."""
+        return cls.from_pretrained(preset, **kwargs)
+
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
