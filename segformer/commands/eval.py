@@ -95,8 +95,14 @@ def load_model(framework: str, path: str, command: str = "segformer eval", allow
 
     if framework not in ("pt", "tf"):
         raise ValueError(f"--framework must be one of ['pt', 'tf'], got {framework!r}")
-    if not Path(path).exists():
-        raise FileNotFoundError(f"--model {path!r} does not exist (a checkpoint folder with config.json)")
+    from ..common.hub import looks_like_repo_id
+    from ..common.presets import find_preset
+
+    if not Path(path).exists() and find_preset(path) is None and not (looks_like_repo_id(path) and "/" in path):
+        raise FileNotFoundError(
+            f"--model {path!r} does not exist: pass a checkpoint folder (config.json + weights), a preset name "
+            "(segformer presets) or a Hugging Face Hub id"
+        )
     require_framework(framework, command)
     if framework == "pt":
         from ..pt import SegformerForSemanticSegmentation as model_class

@@ -31,6 +31,7 @@ from .modeling import (  # noqa: E402
     TFSegformerMainLayer,
     TFSegformerModel,
 )
+from .image_segmenter import TFSegformerImageSegmenter  # noqa: E402
 from .pretrained import TFSegformerPreTrainedModel  # noqa: E402
 
 # Hugging Face's TF output class names
@@ -44,6 +45,7 @@ __all__ = [
     "TFSegformerDecodeHead",
     "TFSegformerForImageClassification",
     "TFSegformerForSemanticSegmentation",
+    "TFSegformerImageSegmenter",
     "TFSegformerPreTrainedModel",
     "TFSegformerMainLayer",
     "TFBaseModelOutput",
