@@ -25,10 +25,11 @@ models, sliding windows; every setting can be overridden by keyword.
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -94,7 +95,17 @@ def _expand(images: Any) -> tuple[list[Any], bool]:
     )
 
 
-def _rgb(item: Any) -> tuple[np.ndarray, str | None]:
+class _Done:
+    """An already computed value with a future's ``result()`` (the no-worker path of ``imap``)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+def _rgb(item: Any, max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
     """uint8 ``(H, W, 3)`` RGB of one image and its source file (files and PIL images as
     :mod:`segformer.common.image_io` decodes them: EXIF orientation, deep images by their range)."""
     from PIL import Image
@@ -114,7 +125,7 @@ def _rgb(item: Any) -> tuple[np.ndarray, str | None]:
         return np.ascontiguousarray(item[:, :, :3]), None
     if isinstance(item, Image.Image):
         return image_to_rgb(item), None
-    return load_image(item), os.fspath(item)
+    return load_image(item, max_pixels), os.fspath(item)
 
 
 class Segmenter:
@@ -191,6 +202,7 @@ class Segmenter:
         if len(self.palette) < num_labels:
             raise ValueError(f"palette has {len(self.palette)} colours but the model has {num_labels} classes")
         self.device = device
+        self.max_pixels: int | None = None  # decoding limit for files (None: Pillow's decompression-bomb limit)
         if self.framework == "pt":
             model.eval()
             if device is not None:
@@ -246,6 +258,21 @@ class Segmenter:
     def from_preset(cls, preset: str, framework: str = "pt", device: Any = None, **options: Any) -> "Segmenter":
         """keras-hub's spelling of :meth:`from_pretrained`."""
         return cls.from_pretrained(preset, framework=framework, device=device, **options)
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` the model sees for a ``height x width`` image under the resize rule (the largest
+        test-time scale included)."""
+        from .common.inference import scaled_size
+
+        if self.resize == "processor":
+            size = (self.processor.size["height"], self.processor.size["width"]) if self.processor.do_resize else (height, width)
+        elif self.resize == "keep-ratio":
+            size = keep_ratio_size(height, width, self.test_scale, self.size_divisor)
+        elif self.resize == "fixed":
+            size = self.target_size
+        else:
+            size = (height, width)
+        return scaled_size(size, max(self.settings.scales), self.settings.size_divisor)
 
     def _prepared(self, image: np.ndarray) -> np.ndarray:
         """float32 ``(C, h, w)`` pixel values of one RGB image after the resize rule and normalization."""
@@ -354,9 +381,69 @@ class Segmenter:
             raise ValueError("labels_out takes the label map of one image; pass one image")
         results: list[SegmentationResult] = []
         for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            results.extend(self._run_chunk(chunk, top_k, min_area, return_probabilities, keep_confidence, labels_out))
+            loaded = [self._load(item) for item in items[start : start + self.batch_size]]
+            results.extend(self._run_chunk(loaded, top_k, min_area, return_probabilities, keep_confidence, labels_out))
         return results[0] if single else results
+
+    def imap(
+        self,
+        images: Any,
+        *,
+        workers: int = 2,
+        top_k: int | None = None,
+        min_area: float = 0.0,
+        return_probabilities: bool = False,
+        keep_confidence: bool = True,
+    ) -> Iterator[SegmentationResult | BaseException]:
+        """Results one by one, in input order, for many images: ``workers`` background threads decode (and
+        resize / normalize) the next images while the model runs, and equal-sized inputs are batched
+        (``batch_size``). The results are the ones :meth:`__call__` gives. A file that cannot be read yields
+        its :class:`~segformer.common.image_io.BadImageError` in its place instead of stopping the run."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .common.image_io import BadImageError
+
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be an int >= 0, got {workers!r}")
+        items, _ = _expand(images)
+
+        def load(item: Any) -> Any:
+            try:
+                return self._load(item)
+            except BadImageError as error:
+                return error
+
+        ahead = max(2 * self.batch_size, 2 * workers, 1)
+        with ThreadPoolExecutor(max(workers, 1)) as pool:
+            pending: collections.deque = collections.deque()
+            position = 0
+
+            def fill() -> None:
+                nonlocal position
+                while position < len(items) and len(pending) < ahead:
+                    item = items[position]
+                    pending.append(pool.submit(load, item) if workers else _Done(load(item)))
+                    position += 1
+
+            fill()
+            while pending:
+                batch: list[Any] = []
+                while pending and len(batch) < self.batch_size:
+                    loaded = pending[0].result()
+                    if isinstance(loaded, BaseException):
+                        if batch:
+                            break
+                        pending.popleft()
+                        fill()
+                        yield loaded
+                        continue
+                    if batch and self._batched and loaded[2].shape != batch[0][2].shape:
+                        break
+                    batch.append(loaded)
+                    pending.popleft()
+                    fill()
+                if batch:
+                    yield from self._run_chunk(batch, top_k, min_area, return_probabilities, keep_confidence)
 
     @property
     def _lazy(self) -> bool:
@@ -384,9 +471,19 @@ class Segmenter:
 
         return PassSource(image.shape[:2], False, window_logits)
 
+    @property
+    def _batched(self) -> bool:
+        """Whole mode without augmentation: equal-sized inputs share one model call."""
+        return self.settings.mode == "whole" and not self.settings.augmented
+
+    def _load(self, item: Any) -> tuple[np.ndarray, str | None, np.ndarray | None]:
+        """``(image, source, pixel values or None)``: decoded (and, for batched whole mode, prepared)."""
+        image, source = _rgb(item, self.max_pixels)
+        return image, source, (self._prepared(image) if self._batched else None)
+
     def _run_chunk(
         self,
-        items: Iterable[Any],
+        loaded: Sequence[tuple[np.ndarray, str | None, np.ndarray | None]],
         top_k: int | None,
         min_area: float,
         return_probabilities: bool,
@@ -395,34 +492,32 @@ class Segmenter:
     ) -> list[SegmentationResult]:
         from .common.streaming import PassSource, stream_segmentation
 
-        loaded = [_rgb(item) for item in items]
         options = {"return_confidence": keep_confidence, "return_probabilities": return_probabilities,
                    "num_classes": len(self.id2label)}
         streamed: dict[int, Any] = {}
         if self._lazy:
-            for index, (image, _) in enumerate(loaded):
+            for index, (image, _, _) in enumerate(loaded):
                 source = self._window_source(image)
                 streamed[index] = stream_segmentation(lambda scale, flipped, source=source: source, image.shape[:2],
                                                       self.settings, labels_out=labels_out, **options)
-        elif self.settings.mode == "whole" and not self.settings.augmented:
-            prepared = [self._prepared(image) for image, _ in loaded]
+        elif self._batched:
             groups: dict[tuple, list[int]] = {}
-            for index, pixels in enumerate(prepared):
+            for index, (_, _, pixels) in enumerate(loaded):
                 groups.setdefault(pixels.shape, []).append(index)
             for members in groups.values():  # one model call per group of equal-sized inputs
-                logits = self._model_logits(np.stack([prepared[i] for i in members]))
+                logits = self._model_logits(np.stack([loaded[i][2] for i in members]))
                 for row, index in enumerate(members):
                     size = loaded[index][0].shape[:2]
-                    frame = size if self._direct else prepared[index].shape[1:]
+                    frame = size if self._direct else loaded[index][2].shape[1:]
                     source = PassSource(frame, False, lambda windows, low=logits[row]: [low])
                     streamed[index] = stream_segmentation(lambda scale, flipped, source=source: source, size,
                                                           self.settings, labels_out=labels_out, **options)
         else:
-            for index, (image, _) in enumerate(loaded):
+            for index, (image, _, _) in enumerate(loaded):
                 streamed[index] = self._stream(self._prepared(image)[None], image.shape[:2], return_probabilities,
                                                keep_confidence, labels_out)
         results = []
-        for index, (image, source) in enumerate(loaded):
+        for index, (image, source, _) in enumerate(loaded):
             stream = streamed[index]
             results.append(SegmentationResult(
                 stream.labels, stream.confidence, stream.class_pixels, stream.class_confidence, self.id2label,

@@ -93,18 +93,43 @@ def test_predict_writes_palette_masks_and_overlays_and_refuses_overwrite(trained
     assert main(args + ["--overwrite"]) == 0
 
 
-def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys):
+def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from segformer.commands import predict
+    from segformer.common import memory
+
     image = sorted((trained / "data" / "images" / "validation").glob("*.png"))[0]
     capsys.readouterr()
     code = main(["predict", "--model", str(trained / "run"), str(image), "--out", str(tmp_path / "p"),
                  "--max-pixels", "1000"])
+    assert code == 1  # skipped with its reason, listed at the end
+    assert "48x48 = 2,304 pixels is above the limit of 1,000" in capsys.readouterr().err
+    # a "huge" image at test scale: framework baseline left out of the estimate, on-disk labels above 1 MP
+    monkeypatch.setitem(memory.FRAMEWORK_BASELINE, "pt", 0)
+    monkeypatch.setattr(predict, "LARGE_IMAGE_PIXELS", 1_000_000)
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1100, 1200), (90, 120, 60)).save(big)
+    estimate = memory.estimate_memory
+    from segformer.common.config import SegformerConfig
+
+    config = SegformerConfig.from_pretrained(trained / "run")
+    whole = estimate(config, (1200, 1100), "whole", labels_on_disk=True).total
+    slide = estimate(config, (1200, 1100), "slide", labels_on_disk=True).total
+    assert slide < whole
+    limit = f"{(slide + whole) // 2 // 1024}KB"
+    code = main(["predict", "--model", str(trained / "run"), str(big), "--out", str(tmp_path / "q"),
+                 "--memory-limit", limit, "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "--mode slide" in err and "48x48" in err
-    assert not (tmp_path / "p").exists()
-    code = main(["predict", "--model", str(trained / "run"), str(image), "--out", str(tmp_path / "p"),
-                 "--max-pixels", "1000", "--mode", "slide", "--slide-crop", "32", "--slide-stride", "24"])
-    assert code == 0 and (tmp_path / "p" / f"{image.stem}.png").is_file()
+    assert "1200x1100" in err and "whole mode" in err and "--mode slide would need about" in err and "which fits" in err
+    assert not (tmp_path / "q").exists()
+    code = main(["predict", "--model", str(trained / "run"), str(big), "--out", str(tmp_path / "q"),
+                 "--memory-limit", limit, "--mode", "slide", "--no-progress", "--no-overlay"])
+    assert code == 0
+    with Image.open(tmp_path / "q" / "big.png") as mask:
+        assert mask.size == (1100, 1200) and mask.mode == "P"
+    assert not list((tmp_path / "q").glob(".*labels.npy"))  # the on-disk label map is gone
 
 
 def test_predict_check_finite_flags_nan_logits(trained, tmp_path, capsys, monkeypatch):

@@ -450,3 +450,32 @@ def test_every_class_resolves_preset_names_to_hub_ids(monkeypatch, tmp_path):
         message = str(info.value)
         assert "nvidia/segformer-b3-finetuned-ade-512-512" in message and str(tmp_path / "cache") in message
         assert "segformer convert" in message
+
+
+def test_imap_background_workers_equal_one_at_a_time(pt_segmenter, tmp_path):
+    from segformer import Segmenter
+    from segformer.common.image_io import BadImageError
+
+    rng = np.random.default_rng(12)
+    shapes = [(40, 50), (40, 50), (33, 61), (40, 50), (33, 61), (40, 50), (32, 32)]
+    paths = []
+    for index, shape in enumerate(shapes):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(rng.integers(0, 256, shape + (3,), dtype=np.uint8)).save(path)
+        paths.append(path)
+    broken = tmp_path / "3b.png"
+    broken.write_bytes(paths[0].read_bytes()[:60])  # truncated, sorts between 3.png and 4.png
+    items = sorted(paths + [broken])
+    one_by_one = Segmenter(pt_segmenter.model, pt_segmenter.processor, resize="none", batch_size=1)
+    batched = Segmenter(pt_segmenter.model, pt_segmenter.processor, resize="none", batch_size=3)
+    results = list(batched.imap(items, workers=2))
+    assert len(results) == len(items)
+    for item, result in zip(items, results):
+        if item == broken:
+            assert isinstance(result, BadImageError) and result.path == str(broken)
+            continue
+        expected = one_by_one(item)
+        assert result.source == str(item) and np.array_equal(result.label_map, expected.label_map)
+        assert [c.id for c in result.classes] == [c.id for c in expected.classes]
+    assert [r.source for r in one_by_one.imap(items, workers=0) if not isinstance(r, BadImageError)] == \
+        [str(p) for p in items if p != broken]

@@ -34,9 +34,8 @@ import numpy as np
 
 from .eval import add_inference_arguments, build_segmenter, cli_errors, load_model
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LEGEND_NAME", "add_arguments", "output_paths", "palette_for", "run"]
+__all__ = ["LARGE_IMAGE_PIXELS", "LEGEND_NAME", "add_arguments", "check_memory", "output_paths", "palette_for", "run"]
 
-DEFAULT_MAX_PIXELS = 64_000_000
 LEGEND_NAME = "legend"
 
 
@@ -52,8 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-finite", dest="check_finite", action="store_true", default=True,
                         help="fail on NaN / Inf logits (default on)")
     parser.add_argument("--no-check-finite", dest="check_finite", action="store_false")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help=f"refuse larger images in whole mode (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="refuse images with more pixels (default: no fixed limit; the memory check decides)")
+    parser.add_argument("--memory-limit", default=None,
+                        help="memory an image may need, e.g. 8GB (default: what the system has available); images "
+                             "estimated above it are refused before any work, with the mode that would fit")
+    parser.add_argument("--batch-size", type=int, default=2, help="equal-sized images run together (default 2)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="background threads decoding the next images and writing outputs (default 2; 0: none)")
+    parser.add_argument("--no-overlay", action="store_true", help="write only the label PNGs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay mask weight in [0, 1] (default 0.5)")
     parser.add_argument("--palette", default=None,
                         help="ade20k | cityscapes | auto (default: by num_labels: 150 ade20k, 19 cityscapes, else generated)")
@@ -96,6 +103,90 @@ def output_paths(images: list[tuple[Path, str]], out: Path) -> list[tuple[Path, 
     return result
 
 
+LARGE_IMAGE_PIXELS = 16_000_000  # larger images: label map computed into a file on disk, confidence not kept
+_NO_PIXEL_LIMIT = 1 << 62  # the header is read before the memory check decides
+
+
+def check_memory(segmenter: Any, jobs: list[Any], sizes: list[tuple[int, int]], args: argparse.Namespace) -> None:
+    """Refuse, before any work, an image whose estimated peak memory exceeds what is available (or
+    ``--memory-limit``), saying what each mode would need."""
+    from ..common.memory import available_memory, estimate_memory, format_bytes
+
+    budget = _memory_budget(args.memory_limit) if args.memory_limit else available_memory()
+    if budget is None:
+        return
+    config = segmenter.model.config
+    settings = segmenter.settings
+    for (image, _, _), (height, width) in zip(jobs, sizes):
+        target = segmenter.input_size(height, width)
+        kwargs = dict(crop_size=settings.crop_size, stride=settings.stride, framework=segmenter.framework,
+                      labels_on_disk=height * width > LARGE_IMAGE_PIXELS, window_batch=segmenter.batch_size)
+        needed = estimate_memory(config, target, settings.mode, **kwargs)
+        if needed.total <= budget:
+            continue
+        other = "slide" if settings.mode == "whole" else "whole"
+        alternative = estimate_memory(config, target, other, **kwargs)
+        fits = (f"--mode {other} would need about {format_bytes(alternative.total)}, which fits"
+                if alternative.total <= budget else f"--mode {other} would need about {format_bytes(alternative.total)}, "
+                "which does not fit either: resize it (--eval-size) or use a machine with more memory")
+        raise ValueError(
+            f"image {os.fspath(image)!r} ({height}x{width}) needs about {format_bytes(needed.total)} in {settings.mode} "
+            f"mode ({needed.describe()}), more than the {format_bytes(budget)} available; {fits}"
+        )
+
+
+def _memory_budget(text: str) -> int:
+    units = {"KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40, "B": 1}
+    value = str(text).strip().upper()
+    for unit, size in units.items():
+        if value.endswith(unit):
+            try:
+                return int(float(value[: -len(unit)]) * size)
+            except ValueError:
+                break
+    raise ValueError(f"--memory-limit must be a size like 8GB or 500MB, got {text!r}")
+
+
+def _progress(total: int, args: argparse.Namespace) -> Any:
+    """A tqdm bar on stderr (images/s) whose ``write`` prints above it; silent with --no-progress."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, disable=args.no_progress or None, dynamic_ncols=True)
+
+
+def _write_outputs(result: Any, mask_path: Path, overlay_path: Path, palette: np.ndarray, args: argparse.Namespace) -> None:
+    from ..common.viz import save_mask_png, save_png
+
+    _write(save_mask_png, mask_path, result.label_map, palette, overwrite=args.overwrite)
+    if not args.no_overlay:
+        _write(save_png, overlay_path, result.overlay(args.alpha), overwrite=args.overwrite)
+
+
+def _raise_finished(writes: list[Any]) -> None:
+    """Surface a failed background write at once (the first one, in order)."""
+    while writes and writes[0].done():
+        writes.pop(0).result()
+
+
+def _segment_huge(segmenter: Any, image_path: Path, mask_path: Path, args: argparse.Namespace) -> Any:
+    """One very large image: labels written into a temporary file next to the outputs while they are computed."""
+    import tempfile
+
+    from ..common.image_io import image_size
+
+    height, width = image_size(image_path, segmenter.max_pixels)
+    dtype = np.uint8 if len(segmenter.id2label) <= 256 else np.uint16
+    handle, name = tempfile.mkstemp(prefix=f".{mask_path.stem}.", suffix=".labels.npy", dir=mask_path.parent)
+    os.close(handle)
+    try:
+        labels = np.lib.format.open_memmap(name, mode="w+", dtype=dtype, shape=(height, width))
+        result = segmenter(image_path, top_k=args.top, keep_confidence=False, labels_out=labels)
+        result.label_map = np.asarray(labels)
+        return result
+    finally:
+        os.unlink(name)
+
+
 class _WriteError(Exception):
     """An output could not be written (read-only folder, full disk, a file where a folder should be)."""
 
@@ -120,11 +211,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..common.image_io import BadImageError, expand_named_inputs, open_image
-    from ..common.viz import legend, save_mask_png, save_png
+    from concurrent.futures import ThreadPoolExecutor
 
-    if args.max_pixels < 1:
+    from ..common.image_io import BadImageError, expand_named_inputs, open_image
+    from ..common.viz import legend, save_png
+
+    if args.max_pixels is not None and args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    if args.batch_size < 1 or args.workers < 0:
+        raise ValueError(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
     if args.top < 1:
@@ -141,45 +236,62 @@ def _run(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{len(existing)} output(s) already exist, e.g. {existing[:3]}; pass --overwrite to replace them")
     skipped: list[tuple[str, str]] = []
     readable = []
+    sizes = []
     for job in jobs:
         try:
-            with open_image(os.fspath(job[0]), None) as picture:
+            with open_image(os.fspath(job[0]), args.max_pixels or _NO_PIXEL_LIMIT) as picture:
                 width, height = picture.size
         except BadImageError as err:
             if args.strict:
                 raise ValueError(f"{err} (--strict: stopped before any work)") from None
             skipped.append((err.path, err.reason))
             continue
-        if args.mode == "whole" and height * width > args.max_pixels:
-            raise ValueError(
-                f"image {os.fspath(job[0])!r} is {height}x{width} = {height * width:,} pixels, above "
-                f"--max-pixels {args.max_pixels:,}; use --mode slide (sliding windows) or raise --max-pixels"
-            )
         readable.append(job)
+        sizes.append((height, width))
     model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
     segmenter = build_segmenter(model, args, palette=palette_for(model.config.num_labels, args.palette))
+    segmenter.batch_size = args.batch_size
+    if readable:
+        check_memory(segmenter, readable, sizes, args)
+        segmenter.max_pixels = max(h * w for h, w in sizes)  # checked above: decode them, however large
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _WriteError(f"cannot create the output folder {os.fspath(out)!r}: {err.strerror or err}") from None
     used: set[int] = set()
-    for image_path, mask_path, overlay_path in readable:
-        try:
-            result = segmenter(image_path, top_k=args.top, keep_confidence=False)
-        except BadImageError as err:
-            if args.strict:
-                raise ValueError(f"{err} (--strict: stopped)") from None
-            skipped.append((err.path, err.reason))
-            continue
-        if args.check_finite and not result.finite:
-            print(f"error: non-finite logits for {os.fspath(image_path)!r}; nothing written for it", file=sys.stderr)
-            skipped.append((os.fspath(image_path), "non-finite logits (NaN / Inf)"))
-            continue
-        _write(save_mask_png, mask_path, result.label_map, segmenter.palette, overwrite=args.overwrite)
-        _write(save_png, overlay_path, result.overlay(args.alpha), overwrite=args.overwrite)
-        used.update(int(i) for i in np.nonzero(result.class_pixels)[0])
-        classes = ", ".join(f"{c.name} {100 * c.fraction:.1f} % (confidence {c.confidence:.2f})" for c in result.classes)
-        print(f"{os.fspath(image_path)} -> {os.fspath(mask_path)}: {classes}")
+    outputs = {os.fspath(image): (mask, over) for image, mask, over in readable}
+    huge = [job for job, (h, w) in zip(readable, sizes) if h * w > LARGE_IMAGE_PIXELS]
+    small = [job[0] for job in readable if job not in huge]
+    progress = _progress(len(readable), args)
+    with ThreadPoolExecutor(max(args.workers, 1)) as writers:
+        writes: list[Any] = []
+
+        def finish(result: Any, path: Any) -> None:
+            mask_path, overlay_path = outputs[os.fspath(path)]
+            if args.check_finite and not result.finite:
+                print(f"error: non-finite logits for {os.fspath(path)!r}; nothing written for it", file=sys.stderr)
+                skipped.append((os.fspath(path), "non-finite logits (NaN / Inf)"))
+                return
+            writes.append(writers.submit(_write_outputs, result, mask_path, overlay_path, segmenter.palette, args))
+            used.update(int(i) for i in np.nonzero(result.class_pixels)[0])
+            classes = ", ".join(f"{c.name} {100 * c.fraction:.1f} % (confidence {c.confidence:.2f})" for c in result.classes)
+            progress.write(f"{os.fspath(path)} -> {os.fspath(mask_path)}: {classes}")
+            progress.update()
+            _raise_finished(writes)
+
+        for path, result in zip(small, segmenter.imap(small, workers=args.workers, top_k=args.top, keep_confidence=False)):
+            if isinstance(result, BadImageError):
+                if args.strict:
+                    raise ValueError(f"{result} (--strict: stopped)")
+                skipped.append((result.path, result.reason))
+                progress.update()
+                continue
+            finish(result, path)
+        for image_path, mask_path, _ in huge:  # one at a time, the label map on disk while it is computed
+            finish(_segment_huge(segmenter, image_path, mask_path, args), image_path)
+        for write in writes:
+            write.result()
+    progress.close()
     if used:
         _write(save_png, legend_path, legend(sorted(used), segmenter.id2label, segmenter.palette), overwrite=args.overwrite)
         print(f"legend of the {len(used)} classes seen: {os.fspath(legend_path)}")

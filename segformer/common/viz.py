@@ -20,6 +20,9 @@ from segformer.common.labels import IGNORE_INDEX, get_palette
 __all__ = ["class_summary", "colorize", "legend", "load_mask_png", "overlay", "save_mask_png", "save_png"]
 
 
+_OVERLAY_BAND_PIXELS = 1 << 20
+
+
 def _as_numpy(value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
@@ -55,7 +58,7 @@ def _label_map(label_map: Any, what: str) -> np.ndarray:
         return array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
         raise TypeError(f"{what}: label_map must have an integer dtype, got {array.dtype}")
-    return array.astype(np.int64, copy=False)
+    return array  # any integer dtype as it is: a uint8 map of a huge image is not widened
 
 
 def colorize(label_map: Any, palette: np.ndarray | str, ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
@@ -132,12 +135,16 @@ def overlay(
     labels = _label_map(label_map, "overlay")
     if rgb.shape[:2] != labels.shape:
         raise ValueError(f"overlay: image is {rgb.shape[:2]} (H, W) but label_map is {labels.shape}; they must match")
-    colours = colorize(labels, palette, ignore_index=ignore_index).astype(np.float64)
-    blended = (1.0 - float(alpha)) * rgb.astype(np.float64) + float(alpha) * colours
-    result = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-    if ignore_index is not None:
-        ignored = labels == ignore_index
-        result[ignored] = rgb[ignored]
+    result = np.empty(rgb.shape, dtype=np.uint8)
+    rows = max(1, _OVERLAY_BAND_PIXELS // max(labels.shape[1], 1))
+    for top in range(0, labels.shape[0], rows):  # row bands: float temporaries stay small on huge images
+        band = slice(top, top + rows)
+        colours = colorize(labels[band], palette, ignore_index=ignore_index).astype(np.float64)
+        blended = (1.0 - float(alpha)) * rgb[band].astype(np.float64) + float(alpha) * colours
+        result[band] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+        if ignore_index is not None:
+            ignored = labels[band] == ignore_index
+            result[band][ignored] = rgb[band][ignored]
     return result
 
 
