@@ -28,7 +28,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -143,6 +143,15 @@ def image_to_rgb(image: Image.Image, path: str = "<image>") -> np.ndarray:
 
 def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
     """``(height, width)`` as :func:`load_image` returns it (EXIF rotation included), from the header only."""
+    name = os.fspath(path)
+    tifffile = _tifffile() if name.lower().endswith((".tif", ".tiff")) and os.path.isfile(name) else None
+    if tifffile is not None:
+        try:
+            with tifffile.TiffFile(name) as tiff:
+                page = tiff.pages[0]
+                return (page.imagelength, page.imagewidth)
+        except Exception as err:  # damaged or not a TIFF: Pillow's reading below reports it
+            del err
     with open_image(os.fspath(path), max_pixels) as image:
         width, height = image.size
         if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
@@ -150,13 +159,63 @@ def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[
     return height, width
 
 
+TIFF_MEMMAP_BYTES = 256 * 2**20  # larger TIFFs are decoded into a temporary memory-mapped file
+
+
+def _tifffile() -> Any:
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    return tifffile
+
+
+def _load_tiff(name: str, max_pixels: int | None) -> np.ndarray | None:
+    """A TIFF / BigTIFF through ``tifffile`` (optional extra ``tiff``): tiled and compressed files are decoded into
+    a temporary memory-mapped file, so a gigapixel image does not have to fit in memory; ``None`` without
+    tifffile (Pillow then reads it, if it can)."""
+    tifffile = _tifffile()
+    if tifffile is None:
+        return None
+    try:
+        with tifffile.TiffFile(name) as tiff:
+            page = tiff.pages[0]
+            shape = tuple(page.shape)
+            height, width = (shape[0], shape[1]) if page.samplesperpixel == 1 or shape[-1] in (3, 4) else shape[1:3]
+            limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+            if limit is not None and height * width > limit:
+                raise BadImageError(name, f"{width}x{height} = {width * height:,} pixels is above the limit of "
+                                          f"{int(limit):,} (refused before decoding, a possible decompression bomb)")
+            big = height * width * max(1, page.samplesperpixel) * page.dtype.itemsize > TIFF_MEMMAP_BYTES
+            array = page.asarray(out="memmap" if big else None)
+    except BadImageError:
+        raise
+    except Exception as err:  # tifffile raises many kinds for damaged files
+        raise BadImageError(name, _reason(err)) from None
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar (C, H, W) storage
+    if array.ndim == 2:
+        grey = array if array.dtype == np.uint8 else _scale_deep(np.asarray(array), name)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise BadImageError(name, f"TIFF with shape {array.shape}: expected grey, RGB or RGBA pixels")
+    if array.dtype == np.uint8:
+        return array[:, :, :3] if array.shape[-1] == 3 else np.ascontiguousarray(array[:, :, :3])
+    return _scale_deep(np.asarray(array[:, :, :3]), name)
+
+
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Decode ``path`` into a uint8 ``(H, W, 3)`` RGB array; :class:`BadImageError` names file and reason.
 
     ``max_pixels`` refuses larger images before decoding them (default: Pillow's decompression-bomb
-    limit, ``PIL.Image.MAX_IMAGE_PIXELS``).
+    limit, ``PIL.Image.MAX_IMAGE_PIXELS``). TIFF / BigTIFF files are read with ``tifffile`` when it is installed
+    (large ones as a memory-mapped array on disk).
     """
     name = os.fspath(path)
+    if name.lower().endswith((".tif", ".tiff")) and os.path.isfile(name):
+        array = _load_tiff(name, max_pixels)
+        if array is not None:
+            return array
     with open_image(name, max_pixels) as image:
         try:
             image.load()
