@@ -75,3 +75,34 @@ def test_torchrun_ddp_matches_single_process_loss(setup):
                      "--no-sync-bn", *TRAIN_ARGS], root)
     nosync = [r["loss"] for r in read_jsonl(root / "ddp_nosync" / "train_log.jsonl")]
     assert np.abs(np.asarray(single) - np.asarray(nosync)).max() > 1e-4
+
+
+def test_torchrun_predict_and_eval_shard_by_rank(setup, tmp_path):
+    """2 processes: every image written once, the same files as one process; eval sums the confusion
+    matrices, so the mIoU is exactly one process's."""
+    import torch
+
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    root = setup
+    torch.manual_seed(0)
+    model = tmp_path / "model"
+    SegformerForSemanticSegmentation(tiny_config(num_labels=4)).save_pretrained(model)
+    images = root / "data" / "images" / "validation"
+    extra = root / "data" / "images" / "training"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+    inputs = [str(images), str(extra)]
+    common = ["predict", "--model", str(model), *inputs, "--allow-random-head", "--no-progress"]
+    _run(_segformer(*common, "--out", str(tmp_path / "one")), root)
+    _run(torchrun + ["-m", "segformer.cli", *common, "--out", str(tmp_path / "two")], root)
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
+    two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.png"))
+    assert one == two and len(one) == 2 * 14 + 1
+    for name in one:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    evaluate = ["eval", "--model", str(model), "--data", str(root / "data"), "--split", "training", "--no-progress"]
+    single = _run(_segformer(*evaluate), root).stdout
+    double = _run(torchrun + ["-m", "segformer.cli", *evaluate], root).stdout
+    assert single.strip().splitlines()[-1].startswith("mIoU")
+    assert single.strip().splitlines()[-1] == double.strip().splitlines()[-1]
+    assert "2 processes" in double

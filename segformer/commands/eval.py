@@ -247,6 +247,7 @@ def check_num_labels(num_labels: int, dataset: Any, largest: int, where: str) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="PyTorch device (default: cpu; under torchrun: cpu, gloo)")
     parser.add_argument("--model", required=True, help="checkpoint folder (config.json + weights)")
     add_data_arguments(parser)
     parser.add_argument("--split", choices=("training", "validation"), default="validation")
@@ -288,13 +289,25 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         dataset = _Subset(dataset, args.limit)
     predict = label_predictor(args.framework, kwargs)
-    if args.framework == "pt":
-        from ..pt.training import evaluate
+    if args.framework == "pt":  # under torchrun every rank evaluates its share; the matrices are summed
+        from ..pt.training import cleanup_distributed, evaluate, init_distributed
+
+        context = init_distributed("cpu" if args.device is None else args.device)
+        try:
+            metric = evaluate(model.to(context.device), dataset, ignore_index=model.config.semantic_loss_ignore_index,
+                              context=context, predict=predict, progress=not args.no_progress)
+        finally:
+            cleanup_distributed(context)
+        if not context.is_main:
+            return 0
+        ranks = f" | {context.world_size} processes" if context.distributed else ""
     else:
         from ..tf.training import evaluate
-    metric = evaluate(model, dataset, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
-                      progress=not args.no_progress)
+
+        metric = evaluate(model, dataset, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
+                          progress=not args.no_progress)
+        ranks = ""
     described = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-    print(f"{args.framework} | {args.model} | {args.split}: {len(dataset)} images | {described}")
+    print(f"{args.framework} | {args.model} | {args.split}: {len(dataset)} images | {described}{ranks}")
     print(format_iou_table(metric.compute(), model.config.id2label))
     return 0

@@ -187,6 +187,36 @@ def _segment_huge(segmenter: Any, image_path: Path, mask_path: Path, args: argpa
         os.unlink(name)
 
 
+class _Ranks:
+    """This process's place under ``torchrun`` (PyTorch, ``RANK`` / ``WORLD_SIZE``): images are split by rank,
+    each output is written once by the rank that owns its image, the legend once by rank 0."""
+
+    def __init__(self, framework: str) -> None:
+        self.context = None
+        self.rank, self.world = 0, 1
+        if framework == "pt" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from ..pt.training import init_distributed
+
+            self.context = init_distributed("cpu")
+            self.rank, self.world = self.context.rank, self.context.world_size
+
+    def gather(self, used: set[int], num_labels: int, skipped: bool) -> tuple[set[int], bool]:
+        """The classes seen and whether any image was skipped, over every rank (then the group is left)."""
+        if self.context is None:
+            return used, skipped
+        import torch
+        import torch.distributed as dist
+
+        from ..pt.training import cleanup_distributed
+
+        flags = torch.zeros(num_labels + 1, dtype=torch.int64)
+        flags[sorted(used)] = 1
+        flags[-1] = int(skipped)
+        dist.all_reduce(flags)
+        cleanup_distributed(self.context)
+        return {int(i) for i in torch.nonzero(flags[:-1]).flatten()}, bool(flags[-1])
+
+
 class _WriteError(Exception):
     """An output could not be written (read-only folder, full disk, a file where a folder should be)."""
 
@@ -249,6 +279,8 @@ def _run(args: argparse.Namespace) -> int:
         readable.append(job)
         sizes.append((height, width))
     model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
+    ranks = _Ranks(args.framework)  # under torchrun: this process's share of the images
+    readable, sizes = readable[ranks.rank :: ranks.world], sizes[ranks.rank :: ranks.world]
     segmenter = build_segmenter(model, args, palette=palette_for(model.config.num_labels, args.palette))
     segmenter.batch_size = args.batch_size
     if readable:
@@ -292,7 +324,8 @@ def _run(args: argparse.Namespace) -> int:
         for write in writes:
             write.result()
     progress.close()
-    if used:
+    used, any_skipped = ranks.gather(used, len(segmenter.id2label), bool(skipped))
+    if used and ranks.rank == 0:
         _write(save_png, legend_path, legend(sorted(used), segmenter.id2label, segmenter.palette), overwrite=args.overwrite)
         print(f"legend of the {len(used)} classes seen: {os.fspath(legend_path)}")
     if skipped:
@@ -300,5 +333,5 @@ def _run(args: argparse.Namespace) -> int:
         print(f"skipped {len(skipped)} of {len(jobs)} input(s):", file=sys.stderr)
         for path, reason in sorted(skipped, key=lambda item: order.get(item[0], len(order))):
             print(f"  {path}: {reason}", file=sys.stderr)
-    return 1 if skipped else 0
+    return 1 if any_skipped else 0
 
