@@ -88,9 +88,12 @@ def window_grid_counts(size: Sequence[int], windows: Sequence[Window]) -> tuple[
 def _lerp(array: np.ndarray, axis: int, low: np.ndarray, high: np.ndarray, weight: np.ndarray) -> np.ndarray:
     shape = [1] * array.ndim
     shape[axis] = weight.size
-    weight = weight.reshape(shape)
     first = np.take(array, low, axis=axis)
-    return first + (np.take(array, high, axis=axis) - first) * weight
+    result = np.take(array, high, axis=axis)
+    result -= first
+    result *= weight.reshape(shape)
+    result += first
+    return result
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,8 @@ def _window_bands(
                 band = np.zeros((logits.shape[0], band_end - done, width), np.float32)
             band[:, top - done : bottom - done, window.x1 : window.x2] += values
         counts = row_counts[done:band_end, None] * col_counts[None, :]
-        yield done, band / counts.astype(np.float32)
+        band /= counts.astype(np.float32)
+        yield done, band
         kept = [item for item in kept if item[0].y2 > band_end]
         done = band_end
 
@@ -186,7 +190,15 @@ def _resize_bands(
 
 def _softmax(band: np.ndarray) -> np.ndarray:
     shifted = np.exp(band - band.max(axis=0, keepdims=True))
-    return shifted / shifted.sum(axis=0, keepdims=True)
+    shifted /= shifted.sum(axis=0, keepdims=True)
+    return shifted
+
+
+def _top_probability(band: np.ndarray) -> np.ndarray:
+    """The softmax probability of the largest logit, ``1 / sum(exp(l - max))``, without normalizing every class."""
+    shifted = band - band.max(axis=0, keepdims=True)
+    np.exp(shifted, out=shifted)
+    return 1.0 / shifted.sum(axis=0)
 
 
 @dataclass
@@ -267,8 +279,8 @@ def stream_segmentation(
         finite = finite and bool(np.isfinite(total).all())
         band_labels = total.argmax(axis=0)
         labels[rows] = band_labels
-        band_probabilities = total if augmented else _softmax(total)
-        band_confidence = band_probabilities.max(axis=0)
+        band_probabilities = total if augmented else (_softmax(total) if return_probabilities else None)
+        band_confidence = (total.max(axis=0) if augmented else _top_probability(total)).astype(np.float32)
         if class_pixels is None:
             class_pixels = np.zeros(total.shape[0], np.int64)
             class_confidence = np.zeros(total.shape[0], np.float64)

@@ -1,0 +1,207 @@
+"""Inference at scale: peak memory of huge images, images/s over a folder, several processes.
+
+    python benchmarks/bench_scale.py memory --sizes 16,64,256 --threads 1      # slide, b0, 150 classes
+    python benchmarks/bench_scale.py whole --side 3000                          # whole mode, 3000 x 3000
+    python benchmarks/bench_scale.py folder --images 200 --threads 2            # background workers vs one at a time
+    python benchmarks/bench_scale.py torchrun --images 200                      # 2 processes x 1 thread vs 1 x 1
+
+Every measurement runs in a fresh process and reports that process's peak RSS (``ru_maxrss``), so one
+measurement's allocations do not hide another's. Results are printed as Markdown table rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MB = 2**20
+
+
+def _child_segment(mode: str, side_h: int, side_w: int, threads: int, workdir: str) -> dict:
+    """Runs in a child process: segment one random-but-smooth image of ``side_h x side_w`` with b0 (150 classes)."""
+    import numpy as np
+    import torch
+
+    from segformer import Segmenter
+    from segformer.common.config import SegformerConfig
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = SegformerForSemanticSegmentation(SegformerConfig.from_variant("b0", num_labels=150)).eval()
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (side_h // 64 + 1, side_w // 64 + 1, 3), dtype=np.uint8)
+    image = np.repeat(np.repeat(coarse, 64, axis=0), 64, axis=1)[:side_h, :side_w]
+    labels = np.lib.format.open_memmap(os.path.join(workdir, "labels.npy"), mode="w+", dtype=np.uint8,
+                                       shape=(side_h, side_w))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    segmenter = Segmenter(model, mode=mode, resize="none", crop_size=512, stride=341)
+    start = time.perf_counter()
+    result = segmenter(image, keep_confidence=False, labels_out=labels)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"seconds": seconds, "peak": peak, "before": base, "image": image.nbytes, "labels": labels.nbytes,
+            "classes": int((result.class_pixels > 0).sum())}
+
+
+def _spawn(function: str, *args: object) -> dict:
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_scale; "
+            f"print(json.dumps(bench_scale.{function}(*{args!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory(sizes: list[int], threads: int) -> None:
+    print("| image | megapixels | ours: peak RSS | ours minus input and uint8 labels | full-resolution logits "
+          "(mmseg-style slide) | time | s / MP |")
+    print("|---|---|---|---|---|---|---|")
+    for megapixels in sizes:
+        side = int(round((megapixels * 1e6) ** 0.5))
+        with tempfile.TemporaryDirectory() as workdir:
+            row = _spawn("_child_segment", "slide", side, side, threads, workdir)
+        pixels = side * side
+        logits = 150 * pixels * 4  # what a slide that keeps num_classes x H x W float32 holds, before copies
+        rest = row["peak"] - row["image"] - row["labels"]
+        print(f"| {side}x{side} | {pixels / 1e6:.0f} | {row['peak'] / MB:,.0f} MB | {rest / MB:,.0f} MB | "
+              f"{logits / MB:,.0f} MB | {row['seconds']:.0f} s | {row['seconds'] / (pixels / 1e6):.2f} |")
+
+
+def whole(side: int, threads: int) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        row = _spawn("_child_segment", "whole", side, side, threads, workdir)
+    print(f"whole {side}x{side}, b0, 150 classes: peak RSS {row['peak'] / MB:,.0f} MB, {row['seconds']:.1f} s")
+
+
+def _make_folder(folder: Path, count: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shapes = [(480, 640), (640, 480), (512, 512), (375, 500), (720, 960)]
+    for index in range(count):
+        height, width = shapes[index % len(shapes)]
+        coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+        image = np.repeat(np.repeat(coarse, 16, axis=0), 16, axis=1)[:height, :width]
+        Image.fromarray(image).save(folder / f"{index:04d}.jpg", quality=90)
+
+
+def _save_model(folder: Path) -> None:
+    import torch
+
+    from segformer.common.config import SegformerConfig
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    torch.manual_seed(0)
+    SegformerForSemanticSegmentation(SegformerConfig.from_variant("b0", num_labels=150)).save_pretrained(folder)
+
+
+def _child_loop(model: str, images: str, out: str, threads: int) -> dict:
+    """The one-at-a-time loop: decode, segment, write, next (what ``predict`` did before)."""
+    import torch
+
+    from segformer import Segmenter
+    from segformer.common.image_io import expand_inputs
+    from segformer.common.viz import save_mask_png, save_png
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    torch.set_num_threads(threads)
+    segmenter = Segmenter(SegformerForSemanticSegmentation.from_pretrained(model), resize="none", batch_size=1)
+    paths = expand_inputs([images])
+    start = time.perf_counter()
+    for path in paths:
+        result = segmenter(path, keep_confidence=False)
+        save_mask_png(Path(out) / f"{path.stem}.png", result.label_map, segmenter.palette)
+        save_png(Path(out) / f"{path.stem}_overlay.png", result.overlay(0.5))
+    return {"seconds": time.perf_counter() - start, "images": len(paths)}
+
+
+def _predict_seconds(command: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    return time.perf_counter() - start
+
+
+def folder(count: int, threads: int, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        root = Path(workdir)
+        (root / "images").mkdir()
+        _make_folder(root / "images", count)
+        _save_model(root / "model")
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        loop, piped = [], []
+        for attempt in range(repeats):
+            out = root / f"loop{attempt}"
+            out.mkdir()
+            loop.append(_spawn("_child_loop", str(root / "model"), str(root / "images"), str(out), threads)["seconds"])
+            command = [sys.executable, "-m", "segformer.cli", "predict", "--model", str(root / "model"),
+                       str(root / "images"), "--out", str(root / f"piped{attempt}"), "--no-progress",
+                       "--batch-size", "4", "--workers", "2"]
+            piped.append(_predict_seconds(command, env))
+        print(f"| folder of {count} images, {threads} thread(s) | one at a time | predict (workers 2, batch 4) | ratio |")
+        print("|---|---|---|---|")
+        print(f"| images/s min / median / max | {_rates(count, loop)} | {_rates(count, piped)} | "
+              f"{statistics.median(loop) / statistics.median(piped):.2f}x |")
+
+
+def torchrun(count: int, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        root = Path(workdir)
+        (root / "images").mkdir()
+        _make_folder(root / "images", count)
+        _save_model(root / "model")
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        single, double = [], []
+        for attempt in range(repeats):
+            args = ["predict", "--model", str(root / "model"), str(root / "images"), "--no-progress", "--workers", "1"]
+            single.append(_predict_seconds([sys.executable, "-m", "segformer.cli", *args, "--out", str(root / f"a{attempt}")], env))
+            run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "segformer.cli"]
+            double.append(_predict_seconds(run + args + ["--out", str(root / f"b{attempt}")], env))
+        print(f"| folder of {count} images | 1 process x 1 thread | torchrun 2 processes x 1 thread | ratio |")
+        print("|---|---|---|---|")
+        print(f"| images/s min / median / max | {_rates(count, single)} | {_rates(count, double)} | "
+              f"{statistics.median(single) / statistics.median(double):.2f}x |")
+
+
+def _rates(count: int, seconds: list[float]) -> str:
+    rates = sorted(count / s for s in seconds)
+    return f"{rates[0]:.2f} / {statistics.median(rates):.2f} / {rates[-1]:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    m = sub.add_parser("memory")
+    m.add_argument("--sizes", default="16,64,256", help="megapixels, comma-separated (square images)")
+    m.add_argument("--threads", type=int, default=1)
+    w = sub.add_parser("whole")
+    w.add_argument("--side", type=int, default=3000)
+    w.add_argument("--threads", type=int, default=1)
+    f = sub.add_parser("folder")
+    f.add_argument("--images", type=int, default=200)
+    f.add_argument("--threads", type=int, default=2)
+    f.add_argument("--repeats", type=int, default=3)
+    t = sub.add_parser("torchrun")
+    t.add_argument("--images", type=int, default=200)
+    t.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+    if args.what == "memory":
+        memory([int(v) for v in args.sizes.split(",")], args.threads)
+    elif args.what == "whole":
+        whole(args.side, args.threads)
+    elif args.what == "folder":
+        folder(args.images, args.threads, args.repeats)
+    else:
+        torchrun(args.images, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
