@@ -13,10 +13,15 @@ per image with its most frequent classes (fraction of pixels and name) and write
 ``--overwrite`` (checked for every image before any work), and an input is never written over, even
 with ``--overwrite``. A file that cannot be read (missing, truncated, not an image, too many pixels) is
 skipped and listed at the end with its reason, and the exit status is 1; ``--strict`` stops at the first
-one instead. Masks have the input's resolution. An image larger than ``--max-pixels`` (default 64
-megapixels) is refused in whole-image mode before it is decoded: use ``--mode slide``, which holds one
-window's activations at a time (plus the full-resolution logits). ``--check-finite`` (default on) skips
-an image whose logits hold NaN or Inf. A checkpoint without a trained decode head (base or
+one instead. Masks have the input's resolution. It is a thin layer over :class:`segformer.Segmenter`:
+labels are computed in row bands (no ``classes x H x W`` logits), background threads decode the next images
+(``--workers``) and write the outputs, equal-sized images run together (``--batch-size``), and a progress
+bar shows images/s. Before any work every image's peak memory is estimated from its header
+(:mod:`segformer.common.memory`); one that would need more than is available (or ``--memory-limit``) is
+refused with the mode that would fit. Images above 16 megapixels get their label map computed into a
+temporary file on disk (the PNG is written from it). ``--max-pixels`` is an optional hard cap. Under
+``torchrun`` (PyTorch) the images are split by rank and each output is written once. ``--check-finite``
+(default on) skips an image whose logits hold NaN or Inf. A checkpoint without a trained decode head (base or
 classification weights) is refused unless ``--allow-random-head``. A destination that cannot be written
 (read-only, full disk, a file where a folder should be) stops with one ``error:`` line naming the path;
 files already there stay as they were.
