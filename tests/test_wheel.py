@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from segformer.cli import COMMANDS as CLI_COMMANDS
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_FILES = [
     "segformer/common/data/sample_cats.jpg",
     "segformer/common/data/ade20k.json",
     "segformer/common/data/cityscapes.json",
 ]
-COMMANDS = ["info", "demo", "convert", "predict", "eval", "train", "bench"]
+COMMANDS = list(CLI_COMMANDS)  # every sub-command the CLI lists
 
 
 @pytest.fixture(scope="module")
