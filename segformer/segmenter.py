@@ -453,21 +453,11 @@ class Segmenter:
 
     def _window_source(self, image: np.ndarray) -> Any:
         """A streaming pass over the uint8 image whose windows are normalized when the model needs them."""
-        from .common.streaming import PassSource
+        from .common.streaming import PassSource, run_by_shape
 
         def window_logits(windows: Sequence[Any]) -> list[np.ndarray]:
             crops = [self._prepared(np.ascontiguousarray(image[w.y1 : w.y2, w.x1 : w.x2])) for w in windows]
-            out: list[Any] = [None] * len(crops)
-            groups: dict[tuple, list[int]] = {}
-            for index, crop in enumerate(crops):
-                groups.setdefault(crop.shape, []).append(index)
-            for members in groups.values():
-                for start in range(0, len(members), self.batch_size):
-                    chunk = members[start : start + self.batch_size]
-                    logits = self._model_logits(np.stack([crops[i] for i in chunk]))
-                    for row, index in enumerate(chunk):
-                        out[index] = logits[row]
-            return out
+            return run_by_shape(crops, self.batch_size, lambda batch: list(self._model_logits(np.stack(batch))))
 
         return PassSource(image.shape[:2], False, window_logits)
 

@@ -39,6 +39,8 @@ from .inference import InferenceSettings, Window, sliding_windows
 
 __all__ = [
     "BAND_ELEMENTS",
+    "check_stream_args",
+    "run_by_shape",
     "DEFAULT_BAND_ROWS",
     "auto_band_rows",
     "PassSource",
@@ -94,6 +96,29 @@ def _lerp(array: np.ndarray, axis: int, low: np.ndarray, high: np.ndarray, weigh
     result *= weight.reshape(shape)
     result += first
     return result
+
+
+def run_by_shape(items: Sequence, batch_size: int, run: Callable[[list], Sequence]) -> list:
+    """``run`` on batches of at most ``batch_size`` items of equal ``shape`` (items are arrays or tensors);
+    returns ``run``'s per-item results in the items' order."""
+    out: list = [None] * len(items)
+    groups: dict[tuple, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(tuple(item.shape), []).append(index)
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            for index, result in zip(chunk, run([items[i] for i in chunk])):
+                out[index] = result
+    return out
+
+
+def check_stream_args(settings: InferenceSettings, direct_upsampling: bool, window_batch: int) -> None:
+    """The arguments ``predict_streaming`` adds to ``predict_logits``'s (both frameworks)."""
+    if direct_upsampling and (settings.mode != "whole" or settings.augmented):
+        raise ValueError("direct_upsampling applies to whole mode without augmentation (one scale, no flip)")
+    if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
+        raise ValueError(f"window_batch must be an int >= 1, got {window_batch!r}")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
-from ..common.streaming import PassSource, StreamResult, stream_segmentation
+from ..common.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming"]
 
@@ -158,14 +158,7 @@ def predict_logits(
         same argmax, and ``softmax`` of it gives the average back).
     """
     settings = check_inference_args(mode, crop_size, stride, scales, flip, return_probabilities, size_divisor)
-    if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"pixel_values must be a torch.Tensor (B, C, H, W), got {type(pixel_values).__name__}")
-    if pixel_values.ndim != 4 or min(pixel_values.shape) < 1:
-        raise ValueError(f"pixel_values must have shape (B, C, H, W), got {tuple(pixel_values.shape)}")
-    if not pixel_values.is_floating_point():
-        raise TypeError(f"pixel_values must be floating point (normalized images), got dtype {pixel_values.dtype}")
-    if isinstance(model, nn.Module) and model.training:
-        raise ValueError("model is in training mode (dropout, batch statistics); call model.eval() first")
+    _check_model_input(model, pixel_values)
     batch = int(pixel_values.shape[0])
     sizes, per_image = resolve_output_sizes(batch, tuple(pixel_values.shape[2:]), output_size)
     with torch.inference_mode():
@@ -196,21 +189,13 @@ def _pass_source(
         scaled = scaled.flip(-1)
 
     def window_logits(windows: Sequence[Window]) -> list[np.ndarray]:
-        if settings.mode == "whole":
-            crops = [scaled]
-        else:
-            crops = [scaled[:, :, w.y1 : w.y2, w.x1 : w.x2] for w in windows]
-        out: list[Any] = [None] * len(crops)
-        groups: dict[tuple, list[int]] = {}
-        for index, crop in enumerate(crops):
-            groups.setdefault(tuple(crop.shape), []).append(index)
-        for members in groups.values():
-            for start in range(0, len(members), window_batch):
-                chunk = members[start : start + window_batch]
-                logits = _logits_of(model(torch.cat([crops[i] for i in chunk])))
-                for row, index in enumerate(chunk):
-                    out[index] = logits[row].float().cpu().numpy()
-        return out
+        crops = [scaled] if settings.mode == "whole" else [scaled[:, :, w.y1 : w.y2, w.x1 : w.x2] for w in windows]
+
+        def run(batch: list[torch.Tensor]) -> list[np.ndarray]:
+            logits = _logits_of(model(torch.cat(batch)))
+            return [row.float().cpu().numpy() for row in logits]
+
+        return run_by_shape(crops, window_batch, run)
 
     return PassSource(size=direct_size or target, flipped=flipped, window_logits=window_logits)
 
@@ -250,11 +235,8 @@ def predict_streaming(
     if pixel_values.shape[0] != 1:
         raise ValueError(f"predict_streaming takes one image (1, C, H, W), got batch {pixel_values.shape[0]}")
     (size,), _ = resolve_output_sizes(1, tuple(pixel_values.shape[2:]), output_size)
-    if direct_upsampling and (settings.mode != "whole" or settings.augmented):
-        raise ValueError("direct_upsampling applies to whole mode without augmentation (one scale, no flip)")
+    check_stream_args(settings, direct_upsampling, window_batch)
     direct = size if direct_upsampling else None
-    if window_batch < 1:
-        raise ValueError(f"window_batch must be >= 1, got {window_batch}")
     with torch.inference_mode():
         return stream_segmentation(
             lambda scale, flipped: _pass_source(model, pixel_values, scale, flipped, settings, direct, window_batch),

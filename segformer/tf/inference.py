@@ -28,7 +28,7 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
-from ..common.streaming import PassSource, StreamResult, stream_segmentation
+from ..common.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
 from .layers import resize_bilinear
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "DATA_FORMATS"]
@@ -170,18 +170,7 @@ def predict_logits(
         averaged probabilities (``return_probabilities``) or their logarithm.
     """
     settings = check_inference_args(mode, crop_size, stride, scales, flip, return_probabilities, size_divisor)
-    _check_data_format(data_format)
-    if isinstance(pixel_values, np.ndarray) and not np.issubdtype(pixel_values.dtype, np.floating):
-        raise TypeError(f"pixel_values must be floating point (normalized images), got dtype {pixel_values.dtype}")
-    pixel_values = tf.convert_to_tensor(pixel_values)
-    if not pixel_values.dtype.is_floating:
-        raise TypeError(f"pixel_values must be floating point (normalized images), got dtype {pixel_values.dtype.name}")
-    if pixel_values.shape.rank != 4 or min(pixel_values.shape) < 1:
-        raise ValueError(
-            f"pixel_values must have shape {'(B, C, H, W)' if data_format == 'channels_first' else '(B, H, W, C)'}, "
-            f"got {tuple(pixel_values.shape)}"
-        )
-    image = _to_last(pixel_values, data_format)
+    image = _image_last(pixel_values, data_format)
     batch = int(image.shape[0])
     sizes, per_image = resolve_output_sizes(batch, (int(image.shape[1]), int(image.shape[2])), output_size)
     if per_image:
@@ -217,23 +206,14 @@ def _pass_source(
         scaled = tf.reverse(scaled, axis=[2])
 
     def window_logits(windows: Sequence[Window]) -> list[np.ndarray]:
-        if settings.mode == "whole":
-            crops = [scaled]
-        else:
-            crops = [scaled[:, w.y1 : w.y2, w.x1 : w.x2, :] for w in windows]
-        out: list[Any] = [None] * len(crops)
-        groups: dict[tuple, list[int]] = {}
-        for index, crop in enumerate(crops):
-            groups.setdefault(tuple(crop.shape), []).append(index)
-        for members in groups.values():
-            for start in range(0, len(members), window_batch):
-                chunk = members[start : start + window_batch]
-                batch = _from_last(tf.concat([crops[i] for i in chunk], axis=0), data_format)
-                logits = _to_last(tf.convert_to_tensor(_logits_of(_call(model, batch))), data_format)
-                logits = np.asarray(tf.cast(logits, tf.float32)).transpose(0, 3, 1, 2)
-                for row, index in enumerate(chunk):
-                    out[index] = logits[row]
-        return out
+        crops = [scaled] if settings.mode == "whole" else [scaled[:, w.y1 : w.y2, w.x1 : w.x2, :] for w in windows]
+
+        def run(batch: list[tf.Tensor]) -> list[np.ndarray]:
+            inputs = _from_last(tf.concat(batch, axis=0), data_format)
+            logits = _to_last(tf.convert_to_tensor(_logits_of(_call(model, inputs))), data_format)
+            return list(np.asarray(tf.cast(logits, tf.float32)).transpose(0, 3, 1, 2))
+
+        return run_by_shape(crops, window_batch, run)
 
     return PassSource(size=direct_size or target, flipped=flipped, window_logits=window_logits)
 
@@ -264,10 +244,7 @@ def predict_streaming(
     if int(image.shape[0]) != 1:
         raise ValueError(f"predict_streaming takes one image, got batch {int(image.shape[0])}")
     (size,), _ = resolve_output_sizes(1, (int(image.shape[1]), int(image.shape[2])), output_size)
-    if direct_upsampling and (settings.mode != "whole" or settings.augmented):
-        raise ValueError("direct_upsampling applies to whole mode without augmentation (one scale, no flip)")
-    if window_batch < 1:
-        raise ValueError(f"window_batch must be >= 1, got {window_batch}")
+    check_stream_args(settings, direct_upsampling, window_batch)
     direct = size if direct_upsampling else None
     return stream_segmentation(
         lambda scale, flipped: _pass_source(model, image, scale, flipped, settings, data_format, direct, window_batch),
