@@ -96,3 +96,59 @@ def test_mirrored_two_cpu_replicas_match_one_device_with_sync_bn(tmp_path):
     assert diff < 1e-5, (one, two)
     unsynced = _run(2, 2, data, False)
     assert np.abs(np.asarray(one["losses"]) - np.asarray(unsynced["losses"])).max() > 1e-4
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_tf_config_workers_predict_and_eval_shard_by_worker(tmp_path):
+    """2 Keras workers (TF_CONFIG, MultiWorkerMirroredStrategy on localhost): every image written once, the
+    same files as one process; eval sums the confusion matrices, so the mIoU is exactly one process's."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.tf import TFSegformerForSemanticSegmentation
+    from tests.randomize import tiny_config
+
+    make_synthetic_dataset(tmp_path / "data", num_train=6, num_val=2, size=(48, 48), num_labels=4)
+    model = TFSegformerForSemanticSegmentation(tiny_config(num_labels=4))
+    model.save_pretrained(tmp_path / "model")
+    images = str(tmp_path / "data" / "images" / "training")
+
+    def run(args, workers=1):
+        addresses = [f"localhost:{_free_port()}" for _ in range(workers)]
+        processes = []
+        for index in range(workers):
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            if workers > 1:
+                env["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+            processes.append(subprocess.Popen([sys.executable, "-m", "segformer.cli", *args], env=env, text=True,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        outputs = [p.communicate(timeout=300) for p in processes]
+        for process, (out, err) in zip(processes, outputs):
+            assert process.returncode == 0, out[-2000:] + err[-2000:]
+        return outputs[0][0]
+
+    common = ["predict", "--framework", "tf", "--model", str(tmp_path / "model"), images, "--allow-random-head",
+              "--no-progress"]
+    run(common + ["--out", str(tmp_path / "one")])
+    run(common + ["--out", str(tmp_path / "two")], workers=2)
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
+    two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.png"))
+    assert one == two and len(one) == 2 * 6 + 1
+    for name in one:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    evaluate = ["eval", "--framework", "tf", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"),
+                "--split", "training", "--no-progress"]
+    single = run(evaluate).strip().splitlines()
+    double = run(evaluate, workers=2).strip().splitlines()
+    assert single[-1].startswith("mIoU") and single[-1] == double[-1] and "2 workers" in "\n".join(double)

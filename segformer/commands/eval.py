@@ -258,17 +258,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Subset:
-    def __init__(self, dataset: Any, count: int) -> None:
+    """The first ``count`` items of ``dataset``, every ``world``-th from ``rank`` (a worker's share)."""
+
+    def __init__(self, dataset: Any, count: int, rank: int = 0, world: int = 1) -> None:
         self.dataset = dataset
-        self.count = min(count, len(dataset))
+        self.indices = range(rank, min(count, len(dataset)), world)
 
     def __len__(self) -> int:
-        return self.count
+        return len(self.indices)
 
     def __getitem__(self, index: int) -> Any:
-        if not 0 <= index < self.count:
+        if not 0 <= index < len(self.indices):
             raise IndexError(index)
-        return self.dataset[index]
+        return self.dataset[self.indices[index]]
 
 
 @cli_errors
@@ -284,6 +286,11 @@ def run(args: argparse.Namespace) -> int:
     dataset: Any = dataset_from_args(args, args.split, build_eval_transform(args.eval_size))
     largest = check_dataset_files(dataset, args.limit)
     where = args.data if args.data is not None else f"--labels {args.labels}"
+    workers = None
+    if args.framework == "tf":  # TensorFlow's multi-worker strategy must start before the model
+        from ..tf.workers import WorkerGroup
+
+        workers = WorkerGroup()
     model = load_model(args.framework, args.model)
     check_num_labels(model.config.num_labels, dataset, largest, repr(where))
     if args.limit is not None:
@@ -301,12 +308,18 @@ def run(args: argparse.Namespace) -> int:
         if not context.is_main:
             return 0
         ranks = f" | {context.world_size} processes" if context.distributed else ""
-    else:
+    else:  # with TF_CONFIG workers every worker evaluates its share; the matrices are summed
+        from ..common.metrics import SegmentationMetric
         from ..tf.training import evaluate
 
-        metric = evaluate(model, dataset, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
+        share = _Subset(dataset, len(dataset), workers.rank, workers.world)
+        metric = evaluate(model, share, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
                           progress=not args.no_progress)
-        ranks = ""
+        metric = SegmentationMetric.from_state(workers.sum(metric.state()), ignore_index=metric.ignore_index,
+                                               reduce_labels=metric.reduce_labels)
+        if workers.rank != 0:
+            return 0
+        ranks = f" | {workers.world} workers" if workers.world > 1 else ""
     described = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     print(f"{args.framework} | {args.model} | {args.split}: {len(dataset)} images | {described}{ranks}")
     print(format_iou_table(metric.compute(), model.config.id2label))

@@ -20,7 +20,8 @@ bar shows images/s. Before any work every image's peak memory is estimated from 
 (:mod:`segformer.common.memory`); one that would need more than is available (or ``--memory-limit``) is
 refused with the mode that would fit. Images above 16 megapixels get their label map computed into a
 temporary file on disk (the PNG is written from it). ``--max-pixels`` is an optional hard cap. Under
-``torchrun`` (PyTorch) the images are split by rank and each output is written once. ``--check-finite``
+``torchrun`` (PyTorch) or with ``TF_CONFIG`` workers (Keras) the images are split by rank and each output
+is written once. ``--check-finite``
 (default on) skips an image whose logits hold NaN or Inf. A checkpoint without a trained decode head (base or
 classification weights) is refused unless ``--allow-random-head``. A destination that cannot be written
 (read-only, full disk, a file where a folder should be) stops with one ``error:`` line naming the path;
@@ -193,33 +194,42 @@ def _segment_huge(segmenter: Any, image_path: Path, mask_path: Path, args: argpa
 
 
 class _Ranks:
-    """This process's place under ``torchrun`` (PyTorch, ``RANK`` / ``WORLD_SIZE``): images are split by rank,
-    each output is written once by the rank that owns its image, the legend once by rank 0."""
+    """This process's place under ``torchrun`` (PyTorch: ``RANK`` / ``WORLD_SIZE``) or among ``TF_CONFIG``
+    workers (Keras): images are split by rank, each output is written once by the rank that owns its image,
+    the legend once by rank 0. Created before the model (TensorFlow's strategy must start first)."""
 
     def __init__(self, framework: str) -> None:
-        self.context = None
+        self.context = self.workers = None
         self.rank, self.world = 0, 1
         if framework == "pt" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from ..pt.training import init_distributed
 
             self.context = init_distributed("cpu")
             self.rank, self.world = self.context.rank, self.context.world_size
+        elif framework == "tf" and os.environ.get("TF_CONFIG"):
+            from ..tf.workers import WorkerGroup
+
+            self.workers = WorkerGroup()
+            self.rank, self.world = self.workers.rank, self.workers.world
 
     def gather(self, used: set[int], num_labels: int, skipped: bool) -> tuple[set[int], bool]:
         """The classes seen and whether any image was skipped, over every rank (then the group is left)."""
-        if self.context is None:
-            return used, skipped
-        import torch
-        import torch.distributed as dist
-
-        from ..pt.training import cleanup_distributed
-
-        flags = torch.zeros(num_labels + 1, dtype=torch.int64)
+        flags = np.zeros(num_labels + 1, dtype=np.int64)
         flags[sorted(used)] = 1
         flags[-1] = int(skipped)
-        dist.all_reduce(flags)
-        cleanup_distributed(self.context)
-        return {int(i) for i in torch.nonzero(flags[:-1]).flatten()}, bool(flags[-1])
+        if self.context is not None:
+            import torch
+            import torch.distributed as dist
+
+            from ..pt.training import cleanup_distributed
+
+            total = torch.from_numpy(flags)
+            dist.all_reduce(total)
+            cleanup_distributed(self.context)
+            flags = total.numpy()
+        elif self.workers is not None and self.world > 1:
+            flags = self.workers.sum(flags)
+        return {int(i) for i in np.nonzero(flags[:-1])[0]}, bool(flags[-1])
 
 
 class _WriteError(Exception):
@@ -283,8 +293,8 @@ def _run(args: argparse.Namespace) -> int:
             continue
         readable.append(job)
         sizes.append((height, width))
+    ranks = _Ranks(args.framework)  # under torchrun / TF_CONFIG workers: this process's share of the images
     model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
-    ranks = _Ranks(args.framework)  # under torchrun: this process's share of the images
     readable, sizes = readable[ranks.rank :: ranks.world], sizes[ranks.rank :: ranks.world]
     segmenter = build_segmenter(model, args, palette=palette_for(model.config.num_labels, args.palette))
     segmenter.batch_size = args.batch_size
