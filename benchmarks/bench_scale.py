@@ -113,14 +113,26 @@ def _child_loop(model: str, images: str, out: str, threads: int) -> dict:
     from segformer.pt import SegformerForSemanticSegmentation
 
     torch.set_num_threads(threads)
+    start = time.perf_counter()
     segmenter = Segmenter(SegformerForSemanticSegmentation.from_pretrained(model), resize="none", batch_size=1)
     paths = expand_inputs([images])
-    start = time.perf_counter()
     for path in paths:
         result = segmenter(path, keep_confidence=False)
         save_mask_png(Path(out) / f"{path.stem}.png", result.label_map, segmenter.palette)
         save_png(Path(out) / f"{path.stem}_overlay.png", result.overlay(0.5))
     return {"seconds": time.perf_counter() - start, "images": len(paths)}
+
+
+def _child_predict(argv: list, threads: int) -> dict:
+    """``segformer predict`` in this process, timed like the loop (model loading included)."""
+    import torch
+
+    from segformer.cli import main
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    code = main(list(argv))
+    return {"seconds": time.perf_counter() - start, "code": code}
 
 
 def _predict_seconds(command: list[str], env: dict) -> float:
@@ -135,16 +147,14 @@ def folder(count: int, threads: int, repeats: int) -> None:
         (root / "images").mkdir()
         _make_folder(root / "images", count)
         _save_model(root / "model")
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         loop, piped = [], []
         for attempt in range(repeats):
             out = root / f"loop{attempt}"
             out.mkdir()
             loop.append(_spawn("_child_loop", str(root / "model"), str(root / "images"), str(out), threads)["seconds"])
-            command = [sys.executable, "-m", "segformer.cli", "predict", "--model", str(root / "model"),
-                       str(root / "images"), "--out", str(root / f"piped{attempt}"), "--no-progress",
-                       "--batch-size", "4", "--workers", "2"]
-            piped.append(_predict_seconds(command, env))
+            argv = ["predict", "--model", str(root / "model"), str(root / "images"), "--out",
+                    str(root / f"piped{attempt}"), "--no-progress", "--batch-size", "4", "--workers", "2"]
+            piped.append(_spawn("_child_predict", argv, threads)["seconds"])
         print(f"| folder of {count} images, {threads} thread(s) | one at a time | predict (workers 2, batch 4) | ratio |")
         print("|---|---|---|---|")
         print(f"| images/s min / median / max | {_rates(count, loop)} | {_rates(count, piped)} | "
