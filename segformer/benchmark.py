@@ -35,6 +35,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .common.sizes import parse_sizes
+from .common.variants import variant_kwargs
+
 __all__ = [
     "IMPLEMENTATIONS",
     "REFERENCE_OF",
@@ -66,15 +69,6 @@ REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "pt-cuda": "hf-pt-cuda"
 CUDA_IMPLS = ("pt-cuda", "pt-cuda-bf16", "hf-pt-cuda", "hf-pt-cuda-bf16")  # in the default list when a GPU is seen
 FRAMEWORKS = ("pt", "tf")
 
-# The Hugging Face tester's tiny architecture (as tests/randomize.py), for smoke runs: ``--variants tiny``.
-TINY = {
-    "depths": [1, 1, 1, 1],
-    "hidden_sizes": [8, 8, 16, 16],
-    "num_attention_heads": [1, 1, 2, 2],
-    "decoder_hidden_size": 16,
-}
-
-
 def parse_list(name: str, text: str | Sequence[str], choices: Sequence[str] | None = None) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]``; with ``choices``, every item must be one of them."""
     items = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t) for t in text]
@@ -86,27 +80,6 @@ def parse_list(name: str, text: str | Sequence[str], choices: Sequence[str] | No
             if item not in choices:
                 raise ValueError(f"{name}: unknown item {item!r}; valid choices: {list(choices)}")
     return items
-
-
-def parse_sizes(text: str | Sequence[str]) -> list[tuple[int, int]]:
-    """``"512x512,1024x2048"`` -> ``[(512, 512), (1024, 2048)]`` (height x width)."""
-    sizes = []
-    for item in parse_list("sizes", text):
-        parts = item.lower().split("x")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise ValueError(f"sizes: {item!r} is not HEIGHTxWIDTH with positive ints (e.g. 512x512)")
-        sizes.append((int(parts[0]), int(parts[1])))
-    return sizes
-
-
-def _variant_kwargs(variant: str) -> dict[str, Any]:
-    from .common.variants import VARIANTS
-
-    if variant == "tiny":
-        return dict(TINY)
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; valid: {list(VARIANTS) + ['tiny']}")
-    return dict(VARIANTS[variant])
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -151,7 +124,7 @@ def _build(spec: dict[str, Any]):
     """Return (callable running one forward pass to a finished numpy-able result, library version)."""
     global _memory_mb
     impl = spec["impl"]
-    kwargs = _variant_kwargs(spec["variant"])
+    kwargs = variant_kwargs(spec["variant"])
     kwargs["num_labels"] = spec["num_labels"]
     height, width = spec["size"]
     if impl == "matmul":
@@ -474,7 +447,7 @@ def run_benchmark(
     if pairs is None:
         pairs = [(v, tuple(s)) for v in variants for s in sizes]
     for variant, _ in pairs:
-        _variant_kwargs(variant)
+        variant_kwargs(variant)
     say = log or (lambda line: None)
     load_start = os.getloadavg()
     matmul = measure_matmul_rate(threads)
@@ -482,7 +455,7 @@ def run_benchmark(
     results: list[BenchResult] = []
     with tempfile.TemporaryDirectory() as log_dir:
         for variant, (height, width) in pairs:
-            config = SegformerConfig(**_variant_kwargs(variant), num_labels=num_labels)
+            config = SegformerConfig(**variant_kwargs(variant), num_labels=num_labels)
             plain = count_flops(config, height, width, path="plain").total / 1e9
             fast = count_flops(config, height, width, path="fast").total / 1e9
             group: list[tuple[BenchResult, _Worker]] = []

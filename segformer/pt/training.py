@@ -23,13 +23,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -37,6 +35,7 @@ from torch import nn
 
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
+from ..common.random_state import host_rng_state, set_host_rng_state
 from ..common.training import JsonlLog, StopSignals, TrainConfig, nonfinite_loss_message, truncate_log
 from .data import make_eval_loader, make_train_loader
 
@@ -228,25 +227,15 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, config: TrainConfig, ste
 
 def _rng_state() -> dict[str, Any]:
     """Every RNG state as tensors and plain values (loadable with ``weights_only=True``)."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "internal": list(internal), "gauss": gauss},
-    }
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), **host_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    numpy_state, python_state = state["numpy"], state["python"]
     torch.set_rng_state(state["torch"])
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss"]))
+    set_host_rng_state(state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -602,42 +591,21 @@ def build_model(
 ) -> nn.Module:
     """A ``SegformerForSemanticSegmentation`` to fine-tune, in training mode.
 
-    ``model`` is a variant name (``b0`` .. ``b5``: random weights drawn with ``torch.manual_seed(seed)``),
-    a ``config.json`` file (random weights for that architecture), or a checkpoint folder / file (its
-    weights; a decode-head classifier of another size is re-initialized when ``num_labels`` differs).
+    ``model`` is resolved by :func:`segformer.common.model_source.resolve_model_source` (a variant name or a
+    ``config.json``: random weights drawn with ``torch.manual_seed(seed)``; or a checkpoint folder / file).
     ``id2label`` (from the dataset) names the classes; ``config_overrides`` change config fields
     (e.g. ``drop_path_rate=0.0``).
     """
-    from ..common.config import SegformerConfig
-    from ..common.variants import VARIANTS
+    from ..common.model_source import resolve_model_source
     from .modeling import SegformerForSemanticSegmentation
 
-    labels: dict[str, Any] = {}
-    if id2label is not None and (num_labels is None or num_labels == len(id2label)):
-        names = {int(k): str(v) for k, v in id2label.items()}
-        labels = {"id2label": names, "label2id": {v: k for k, v in names.items()}, "num_labels": len(names)}
-    elif num_labels is not None:
-        labels = {"num_labels": int(num_labels)}
-    name = os.fspath(model)
-    key = name.lower().replace("mit-", "").replace("segformer-", "")
-    if key in VARIANTS or (name.endswith(".json") and Path(name).is_file()):
-        if key in VARIANTS:
-            config = SegformerConfig.from_variant(key, **config_overrides, **labels)
-        else:
-            config = SegformerConfig.from_json_file(name, **config_overrides, **labels)
-        torch.manual_seed(seed)
-        built = SegformerForSemanticSegmentation(config)
-    elif Path(name).exists():
-        current = SegformerConfig.from_pretrained(name if Path(name).is_dir() else Path(name).parent)
-        mismatch = bool(labels) and labels["num_labels"] != current.num_labels
-        torch.manual_seed(seed)
-        built = SegformerForSemanticSegmentation.from_pretrained(
-            name, ignore_mismatched_sizes=mismatch, **config_overrides, **labels
-        )
+    source = resolve_model_source(model, num_labels, id2label, **config_overrides)
+    torch.manual_seed(seed)
+    if source.config is not None:
+        built = SegformerForSemanticSegmentation(source.config)
     else:
-        raise ValueError(
-            f"--model {name!r} is neither a variant ({', '.join(VARIANTS)}), a config.json file, nor an existing "
-            "checkpoint folder"
+        built = SegformerForSemanticSegmentation.from_pretrained(
+            source.checkpoint, ignore_mismatched_sizes=source.ignore_mismatched_sizes, **source.overrides
         )
     built.train()
     return built

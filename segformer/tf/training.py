@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +39,7 @@ import tensorflow as tf
 
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
+from ..common.random_state import host_rng_state, set_host_rng_state
 from ..common.checkpoint import CheckpointError
 from ..common.training import (
     ORIGINAL_CUSTOM_KEYS,
@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 STATE_NAME = "training_state.npz"
+STATE_FORMAT = "segformer-tf-training-state-2"
 
 
 # ---------------------------------------------------------------------------------------------- schedule
@@ -256,12 +257,11 @@ def save_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
     for i, variable in enumerate(optimizer.variables):
         arrays[f"optimizer/{i}"] = np.asarray(variable.numpy())
     meta = {
-        "format": "segformer-tf-training-state-1",
+        "format": STATE_FORMAT,
         "step": int(step),
         "train_config": config.to_dict(),
         "optimizer_paths": [v.path for v in optimizer.variables],
-        "numpy_rng": [np.random.get_state()[0], np.random.get_state()[1].tolist(), *np.random.get_state()[2:]],
-        "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "rng": host_rng_state(),
     }
     arrays["meta"] = np.asarray(json.dumps(meta))
     path = Path(path)
@@ -279,8 +279,12 @@ def load_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            if not isinstance(meta, dict) or meta.get("format") != "segformer-tf-training-state-1":
-                raise CheckpointError(f"{os.fspath(path)!r} is not a segformer TF training state")
+            if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+                found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+                raise CheckpointError(
+                    f"{os.fspath(path)!r} is not a segformer TF training state (format {str(found)[:80]!r}, "
+                    f"expected {STATE_FORMAT!r})"
+                )
             model.load_state_dict_numpy({k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")})
             extra_keys = sorted(k for k in data.files if k.startswith("extra/"))
             extra = _extra_variables(model)
@@ -300,10 +304,7 @@ def load_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
                     )
                 for i, variable in enumerate(variables):
                     variable.assign(data[f"optimizer/{i}"])
-        state = meta["numpy_rng"]
-        np.random.set_state((state[0], np.asarray(state[1], dtype=np.uint32), *state[2:]))
-        py = meta["python_rng"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
+        set_host_rng_state(meta["rng"])
     except CheckpointError:
         raise
     except Exception as err:  # zip / npy / JSON / shape errors come in many types
@@ -561,35 +562,16 @@ def build_model(
     """A built ``TFSegformerForSemanticSegmentation`` to fine-tune (TF twin of ``segformer.pt.training.build_model``):
     a variant name or ``config.json`` (random weights, ``keras.utils.set_random_seed(seed)``) or a
     checkpoint folder. Call it under ``strategy.scope()``."""
-    from ..common.config import SegformerConfig
-    from ..common.variants import VARIANTS
+    from ..common.model_source import resolve_model_source
     from . import TFSegformerForSemanticSegmentation
 
-    labels: dict[str, Any] = {}
-    if id2label is not None and (num_labels is None or num_labels == len(id2label)):
-        names = {int(k): str(v) for k, v in id2label.items()}
-        labels = {"id2label": names, "label2id": {v: k for k, v in names.items()}, "num_labels": len(names)}
-    elif num_labels is not None:
-        labels = {"num_labels": int(num_labels)}
-    name = os.fspath(model)
-    key = name.lower().replace("mit-", "").replace("segformer-", "")
+    source = resolve_model_source(model, num_labels, id2label, **config_overrides)
     keras.utils.set_random_seed(seed)
-    if key in VARIANTS or (name.endswith(".json") and Path(name).is_file()):
-        if key in VARIANTS:
-            config = SegformerConfig.from_variant(key, **config_overrides, **labels)
-        else:
-            config = SegformerConfig.from_json_file(name, **config_overrides, **labels)
-        built = TFSegformerForSemanticSegmentation(config)
-        built(np.zeros((1, config.num_channels, *crop_size), np.float32), training=False)
-    elif Path(name).exists():
-        current = SegformerConfig.from_pretrained(name if Path(name).is_dir() else Path(name).parent)
-        mismatch = bool(labels) and labels["num_labels"] != current.num_labels
-        built = TFSegformerForSemanticSegmentation.from_pretrained(
-            name, ignore_mismatched_sizes=mismatch, **config_overrides, **labels
-        )
+    if source.config is not None:
+        built = TFSegformerForSemanticSegmentation(source.config)
+        built(np.zeros((1, source.config.num_channels, *crop_size), np.float32), training=False)
     else:
-        raise ValueError(
-            f"--model {name!r} is neither a variant ({', '.join(VARIANTS)}), a config.json file, nor an existing "
-            "checkpoint folder"
+        built = TFSegformerForSemanticSegmentation.from_pretrained(
+            source.checkpoint, ignore_mismatched_sizes=source.ignore_mismatched_sizes, **source.overrides
         )
     return built
