@@ -128,3 +128,67 @@ def test_host_rng_state_round_trip():
     random.seed(0)
     set_host_rng_state(saved)
     assert (np.random.standard_normal(4).tolist(), random.random()) == expected
+
+
+# ---------------------------------------------------------------------------------------------- shared rules
+
+
+def test_head_fold_equals_the_plain_head_in_numpy():
+    from segformer.common.head_fold import fold_decode_head
+
+    rng = np.random.default_rng(0)
+    d, channels = 4, [3, 5, 6, 2]
+    n = len(channels)
+    fuse = rng.standard_normal((d, n * d))
+    proj = [rng.standard_normal((d, c)) for c in channels]
+    bias = [rng.standard_normal(d) for _ in channels]
+    gamma, beta, mean = rng.standard_normal(d), rng.standard_normal(d), rng.standard_normal(d)
+    var = rng.uniform(0.5, 2.0, d)
+    xs = [rng.standard_normal(c) for c in channels]  # one position, upsampling is the identity here
+    concat = np.concatenate([proj[i] @ xs[i] + bias[i] for i in reversed(range(n))])  # stage n..1
+    plain = (fuse @ concat - mean) / np.sqrt(var + 1e-5) * gamma + beta
+    weights, shift = fold_decode_head(fuse, proj, bias, gamma, beta, mean, var, 1e-5)
+    np.testing.assert_allclose(sum(w @ x for w, x in zip(weights, xs)) + shift, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_label_range_rule():
+    from segformer.common.losses import invalid_labels, label_range_message, segmentation_label_bound
+
+    labels = np.array([0, 2, 3, 255, -1, 7])
+    assert invalid_labels(labels, 3, 255).tolist() == [False, False, True, False, True, True]
+    assert segmentation_label_bound(1) == 2 and segmentation_label_bound(5) == 5
+    assert label_range_message(3, 255, [3, 7]) == (
+        "labels contain values [3, 7] outside [0, 3) that are not the ignore index 255")
+
+
+def test_pixel_shape_rules():
+    from segformer.common.config import SegformerConfig
+    from segformer.common.pixel_values import check_pixel_shape
+
+    config = SegformerConfig.from_variant("tiny")
+    check_pixel_shape((1, 3, 64, 64), config)
+    check_pixel_shape((None, 64, 64, 3), config, "channels_last")
+    with pytest.raises(ValueError, match=r"4 dimensions \(batch, height, width, channels\)"):
+        check_pixel_shape((3, 64, 64), config, "channels_last")
+    with pytest.raises(ValueError, match="has 4 channels in dimension 1"):
+        check_pixel_shape((1, 4, 64, 64), config)
+    with pytest.raises(ValueError, match="must not be empty"):
+        check_pixel_shape((0, 3, 64, 64), config)
+    with pytest.raises(ValueError, match="too small"):
+        check_pixel_shape((1, 3, 8, 8), config)
+
+
+def test_state_key_rule():
+    from segformer.common.weights import check_state_keys
+
+    check_state_keys(["a"], ["a", "b"], strict=False)
+    with pytest.raises(KeyError, match=r"unknown keys \['c'\], missing keys \['b'\]"):
+        check_state_keys(["a", "c"], ["a", "b"])
+
+
+def test_tf_model_refuses_a_config_that_is_no_config():
+    pytest.importorskip("tensorflow")
+    from segformer.tf import TFSegformerModel
+
+    with pytest.raises(TypeError, match="TFSegformerModel: config must be a SegformerConfig or a config dict, got int"):
+        TFSegformerModel(5)

@@ -29,7 +29,7 @@ from typing import Any
 from .atomic import atomic_write_text
 from .variants import variant_kwargs
 
-__all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME", "patch_embed_size"]
+__all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME", "as_config", "patch_embed_size"]
 
 CONFIG_NAME = "config.json"
 MAX_LABELS = 1_000_000
@@ -536,3 +536,13 @@ class SegformerConfig:
 
     def __repr__(self) -> str:
         return f"SegformerConfig {self.to_json_string()}"
+
+
+def as_config(config: Any, owner: str) -> SegformerConfig:
+    """``config`` as a :class:`SegformerConfig`: one as is, a ``config.json`` dict (what Keras' ``get_config``
+    stores) converted; anything else is a ``TypeError`` naming ``owner`` (the class that was given it)."""
+    if isinstance(config, SegformerConfig):
+        return config
+    if isinstance(config, dict):
+        return SegformerConfig.from_dict(config)
+    raise TypeError(f"{owner}: config must be a SegformerConfig or a config dict, got {type(config).__name__}")

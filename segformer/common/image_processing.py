@@ -29,6 +29,7 @@ from PIL import Image
 
 from segformer.common.atomic import atomic_write_text
 from segformer.common.labels import IGNORE_INDEX
+from segformer.common.pixel_values import DATA_FORMATS
 from segformer.common.resize import resize_bilinear
 
 __all__ = [
@@ -48,7 +49,6 @@ IMAGENET_DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 
 RETURN_TENSORS = (None, "np", "pt", "tf")
-DATA_FORMATS = ("channels_first", "channels_last")
 # Pillow filter codes (PIL.Image.Resampling values), as stored in preprocessor_config.json.
 RESAMPLE_NAMES = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 PIL_NEAREST = 0

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..common.config import SegformerConfig, patch_embed_size
+from ..common.config import SegformerConfig, as_config, patch_embed_size
 from ..common.head_fold import fold_decode_head
 from .layers import normal_init, resize_bilinear
 
@@ -101,7 +101,7 @@ class TFSegformerDecodeHead(keras.layers.Layer):
         # no autocast: the eval fast path folds raw float32 kernels (sublayers still autocast their own calls)
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
+        config = as_config(config, type(self).__name__)
         self.config = config
         d = config.decoder_hidden_size
         init = normal_init(config.initializer_range)

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..common.config import SegformerConfig
+from ..common.config import SegformerConfig, as_config
 from .layers import TFSegformerLayer, TFSegformerOverlapPatchEmbeddings
 
 __all__ = ["TFSegformerEncoder"]
@@ -23,7 +23,7 @@ class TFSegformerEncoder(keras.layers.Layer):
 
     def __init__(self, config: SegformerConfig | dict, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
+        config = as_config(config, type(self).__name__)
         self.config = config
         rates = config.drop_path_rates()
         self.embeddings = [

@@ -88,7 +88,8 @@ def resize_bilinear(maps: tf.Tensor, size: Any) -> tf.Tensor:
 
 def depthwise_conv3x3_shifted(maps: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """3x3 depthwise conv (stride 1, zero padding 1) as nine shifted multiply-adds: (B, H, W, C) x (3, 3, C)
-    -> (B, H, W, C). XLA fuses it into one loop; its CPU depthwise convolution is ~40x slower than oneDNN's."""
+    -> (B, H, W, C). XLA fuses it into one loop, where its own CPU depthwise convolution is slow
+    (figures in ``benchmarks/README.md``)."""
     height, width = tf.shape(maps)[1], tf.shape(maps)[2]
     padded = tf.pad(maps, ((0, 0), (1, 1), (1, 1), (0, 0)))
     out = None
@@ -130,7 +131,8 @@ class TFSegformerOverlapPatchEmbeddings(keras.layers.Layer):
     """Twin of ``SegformerOverlapPatchEmbeddings``: symmetric zero padding k // 2, VALID conv, LayerNorm.
 
     (B, H, W, C_in) -> tokens (B, h*w, C), h, w with ``h = (H + 2*(k//2) - k) // s + 1``. TF ``"same"``
-    padding is NOT used: it pads asymmetrically and differs from PyTorch (ANCHORS.md 8.1).
+    padding is NOT used: it pads as much as the output size needs, more at the end than at the start, so its
+    windows differ from PyTorch's symmetric ``padding=k // 2``.
     """
 
     def __init__(self, patch_size: int, stride: int, hidden_size: int, eps: float, initializer_range: float, **kwargs: Any) -> None:

@@ -1,25 +1,5 @@
-"""Latency / peak-memory benchmark of SegFormer inference: ours (PT fast and plain, TF eager and XLA)
-against Hugging Face ``transformers`` (PT 5.x, TF 4.x eager and XLA), same machine, same run.
-
-Used by ``segformer bench`` and ``benchmarks/bench_inference.py``. Design:
-
-* Every (variant, size, implementation) runs in its own fresh worker process, so its peak resident
-  memory (``ru_maxrss``) is its own. A worker builds the model (random weights, eval mode, batch 1,
-  float32), records its resident memory, runs the warm-up passes, then answers "run once" requests
-  and reports the time of each forward pass (``time.perf_counter`` around the call that produces the
-  logits tensor, including the conversion to numpy for TF so that the work has finished).
-* For one (variant, size), all workers are started and warmed up, then the repeats alternate between
-  them (round robin): slow drift of the machine (other processes, thermal state) hits all alike.
-* The references live in interpreters of their own when needed (transformers 5.x has no TF classes):
-  ``hf_python`` / ``hf_tf_python`` name them; a reference that is not importable is skipped.
-* Arithmetic rate: FLOPs are counted analytically (:mod:`segformer.common.flops`, the *plain* path's
-  multiply-adds x 2), so the GFLOP/s of a fast path is "equivalent plain-path work per second"; the
-  fast path's own count is reported too. The machine's float32 matmul rate is measured by a worker
-  (square ``torch.mm`` or ``numpy.dot``, same thread count).
-
-The worker side imports only the framework it runs; this module imports neither torch nor tensorflow
-at import time.
-"""
+"""The benchmark's orchestration: the implementations, the workers it starts, the round-robin repeats,
+the report (:func:`run_benchmark`)."""
 
 from __future__ import annotations
 
@@ -30,24 +10,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common.sizes import parse_sizes
-from .common.variants import variant_kwargs
+from ..common.variants import variant_kwargs
 
-__all__ = [
-    "IMPLEMENTATIONS",
-    "REFERENCE_OF",
-    "BenchResult",
-    "parse_sizes",
-    "parse_list",
-    "run_benchmark",
-    "format_table",
-    "worker_main",
-]
 
 # name -> (framework, description)
 IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
@@ -69,6 +37,15 @@ REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "pt-cuda": "hf-pt-cuda"
 CUDA_IMPLS = ("pt-cuda", "pt-cuda-bf16", "hf-pt-cuda", "hf-pt-cuda-bf16")  # in the default list when a GPU is seen
 FRAMEWORKS = ("pt", "tf")
 
+def cuda_available() -> bool:
+    """Whether torch is importable here and sees a CUDA GPU (decides the default implementation list)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def parse_list(name: str, text: str | Sequence[str], choices: Sequence[str] | None = None) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]``; with ``choices``, every item must be one of them."""
     items = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t) for t in text]
@@ -82,208 +59,6 @@ def parse_list(name: str, text: str | Sequence[str], choices: Sequence[str] | No
     return items
 
 
-# ---------------------------------------------------------------------------------------------- worker
-def _rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
-
-
-def _cuda_peak_mb() -> float:
-    import torch
-
-    return torch.cuda.max_memory_allocated() / 2**20
-
-
-_memory_mb = _rss_mb  # CUDA workers report the GPU's peak allocated memory instead (set by _build)
-
-
-def cuda_available() -> bool:
-    """Whether torch is importable here and sees a CUDA GPU (decides the default implementation list)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
-def _set_threads(framework: str, threads: int | None) -> None:
-    if not threads:
-        return
-    if framework == "pt":
-        import torch
-
-        torch.set_num_threads(threads)
-    else:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-
-
-def _build(spec: dict[str, Any]):
-    """Return (callable running one forward pass to a finished numpy-able result, library version)."""
-    global _memory_mb
-    impl = spec["impl"]
-    kwargs = variant_kwargs(spec["variant"])
-    kwargs["num_labels"] = spec["num_labels"]
-    height, width = spec["size"]
-    if impl == "matmul":
-        return _build_matmul(spec)
-    framework = IMPLEMENTATIONS[impl][0]
-    _set_threads(framework, spec.get("threads"))
-    if framework == "pt":
-        import numpy as np
-        import torch
-
-        cuda = "cuda" in impl
-        if cuda and not torch.cuda.is_available():
-            raise ImportError("no CUDA GPU visible to torch")
-        torch.manual_seed(0)
-        pixel_values = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32))
-        if impl.startswith("hf-pt"):
-            import transformers
-
-            model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**kwargs)).eval()
-            version = f"transformers {transformers.__version__}, torch {torch.__version__}"
-        else:
-            from .common.config import SegformerConfig
-            from .pt import SegformerForSemanticSegmentation
-
-            model = SegformerForSemanticSegmentation(SegformerConfig(**kwargs)).eval()
-            model.use_fast_path = impl != "pt-plain"
-            version = f"segformer, torch {torch.__version__}"
-        device = torch.device("cuda" if cuda else "cpu")
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=impl.endswith("bf16"))
-        if cuda:
-            model, pixel_values = model.to(device), pixel_values.to(device)
-            version += f", {torch.cuda.get_device_name(device)}"
-            _memory_mb = _cuda_peak_mb
-
-        def run() -> Any:
-            with torch.inference_mode(), autocast:
-                logits = model(pixel_values).logits
-            if cuda:
-                torch.cuda.synchronize()
-            return logits
-
-        return run, version
-    import numpy as np
-    import tensorflow as tf
-
-    pixel_values = tf.constant(np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32))
-    if impl.startswith("hf-"):
-        import transformers
-
-        tf.random.set_seed(0)
-        model = transformers.TFSegformerForSemanticSegmentation(transformers.SegformerConfig(**kwargs))
-        version = f"transformers {transformers.__version__}, tensorflow {tf.__version__}"
-    else:
-        import keras
-
-        from .common.config import SegformerConfig
-        from .tf import TFSegformerForSemanticSegmentation
-
-        keras.utils.set_random_seed(0)
-        model = TFSegformerForSemanticSegmentation(SegformerConfig(**kwargs))
-        model.run_eagerly = impl == "tf-opbyop"
-        version = f"segformer, keras {keras.__version__}, tensorflow {tf.__version__}"
-
-    def forward(x: Any) -> Any:
-        return model(x, training=False).logits
-
-    if impl.endswith("xla"):
-        forward = tf.function(forward, jit_compile=True)
-
-    def run_tf() -> Any:
-        return forward(pixel_values).numpy()
-
-    return run_tf, version
-
-
-def _build_matmul(spec: dict[str, Any]):
-    n = int(spec.get("matmul_size", 2048))
-    try:
-        import torch
-
-        _set_threads("pt", spec.get("threads"))
-        a = torch.randn(n, n)
-        b = torch.randn(n, n)
-        version = f"torch {torch.__version__} mm {n}x{n}"
-
-        def run() -> Any:
-            return torch.mm(a, b)
-
-    except ImportError:
-        import numpy as np
-
-        a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-        b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-        version = f"numpy {np.__version__} dot {n}x{n}"
-
-        def run() -> Any:
-            return a @ b
-
-    return run, version
-
-
-def worker_main(stdin: Any = None) -> int:
-    """Worker loop: JSON requests on stdin, JSON replies on the original stdout (anything the libraries
-    print goes to stderr). Requests: ``{"cmd": "setup", ...spec}``, ``{"cmd": "run", "n": k}``,
-    ``{"cmd": "quit"}``."""
-    reply_fd = os.dup(1)
-    os.dup2(2, 1)  # library chatter on stdout would corrupt the protocol
-    replies = os.fdopen(reply_fd, "w", buffering=1)
-    stdin = stdin or sys.stdin
-    run = None
-
-    def send(obj: dict) -> None:
-        replies.write(json.dumps(obj) + "\n")
-        replies.flush()
-
-    for line in stdin:
-        request = json.loads(line)
-        cmd = request.get("cmd")
-        try:
-            if cmd == "setup":
-                rss_start = _memory_mb()
-                start = time.perf_counter()
-                try:
-                    run, version = _build(request)
-                except ImportError as err:
-                    send({"ok": False, "skip": f"{type(err).__name__}: {err}"})
-                    continue
-                rss_model = _memory_mb()
-                for _ in range(int(request.get("warmup", 1))):
-                    run()
-                send(
-                    {
-                        "ok": True,
-                        "version": version,
-                        "python": sys.executable,
-                        "setup_s": time.perf_counter() - start,
-                        "rss_start_mb": rss_start,
-                        "rss_model_mb": rss_model,
-                        "rss_after_warmup_mb": _memory_mb(),
-                    }
-                )
-            elif cmd == "run":
-                times = []
-                for _ in range(int(request.get("n", 1))):
-                    start = time.perf_counter()
-                    run()
-                    times.append(time.perf_counter() - start)
-                send({"ok": True, "times": times, "peak_rss_mb": _memory_mb()})
-            elif cmd == "quit":
-                send({"ok": True, "peak_rss_mb": _memory_mb()})
-                return 0
-            else:
-                send({"ok": False, "error": f"unknown command {cmd!r}"})
-        except Exception as err:  # reported to the orchestrator, which records it
-            send({"ok": False, "error": f"{type(err).__name__}: {err}"})
-    return 0
-
-
-# ------------------------------------------------------------------------------------------ orchestrator
 @dataclass
 class BenchResult:
     """One (variant, size, implementation): times in milliseconds, memory in MB (``ru_maxrss``)."""
@@ -340,13 +115,13 @@ class BenchResult:
 class _Worker:
     def __init__(self, python: str, log_dir: str, name: str) -> None:
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.log_path = Path(log_dir) / f"{name}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [python, "-m", "segformer.benchmark", "--worker"],
+            [python, "-m", "segformer.benchmark.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -427,8 +202,8 @@ def run_benchmark(
     ``pairs`` (variant, (h, w)) overrides the cross product of ``variants`` and ``sizes``. ``impls``
     defaults to every implementation of the chosen ``frameworks``. ``log`` is a callable taking a line.
     """
-    from .common.config import SegformerConfig
-    from .common.flops import count_flops
+    from ..common.config import SegformerConfig
+    from ..common.flops import count_flops
 
     for name, value in (("repeats", repeats), ("warmup", warmup), ("num_labels", num_labels)):
         if not isinstance(value, int) or value < (0 if name == "warmup" else 1):
@@ -519,53 +294,3 @@ def _machine(threads: int | None) -> dict[str, Any]:
         pass
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "python": platform.python_version(),
             "platform": platform.platform()}
-
-
-def _ratio(results: list[dict[str, Any]], row: dict[str, Any]) -> str:
-    reference = REFERENCE_OF.get(row["impl"])
-    for other in results:
-        if (other["impl"] == reference and other["variant"] == row["variant"] and other["height"] == row["height"]
-                and other["width"] == row["width"] and other["status"] == "ok" and row["status"] == "ok"):
-            speed = other["median_ms"] / row["median_ms"]
-            best = other["min_ms"] / row["min_ms"]
-            memory = row["inference_mb"] / other["inference_mb"] if other["inference_mb"] > 0 else float("nan")
-            return f"{speed:5.2f}x ({best:4.2f}x by min) vs {reference}, infer mem {memory:4.0%}"
-    return ""
-
-
-def format_table(report: dict[str, Any]) -> str:
-    """The report as a fixed-width text table (times in ms; memory in MB; ratio = reference median / ours)."""
-    matmul = report["matmul"].get("gflops", float("nan"))
-    lines = [
-        f"machine: {report['machine']['cpu']} ({report['machine']['cpu_count']} logical CPUs), threads "
-        f"{report['machine']['threads'] or 'default'}; float32 matmul {matmul:.1f} GFLOP/s; load average "
-        f"{report['machine'].get('loadavg_start', [float('nan')])[0]:.2f} at start, "
-        f"{report['machine'].get('loadavg_end', [float('nan')])[0]:.2f} at end",
-        f"batch 1, float32, {report['settings']['repeats']} repeats (round robin) after "
-        f"{report['settings']['warmup']} warm-up; GFLOP/s = plain-path FLOPs / median time; ratio = reference / ours",
-        "",
-        f"{'model':<16}{'impl':<16}{'min':>9}{'median':>9}{'max':>9}{'peak MB':>9}{'infer MB':>9}"
-        f"{'GFLOP/s':>9}{'%mm':>6}  ratio",
-    ]
-    for row in report["results"]:
-        model = f"{row['variant']} {row['height']}x{row['width']}"
-        if row["status"] != "ok":
-            lines.append(f"{model:<16}{row['impl']:<16}  {row['status']}: {row['message'].splitlines()[0][:80] if row['message'] else ''}")
-            continue
-        rate = row["gflops_per_s"]
-        share = "     -" if row["impl"] in CUDA_IMPLS else f"{rate / matmul:6.0%}"  # the matmul rate is the CPU's
-        lines.append(
-            f"{model:<16}{row['impl']:<16}{row['min_ms']:9.1f}{row['median_ms']:9.1f}{row['max_ms']:9.1f}"
-            f"{row['peak_rss_mb']:9.0f}{row['inference_mb']:9.0f}{rate:9.1f}{share}  {_ratio(report['results'], row)}"
-        )
-    if any(row["impl"] in CUDA_IMPLS for row in report["results"]):
-        lines.append("(*-cuda rows: memory columns are the GPU's peak allocated MB, not the process's resident memory)")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    if "--worker" in sys.argv[1:]:
-        sys.exit(worker_main())
-    from .commands.bench import main as _bench_main
-
-    sys.exit(_bench_main(sys.argv[1:]))
