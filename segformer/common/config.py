@@ -350,6 +350,21 @@ class SegformerConfig:
         kwargs.update(overrides)
         return cls(**kwargs)
 
+    def layer_kwargs(self, stage: int, index: int) -> dict[str, Any]:
+        """The constructor arguments of encoder layer ``index`` of ``stage`` (both frameworks' ``SegformerLayer``)."""
+        return {
+            "hidden_size": self.hidden_sizes[stage],
+            "num_attention_heads": self.num_attention_heads[stage],
+            "drop_path": self.drop_path_rates()[stage][index],
+            "sequence_reduction_ratio": self.sr_ratios[stage],
+            "mlp_ratio": self.mlp_ratios[stage],
+            "hidden_act": self.hidden_act,
+            "hidden_dropout_prob": self.hidden_dropout_prob,
+            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+            "layer_norm_eps": self.layer_norm_eps,
+            "patch_layer_norm_eps": self.patch_layer_norm_eps,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict in the Hugging Face ``config.json`` layout (plus ``patch_layer_norm_eps``)."""
         from .. import __version__
