@@ -1,6 +1,6 @@
 """Inference latency / peak memory, ours vs transformers: ``python benchmarks/bench_inference.py [options]``.
 
-Same options as ``segformer bench`` (see benchmarks/README.md); the work is in ``segformer/benchmark.py``.
+Same options as ``segformer bench`` (see benchmarks/README.md); the work is in ``segformer/benchmark/``.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ __all__ = ["add_arguments", "run", "main"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..benchmark import IMPLEMENTATIONS
+    from ..common.variants import variant_names
 
-    parser.add_argument("--variants", default="b0,b2", help="comma-separated: b0..b5 or tiny (default b0,b2)")
+    parser.add_argument("--variants", default="b0,b2", help=f"comma-separated: {', '.join(variant_names())} (default b0,b2)")
     parser.add_argument("--sizes", default="512x512", help="comma-separated HEIGHTxWIDTH (default 512x512)")
     parser.add_argument(
         "--pairs",
@@ -38,14 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pairs(text: str) -> list[tuple[str, tuple[int, int]]]:
-    from ..benchmark import parse_list, parse_sizes
+    from ..benchmark import parse_list
+    from ..common.sizes import parse_size
 
     pairs = []
     for item in parse_list("pairs", text):
         if "@" not in item:
             raise ValueError(f"pairs: {item!r} is not VARIANT@HEIGHTxWIDTH (e.g. b0@512x512)")
         variant, size = item.split("@", 1)
-        pairs.append((variant, parse_sizes(size)[0]))
+        pairs.append((variant, parse_size(size, f"pairs: {item!r}")))
     return pairs
 
 

@@ -10,7 +10,12 @@ import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="b0", help="variant name (b0..b5, seeded random weights) or a checkpoint folder")
+    from ..common.variants import variant_names
+
+    parser.add_argument(
+        "--model", default="b0",
+        help=f"variant name ({', '.join(variant_names())}: seeded random weights) or a checkpoint folder",
+    )
     parser.add_argument("--framework", choices=("pt", "tf"), default="pt")
     parser.add_argument("--size", type=int, default=512, help="processor resize (square), default 512")
     parser.add_argument("--seed", type=int, default=0)
@@ -22,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..common.deps import require_framework
     from ..common.image_processing import SegformerImageProcessor
     from ..common.sample import SAMPLE_IMAGE, load_sample_image
-    from ..common.variants import VARIANTS
+    from ..common.variants import parse_variant
 
     print(f"segformer {__version__} on Python {platform.python_version()} ({platform.machine()})")
     require_framework(args.framework, "segformer info")
@@ -35,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
         from ..pt import SegformerForSemanticSegmentation
 
-        if args.model in VARIANTS:
+        if parse_variant(args.model) is not None:
             torch.manual_seed(args.seed)
             model = SegformerForSemanticSegmentation(SegformerConfig.from_variant(args.model, num_labels=150)).eval()
         else:
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ..tf import TFSegformerForSemanticSegmentation
 
-        if args.model in VARIANTS:
+        if parse_variant(args.model) is not None:
             import keras
 
             keras.utils.set_random_seed(args.seed)

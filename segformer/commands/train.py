@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 2 --standalone -m segformer.cli train --framework pt ...   # DDP (+ SyncBN)
     segformer train --framework tf ...     # MirroredStrategy over the visible devices (TF_CONFIG: multi-worker)
 
-``--model`` is a variant (``b0`` .. ``b5``, random weights), a ``config.json`` (random weights), or a
+``--model`` is a variant (``segformer.common.variants.variant_names()``, random weights), a ``config.json`` (random weights), or a
 checkpoint folder. ``--data`` has ``images/{training,validation}`` and ``annotations/{...}`` (ADE20K
 layout; ``segformer.common.datasets.make_synthetic_dataset`` writes one). ``--out`` ends as a Hugging Face
 checkpoint folder of that framework (``config.json`` + ``model.safetensors`` / ``tf_model.h5``) with
@@ -26,14 +26,19 @@ __all__ = ["add_arguments", "run", "train_config_from_args"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..common.variants import variant_names
+
     parser.add_argument("--framework", choices=("pt", "tf"), default="pt")
-    parser.add_argument("--model", required=True, help="variant (b0..b5), config.json (random init) or checkpoint folder")
+    parser.add_argument(
+        "--model", required=True,
+        help=f"variant ({', '.join(variant_names())}), config.json (random init) or checkpoint folder",
+    )
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (checkpoint, log, training state)")
     parser.add_argument("--steps", type=int, default=160_000, help="optimizer steps (default 160000, the original)")
     parser.add_argument("--batch-size", type=int, default=2, help="images per device per micro-batch (default 2)")
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
-    parser.add_argument("--crop-size", default="512,512", help="training crop H,W (default 512,512)")
+    parser.add_argument("--crop-size", default="512,512", help="training crop HxW, H,W or S (default 512,512)")
     parser.add_argument("--img-scale", default="2048,512", help="random-resize base scale LONG,SHORT (default 2048,512)")
     parser.add_argument("--ratio-range", default="0.5,2.0", help="random-resize ratio range LOW,HIGH (default 0.5,2.0)")
     parser.add_argument("--no-photometric", action="store_true", help="skip PhotoMetricDistortion")

@@ -20,7 +20,6 @@ Hugging Face, and both fields are read by the models in both frameworks.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 import os
@@ -28,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .variants import VARIANTS
+from .variants import variant_kwargs
 
-__all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME"]
+__all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME", "as_config", "patch_embed_size"]
 
 CONFIG_NAME = "config.json"
 MAX_LABELS = 1_000_000
@@ -57,6 +56,12 @@ _LIST_FIELDS = (
 # Keys that HF's PretrainedConfig writes but that carry no meaning for this model family; they are kept
 # (round trip) in ``extra`` together with any unknown key.
 _VERSION_KEY = "segformer_version"
+
+
+def patch_embed_size(size: Any, kernel: int, stride: int) -> Any:
+    """One side after an overlapping patch embedding (conv, kernel k, stride s, padding k // 2):
+    ``(size + 2 * (k // 2) - k) // s + 1``; ``size`` may be an int or a framework's integer scalar."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
 def _as_list(name: str, value: Any) -> list:
@@ -297,8 +302,7 @@ class SegformerConfig:
         """
         sizes = []
         for k, s in zip(self.patch_sizes, self.strides):
-            height = (height + 2 * (k // 2) - k) // s + 1
-            width = (width + 2 * (k // 2) - k) // s + 1
+            height, width = patch_embed_size(height, k, s), patch_embed_size(width, k, s)
             sizes.append((height, width))
         return sizes
 
@@ -340,13 +344,26 @@ class SegformerConfig:
     # -------------------------------------------------------------- factories
     @classmethod
     def from_variant(cls, name: str, **overrides: Any) -> "SegformerConfig":
-        """MiT-B0..B5 (``"b0"`` .. ``"b5"``, also ``"mit-b0"`` / ``"segformer-b0"``) with overrides."""
-        key = str(name).lower().replace("mit-", "").replace("mit_", "").replace("segformer-", "")
-        if key not in VARIANTS:
-            raise ValueError(f"unknown variant {name!r}; valid variants: {list(VARIANTS)}")
-        kwargs = copy.deepcopy(VARIANTS[key])
+        """A variant (:func:`~segformer.common.variants.parse_variant`: ``"b0"`` .. ``"b5"``, ``"tiny"``, also
+        ``"mit-b0"`` / ``"mit_b0"`` / ``"segformer-b0"``) with overrides."""
+        kwargs = variant_kwargs(name)
         kwargs.update(overrides)
         return cls(**kwargs)
+
+    def layer_kwargs(self, stage: int, index: int) -> dict[str, Any]:
+        """The constructor arguments of encoder layer ``index`` of ``stage`` (both frameworks' ``SegformerLayer``)."""
+        return {
+            "hidden_size": self.hidden_sizes[stage],
+            "num_attention_heads": self.num_attention_heads[stage],
+            "drop_path": self.drop_path_rates()[stage][index],
+            "sequence_reduction_ratio": self.sr_ratios[stage],
+            "mlp_ratio": self.mlp_ratios[stage],
+            "hidden_act": self.hidden_act,
+            "hidden_dropout_prob": self.hidden_dropout_prob,
+            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+            "layer_norm_eps": self.layer_norm_eps,
+            "patch_layer_norm_eps": self.patch_layer_norm_eps,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict in the Hugging Face ``config.json`` layout (plus ``patch_layer_norm_eps``)."""
@@ -534,3 +551,13 @@ class SegformerConfig:
 
     def __repr__(self) -> str:
         return f"SegformerConfig {self.to_json_string()}"
+
+
+def as_config(config: Any, owner: str) -> SegformerConfig:
+    """``config`` as a :class:`SegformerConfig`: one as is, a ``config.json`` dict (what Keras' ``get_config``
+    stores) converted; anything else is a ``TypeError`` naming ``owner`` (the class that was given it)."""
+    if isinstance(config, SegformerConfig):
+        return config
+    if isinstance(config, dict):
+        return SegformerConfig.from_dict(config)
+    raise TypeError(f"{owner}: config must be a SegformerConfig or a config dict, got {type(config).__name__}")

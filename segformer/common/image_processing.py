@@ -13,11 +13,14 @@ Per label map: integers ``(H, W)`` -> reduce labels (0 -> 255, k -> k - 1, 255 s
 resize to ``(h, w)`` (Pillow's NEAREST sampling grid) -> int64.
 
 torch and tensorflow are imported only when a torch / tf object is passed or ``return_tensors`` asks.
+
+This module is the processor (arguments, ``preprocessor_config.json``, the pipeline); array coercion and the
+label-map numerics are :mod:`segformer.common.image_arrays`, post-processing is
+:mod:`segformer.common.post_processing` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import warnings
@@ -25,11 +28,30 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
 from segformer.common.atomic import atomic_write_text
-from segformer.common.labels import IGNORE_INDEX
-from segformer.common.resize import resize_bilinear
+from segformer.common.image_arrays import (
+    PIL_BILINEAR,
+    check_dtype,
+    check_integer_range,
+    flatten,
+    image_to_hwc,
+    infer_channels_last,
+    is_pil,
+    kept_channels,
+    map_to_2d,
+    normalize_data_format,
+    normalize_resample,
+    normalize_rescale_factor,
+    normalize_return_tensors,
+    normalize_size,
+    normalize_stats,
+    pil_resize,
+    reduce_labels,
+    resize_nearest,
+    to_numpy,
+)
+from segformer.common.post_processing import post_process_semantic_segmentation
 
 __all__ = [
     "IMAGENET_DEFAULT_MEAN",
@@ -46,13 +68,6 @@ __all__ = [
 IMAGENET_DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
-
-RETURN_TENSORS = (None, "np", "pt", "tf")
-DATA_FORMATS = ("channels_first", "channels_last")
-# Pillow filter codes (PIL.Image.Resampling values), as stored in preprocessor_config.json.
-RESAMPLE_NAMES = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
-PIL_NEAREST = 0
-PIL_BILINEAR = 2
 
 _INIT_ARGS = (
     "do_resize",
@@ -80,12 +95,6 @@ _LEGACY_IGNORED = (
     "padding_value",
     "segmentation_padding_value",
 )
-_PIL_TO_RGB_MODES = ("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
-# PIL modes whose bands are pixel values (not palette indices or another color space): kept when the channel
-# rule keeps their band count.
-_KEEPABLE_PIL_MODES = ("L", "LA", "RGBA")
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Output container
 
@@ -122,461 +131,6 @@ class BatchFeature(dict):
 
 def _is_torch_dtype(value: Any) -> bool:
     return type(value).__module__.startswith("torch") and type(value).__name__ == "dtype"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Argument normalization
-
-
-def _normalize_size(size: Any) -> dict[str, int]:
-    allowed = "an int, a (height, width) pair, or {'height': h, 'width': w}"
-    if isinstance(size, Mapping):
-        if set(size) != {"height", "width"}:
-            raise ValueError(f"size must be {allowed}; got {dict(size)!r} (keys {sorted(size)})")
-        height, width = size["height"], size["width"]
-    elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        height = width = size
-    elif isinstance(size, (tuple, list)) and len(size) == 2:
-        height, width = size
-    else:
-        raise ValueError(f"size must be {allowed}; got {size!r}")
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"size[{name!r}] must be a positive int, got {value!r}")
-    return {"height": int(height), "width": int(width)}
-
-
-def _normalize_resample(resample: Any) -> int:
-    if isinstance(resample, str):
-        key = resample.strip().lower()
-        if key not in RESAMPLE_NAMES:
-            raise ValueError(f"resample must be one of {sorted(RESAMPLE_NAMES)} or a PIL filter code 0..5, got {resample!r}")
-        return RESAMPLE_NAMES[key]
-    if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)):
-        raise ValueError(f"resample must be a PIL filter (PIL.Image.Resampling / int 0..5) or a name, got {resample!r}")
-    if int(resample) not in RESAMPLE_NAMES.values():
-        raise ValueError(f"resample must be a PIL filter code in 0..5 ({RESAMPLE_NAMES}), got {int(resample)}")
-    return int(resample)
-
-
-def _normalize_stats(value: Any, name: str) -> float | list[float]:
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-        numbers = [float(value)]
-        scalar = True
-    else:
-        try:
-            numbers = [float(v) for v in value]
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a number or a sequence of numbers (one per channel), got {value!r}") from None
-        scalar = False
-        if not numbers:
-            raise ValueError(f"{name} must not be empty")
-    if not all(np.isfinite(numbers)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if name == "image_std" and any(v == 0 for v in numbers):
-        raise ValueError(f"image_std must be non-zero, got {value!r}")
-    return numbers[0] if scalar else numbers
-
-
-def _normalize_rescale_factor(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
-        raise ValueError(f"rescale_factor must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _normalize_return_tensors(return_tensors: Any) -> str | None:
-    value = getattr(return_tensors, "value", return_tensors)
-    if value not in RETURN_TENSORS:
-        raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
-    return value
-
-
-def _normalize_data_format(value: Any, name: str, allow_none: bool = True) -> str | None:
-    value = getattr(value, "value", value)
-    if value is None and allow_none:
-        return None
-    aliases = {"channels_first": "channels_first", "first": "channels_first", "channels_last": "channels_last", "last": "channels_last"}
-    if not isinstance(value, str) or value not in aliases:
-        allowed = ", ".join(repr(v) for v in DATA_FORMATS) + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return aliases[value]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Input conversion
-
-
-def _is_pil(value: Any) -> bool:
-    return isinstance(value, Image.Image)
-
-
-def _is_arraylike(value: Any) -> bool:
-    if isinstance(value, np.ndarray):
-        return True
-    module = type(value).__module__
-    if module.startswith(("torch", "tensorflow", "jax", "jaxlib", "keras")):
-        return hasattr(value, "shape")
-    return hasattr(value, "__array__") and hasattr(value, "shape") and hasattr(value, "dtype")
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    """A numpy view/copy of an array-like (torch tensors are detached and moved to the CPU first)."""
-    if isinstance(value, np.ndarray):
-        return value
-    if type(value).__module__.startswith("torch"):
-        tensor = value.detach().cpu()
-        if str(tensor.dtype) == "torch.bfloat16":
-            tensor = tensor.float()
-        return tensor.numpy()
-    if hasattr(value, "numpy") and callable(value.numpy):
-        return np.asarray(value.numpy())
-    return np.asarray(value)
-
-
-def _flatten(inputs: Any, name: str, single_ndims: tuple[int, ...], batch_ndim: int) -> list[Any]:
-    """Flatten images / maps into a list of single items (PIL images or numpy arrays).
-
-    A single array with ``ndim in single_ndims`` is one item, with ``ndim == batch_ndim`` a batch; lists (and
-    lists of lists) are flattened the same way.
-    """
-    shapes = " or ".join(f"{n}-D" for n in single_ndims)
-    allowed = (
-        f"a PIL image, a numpy array / torch or tf tensor ({shapes} for one item, {batch_ndim}-D for a batch), "
-        "or a list of them"
-    )
-
-    def one(value: Any, depth: int) -> list[Any]:
-        if _is_pil(value):
-            return [value]
-        if _is_arraylike(value):
-            array = _to_numpy(value)
-            if array.ndim in single_ndims:
-                return [array]
-            if array.ndim == batch_ndim:
-                return list(array)
-            raise ValueError(f"{name}: got an array of shape {array.shape}; expected {allowed}")
-        if isinstance(value, (list, tuple)) and depth < 2:
-            if len(value) == 0:
-                raise ValueError(f"{name}: got an empty list; expected {allowed}")
-            items: list[Any] = []
-            for element in value:
-                items.extend(one(element, depth + 1))
-            return items
-        raise TypeError(f"{name}: got {type(value).__name__}; expected {allowed}")
-
-    return one(inputs, 0)
-
-
-def _check_dtype(array: np.ndarray, name: str, index: int) -> None:
-    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise TypeError(
-            f"{name}[{index}]: dtype {array.dtype} is not supported; allowed: unsigned / signed integers "
-            "(uint8 0..255) or floats (0..1 or 0..255)"
-        )
-
-
-def _infer_channels_last(shape: tuple[int, ...], name: str, index: int) -> bool:
-    """Hugging Face's rule with channels (1, 3) first, then (2, 4) for LA / RGBA; first wins when both match."""
-    for counts in ((1, 3), (2, 4)):
-        first, last = shape[0] in counts, shape[-1] in counts
-        if first and last:
-            warnings.warn(
-                f"{name}[{index}]: the channel axis of shape {shape} is ambiguous; assuming channels first (CHW). "
-                "Pass input_data_format='channels_last' or 'channels_first' to say which.",
-                UserWarning,
-                stacklevel=5,
-            )
-            return False
-        if first:
-            return False
-        if last:
-            return True
-    raise ValueError(
-        f"{name}[{index}]: cannot find the channel axis of an image of shape {shape}; expected 1, 2, 3 or 4 "
-        "channels on the first (CHW) or last (HWC) axis, or a 2-D (H, W) grayscale image"
-    )
-
-
-def _check_integer_range(array: np.ndarray, index: int, do_rescale: bool, rescale_factor: float) -> None:
-    """Integer images outside 0..255 (16-bit, ...) under the default ``rescale_factor=1/255`` are refused:
-    they would be clipped to white. Another ``rescale_factor`` or ``do_rescale=False`` says how they are scaled."""
-    if not np.issubdtype(array.dtype, np.integer) or not do_rescale or rescale_factor != 1 / 255:
-        return
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high > 255:
-        raise ValueError(
-            f"images[{index}]: integer image ({array.dtype}) has values {low}..{high}, outside 0..255; pass "
-            "rescale_factor=1/65535 (16-bit) or the factor for its range, or do_rescale=False with values "
-            "already scaled, or convert it to uint8 first (segformer.common.image_io.load_image scales files by their range)"
-        )
-
-
-def _kept_channels(do_convert_rgb: bool, image_mean: Any, image_std: Any) -> tuple[int, ...]:
-    """Channel counts other than 3 that an image keeps (see ``SegformerImageProcessor``'s channel rule): all of
-    1, 2, 4 without RGB conversion, else those that a per-channel ``image_mean`` / ``image_std`` list has."""
-    if not do_convert_rgb:
-        return (1, 2, 4)
-    return tuple(n for n in (1, 2, 4) if any(isinstance(s, list) and len(s) == n for s in (image_mean, image_std)))
-
-
-def _image_to_hwc(
-    image: Any, do_convert_rgb: bool, input_data_format: str | None, index: int, keep_channels: tuple[int, ...] = ()
-) -> tuple[np.ndarray, bool]:
-    """One image as a numpy ``(H, W, C)`` array (C = 3, or a count in ``keep_channels``), and whether it was HWC."""
-    name = "images"
-    if _is_pil(image):
-        kept = image.mode in _KEEPABLE_PIL_MODES and len(image.getbands()) in keep_channels
-        if do_convert_rgb and image.mode != "RGB" and image.mode in _PIL_TO_RGB_MODES and not kept:
-            image = image.convert("RGB")
-        array = np.asarray(image)
-        channels_last = True
-        if array.ndim == 2:
-            array = array[:, :, None]
-    else:
-        array = image
-        if array.ndim == 2:
-            array = array[:, :, None]
-            channels_last = True
-        elif input_data_format is not None:
-            channels_last = input_data_format == "channels_last"
-        else:
-            _check_dtype(array, name, index)
-            if 0 in array.shape:
-                raise ValueError(f"{name}[{index}]: image is empty, shape {array.shape}")
-            channels_last = _infer_channels_last(array.shape, name, index)
-        if not channels_last:
-            array = np.moveaxis(array, 0, -1)
-    _check_dtype(array, name, index)
-    if 0 in array.shape:
-        raise ValueError(f"{name}[{index}]: image is empty, shape (H, W, C) = {array.shape}")
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name}[{index}]: float image contains NaN or infinity")
-    channels = array.shape[-1]
-    if channels == 3 or channels in keep_channels:
-        return array, channels_last
-    if channels == 1:
-        return np.repeat(array, 3, axis=-1), channels_last
-    if channels in (2, 4):
-        if channels == 4:
-            return array[..., :3], channels_last
-        return np.repeat(array[..., :1], 3, axis=-1), channels_last
-    raise ValueError(
-        f"{name}[{index}]: image has {channels} channels (shape {array.shape} as HWC); allowed: 1 (gray), 2 (LA), "
-        "3 (RGB) or 4 (RGBA)"
-    )
-
-
-def _map_to_2d(segmentation_map: Any, index: int) -> np.ndarray:
-    """One label map as a numpy integer ``(H, W)`` array (not copied if it is one already)."""
-    name = "segmentation_maps"
-    if _is_pil(segmentation_map):
-        array = np.asarray(segmentation_map)
-        if array.ndim != 2:
-            raise ValueError(
-                f"{name}[{index}]: a PIL label map must be single-channel ('L', 'P', 'I', 'I;16'), got mode "
-                f"{segmentation_map.mode!r}"
-            )
-    else:
-        array = segmentation_map
-    if array.ndim != 2:
-        raise ValueError(f"{name}[{index}]: label map must be 2-D (H, W), got shape {array.shape}")
-    if 0 in array.shape:
-        raise ValueError(f"{name}[{index}]: label map is empty, shape {array.shape}")
-    if array.dtype == np.bool_:
-        return array.astype(np.int64)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise ValueError(f"{name}[{index}]: float label map must hold integer class indices (no NaN, no fractions)")
-        return array.astype(np.int64)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name}[{index}]: dtype {array.dtype} is not supported; allowed: integers, bool, or integer-valued floats")
-    return array
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Numerics
-
-
-def reduce_labels(label_map: np.ndarray) -> np.ndarray:
-    """ADE20K-style label reduction, returning a new int64 array: 0 -> 255, k -> k - 1, 255 stays 255.
-
-    (Identical to Hugging Face's in-place ``reduce_label`` for every value, including values above 255:
-    256 -> 255.)
-    """
-    labels = np.asarray(label_map).astype(np.int64)
-    reduced = labels - 1
-    reduced[(labels == 0) | (labels == IGNORE_INDEX)] = IGNORE_INDEX
-    return reduced
-
-
-@functools.lru_cache(maxsize=256)
-def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """Source index of each output pixel for Pillow's NEAREST resize along one axis (int64 ``(out_size,)``)."""
-    ramp = Image.fromarray(np.arange(in_size, dtype=np.int32)[:, None])
-    picked = np.asarray(ramp.resize((1, out_size), resample=PIL_NEAREST)).reshape(-1)
-    indices = picked.astype(np.int64)
-    indices.setflags(write=False)
-    return indices
-
-
-def resize_nearest(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a 2-D array of any integer dtype with Pillow's NEAREST sampling grid, without a uint8 round trip."""
-    rows = _nearest_indices(label_map.shape[0], size[0])
-    cols = _nearest_indices(label_map.shape[1], size[1])
-    return label_map[rows[:, None], cols[None, :]]
-
-
-def _pil_resize(array: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
-    """Hugging Face's ``image_transforms.resize`` on an HWC array: via Pillow, uint8 where it can be.
-
-    Returns HWC; uint8 for uint8 / integer-valued inputs in [0, 255], float32 otherwise. Inputs Hugging Face
-    refuses (floats outside [0, 1] that are not integers in [0, 255]) are resized per channel in Pillow's
-    float mode "F" with the same filter, without rounding.
-    """
-    height, width = size
-    rescaled = False
-    if array.dtype == np.uint8:
-        pixels = array
-    elif np.allclose(array, array.astype(int)) and array.min() >= 0 and array.max() <= 255:
-        pixels = array.astype(np.uint8)
-    elif array.min() >= 0 and array.max() <= 1:
-        pixels = (array.astype(np.float64) * 255).astype(np.float32).astype(np.uint8)
-        rescaled = True
-    else:
-        planes = [
-            np.asarray(Image.fromarray(np.ascontiguousarray(array[:, :, c], dtype=np.float32)).resize(
-                (width, height), resample=resample, reducing_gap=None))
-            for c in range(array.shape[-1])
-        ]
-        return np.stack(planes, axis=-1)
-    picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[-1] == 1 else np.ascontiguousarray(pixels))
-    resized = np.asarray(picture.resize((width, height), resample=resample, reducing_gap=None))
-    if resized.ndim == 2:
-        resized = resized[:, :, None]
-    if rescaled:
-        resized = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
-    return resized
-
-
-def _softmax(array: np.ndarray, axis: int) -> np.ndarray:
-    shifted = array - array.max(axis=axis, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=axis, keepdims=True)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Post-processing
-
-
-def _framework_of(value: Any) -> str:
-    module = type(value).__module__
-    if module.startswith("torch"):
-        return "pt"
-    if module.startswith(("tensorflow", "tf_keras")):
-        return "tf"
-    return "np"
-
-
-def _target_sizes_list(target_sizes: Any, batch: int) -> list[tuple[int, int]]:
-    if _is_arraylike(target_sizes):
-        target_sizes = _to_numpy(target_sizes).tolist()
-    try:
-        sizes = [tuple(size) for size in target_sizes]
-    except TypeError:
-        raise ValueError(f"target_sizes must be a sequence of (height, width) pairs, got {target_sizes!r}") from None
-    if len(sizes) != batch:
-        raise ValueError(
-            f"target_sizes has {len(sizes)} entries but the logits hold {batch} images; pass one (height, width) per image"
-        )
-    result = []
-    for size in sizes:
-        if len(size) != 2 or any(isinstance(s, bool) or int(s) != s or int(s) < 1 for s in size):
-            raise ValueError(f"target_sizes entries must be (height, width) with positive ints, got {size!r}")
-        result.append((int(size[0]), int(size[1])))
-    return result
-
-
-def post_process_semantic_segmentation(
-    outputs: Any, target_sizes: Any = None, return_probabilities: bool = False
-) -> list[Any]:
-    """Per-pixel class maps (or probabilities) from semantic-segmentation logits.
-
-    Args:
-        outputs: an object with ``.logits``, a mapping with ``"logits"``, or the logits themselves: float
-            ``(N, C, H, W)`` as a torch tensor, a tf tensor or a numpy array.
-        target_sizes: ``None`` (keep ``H, W``) or one ``(height, width)`` per image (list, numpy, torch or tf).
-            Logits are upsampled bilinearly (half-pixel centres, ``align_corners=False``, no antialias) before
-            the argmax.
-        return_probabilities: return softmax probabilities ``(C, h, w)`` (float, softmax over the upsampled
-            logits) instead of class maps.
-
-    Returns:
-        A list of N items of the input's kind (torch / tf / numpy): int64 ``(h, w)`` class maps, or float
-        ``(C, h, w)`` probabilities.
-    """
-    if hasattr(outputs, "logits"):
-        logits = outputs.logits
-    elif isinstance(outputs, Mapping):
-        if "logits" not in outputs:
-            raise ValueError(f"outputs is a mapping without 'logits' (keys: {sorted(outputs)})")
-        logits = outputs["logits"]
-    else:
-        logits = outputs
-    if not _is_arraylike(logits):
-        raise TypeError(
-            "outputs must be a model output with .logits, a mapping with 'logits', or a (N, C, H, W) torch / tf tensor "
-            f"or numpy array; got {type(logits).__name__}"
-        )
-    if len(logits.shape) != 4:
-        raise ValueError(f"logits must be 4-D (N, C, H, W), got shape {tuple(logits.shape)}")
-    batch = int(logits.shape[0])
-    sizes = _target_sizes_list(target_sizes, batch) if target_sizes is not None else None
-    framework = _framework_of(logits)
-
-    if framework == "pt":
-        import torch
-
-        if not logits.is_floating_point():
-            raise TypeError(f"logits must be a float tensor, got {logits.dtype}")
-        results = []
-        for i in range(batch):
-            sample = logits[i : i + 1]
-            if sizes is not None:
-                sample = torch.nn.functional.interpolate(
-                    sample, size=sizes[i], mode="bilinear", align_corners=False, antialias=False
-                )
-            sample = sample[0]
-            results.append(torch.softmax(sample, dim=0) if return_probabilities else sample.argmax(dim=0))
-        return results
-
-    if framework == "tf":
-        import tensorflow as tf
-
-        if not logits.dtype.is_floating:
-            raise TypeError(f"logits must be a float tensor, got {logits.dtype.name}")
-        channels_last = tf.transpose(logits, [0, 2, 3, 1])
-        results = []
-        for i in range(batch):
-            sample = channels_last[i : i + 1]
-            if sizes is not None:
-                sample = tf.image.resize(sample, sizes[i], method="bilinear", antialias=False)
-            sample = sample[0]
-            if return_probabilities:
-                results.append(tf.transpose(tf.nn.softmax(sample, axis=-1), [2, 0, 1]))
-            else:
-                results.append(tf.argmax(sample, axis=-1, output_type=tf.int64))
-        return results
-
-    array = _to_numpy(logits)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"logits must be a float array, got {array.dtype}")
-    results = []
-    for i in range(batch):
-        sample = array[i]
-        if sizes is not None:
-            sample = resize_bilinear(sample, sizes[i], channels_first=True)
-        results.append(_softmax(sample, axis=0) if return_probabilities else sample.argmax(axis=0).astype(np.int64))
-    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -628,13 +182,13 @@ class SegformerImageProcessor:
         if legacy is not None and not do_reduce_labels:
             do_reduce_labels = legacy
         self.do_resize = bool(do_resize)
-        self.size = _normalize_size(size if size is not None else {"height": 512, "width": 512})
-        self.resample = _normalize_resample(resample)
+        self.size = normalize_size(size if size is not None else {"height": 512, "width": 512})
+        self.resample = normalize_resample(resample)
         self.do_rescale = bool(do_rescale)
-        self.rescale_factor = _normalize_rescale_factor(rescale_factor)
+        self.rescale_factor = normalize_rescale_factor(rescale_factor)
         self.do_normalize = bool(do_normalize)
-        self.image_mean = _normalize_stats(image_mean if image_mean is not None else list(IMAGENET_DEFAULT_MEAN), "image_mean")
-        self.image_std = _normalize_stats(image_std if image_std is not None else list(IMAGENET_DEFAULT_STD), "image_std")
+        self.image_mean = normalize_stats(image_mean if image_mean is not None else list(IMAGENET_DEFAULT_MEAN), "image_mean")
+        self.image_std = normalize_stats(image_std if image_std is not None else list(IMAGENET_DEFAULT_STD), "image_std")
         self.do_reduce_labels = bool(do_reduce_labels)
         self.do_convert_rgb = bool(do_convert_rgb)
 
@@ -683,24 +237,24 @@ class SegformerImageProcessor:
         if legacy is not None and do_reduce_labels is None:
             do_reduce_labels = legacy
         do_resize = self.do_resize if do_resize is None else bool(do_resize)
-        size = self.size if size is None else _normalize_size(size)
-        resample = self.resample if resample is None else _normalize_resample(resample)
+        size = self.size if size is None else normalize_size(size)
+        resample = self.resample if resample is None else normalize_resample(resample)
         do_rescale = self.do_rescale if do_rescale is None else bool(do_rescale)
-        rescale_factor = self.rescale_factor if rescale_factor is None else _normalize_rescale_factor(rescale_factor)
+        rescale_factor = self.rescale_factor if rescale_factor is None else normalize_rescale_factor(rescale_factor)
         do_normalize = self.do_normalize if do_normalize is None else bool(do_normalize)
-        image_mean = self.image_mean if image_mean is None else _normalize_stats(image_mean, "image_mean")
-        image_std = self.image_std if image_std is None else _normalize_stats(image_std, "image_std")
+        image_mean = self.image_mean if image_mean is None else normalize_stats(image_mean, "image_mean")
+        image_std = self.image_std if image_std is None else normalize_stats(image_std, "image_std")
         do_reduce_labels = self.do_reduce_labels if do_reduce_labels is None else bool(do_reduce_labels)
         do_convert_rgb = self.do_convert_rgb if do_convert_rgb is None else bool(do_convert_rgb)
-        return_tensors = _normalize_return_tensors(return_tensors)
-        data_format = _normalize_data_format(data_format, "data_format")
-        input_data_format = _normalize_data_format(input_data_format, "input_data_format")
+        return_tensors = normalize_return_tensors(return_tensors)
+        data_format = normalize_data_format(data_format, "data_format")
+        input_data_format = normalize_data_format(input_data_format, "input_data_format")
         target = (size["height"], size["width"])
 
-        flat_images = _flatten(images, "images", single_ndims=(2, 3), batch_ndim=4)
+        flat_images = flatten(images, "images", single_ndims=(2, 3), batch_ndim=4)
         flat_maps = None
         if segmentation_maps is not None:
-            flat_maps = _flatten(segmentation_maps, "segmentation_maps", single_ndims=(2,), batch_ndim=3)
+            flat_maps = flatten(segmentation_maps, "segmentation_maps", single_ndims=(2,), batch_ndim=3)
             if len(flat_maps) != len(flat_images):
                 raise ValueError(
                     f"segmentation_maps: got {len(flat_maps)} label maps for {len(flat_images)} images; pass exactly one "
@@ -710,15 +264,15 @@ class SegformerImageProcessor:
         pixel_values: list[np.ndarray] = []
         image_sizes: list[tuple[int, int]] = []
         warn_scaled = False
-        keep_channels = _kept_channels(do_convert_rgb, image_mean if do_normalize else None, image_std if do_normalize else None)
+        keep_channels = kept_channels(do_convert_rgb, image_mean if do_normalize else None, image_std if do_normalize else None)
         for index, image in enumerate(flat_images):
-            hwc, was_channels_last = _image_to_hwc(image, do_convert_rgb, input_data_format, index, keep_channels)
-            _check_integer_range(hwc, index, do_rescale, rescale_factor)
+            hwc, was_channels_last = image_to_hwc(image, do_convert_rgb, input_data_format, index, keep_channels)
+            check_integer_range(hwc, index, do_rescale, rescale_factor)
             image_sizes.append(hwc.shape[:2])
             if do_rescale and np.issubdtype(hwc.dtype, np.floating) and hwc.min() >= 0 and hwc.max() <= 1:
                 warn_scaled = True
             if do_resize:
-                hwc = _pil_resize(hwc, target, resample)
+                hwc = pil_resize(hwc, target, resample)
             if do_rescale:
                 hwc = (hwc.astype(np.float64) * rescale_factor).astype(np.float32)
             if do_normalize:
@@ -749,7 +303,7 @@ class SegformerImageProcessor:
         if flat_maps is not None:
             labels: list[np.ndarray] = []
             for index, segmentation_map in enumerate(flat_maps):
-                label_map = _map_to_2d(segmentation_map, index)
+                label_map = map_to_2d(segmentation_map, index)
                 if label_map.shape != image_sizes[index]:
                     raise ValueError(
                         f"segmentation_maps[{index}] is {label_map.shape} (H, W) but images[{index}] is "
@@ -774,21 +328,21 @@ class SegformerImageProcessor:
     def _step_io(image: Any, input_data_format: Any) -> tuple[np.ndarray, str]:
         """One image as HWC numpy without any channel conversion, and its layout: ``"hw"`` (2-D),
         ``"channels_last"`` or ``"channels_first"``."""
-        array = np.asarray(image) if _is_pil(image) else _to_numpy(image)
-        input_data_format = _normalize_data_format(input_data_format, "input_data_format")
-        _check_dtype(array, "image", 0)
+        array = np.asarray(image) if is_pil(image) else to_numpy(image)
+        input_data_format = normalize_data_format(input_data_format, "input_data_format")
+        check_dtype(array, "image", 0)
         if array.ndim == 2:
             return array[:, :, None], "hw"
         if array.ndim != 3 or 0 in array.shape:
             raise ValueError(f"image must be a non-empty (H, W), (H, W, C) or (C, H, W) array, got shape {array.shape}")
         if input_data_format is None:
-            input_data_format = "channels_last" if _is_pil(image) or _infer_channels_last(array.shape, "image", 0) else "channels_first"
+            input_data_format = "channels_last" if is_pil(image) or infer_channels_last(array.shape, "image", 0) else "channels_first"
         return (array if input_data_format == "channels_last" else np.moveaxis(array, 0, -1)), input_data_format
 
     @staticmethod
     def _step_out(hwc: np.ndarray, layout: str, data_format: Any) -> np.ndarray:
         """HWC back to the input's layout, or to ``data_format`` when given."""
-        data_format = _normalize_data_format(data_format, "data_format")
+        data_format = normalize_data_format(data_format, "data_format")
         if data_format is None and layout == "hw":
             return hwc[:, :, 0]
         target = layout if data_format is None else data_format
@@ -804,15 +358,15 @@ class SegformerImageProcessor:
         if kwargs:
             raise TypeError(f"resize got unexpected keyword arguments {sorted(kwargs)}")
         hwc, layout = self._step_io(image, input_data_format)
-        target = _normalize_size(size)
-        return self._step_out(_pil_resize(hwc, (target["height"], target["width"]), _normalize_resample(resample)), layout, data_format)
+        target = normalize_size(size)
+        return self._step_out(pil_resize(hwc, (target["height"], target["width"]), normalize_resample(resample)), layout, data_format)
 
     def rescale(self, image: Any, scale: float, data_format: Any = None, input_data_format: Any = None, **kwargs: Any) -> np.ndarray:
         """``image * scale`` computed in float64, returned as float32 (transformers' ``rescale``)."""
         if kwargs:
             raise TypeError(f"rescale got unexpected keyword arguments {sorted(kwargs)}")
         hwc, layout = self._step_io(image, input_data_format)
-        return self._step_out((hwc.astype(np.float64) * _normalize_rescale_factor(scale)).astype(np.float32), layout, data_format)
+        return self._step_out((hwc.astype(np.float64) * normalize_rescale_factor(scale)).astype(np.float32), layout, data_format)
 
     def normalize(
         self, image: Any, mean: float | Sequence[float], std: float | Sequence[float], data_format: Any = None,
@@ -826,7 +380,7 @@ class SegformerImageProcessor:
         values = hwc if np.issubdtype(hwc.dtype, np.floating) else hwc.astype(np.float32)
         stats = []
         for name, given in (("mean", mean), ("std", std)):
-            value = _normalize_stats(given, name)
+            value = normalize_stats(given, name)
             if isinstance(value, list) and len(value) != values.shape[-1]:
                 raise ValueError(f"{name} has {len(value)} values but the image has {values.shape[-1]} channels")
             stats.append(np.asarray(value, dtype=values.dtype))
@@ -834,7 +388,7 @@ class SegformerImageProcessor:
 
     def reduce_label(self, label: Any) -> np.ndarray:
         """ADE20K's label reduction on one map: 0 (background) -> 255 (ignored), k -> k - 1, 255 stays 255."""
-        return reduce_labels(_map_to_2d(label, 0))
+        return reduce_labels(map_to_2d(label, 0))
 
     def post_process_semantic_segmentation(
         self, outputs: Any, target_sizes: Any = None, return_probabilities: bool = False

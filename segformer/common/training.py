@@ -40,7 +40,9 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
+
+from .sizes import parse_size
 
 __all__ = [
     "JsonlLog",
@@ -160,23 +162,6 @@ def lr_at(
 def default_warmup_steps(total_steps: int, original: int = 1500) -> int:
     """The recipe's 1500 warm-up iterations, capped at a tenth of a (short) run: ``min(1500, total // 10)``."""
     return min(original, total_steps // 10)
-
-
-def parse_size(text: str | Sequence[int], name: str = "--crop-size") -> tuple[int, int]:
-    """``"512"`` / ``"512,1024"`` / ``(h, w)`` -> ``(h, w)`` of positive integers."""
-    if isinstance(text, str):
-        parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-        try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"{name} must be H,W or S (positive integers), got {text!r}") from None
-    else:
-        values = [int(v) for v in text]
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise ValueError(f"{name} must be H,W or S (positive integers), got {text!r}")
-    return values[0], values[1]
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """THE canonical parameter table.
 
-Canonical names are the Hugging Face PyTorch ``state_dict`` keys (ANCHORS.md section 2.6), so
+Canonical names are the Hugging Face PyTorch ``state_dict`` keys (``SegformerForSemanticSegmentation``'s), so
 ``nvidia/segformer-*`` checkpoints load with an identity map. :func:`parameter_table` takes a config and
 a task and yields every parameter with its PyTorch shape and its *kind*; each kind owns an exact pair of
 inverse transforms between the PyTorch layout and the TensorFlow/Keras layout. The TF variable path of a
@@ -31,12 +31,37 @@ __all__ = [
     "to_pt_layout",
     "base_prefix",
     "hf_tf_model_name",
+    "check_state_keys",
+    "TaskClasses",
+    "TASK_CLASSES",
 ]
 
 BASE = "base"
 SEMANTIC_SEGMENTATION = "semantic_segmentation"
 IMAGE_CLASSIFICATION = "image_classification"
 TASKS = (BASE, SEMANTIC_SEGMENTATION, IMAGE_CLASSIFICATION)
+
+
+@dataclass(frozen=True)
+class TaskClasses:
+    """The classes of one task: ours in ``segformer.pt`` / ``segformer.tf``, and the Keras model name that
+    Hugging Face's TF class puts in front of every ``tf_model.h5`` weight."""
+
+    pt_class: str
+    tf_class: str
+    tf_model_name: str
+
+
+# The one task table: task -> PT class, TF class, transformers' TF model name.
+TASK_CLASSES: dict[str, TaskClasses] = {
+    BASE: TaskClasses("SegformerModel", "TFSegformerModel", "tf_segformer_model"),
+    SEMANTIC_SEGMENTATION: TaskClasses(
+        "SegformerForSemanticSegmentation", "TFSegformerForSemanticSegmentation", "tf_segformer_for_semantic_segmentation"
+    ),
+    IMAGE_CLASSIFICATION: TaskClasses(
+        "SegformerForImageClassification", "TFSegformerForImageClassification", "tf_segformer_for_image_classification"
+    ),
+}
 TASK_ALIASES = {
     "base": BASE,
     "model": BASE,
@@ -132,11 +157,7 @@ def base_prefix(task: str) -> str:
 
 def hf_tf_model_name(task: str) -> str:
     """The Keras model name that Hugging Face's TF classes put in front of every ``tf_model.h5`` weight."""
-    return {
-        BASE: "tf_segformer_model",
-        SEMANTIC_SEGMENTATION: "tf_segformer_for_semantic_segmentation",
-        IMAGE_CLASSIFICATION: "tf_segformer_for_image_classification",
-    }[canonical_task(task)]
+    return TASK_CLASSES[canonical_task(task)].tf_model_name
 
 
 def _encoder_specs(config: SegformerConfig, root: tuple[str, ...]) -> Iterable[tuple[tuple[str, ...], str, tuple]]:
@@ -240,3 +261,13 @@ def to_pt_layout(spec: ParamSpec, array: np.ndarray) -> np.ndarray:
         raise ValueError(f"{spec.tf_name}: expected TF shape {spec.tf_shape}, got {tuple(array.shape)}")
     axes = _TF_TO_PT_AXES.get(spec.kind)
     return np.ascontiguousarray(array.transpose(axes)) if axes else array
+
+
+def check_state_keys(names: Iterable[str], expected: Iterable[str], strict: bool = True) -> None:
+    """The key rule of both frameworks' ``load_state_dict_numpy``: a ``KeyError`` listing the unknown names
+    (always) and the missing ones (with ``strict``)."""
+    given, wanted = set(names), set(expected)
+    unknown = sorted(given - wanted)
+    missing = sorted(wanted - given)
+    if unknown or (strict and missing):
+        raise KeyError(f"load_state_dict_numpy: unknown keys {unknown}, missing keys {missing if strict else []}")

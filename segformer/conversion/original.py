@@ -1,6 +1,7 @@
 """Adapter: original NVlabs / mmsegmentation SegFormer checkpoints -> the canonical (Hugging Face) names.
 
-Two kinds of original files are understood (ANCHORS.md sections 4 and 6):
+Two kinds of original files are understood (the layouts NVlabs' ``mmseg`` training and its ImageNet
+release save):
 
 * mmcv segmentation checkpoints ``{"state_dict": {...}, "meta": {...}}`` as ``EncoderDecoder`` saves them:
   ``backbone.patch_embed{1..4}``, ``backbone.block{1..4}.{j}.{norm1, attn.{q, kv, sr, norm, proj}, norm2,

@@ -1,11 +1,11 @@
 """PyTorch data plumbing over :class:`~segformer.common.datasets.SegmentationFolderDataset`.
 
-Mirrored by ``segformer/tf/data.py``. The order of training items comes from
-``torch.utils.data.DistributedSampler`` (also with one process: ``num_replicas=1``), so a run on W
-processes with ``batch_size`` b sees, at every step, the same set of items as one process with batch
-``W * b`` (rank r takes every W-th index of the epoch's permutation). Each index travels together with
-its epoch as an ``(epoch, index)`` pair, so an item's augmentation depends only on ``(seed, epoch, index)``
-and never on which data-loader worker built it or whether the run was resumed.
+Mirrored by ``segformer/tf/data.py``. The order of training items is
+:func:`segformer.common.batches.rank_batches` (the same batches as TensorFlow for the same seed): a run on W
+processes with ``batch_size`` b sees, at every step, the same items as one process with batch ``W * b``.
+Each index travels together with its epoch as an ``(epoch, index)`` pair, so an item's augmentation
+depends only on ``(seed, epoch, index)`` and never on which data-loader worker built it or whether the
+run was resumed.
 
 Typical use::
 
@@ -22,7 +22,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
+
+from ..common.batches import rank_batches
 
 __all__ = [
     "TorchSegmentationDataset",
@@ -88,42 +90,22 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 class TrainBatchSampler:
-    """Endless per-rank micro-batches of ``(epoch, index)`` pairs from a ``DistributedSampler``.
+    """Endless per-rank micro-batches of ``(epoch, index)`` pairs (:func:`~segformer.common.batches.rank_batches`).
 
-    Epoch e's order is the sampler's permutation for ``seed`` and ``set_epoch(e)``; every rank cuts its
-    share into batches of ``batch_size`` and drops the last incomplete one (so all ranks step together).
-    ``start`` skips that many micro-batches (resuming), without loading them.
+    Every rank cuts its ``batch_size`` rows out of each global batch of ``world_size * batch_size`` (the
+    last incomplete global batch of an epoch dropped, so all ranks step together). ``start`` skips that
+    many micro-batches (resuming), without loading them.
     """
 
     def __init__(
-        self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-        shuffle: bool = True, start: int = 0,
+        self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start: int = 0,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
-        self.sampler = DistributedSampler(
-            range(num_items), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
-        )
-        self.batch_size = batch_size
-        self.per_epoch = len(self.sampler) // batch_size
-        if self.per_epoch < 1:
-            raise ValueError(
-                f"the dataset has {num_items} items, {len(self.sampler)} per rank over {world_size} ranks: fewer than "
-                f"batch_size={batch_size}; lower --batch-size or add data"
-            )
-        self.start = int(start)
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.rank, self.world_size, self.start = rank, world_size, int(start)
+        next(self.__iter__())  # argument errors now, not at the first step
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        micro = self.start
-        while True:
-            epoch, position = divmod(micro, self.per_epoch)
-            self.sampler.set_epoch(epoch)
-            order = list(self.sampler)
-            for k in range(position, self.per_epoch):
-                yield [(epoch, int(i)) for i in order[k * self.batch_size : (k + 1) * self.batch_size]]
-                micro += 1
+        return rank_batches(self.num_items, self.batch_size, self.seed, self.rank, self.world_size, self.start)
 
 
 def make_train_loader(

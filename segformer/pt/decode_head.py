@@ -4,11 +4,18 @@ Plain path (training, and ``use_fast_path=False``): per stage ``proj`` to D chan
 to the stage-1 size, concatenate (stage 4, 3, 2, 1), ``linear_fuse`` (1x1, 4D -> D), BatchNorm, ReLU,
 dropout, ``classifier``.
 
-Fast path (eval only, same numbers within float rounding): ``linear_fuse`` is linear, so its block for
-stage i folds into that stage's ``proj`` (``M_i = W_fuse[:, block_i] @ W_proj_i``, a D x C_i matrix) and
-runs at the stage's own resolution; bilinear upsampling is linear with weights summing to one, so it
-commutes with the map and the folded biases add after it; eval BatchNorm is an affine map. The 4D-channel
-concatenation at 1/4 resolution is never built.
+Fast path (eval only, same numbers within float rounding): ``linear_fuse`` and the eval BatchNorm folded
+into each stage's ``proj`` by :func:`segformer.common.head_fold.fold_decode_head` (the derivation is
+there), run at each stage's own resolution; the 4D-channel concatenation at 1/4 resolution is never built.
+
+Changing the head (checklist):
+
+1. the layers and the plain path here and in ``segformer/tf/decode_head.py`` (same names, same order);
+2. the fold, once, in ``segformer/common/head_fold.py`` (both fast paths call it on their weights);
+3. the weight table ``segformer/common/weights.py`` (names and shapes both frameworks load);
+4. the FLOP count ``segformer/common/flops.py`` (plain and fast);
+5. the tests: fast path == plain path (``tests/test_pt_model.py``, ``tests/test_tf_fast_path.py``) and
+   the fixtures' logits.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.config import SegformerConfig
+from ..common.config import SegformerConfig, patch_embed_size
+from ..common.head_fold import fold_decode_head
 from .pretrained import SegformerPreTrainedModel
 
 __all__ = ["SegformerMLP", "SegformerDecodeHead", "stage_maps", "FAST_HEAD_CHUNK", "fast_head_chunk"]
@@ -56,7 +64,7 @@ def stage_maps(config: SegformerConfig, encoder_hidden_states: tuple[torch.Tenso
     if maps[-1].ndim == 3:
         _, _, height, width = maps[-2].shape
         k, s = config.patch_sizes[-1], config.strides[-1]
-        height, width = (height + 2 * (k // 2) - k) // s + 1, (width + 2 * (k // 2) - k) // s + 1
+        height, width = patch_embed_size(height, k, s), patch_embed_size(width, k, s)
         batch, _, channels = maps[-1].shape
         maps[-1] = maps[-1].transpose(1, 2).reshape(batch, channels, height, width)
     return maps
@@ -112,14 +120,10 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         n = self.config.num_encoder_blocks
         size = maps[0].shape[2:]
         bn = self.batch_norm
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (D,)
-        fuse = self.linear_fuse.weight.reshape(d, n * d) * scale[:, None]  # BN scale folded into the fuse
-        shift = bn.bias - bn.running_mean * scale
-        weights = []
-        for i, mlp in enumerate(self.linear_c):
-            block = fuse[:, (n - 1 - i) * d : (n - i) * d]  # concat order is stage n..1
-            weights.append(block @ mlp.proj.weight)  # (D, C_i)
-            shift = shift + block @ mlp.proj.bias
+        weights, shift = fold_decode_head(
+            self.linear_fuse.weight.reshape(d, n * d), [mlp.proj.weight for mlp in self.linear_c],
+            [mlp.proj.bias for mlp in self.linear_c], bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps,
+        )
         batch, _, height, width = maps[0].shape
         k = self.classifier.weight.shape[0]
         classifier = self.classifier.weight.reshape(k, d)

@@ -22,7 +22,6 @@ class SegformerEncoder(nn.Module):
     def __init__(self, config: SegformerConfig) -> None:
         super().__init__()
         self.config = config
-        rates = config.drop_path_rates()
         in_channels = [config.num_channels] + config.hidden_sizes[:-1]
         self.patch_embeddings = nn.ModuleList(
             SegformerOverlapPatchEmbeddings(
@@ -32,19 +31,7 @@ class SegformerEncoder(nn.Module):
         )
         self.block = nn.ModuleList(
             nn.ModuleList(
-                SegformerLayer(
-                    hidden_size=config.hidden_sizes[i],
-                    num_attention_heads=config.num_attention_heads[i],
-                    drop_path=rates[i][j],
-                    sequence_reduction_ratio=config.sr_ratios[i],
-                    mlp_ratio=config.mlp_ratios[i],
-                    hidden_act=config.hidden_act,
-                    hidden_dropout_prob=config.hidden_dropout_prob,
-                    attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-                    layer_norm_eps=config.layer_norm_eps,
-                    patch_layer_norm_eps=config.patch_layer_norm_eps,
-                )
-                for j in range(config.depths[i])
+                SegformerLayer(**config.layer_kwargs(i, j)) for j in range(config.depths[i])
             )
             for i in range(config.num_encoder_blocks)
         )

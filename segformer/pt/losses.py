@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from ..common.config import SegformerConfig
-from ..common.losses import IGNORE_CLASS_ID, resolve_problem_type
+from ..common.losses import (
+    IGNORE_CLASS_ID, invalid_labels, label_range_message, resolve_problem_type, segmentation_label_bound,
+)
 
 __all__ = ["semantic_segmentation_loss", "classification_loss", "check_segmentation_labels"]
 
@@ -39,13 +41,10 @@ def check_segmentation_labels(labels: torch.Tensor, logits: torch.Tensor, config
         if num_labels > 1:
             raise TypeError(f"labels must be an integer tensor (class ids), got dtype {labels.dtype}")
         return
-    upper = max(num_labels, 2)  # the binary path (num_labels == 1) takes labels 0 / 1
-    bad = (labels != ignore) & ((labels < 0) | (labels >= upper))
+    upper = segmentation_label_bound(num_labels)
+    bad = invalid_labels(labels, upper, ignore)
     if bool(bad.any()):
-        values = torch.unique(labels[bad])[:10].tolist()
-        raise ValueError(
-            f"labels contain values {values} outside [0, {upper}) that are not the ignore index {ignore}"
-        )
+        raise ValueError(label_range_message(upper, ignore, torch.unique(labels[bad])[:10].tolist()))
 
 
 def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, config: SegformerConfig) -> torch.Tensor:
@@ -80,11 +79,9 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: Segf
         if labels.is_floating_point() and not bool((labels == labels.round()).all()):
             raise ValueError("single-label classification needs whole-number class ids, got fractional labels")
         flat = labels.reshape(-1).long()
-        bad = (flat != IGNORE_CLASS_ID) & ((flat < 0) | (flat >= num_labels))
+        bad = invalid_labels(flat, num_labels, IGNORE_CLASS_ID)
         if bool(bad.any()):
-            raise ValueError(
-                f"labels contain values {torch.unique(flat[bad])[:10].tolist()} outside [0, {num_labels}) (ignore: -100)"
-            )
+            raise ValueError(label_range_message(num_labels, IGNORE_CLASS_ID, torch.unique(flat[bad])[:10].tolist()))
         return F.cross_entropy(logits.reshape(-1, num_labels), flat, ignore_index=IGNORE_CLASS_ID)
     if tuple(labels.shape) != tuple(logits.shape):
         raise ValueError(f"multi-label labels must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}")

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from ..common.config import SegformerConfig
+from ..common.pixel_values import check_pixel_shape, floating_point_message
 from ..common.outputs import OUTPUT_CLASSES, BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
 from .decode_head import SegformerDecodeHead
 from .encoder import SegformerEncoder
@@ -48,21 +49,9 @@ def check_pixel_values(pixel_values: torch.Tensor, config: SegformerConfig, chec
     """Validate model input (B, C, H, W) floating point; raise TypeError / ValueError naming what was seen."""
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(f"pixel_values must be a torch.Tensor (B, C, H, W), got {type(pixel_values).__name__}")
-    if pixel_values.ndim != 4:
-        raise ValueError(f"pixel_values must have 4 dimensions (batch, channels, height, width), got shape {tuple(pixel_values.shape)}")
-    if not pixel_values.is_floating_point():
-        raise TypeError(
-            f"pixel_values must be floating point (normalized images), got dtype {pixel_values.dtype}; "
-            "use SegformerImageProcessor or convert with .float()"
-        )
-    if pixel_values.shape[1] != config.num_channels:
-        raise ValueError(
-            f"pixel_values has {pixel_values.shape[1]} channels in dimension 1 but the model expects "
-            f"num_channels={config.num_channels} (NCHW layout; shape seen {tuple(pixel_values.shape)})"
-        )
-    if min(pixel_values.shape) < 1:
-        raise ValueError(f"pixel_values must not be empty, got shape {tuple(pixel_values.shape)}")
-    config.check_input_size(int(pixel_values.shape[2]), int(pixel_values.shape[3]))
+    if pixel_values.ndim == 4 and not pixel_values.is_floating_point():
+        raise TypeError(floating_point_message(str(pixel_values.dtype), "convert with .float()"))
+    check_pixel_shape(tuple(pixel_values.shape), config)
     if check_finite and not bool(torch.isfinite(pixel_values).all()):
         raise ValueError("pixel_values contain NaN or Inf values")
 

@@ -19,6 +19,7 @@ from ..common.checkpoint import LoadReport
 from ..common.config import SegformerConfig
 from ..common.hub import HUB_UPLOAD_KWARGS, pop_upload_kwargs, push_folder_to_hub, push_to_hub_with
 from ..common.pretrained import prepare_state, replaced_by_save, save_pretrained_state, split_from_pretrained_kwargs
+from ..common.weights import check_state_keys
 
 __all__ = ["SegformerPreTrainedModel"]
 
@@ -167,10 +168,7 @@ class SegformerPreTrainedModel(nn.Module):
     def load_state_dict_numpy(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
         """Copy numpy arrays (canonical names, PyTorch layout) into the model's parameters and buffers."""
         own = self.state_dict()
-        unknown = sorted(set(state) - set(own))
-        missing = sorted(set(own) - set(state))
-        if unknown or (strict and missing):
-            raise KeyError(f"load_state_dict_numpy: unknown keys {unknown}, missing keys {missing if strict else []}")
+        check_state_keys(state, own, strict)
         with torch.no_grad():
             for name, array in state.items():
                 target = own[name]

@@ -10,12 +10,11 @@
 * Checkpoints: ``model + optimizer + step + RNG states`` in one ``torch.save`` file written atomically;
   ``Trainer(..., resume=True)`` continues exactly where it stopped (the data order is a pure function of
   the step, see ``segformer.pt.data``).
-* Distributed: under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` set) the trainer joins the
-  process group (``gloo`` on CPU, ``nccl`` on GPU), wraps the model in ``DistributedDataParallel`` and
-  makes the decode head's BatchNorm synchronized (the original trained with SyncBN): batch statistics are
-  those of the global batch, so a W-process run with per-process batch b computes the same losses as one
-  process with batch ``W * b``. ``torch.nn.SyncBatchNorm`` only runs on accelerators; on CPU
-  :class:`SyncBatchNorm2d` does the same with differentiable all-reduces.
+* Distributed: under ``torchrun`` the trainer joins the process group, wraps the model in
+  ``DistributedDataParallel`` and synchronizes the decode head's BatchNorm (``segformer.pt.distributed``,
+  whose names stay importable from here).
+* The loop itself (record, progress, evaluation, log and checkpoint cadence) is
+  :class:`segformer.common.train_loop.TrainLoop`, shared with the TF trainer.
 """
 
 from __future__ import annotations
@@ -23,13 +22,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -37,8 +32,18 @@ from torch import nn
 
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
-from ..common.training import JsonlLog, StopSignals, TrainConfig, nonfinite_loss_message, truncate_log
+from ..common.random_state import host_rng_state, set_host_rng_state
+from ..common.train_loop import TrainLoop
+from ..common.training import StopSignals, TrainConfig, nonfinite_loss_message
 from .data import make_eval_loader, make_train_loader
+from .distributed import (
+    DistributedContext,
+    SyncBatchNorm2d,
+    all_reduce_mean,
+    cleanup_distributed,
+    convert_sync_batchnorm,
+    init_distributed,
+)
 
 __all__ = [
     "DistributedContext",
@@ -58,128 +63,6 @@ __all__ = [
 ]
 
 STATE_NAME = "training_state.pt"
-
-
-# ---------------------------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class DistributedContext:
-    """Where this process stands: ``rank`` of ``world_size``, its ``device``; ``is_main`` logs and saves."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-    initialized_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: str | None = None) -> DistributedContext:
-    """Join the process group described by ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` (``torchrun``), if any.
-
-    ``device``: ``None`` picks ``cuda:LOCAL_RANK`` when CUDA is there, else CPU; backend ``nccl`` on CUDA,
-    ``gloo`` on CPU. Without those variables (or ``WORLD_SIZE=1``) this is a single-process context.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    torch_device = torch.device(device)
-    if torch_device.type == "cuda":
-        torch.cuda.set_device(torch_device)
-    initialized_here = False
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if torch_device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-        initialized_here = True
-    return DistributedContext(rank, world_size, local_rank, torch_device, initialized_here)
-
-
-def cleanup_distributed(context: DistributedContext) -> None:
-    """Leave the process group if :func:`init_distributed` joined it."""
-    if context.initialized_here and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-class SyncBatchNorm2d(nn.BatchNorm2d):
-    """``BatchNorm2d`` whose training-mode statistics are those of the batch across all processes.
-
-    Same parameters, buffers and ``state_dict`` keys as ``nn.BatchNorm2d``; works on CPU (``gloo``), where
-    ``torch.nn.SyncBatchNorm`` refuses to run. Mean and (biased) variance are computed in two passes from
-    all-reduced sums with ``torch.distributed.nn.functional.all_reduce``, whose backward all-reduces the
-    gradients, so the backward pass is that of BatchNorm over the global batch. Running statistics are
-    updated like PyTorch's (unbiased variance, ``momentum``). Without a process group it is ``BatchNorm2d``.
-    """
-
-    process_group: Any = None
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - nn.BatchNorm2d's name
-        use_batch = self.training or not self.track_running_stats
-        if not (use_batch and dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1):
-            return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
-        self._check_input_dim(input)
-        channels = input.shape[1]
-        x = input.float()
-        local_count = torch.tensor([x.numel() / channels], dtype=x.dtype, device=x.device)
-        sums = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), local_count]), group=self.process_group)
-        count = sums[channels]
-        mean = sums[:channels] / count
-        centered = x - mean[None, :, None, None]
-        var = all_reduce((centered * centered).sum(dim=(0, 2, 3)), group=self.process_group) / count
-        out = centered * torch.rsqrt(var + self.eps)[None, :, None, None]
-        if self.affine:
-            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        if self.training and self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                n = float(count)
-                unbiased = var.detach() * (n / max(n - 1.0, 1.0))
-                self.running_mean.mul_(1 - factor).add_(mean.detach().to(self.running_mean.dtype), alpha=factor)
-                self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
-        return out.to(input.dtype)
-
-
-def convert_sync_batchnorm(model: nn.Module, process_group: Any = None) -> nn.Module:
-    """Make every ``BatchNorm2d`` of ``model`` synchronized across processes (in place; returns ``model``).
-
-    On CUDA this is ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``; elsewhere the modules become
-    :class:`SyncBatchNorm2d` (same tensors, same keys). A no-op outside a process group of size > 1.
-    """
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return model
-    device = next(model.parameters()).device
-    if device.type == "cuda":
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
-    group = process_group if process_group is not None else dist.new_group(backend="gloo")
-    for module in model.modules():
-        if type(module) is nn.BatchNorm2d:
-            module.__class__ = SyncBatchNorm2d
-            module.process_group = group
-    return model
-
-
-def _all_reduce_mean(value: float, context: DistributedContext) -> float:
-    if not context.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=context.device)
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / context.world_size
-
-
-# ---------------------------------------------------------------------------------------------- optimizer
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -228,25 +111,15 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, config: TrainConfig, ste
 
 def _rng_state() -> dict[str, Any]:
     """Every RNG state as tensors and plain values (loadable with ``weights_only=True``)."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "internal": list(internal), "gauss": gauss},
-    }
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), **host_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    numpy_state, python_state = state["numpy"], state["python"]
     torch.set_rng_state(state["torch"])
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss"]))
+    set_host_rng_state(state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -380,7 +253,7 @@ def evaluate(
 # ---------------------------------------------------------------------------------------------- trainer
 
 
-class Trainer:
+class Trainer(TrainLoop):
     """Fine-tunes a ``SegformerForSemanticSegmentation`` with :class:`~segformer.common.training.TrainConfig`.
 
     Args:
@@ -397,6 +270,8 @@ class Trainer:
 
     ``train()`` returns the list of per-step records ``{"step", "loss", "lr", "lr_head", ...}``.
     """
+
+    framework = "pt"
 
     def __init__(
         self,
@@ -426,25 +301,20 @@ class Trainer:
             convert_sync_batchnorm(inner)
         self.inner = inner
         self.optimizer = build_optimizer(inner, config)
-        self.step = 0
-        if resume:
-            if self.out_dir is None:
-                raise ValueError("resume=True needs out_dir (where the training state was saved)")
-            state = load_training_state(self.out_dir / "last" / STATE_NAME, inner, self.optimizer)
-            self.step = int(state["step"])
-            if self.context.is_main:
-                truncate_log(self.out_dir / "train_log.jsonl", self.step)
+        self._start(resume, lambda path: load_training_state(path, inner, self.optimizer), STATE_NAME, echo)
         if self.context.distributed:
             device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
             self.model: nn.Module = nn.parallel.DistributedDataParallel(inner, device_ids=device_ids)
         else:
             self.model = inner
-        log_path = None
-        if self.out_dir is not None and self.context.is_main:
-            log_path = self.out_dir / "train_log.jsonl"
-        self.log = JsonlLog(log_path, echo=echo and self.context.is_main)
-        self.history: list[dict[str, Any]] = []
-        self.last_eval: dict[str, Any] | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.context.is_main
+
+    @property
+    def world_size(self) -> int:
+        return self.context.world_size
 
     # ------------------------------------------------------------------ pieces
     def _autocast(self) -> Any:
@@ -497,7 +367,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return _all_reduce_mean(total / count, self.context)
+        return all_reduce_mean(total / count, self.context)
 
     def evaluate(self, dataset: Any = None) -> dict[str, Any]:
         metric = evaluate(
@@ -521,76 +391,21 @@ class Trainer:
         if self.context.distributed:
             dist.barrier()
 
-    # ------------------------------------------------------------------ loop
-    def train(self, stop_at: int | None = None) -> list[dict[str, Any]]:
-        """Run until ``config.total_steps`` (or ``stop_at``: save the state there and return, as if
-        interrupted; ``resume=True`` continues). Returns the per-step records of this call."""
+    def micro_batches(self, start: int) -> Any:
+        """This rank's micro-batches (:func:`~segformer.pt.data.make_train_loader`)."""
         config = self.config
-        end = config.total_steps if stop_at is None else min(int(stop_at), config.total_steps)
-        accum = config.grad_accum
-        loader = make_train_loader(
+        return iter(make_train_loader(
             self.train_dataset, config.batch_size, seed=config.seed, rank=self.context.rank,
-            world_size=self.context.world_size, start=self.step * accum, num_workers=config.num_workers,
-        )
-        iterator = iter(loader)
-        bar = None
-        if self.progress and self.context.is_main:
-            from tqdm import tqdm
+            world_size=self.context.world_size, start=start, num_workers=config.num_workers,
+        ))
 
-            bar = tqdm(total=config.total_steps, initial=self.step, desc="train (pt)", unit="step")
-        start = time.perf_counter()
-        images = config.batch_size * accum * self.context.world_size
-        with StopSignals() as stop:
-            while self.step < end:
-                self._one_step(iterator, start, images, bar)
-                if self._stop_requested(stop):
-                    if bar is not None:
-                        bar.close()
-                    self.save_state()
-                    raise KeyboardInterrupt(
-                        f"stopped by a signal after step {self.step}; the training state is saved"
-                        + (f" in {self.out_dir / 'last'} (continue with --resume)" if self.out_dir is not None else "")
-                    )
-        if bar is not None:
-            bar.close()
-        self.save_state()
-        if self.step == config.total_steps:
-            self.save_model()
-        return self.history
-
-    def _stop_requested(self, stop: StopSignals) -> bool:
+    def stop_requested(self, stop: StopSignals) -> bool:
         requested = stop.signal is not None
         if self.context.distributed:  # every rank stops after the same step
             flag = torch.tensor([1.0 if requested else 0.0], device=self.context.device)
             dist.all_reduce(flag)
             requested = bool(flag.item() > 0)
         return requested
-
-    def _one_step(self, iterator: Any, start: float, images: int, bar: Any) -> None:
-        """Train, log, evaluate and checkpoint one optimizer step."""
-        config = self.config
-        accum = config.grad_accum
-        lr = config.lr_at(self.step)
-        lr_head = config.lr_at(self.step, config.custom_keys.get("head", {}).get("lr_mult", 1.0))
-        micro_batches = [next(iterator) for _ in range(accum)]
-        loss = self.train_step(micro_batches)
-        record: dict[str, Any] = {"step": self.step, "loss": loss, "lr": lr, "lr_head": lr_head,
-                                  "images": self.step * images, "time": round(time.perf_counter() - start, 3)}
-        self.history.append(record)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-        evaluate_now = (config.eval_every and self.step % config.eval_every == 0) or self.step == config.total_steps
-        if self.eval_dataset is not None and evaluate_now:
-            result = self.evaluate()
-            self.last_eval = result
-            record.update(mIoU=result["mean_iou"], aAcc=result["overall_accuracy"], mAcc=result["mean_accuracy"])
-        if self.step % config.log_every == 0 or "mIoU" in record or self.step == config.total_steps:
-            self.log.write(record)
-        elif self.log.path is not None:
-            JsonlLog(self.log.path, echo=False).write(record)
-        if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.total_steps:
-            self.save_state()
 
 
 def build_model(
@@ -602,42 +417,21 @@ def build_model(
 ) -> nn.Module:
     """A ``SegformerForSemanticSegmentation`` to fine-tune, in training mode.
 
-    ``model`` is a variant name (``b0`` .. ``b5``: random weights drawn with ``torch.manual_seed(seed)``),
-    a ``config.json`` file (random weights for that architecture), or a checkpoint folder / file (its
-    weights; a decode-head classifier of another size is re-initialized when ``num_labels`` differs).
+    ``model`` is resolved by :func:`segformer.common.model_source.resolve_model_source` (a variant name or a
+    ``config.json``: random weights drawn with ``torch.manual_seed(seed)``; or a checkpoint folder / file).
     ``id2label`` (from the dataset) names the classes; ``config_overrides`` change config fields
     (e.g. ``drop_path_rate=0.0``).
     """
-    from ..common.config import SegformerConfig
-    from ..common.variants import VARIANTS
+    from ..common.model_source import resolve_model_source
     from .modeling import SegformerForSemanticSegmentation
 
-    labels: dict[str, Any] = {}
-    if id2label is not None and (num_labels is None or num_labels == len(id2label)):
-        names = {int(k): str(v) for k, v in id2label.items()}
-        labels = {"id2label": names, "label2id": {v: k for k, v in names.items()}, "num_labels": len(names)}
-    elif num_labels is not None:
-        labels = {"num_labels": int(num_labels)}
-    name = os.fspath(model)
-    key = name.lower().replace("mit-", "").replace("segformer-", "")
-    if key in VARIANTS or (name.endswith(".json") and Path(name).is_file()):
-        if key in VARIANTS:
-            config = SegformerConfig.from_variant(key, **config_overrides, **labels)
-        else:
-            config = SegformerConfig.from_json_file(name, **config_overrides, **labels)
-        torch.manual_seed(seed)
-        built = SegformerForSemanticSegmentation(config)
-    elif Path(name).exists():
-        current = SegformerConfig.from_pretrained(name if Path(name).is_dir() else Path(name).parent)
-        mismatch = bool(labels) and labels["num_labels"] != current.num_labels
-        torch.manual_seed(seed)
-        built = SegformerForSemanticSegmentation.from_pretrained(
-            name, ignore_mismatched_sizes=mismatch, **config_overrides, **labels
-        )
+    source = resolve_model_source(model, num_labels, id2label, **config_overrides)
+    torch.manual_seed(seed)
+    if source.config is not None:
+        built = SegformerForSemanticSegmentation(source.config)
     else:
-        raise ValueError(
-            f"--model {name!r} is neither a variant ({', '.join(VARIANTS)}), a config.json file, nor an existing "
-            "checkpoint folder"
+        built = SegformerForSemanticSegmentation.from_pretrained(
+            source.checkpoint, ignore_mismatched_sizes=source.ignore_mismatched_sizes, **source.overrides
         )
     built.train()
     return built

@@ -1,9 +1,8 @@
 """``tf.data`` pipelines over :class:`~segformer.common.datasets.SegmentationFolderDataset`.
 
-Mirrors ``segformer/pt/data.py``. The training order is a pure function of ``(seed, epoch)``: epoch e
-visits ``numpy.random.default_rng([seed, e]).permutation(n)``, cut into **global** batches of
-``global_batch_size`` (the last incomplete one dropped); each item is augmented from
-``(seed, epoch, index)`` by the dataset itself. Under a ``tf.distribute`` strategy,
+Mirrors ``segformer/pt/data.py``. The training order is :func:`segformer.common.batches.global_batches`
+(the same batches as PyTorch for the same seed); each item is augmented from ``(seed, epoch, index)`` by
+the dataset itself. Under a ``tf.distribute`` strategy,
 :func:`make_train_dataset` is the ``dataset_fn`` of ``strategy.distribute_datasets_from_function``: input
 pipeline p of P takes rows ``[p * G/P, (p + 1) * G/P)`` of every global batch and batches them per replica
 (``input_context.get_per_replica_batch_size``), so replica r of the run sees a slice of exactly the
@@ -21,31 +20,9 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow as tf
 
+from ..common.batches import epoch_order, global_batches
+
 __all__ = ["epoch_order", "global_batches", "make_eval_dataset", "make_train_dataset"]
-
-
-def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:
-    """The item order of ``epoch``: a permutation of ``range(num_items)`` drawn from ``(seed, epoch)``."""
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_items)
-
-
-def global_batches(num_items: int, global_batch_size: int, seed: int, start: int = 0) -> Iterator[list[tuple[int, int]]]:
-    """Endless global batches of ``(epoch, index)`` pairs, skipping the first ``start`` ones (resuming)."""
-    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int) or global_batch_size < 1:
-        raise ValueError(f"global_batch_size must be an integer >= 1, got {global_batch_size!r}")
-    per_epoch = num_items // global_batch_size
-    if per_epoch < 1:
-        raise ValueError(
-            f"the dataset has {num_items} items, fewer than the global batch of {global_batch_size}; "
-            "lower --batch-size or add data"
-        )
-    batch = int(start)
-    while True:
-        epoch, position = divmod(batch, per_epoch)
-        order = epoch_order(num_items, seed, epoch)
-        for k in range(position, per_epoch):
-            yield [(epoch, int(i)) for i in order[k * global_batch_size : (k + 1) * global_batch_size]]
-            batch += 1
 
 
 def _loader(dataset: Any) -> Any:

@@ -1,4 +1,6 @@
-"""The all-MLP decode head (Keras 3). Mirror of ``segformer/pt/decode_head.py`` (same two paths).
+"""The all-MLP decode head (Keras 3). Mirror of ``segformer/pt/decode_head.py`` (same two paths; the
+fast path's fold is :func:`segformer.common.head_fold.fold_decode_head`; the checklist for a head change
+is at the top of ``segformer/pt/decode_head.py``).
 
 A ``keras.layers.Layer`` (Hugging Face's TF head is a full model, which breaks SavedModel export).
 Input: the encoder's NHWC stage maps; output NHWC logits (B, h_1, w_1, num_labels).
@@ -11,7 +13,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..common.config import SegformerConfig
+from ..common.config import SegformerConfig, as_config, patch_embed_size
+from ..common.head_fold import fold_decode_head
 from .layers import normal_init, resize_bilinear
 
 __all__ = ["TFSegformerMLP", "TFSegformerBatchNorm", "TFSegformerDecodeHead", "stage_maps", "resize_bilinear"]
@@ -26,8 +29,7 @@ def stage_maps(config: SegformerConfig, encoder_hidden_states: tuple) -> list[tf
     if len(maps[-1].shape) == 3:
         shape = tf.shape(maps[-2])
         k, s = config.patch_sizes[-1], config.strides[-1]
-        height = (shape[1] + 2 * (k // 2) - k) // s + 1
-        width = (shape[2] + 2 * (k // 2) - k) // s + 1
+        height, width = patch_embed_size(shape[1], k, s), patch_embed_size(shape[2], k, s)
         maps[-1] = tf.reshape(maps[-1], (shape[0], height, width, config.hidden_sizes[-1]))
     return maps
 
@@ -99,7 +101,7 @@ class TFSegformerDecodeHead(keras.layers.Layer):
         # no autocast: the eval fast path folds raw float32 kernels (sublayers still autocast their own calls)
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
+        config = as_config(config, type(self).__name__)
         self.config = config
         d = config.decoder_hidden_size
         init = normal_init(config.initializer_range)
@@ -142,15 +144,17 @@ class TFSegformerDecodeHead(keras.layers.Layer):
         d, n = self.config.decoder_hidden_size, self.config.num_encoder_blocks
         size = tf.shape(maps[0])[1:3]
         bn = self.batch_norm
-        scale = bn.gamma * tf.math.rsqrt(bn.moving_variance + bn.epsilon)  # (D,)
-        fuse = tf.reshape(self.linear_fuse.kernel, (n * d, d)) * scale[None, :]  # (nD, D), BN scale folded
-        shift = bn.beta - bn.moving_mean * scale
+        # Keras kernels are (in, out): transposed into the (out, in) layout of the fold and back
+        weights, shift = fold_decode_head(
+            tf.transpose(tf.reshape(self.linear_fuse.kernel, (n * d, d))),
+            [tf.transpose(mlp.proj.kernel) for mlp in self.mlps],
+            [tf.convert_to_tensor(mlp.proj.bias) for mlp in self.mlps],
+            tf.convert_to_tensor(bn.gamma), tf.convert_to_tensor(bn.beta), tf.convert_to_tensor(bn.moving_mean),
+            tf.convert_to_tensor(bn.moving_variance), bn.epsilon,
+        )
         out = None
-        for i, (mlp, hidden) in enumerate(zip(self.mlps, maps)):
-            block = fuse[(n - 1 - i) * d : (n - i) * d]  # (D, D); concat order is stage n..1
-            weight = tf.matmul(mlp.proj.kernel, block)  # (C_i, D)
-            shift = shift + tf.linalg.matvec(block, mlp.proj.bias, transpose_a=True)
-            y = tf.linalg.matmul(tf.cast(hidden, tf.float32), weight)  # (B, h_i, w_i, D)
+        for i, (weight, hidden) in enumerate(zip(weights, maps)):
+            y = tf.linalg.matmul(tf.cast(hidden, tf.float32), weight, transpose_b=True)  # (B, h_i, w_i, D)
             if i > 0:
                 y = resize_bilinear(y, size)
             out = y if out is None else out + y

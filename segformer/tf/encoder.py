@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..common.config import SegformerConfig
+from ..common.config import SegformerConfig, as_config
 from .layers import TFSegformerLayer, TFSegformerOverlapPatchEmbeddings
 
 __all__ = ["TFSegformerEncoder"]
@@ -23,9 +23,8 @@ class TFSegformerEncoder(keras.layers.Layer):
 
     def __init__(self, config: SegformerConfig | dict, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
+        config = as_config(config, type(self).__name__)
         self.config = config
-        rates = config.drop_path_rates()
         self.embeddings = [
             TFSegformerOverlapPatchEmbeddings(
                 config.patch_sizes[i], config.strides[i], config.hidden_sizes[i], config.patch_layer_norm_eps,
@@ -34,20 +33,7 @@ class TFSegformerEncoder(keras.layers.Layer):
             for i in range(config.num_encoder_blocks)
         ]
         blocks = [
-            TFSegformerLayer(
-                hidden_size=config.hidden_sizes[i],
-                num_attention_heads=config.num_attention_heads[i],
-                drop_path=rates[i][j],
-                sequence_reduction_ratio=config.sr_ratios[i],
-                mlp_ratio=config.mlp_ratios[i],
-                hidden_act=config.hidden_act,
-                hidden_dropout_prob=config.hidden_dropout_prob,
-                attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-                layer_norm_eps=config.layer_norm_eps,
-                patch_layer_norm_eps=config.patch_layer_norm_eps,
-                initializer_range=config.initializer_range,
-                name=f"block.{i}.{j}",
-            )
+            TFSegformerLayer(**config.layer_kwargs(i, j), initializer_range=config.initializer_range, name=f"block.{i}.{j}")
             for i in range(config.num_encoder_blocks)
             for j in range(config.depths[i])
         ]

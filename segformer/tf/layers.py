@@ -88,7 +88,8 @@ def resize_bilinear(maps: tf.Tensor, size: Any) -> tf.Tensor:
 
 def depthwise_conv3x3_shifted(maps: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """3x3 depthwise conv (stride 1, zero padding 1) as nine shifted multiply-adds: (B, H, W, C) x (3, 3, C)
-    -> (B, H, W, C). XLA fuses it into one loop; its CPU depthwise convolution is ~40x slower than oneDNN's."""
+    -> (B, H, W, C). XLA fuses it into one loop, where its own CPU depthwise convolution is slow
+    (figures in ``benchmarks/README.md``)."""
     height, width = tf.shape(maps)[1], tf.shape(maps)[2]
     padded = tf.pad(maps, ((0, 0), (1, 1), (1, 1), (0, 0)))
     out = None
@@ -130,7 +131,8 @@ class TFSegformerOverlapPatchEmbeddings(keras.layers.Layer):
     """Twin of ``SegformerOverlapPatchEmbeddings``: symmetric zero padding k // 2, VALID conv, LayerNorm.
 
     (B, H, W, C_in) -> tokens (B, h*w, C), h, w with ``h = (H + 2*(k//2) - k) // s + 1``. TF ``"same"``
-    padding is NOT used: it pads asymmetrically and differs from PyTorch (ANCHORS.md 8.1).
+    padding is NOT used: it pads as much as the output size needs, more at the end than at the start, so its
+    windows differ from PyTorch's symmetric ``padding=k // 2``.
     """
 
     def __init__(self, patch_size: int, stride: int, hidden_size: int, eps: float, initializer_range: float, **kwargs: Any) -> None:
@@ -270,10 +272,9 @@ class TFSegformerAttention(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._args = dict(hidden_size=hidden_size, num_attention_heads=num_attention_heads,
-                          sequence_reduction_ratio=sequence_reduction_ratio,
-                          attention_probs_dropout_prob=attention_probs_dropout_prob,
-                          hidden_dropout_prob=hidden_dropout_prob, eps=eps, initializer_range=initializer_range)
+        self.hidden_size, self.num_attention_heads = hidden_size, num_attention_heads
+        self.sequence_reduction_ratio, self.eps, self.initializer_range = sequence_reduction_ratio, eps, initializer_range
+        self.attention_probs_dropout_prob, self.hidden_dropout_prob = attention_probs_dropout_prob, hidden_dropout_prob
         self.self_attention = TFSegformerEfficientSelfAttention(
             hidden_size, num_attention_heads, sequence_reduction_ratio, attention_probs_dropout_prob, eps, initializer_range, name="self"
         )
@@ -288,7 +289,10 @@ class TFSegformerAttention(keras.layers.Layer):
         return self.dense_output(context, training=training), probs
 
     def get_config(self) -> dict:
-        return {**super().get_config(), **self._args}
+        return {**super().get_config(), "hidden_size": self.hidden_size, "num_attention_heads": self.num_attention_heads,
+                "sequence_reduction_ratio": self.sequence_reduction_ratio,
+                "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+                "hidden_dropout_prob": self.hidden_dropout_prob, "eps": self.eps, "initializer_range": self.initializer_range}
 
 
 @_SERIALIZABLE
@@ -344,8 +348,8 @@ class TFSegformerMixFFN(keras.layers.Layer):
     def __init__(self, in_features: int, hidden_features: int, hidden_act: str, hidden_dropout_prob: float,
                  initializer_range: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._args = dict(in_features=in_features, hidden_features=hidden_features, hidden_act=hidden_act,
-                          hidden_dropout_prob=hidden_dropout_prob, initializer_range=initializer_range)
+        self.in_features, self.hidden_features, self.hidden_act = in_features, hidden_features, hidden_act
+        self.hidden_dropout_prob, self.initializer_range = hidden_dropout_prob, initializer_range
         init = normal_init(initializer_range)
         self.dense1 = keras.layers.Dense(hidden_features, name="dense1", kernel_initializer=init)
         self.dwconv = TFSegformerDWConv(hidden_features, initializer_range, name="dwconv")
@@ -354,9 +358,9 @@ class TFSegformerMixFFN(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(hidden_dropout_prob)
 
     def build(self, input_shape: Any = None) -> None:
-        self.dense1.build((None, None, self._args["in_features"]))
+        self.dense1.build((None, None, self.in_features))
         self.dwconv.build()
-        self.dense2.build((None, None, self._args["hidden_features"]))
+        self.dense2.build((None, None, self.hidden_features))
 
     def call(self, hidden_states, height, width, training=False):
         hidden_states = self.dwconv(self.dense1(hidden_states), height, width)
@@ -364,7 +368,9 @@ class TFSegformerMixFFN(keras.layers.Layer):
         return self.dropout(self.dense2(hidden_states), training=training)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), **self._args}
+        return {**super().get_config(), "in_features": self.in_features, "hidden_features": self.hidden_features,
+                "hidden_act": self.hidden_act, "hidden_dropout_prob": self.hidden_dropout_prob,
+                "initializer_range": self.initializer_range}
 
 
 @_SERIALIZABLE
@@ -387,11 +393,11 @@ class TFSegformerLayer(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._args = dict(hidden_size=hidden_size, num_attention_heads=num_attention_heads, drop_path=drop_path,
-                          sequence_reduction_ratio=sequence_reduction_ratio, mlp_ratio=mlp_ratio, hidden_act=hidden_act,
-                          hidden_dropout_prob=hidden_dropout_prob, attention_probs_dropout_prob=attention_probs_dropout_prob,
-                          layer_norm_eps=layer_norm_eps, patch_layer_norm_eps=patch_layer_norm_eps,
-                          initializer_range=initializer_range)
+        self.hidden_size, self.num_attention_heads, self.drop_path_rate = hidden_size, num_attention_heads, drop_path
+        self.sequence_reduction_ratio, self.mlp_ratio, self.hidden_act = sequence_reduction_ratio, mlp_ratio, hidden_act
+        self.hidden_dropout_prob, self.attention_probs_dropout_prob = hidden_dropout_prob, attention_probs_dropout_prob
+        self.layer_norm_eps, self.patch_layer_norm_eps = layer_norm_eps, patch_layer_norm_eps
+        self.initializer_range = initializer_range
         self.layer_norm_1 = keras.layers.LayerNormalization(epsilon=layer_norm_eps, name="layer_norm_1")
         self.attention = TFSegformerAttention(
             hidden_size, num_attention_heads, sequence_reduction_ratio, attention_probs_dropout_prob,
@@ -403,7 +409,7 @@ class TFSegformerLayer(keras.layers.Layer):
                                      initializer_range, name="mlp")
 
     def build(self, input_shape: Any = None) -> None:
-        tokens = (None, None, self._args["hidden_size"])
+        tokens = (None, None, self.hidden_size)
         self.layer_norm_1.build(tokens)
         self.attention.build()
         self.layer_norm_2.build(tokens)
@@ -416,4 +422,8 @@ class TFSegformerLayer(keras.layers.Layer):
         return hidden_states + self.drop_path(mlp_output, training=training), probs
 
     def get_config(self) -> dict:
-        return {**super().get_config(), **self._args}
+        return {**super().get_config(), "hidden_size": self.hidden_size, "num_attention_heads": self.num_attention_heads,
+                "drop_path": self.drop_path_rate, "sequence_reduction_ratio": self.sequence_reduction_ratio,
+                "mlp_ratio": self.mlp_ratio, "hidden_act": self.hidden_act, "hidden_dropout_prob": self.hidden_dropout_prob,
+                "attention_probs_dropout_prob": self.attention_probs_dropout_prob, "layer_norm_eps": self.layer_norm_eps,
+                "patch_layer_norm_eps": self.patch_layer_norm_eps, "initializer_range": self.initializer_range}

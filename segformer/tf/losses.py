@@ -19,7 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.config import SegformerConfig
-from ..common.losses import IGNORE_CLASS_ID, resolve_problem_type
+from ..common.losses import (
+    IGNORE_CLASS_ID, invalid_labels, label_range_message, resolve_problem_type, segmentation_label_bound,
+)
 from .layers import resize_bilinear
 
 __all__ = ["semantic_segmentation_loss", "classification_loss", "classification_losses", "check_segmentation_labels"]
@@ -35,20 +37,20 @@ def check_segmentation_labels(labels: tf.Tensor, batch: int | None, config: Segf
         if config.num_labels > 1:
             raise TypeError(f"labels must be an integer tensor (class ids), got dtype {labels.dtype.name}")
         return
-    upper = max(config.num_labels, 2)
-    message = f"labels contain values outside [0, {upper}) that are not the ignore index {config.semantic_loss_ignore_index}"
+    upper = segmentation_label_bound(config.num_labels)
+    _check_label_range(labels, upper, config.semantic_loss_ignore_index)
+
+
+def _check_label_range(labels: tf.Tensor, upper: int, ignore: int) -> None:
+    """``ValueError`` (eager) or a failing ``tf.debugging`` assertion (traced) for labels outside ``[0, upper)``."""
     if not tf.executing_eagerly():
-        ids = tf.cast(labels, tf.int64)
-        bad = (ids != config.semantic_loss_ignore_index) & ((ids < 0) | (ids >= upper))
-        tf.debugging.assert_equal(tf.reduce_any(bad), False, message=message)
+        bad = invalid_labels(tf.cast(labels, tf.int64), upper, ignore)
+        tf.debugging.assert_equal(tf.reduce_any(bad), False, message=label_range_message(upper, ignore))
         return
     values = np.asarray(labels)
-    bad = (values != config.semantic_loss_ignore_index) & ((values < 0) | (values >= upper))
+    bad = invalid_labels(values, upper, ignore)
     if bad.any():
-        raise ValueError(
-            f"labels contain values {np.unique(values[bad])[:10].tolist()} outside [0, {upper}) that are not the "
-            f"ignore index {config.semantic_loss_ignore_index}"
-        )
+        raise ValueError(label_range_message(upper, ignore, np.unique(values[bad])))
 
 
 def _example_weights(sample_weight: Any, rank: int) -> tf.Tensor:
@@ -117,17 +119,7 @@ def classification_losses(logits: tf.Tensor, labels: Any, config: SegformerConfi
             else:
                 tf.debugging.assert_equal(whole, True, message=message)
         flat = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-        message = f"labels contain values outside [0, {num_labels}) (ignore: {IGNORE_CLASS_ID})"
-        if not tf.executing_eagerly():
-            bad = (flat != IGNORE_CLASS_ID) & ((flat < 0) | (flat >= num_labels))
-            tf.debugging.assert_equal(tf.reduce_any(bad), False, message=message)
-        else:
-            values = flat.numpy()
-            bad = (values != IGNORE_CLASS_ID) & ((values < 0) | (values >= num_labels))
-            if bad.any():
-                raise ValueError(
-                    f"labels contain values {np.unique(values[bad])[:10].tolist()} outside [0, {num_labels}) (ignore: -100)"
-                )
+        _check_label_range(flat, num_labels, IGNORE_CLASS_ID)
         valid = flat != IGNORE_CLASS_ID
         per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.where(valid, flat, tf.zeros_like(flat)), logits=tf.reshape(logits, (-1, num_labels))

@@ -13,8 +13,10 @@ import numpy as np
 import optree
 import tensorflow as tf
 
-from ..common.config import SegformerConfig
+from ..common.config import SegformerConfig, as_config
 from ..common.outputs import OUTPUT_CLASSES, BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
+from ..common.pixel_values import check_pixel_shape, floating_point_message
+from ..common.weights import TASK_CLASSES
 from .decode_head import TFSegformerDecodeHead
 from .encoder import TFSegformerEncoder
 from .layers import normal_init
@@ -48,28 +50,9 @@ def check_pixel_values(pixel_values: Any, config: SegformerConfig, data_format: 
             pixel_values = tf.convert_to_tensor(pixel_values)
         except (ValueError, TypeError):
             raise TypeError(f"pixel_values must be a tensor or array (B, C, H, W), got {type(pixel_values).__name__}") from None
-    layout = "(batch, channels, height, width)" if data_format == "channels_first" else "(batch, height, width, channels)"
-    if pixel_values.shape.rank != 4:
-        raise ValueError(f"pixel_values must have 4 dimensions {layout}, got shape {tuple(pixel_values.shape)}")
-    if not pixel_values.dtype.is_floating:
-        raise TypeError(
-            f"pixel_values must be floating point (normalized images), got dtype {pixel_values.dtype.name}; "
-            "use SegformerImageProcessor or cast to float32"
-        )
-    channel_axis = 1 if data_format == "channels_first" else 3
-    channels = pixel_values.shape[channel_axis]
-    if channels is not None and channels != config.num_channels:
-        raise ValueError(
-            f"pixel_values has {channels} channels in dimension {channel_axis} but the model expects "
-            f"num_channels={config.num_channels} ({data_format} layout {layout}; shape seen {tuple(pixel_values.shape)})"
-        )
-    dims = [d for d in pixel_values.shape if d is not None]
-    if dims and min(dims) < 1:
-        raise ValueError(f"pixel_values must not be empty, got shape {tuple(pixel_values.shape)}")
-    spatial = (2, 3) if data_format == "channels_first" else (1, 2)
-    height, width = pixel_values.shape[spatial[0]], pixel_values.shape[spatial[1]]
-    if height is not None and width is not None:
-        config.check_input_size(int(height), int(width))
+    if pixel_values.shape.rank == 4 and not pixel_values.dtype.is_floating:
+        raise TypeError(floating_point_message(pixel_values.dtype.name, "cast to float32"))
+    check_pixel_shape(tuple(pixel_values.shape), config, data_format)
     if check_finite and tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(pixel_values))):
         raise ValueError("pixel_values contain NaN or Inf values")
     return pixel_values
@@ -82,7 +65,7 @@ class TFSegformerMainLayer(keras.layers.Layer):
     def __init__(self, config: SegformerConfig | dict, **kwargs: Any) -> None:
         kwargs.setdefault("name", "segformer")
         super().__init__(**kwargs)
-        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
+        config = as_config(config, type(self).__name__)
         self.config = config
         self.encoder = TFSegformerEncoder(config, name="encoder")
 
@@ -120,7 +103,7 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
 
         Eager inference calls (``training`` false, no ``labels``, fast path on, ``run_eagerly`` off) from the
         second one on run the model's forward as a ``tf.function`` (no XLA: on CPU TensorFlow's graph
-        executor with grappler / oneDNN fusion is ~2.5x faster than eager and ~4x faster than XLA for b0).
+        executor with grappler / oneDNN fusion beats both eager and XLA; figures in ``benchmarks/README.md``).
         The first call stays eager, so one-off calls pay no tracing. ``model.run_eagerly = True`` or
         ``use_fast_path = False`` turn it off (debugging, the plain reference path).
         """
@@ -157,7 +140,7 @@ class TFSegformerModel(_TFSegformerBase):
     """Twin of ``SegformerModel``: the bare encoder -> ``BaseModelOutput`` (last_hidden_state NCHW by default)."""
 
     _task = "base"
-    _hf_name = "tf_segformer_model"
+    _hf_name = TASK_CLASSES["base"].tf_model_name
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
         super().__init__(config, data_format=data_format, **kwargs)
@@ -190,7 +173,7 @@ class TFSegformerForImageClassification(_TFSegformerBase):
     """Twin of ``SegformerForImageClassification``: mean of the last stage's tokens -> Dense ``classifier``."""
 
     _task = "image_classification"
-    _hf_name = "tf_segformer_for_image_classification"
+    _hf_name = TASK_CLASSES["image_classification"].tf_model_name
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
         super().__init__(config, data_format=data_format, **kwargs)
@@ -233,7 +216,7 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
     with ``data_format="channels_last"``), float32 even under mixed precision; labels (B, H', W') any size."""
 
     _task = "semantic_segmentation"
-    _hf_name = "tf_segformer_for_semantic_segmentation"
+    _hf_name = TASK_CLASSES["semantic_segmentation"].tf_model_name
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
         super().__init__(config, data_format=data_format, **kwargs)

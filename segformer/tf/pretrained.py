@@ -14,14 +14,14 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.atomic import atomic_folder
-from ..common.config import SegformerConfig
+from ..common.config import SegformerConfig, as_config
+from ..common.pixel_values import DATA_FORMATS
 from ..common.hub import HUB_UPLOAD_KWARGS, pop_upload_kwargs, push_folder_to_hub, push_to_hub_with
 from ..common.pretrained import prepare_state, replaced_by_save, save_pretrained_state, split_from_pretrained_kwargs
-from ..common.weights import parameter_table, to_pt_layout, to_tf_layout
+from ..common.weights import check_state_keys, parameter_table, to_pt_layout, to_tf_layout
 
 __all__ = ["TFSegformerPreTrainedModel", "DATA_FORMATS"]
 
-DATA_FORMATS = ("channels_first", "channels_last")
 
 
 class _GraphCache:
@@ -54,9 +54,7 @@ class TFSegformerPreTrainedModel(keras.Model):
     _hf_name: str = "tf_segformer_model"
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
-        config = config if isinstance(config, SegformerConfig) else SegformerConfig.from_dict(config)
-        if not isinstance(config, SegformerConfig):
-            raise TypeError(f"config must be a SegformerConfig, got {type(config).__name__}")
+        config = as_config(config, type(self).__name__)
         config.validate()
         if data_format not in DATA_FORMATS:
             raise ValueError(f"data_format must be one of {list(DATA_FORMATS)}, got {data_format!r}")
@@ -131,10 +129,7 @@ class TFSegformerPreTrainedModel(keras.Model):
     def load_state_dict_numpy(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
         """Assign numpy arrays (canonical names, PyTorch layout) to the model's variables."""
         specs = {s.name: s for s in parameter_table(self.config, self._task)}
-        unknown = sorted(set(state) - set(specs))
-        missing = sorted(set(specs) - set(state))
-        if unknown or (strict and missing):
-            raise KeyError(f"load_state_dict_numpy: unknown keys {unknown}, missing keys {missing if strict else []}")
+        check_state_keys(state, specs, strict)
         variables = self._variables_by_tf_name()
         for name, array in state.items():
             spec = specs[name]

@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,16 +38,15 @@ import tensorflow as tf
 
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
+from ..common.random_state import host_rng_state, set_host_rng_state
+from ..common.train_loop import TrainLoop
 from ..common.checkpoint import CheckpointError
 from ..common.training import (
     ORIGINAL_CUSTOM_KEYS,
-    JsonlLog,
-    StopSignals,
     TrainConfig,
     lr_at,
     nonfinite_loss_message,
     param_group_rule,
-    truncate_log,
 )
 from .data import make_eval_dataset, make_train_dataset
 from .metrics import SegmentationMeanIoU
@@ -69,6 +66,7 @@ __all__ = [
 ]
 
 STATE_NAME = "training_state.npz"
+STATE_FORMAT = "segformer-tf-training-state-2"
 
 
 # ---------------------------------------------------------------------------------------------- schedule
@@ -256,12 +254,11 @@ def save_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
     for i, variable in enumerate(optimizer.variables):
         arrays[f"optimizer/{i}"] = np.asarray(variable.numpy())
     meta = {
-        "format": "segformer-tf-training-state-1",
+        "format": STATE_FORMAT,
         "step": int(step),
         "train_config": config.to_dict(),
         "optimizer_paths": [v.path for v in optimizer.variables],
-        "numpy_rng": [np.random.get_state()[0], np.random.get_state()[1].tolist(), *np.random.get_state()[2:]],
-        "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "rng": host_rng_state(),
     }
     arrays["meta"] = np.asarray(json.dumps(meta))
     path = Path(path)
@@ -279,8 +276,12 @@ def load_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            if not isinstance(meta, dict) or meta.get("format") != "segformer-tf-training-state-1":
-                raise CheckpointError(f"{os.fspath(path)!r} is not a segformer TF training state")
+            if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+                found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+                raise CheckpointError(
+                    f"{os.fspath(path)!r} is not a segformer TF training state (format {str(found)[:80]!r}, "
+                    f"expected {STATE_FORMAT!r})"
+                )
             model.load_state_dict_numpy({k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")})
             extra_keys = sorted(k for k in data.files if k.startswith("extra/"))
             extra = _extra_variables(model)
@@ -300,10 +301,7 @@ def load_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
                     )
                 for i, variable in enumerate(variables):
                     variable.assign(data[f"optimizer/{i}"])
-        state = meta["numpy_rng"]
-        np.random.set_state((state[0], np.asarray(state[1], dtype=np.uint32), *state[2:]))
-        py = meta["python_rng"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
+        set_host_rng_state(meta["rng"])
     except CheckpointError:
         raise
     except Exception as err:  # zip / npy / JSON / shape errors come in many types
@@ -357,7 +355,7 @@ def evaluate(
 # ---------------------------------------------------------------------------------------------- trainer
 
 
-class Trainer:
+class Trainer(TrainLoop):
     """Fine-tunes a ``TFSegformerForSemanticSegmentation`` (TF twin of ``segformer.pt.training.Trainer``).
 
     Args:
@@ -368,6 +366,8 @@ class Trainer:
         strategy: from :func:`make_strategy` (default: the current strategy).
         resume: continue from ``out_dir/last``.
     """
+
+    framework = "tf"
 
     def __init__(
         self,
@@ -400,19 +400,12 @@ class Trainer:
             set_sync_batchnorm(model, True)
         with self.strategy.scope():
             self.optimizer = build_optimizer(model, config)
-        self.step = 0
-        if resume:
-            if self.out_dir is None:
-                raise ValueError("resume=True needs out_dir (where the training state was saved)")
-            meta = load_training_state(self.out_dir / "last" / STATE_NAME, model, self.optimizer)
-            self.step = int(meta["step"])
-            if self.is_main:
-                truncate_log(self.out_dir / "train_log.jsonl", self.step)
-        log_path = self.out_dir / "train_log.jsonl" if (self.out_dir is not None and self.is_main) else None
-        self.log = JsonlLog(log_path, echo=echo and self.is_main)
-        self.history: list[dict[str, Any]] = []
-        self.last_eval: dict[str, Any] | None = None
+        self._start(resume, lambda path: load_training_state(path, model, self.optimizer), STATE_NAME, echo)
         self._step_fn = None
+
+    @property
+    def world_size(self) -> int:
+        return self.replicas
 
     # ------------------------------------------------------------------ pieces
     def _replica_step(self, micro_batches: tuple[dict[str, tf.Tensor], ...]) -> tf.Tensor:
@@ -466,70 +459,15 @@ class Trainer:
         if self.out_dir is not None and self.is_main:
             self.model.save_pretrained(self.out_dir)
 
-    # ------------------------------------------------------------------ loop
-    def train(self, stop_at: int | None = None) -> list[dict[str, Any]]:
-        """Run until ``config.total_steps`` (or ``stop_at``, saving the state there)."""
-        config = self.config
-        end = config.total_steps if stop_at is None else min(int(stop_at), config.total_steps)
-        accum = config.grad_accum
-        global_batch = config.batch_size * self.replicas
-        start = self.step * accum
+    def micro_batches(self, start: int) -> Any:
+        """The distributed iterator of per-replica micro-batches (global batches of ``batch_size x replicas``)."""
+        global_batch = self.config.batch_size * self.replicas
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            return make_train_dataset(self.train_dataset, global_batch, config.crop_size, seed=config.seed,
+            return make_train_dataset(self.train_dataset, global_batch, self.config.crop_size, seed=self.config.seed,
                                       start=start, input_context=context)
 
-        iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
-        bar = None
-        if self.progress and self.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=config.total_steps, initial=self.step, desc="train (tf)", unit="step")
-        clock = time.perf_counter()
-        with StopSignals() as stop:
-            while self.step < end:
-                self._one_step(iterator, clock, global_batch, bar)
-                if stop.signal is not None:
-                    if bar is not None:
-                        bar.close()
-                    self.save_state()
-                    raise KeyboardInterrupt(
-                        f"stopped by a signal after step {self.step}; the training state is saved"
-                        + (f" in {self.out_dir / 'last'} (continue with --resume)" if self.out_dir is not None else "")
-                    )
-        if bar is not None:
-            bar.close()
-        self.save_state()
-        if self.step == config.total_steps:
-            self.save_model()
-        return self.history
-
-    def _one_step(self, iterator: Any, clock: float, global_batch: int, bar: Any) -> None:
-        """Train, log, evaluate and checkpoint one optimizer step."""
-        config = self.config
-        accum = config.grad_accum
-        head_mult = config.custom_keys.get("head", {}).get("lr_mult", 1.0)
-        lr = config.lr_at(self.step)
-        lr_head = config.lr_at(self.step, head_mult)
-        loss = self.train_step(tuple(next(iterator) for _ in range(accum)))
-        record: dict[str, Any] = {"step": self.step, "loss": loss, "lr": lr, "lr_head": lr_head,
-                                  "images": self.step * global_batch * accum,
-                                  "time": round(time.perf_counter() - clock, 3)}
-        self.history.append(record)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-        evaluate_now = (config.eval_every and self.step % config.eval_every == 0) or self.step == config.total_steps
-        if self.eval_dataset is not None and evaluate_now:
-            result = self.evaluate()
-            self.last_eval = result
-            record.update(mIoU=result["mean_iou"], aAcc=result["overall_accuracy"], mAcc=result["mean_accuracy"])
-        if self.step % config.log_every == 0 or "mIoU" in record or self.step == config.total_steps:
-            self.log.write(record)
-        elif self.log.path is not None:
-            JsonlLog(self.log.path, echo=False).write(record)
-        if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.total_steps:
-            self.save_state()
+        return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
 
 def _strategy_of(model: Any) -> tf.distribute.Strategy:
@@ -561,35 +499,16 @@ def build_model(
     """A built ``TFSegformerForSemanticSegmentation`` to fine-tune (TF twin of ``segformer.pt.training.build_model``):
     a variant name or ``config.json`` (random weights, ``keras.utils.set_random_seed(seed)``) or a
     checkpoint folder. Call it under ``strategy.scope()``."""
-    from ..common.config import SegformerConfig
-    from ..common.variants import VARIANTS
+    from ..common.model_source import resolve_model_source
     from . import TFSegformerForSemanticSegmentation
 
-    labels: dict[str, Any] = {}
-    if id2label is not None and (num_labels is None or num_labels == len(id2label)):
-        names = {int(k): str(v) for k, v in id2label.items()}
-        labels = {"id2label": names, "label2id": {v: k for k, v in names.items()}, "num_labels": len(names)}
-    elif num_labels is not None:
-        labels = {"num_labels": int(num_labels)}
-    name = os.fspath(model)
-    key = name.lower().replace("mit-", "").replace("segformer-", "")
+    source = resolve_model_source(model, num_labels, id2label, **config_overrides)
     keras.utils.set_random_seed(seed)
-    if key in VARIANTS or (name.endswith(".json") and Path(name).is_file()):
-        if key in VARIANTS:
-            config = SegformerConfig.from_variant(key, **config_overrides, **labels)
-        else:
-            config = SegformerConfig.from_json_file(name, **config_overrides, **labels)
-        built = TFSegformerForSemanticSegmentation(config)
-        built(np.zeros((1, config.num_channels, *crop_size), np.float32), training=False)
-    elif Path(name).exists():
-        current = SegformerConfig.from_pretrained(name if Path(name).is_dir() else Path(name).parent)
-        mismatch = bool(labels) and labels["num_labels"] != current.num_labels
-        built = TFSegformerForSemanticSegmentation.from_pretrained(
-            name, ignore_mismatched_sizes=mismatch, **config_overrides, **labels
-        )
+    if source.config is not None:
+        built = TFSegformerForSemanticSegmentation(source.config)
+        built(np.zeros((1, source.config.num_channels, *crop_size), np.float32), training=False)
     else:
-        raise ValueError(
-            f"--model {name!r} is neither a variant ({', '.join(VARIANTS)}), a config.json file, nor an existing "
-            "checkpoint folder"
+        built = TFSegformerForSemanticSegmentation.from_pretrained(
+            source.checkpoint, ignore_mismatched_sizes=source.ignore_mismatched_sizes, **source.overrides
         )
     return built

@@ -1,0 +1,209 @@
+"""The worker side of the benchmark: one process per (variant, size, implementation), JSON requests on
+stdin, JSON replies on stdout (``python -m segformer.benchmark.worker``). It imports only the framework it
+runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from ..common.variants import variant_kwargs
+
+from .run import IMPLEMENTATIONS
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def _cuda_peak_mb() -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+_memory_mb = _rss_mb  # CUDA workers report the GPU's peak allocated memory instead (set by _build)
+
+
+def _set_threads(framework: str, threads: int | None) -> None:
+    if not threads:
+        return
+    if framework == "pt":
+        import torch
+
+        torch.set_num_threads(threads)
+    else:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+
+def _build(spec: dict[str, Any]):
+    """Return (callable running one forward pass to a finished numpy-able result, library version)."""
+    global _memory_mb
+    impl = spec["impl"]
+    kwargs = variant_kwargs(spec["variant"])
+    kwargs["num_labels"] = spec["num_labels"]
+    height, width = spec["size"]
+    if impl == "matmul":
+        return _build_matmul(spec)
+    framework = IMPLEMENTATIONS[impl][0]
+    _set_threads(framework, spec.get("threads"))
+    if framework == "pt":
+        import numpy as np
+        import torch
+
+        cuda = "cuda" in impl
+        if cuda and not torch.cuda.is_available():
+            raise ImportError("no CUDA GPU visible to torch")
+        torch.manual_seed(0)
+        pixel_values = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32))
+        if impl.startswith("hf-pt"):
+            import transformers
+
+            model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**kwargs)).eval()
+            version = f"transformers {transformers.__version__}, torch {torch.__version__}"
+        else:
+            from ..common.config import SegformerConfig
+            from ..pt import SegformerForSemanticSegmentation
+
+            model = SegformerForSemanticSegmentation(SegformerConfig(**kwargs)).eval()
+            model.use_fast_path = impl != "pt-plain"
+            version = f"segformer, torch {torch.__version__}"
+        device = torch.device("cuda" if cuda else "cpu")
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=impl.endswith("bf16"))
+        if cuda:
+            model, pixel_values = model.to(device), pixel_values.to(device)
+            version += f", {torch.cuda.get_device_name(device)}"
+            _memory_mb = _cuda_peak_mb
+
+        def run() -> Any:
+            with torch.inference_mode(), autocast:
+                logits = model(pixel_values).logits
+            if cuda:
+                torch.cuda.synchronize()
+            return logits
+
+        return run, version
+    import numpy as np
+    import tensorflow as tf
+
+    pixel_values = tf.constant(np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32))
+    if impl.startswith("hf-"):
+        import transformers
+
+        tf.random.set_seed(0)
+        model = transformers.TFSegformerForSemanticSegmentation(transformers.SegformerConfig(**kwargs))
+        version = f"transformers {transformers.__version__}, tensorflow {tf.__version__}"
+    else:
+        import keras
+
+        from ..common.config import SegformerConfig
+        from ..tf import TFSegformerForSemanticSegmentation
+
+        keras.utils.set_random_seed(0)
+        model = TFSegformerForSemanticSegmentation(SegformerConfig(**kwargs))
+        model.run_eagerly = impl == "tf-opbyop"
+        version = f"segformer, keras {keras.__version__}, tensorflow {tf.__version__}"
+
+    def forward(x: Any) -> Any:
+        return model(x, training=False).logits
+
+    if impl.endswith("xla"):
+        forward = tf.function(forward, jit_compile=True)
+
+    def run_tf() -> Any:
+        return forward(pixel_values).numpy()
+
+    return run_tf, version
+
+
+def _build_matmul(spec: dict[str, Any]):
+    n = int(spec.get("matmul_size", 2048))
+    try:
+        import torch
+
+        _set_threads("pt", spec.get("threads"))
+        a = torch.randn(n, n)
+        b = torch.randn(n, n)
+        version = f"torch {torch.__version__} mm {n}x{n}"
+
+        def run() -> Any:
+            return torch.mm(a, b)
+
+    except ImportError:
+        import numpy as np
+
+        a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+        b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+        version = f"numpy {np.__version__} dot {n}x{n}"
+
+        def run() -> Any:
+            return a @ b
+
+    return run, version
+
+
+def worker_main(stdin: Any = None) -> int:
+    """Worker loop: JSON requests on stdin, JSON replies on the original stdout (anything the libraries
+    print goes to stderr). Requests: ``{"cmd": "setup", ...spec}``, ``{"cmd": "run", "n": k}``,
+    ``{"cmd": "quit"}``."""
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # library chatter on stdout would corrupt the protocol
+    replies = os.fdopen(reply_fd, "w", buffering=1)
+    stdin = stdin or sys.stdin
+    run = None
+
+    def send(obj: dict) -> None:
+        replies.write(json.dumps(obj) + "\n")
+        replies.flush()
+
+    for line in stdin:
+        request = json.loads(line)
+        cmd = request.get("cmd")
+        try:
+            if cmd == "setup":
+                rss_start = _memory_mb()
+                start = time.perf_counter()
+                try:
+                    run, version = _build(request)
+                except ImportError as err:
+                    send({"ok": False, "skip": f"{type(err).__name__}: {err}"})
+                    continue
+                rss_model = _memory_mb()
+                for _ in range(int(request.get("warmup", 1))):
+                    run()
+                send(
+                    {
+                        "ok": True,
+                        "version": version,
+                        "python": sys.executable,
+                        "setup_s": time.perf_counter() - start,
+                        "rss_start_mb": rss_start,
+                        "rss_model_mb": rss_model,
+                        "rss_after_warmup_mb": _memory_mb(),
+                    }
+                )
+            elif cmd == "run":
+                times = []
+                for _ in range(int(request.get("n", 1))):
+                    start = time.perf_counter()
+                    run()
+                    times.append(time.perf_counter() - start)
+                send({"ok": True, "times": times, "peak_rss_mb": _memory_mb()})
+            elif cmd == "quit":
+                send({"ok": True, "peak_rss_mb": _memory_mb()})
+                return 0
+            else:
+                send({"ok": False, "error": f"unknown command {cmd!r}"})
+        except Exception as err:  # reported to the orchestrator, which records it
+            send({"ok": False, "error": f"{type(err).__name__}: {err}"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
