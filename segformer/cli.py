@@ -51,22 +51,48 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(f"segformer.commands.{args.command}")
-    from .common.errors import DOCUMENTED_ERRORS
-
     try:
         with quiet_frameworks(args.verbose):
             return int(module.run(args) or 0)
-    except DOCUMENTED_ERRORS as err:  # bad input: a message, not a traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # training saves its state first and says so in the message
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into a reader that stopped early (`segformer presets | head`)
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 141
+    except Exception as err:  # the one error boundary of every command
+        import os
+
+        failure = error_line(err, args)
+        if failure is None or os.environ.get("SEGFORMER_TRACEBACK"):
+            raise
+        message, status = failure
+        print(f"error: {message}", file=sys.stderr)
+        return status
+
+
+def error_line(err: BaseException, args: argparse.Namespace) -> tuple[str, int] | None:
+    """``(message, exit status)`` of an error a command reports as one line, ``None`` for a bug (traceback).
+
+    Bad input (a documented error, or a missing key) -> 2; an environment fault while writing (disk full,
+    read-only destination, a parent that is a file) -> 2, naming the destination; a training step that
+    produced NaN / Inf -> 1 (a check failed).
+    """
+    from .common.atomic import describe_os_error
+    from .common.errors import DOCUMENTED_ERRORS, WriteError
+
+    if isinstance(err, WriteError):
+        return str(err), 2
+    if isinstance(err, DOCUMENTED_ERRORS) or isinstance(err, KeyError):
+        return (str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)), 2
+    if isinstance(err, FloatingPointError):
+        return str(err), 1
+    if isinstance(err, OSError):
+        target = getattr(args, "out", None) or getattr(args, "dst", None) or err.filename or "the output"
+        return f"{describe_os_error(err, target)}; files already there were left as they were", 2
+    return None
 
 
 @contextlib.contextmanager

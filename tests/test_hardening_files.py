@@ -185,7 +185,7 @@ def test_convert_environment_faults_are_one_error_line_and_keep_the_old_folder(t
         dst = tmp_path / "file" / "out"
     status = cli_main(["convert", str(TINY), str(dst), "--to", "pt", "--quiet", "--no-verify", "--overwrite"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status in (1, 2) and len(err) == 1 and err[0].startswith("error: ") and str(tmp_path) in err[0], err
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and str(tmp_path) in err[0], err
     reason = {"enospc": "No space left", "readonly": "Read-only file system", "parent_is_file": "is a file, not a folder"}
     assert reason[fault] in err[0], err
     assert _snapshot(tmp_path / "out") == before and _siblings(tmp_path / "out") == (["file"] if fault == "parent_is_file" else [])
@@ -229,7 +229,7 @@ def test_train_environment_fault_is_one_error_line(tmp_path, monkeypatch, capsys
                        str(tmp_path / "run"), "--steps", "1", "--batch-size", "2", "--crop-size", "32",
                        "--img-scale", "40,40", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == 1 and len(err) == 1 and err[0].startswith("error: cannot write") and "run" in err[0], err
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: cannot write") and "run" in err[0], err
     assert "No space left on device" in err[0]
 
 
@@ -242,3 +242,48 @@ def test_atomic_folder_on_the_working_directory_stays_usable(tmp_path, monkeypat
         (folder / "config.json").write_text("{}")
     assert os.path.samefile(os.getcwd(), work) and (work / "config.json").read_text() == "{}"
     assert (work / "keep.txt").read_text() == "keep" and sorted(os.listdir(work)) == ["config.json", "keep.txt"]
+
+
+def test_nested_processor_config_is_a_value_error_naming_the_file(tmp_path):
+    from segformer import SegformerImageProcessor
+
+    (tmp_path / "preprocessor_config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="preprocessor_config.json is not valid JSON"):
+        SegformerImageProcessor.from_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        SegformerImageProcessor.from_pretrained(tmp_path)
+
+
+def test_one_error_boundary_for_every_command(monkeypatch, capsys):
+    """cli.main prints documented errors, environment faults and NaN stops as one line with the documented
+    status, whatever the command; SEGFORMER_TRACEBACK=1 shows the traceback instead; a bug is never hidden."""
+    import errno
+    import importlib
+
+    from segformer.cli import main as cli_main
+
+    presets = importlib.import_module("segformer.commands.presets")
+    cases = [
+        (ValueError("bad --thing: 3, allowed 1..2"), 2, "error: bad --thing: 3, allowed 1..2"),
+        (KeyError("unknown key 'x'"), 2, "error: unknown key 'x'"),
+        (OSError(errno.ENOSPC, "No space left on device"), 2, "error: cannot write 'the output': No space left on device"),
+        (FloatingPointError("step 3: the loss is NaN"), 1, "error: step 3: the loss is NaN"),
+    ]
+    for error, status, line in cases:
+        def fail(args, error=error):
+            raise error
+
+        monkeypatch.setattr(presets, "run", fail)
+        capsys.readouterr()
+        assert cli_main(["presets"]) == status
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(line), err
+    monkeypatch.setenv("SEGFORMER_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="allowed 1..2"):
+        monkeypatch.setattr(presets, "run", lambda args: (_ for _ in ()).throw(ValueError("bad --thing: 3, allowed 1..2")))
+        cli_main(["presets"])
+    monkeypatch.delenv("SEGFORMER_TRACEBACK")
+    monkeypatch.setattr(presets, "run", lambda args: [][1])
+    with pytest.raises(IndexError):  # a bug: a traceback, not an "error:" line
+        cli_main(["presets"])

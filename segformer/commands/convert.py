@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..common.atomic import describe_os_error
-    from ..common.errors import DOCUMENTED_ERRORS
+    from ..common.errors import DOCUMENTED_ERRORS, WriteError
     from ..conversion import VerificationError, convert
 
     try:
@@ -65,12 +65,10 @@ def run(args: argparse.Namespace) -> int:
         print(str(err.report), file=sys.stderr)
         print(f"error: {err.args[0].splitlines()[0]}", file=sys.stderr)
         return 1
-    except DOCUMENTED_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except OSError as err:  # disk full, read-only destination, a parent that is a file ...
-        print(f"error: {describe_os_error(err, args.dst)}; the destination was not changed", file=sys.stderr)
-        return 1
+        if isinstance(err, DOCUMENTED_ERRORS):
+            raise
+        raise WriteError(f"{describe_os_error(err, args.dst)}; the destination was not changed") from None
     if args.dst is not None and report.written:
         from ..common.model_card import write_inference_files
 
@@ -82,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
                        if args.verify else "tensors checked bit for bit, models not run (--no-verify)."),
             )
         except OSError as err:
-            print(f"error: {describe_os_error(err, args.dst)}; the converted weights and config.json were written, "
-                  "README.md / preprocessor_config.json were not", file=sys.stderr)
-            return 1
+            raise WriteError(f"{describe_os_error(err, args.dst)}; the converted weights and config.json were "
+                             "written, README.md / preprocessor_config.json were not") from None
         report.files += [str(path) for path in written if str(path) not in report.files]
     print(report)
     return 0

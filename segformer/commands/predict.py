@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .eval import add_inference_arguments, build_segmenter, cli_errors, load_model
+from .shared import add_inference_arguments, build_segmenter, load_model
 
 __all__ = ["LARGE_IMAGE_PIXELS", "LEGEND_NAME", "add_arguments", "check_memory", "output_paths", "palette_for", "run"]
 
@@ -232,32 +232,23 @@ class _Ranks:
         return {int(i) for i in np.nonzero(flags[:-1])[0]}, bool(flags[-1])
 
 
-class _WriteError(Exception):
-    """An output could not be written (read-only folder, full disk, a file where a folder should be)."""
-
-
 def _write(save: Any, path: Path, *args: Any, **kwargs: Any) -> None:
     """``save(path, ...)``; an environment fault becomes one error naming the path (old file intact)."""
+    from ..common.errors import WriteError
+
     try:
         save(path, *args, **kwargs)
     except FileExistsError:
         raise
     except OSError as err:
-        raise _WriteError(f"cannot write {os.fspath(path)!r}: {err.strerror or err}") from None
+        raise WriteError(f"cannot write {os.fspath(path)!r}: {err.strerror or err}; files already there were left "
+                         "as they were") from None
 
 
-@cli_errors
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except _WriteError as err:
-        print(f"error: {err}; files already there were left as they were", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
+    from ..common.errors import WriteError
     from ..common.image_io import BadImageError, expand_named_inputs, open_image
     from ..common.viz import legend, save_png
 
@@ -304,7 +295,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _WriteError(f"cannot create the output folder {os.fspath(out)!r}: {err.strerror or err}") from None
+        raise WriteError(f"cannot create the output folder {os.fspath(out)!r}: {err.strerror or err}; files already "
+                         "there were left as they were") from None
     used: set[int] = set()
     outputs = {os.fspath(image): (mask, over) for image, mask, over in readable}
     huge = [job for job, (h, w) in zip(readable, sizes) if h * w > LARGE_IMAGE_PIXELS]

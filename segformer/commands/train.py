@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .eval import add_data_arguments, check_dataset_files, cli_errors, dataset_from_args
+from .shared import add_data_arguments, check_dataset_files, dataset_from_args
 
 __all__ = ["add_arguments", "run", "train_config_from_args"]
 
@@ -105,30 +105,10 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-@cli_errors
 def run(args: argparse.Namespace) -> int:
-    """Train; environment faults (disk full, read-only ``--out``) and a NaN loss end in one ``error:`` line
-    (exit status 1), a SIGINT / SIGTERM after saving the training state (exit status 130)."""
-    import sys
-
-    from ..common.atomic import describe_os_error
-
-    try:
-        return _run(args)
-    except FloatingPointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as err:
-        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
-        return 130
-    except OSError as err:
-        if isinstance(err, (FileNotFoundError, FileExistsError, NotADirectoryError)):
-            raise
-        print(f"error: {describe_os_error(err, args.out)}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Train. A NaN / Inf step stops with one ``error:`` line (exit 1), an environment fault (disk full,
+    read-only ``--out``) with one naming the path (exit 2), SIGINT / SIGTERM after saving the training state
+    (exit 130): ``segformer.cli.main`` prints them."""
     from ..common.deps import require_framework
     from ..common.metrics import format_iou_table
     from ..common.training import build_eval_transform, build_train_transform

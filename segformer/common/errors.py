@@ -10,13 +10,17 @@ Anything else escaping the public API is a bug (the fuzzing suite checks this).
 * ``FileNotFoundError`` / ``NotADirectoryError`` - a path that does not exist / is not a folder.
 * ``FileExistsError`` - a destination exists and overwriting was not asked for.
 * ``ImportError`` - an optional dependency (torch, tensorflow, huggingface_hub, onnxruntime) is needed.
+
+Environment faults while writing (disk full, read-only destination, a file where a folder should be) are
+``OSError``s; :class:`WriteError` is one whose message already names the destination. The command line
+turns every one of these into one ``error:`` line (``segformer.cli.main``).
 """
 
 from __future__ import annotations
 
 from .checkpoint import CheckpointError
 
-__all__ = ["CheckpointError", "DOCUMENTED_ERRORS"]
+__all__ = ["CheckpointError", "DOCUMENTED_ERRORS", "WriteError"]
 
 DOCUMENTED_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
@@ -26,3 +30,7 @@ DOCUMENTED_ERRORS: tuple[type[BaseException], ...] = (
     FileExistsError,
     ImportError,
 )
+
+
+class WriteError(OSError):
+    """An output could not be written; the message names it and says what was left as it was."""

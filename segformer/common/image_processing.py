@@ -439,11 +439,11 @@ class SegformerImageProcessor:
 
     @classmethod
     def from_json_file(cls, json_file: str | os.PathLike, **kwargs: Any) -> "SegformerImageProcessor":
-        path = Path(json_file)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{os.fspath(path)!r} is not valid JSON: {error}") from None
+        from .checkpoint import read_json
+
+        data = read_json(json_file, "processor config", error=ValueError)  # nesting / size / encoding bounded
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{os.fspath(json_file)!r}: a processor config must be a JSON object, got {type(data).__name__}")
         return cls.from_dict(data, **kwargs)
 
     @classmethod

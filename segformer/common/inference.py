@@ -4,7 +4,7 @@
 everything that is only arithmetic on sizes lives here: argument validation, the sliding-window grid,
 the per-pixel window count, the scale list and the output-size rules.
 
-The rules are the original's (mmsegmentation ``EncoderDecoder``, ANCHORS.md section 6):
+The rules are the original's (mmsegmentation ``EncoderDecoder`` and its test configs):
 
 * ``encode_decode``: the model's logits (H/4 x W/4) are upsampled bilinearly (``align_corners=False``)
   to the size of the image (or window) that went in.

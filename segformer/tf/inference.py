@@ -28,12 +28,12 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
+from ..common.pixel_values import DATA_FORMATS
 from ..common.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
 from .layers import resize_bilinear
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "DATA_FORMATS"]
 
-DATA_FORMATS = ("channels_first", "channels_last")
 
 
 def _check_data_format(data_format: str) -> None:

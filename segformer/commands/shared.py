@@ -1,0 +1,218 @@
+"""What ``predict``, ``eval`` and ``train`` share: inference and data options, model loading (folders,
+presets, Hub ids; random decode heads refused), the :class:`segformer.Segmenter` the options ask for,
+dataset checks before any work."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "ADE_TTA_SCALES",
+    "add_data_arguments",
+    "add_inference_arguments",
+    "build_segmenter",
+    "check_dataset_files",
+    "check_num_labels",
+    "dataset_from_args",
+    "inference_kwargs",
+    "label_predictor",
+    "load_model",
+]
+
+ADE_TTA_SCALES = "0.75,0.875,1.0,1.125,1.25"
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``eval`` and ``predict``."""
+    parser.add_argument("--framework", choices=("pt", "tf"), default="pt")
+    parser.add_argument("--mode", choices=("whole", "slide"), default="whole", help="whole image or sliding windows")
+    parser.add_argument("--slide-crop", default="512,512", help="slide window H,W (default 512,512; Cityscapes: 1024,1024)")
+    parser.add_argument("--slide-stride", default="341,341", help="slide step H,W (default 341,341; Cityscapes: 768,768)")
+    parser.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation")
+    parser.add_argument("--scales", default=ADE_TTA_SCALES, help=f"TTA scale ratios (default {ADE_TTA_SCALES}, the ADE20K set)")
+    parser.add_argument("--eval-size", default=None, help="resize before inference: none (default), H,W, or 'ade'")
+
+
+def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for ``predict_labels`` / ``predict_logits`` (both frameworks) from the options."""
+    from ..common.sizes import parse_size
+
+    kwargs: dict[str, Any] = {"mode": args.mode}
+    if args.mode == "slide":
+        kwargs["crop_size"] = parse_size(args.slide_crop, "--slide-crop")
+        kwargs["stride"] = parse_size(args.slide_stride, "--slide-stride")
+    if args.tta:
+        try:
+            kwargs["scales"] = tuple(float(s) for s in str(args.scales).split(",") if s.strip())
+        except ValueError:
+            raise ValueError(f"--scales must be comma-separated numbers, got {args.scales!r}") from None
+        kwargs["flip"] = True
+    return kwargs
+
+
+def load_model(framework: str, path: str, command: str = "segformer eval", allow_random_head: bool = True) -> Any:
+    """A segmentation checkpoint in eval mode / inference form for ``framework`` (``pt`` or ``tf``).
+
+    A checkpoint whose weights hold no decode head (base or classification weights: the head would be
+    random) is refused unless ``allow_random_head``; then one warning line says so.
+    """
+    import warnings
+
+    from ..common.deps import require_framework
+
+    if framework not in ("pt", "tf"):
+        raise ValueError(f"--framework must be one of ['pt', 'tf'], got {framework!r}")
+    from ..common.hub import looks_like_repo_id
+    from ..common.presets import find_preset
+
+    if not Path(path).exists() and find_preset(path) is None and not (looks_like_repo_id(path) and "/" in path):
+        raise FileNotFoundError(
+            f"--model {path!r} does not exist: pass a checkpoint folder (config.json + weights), a preset name "
+            "(segformer presets) or a Hugging Face Hub id"
+        )
+    require_framework(framework, command)
+    if framework == "pt":
+        from ..pt import SegformerForSemanticSegmentation as model_class
+    else:
+        from ..tf import TFSegformerForSemanticSegmentation as model_class
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, report = model_class.from_pretrained(path, output_loading_info=True)
+    random_head = [key for key in report.missing_keys if key.startswith("decode_head.")]
+    if random_head and not allow_random_head:
+        raise ValueError(
+            f"--model {path!r} has no trained decode head ({len(random_head)} decode_head tensors are not in its "
+            "weights: a base or classification checkpoint), so its masks would be random; fine-tune it with "
+            "segformer train, or pass --allow-random-head to run it anyway"
+        )
+    if random_head:
+        warnings.warn(f"--model {path!r}: the decode head is random (not in the checkpoint); masks are meaningless")
+    for warning in caught:
+        if not (random_head and str(warning.message).startswith("loading ")):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return model.eval() if framework == "pt" else model
+
+
+def build_segmenter(model: Any, args: argparse.Namespace, palette: Any = None) -> Any:
+    """The :class:`segformer.Segmenter` the inference options ask for: ``--mode`` / ``--slide-crop`` /
+    ``--slide-stride`` / ``--tta`` / ``--scales``, and ``--eval-size`` as its resize rule (``none``: the image
+    as it is; ``ade``: the original ADE20K keep-ratio rule; ``H,W``: that size)."""
+    from ..common.sizes import parse_size
+    from ..segmenter import Segmenter
+
+    kwargs = inference_kwargs(args)
+    if args.eval_size in (None, "none"):
+        resize: dict[str, Any] = {"resize": "none"}
+    elif args.eval_size == "ade":
+        resize = {"resize": "keep-ratio", "test_scale": (2048, 512), "size_divisor": 32}
+    else:
+        resize = {"resize": parse_size(args.eval_size, "--eval-size")}
+    return Segmenter(model, palette=palette, **kwargs, **resize)
+
+
+def label_predictor(framework: str, kwargs: dict[str, Any]) -> Callable[[Any, Any, tuple[int, int]], Any]:
+    """``predict(model, pixel_values (1, 3, h, w), (H, W)) -> (1, H, W)`` labels, numpy-compatible."""
+    if framework == "pt":
+        from ..pt.inference import predict_labels
+
+        def predict(model: Any, pixel_values: Any, size: tuple[int, int]) -> Any:
+            return predict_labels(model, pixel_values, output_size=size, **kwargs)
+
+        return predict
+    from ..tf.inference import predict_labels as tf_predict_labels
+
+    def predict_tf(model: Any, pixel_values: Any, size: tuple[int, int]) -> Any:
+        return tf_predict_labels(model, pixel_values, output_size=size, **kwargs)
+
+    return predict_tf
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data ROOT`` or ``--images ITEMS... --labels DIR`` (shared by ``eval`` and ``train``)."""
+    parser.add_argument("--data", default=None, help="dataset root (images/ + annotations/ per split)")
+    parser.add_argument("--images", nargs="+", default=None, metavar="ITEM",
+                        help="instead of --data: image files, folders (recursive), globs or @FILE lists")
+    parser.add_argument("--labels", default=None, metavar="DIR",
+                        help="with --images: folder of label PNGs, NAME.png for image NAME.ext (sub-folders as in the image folder)")
+
+
+def dataset_from_args(args: argparse.Namespace, split: str, transform: Any, seed: int | None = None) -> Any:
+    """The dataset that ``--data`` (its ``split``) or ``--images`` / ``--labels`` name."""
+    from ..common.datasets import SegmentationFolderDataset, _read_id2label
+    from ..common.image_io import expand_named_inputs
+
+    if (args.data is None) == (args.images is None):
+        raise ValueError("pass either --data ROOT or --images ITEM... with --labels DIR (exactly one of --data / --images)")
+    if args.data is not None:
+        if args.labels is not None:
+            raise ValueError("--labels goes with --images; with --data the labels are ROOT/annotations/<split>")
+        return SegmentationFolderDataset(args.data, split, transform=transform, reduce_labels=args.reduce_labels, seed=seed)
+    if args.labels is None:
+        raise ValueError("--images needs --labels DIR (the folder of label PNGs)")
+    labels = Path(args.labels)
+    if not labels.is_dir():
+        raise FileNotFoundError(f"--labels {args.labels!r} is not a folder")
+    pairs = [(name, path, labels / f"{name}.png") for path, name in expand_named_inputs(args.images, "--images")]
+    return SegmentationFolderDataset.from_pairs(pairs, transform=transform, reduce_labels=args.reduce_labels, seed=seed,
+                                                id2label=_read_id2label(labels / "id2label.json"))
+
+
+def check_dataset_files(dataset: Any, count: int | None = None) -> int:
+    """Decode every image and label map of ``dataset`` (the first ``count``) before any work.
+
+    Returns the largest class index in the label maps (ignored pixels, 255, excluded; -1 if none).
+    Raises ``ValueError`` listing every bad file with its reason (missing, unreadable, truncated, not an
+    image, wrong label mode, label size differs from the image).
+    """
+    from ..common.datasets import load_label
+    from ..common.image_io import check_image, image_size
+
+    bad: list[str] = []
+    largest = -1
+    total = len(dataset.image_paths) if count is None else min(count, len(dataset.image_paths))
+    for image_path, label_path in list(zip(dataset.image_paths, dataset.label_paths))[:total]:
+        reason = check_image(image_path)
+        if reason is not None:
+            bad.append(f"{os.fspath(image_path)}: {reason}")
+        try:
+            label = load_label(label_path)
+        except FileNotFoundError:
+            bad.append(f"{os.fspath(label_path)}: label map does not exist (for {os.fspath(image_path)})")
+            continue
+        except (OSError, SyntaxError, ValueError) as err:
+            bad.append(f"{os.fspath(label_path)}: {err}")
+            continue
+        if reason is None:
+            height, width = image_size(image_path)
+            if label.shape != (height, width):
+                bad.append(f"{os.fspath(label_path)}: label map is {label.shape[0]}x{label.shape[1]} (HxW) but its image "
+                           f"is {height}x{width}")
+        if dataset.reduce_labels:
+            label = np.where(label == 0, 255, label - 1)
+        valid = label[label != 255]
+        if valid.size:
+            largest = max(largest, int(valid.max()))
+    if bad:
+        shown = "\n  ".join(bad[:50]) + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else "")
+        raise ValueError(f"{len(bad)} bad file(s) among {total} image / label pairs; nothing was run:\n  {shown}")
+    return largest
+
+
+def check_num_labels(num_labels: int, dataset: Any, largest: int, where: str) -> None:
+    """Refuse a model whose ``num_labels`` cannot match the dataset's classes (both numbers in the message)."""
+    known = getattr(dataset, "id2label", None)
+    if known and len(known) != num_labels:
+        raise ValueError(
+            f"the model predicts {num_labels} classes but the dataset {where} has {len(known)} (its id2label.json); "
+            "evaluate a model trained on these labels (or fix --reduce-labels)"
+        )
+    if largest >= num_labels:
+        raise ValueError(
+            f"the model predicts {num_labels} classes (0..{num_labels - 1}) but the label maps of {where} use class "
+            f"{largest}, i.e. at least {largest + 1} classes; evaluate a model trained on these labels (or use --reduce-labels)"
+        )
