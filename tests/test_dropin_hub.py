@@ -220,6 +220,10 @@ def test_unknown_save_keyword_is_a_type_error(tmp_path):
             model.save_pretrained(tmp_path, **bad)
     with pytest.raises(TypeError, match="commit_mesage"):
         model.push_to_hub("user/x", commit_mesage="typo")
+    from segformer import SegformerImageProcessor
+
+    with pytest.raises(TypeError, match=r"SegformerImageProcessor.save_pretrained .*'safe_serialization'.*accepted: push_to_hub"):
+        SegformerImageProcessor().save_pretrained(tmp_path, safe_serialization=True)
 
 
 def test_push_to_hub_uploads_the_saved_folder(fake_hub, tmp_path):

@@ -85,6 +85,19 @@ def pop_upload_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def pop_save_kwargs(owner: str, kwargs: dict[str, Any], accepted: str) -> tuple[str | None, dict[str, Any]]:
+    """``(repo_id, upload options)`` taken out of ``save_pretrained``'s extra keywords; anything left is a
+    ``TypeError`` naming it and listing ``accepted`` plus the upload keywords (nothing is silently ignored)."""
+    repo_id = kwargs.pop("repo_id", None)
+    upload = pop_upload_kwargs(kwargs)
+    if kwargs:
+        raise TypeError(
+            f"{owner}.save_pretrained got unexpected keyword arguments {sorted(kwargs)}; accepted: {accepted}, "
+            f"repo_id, {', '.join(HUB_UPLOAD_KWARGS)}"
+        )
+    return repo_id, upload
+
+
 def _import_hub(purpose: str):
     from .deps import require
 

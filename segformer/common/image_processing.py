@@ -476,15 +476,9 @@ class SegformerImageProcessor:
         folder's name) with ``token``, ``commit_message``, ``commit_description``, ``private``, ``create_pr``,
         ``revision``; any other keyword is a ``TypeError``.
         """
-        from .hub import HUB_UPLOAD_KWARGS, pop_upload_kwargs, push_folder_to_hub
+        from .hub import pop_save_kwargs, push_folder_to_hub
 
-        repo_id = kwargs.pop("repo_id", None)
-        upload = pop_upload_kwargs(kwargs)
-        if kwargs:
-            raise TypeError(
-                f"save_pretrained got unexpected keyword arguments {sorted(kwargs)}; accepted: push_to_hub, repo_id, "
-                f"{', '.join(HUB_UPLOAD_KWARGS)}"
-            )
+        repo_id, upload = pop_save_kwargs(type(self).__name__, kwargs, "push_to_hub")
         directory = Path(save_directory)
         if directory.is_file():
             raise ValueError(f"save_directory {os.fspath(directory)!r} is a file; pass a folder")

@@ -17,7 +17,7 @@ from torch import nn
 from ..common.atomic import atomic_folder
 from ..common.checkpoint import LoadReport
 from ..common.config import SegformerConfig
-from ..common.hub import HUB_UPLOAD_KWARGS, pop_upload_kwargs, push_folder_to_hub, push_to_hub_with
+from ..common.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
 from ..common.pretrained import prepare_state, replaced_by_save, save_pretrained_state, split_from_pretrained_kwargs
 from ..common.weights import check_state_keys
 
@@ -271,14 +271,10 @@ class SegformerPreTrainedModel(nn.Module):
         """
         if self._task is None:
             raise TypeError(f"{type(self).__name__} cannot be saved on its own; save the full model")
-        repo_id = kwargs.pop("repo_id", None)
-        upload = pop_upload_kwargs(kwargs)
-        if kwargs:
-            raise TypeError(
-                f"{type(self).__name__}.save_pretrained got unexpected keyword arguments {sorted(kwargs)}; accepted: "
-                f"is_main_process, state_dict, save_function, push_to_hub, max_shard_size, safe_serialization, "
-                f"repo_id, {', '.join(HUB_UPLOAD_KWARGS)}"
-            )
+        repo_id, upload = pop_save_kwargs(
+            type(self).__name__, kwargs,
+            "is_main_process, state_dict, save_function, push_to_hub, max_shard_size, safe_serialization",
+        )
         state = self.state_dict_numpy() if state_dict is None else {k: _to_numpy(v) for k, v in state_dict.items()}
 
         def save_torch(tensors: dict[str, np.ndarray], path: Path) -> None:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from ..common.atomic import atomic_folder
 from ..common.config import SegformerConfig, as_config
 from ..common.pixel_values import DATA_FORMATS
-from ..common.hub import HUB_UPLOAD_KWARGS, pop_upload_kwargs, push_folder_to_hub, push_to_hub_with
+from ..common.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
 from ..common.pretrained import prepare_state, replaced_by_save, save_pretrained_state, split_from_pretrained_kwargs
 from ..common.weights import check_state_keys, parameter_table, to_pt_layout, to_tf_layout
 
@@ -210,14 +210,10 @@ class TFSegformerPreTrainedModel(keras.Model):
         ``commit_message``, ``commit_description``, ``private``, ``create_pr``, ``revision``. Any other keyword is
         a ``TypeError`` naming it.
         """
-        repo_id = kwargs.pop("repo_id", None)
-        upload = pop_upload_kwargs(kwargs)
-        if kwargs:
-            raise TypeError(
-                f"{type(self).__name__}.save_pretrained got unexpected keyword arguments {sorted(kwargs)}; accepted: "
-                f"saved_model, version, push_to_hub, signatures, max_shard_size, safe_serialization, repo_id, "
-                f"{', '.join(HUB_UPLOAD_KWARGS)}"
-            )
+        repo_id, upload = pop_save_kwargs(
+            type(self).__name__, kwargs,
+            "saved_model, version, push_to_hub, signatures, max_shard_size, safe_serialization",
+        )
         if saved_model and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
             raise ValueError(f"version must be an integer >= 0 (the SavedModel subfolder), got {version!r}")
         weights_format = "safetensors" if safe_serialization else "h5"
