@@ -39,7 +39,10 @@ def _child_segment(mode: str, side_h: int, side_w: int, threads: int, workdir: s
     model = SegformerForSemanticSegmentation(SegformerConfig.from_variant("b0", num_labels=150)).eval()
     rng = np.random.default_rng(0)
     coarse = rng.integers(0, 256, (side_h // 64 + 1, side_w // 64 + 1, 3), dtype=np.uint8)
-    image = np.repeat(np.repeat(coarse, 64, axis=0), 64, axis=1)[:side_h, :side_w]
+    image = np.empty((side_h, side_w, 3), dtype=np.uint8)  # one contiguous copy: the input as a user holds it
+    for top in range(0, side_h, 64):
+        band = np.repeat(np.repeat(coarse[top // 64 : top // 64 + 1], 64, axis=0), 64, axis=1)
+        image[top : top + 64] = band[: min(64, side_h - top), :side_w]
     labels = np.lib.format.open_memmap(os.path.join(workdir, "labels.npy"), mode="w+", dtype=np.uint8,
                                        shape=(side_h, side_w))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
