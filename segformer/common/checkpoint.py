@@ -329,30 +329,31 @@ SAFE_TORCH_VERSION = (2, 6)
 SAFE_KERAS_VERSION = (3, 12)
 
 
+def _check_version(package: str, floor: tuple[int, int], path: str | os.PathLike, what: str, why: str, instead: str) -> None:
+    """Refuse to load ``path`` with ``package`` older than ``floor`` (its safety guarantee has public bypasses)."""
+    import importlib
+
+    version = importlib.import_module(package).__version__
+    if tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < floor:
+        wanted = ".".join(map(str, floor))
+        raise ImportError(
+            f"{os.fspath(path)} is {what}; loading it safely needs {package} >= {wanted} ({why}), found {package} "
+            f"{version}: pip install '{package}>={wanted}', or {instead}"
+        )
+
+
 def check_keras_version(path: str | os.PathLike) -> None:
     """Refuse to open a ``.keras`` archive with a Keras whose safe mode has published bypasses (before 3.12)."""
-    import keras
-
-    found = tuple(int(part) for part in re.findall(r"\d+", keras.__version__)[:2])
-    if found < SAFE_KERAS_VERSION:
-        raise ImportError(
-            f"{os.fspath(path)} is a .keras archive; loading it safely needs keras >= 3.12 (safe mode of earlier "
-            f"versions can be bypassed to run code from the archive), found keras {keras.__version__}: "
-            "pip install 'keras>=3.12', or convert it where a recent Keras is installed"
-        )
+    _check_version("keras", SAFE_KERAS_VERSION, path, "a .keras archive",
+                   "safe mode of earlier versions can be bypassed to run code from the archive",
+                   "convert it where a recent Keras is installed")
 
 
 def check_torch_version(path: str | os.PathLike) -> None:
     """Refuse to unpickle with a torch whose ``weights_only=True`` has public bypasses (before 2.6)."""
-    import torch
-
-    found = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
-    if found < SAFE_TORCH_VERSION:
-        raise ImportError(
-            f"{os.fspath(path)} is a PyTorch pickle; loading it safely needs torch >= 2.6 (earlier versions' "
-            f"weights_only=True can be bypassed to run code from the file), found torch {torch.__version__}: "
-            "pip install 'torch>=2.6', or use a safetensors file"
-        )
+    _check_version("torch", SAFE_TORCH_VERSION, path, "a PyTorch pickle",
+                   "earlier versions' weights_only=True can be bypassed to run code from the file",
+                   "use a safetensors file")
 
 
 def torch_load_error(path: str | os.PathLike, err: BaseException) -> "CheckpointError":
