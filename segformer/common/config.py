@@ -482,7 +482,7 @@ class SegformerConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "SegformerConfig":
-        from .checkpoint import read_json
+        from .json_io import read_json
 
         path = Path(path)
         data = read_json(path, "config file", error=ValueError)

@@ -78,7 +78,7 @@ def _list_files(folder: Path, suffixes: Sequence[str], recursive: bool) -> dict[
 def _read_id2label(path: Path) -> dict[int, str] | None:
     if not path.is_file():
         return None
-    from .checkpoint import read_json
+    from .json_io import read_json
 
     raw = read_json(path, "dataset label file", error=ValueError)
     try:

@@ -439,7 +439,7 @@ class SegformerImageProcessor:
 
     @classmethod
     def from_json_file(cls, json_file: str | os.PathLike, **kwargs: Any) -> "SegformerImageProcessor":
-        from .checkpoint import read_json
+        from .json_io import read_json
 
         data = read_json(json_file, "processor config", error=ValueError)  # nesting / size / encoding bounded
         if not isinstance(data, Mapping):

@@ -104,7 +104,7 @@ def load_id2label(path_or_name: str | os.PathLike) -> dict[int, str]:
             f"load_id2label: {os.fspath(path_or_name)!r} is neither a JSON file nor a built-in label set "
             f"({', '.join(LABEL_SETS)})"
         )
-    from .checkpoint import read_json
+    from .json_io import read_json
 
     data = read_json(path, "load_id2label label file", error=ValueError)
     if isinstance(data, Mapping) and "id2label" in data:

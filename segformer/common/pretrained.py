@@ -25,12 +25,11 @@ from .checkpoint import (
     TF_WEIGHTS_NAME,
     CheckpointError,
     LoadReport,
-    detect_format,
+    PT_LAYOUT_KINDS,
+    RawCheckpoint,
     find_weights_file,
-    load_state_dict,
     match_state_dict,
-    read_h5_counters,
-    read_tf_h5,
+    read_checkpoint,
     save_safetensors,
     write_tf_h5,
 )
@@ -41,6 +40,7 @@ __all__ = [
     "resolve_pretrained",
     "split_from_pretrained_kwargs",
     "read_canonical_state",
+    "canonical_state",
     "prepare_state",
     "save_pretrained_state",
     "parse_shard_size",
@@ -114,27 +114,32 @@ _UNSUPPORTED_LOAD_KWARGS = {
 
 
 def read_canonical_state(weights: str | os.PathLike, specs: list[ParamSpec]) -> dict[str, np.ndarray]:
-    """Read any supported weights file into ``{name: array}`` in PyTorch layout.
+    """Read any supported weights file into ``{name: array}`` in PyTorch layout (:func:`canonical_state`)."""
+    return canonical_state(read_checkpoint(weights), specs)
+
+
+def canonical_state(raw: RawCheckpoint, specs: list[ParamSpec]) -> dict[str, np.ndarray]:
+    """The tensors of a read checkpoint under their canonical names, in PyTorch layout.
 
     safetensors / ``.bin`` / sharded index keep their (PyTorch) names. A Hugging Face ``tf_model.h5``
     is mapped onto ``specs`` by TF path (every task's TF paths share the ``segformer/encoder/...``
     spelling); TF entries that match no spec are kept under their TF path so they show up as unexpected.
     """
-    weights = Path(weights)
-    kind = detect_format(weights)
-    if kind in ("safetensors", "torch", "index"):
-        state = load_state_dict(weights)
+    weights = raw.path
+    if raw.kind in PT_LAYOUT_KINDS:
+        if raw.kind == "torch" and not isinstance(raw.obj, Mapping):
+            raise CheckpointError(f"{weights}: expected a dict of tensors, got {type(raw.obj).__name__}")
+        state = raw.tensors
         if "state_dict" in state and isinstance(state["state_dict"], dict):
             raise CheckpointError(
                 f"{weights}: this is an mmcv/original checkpoint ({{'state_dict': ...}}); convert it with "
                 "`segformer convert` (segformer.convert) first"
             )
         return state
-    if kind == "h5":
-        _, tensors = read_tf_h5(weights)
-        state: dict[str, np.ndarray] = dict(read_h5_counters(weights))  # segformer-written files carry them
+    if raw.kind == "h5":
+        state: dict[str, np.ndarray] = dict(raw.counters)  # segformer-written files carry them
         by_tf = {s.tf_name: s for s in specs}
-        for tf_name, array in tensors.items():
+        for tf_name, array in raw.tensors.items():
             spec = by_tf.get(tf_name)
             if spec is None:
                 state[tf_name] = array  # reported as unexpected
@@ -145,11 +150,9 @@ def read_canonical_state(weights: str | os.PathLike, specs: list[ParamSpec]) -> 
                     array.transpose(3, 2, 0, 1) if array.ndim == 4 else array
                 )
         return state
-    if kind == "keras":
-        raise CheckpointError(
-            f"{weights}: a .keras archive; load it with keras.models.load_model or convert it with `segformer convert`"
-        )
-    raise CheckpointError(f"{weights}: unsupported checkpoint kind {kind!r}")
+    raise CheckpointError(
+        f"{weights}: a .keras archive; load it with keras.models.load_model or convert it with `segformer convert`"
+    )
 
 
 def prepare_state(

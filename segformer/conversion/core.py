@@ -11,7 +11,7 @@
    model / semantic segmentation / image classification) is read off the tensor names. Every source
    tensor must be consumed and every model tensor present, else :class:`ConversionError` lists the names.
 3. **Write** ``config.json`` + ``model.safetensors`` (``to="pt"``) or ``tf_model.h5`` (``to="tf"``) into a
-   temporary folder ``.DST.PID.RANDOM.tmp`` next to the destination (BatchNorm running statistics included in
+   temporary folder ``.DST.PID.RANDOM.tmp`` next to the destination (:func:`segformer.common.atomic.atomic_folder`) (BatchNorm running statistics included in
    both directions; ``num_batches_tracked``, which Keras has no variable for, rides along in an h5
    attribute so PT -> TF -> PT is bit-exact on every tensor).
 4. **Verify** before the folder is renamed into place: the written tensors are read back and compared
@@ -20,7 +20,7 @@
    two sizes (64x64 and an odd 65x97 by default); logits and every stage's hidden state are compared.
    Above ``tolerance`` (default 1e-4) nothing is written and :class:`VerificationError` carries the report.
 5. **Rename** the temporary folder onto the destination (an existing destination only with
-   ``overwrite=True``).
+   ``overwrite=True``; it is replaced whole, exchanged in one rename where the platform allows).
 
 The steps live in :mod:`~segformer.conversion.source` (read, map, labels),
 :mod:`~segformer.conversion.write` (write, read back), :mod:`~segformer.conversion.verify` (models of both
@@ -35,6 +35,7 @@ TF builds of the mapped tensors; agreement with the original code's own outputs 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -44,7 +45,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..common.atomic import current_umask, replace_folder, temp_folder_for
+from ..common.atomic import atomic_folder
 from ..common.checkpoint import COUNTERS_ATTR
 from ..common.deps import MissingDependencyError, missing_message
 from .report import (
@@ -210,10 +211,11 @@ def convert(
     )
     say(f"read {source.path} ({source.kind}, {source.task}, {len(source.state)} tensors)")
 
-    parent = (dst_path.parent if dst_path is not None else Path(tempfile.gettempdir())).resolve()
-    name = dst_path.name if dst_path is not None else "segformer-verify"
-    tmp = temp_folder_for(parent / name)
-    try:
+    with contextlib.ExitStack() as stack:
+        if dst_path is None:  # verification only: written to a private temporary folder, then deleted
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segformer-verify-")))
+        else:  # the whole destination is replaced: nothing of an existing one is carried over
+            tmp = stack.enter_context(atomic_folder(dst_path, "destination", discard=lambda name: True))
         bar = _progress(progress, 3, "writing")
         write_folder(tmp, config, source.task, source.state, to)
         report.notes += _copy_extras(source, tmp)
@@ -242,29 +244,9 @@ def convert(
                 report,
             )
         if dst_path is not None:
-            written = [dst_path / p.name for p in sorted(tmp.iterdir()) if p.is_file()]
-            _move_into_place(tmp, dst_path, overwrite)
-            report.files = [os.fspath(p) for p in written]
-            report.written = True
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            if dst_path.exists() and not overwrite:
+                raise FileExistsError(f"destination {os.fspath(dst_path)!r} appeared while converting; not overwritten")
+            report.files = [os.fspath(dst_path / p.name) for p in sorted(tmp.iterdir()) if p.is_file()]
+    report.written = dst_path is not None  # the folder was renamed into place when the block ended
     report.seconds = time.perf_counter() - start
     return report
-
-
-def _move_into_place(tmp: Path, dst: Path, overwrite: bool) -> None:
-    """Rename the finished temporary folder onto ``dst``; an existing ``dst`` is exchanged with it in one
-    rename where the platform allows (:func:`segformer.common.atomic.replace_folder`).
-
-    Temporary files and folders are created private (0600 / 0700); the result gets the usual permissions
-    (0666 / 0777 less the umask), like any file the user writes.
-    """
-    umask = current_umask()
-    for path in tmp.iterdir():
-        if path.is_file():
-            os.chmod(path, 0o666 & ~umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"destination {os.fspath(dst)!r} appeared while converting; not overwritten")
-    replace_folder(tmp, dst)

@@ -147,24 +147,28 @@ class OriginalCheckpoint:
     layout: str = "mmseg"  # "mmseg" (backbone.* / decode_head.*) or "encoder" (plain backbone + head.*)
 
 
+def explain_torch_refusal(err: CheckpointError) -> CheckpointError:
+    """``err`` with what to do when ``torch.load(weights_only=True)`` refused a pickle (any other error as is)."""
+    if "refused" not in str(err):
+        return err
+    return CheckpointError(
+        f"{err}\nThe mmcv 'meta' dict (or another entry) holds objects that torch.load(weights_only=True) "
+        "refuses. This converter does not load files unsafely. If you trust the file, re-save only its "
+        "tensors in a trusted environment, e.g. torch.save({'state_dict': torch.load(p, weights_only=False)"
+        "['state_dict']}, 'clean.pth'), and convert that."
+    )
+
+
 def read_torch_object(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` into numpy; never falls back to unsafe loading.
 
     A refusal (an mmcv ``meta`` dict holding objects other than tensors and plain containers) is a
     :class:`CheckpointError` that says so and how to re-save the tensors alone.
     """
-    path = Path(path)
     try:
-        return read_torch_bin(path)
+        return read_torch_bin(Path(path))
     except CheckpointError as err:
-        if "refused" in str(err):
-            raise CheckpointError(
-                f"{err}\nThe mmcv 'meta' dict (or another entry) holds objects that torch.load(weights_only=True) "
-                "refuses. This converter does not load files unsafely. If you trust the file, re-save only its "
-                "tensors in a trusted environment, e.g. torch.save({'state_dict': torch.load(p, weights_only=False)"
-                "['state_dict']}, 'clean.pth'), and convert that."
-            ) from None
-        raise
+        raise explain_torch_refusal(err) from None
 
 
 def read_original_checkpoint(path: str | os.PathLike) -> OriginalCheckpoint:

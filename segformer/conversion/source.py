@@ -11,31 +11,25 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..common.checkpoint import (
-    PT_WEIGHTS_INDEX_NAME,
-    PT_WEIGHTS_NAME,
-    SAFE_WEIGHTS_INDEX_NAME,
-    SAFE_WEIGHTS_NAME,
-    TF_WEIGHTS_NAME,
     CheckpointError,
     check_keras_version,
     detect_format,
-    load_state_dict,
+    find_weights_file,
     match_state_dict,
-    read_h5_counters,
-    read_tf_h5,
+    read_checkpoint,
 )
 from ..common.config import CONFIG_NAME, HF_LAYER_NORM_EPS, SegformerConfig
 from ..common.deps import require
-from ..common.pretrained import read_canonical_state
+from ..common.pretrained import canonical_state
 from ..common.weights import canonical_task, parameter_table
 from .original import (
     OriginalCheckpoint,
+    explain_torch_refusal,
     infer_original_config,
     is_original_state,
     labels_from_meta,
     map_original_state,
     original_from_object,
-    read_torch_object,
 )
 from .report import ConversionError
 
@@ -71,27 +65,20 @@ def detect_task(names: Sequence[str]) -> str:
 
 
 def _weights_in_folder(folder: Path, to: str, source_framework: str | None) -> Path:
-    pt_names = [SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, PT_WEIGHTS_NAME, PT_WEIGHTS_INDEX_NAME]
-    pt_files = [folder / n for n in pt_names if (folder / n).is_file()]
-    tf_files = [folder / TF_WEIGHTS_NAME] if (folder / TF_WEIGHTS_NAME).is_file() else []
-    keras_files = sorted(folder.glob("*.keras"))
+    """The source file of a folder: ``--from``'s framework only, else the other framework's file first (a
+    folder holding both converts from the framework it is not converted to)."""
+    pt_kinds, tf_kinds = ("safetensors", "torch"), ("h5", "keras")
     if source_framework == "pt":
-        order = [pt_files]
+        prefer = pt_kinds
     elif source_framework == "tf":
-        order = [tf_files, keras_files]
-    elif to == "tf":  # a folder with both: convert from the other framework's file
-        order = [pt_files, tf_files, keras_files]
+        prefer = tf_kinds
     else:
-        order = [tf_files, keras_files, pt_files]
-    for files in order:
-        if files:
-            return files[0]
-    wanted = {"pt": pt_names, "tf": [TF_WEIGHTS_NAME, "*.keras"], None: pt_names + [TF_WEIGHTS_NAME, "*.keras"]}
-    raise FileNotFoundError(
-        f"source folder {folder}: no weights file"
-        + (f" for --from {source_framework}" if source_framework else "")
-        + f"; looked for {wanted[source_framework]}"
-    )
+        prefer = pt_kinds + tf_kinds if to == "tf" else tf_kinds + pt_kinds
+    try:
+        return find_weights_file(folder, prefer)
+    except FileNotFoundError as err:
+        wanted = f" for --from {source_framework}" if source_framework else ""
+        raise FileNotFoundError(f"source folder {folder}{wanted}: {err}") from None
 
 
 def _strip_base_prefix(state: dict[str, np.ndarray], task: str) -> dict[str, np.ndarray]:
@@ -186,24 +173,19 @@ def read_source(
         tensors, extra = _check_against_table(state, config, task, weights, fill_counters=True)
         return SourceCheckpoint(weights, "keras", "tf", task, config, tensors, [weights], notes + extra)
 
-    if kind == "torch":
-        obj = read_torch_object(weights)
-        if isinstance(obj, Mapping) and is_original_state(obj):
-            return _from_original(original_from_object(obj, weights), num_heads, progress)
-        if not isinstance(obj, Mapping):
-            raise CheckpointError(f"{weights}: expected a dict of tensors, got {type(obj).__name__}")
-        state = dict(obj)
-    elif kind in ("safetensors", "index"):
-        state = load_state_dict(weights)
-    elif kind == "h5":
-        state = {}
-    else:
-        raise CheckpointError(f"{weights}: a {kind} file is not a SegFormer checkpoint")
+    try:
+        raw = read_checkpoint(weights)
+    except CheckpointError as err:
+        raise explain_torch_refusal(err) from None
+    if raw.kind == "torch":
+        if isinstance(raw.obj, Mapping) and is_original_state(raw.obj):
+            return _from_original(original_from_object(raw.obj, weights), num_heads, progress)
+        if not isinstance(raw.obj, Mapping):
+            raise CheckpointError(f"{weights}: expected a dict of tensors, got {type(raw.obj).__name__}")
 
     config = _config_beside(weights, explicit_config)
-    if kind == "h5":
-        model_name, tf_tensors = read_tf_h5(weights)
-        task = detect_task(list(tf_tensors))
+    if raw.kind == "h5":
+        task = detect_task(list(raw.tensors))
         if config is None:
             raise FileNotFoundError(
                 f"{weights}: a tf_model.h5 needs its config.json beside it (or config_path=...): the TF names "
@@ -211,13 +193,12 @@ def read_source(
             )
         if num_heads is not None:
             raise ConversionError(f"--num-heads: {weights} has a config.json; its num_attention_heads is used")
-        specs = parameter_table(config, task)
-        state = read_canonical_state(weights, specs)
-        state.update(read_h5_counters(weights))
+        state = canonical_state(raw, parameter_table(config, task))
         tensors, extra = _check_against_table(state, config, task, weights, fill_counters=True)
         notes += extra
         return SourceCheckpoint(weights, "hf-tf", "tf", task, config, tensors, [weights], notes)
 
+    state = raw.tensors
     not_arrays = sorted(k for k, v in state.items() if not isinstance(v, np.ndarray))
     if not_arrays:
         raise CheckpointError(f"{weights}: entries that are not tensors: {not_arrays[:10]}")
