@@ -1,5 +1,5 @@
 """``segformer train`` / ``eval`` / ``predict`` end to end on a tiny model and synthetic data (PyTorch;
-the Keras path is covered in tests/test_training_tf.py)."""
+the Keras path is covered in tests/test_tf_training.py)."""
 
 from __future__ import annotations
 

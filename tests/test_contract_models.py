@@ -2,7 +2,8 @@
 (``pt`` / ``tf``) and once per task of the task table (``segformer.common.weights.TASK_CLASSES``).
 
 Covered: the reference fixtures' logits (fast and plain path), tuple == dict outputs, fast path == plain path
-on random weights, save / load round trip, a new head on a base checkpoint, bad labels, and every variant
+on random weights, dropout / drop path only in training, save / load round trip, a new head on a base
+checkpoint, bad labels, and every variant
 name of ``segformer.common.variants.variant_names()`` building the architecture of its table entry.
 """
 
@@ -46,6 +47,13 @@ class _Torch:
         with self.torch.no_grad():
             return model(self.torch.from_numpy(pixel_values), **kwargs)
 
+    def call_training(self, model, pixel_values):
+        model.train()
+        try:
+            return self.call(model, pixel_values)
+        finally:
+            model.eval()
+
     def numpy(self, value):
         return value.detach().numpy()
 
@@ -70,6 +78,9 @@ class _Keras:
 
     def call(self, model, pixel_values, **kwargs):
         return model(pixel_values, **kwargs)
+
+    def call_training(self, model, pixel_values):
+        return model(pixel_values, training=True)
 
     def numpy(self, value):
         return np.asarray(value)
@@ -119,6 +130,26 @@ def test_tuple_equals_dict_and_fast_equals_plain(backend, task):
     model.use_fast_path = False
     plain = backend.numpy(_main_output(task, backend.call(model, pixel_values)))
     np.testing.assert_allclose(backend.numpy(_main_output(task, as_dict)), plain, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_dropout_and_drop_path_act_only_in_training(backend, task):
+    """Every stochastic layer on (hidden / attention / classifier dropout, stochastic depth): inference equals the
+    same weights with all of them off; training calls differ from each other, and not without them."""
+    stochastic = dict(depths=[2, 1, 1, 1], hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5,
+                      classifier_dropout_prob=0.5, drop_path_rate=0.5)
+    plain = {key: 0.0 for key in stochastic if key != "depths"}
+    pixel_values = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    model = backend.build(task, tiny_config(**stochastic), seed=6)
+    reference = backend.build(task, tiny_config(**dict(stochastic, **plain)), seed=6)
+    inference = [backend.numpy(_main_output(task, backend.call(model, pixel_values))) for _ in range(2)]
+    expected = backend.numpy(_main_output(task, backend.call(reference, pixel_values)))
+    for got in inference:
+        np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    training = [backend.numpy(_main_output(task, backend.call_training(model, pixel_values))) for _ in range(2)]
+    assert float(np.abs(training[0] - training[1]).max()) > 1e-3, (backend.name, task, "dropout inactive in training")
+    steady = [backend.numpy(_main_output(task, backend.call_training(reference, pixel_values))) for _ in range(2)]
+    np.testing.assert_allclose(steady[0], steady[1], atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -1,7 +1,7 @@
 """The Keras training loop under ``tf.distribute.MirroredStrategy`` on 2 logical CPU devices against one
 device on the same global batch, with a small stand-in Keras model (conv -> BatchNorm -> conv, masked
 cross-entropy), so the loop, the optimizer inside ``strategy.run`` and synchronized BatchNorm are covered
-whether or not ``segformer.tf``'s models are installed (tests/test_training_tf.py repeats this with them)."""
+whether or not ``segformer.tf``'s models are installed (tests/test_tf_training.py repeats this with them)."""
 
 from __future__ import annotations
 
