@@ -28,7 +28,7 @@ import colorsys
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -300,21 +300,28 @@ def iter_batches(
         indices = order[start : start + batch_size]
         if drop_last and len(indices) < batch_size:
             return
-        items = [dataset[int(i)] for i in indices]
-        batch: dict[str, Any] = {}
-        for key in items[0]:
-            values = [item[key] for item in items]
-            if isinstance(values[0], np.ndarray):
-                shapes = {value.shape for value in values}
-                if len(shapes) > 1:
-                    raise ValueError(
-                        f"cannot stack {key!r} of different shapes {sorted(shapes)} into one batch; "
-                        "resize/crop with a transform or use batch_size=1"
-                    )
-                batch[key] = np.stack(values)
-            else:
-                batch[key] = values
-        yield batch
+        yield collate_items([dataset[int(i)] for i in indices], np.ndarray, np.stack)
+
+
+def collate_items(items: Sequence[Mapping[str, Any]], array_type: type | tuple[type, ...], stack: Callable) -> dict[str, Any]:
+    """One batch from dataset items: values of ``array_type`` (numpy arrays, torch tensors) stacked with
+    ``stack`` along a new first axis (equal shapes required), other values (``name``) as lists."""
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if isinstance(values[0], array_type):
+            shapes = {tuple(value.shape) for value in values}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"cannot stack {key!r} of different shapes {sorted(shapes)} into one batch; "
+                    "resize/crop with a transform or use batch_size=1"
+                )
+            batch[key] = stack(values)
+        else:
+            batch[key] = values
+    return batch
 
 
 # ---------------------------------------------------------------------------------------------- synthetic data

@@ -285,14 +285,20 @@ def map_to_2d(segmentation_map: Any, index: int) -> np.ndarray:
         raise ValueError(f"{name}[{index}]: label map must be 2-D (H, W), got shape {array.shape}")
     if 0 in array.shape:
         raise ValueError(f"{name}[{index}]: label map is empty, shape {array.shape}")
+    return label_values(array, f"{name}[{index}]")
+
+
+def label_values(array: np.ndarray, what: str) -> np.ndarray:
+    """A label map's class indices as an integer array: integer dtypes as they are (a uint8 map of a huge image
+    is not widened), bool and integer-valued floats as int64; anything else is an error naming ``what``."""
     if array.dtype == np.bool_:
         return array.astype(np.int64)
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise ValueError(f"{name}[{index}]: float label map must hold integer class indices (no NaN, no fractions)")
+            raise ValueError(f"{what}: float label map must hold integer class indices (no NaN, no fractions)")
         return array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name}[{index}]: dtype {array.dtype} is not supported; allowed: integers, bool, or integer-valued floats")
+        raise TypeError(f"{what}: dtype {array.dtype} is not supported; allowed: integers, bool, or integer-valued floats")
     return array
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from segformer.common.atomic import atomic_path
+from segformer.common.image_arrays import label_values
 from segformer.common.labels import IGNORE_INDEX, get_palette
 
 __all__ = ["class_summary", "colorize", "legend", "load_mask_png", "overlay", "save_mask_png", "save_png"]
@@ -50,15 +51,7 @@ def _label_map(label_map: Any, what: str) -> np.ndarray:
     array = _as_numpy(label_map)
     if array.ndim != 2:
         raise ValueError(f"{what}: label_map must be 2-D (H, W), got shape {array.shape}")
-    if array.dtype == np.bool_:
-        return array.astype(np.int64)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise ValueError(f"{what}: label_map must hold integer class indices, got non-integer floats")
-        return array.astype(np.int64)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{what}: label_map must have an integer dtype, got {array.dtype}")
-    return array  # any integer dtype as it is: a uint8 map of a huge image is not widened
+    return label_values(array, f"{what}: label_map")
 
 
 def colorize(label_map: Any, palette: np.ndarray | str, ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..common.batches import rank_batches
+from ..common.datasets import collate_items
 
 __all__ = [
     "TorchSegmentationDataset",
@@ -71,22 +72,7 @@ class TorchSegmentationDataset(Dataset):
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack tensors of equal shape along a new first axis; other values become lists."""
-    if not items:
-        raise ValueError("cannot collate an empty batch")
-    batch: dict[str, Any] = {}
-    for key in items[0]:
-        values = [item[key] for item in items]
-        if isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"cannot stack {key!r} of different shapes {sorted(shapes)} into one batch; "
-                    "crop with a transform or use batch_size=1"
-                )
-            batch[key] = torch.stack(values)
-        else:
-            batch[key] = values
-    return batch
+    return collate_items(items, torch.Tensor, torch.stack)
 
 
 class TrainBatchSampler:

@@ -128,6 +128,34 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
         output = function(pixel_values)  # the output object comes back through tf.nest
         return output if _flag(return_dict, self.config.return_dict) else output.to_tuple()
 
+    _needs_all_hidden_states = False  # the decode head reads every stage
+
+    def _forward(self, pixel_values, labels, output_attentions, output_hidden_states, return_dict, training) -> Any:
+        """What every ``call`` does: unpack Keras' input dict, resolve the flags from the config, run the whole
+        call as a cached graph where :meth:`_runs_as_graph` says so, else the encoder then the task's
+        :meth:`_head`; the output object (or tuple) holds the head's fields, then hidden states and attentions."""
+        pixel_values, labels = self._unpack(pixel_values, labels)
+        output_attentions = _flag(output_attentions, self.config.output_attentions)
+        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
+        if self._runs_as_graph(training, labels):
+            return self._graph_call(pixel_values, output_attentions, output_hidden_states, return_dict)
+        last, hidden, attentions = self.segformer(
+            self._nhwc(pixel_values),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states or self._needs_all_hidden_states,
+            training=training,
+        )
+        fields = self._head(last, hidden, labels, training)
+        fields["hidden_states"] = tuple(self._out(h) for h in hidden) if output_hidden_states else None
+        fields["attentions"] = attentions
+        if not _flag(return_dict, self.config.return_dict):
+            return tuple(v for v in fields.values() if v is not None)
+        return self._output_class(**fields)
+
+    def _head(self, last: tf.Tensor, hidden: tuple | None, labels: Any, training: Any) -> dict[str, Any]:
+        """The task's outputs before ``hidden_states`` / ``attentions``, by output field name."""
+        raise NotImplementedError
+
     @staticmethod
     def _unpack(pixel_values: Any, labels: Any) -> tuple[Any, Any]:
         if isinstance(pixel_values, dict):  # Keras fit / predict feed the whole input dict
@@ -141,6 +169,7 @@ class TFSegformerModel(_TFSegformerBase):
 
     _task = "base"
     _hf_name = TASK_CLASSES["base"].tf_model_name
+    _output_class = BaseModelOutput
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
         super().__init__(config, data_format=data_format, **kwargs)
@@ -150,22 +179,10 @@ class TFSegformerModel(_TFSegformerBase):
         self.segformer.build()
 
     def call(self, pixel_values, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
-        pixel_values, _ = self._unpack(pixel_values, None)
-        output_attentions = _flag(output_attentions, self.config.output_attentions)
-        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
-        if self._runs_as_graph(training, None):
-            return self._graph_call(pixel_values, output_attentions, output_hidden_states, return_dict)
-        last, hidden, attentions = self.segformer(
-            self._nhwc(pixel_values),
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            training=training,
-        )
-        last = self._out(last)
-        hidden = tuple(self._out(h) for h in hidden) if hidden is not None else None
-        if not _flag(return_dict, self.config.return_dict):
-            return tuple(v for v in (last, hidden, attentions) if v is not None)
-        return BaseModelOutput(last_hidden_state=last, hidden_states=hidden, attentions=attentions)
+        return self._forward(pixel_values, None, output_attentions, output_hidden_states, return_dict, training)
+
+    def _head(self, last, hidden, labels, training):
+        return {"last_hidden_state": self._out(last)}
 
 
 @_SERIALIZABLE
@@ -174,6 +191,7 @@ class TFSegformerForImageClassification(_TFSegformerBase):
 
     _task = "image_classification"
     _hf_name = TASK_CLASSES["image_classification"].tf_model_name
+    _output_class = SegFormerImageClassifierOutput
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
         super().__init__(config, data_format=data_format, **kwargs)
@@ -190,24 +208,13 @@ class TFSegformerForImageClassification(_TFSegformerBase):
         return classification_loss(logits, labels, self.config, sample_weight)
 
     def call(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
-        pixel_values, labels = self._unpack(pixel_values, labels)
-        output_attentions = _flag(output_attentions, self.config.output_attentions)
-        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
-        if self._runs_as_graph(training, labels):
-            return self._graph_call(pixel_values, output_attentions, output_hidden_states, return_dict)
-        last, hidden, attentions = self.segformer(
-            self._nhwc(pixel_values),
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            training=training,
-        )
+        return self._forward(pixel_values, labels, output_attentions, output_hidden_states, return_dict, training)
+
+    def _head(self, last, hidden, labels, training):
         tokens = tf.reshape(last, (tf.shape(last)[0], -1, self.config.hidden_sizes[-1]))
         logits = self.classifier(tf.reduce_mean(tf.cast(tokens, tf.float32), axis=1))
         loss = classification_losses(logits, labels, self.config)[0] if labels is not None else None  # (B,) as HF's TF
-        hidden = tuple(self._out(h) for h in hidden) if hidden is not None else None
-        if not _flag(return_dict, self.config.return_dict):
-            return tuple(v for v in (loss, logits, hidden, attentions) if v is not None)
-        return SegFormerImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions)
+        return {"loss": loss, "logits": logits}
 
 
 @_SERIALIZABLE
@@ -217,6 +224,8 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
 
     _task = "semantic_segmentation"
     _hf_name = TASK_CLASSES["semantic_segmentation"].tf_model_name
+    _output_class = SemanticSegmenterOutput
+    _needs_all_hidden_states = True
 
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
         super().__init__(config, data_format=data_format, **kwargs)
@@ -232,23 +241,11 @@ class TFSegformerForSemanticSegmentation(_TFSegformerBase):
         return semantic_segmentation_loss(logits_nhwc, tf.convert_to_tensor(labels), self.config, sample_weight)
 
     def call(self, pixel_values, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
-        pixel_values, labels = self._unpack(pixel_values, labels)
-        output_attentions = _flag(output_attentions, self.config.output_attentions)
-        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
-        if self._runs_as_graph(training, labels):
-            return self._graph_call(pixel_values, output_attentions, output_hidden_states, return_dict)
-        _, hidden, attentions = self.segformer(
-            self._nhwc(pixel_values),
-            output_attentions=output_attentions,
-            output_hidden_states=True,
-            training=training,
-        )
+        return self._forward(pixel_values, labels, output_attentions, output_hidden_states, return_dict, training)
+
+    def _head(self, last, hidden, labels, training):
         logits_nhwc = self.decode_head(hidden, training=training)
         loss = None
         if labels is not None:  # shape (1,), as transformers' TF model returns it
             loss = tf.reshape(semantic_segmentation_loss(logits_nhwc, tf.convert_to_tensor(labels), self.config), (1,))
-        logits = self._out(logits_nhwc)
-        hidden = tuple(self._out(h) for h in hidden) if output_hidden_states else None
-        if not _flag(return_dict, self.config.return_dict):
-            return tuple(v for v in (loss, logits, hidden, attentions) if v is not None)
-        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden, attentions=attentions)
+        return {"loss": loss, "logits": self._out(logits_nhwc)}
