@@ -171,13 +171,17 @@ def _run_pt(args, config, out, train_set, eval_set, id2label):  # type: ignore[n
                   f"{context.world_size} process(es) on {context.device}, {images} images per step")
         trainer = Trainer(model, config, train_set, eval_set, out_dir=out, context=context, resume=args.resume,
                           progress=not args.no_progress)
-        trainer.train()
-        result = None
-        if eval_set is not None:
-            result = trainer.last_eval if trainer.last_eval is not None else trainer.evaluate()
-        return result, model.config, context.is_main
+        return _train_and_evaluate(trainer, eval_set), model.config, context.is_main
     finally:
         cleanup_distributed(context)
+
+
+def _train_and_evaluate(trainer, eval_set):  # type: ignore[no-untyped-def]
+    """Train, then the held-out metrics: the last evaluation's, or one more run when none ran at the end."""
+    trainer.train()
+    if eval_set is None:
+        return None
+    return trainer.last_eval if trainer.last_eval is not None else trainer.evaluate()
 
 
 def _run_tf(args, config, out, train_set, eval_set, id2label):  # type: ignore[no-untyped-def]
@@ -195,11 +199,7 @@ def _run_tf(args, config, out, train_set, eval_set, id2label):  # type: ignore[n
               f"{config.batch_size * config.grad_accum * replicas} images per step")
     trainer = Trainer(model, config, train_set, eval_set, out_dir=out, strategy=strategy, resume=args.resume,
                       progress=not args.no_progress)
-    trainer.train()
-    result = None
-    if eval_set is not None:
-        result = trainer.last_eval if trainer.last_eval is not None else trainer.evaluate()
-    return result, model.config, is_main
+    return _train_and_evaluate(trainer, eval_set), model.config, is_main
 
 
 def _tf_is_main(strategy: Any) -> bool:

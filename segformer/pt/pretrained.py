@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..common.atomic import atomic_folder
+from ..common.switches import fast_path_enabled, set_fast_path
 from ..common.checkpoint import LoadReport
 from ..common.config import SegformerConfig
 from ..common.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
@@ -66,14 +67,11 @@ class SegformerPreTrainedModel(nn.Module):
     @property
     def use_fast_path(self) -> bool:
         """Eval-mode fast path (fused attention, folded decode head); ``False`` forces the plain path."""
-        flags = [m.fast_path_enabled for m in self.modules() if "fast_path_enabled" in m.__dict__]
-        return all(flags) if flags else False
+        return fast_path_enabled(self.modules())
 
     @use_fast_path.setter
     def use_fast_path(self, value: bool) -> None:
-        for module in self.modules():
-            if "fast_path_enabled" in module.__dict__:
-                module.fast_path_enabled = bool(value)
+        set_fast_path(self.modules(), value)
 
     @property
     def check_finite(self) -> bool:

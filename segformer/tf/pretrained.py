@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.atomic import atomic_folder
+from ..common.switches import fast_path_enabled, set_fast_path
 from ..common.config import SegformerConfig, as_config
 from ..common.pixel_values import DATA_FORMATS
 from ..common.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
@@ -100,14 +101,11 @@ class TFSegformerPreTrainedModel(keras.Model):
     # --------------------------------------------------------------------------- switches
     @property
     def use_fast_path(self) -> bool:
-        flags = [layer.fast_path_enabled for layer in self._flatten_layers() if "fast_path_enabled" in layer.__dict__]
-        return all(flags) if flags else False
+        return fast_path_enabled(self._flatten_layers())
 
     @use_fast_path.setter
     def use_fast_path(self, value: bool) -> None:
-        for layer in self._flatten_layers():
-            if "fast_path_enabled" in layer.__dict__:
-                layer.fast_path_enabled = bool(value)
+        set_fast_path(self._flatten_layers(), value)
 
     # -------------------------------------------------------------- canonical <-> variables
     def _variables_by_tf_name(self) -> dict[str, keras.Variable]:
