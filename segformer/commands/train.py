@@ -15,7 +15,6 @@ training state that ``--resume`` continues from). ``--batch-size`` is per device
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -185,10 +184,11 @@ def _train_and_evaluate(trainer, eval_set):  # type: ignore[no-untyped-def]
 
 
 def _run_tf(args, config, out, train_set, eval_set, id2label):  # type: ignore[no-untyped-def]
-    from ..tf.training import Trainer, build_model, make_strategy
+    from ..tf.distributed import is_chief, make_strategy
+    from ..tf.training import Trainer, build_model
 
     strategy = make_strategy(args.tf_cpu_devices)
-    is_main = _tf_is_main(strategy)
+    is_main = is_chief(strategy)
     _prepare_out(out, args.overwrite, args.resume, is_main)
     with strategy.scope():
         model = build_model(args.model, args.num_labels, id2label, seed=args.seed, crop_size=config.crop_size,
@@ -200,12 +200,3 @@ def _run_tf(args, config, out, train_set, eval_set, id2label):  # type: ignore[n
     trainer = Trainer(model, config, train_set, eval_set, out_dir=out, strategy=strategy, resume=args.resume,
                       progress=not args.no_progress)
     return _train_and_evaluate(trainer, eval_set), model.config, is_main
-
-
-def _tf_is_main(strategy: Any) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not os.environ.get("TF_CONFIG"):
-        return True
-    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-    return task.get("type", "worker") in ("chief",) or (task.get("type") == "worker" and int(task.get("index", 0)) == 0)
-

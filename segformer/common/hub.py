@@ -104,6 +104,26 @@ def _import_hub(purpose: str):
     return require("huggingface_hub", purpose, "or download the model and pass its folder")
 
 
+def download_file(name: str, filename: str, hub: dict[str, Any]) -> Path:
+    """One file of a Hub repo (``huggingface_hub.hf_hub_download``, its cache honoured), for a repo id or a
+    preset name; ``hub``: the options of :func:`pop_download_kwargs`."""
+    from .presets import find_preset, preset_unavailable_message
+
+    preset = find_preset(name)
+    if preset is not None:
+        try:
+            return download_file(preset.hub_id, filename, hub)
+        except (ImportError, OSError, ValueError) as error:  # huggingface_hub's errors are OSError / ValueError kinds
+            raise FileNotFoundError(preset_unavailable_message(preset, error)) from None
+    if name.count("/") != 1 or not looks_like_repo_id(name):  # a single file is looked up in an owner/name repo only
+        raise FileNotFoundError(f"{name!r} is neither a folder with {filename} nor a JSON file")
+    from .deps import require
+
+    huggingface_hub = require("huggingface_hub", f"fetching {name!r} from the Hugging Face Hub", "or pass a local folder")
+    return Path(huggingface_hub.hf_hub_download(name, filename, **{k: v for k, v in hub.items() if k != "subfolder"},
+                                                subfolder=hub["subfolder"] or None))
+
+
 def resolve_model_dir(
     name: str,
     filenames: list[str] | None = None,

@@ -455,7 +455,7 @@ class SegformerImageProcessor:
         ``token``, ``cache_dir``, ``local_files_only``, ``force_download``, ``proxies``, ``subfolder``) steer
         where the file comes from and are never stored; other ``kwargs`` override the file's values.
         """
-        from .hub import pop_download_kwargs, resolve_model_dir
+        from .hub import download_file, pop_download_kwargs, resolve_model_dir
 
         hub = pop_download_kwargs(kwargs)
         path = Path(pretrained_model_name_or_path)
@@ -466,7 +466,7 @@ class SegformerImageProcessor:
             if not config_file.is_file():
                 raise FileNotFoundError(f"{os.fspath(config_file.parent)!r} has no {PREPROCESSOR_CONFIG_NAME}")
         else:
-            config_file = _download_from_hub(os.fspath(pretrained_model_name_or_path), hub)
+            config_file = download_file(os.fspath(pretrained_model_name_or_path), PREPROCESSOR_CONFIG_NAME, hub)
         return cls.from_json_file(config_file, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
@@ -569,23 +569,3 @@ def _convert_tensors(batch: BatchFeature, return_tensors: str | None) -> BatchFe
     import tensorflow as tf
 
     return BatchFeature({key: tf.convert_to_tensor(value) for key, value in stacked.items()})
-
-
-def _download_from_hub(repo_id: str, hub: dict[str, Any]) -> Path:
-    from .presets import find_preset, preset_unavailable_message
-
-    preset = find_preset(repo_id)
-    if preset is not None:
-        try:
-            return _download_from_hub(preset.hub_id, hub)
-        except (ImportError, OSError, ValueError) as error:  # huggingface_hub's errors are OSError / ValueError kinds
-            raise FileNotFoundError(preset_unavailable_message(preset, error)) from None
-    looks_like_repo = repo_id.count("/") == 1 and not repo_id.startswith((".", "/")) and "\\" not in repo_id
-    if not looks_like_repo:
-        raise FileNotFoundError(f"{repo_id!r} is neither a folder with {PREPROCESSOR_CONFIG_NAME} nor a JSON file")
-    from .deps import require
-
-    huggingface_hub = require("huggingface_hub", f"fetching {repo_id!r} from the Hugging Face Hub", "or pass a local folder")
-    return Path(huggingface_hub.hf_hub_download(repo_id, PREPROCESSOR_CONFIG_NAME,
-                                                **{k: v for k, v in hub.items() if k != "subfolder"},
-                                                subfolder=hub["subfolder"] or None))

@@ -1,5 +1,5 @@
 """Distributed PyTorch training: joining the process group of ``torchrun`` and synchronized BatchNorm.
-Used by ``segformer.pt.training`` (the TF counterpart is ``segformer.tf.training.make_strategy``).
+Used by ``segformer.pt.training`` (the TF twin is :mod:`segformer.tf.distributed`).
 
 Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` set) :func:`init_distributed` joins the
 process group (``gloo`` on CPU, ``nccl`` on GPU). The decode head's BatchNorm is synchronized (the original

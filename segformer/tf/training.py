@@ -49,6 +49,7 @@ from ..common.training import (
     param_group_rule,
 )
 from .data import make_eval_dataset, make_train_dataset
+from .distributed import is_chief, make_strategy, set_sync_batchnorm, strategy_of
 from .metrics import SegmentationMeanIoU
 
 __all__ = [
@@ -204,41 +205,6 @@ def build_optimizer(model: Any, config: TrainConfig) -> ParamGroupAdamW:
     return optimizer
 
 
-# ---------------------------------------------------------------------------------------------- distribution
-
-
-def make_strategy(cpu_devices: int | None = None) -> tf.distribute.Strategy:
-    """``MultiWorkerMirroredStrategy`` if ``TF_CONFIG`` is set, else ``MirroredStrategy`` over the GPUs (or
-    ``cpu_devices`` logical CPU devices, for testing), else the default (one device) strategy.
-
-    ``cpu_devices`` must be given before TensorFlow touches a device (it splits the CPU).
-    """
-    if cpu_devices is not None and cpu_devices > 1:
-        cpus = tf.config.list_physical_devices("CPU")
-        tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_devices)]
-        )
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    cpus = tf.config.list_logical_devices("CPU")
-    if not gpus and len(cpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in cpus])
-    return tf.distribute.get_strategy()
-
-
-def set_sync_batchnorm(model: Any, synchronized: bool = True) -> int:
-    """Make every ``BatchNormalization`` of ``model`` compute moments across replicas; returns how many."""
-    count = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = bool(synchronized)
-            count += 1
-    return count
-
-
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
@@ -388,14 +354,14 @@ class Trainer(TrainLoop):
             raise ValueError("gradient_checkpointing=True is implemented for the PT trainer only")
         self.model = model
         self.config = config
-        self.strategy = strategy or _strategy_of(model)
+        self.strategy = strategy or strategy_of(model)
         self.replicas = int(self.strategy.num_replicas_in_sync)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = progress
         self.predict = predict
-        self.is_main = _is_chief(self.strategy)
+        self.is_main = is_chief(self.strategy)
         if self.replicas > 1 and config.sync_bn:
             set_sync_batchnorm(model, True)
         with self.strategy.scope():
@@ -468,24 +434,6 @@ class Trainer(TrainLoop):
                                       start=start, input_context=context)
 
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
-
-
-def _strategy_of(model: Any) -> tf.distribute.Strategy:
-    """The strategy whose scope created the model's variables (the current one if they are plain)."""
-    for variable in model.trainable_variables:
-        value = getattr(variable, "value", variable)
-        found = getattr(value, "_distribute_strategy", None)
-        if found is not None:
-            return found
-    return tf.distribute.get_strategy()
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not os.environ.get("TF_CONFIG"):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
 
 
 def build_model(
