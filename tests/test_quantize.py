@@ -284,3 +284,24 @@ def test_export_cli_writes_prints_size_and_agreement(checkpoint, tmp_path, capsy
     assert "on 3 calibration image(s) + 2 random images" in line
     assert float(line.split("min ")[1].split(" %")[0]) >= 100 * INT8_MIN
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,name,what", [
+    ("onnx", "m.onnx", "ONNX float32"),
+    ("onnx-int8", "d.onnx", "ONNX Runtime dynamic int8 (weights only)"),
+    ("saved-model", "sm", "TensorFlow SavedModel folder"),
+    ("tflite", "m.tflite", "TFLite float32"),
+    ("tflite-fp16", "h.tflite", "TFLite with float16 weights"),
+])
+def test_export_cli_every_other_format(checkpoint, tmp_path, capsys, fmt, name, what):
+    pytest.importorskip("onnxruntime" if fmt.startswith("onnx") else "tensorflow")
+    from segformer.cli import main
+
+    argv = ["export", "--model", str(checkpoint / "seg"), "--format", fmt, "--out", str(tmp_path / name), "--size", "64"]
+    assert main(argv + (["--int8-mode", "dynamic"] if fmt == "onnx-int8" else [])) == 0
+    text = capsys.readouterr().out
+    assert f"({what}" in text and "on the sample photo + 2 random images" in text
+    line = next(line for line in text.splitlines() if line.startswith("label-map agreement"))
+    assert float(line.split("min ")[1].split(" %")[0]) >= 100 * (INT8_MIN if "int8" in fmt else FP16_MIN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -72,8 +72,7 @@ def _processor(model_path: str) -> Any:
         return SegformerImageProcessor()
 
 
-def _check_inputs(args: argparse.Namespace, size: tuple[int, int], calibration: list[np.ndarray] | None,
-                  processor: Any) -> tuple[list[np.ndarray], str]:
+def _check_inputs(size: tuple[int, int], calibration: list[np.ndarray] | None, processor: Any) -> tuple[list[np.ndarray], str]:
     from ..common.quantization import calibration_pixel_values, random_pixel_values
     from ..common.sample import SAMPLE_IMAGE
 
@@ -176,10 +175,12 @@ def run(args: argparse.Namespace) -> int:
             return np.asarray(serving.logits(x))
     size_mb = _file_size(out) / 1e6
     calibrated = f", calibrated on {len(calibration)} image(s)" if calibration and _needs_calibration(args) else ""
-    print(f"wrote {os.fspath(out)} ({FORMATS[fmt][2]}{calibrated}): {size_mb:.2f} MB on disk")
+    what = FORMATS[fmt][2] if _needs_calibration(args) or fmt != "onnx-int8" else \
+        "ONNX Runtime dynamic int8 (weights only), dynamic batch / height / width"
+    print(f"wrote {os.fspath(out)} ({what}{calibrated}): {size_mb:.2f} MB on disk")
     if not args.check:
         return 0
-    inputs, what = _check_inputs(args, size, calibration, processor)
+    inputs, what = _check_inputs(size, calibration, processor)
     exported = _runner(fmt, out)
     agreements = [label_agreement(reference(x), exported(x)) for x in inputs]
     print(f"label-map agreement with the float32 model on {what}: mean {100 * np.mean(agreements):.2f} %, "

@@ -238,7 +238,8 @@ def export_tflite(
 
 
 class TFLiteRunner:
-    """A loaded TFLite file: ``runner(pixel_values) -> numpy`` first output, float32.
+    """A loaded TFLite file: ``runner(pixel_values) -> numpy`` first output (float32 logits, or the int32
+    labels of a ``TFSegformerImageSegmenter`` file).
 
     Float inputs are cast to the file's input dtype; for a quantized input (int8 with a scale, as
     :func:`export_tflite` ``quantization="int8"`` writes) they are quantized with the file's scale / zero
