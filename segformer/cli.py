@@ -1,4 +1,4 @@
-"""The ``segformer`` command line: ``segformer {info,demo,convert,predict,eval,train,bench} ...``.
+"""The ``segformer`` command line: ``segformer {info,demo,convert,predict,eval,train,export,bench,presets} ...``.
 
 Each sub-command lives in ``segformer/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; it is imported only when used, so ``segformer --help`` imports no framework.
@@ -22,6 +22,7 @@ COMMANDS = {
     "predict": "Segment images and write label PNGs and overlays",
     "eval": "mIoU of a model on a dataset folder",
     "train": "Fine-tune on a dataset folder (original recipe)",
+    "export": "Write ONNX / SavedModel / TFLite deployment files, float32 or int8 / float16, with an agreement check",
     "bench": "Latency / memory benchmark against the reference implementations",
     "presets": "List the published checkpoints that short names such as b0-ade stand for",
 }

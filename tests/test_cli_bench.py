@@ -103,3 +103,38 @@ def test_bench_cli_writes_json(tmp_path, capsys):
     assert statuses["pt-fast"] == "ok" and statuses["hf-pt"] in ("ok", "skipped")  # skipped without transformers
     assert "pt-fast" in capsys.readouterr().out
     assert main(["bench", "--variants", "b9", "--quiet"]) == 2
+
+
+def _deployment_report(impls):
+    report = run_benchmark(variants=["tiny"], sizes=[(64, 64)], impls=impls, repeats=1, warmup=0, threads=1)
+    statuses = {r["impl"]: (r["status"], r["message"], r["version"]) for r in report["results"]}
+    for impl in impls:
+        assert statuses[impl][0] == "ok", statuses[impl]
+    table = format_table(report)
+    print(table)
+    return statuses, table
+
+
+def test_deployment_rows_run_on_request_only():
+    """pt-int8 / ort-* / tflite-* rows: opt-in (not in the default list), timed like the others, the int8
+    rows compared with our float32 fast path and ours-vs-transformers for the ONNX Runtime float32 row."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from segformer.benchmark import DEPLOY_IMPLS, REFERENCE_OF
+    from segformer.benchmark.run import IMPLEMENTATIONS
+
+    assert set(DEPLOY_IMPLS) <= set(IMPLEMENTATIONS)
+    assert REFERENCE_OF["ort-int8"] == "pt-fast" and REFERENCE_OF["ort-fp32"] == "hf-ort-fp32"
+    statuses, table = _deployment_report(["pt-fast", "pt-int8", "ort-int8"])
+    assert " MB" in statuses["ort-int8"][2] and "onnxruntime" in statuses["ort-int8"][2]
+    assert table.count("vs pt-fast") == 2
+
+
+@pytest.mark.slow
+def test_every_deployment_row_runs():
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("transformers")
+    statuses, table = _deployment_report(["ort-fp32", "hf-ort-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8"])
+    assert "vs hf-ort-fp32" in table and "tflite" in statuses["tflite-int8"][2]

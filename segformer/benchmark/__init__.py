@@ -28,6 +28,7 @@ from __future__ import annotations
 from ..common.sizes import parse_sizes
 from .run import (
     CUDA_IMPLS,
+    DEPLOY_IMPLS,
     FRAMEWORKS,
     IMPLEMENTATIONS,
     REFERENCE_OF,
@@ -42,6 +43,7 @@ from .worker import worker_main
 
 __all__ = [
     "CUDA_IMPLS",
+    "DEPLOY_IMPLS",
     "FRAMEWORKS",
     "IMPLEMENTATIONS",
     "REFERENCE_OF",

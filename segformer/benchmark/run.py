@@ -31,10 +31,21 @@ IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
     "tf-xla": ("tf", "ours Keras 3 / TensorFlow, tf.function(jit_compile=True)"),
     "hf-tf": ("tf", "transformers 4.x TFSegformerForSemanticSegmentation, eager"),
     "hf-tf-xla": ("tf", "transformers 4.x TFSegformerForSemanticSegmentation, tf.function(jit_compile=True)"),
+    "pt-int8": ("pt", "ours PyTorch fast path, encoder linear layers dynamic int8 (segformer.pt.quantize)"),
+    "ort-fp32": ("pt", "ONNX Runtime float32 of our ONNX export"),
+    "ort-int8": ("pt", "ONNX Runtime static int8 (QDQ) of our ONNX export, calibrated on 4 random images"),
+    "hf-ort-fp32": ("pt", "ONNX Runtime float32 of torch.onnx.export of transformers' PyTorch model"),
+    "tflite-fp32": ("tf", "TFLite float32 of our Keras model (fixed size)"),
+    "tflite-fp16": ("tf", "TFLite with float16 weights of our Keras model"),
+    "tflite-int8": ("tf", "TFLite full-integer int8 of our Keras model, calibrated on 4 random images"),
 }
 REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "pt-cuda": "hf-pt-cuda", "pt-cuda-bf16": "hf-pt-cuda-bf16",
-                "tf-eager": "hf-tf", "tf-opbyop": "hf-tf", "tf-xla": "hf-tf-xla"}
+                "tf-eager": "hf-tf", "tf-opbyop": "hf-tf", "tf-xla": "hf-tf-xla",
+                "pt-int8": "pt-fast", "ort-int8": "pt-fast", "ort-fp32": "hf-ort-fp32",
+                "tflite-fp32": "tf-eager", "tflite-fp16": "tf-eager", "tflite-int8": "tf-eager"}
 CUDA_IMPLS = ("pt-cuda", "pt-cuda-bf16", "hf-pt-cuda", "hf-pt-cuda-bf16")  # in the default list when a GPU is seen
+# deployment paths (need onnx / onnxruntime, export before timing): only when named in --impls
+DEPLOY_IMPLS = ("pt-int8", "ort-fp32", "ort-int8", "hf-ort-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8")
 FRAMEWORKS = ("pt", "tf")
 
 def cuda_available() -> bool:
@@ -215,7 +226,8 @@ def run_benchmark(
             raise ValueError(f"frameworks: unknown {framework!r}; valid choices: {list(FRAMEWORKS)}")
     if impls is None:
         cuda = "pt" in frameworks and cuda_available()
-        impls = [name for name, (fw, _) in IMPLEMENTATIONS.items() if fw in frameworks and (cuda or name not in CUDA_IMPLS)]
+        impls = [name for name, (fw, _) in IMPLEMENTATIONS.items()
+                 if fw in frameworks and (cuda or name not in CUDA_IMPLS) and name not in DEPLOY_IMPLS]
     for impl in impls:
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"impls: unknown {impl!r}; valid choices: {list(IMPLEMENTATIONS)}")

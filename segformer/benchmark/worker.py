@@ -12,7 +12,7 @@ from typing import Any
 
 from ..common.variants import variant_kwargs
 
-from .run import IMPLEMENTATIONS
+from .run import DEPLOY_IMPLS, IMPLEMENTATIONS
 
 def _rss_mb() -> float:
     import resource
@@ -53,6 +53,8 @@ def _build(spec: dict[str, Any]):
         return _build_matmul(spec)
     framework = IMPLEMENTATIONS[impl][0]
     _set_threads(framework, spec.get("threads"))
+    if impl in DEPLOY_IMPLS:
+        return _build_deploy(spec, kwargs)
     if framework == "pt":
         import numpy as np
         import torch
@@ -120,6 +122,100 @@ def _build(spec: dict[str, Any]):
         return forward(pixel_values).numpy()
 
     return run_tf, version
+
+
+def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
+    """The deployment paths: PT dynamic int8, ONNX Runtime of our export (float32 / static int8) and of
+    transformers' (float32), TFLite float32 / float16 / int8. Files go to a temporary folder."""
+    import tempfile
+
+    import numpy as np
+
+    from ..common.config import SegformerConfig
+    from ..common.deps import require
+    from ..common.quantization import random_pixel_values
+
+    impl = spec["impl"]
+    height, width = spec["size"]
+    threads = spec.get("threads") or None
+    pixel_values = np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32)
+    calibration = random_pixel_values(4, (height, width), seed=1)
+    folder = tempfile.mkdtemp(prefix=f"segformer-bench-{impl}-")
+    config = SegformerConfig(**kwargs)
+    if impl.startswith("tflite"):
+        import keras
+        import tensorflow as tf
+
+        from ..tf import TFSegformerForSemanticSegmentation
+        from ..tf.export import TFLiteRunner, export_tflite
+
+        keras.utils.set_random_seed(0)
+        model = TFSegformerForSemanticSegmentation(config)
+        quantization = {"tflite-fp32": None, "tflite-fp16": "float16", "tflite-int8": "int8"}[impl]
+        path = export_tflite(model, os.path.join(folder, "model.tflite"), input_size=(height, width),
+                             quantization=quantization, representative_data=calibration)
+        runner = TFLiteRunner(path, num_threads=threads)
+        return (lambda: runner(pixel_values)), f"tflite (tensorflow {tf.__version__}), {os.path.getsize(path) / 1e6:.2f} MB"
+    import torch
+
+    torch.manual_seed(0)
+    if impl == "hf-ort-fp32":
+        import transformers
+
+        model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**kwargs)).eval()
+        version = f"transformers {transformers.__version__}"
+    else:
+        from ..pt import SegformerForSemanticSegmentation
+
+        model = SegformerForSemanticSegmentation(config).eval()
+        version = "segformer"
+    if impl == "pt-int8":
+        from ..pt.quantize import quantize_dynamic
+
+        quantized = quantize_dynamic(model)
+        x = torch.from_numpy(pixel_values)
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return quantized(x).logits
+
+        return run, f"{version}, torch {torch.__version__}"
+    ort = require("onnxruntime", f"segformer bench --impls {impl}")
+    path = os.path.join(folder, "model.onnx")
+    if impl == "hf-ort-fp32":
+        import warnings
+
+        class Logits(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: Any) -> Any:
+                return self.inner(pixel_values=x).logits
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Logits(model).eval(), (torch.from_numpy(pixel_values),), path, dynamo=False,
+                              input_names=["pixel_values"], output_names=["logits"], opset_version=17)
+    elif impl == "ort-fp32":
+        from ..pt.export import export_onnx
+
+        export_onnx(model, path, input_size=(height, width))
+    else:
+        from ..pt.quantize import export_onnx_int8
+
+        export_onnx_int8(model, path, calibration=calibration, input_size=(height, width))
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    size_mb = os.path.getsize(path) / 1e6
+
+    def run_ort() -> Any:
+        return session.run(None, {"pixel_values": pixel_values})[0]
+
+    return run_ort, f"{version}, onnxruntime {ort.__version__}, {size_mb:.2f} MB"
 
 
 def _build_matmul(spec: dict[str, Any]):

@@ -1,5 +1,6 @@
 """Export a Keras / TensorFlow SegFormer: SavedModel (dynamic batch / height / width), TFLite (fixed
-size), and a ``mixed_float16`` run. TF twin of ``segformer/pt/export.py``.
+size; float32, float16 weights, or full-integer int8 calibrated on the user's images), and a
+``mixed_float16`` run. TF twin of ``segformer/pt/export.py`` and ``segformer/pt/quantize.py``.
 
 Every export is written atomically: a SavedModel folder is built beside the destination and renamed
 into place; a ``.tflite`` file goes through :func:`segformer.common.atomic.atomic_path`.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,10 +33,13 @@ __all__ = [
     "load_saved_model",
     "export_tflite",
     "run_tflite",
+    "TFLiteRunner",
     "mixed_float16_logits",
+    "TFLITE_QUANTIZATIONS",
 ]
 
 _DATA_FORMATS = ("channels_first", "channels_last")
+TFLITE_QUANTIZATIONS = (None, "float16", "int8")
 
 
 def _data_format(model: Any, data_format: str | None) -> str:
@@ -171,42 +176,110 @@ def export_tflite(
     data_format: str | None = None,
     full_resolution: bool = False,
     overwrite: bool = True,
+    quantization: str | None = None,
+    representative_data: Sequence[np.ndarray] | None = None,
 ) -> Path:
-    """Write a float32 TFLite flatbuffer for a **fixed** input ``(batch, C, *input_size)`` (or channels-last).
+    """Write a TFLite flatbuffer for a **fixed** input ``(batch, C, *input_size)`` (or channels-last).
 
     TFLite needs static shapes for this graph (the per-stage sizes are computed from the input size), so
     export one file per input size you serve; run it with :func:`run_tflite`.
+
+    Args:
+        quantization: ``None`` (float32), ``"float16"`` (float16 weights, half the size; the interpreter
+            computes in float32 on CPU), or ``"int8"``: full-integer (every op int8, int8 input and output
+            with the scale / zero point stored in the file; :func:`run_tflite` converts), calibrated on
+            ``representative_data``.
+        representative_data: for ``"int8"``: pixel values ``(batch, C, H, W)`` at ``input_size``, e.g.
+            :func:`segformer.common.quantization.calibration_pixel_values` of the user's images (transposed
+            here for a channels-last model).
     """
+    from ..common.quantization import representative_batches
+
+    if quantization not in TFLITE_QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {list(TFLITE_QUANTIZATIONS)}, got {quantization!r}")
+    if quantization == "int8" and not representative_data:
+        raise ValueError("quantization='int8' (full-integer) needs representative_data: pixel values of a few of "
+                         "your images (segformer.common.quantization.calibration_pixel_values)")
+    check_overwrite(path, overwrite)
+    data_format = _data_format(model, data_format)
     module, serve = serving_module(model, input_size=input_size, batch=batch, data_format=data_format,
                                    full_resolution=full_resolution)
     concrete = serve.get_concrete_function()
+    if quantization == "int8":
+        channels = int(getattr(getattr(model, "config", None), "num_channels", 3))
+        expected = (batch, channels, *as_size_pair("input_size", input_size))
+        for array in representative_data or []:
+            if tuple(np.shape(array)) != expected:
+                raise ValueError(f"representative_data: pixel values of shape {tuple(np.shape(array))} do not fit the "
+                                 f"export's input (batch, C, H, W) = {expected}; resize the calibration images to input_size")
     # no trackable object: with one, TFLite 2.21 converts through a temporary SavedModel and reads Keras 3
     # variables back as garbage (reproduced with a plain 3-Dense keras.Model); without, it freezes the captures
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    flatbuffer = converter.convert()
+    if quantization is None:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    elif quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    else:
+        data = list(representative_data or [])
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: representative_batches(data, data_format)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        # int8 interface: the converter asks for input statistics, which the representative dataset supplies
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        flatbuffer = converter.convert()
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(flatbuffer)
     return path
 
 
+class TFLiteRunner:
+    """A loaded TFLite file: ``runner(pixel_values) -> numpy`` first output (float32 logits, or the int32
+    labels of a ``TFSegformerImageSegmenter`` file).
+
+    Float inputs are cast to the file's input dtype; for a quantized input (int8 with a scale, as
+    :func:`export_tflite` ``quantization="int8"`` writes) they are quantized with the file's scale / zero
+    point and the output is dequantized. A raw uint8 input (``TFSegformerImageSegmenter.export_tflite``, no
+    scale) is only cast.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")  # LiteRT notice
+            self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        (self.input,) = self.interpreter.get_input_details()
+        (self.output,) = self.interpreter.get_output_details()
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        inp, out = self.input, self.output
+        pixel_values = np.asarray(pixel_values)
+        if tuple(pixel_values.shape) != tuple(inp["shape"]):
+            raise ValueError(
+                f"pixel_values of shape {pixel_values.shape} does not fit the TFLite file's fixed input {tuple(inp['shape'])}; "
+                "export one file per input size"
+            )
+        scale, zero = inp["quantization"]
+        if scale and np.issubdtype(inp["dtype"], np.integer):
+            info = np.iinfo(inp["dtype"])
+            pixel_values = np.clip(np.round(pixel_values / scale + zero), info.min, info.max)
+        self.interpreter.set_tensor(inp["index"], pixel_values.astype(inp["dtype"]))
+        self.interpreter.invoke()
+        result = np.array(self.interpreter.get_tensor(out["index"]))
+        scale, zero = out["quantization"]
+        if scale and np.issubdtype(out["dtype"], np.integer):
+            result = (result.astype(np.float32) - zero) * np.float32(scale)
+        return result
+
+
 def run_tflite(path: str | os.PathLike, pixel_values: np.ndarray) -> np.ndarray:
-    """Run a TFLite file on one input of its fixed shape (cast to the file's input dtype: float32 for
-    :func:`export_tflite`, uint8 for ``TFSegformerImageSegmenter.export_tflite``); returns its first output."""
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    (inp,) = interpreter.get_input_details()
-    (out,) = interpreter.get_output_details()
-    pixel_values = np.asarray(pixel_values, dtype=inp["dtype"])
-    if tuple(pixel_values.shape) != tuple(inp["shape"]):
-        raise ValueError(
-            f"pixel_values of shape {pixel_values.shape} does not fit the TFLite file's fixed input {tuple(inp['shape'])}; "
-            "export one file per input size"
-        )
-    interpreter.set_tensor(inp["index"], pixel_values)
-    interpreter.invoke()
-    return np.array(interpreter.get_tensor(out["index"]))
+    """Run a TFLite file on one input of its fixed shape (see :class:`TFLiteRunner`: cast to the file's input
+    dtype, quantized / dequantized for a full-integer file); returns its first output."""
+    return TFLiteRunner(path)(pixel_values)
 
 
 def mixed_float16_logits(model: Any, pixel_values: Any) -> np.ndarray:

@@ -1,0 +1,307 @@
+"""Quantized deployment: PT dynamic int8, ONNX Runtime int8 (static / dynamic), TFLite float16 and full-integer
+int8, calibration images, ``segformer export`` (errors, atomic writes, the agreement check).
+
+Accuracy is label-map agreement with the float32 model on random images and the sample photo. The models are
+tiny and random (3 classes, 16x16 logits at 64x64): their logits are close together, so a quantization error
+of a few percent of the logit range flips a pixel now and then; one pixel is 0.4 % of a 16x16 map. Thresholds:
+float16 weights >= 99 % (near exact: only weight rounding at 1e-3 relative), int8 >= 90 % (a broken
+quantization, wrong scales or a transposed calibration input, gives about one third, chance for 3 classes).
+On the trained b0 of ``benchmarks/README.md`` the agreement is measured at 512x512.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from randomize import random_state, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (64, 64)
+INT8_MIN = 0.90
+FP16_MIN = 0.99
+
+
+def _pt_model():
+    pytest.importorskip("torch")
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    config = tiny_config()
+    model = SegformerForSemanticSegmentation(config)
+    model.load_state_dict_numpy(random_state(config, "semantic_segmentation", seed=3))
+    return model.eval()
+
+
+def _tf_model():
+    pytest.importorskip("tensorflow")
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    config = tiny_config()
+    model = TFSegformerForSemanticSegmentation(config)
+    model(np.zeros((1, 3, *SIZE), np.float32), training=False)
+    model.load_state_dict_numpy(random_state(config, "semantic_segmentation", seed=3))
+    return model
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    """(calibration, test) pixel values at 64x64: random images and the sample photo, disjoint."""
+    from segformer.common.quantization import calibration_pixel_values, random_pixel_values
+    from segformer.common.sample import SAMPLE_IMAGE
+
+    sample = calibration_pixel_values([SAMPLE_IMAGE], SIZE)
+    return random_pixel_values(6, SIZE, seed=1) + sample, random_pixel_values(3, SIZE, seed=9) + sample
+
+
+def _torch_logits(model, x):
+    import torch
+
+    with torch.inference_mode():
+        return model(torch.from_numpy(x)).logits.numpy()
+
+
+def _agreements(reference, run, inputs):
+    from segformer.common.quantization import label_agreement
+
+    values = [label_agreement(reference(x), run(x)) for x in inputs]
+    print("agreement per image:", [f"{100 * v:.1f} %" for v in values])
+    return values
+
+
+# ----------------------------------------------------------------------------------------- common
+def test_label_agreement_against_hand_counted_maps():
+    from segformer.common.quantization import label_agreement
+
+    a = np.zeros((1, 2, 2, 2), np.float32)
+    a[0, 1, 0, 0] = 1.0  # argmax map [[1, 0], [0, 0]]
+    b = np.zeros((1, 2, 2, 2), np.float32)
+    b[0, 1, 0, :] = 1.0  # [[1, 1], [0, 0]]: 3 of 4 pixels agree
+    assert label_agreement(a, b) == 0.75 and label_agreement(a, a) == 1.0
+    with pytest.raises(ValueError, match=r"logits shapes differ: \(1, 2, 2, 2\) vs \(1, 2, 2, 1\)"):
+        label_agreement(a, b[..., :1])
+
+
+def test_calibration_pixel_values_from_files_folders_and_arrays(tmp_path):
+    from segformer.common.quantization import calibration_pixel_values, representative_batches
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (30 + 7 * i, 41, 3), dtype=np.uint8) for i in range(3)]
+    (tmp_path / "set" / "sub").mkdir(parents=True)
+    Image.fromarray(images[0]).save(tmp_path / "set" / "a.png")
+    Image.fromarray(images[1]).save(tmp_path / "set" / "sub" / "b.png")
+    got = calibration_pixel_values([tmp_path / "set", images[2]], (24, 32))
+    assert len(got) == 3 and all(p.shape == (1, 3, 24, 32) and p.dtype == np.float32 for p in got)
+    # independent: Pillow bilinear resize, /255, ImageNet mean / std
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for image, value in zip(images, got):
+        resized = np.asarray(Image.fromarray(image).resize((32, 24), Image.BILINEAR), np.float64) / 255.0
+        expected = ((resized - mean) / std).transpose(2, 0, 1)[None]
+        assert float(np.abs(value - expected).max()) < 1e-4
+    assert len(calibration_pixel_values([tmp_path / "set"], (24, 32), limit=1)) == 1
+    last = next(representative_batches(got[:1], "channels_last"))[0]
+    assert last.shape == (1, 24, 32, 3) and np.array_equal(last, got[0].transpose(0, 2, 3, 1))
+    with pytest.raises(ValueError, match="--calibration: no calibration images given"):
+        calibration_pixel_values([], (24, 32), what="--calibration")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="--calibration: folder .* holds no image files"):
+        calibration_pixel_values([tmp_path / "empty"], (24, 32), what="--calibration")
+    with pytest.raises(ValueError, match="limit must be None or a positive int, got 0"):
+        calibration_pixel_values([images[0]], (24, 32), limit=0)
+
+
+# ----------------------------------------------------------------------------------------- PyTorch
+def test_pt_dynamic_int8_keeps_the_fast_path_and_agrees(pixels):
+    import torch
+
+    from segformer.pt.quantize import quantize_dynamic
+
+    model = _pt_model()
+    quantized = quantize_dynamic(model)
+    assert type(model.segformer.encoder.block[0][0].attention.self.query) is torch.nn.Linear  # caller's model untouched
+    assert "quantized" in type(quantized.segformer.encoder.block[0][0].attention.self.query).__module__
+    assert type(quantized.decode_head.linear_c[0].proj) is torch.nn.Linear  # the head stays float32 (folded)
+    _, test = pixels
+    fast = _torch_logits(quantized, test[0])
+    quantized.use_fast_path = False
+    plain = _torch_logits(quantized, test[0])
+    print(f"int8 fast vs int8 plain path: max|diff| {np.abs(fast - plain).max():.2e}")
+    assert np.abs(fast - plain).max() < 1e-4  # both paths run on the quantized encoder, same numbers
+    quantized.use_fast_path = True
+    values = _agreements(lambda x: _torch_logits(model, x), lambda x: _torch_logits(quantized, x), test)
+    assert min(values) >= INT8_MIN
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        quantize_dynamic("model")
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_onnx_int8_loads_runs_at_two_sizes_and_agrees(tmp_path, pixels, mode):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from segformer.common.quantization import random_pixel_values
+    from segformer.pt.quantize import export_onnx_int8
+
+    model = _pt_model()
+    calibration, test = pixels
+    path = export_onnx_int8(model, tmp_path / "model.onnx", calibration=calibration if mode == "static" else None,
+                            mode=mode, input_size=SIZE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temporary left
+    graph = onnx.load(str(path)).graph
+    ops = {node.op_type for node in graph.node}
+    int8_weights = [t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert int8_weights, "no int8 weights in the file"
+    assert ("QuantizeLinear" in ops and "DequantizeLinear" in ops) if mode == "static" else ("DynamicQuantizeLinear" in ops or "MatMulInteger" in ops)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    run = lambda x: session.run(None, {"pixel_values": x})[0]  # noqa: E731
+    other = random_pixel_values(1, (96, 128), seed=4)  # dynamic height / width survive quantization
+    values = _agreements(lambda x: _torch_logits(model, x), run, test + other)
+    assert run(other[0]).shape == (1, 3, 24, 32) and min(values) >= INT8_MIN
+
+
+def test_onnx_int8_static_needs_calibration_and_keeps_an_old_file_on_failure(tmp_path, monkeypatch, pixels):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import onnxruntime.quantization as oq
+
+    from segformer.pt.quantize import export_onnx_int8
+
+    model = _pt_model()
+    with pytest.raises(ValueError, match="static int8 needs calibration images"):
+        export_onnx_int8(model, tmp_path / "m.onnx", calibration=[], input_size=SIZE)
+    old = tmp_path / "m.onnx"
+    old.write_bytes(b"old")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("calibration failed half way")
+
+    monkeypatch.setattr(oq, "quantize_static", broken)
+    with pytest.raises(RuntimeError, match="half way"):
+        export_onnx_int8(model, old, calibration=pixels[0][:1], input_size=SIZE)
+    assert old.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_onnx_int8(model, old, calibration=pixels[0][:1], input_size=SIZE, overwrite=False)
+
+
+# ----------------------------------------------------------------------------------------- TFLite
+def test_tflite_float16_and_full_integer_int8(tmp_path, pixels):
+    from segformer.tf.export import TFLiteRunner, export_tflite
+
+    model = _tf_model()
+    torch_free_reference = lambda x: np.asarray(model(x, training=False).logits)  # noqa: E731
+    calibration, test = pixels
+    fp32 = export_tflite(model, tmp_path / "fp32.tflite", input_size=SIZE)
+    fp16 = export_tflite(model, tmp_path / "fp16.tflite", input_size=SIZE, quantization="float16")
+    int8 = export_tflite(model, tmp_path / "int8.tflite", input_size=SIZE, quantization="int8", representative_data=calibration)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp16.tflite", "fp32.tflite", "int8.tflite"]
+    runner16, runner8 = TFLiteRunner(fp16), TFLiteRunner(int8)
+    diff = max(float(np.abs(runner16(x) - torch_free_reference(x)).max()) for x in test)
+    print(f"tflite float16 weights vs keras float32: max|diff| {diff:.2e}")
+    assert diff < 2e-2
+    assert min(_agreements(torch_free_reference, runner16, test)) >= FP16_MIN
+    assert runner8.input["dtype"] == np.int8 and runner8.output["dtype"] == np.int8  # full-integer interface
+    assert min(_agreements(torch_free_reference, runner8, test)) >= INT8_MIN
+    assert int8.stat().st_size < fp16.stat().st_size < fp32.stat().st_size
+    with pytest.raises(ValueError, match="needs representative_data"):
+        export_tflite(model, tmp_path / "x.tflite", input_size=SIZE, quantization="int8")
+    with pytest.raises(ValueError, match=r"shape \(1, 3, 32, 32\) do not fit the export's input \(batch, C, H, W\) = \(1, 3, 64, 64\)"):
+        export_tflite(model, tmp_path / "x.tflite", input_size=SIZE, quantization="int8",
+                      representative_data=[np.zeros((1, 3, 32, 32), np.float32)])
+    with pytest.raises(ValueError, match=r"quantization must be one of \[None, 'float16', 'int8'\], got 'int4'"):
+        export_tflite(model, tmp_path / "x.tflite", input_size=SIZE, quantization="int4")
+    assert not (tmp_path / "x.tflite").exists()
+
+
+# ----------------------------------------------------------------------------------------- CLI
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = _pt_model()
+    root = tmp_path_factory.mktemp("export")
+    model.save_pretrained(root / "seg")
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (48 + 8 * i, 60, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    return root
+
+
+def test_export_help_imports_no_framework():
+    code = ("import sys\nfrom segformer.cli import main\ntry:\n    main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('FRAMEWORKS', 'torch' in sys.modules, 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "--calibration" in result.stdout and "tflite-int8" in result.stdout
+    assert "FRAMEWORKS False False" in result.stdout
+
+
+def test_export_cli_errors(checkpoint, tmp_path, capsys, monkeypatch):
+    from segformer.cli import main
+
+    seg = str(checkpoint / "seg")
+    for fmt in ("onnx-int8", "tflite-int8"):
+        assert main(["export", "--model", seg, "--format", fmt, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --format {fmt} is calibrated int8: pass --calibration IMAGES") and err.count("\n") == 1
+    (tmp_path / "old.onnx").write_bytes(b"old")
+    assert main(["export", "--model", seg, "--format", "onnx", "--out", str(tmp_path / "old.onnx")]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and (tmp_path / "old.onnx").read_bytes() == b"old"
+    assert main(["export", "--model", seg, "--format", "tflite", "--size", "0,5", "--out", str(tmp_path / "y")]) == 2
+    assert "--size must be HxW, H,W or S (positive integers), got '0,5'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["export", "--model", seg, "--format", "onnx", "--out", str(tmp_path / "z.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "segformer export --format onnx needs PyTorch" in err and "pip install torch" in err and "tflite" in err
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    assert main(["export", "--model", seg, "--format", "tflite-fp16", "--out", str(tmp_path / "z.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert "segformer export --format tflite-fp16 needs TensorFlow" in err and "pip install tensorflow keras" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
+def test_export_cli_writes_prints_size_and_agreement(checkpoint, tmp_path, capsys, fmt):
+    if fmt == "onnx-int8":
+        pytest.importorskip("onnxruntime")
+    else:
+        pytest.importorskip("tensorflow")
+    from segformer.cli import main
+
+    out = tmp_path / "model.bin"
+    out.write_bytes(b"old")
+    argv = ["export", "--model", str(checkpoint / "seg"), "--format", fmt, "--out", str(out), "--size", "64,64",
+            "--calibration", str(checkpoint / "photos"), "--overwrite"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    print(text)
+    assert f"wrote {out}" in text and "calibrated on 3 image(s)" in text
+    assert f"{out.stat().st_size / 1e6:.2f} MB on disk" in text
+    line = next(line for line in text.splitlines() if line.startswith("label-map agreement"))
+    assert "on 3 calibration image(s) + 2 random images" in line
+    assert float(line.split("min ")[1].split(" %")[0]) >= 100 * INT8_MIN
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,name,what", [
+    ("onnx", "m.onnx", "ONNX float32"),
+    ("onnx-int8", "d.onnx", "ONNX Runtime dynamic int8 (weights only)"),
+    ("saved-model", "sm", "TensorFlow SavedModel folder"),
+    ("tflite", "m.tflite", "TFLite float32"),
+    ("tflite-fp16", "h.tflite", "TFLite with float16 weights"),
+])
+def test_export_cli_every_other_format(checkpoint, tmp_path, capsys, fmt, name, what):
+    pytest.importorskip("onnxruntime" if fmt.startswith("onnx") else "tensorflow")
+    from segformer.cli import main
+
+    argv = ["export", "--model", str(checkpoint / "seg"), "--format", fmt, "--out", str(tmp_path / name), "--size", "64"]
+    assert main(argv + (["--int8-mode", "dynamic"] if fmt == "onnx-int8" else [])) == 0
+    text = capsys.readouterr().out
+    assert f"({what}" in text and "on the sample photo + 2 random images" in text
+    line = next(line for line in text.splitlines() if line.startswith("label-map agreement"))
+    assert float(line.split("min ")[1].split(" %")[0]) >= 100 * (INT8_MIN if "int8" in fmt else FP16_MIN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
