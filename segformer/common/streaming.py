@@ -131,7 +131,7 @@ def _top(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     if not finite:  # NaN: numpy's rule (the first NaN wins)
         return band.argmax(axis=0), largest, False
     labels = np.zeros(largest.shape, np.intp)
-    for k in range(band.shape[0] - 1, 0, -1):  # descending, so the smallest equal class is written last
+    for k in range(band.shape[0] - 1, -1, -1):  # descending, so the smallest equal class is written last
         np.copyto(labels, k, where=band[k] == largest)
     return labels, largest, True
 
