@@ -25,7 +25,6 @@ models, sliding windows; every setting can be overridden by keyword.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import sys
@@ -440,9 +439,9 @@ class Segmenter:
         are serialized (one at a time; TensorFlow's own thread pool runs each), the rest runs in parallel.
         """
         import threading
-        from concurrent.futures import ThreadPoolExecutor
 
         from .common.image_io import BadImageError
+        from .common.prefetch import Prefetched
 
         if workers is None:
             workers = default_workers(self.framework, self.device)
@@ -464,22 +463,9 @@ class Segmenter:
                                            model_lock=model_lock) if good else [])
             return [entry if isinstance(entry, BaseException) else next(results) for entry in loaded]
 
-        if workers == 0:
-            for chunk in chunks:
-                yield from run(chunk)
-            return
-        with _split_threads(self.framework, self.device, workers), ThreadPoolExecutor(workers) as pool:
-            pending: collections.deque = collections.deque()
-            position = 0
-            try:
-                while position < len(chunks) or pending:
-                    while position < len(chunks) and len(pending) < 2 * workers:
-                        pending.append(pool.submit(run, chunks[position]))
-                        position += 1
-                    yield from pending.popleft().result()
-            finally:
-                for future in pending:  # an abandoned or failed iteration: start nothing new
-                    future.cancel()
+        with _split_threads(self.framework, self.device, workers):
+            for results in Prefetched(run, chunks, ahead=max(2 * workers, 1), workers=workers):
+                yield from results
 
     @property
     def _lazy(self) -> bool:
