@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scale.py memory --sizes 16,64,256 --threads 1      # slide, b0, 150 classes
     python benchmarks/bench_scale.py whole --side 3000                          # whole mode, 3000 x 3000
-    python benchmarks/bench_scale.py folder --images 200 --threads 2            # background workers vs one at a time
+    python benchmarks/bench_scale.py folder --images 200 --threads 2            # predict's defaults vs one at a time
     python benchmarks/bench_scale.py torchrun --images 200                      # 2 processes x 1 thread vs 1 x 1
 
 Every measurement runs in a fresh process and reports that process's peak RSS (``ru_maxrss``), so one
@@ -83,14 +83,16 @@ def whole(side: int, threads: int) -> None:
     print(f"whole {side}x{side}, b0, 150 classes: peak RSS {row['peak'] / MB:,.0f} MB, {row['seconds']:.1f} s")
 
 
+FOLDER_SHAPES = [(480, 640), (640, 480), (600, 800), (768, 1024), (1000, 750), (864, 1152)]  # 0.31 to 1.0 MP
+
+
 def _make_folder(folder: Path, count: int) -> None:
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    shapes = [(480, 640), (640, 480), (512, 512), (375, 500), (720, 960)]
     for index in range(count):
-        height, width = shapes[index % len(shapes)]
+        height, width = FOLDER_SHAPES[rng.integers(len(FOLDER_SHAPES))]
         coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
         image = np.repeat(np.repeat(coarse, 16, axis=0), 16, axis=1)[:height, :width]
         Image.fromarray(image).save(folder / f"{index:04d}.jpg", quality=90)
@@ -151,17 +153,28 @@ def folder(count: int, threads: int, repeats: int) -> None:
         _make_folder(root / "images", count)
         _save_model(root / "model")
         loop, piped = [], []
-        for attempt in range(repeats):
+        for attempt in range(repeats):  # round robin: one run of each per repeat
             out = root / f"loop{attempt}"
             out.mkdir()
             loop.append(_spawn("_child_loop", str(root / "model"), str(root / "images"), str(out), threads)["seconds"])
             argv = ["predict", "--model", str(root / "model"), str(root / "images"), "--out",
-                    str(root / f"piped{attempt}"), "--no-progress", "--batch-size", "4", "--workers", "2"]
+                    str(root / f"piped{attempt}"), "--no-progress"]
             piped.append(_spawn("_child_predict", argv, threads)["seconds"])
-        print(f"| folder of {count} images, {threads} thread(s) | one at a time | predict (workers 2, batch 4) | ratio |")
+            print(f"repeat {attempt}: loop {loop[-1]:.1f} s, predict {piped[-1]:.1f} s, load average "
+                  f"{os.getloadavg()[0]:.2f}", flush=True)
+        same = all(_same_files(root / "loop0", root / f"piped{a}") for a in range(repeats))
+        print(f"outputs byte-identical to the loop's: {same}")
+        print(f"| folder of {count} images, {threads} thread(s) | one at a time | predict (defaults) | ratio (medians) |")
         print("|---|---|---|---|")
         print(f"| images/s min / median / max | {_rates(count, loop)} | {_rates(count, piped)} | "
               f"{statistics.median(loop) / statistics.median(piped):.2f}x |")
+
+
+def _same_files(first: Path, second: Path) -> bool:
+    """Every PNG the loop wrote is in the other folder with the same bytes."""
+    names = sorted(p.name for p in first.glob("*.png"))
+    return bool(names) and all((second / n).is_file() and (first / n).read_bytes() == (second / n).read_bytes()
+                               for n in names)
 
 
 def torchrun(count: int, repeats: int) -> None:
@@ -173,7 +186,7 @@ def torchrun(count: int, repeats: int) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         single, double = [], []
         for attempt in range(repeats):
-            args = ["predict", "--model", str(root / "model"), str(root / "images"), "--no-progress", "--workers", "1"]
+            args = ["predict", "--model", str(root / "model"), str(root / "images"), "--no-progress"]
             single.append(_predict_seconds([sys.executable, "-m", "segformer.cli", *args, "--out", str(root / f"a{attempt}")], env))
             run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "segformer.cli"]
             double.append(_predict_seconds(run + args + ["--out", str(root / f"b{attempt}")], env))
@@ -214,6 +227,7 @@ def main() -> None:
         folder(args.images, args.threads, args.repeats)
     else:
         torchrun(args.images, args.repeats)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

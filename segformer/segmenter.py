@@ -25,7 +25,7 @@ models, sliding windows; every setting can be overridden by keyword.
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -37,7 +37,7 @@ from .common.inference import as_size_pair, check_inference_args
 from .common.presets import PRESETS, Preset, find_preset, get_preset, keep_ratio_size
 from .common.segmentation_result import SegmentationResult
 
-__all__ = ["Segmenter", "FRAMEWORKS", "RESIZE_RULES", "default_palette"]
+__all__ = ["Segmenter", "FRAMEWORKS", "MAX_DEFAULT_WORKERS", "RESIZE_RULES", "default_palette", "default_workers"]
 
 FRAMEWORKS = ("pt", "tf")
 RESIZE_RULES = ("processor", "keep-ratio", "none")
@@ -95,14 +95,40 @@ def _expand(images: Any) -> tuple[list[Any], bool]:
     )
 
 
-class _Done:
-    """An already computed value with a future's ``result()`` (the no-worker path of ``imap``)."""
+MAX_DEFAULT_WORKERS = 4
 
-    def __init__(self, value: Any) -> None:
-        self.value = value
 
-    def result(self) -> Any:
-        return self.value
+def _on_cpu(framework: str, device: Any) -> bool:
+    return framework == "pt" and (device is None or str(device).split(":")[0] == "cpu")
+
+
+def default_workers(framework: str = "pt", device: Any = None) -> int:
+    """Parallel pipelines :meth:`Segmenter.imap` runs by default: with PyTorch on the CPU one per intra-op
+    thread (``torch.get_num_threads()``, so 1 per process under ``torchrun`` with ``OMP_NUM_THREADS=1``), at
+    most :data:`MAX_DEFAULT_WORKERS`; otherwise 2 (the model on an accelerator or in TensorFlow's thread
+    pool, decoding and upsampling of the other image beside it)."""
+    if _on_cpu(framework, device):
+        import torch
+
+        return max(1, min(MAX_DEFAULT_WORKERS, torch.get_num_threads()))
+    return 2
+
+
+@contextlib.contextmanager
+def _split_threads(framework: str, device: Any, workers: int) -> Iterator[None]:
+    """PyTorch on the CPU with ``workers >= 2``: each worker gets ``get_num_threads() // workers`` intra-op
+    threads (at least 1) while the block runs; the previous setting is restored after it."""
+    if workers < 2 or not _on_cpu(framework, device):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _rgb(item: Any, max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
@@ -389,61 +415,57 @@ class Segmenter:
         self,
         images: Any,
         *,
-        workers: int = 2,
+        workers: int | None = None,
         top_k: int | None = None,
         min_area: float = 0.0,
         return_probabilities: bool = False,
         keep_confidence: bool = True,
     ) -> Iterator[SegmentationResult | BaseException]:
-        """Results one by one, in input order, for many images: ``workers`` background threads decode (and
-        resize / normalize) the next images while the model runs, and equal-sized inputs are batched
-        (``batch_size``). The results are the ones :meth:`__call__` gives. A file that cannot be read yields
-        its :class:`~segformer.common.image_io.BadImageError` in its place instead of stopping the run."""
-        from concurrent.futures import ThreadPoolExecutor
+        """Results one by one, in input order, for many images, computed by ``workers`` parallel pipelines.
+
+        Each worker (a background thread) takes the next ``batch_size`` images and does everything for them:
+        decode, resize / normalize, the model (equal-sized inputs in one call), upsampling and argmax; the
+        caller receives the results in input order while the workers go on (at most ``2 x workers`` chunks
+        ahead). The results are the ones :meth:`__call__` gives, bit for bit. A file that cannot be read
+        yields its :class:`~segformer.common.image_io.BadImageError` in its place instead of stopping the run.
+
+        ``workers``: ``None`` (default) picks :func:`default_workers` (PyTorch on the CPU: one per intra-op
+        thread, at most 4; otherwise 2); ``0`` runs everything in the calling thread. With PyTorch on the
+        CPU and ``workers >= 2`` the intra-op threads are split between the workers
+        (``torch.get_num_threads() // workers`` each, at least 1) while the iteration runs, and restored when
+        it ends: on a few cores, whole pipelines side by side keep every core busy (the numpy upsampling and
+        argmax run single-threaded), where one pipeline with every thread leaves cores idle between model
+        calls. Peak memory grows with ``workers`` (each holds its images, logits and bands). Keras model calls
+        are serialized (one at a time; TensorFlow's own thread pool runs each), the rest runs in parallel.
+        """
+        import threading
 
         from .common.image_io import BadImageError
+        from .common.prefetch import Prefetched
 
+        if workers is None:
+            workers = default_workers(self.framework, self.device)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"workers must be an int >= 0, got {workers!r}")
+            raise ValueError(f"workers must be None or an int >= 0, got {workers!r}")
         items, _ = _expand(images)
+        chunks = [items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size)]
+        model_lock = threading.Lock() if self.framework == "tf" else None
 
-        def load(item: Any) -> Any:
-            try:
-                return self._load(item)
-            except BadImageError as error:
-                return error
+        def run(chunk: list[Any]) -> list[Any]:
+            loaded: list[Any] = []
+            for item in chunk:
+                try:
+                    loaded.append(self._load(item))
+                except BadImageError as error:
+                    loaded.append(error)
+            good = [entry for entry in loaded if not isinstance(entry, BaseException)]
+            results = iter(self._run_chunk(good, top_k, min_area, return_probabilities, keep_confidence,
+                                           model_lock=model_lock) if good else [])
+            return [entry if isinstance(entry, BaseException) else next(results) for entry in loaded]
 
-        ahead = max(2 * self.batch_size, 2 * workers, 1)
-        with ThreadPoolExecutor(max(workers, 1)) as pool:
-            pending: collections.deque = collections.deque()
-            position = 0
-
-            def fill() -> None:
-                nonlocal position
-                while position < len(items) and len(pending) < ahead:
-                    item = items[position]
-                    pending.append(pool.submit(load, item) if workers else _Done(load(item)))
-                    position += 1
-
-            fill()
-            while pending:
-                batch: list[Any] = []
-                while pending and len(batch) < self.batch_size:
-                    loaded = pending[0].result()
-                    if isinstance(loaded, BaseException):
-                        if batch:
-                            break
-                        pending.popleft()
-                        fill()
-                        yield loaded
-                        continue
-                    if batch and self._batched and loaded[2].shape != batch[0][2].shape:
-                        break
-                    batch.append(loaded)
-                    pending.popleft()
-                    fill()
-                if batch:
-                    yield from self._run_chunk(batch, top_k, min_area, return_probabilities, keep_confidence)
+        with _split_threads(self.framework, self.device, workers):
+            for results in Prefetched(run, chunks, ahead=max(2 * workers, 1), workers=workers):
+                yield from results
 
     @property
     def _lazy(self) -> bool:
@@ -451,13 +473,17 @@ class Segmenter:
         no float copy of the whole image is made (memory: the image, the label map and a few bands)."""
         return self.settings.mode == "slide" and self.resize == "none" and not self.settings.augmented
 
-    def _window_source(self, image: np.ndarray) -> Any:
+    def _window_source(self, image: np.ndarray, model_lock: Any = None) -> Any:
         """A streaming pass over the uint8 image whose windows are normalized when the model needs them."""
         from .common.streaming import PassSource, run_by_shape
 
+        def model_call(batch: list[np.ndarray]) -> list[np.ndarray]:
+            with model_lock or contextlib.nullcontext():
+                return list(self._model_logits(np.stack(batch)))
+
         def window_logits(windows: Sequence[Any]) -> list[np.ndarray]:
             crops = [self._prepared(np.ascontiguousarray(image[w.y1 : w.y2, w.x1 : w.x2])) for w in windows]
-            return run_by_shape(crops, self.batch_size, lambda batch: list(self._model_logits(np.stack(batch))))
+            return run_by_shape(crops, self.batch_size, model_call)
 
         return PassSource(image.shape[:2], False, window_logits)
 
@@ -479,6 +505,7 @@ class Segmenter:
         return_probabilities: bool,
         keep_confidence: bool = True,
         labels_out: np.ndarray | None = None,
+        model_lock: Any = None,
     ) -> list[SegmentationResult]:
         from .common.streaming import PassSource, stream_segmentation
 
@@ -487,7 +514,7 @@ class Segmenter:
         streamed: dict[int, Any] = {}
         if self._lazy:
             for index, (image, _, _) in enumerate(loaded):
-                source = self._window_source(image)
+                source = self._window_source(image, model_lock)
                 streamed[index] = stream_segmentation(lambda scale, flipped, source=source: source, image.shape[:2],
                                                       self.settings, labels_out=labels_out, **options)
         elif self._batched:
@@ -495,7 +522,8 @@ class Segmenter:
             for index, (_, _, pixels) in enumerate(loaded):
                 groups.setdefault(pixels.shape, []).append(index)
             for members in groups.values():  # one model call per group of equal-sized inputs
-                logits = self._model_logits(np.stack([loaded[i][2] for i in members]))
+                with model_lock or contextlib.nullcontext():
+                    logits = self._model_logits(np.stack([loaded[i][2] for i in members]))
                 for row, index in enumerate(members):
                     size = loaded[index][0].shape[:2]
                     frame = size if self._direct else loaded[index][2].shape[1:]
@@ -504,8 +532,10 @@ class Segmenter:
                                                           self.settings, labels_out=labels_out, **options)
         else:
             for index, (image, _, _) in enumerate(loaded):
-                streamed[index] = self._stream(self._prepared(image)[None], image.shape[:2], return_probabilities,
-                                               keep_confidence, labels_out)
+                pixel_values = self._prepared(image)[None]
+                with model_lock or contextlib.nullcontext():  # the model runs inside the stream here
+                    streamed[index] = self._stream(pixel_values, image.shape[:2], return_probabilities,
+                                                   keep_confidence, labels_out)
         results = []
         for index, (image, source, _) in enumerate(loaded):
             stream = streamed[index]

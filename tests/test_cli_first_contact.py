@@ -449,3 +449,30 @@ def test_demo_follows_the_overwrite_rule(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--overwrite" in err and "overlay.png" in err
     assert (out / "overlay.png").read_bytes() == b"mine"
+
+
+def test_predict_parallel_workers_write_the_one_at_a_time_bytes(models, photos, tmp_path, capsys):
+    """Issue 17: parallel pipelines (default, and 3 workers x 2 images) write exactly the files of one image at
+    a time in the main thread, with the bad files (one found only while decoding) skipped and listed alike."""
+    import torch
+
+    rng = np.random.default_rng(5)
+    for index, shape in enumerate([(40, 56), (33, 61), (40, 56), (40, 56), (32, 40), (33, 61)]):
+        Image.fromarray(rng.integers(0, 256, shape + (3,), dtype=np.uint8)).save(photos / f"mixed{index}.png")
+    threads = torch.get_num_threads()
+    runs = {}
+    for label, extra in (("serial", ["--workers", "0", "--batch-size", "1"]), ("default", []),
+                         ("three", ["--workers", "3", "--batch-size", "2"])):
+        out = tmp_path / label
+        capsys.readouterr()
+        assert main(["predict", "--model", str(models / "seg"), str(photos), "--out", str(out), "--no-progress", *extra]) == 1
+        err = capsys.readouterr().err
+        runs[label] = ({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.png"))},
+                       err[err.index("skipped"):])
+        assert torch.get_num_threads() == threads  # the split between workers is undone
+    files, skipped = runs["serial"]
+    assert len(files) == 2 * 9 + 1 and "truncated.jpg: truncated" in skipped  # 9 images x (mask, overlay) + legend
+    for label in ("default", "three"):
+        assert runs[label][0].keys() == files.keys()
+        assert all(runs[label][0][name] == files[name] for name in files), label
+        assert runs[label][1] == skipped

@@ -146,3 +146,20 @@ def test_streaming_argument_errors(pt_model):
         predict_streaming(model, pixel_values[:1], mode="slide", crop_size=16, stride=16, direct_upsampling=True)
     with pytest.raises(ValueError, match="band_rows"):
         predict_streaming(model, pixel_values[:1], band_rows=0)
+
+
+def test_band_argmax_and_top_probability_equal_numpy_with_ties_and_non_finite():
+    from segformer.common.streaming import _top, _top_probability
+
+    rng = np.random.default_rng(4)
+    band = rng.integers(-3, 3, (7, 5, 9)).astype(np.float32)  # many ties between classes
+    band[2, 0, 0] = -0.0
+    labels, largest, finite = _top(band)
+    assert finite and np.array_equal(labels, band.argmax(axis=0)) and np.array_equal(largest, band.max(axis=0))
+    shifted = np.exp(band - band.max(axis=0, keepdims=True))
+    np.testing.assert_allclose(_top_probability(band, largest), 1.0 / shifted.sum(axis=0), rtol=1e-6)
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = band.copy()
+        broken[3, 1, 2] = bad
+        labels, _, finite = _top(broken)
+        assert not finite and np.array_equal(labels, broken.argmax(axis=0)), bad

@@ -406,3 +406,25 @@ def test_decode_head_alone_matches_hf_signature():
     head = SegformerDecodeHead(config).eval()
     maps = [torch.randn(1, c, 16 // (2**i), 16 // (2**i)) for i, c in enumerate(config.hidden_sizes)]
     assert tuple(head(maps).shape) == (1, 3, 16, 16)
+
+
+def test_fast_head_chunks_are_chosen_per_image_not_per_batch(monkeypatch):
+    """The channels per chunk fix the order of the classifier's sums over channels; they come from one image's
+    size, so batching equal-sized images (predict, Segmenter) does not change that order (with the batch's
+    size b0 logits of 768x1024 photos differed between batch 2 and batch 1)."""
+    import torch
+
+    from segformer.pt import SegformerForSemanticSegmentation, decode_head
+
+    config = tiny_config(decoder_hidden_size=32)
+    model = SegformerForSemanticSegmentation(config)
+    model.load_state_dict_numpy(random_state(config, "seg", 3))
+    model.eval()
+    asked = []
+    chosen = decode_head.fast_head_chunk
+    monkeypatch.setattr(decode_head, "fast_head_chunk", lambda tokens: asked.append(tokens) or chosen(tokens))
+    with torch.inference_mode():
+        for batch in (1, 3):
+            model(torch.randn(batch, 3, 64, 96))
+    assert asked == [16 * 24, 16 * 24]  # stage-1 positions of one image, whatever the batch
+    assert chosen(16 * 24) == 128 and chosen(256 * 256) == 128 and chosen(512 * 512) == 32

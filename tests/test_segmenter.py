@@ -479,3 +479,48 @@ def test_imap_background_workers_equal_one_at_a_time(pt_segmenter, tmp_path):
         assert [c.id for c in result.classes] == [c.id for c in expected.classes]
     assert [r.source for r in one_by_one.imap(items, workers=0) if not isinstance(r, BadImageError)] == \
         [str(p) for p in items if p != broken]
+
+
+def test_imap_parallel_pipelines_split_torch_threads_and_restore_them(pt_segmenter, tmp_path):
+    import torch
+
+    from segformer import Segmenter
+    from segformer.segmenter import default_workers
+
+    rng = np.random.default_rng(13)
+    images = [rng.integers(0, 256, shape + (3,), dtype=np.uint8) for shape in [(40, 50), (33, 61), (40, 50)] * 2]
+    segmenter = Segmenter(pt_segmenter.model, pt_segmenter.processor, resize="none", batch_size=2)
+    before = torch.get_num_threads()
+    assert default_workers("pt") == max(1, min(4, before)) and default_workers("tf") == 2
+    try:
+        torch.set_num_threads(2)
+        iterator = segmenter.imap(images, workers=2)
+        first = next(iterator)
+        assert torch.get_num_threads() == 1  # 2 threads / 2 workers while the iteration runs
+        results = [first, *iterator]
+        assert torch.get_num_threads() == 2  # restored at the end
+    finally:
+        torch.set_num_threads(before)
+    for image, result in zip(images, results):
+        assert np.array_equal(result.label_map, segmenter(image).label_map)
+    with pytest.raises(ValueError, match="workers must be None or an int >= 0, got -1"):
+        next(segmenter.imap(images, workers=-1))
+
+
+def test_tf_imap_parallel_pipelines_equal_one_at_a_time(tf_segmenter, tmp_path):
+    from segformer import Segmenter
+    from segformer.common.image_io import BadImageError
+
+    rng = np.random.default_rng(14)
+    paths = []
+    for index, shape in enumerate([(40, 50), (33, 61), (40, 50), (40, 50)]):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(rng.integers(0, 256, shape + (3,), dtype=np.uint8)).save(paths[-1])
+    (tmp_path / "1b.png").write_bytes(paths[0].read_bytes()[:60])
+    items = sorted(tmp_path.glob("*.png"))
+    segmenter = Segmenter(tf_segmenter.model, tf_segmenter.processor, resize="none", batch_size=2)
+    results = list(segmenter.imap(items, workers=2))
+    assert isinstance(results[2], BadImageError) and results[2].path == str(tmp_path / "1b.png")
+    for item, result in zip(items, results):
+        if item.name != "1b.png":
+            assert np.array_equal(result.label_map, segmenter(item).label_map), item.name

@@ -14,9 +14,13 @@ per image with its most frequent classes (fraction of pixels and name) and write
 with ``--overwrite``. A file that cannot be read (missing, truncated, not an image, too many pixels) is
 skipped and listed at the end with its reason, and the exit status is 1; ``--strict`` stops at the first
 one instead. Masks have the input's resolution. It is a thin layer over :class:`segformer.Segmenter`:
-labels are computed in row bands (no ``classes x H x W`` logits), background threads decode the next images
-(``--workers``) and write the outputs, equal-sized images run together (``--batch-size``), and a progress
-bar shows images/s. Before any work every image's peak memory is estimated from its header
+labels are computed in row bands (no ``classes x H x W`` logits). ``--workers`` parallel pipelines each
+decode, resize, segment and post-process their share of the images (``--batch-size`` consecutive images at a
+time, equal-sized ones in one model call) while background threads write the outputs; the outputs are the
+ones a one-at-a-time loop writes, byte for byte. By default (PyTorch on the CPU) there is one pipeline per
+intra-op thread (``torch.get_num_threads()``, at most 4) and the threads are split between them: on a
+2-core machine 2 pipelines of 1 thread, so both cores stay busy through the single-threaded upsampling and
+PNG encoding; ``--workers 0`` runs one image at a time in the main thread. A progress bar shows images/s. Before any work every image's peak memory is estimated from its header
 (:mod:`segformer.common.memory`); one that would need more than is available (or ``--memory-limit``) is
 refused with the mode that would fit. Images above 16 megapixels get their label map computed into a
 temporary file on disk (the PNG is written from it). ``--max-pixels`` is an optional hard cap. Under
@@ -62,9 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-limit", default=None,
                         help="memory an image may need, e.g. 8GB (default: what the system has available); images "
                              "estimated above it are refused before any work, with the mode that would fit")
-    parser.add_argument("--batch-size", type=int, default=2, help="equal-sized images run together (default 2)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="background threads decoding the next images and writing outputs (default 2; 0: none)")
+    parser.add_argument("--batch-size", type=int, default=2,
+                        help="images a worker takes at a time; equal-sized ones share a model call (default 2)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel pipelines, each decoding, segmenting and post-processing its share of the "
+                             "images while outputs are written in the background (default: PyTorch on the CPU one "
+                             "per intra-op thread, torch.get_num_threads(), at most 4, the threads split between "
+                             "them; Keras 2); 0: everything one image at a time in the main thread")
     parser.add_argument("--no-overlay", action="store_true", help="write only the label PNGs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay mask weight in [0, 1] (default 0.5)")
@@ -251,11 +259,14 @@ def run(args: argparse.Namespace) -> int:
     from ..common.errors import WriteError
     from ..common.image_io import BadImageError, expand_named_inputs, open_image
     from ..common.viz import legend, save_png
+    from ..segmenter import default_workers
 
     if args.max_pixels is not None and args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
-    if args.batch_size < 1 or args.workers < 0:
-        raise ValueError(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size} and {args.workers}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers must be >= 0 (0: no background work), got {args.workers}")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
     if args.top < 1:
@@ -302,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
     huge = [job for job, (h, w) in zip(readable, sizes) if h * w > LARGE_IMAGE_PIXELS]
     small = [job[0] for job in readable if job not in huge]
     progress = _progress(len(readable), args)
-    with ThreadPoolExecutor(max(args.workers, 1)) as writers:
+    workers = default_workers(args.framework) if args.workers is None else args.workers
+    with ThreadPoolExecutor(max(workers, 1)) as writers:
         writes: list[Any] = []
 
         def finish(result: Any, path: Any) -> None:
@@ -318,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
             progress.update()
             _raise_finished(writes)
 
-        for path, result in zip(small, segmenter.imap(small, workers=args.workers, top_k=args.top, keep_confidence=False)):
+        for path, result in zip(small, segmenter.imap(small, workers=workers, top_k=args.top, keep_confidence=False)):
             if isinstance(result, BadImageError):
                 if args.strict:
                     raise ValueError(f"{result} (--strict: stopped)")

@@ -98,6 +98,44 @@ def _lerp(array: np.ndarray, axis: int, low: np.ndarray, high: np.ndarray, weigh
     return result
 
 
+def _upsample(logits: np.ndarray, row_taps: tuple, col_taps: tuple) -> np.ndarray:
+    """Bilinear ``(K, h, w) -> (K, rows, W)`` for the output rows whose taps are ``row_taps``: columns first,
+    on the few source rows those output rows read, then rows, a block of classes at a time (the block's
+    arrays stay in the cache). Each axis is ``low + (high - low) * weight`` in float32."""
+    low, high, weight = row_taps
+    first, last = int(low[0]), int(high[-1]) + 1  # the taps are non-decreasing
+    low, high = low - first, high - first
+    classes, rows, width = logits.shape[0], low.size, col_taps[0].size
+    out = np.empty((classes, rows, width), np.float32)
+    step = max(1, _BLOCK_ELEMENTS // max(rows * width, 1))
+    scale = weight.reshape(1, rows, 1)
+    for start in range(0, classes, step):
+        cols = _lerp(logits[start : start + step, first:last], 2, *col_taps)
+        block = out[start : start + step]
+        np.take(cols, low, axis=1, out=block, mode="clip")
+        upper = np.take(cols, high, axis=1, mode="clip")
+        upper -= block
+        upper *= scale
+        block += upper
+    return out
+
+
+_BLOCK_ELEMENTS = 256 * 1024  # floats per block of classes in the band loops (1 MB)
+
+
+def _top(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(labels, largest, finite)`` of a ``(K, rows, W)`` band: the argmax over classes (the first of equal
+    largest values, as ``numpy.argmax``), the largest value, and whether every value is finite."""
+    largest = band.max(axis=0)
+    finite = bool(np.isfinite(largest).all()) and bool(np.isfinite(band.min()))
+    if not finite:  # NaN: numpy's rule (the first NaN wins)
+        return band.argmax(axis=0), largest, False
+    labels = np.zeros(largest.shape, np.intp)
+    for k in range(band.shape[0] - 1, -1, -1):  # descending, so the smallest equal class is written last
+        np.copyto(labels, k, where=band[k] == largest)
+    return labels, largest, True
+
+
 def run_by_shape(items: Sequence, batch_size: int, run: Callable[[list], Sequence]) -> list:
     """``run`` on batches of at most ``batch_size`` items of equal ``shape`` (items are arrays or tensors);
     returns ``run``'s per-item results in the items' order."""
@@ -169,13 +207,16 @@ def _window_bands(
             if top >= bottom:
                 continue
             local = slice(top - window.y1, bottom - window.y1)
-            rows = _lerp(logits, 1, row_taps[0][local], row_taps[1][local], row_taps[2][local])
-            values = _lerp(rows, 2, *col_taps)
+            values = _upsample(logits, (row_taps[0][local], row_taps[1][local], row_taps[2][local]), col_taps)
+            if band is None and values.shape[1:] == (band_end - done, width):  # one window covers the band
+                band = values
+                continue
             if band is None:
                 band = np.zeros((logits.shape[0], band_end - done, width), np.float32)
             band[:, top - done : bottom - done, window.x1 : window.x2] += values
-        counts = row_counts[done:band_end, None] * col_counts[None, :]
-        band /= counts.astype(np.float32)
+        if row_counts[done:band_end].max() > 1 or col_counts.max() > 1:
+            counts = row_counts[done:band_end, None] * col_counts[None, :]
+            band /= counts.astype(np.float32)
         yield done, band
         kept = [item for item in kept if item[0].y2 > band_end]
         done = band_end
@@ -219,11 +260,16 @@ def _softmax(band: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def _top_probability(band: np.ndarray) -> np.ndarray:
-    """The softmax probability of the largest logit, ``1 / sum(exp(l - max))``, without normalizing every class."""
-    shifted = band - band.max(axis=0, keepdims=True)
-    np.exp(shifted, out=shifted)
-    return 1.0 / shifted.sum(axis=0)
+def _top_probability(band: np.ndarray, largest: np.ndarray) -> np.ndarray:
+    """The softmax probability of the largest logit, ``1 / sum(exp(l - max))`` (summed class by class, in
+    order), without normalizing every class."""
+    total = np.zeros_like(largest)
+    scratch = np.empty_like(largest)
+    for values in band:
+        np.subtract(values, largest, out=scratch)
+        np.exp(scratch, out=scratch)
+        total += scratch
+    return np.float32(1.0) / total
 
 
 @dataclass
@@ -301,11 +347,11 @@ def stream_segmentation(
         if augmented:
             total = total / np.float32(len(pulled))
         rows = slice(start, start + total.shape[1])
-        finite = finite and bool(np.isfinite(total).all())
-        band_labels = total.argmax(axis=0)
+        band_labels, largest, band_finite = _top(total)
+        finite = finite and band_finite
         labels[rows] = band_labels
         band_probabilities = total if augmented else (_softmax(total) if return_probabilities else None)
-        band_confidence = (total.max(axis=0) if augmented else _top_probability(total)).astype(np.float32)
+        band_confidence = (largest if augmented else _top_probability(total, largest)).astype(np.float32)
         if class_pixels is None:
             class_pixels = np.zeros(total.shape[0], np.int64)
             class_confidence = np.zeros(total.shape[0], np.float64)

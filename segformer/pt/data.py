@@ -26,12 +26,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..common.batches import rank_batches
 from ..common.datasets import collate_items
+from ..common.prefetch import Prefetched
 
 __all__ = [
     "TorchSegmentationDataset",
     "TrainBatchSampler",
     "collate",
     "eval_indices",
+    "make_eval_batches",
     "make_eval_loader",
     "make_train_loader",
 ]
@@ -113,6 +115,15 @@ def eval_indices(num_items: int, rank: int = 0, world_size: int = 1) -> list[int
     """Rank ``rank``'s share ``rank, rank + W, ...`` of an evaluation set: every item exactly once overall
     (``DistributedSampler`` would pad with repeats and count them twice)."""
     return list(range(rank, num_items, world_size))
+
+
+def make_eval_batches(dataset: Any, rank: int = 0, world_size: int = 1, ahead: int = 2) -> Prefetched:
+    """This rank's share of ``dataset``, one image per batch (``collate`` of one item, as
+    :func:`make_eval_loader` gives them), the next ``ahead`` read and transformed in a background thread
+    while the caller runs the model (``ahead=0``: in the calling thread)."""
+    view = TorchSegmentationDataset(dataset)
+    return Prefetched(lambda index: collate([view[index]]), eval_indices(len(dataset), rank, world_size),
+                      ahead=max(ahead, 1), workers=1 if ahead else 0)
 
 
 def make_eval_loader(dataset: Any, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:

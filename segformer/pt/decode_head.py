@@ -40,7 +40,11 @@ FAST_HEAD_CHUNK_ELEMENTS = 8 * 1024 * 1024
 
 
 def fast_head_chunk(tokens: int) -> int:
-    """Channels per chunk of the fast path for ``tokens = B * h_1 * w_1`` stage-1 positions (8..128)."""
+    """Channels per chunk of the fast path for ``tokens = h_1 * w_1`` stage-1 positions of one image (8..128).
+
+    Chosen per image, not per batch: the chunks fix the order in which the classifier sums over channels, so
+    an image's logits are the same bit for bit alone or batched with others (a batch's buffers are then
+    ``B`` times one image's)."""
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return FAST_HEAD_CHUNK
     return int(min(FAST_HEAD_CHUNK, max(8, FAST_HEAD_CHUNK_ELEMENTS // max(int(tokens), 1) // 8 * 8)))
@@ -129,7 +133,7 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         classifier = self.classifier.weight.reshape(k, d)
         tokens = [m.permute(0, 2, 3, 1) for m in maps]  # (B, h_i, w_i, C_i): free views of channels-last maps
         logits = None
-        chunk = fast_head_chunk(batch * height * width)
+        chunk = fast_head_chunk(height * width)  # per image: batching never changes the sums
         for start in range(0, d, chunk):  # output channels in chunks: bounded working memory
             stop = min(start + chunk, d)
             fused = F.linear(tokens[0], weights[0][start:stop], shift[start:stop])  # (B, h_1, w_1, c)

@@ -35,7 +35,7 @@ from ..common.metrics import SegmentationMetric
 from ..common.random_state import host_rng_state, set_host_rng_state
 from ..common.train_loop import TrainLoop
 from ..common.training import StopSignals, TrainConfig, nonfinite_loss_message
-from .data import make_eval_loader, make_train_loader
+from .data import make_eval_batches, make_train_loader
 from .distributed import (
     DistributedContext,
     SyncBatchNorm2d,
@@ -228,7 +228,7 @@ def evaluate(
     predict = predict or predict_labels
     was_training = inner.training
     inner.eval()
-    loader = make_eval_loader(dataset, context.rank, context.world_size)
+    loader = make_eval_batches(dataset, context.rank, context.world_size)  # the next images load meanwhile
     iterator: Iterable = loader
     if progress and context.is_main:
         from tqdm import tqdm

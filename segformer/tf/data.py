@@ -100,7 +100,8 @@ def make_train_dataset(
 
 def make_eval_dataset(dataset: Any) -> tf.data.Dataset:
     """One image per element (evaluation images keep their own sizes): ``pixel_values`` (1, 3, h, w) and
-    ``labels`` (1, H, W) at the original label size."""
+    ``labels`` (1, H, W) at the original label size, in order; the next two are loaded in the background
+    (twin of ``segformer.pt.data.make_eval_batches``)."""
     load = _loader(dataset)
 
     def fetch(index: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -109,4 +110,5 @@ def make_eval_dataset(dataset: Any) -> tf.data.Dataset:
         labels.set_shape((None, None))
         return {"pixel_values": pixel_values[None], "labels": labels[None]}
 
-    return tf.data.Dataset.range(len(dataset)).map(fetch)  # sequential: in order
+    # the next images are read and transformed in tf.data's background threads; elements stay in order
+    return tf.data.Dataset.range(len(dataset)).map(fetch, num_parallel_calls=2, deterministic=True).prefetch(2)
