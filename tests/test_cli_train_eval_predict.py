@@ -130,6 +130,19 @@ def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys, 
     with Image.open(tmp_path / "q" / "big.png") as mask:
         assert mask.size == (1100, 1200) and mask.mode == "P"
     assert not list((tmp_path / "q").glob(".*labels.npy"))  # the on-disk label map is gone
+    # images below the on-disk size run workers x batch-size at a time: checked as that many next to one baseline
+    monkeypatch.setattr(predict, "LARGE_IMAGE_PIXELS", 16_000_000)
+    one = estimate(config, (1200, 1100), "whole").total
+    limit = f"{(one * 3) // 1024}KB"  # one image fits, 2 workers x batch 2 = 4 in flight do not
+    code = main(["predict", "--model", str(trained / "run"), str(big), "--out", str(tmp_path / "r"),
+                 "--memory-limit", limit, "--workers", "2", "--batch-size", "2", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "4 images of its size in flight" in err and "--workers 1 --batch-size 1 would fit" in err
+    assert not (tmp_path / "r").exists()
+    code = main(["predict", "--model", str(trained / "run"), str(big), "--out", str(tmp_path / "r"),
+                 "--memory-limit", limit, "--workers", "1", "--batch-size", "1", "--no-progress", "--no-overlay"])
+    assert code == 0
 
 
 def test_predict_check_finite_flags_nan_logits(trained, tmp_path, capsys, monkeypatch):

@@ -121,9 +121,14 @@ LARGE_IMAGE_PIXELS = 16_000_000  # larger images: label map computed into a file
 _NO_PIXEL_LIMIT = 1 << 62  # the header is read before the memory check decides
 
 
-def check_memory(segmenter: Any, jobs: list[Any], sizes: list[tuple[int, int]], args: argparse.Namespace) -> None:
+def check_memory(segmenter: Any, jobs: list[Any], sizes: list[tuple[int, int]], args: argparse.Namespace,
+                 in_flight: int = 1) -> None:
     """Refuse, before any work, an image whose estimated peak memory exceeds what is available (or
-    ``--memory-limit``), saying what each mode would need."""
+    ``--memory-limit``), saying what each mode would need.
+
+    Images up to :data:`LARGE_IMAGE_PIXELS` run ``in_flight`` at a time (parallel workers x batch size), so each
+    is checked as ``in_flight`` images of its size next to one framework baseline; larger ones run alone.
+    """
     from ..common.memory import available_memory, estimate_memory, format_bytes
 
     budget = _memory_budget(args.memory_limit) if args.memory_limit else available_memory()
@@ -133,11 +138,21 @@ def check_memory(segmenter: Any, jobs: list[Any], sizes: list[tuple[int, int]], 
     settings = segmenter.settings
     for (image, _, _), (height, width) in zip(jobs, sizes):
         target = segmenter.input_size(height, width)
+        huge = height * width > LARGE_IMAGE_PIXELS
         kwargs = dict(crop_size=settings.crop_size, stride=settings.stride, framework=segmenter.framework,
-                      labels_on_disk=height * width > LARGE_IMAGE_PIXELS, window_batch=segmenter.batch_size)
+                      labels_on_disk=huge, window_batch=segmenter.batch_size)
         needed = estimate_memory(config, target, settings.mode, **kwargs)
-        if needed.total <= budget:
+        copies = 1 if huge else max(1, in_flight)
+        concurrent = (needed.total - needed.framework) * copies + needed.framework
+        if concurrent <= budget:
             continue
+        if needed.total <= budget:
+            raise ValueError(
+                f"image {os.fspath(image)!r} ({height}x{width}) needs about {format_bytes(needed.total)} in "
+                f"{settings.mode} mode, and {copies} images of its size in flight at once (--workers x --batch-size) "
+                f"need about {format_bytes(concurrent)}, more than the {format_bytes(budget)} available; "
+                "--workers 1 --batch-size 1 would fit"
+            )
         other = "slide" if settings.mode == "whole" else "whole"
         alternative = estimate_memory(config, target, other, **kwargs)
         fits = (f"--mode {other} would need about {format_bytes(alternative.total)}, which fits"
@@ -300,8 +315,9 @@ def run(args: argparse.Namespace) -> int:
     readable, sizes = readable[ranks.rank :: ranks.world], sizes[ranks.rank :: ranks.world]
     segmenter = build_segmenter(model, args, palette=palette_for(model.config.num_labels, args.palette))
     segmenter.batch_size = args.batch_size
+    workers = default_workers(args.framework) if args.workers is None else args.workers
     if readable:
-        check_memory(segmenter, readable, sizes, args)
+        check_memory(segmenter, readable, sizes, args, in_flight=max(workers, 1) * args.batch_size)
         segmenter.max_pixels = max(h * w for h, w in sizes)  # checked above: decode them, however large
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -313,7 +329,6 @@ def run(args: argparse.Namespace) -> int:
     huge = [job for job, (h, w) in zip(readable, sizes) if h * w > LARGE_IMAGE_PIXELS]
     small = [job[0] for job in readable if job not in huge]
     progress = _progress(len(readable), args)
-    workers = default_workers(args.framework) if args.workers is None else args.workers
     with ThreadPoolExecutor(max(workers, 1)) as writers:
         writes: list[Any] = []
 
