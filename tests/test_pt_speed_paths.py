@@ -121,3 +121,28 @@ def test_compiled_fast_path_equals_the_eager_fast_path():
     assert compiled.shape == eager.shape == (1, 5, 16, 24)
     assert float((compiled - eager).abs().max()) <= 1e-5, "compiled vs eager fast path"
     assert float((compiled - textbook).abs().max()) <= 1e-4, "compiled fast path vs plain path"
+
+
+def test_training_fast_head_equals_the_plain_head_values_and_gradients():
+    """Training with ``use_fast_path`` (linear_fuse folded into the projections) == the textbook head
+    (concatenation + 1x1 conv): logits, loss and every parameter gradient (float64, randomized weights)."""
+    config = tiny_config(num_labels=4)
+    model = SegformerForSemanticSegmentation(config).double().train()
+    model.load_state_dict({k: torch.from_numpy(v).double() if v.dtype != np.int64 else torch.from_numpy(v)
+                           for k, v in random_state(config, "semantic_segmentation", seed=3).items()}, strict=False)
+    generator = torch.Generator().manual_seed(2)
+    pixels = torch.randn(2, 3, 45, 61, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 4, (2, 45, 61), generator=generator)
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = {}
+    for fast in (True, False):
+        model.use_fast_path = fast
+        out = model(pixel_values=pixels, labels=labels)
+        results[fast] = (out.logits.detach(), out.loss.detach(), torch.autograd.grad(out.loss, params))
+    (fast_logits, fast_loss, fast_grads), (plain_logits, plain_loss, plain_grads) = results[True], results[False]
+    assert fast_logits.shape == plain_logits.shape == (2, 4, 12, 16)
+    assert float((fast_logits - plain_logits).abs().max()) <= 1e-12, "training logits fast vs plain"
+    assert abs(float(fast_loss - plain_loss)) <= 1e-12, "loss fast vs plain"
+    scale = max(float(g.abs().max()) for g in plain_grads)
+    worst = max(float((a - b).abs().max()) for a, b in zip(fast_grads, plain_grads)) / scale
+    assert worst <= 1e-10, f"parameter gradients fast vs plain, max |diff| / max |gradient| {worst:.2e}"
