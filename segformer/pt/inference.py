@@ -42,8 +42,8 @@ def compile_for_inference(model: nn.Module, *, freezing: bool = True, dynamic: b
     GELU, bias, residual adds) and, with ``freezing``, weights folded as constants (the decode-head fold is
     computed once at compile time, convolution / linear weights prepacked for oneDNN).
 
-    Opt-in: the first call of each input shape compiles (about 1-2 minutes for b0 on a 2-core CPU; gcc
-    needed); later calls reuse it. Outputs equal the eager fast path within float rounding. With
+    Opt-in: the first call of each input shape compiles (0.5-2.5 minutes for b0 on a 2-core CPU, depending
+    on its load; gcc needed); later calls reuse it. Outputs equal the eager fast path within float rounding. With
     ``freezing=True`` the compiled model keeps the weights it saw at the first call: compile again after
     loading other weights. ``dynamic`` is passed to ``torch.compile`` (``False``: one graph per input size).
     Returns the compiled module; call it like the model (eval mode, best under ``torch.inference_mode``).
