@@ -1,7 +1,8 @@
 """Fine-tuning and evaluation in PyTorch with the original SegFormer recipe. Mirrored by ``segformer/tf/training.py``.
 
 * Optimizer: ``torch.optim.AdamW`` with one parameter group per ``(lr_mult, decay_mult)`` of the recipe
-  (``segformer.common.training``: encoder LayerNorms without weight decay, ``decode_head.*`` at 10x lr).
+  (``segformer.common.training``: encoder LayerNorms without weight decay, ``decode_head.*`` at 10x lr),
+  the fused implementation on CPU / CUDA (same updates within float rounding).
 * Schedule: the lr of every group is set by hand before each optimizer step from
   :func:`segformer.common.training.lr_at` (mmcv poly + linear warm-up); no ``LRScheduler`` object, so
   resuming needs only the step number.
