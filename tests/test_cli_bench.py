@@ -138,3 +138,24 @@ def test_every_deployment_row_runs():
     pytest.importorskip("transformers")
     statuses, table = _deployment_report(["ort-fp32", "hf-ort-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8"])
     assert "vs hf-ort-fp32" in table and "tflite" in statuses["tflite-int8"][2]
+
+
+def test_tiny_training_steps_run():
+    """``--train`` rows: ours (PT) and transformers' PT model take training steps at batch 2 (TF in its
+    own test tier); the default implementation list never includes the opt-in rows."""
+    pytest.importorskip("torch")
+    from segformer.benchmark import OPT_IN_IMPLS, TRAIN_IMPLS
+
+    assert set(TRAIN_IMPLS) <= set(OPT_IN_IMPLS) and "pt-compile" in OPT_IN_IMPLS
+    report = run_benchmark(variants=["tiny"], sizes=[(64, 64)], frameworks=["pt"], train=True, batch=2, repeats=1,
+                           warmup=0, threads=1)
+    statuses = {r["impl"]: r["status"] for r in report["results"]}
+    assert list(statuses) == ["pt-train", "hf-pt-train"]
+    assert statuses["pt-train"] == "ok" and statuses["hf-pt-train"] in ("ok", "skipped")
+    assert report["settings"]["batch"] == 2
+    config = SegformerConfig.from_variant("tiny", num_labels=150)
+    row = report["results"][0]
+    assert row["plain_gflop"] == pytest.approx(3 * count_flops(config, 64, 64, batch=2).total / 1e9)
+    assert "batch 2" in format_table(report) and "training steps: 3 x forward" in format_table(report)
+    with pytest.raises(ValueError, match="batch must be a positive int, got 0"):
+        run_benchmark(variants=["tiny"], sizes=[(64, 64)], impls=["pt-train"], batch=0)

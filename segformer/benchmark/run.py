@@ -21,6 +21,7 @@ from ..common.variants import variant_kwargs
 IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
     "pt-fast": ("pt", "ours PyTorch, eval fast path (folded head, SDPA)"),
     "pt-plain": ("pt", "ours PyTorch, plain path (use_fast_path=False)"),
+    "pt-compile": ("pt", "ours PyTorch, eval fast path under torch.compile (inductor, freezing); setup_s includes the compile"),
     "hf-pt": ("pt", "transformers SegformerForSemanticSegmentation (PyTorch)"),
     "pt-cuda": ("pt", "ours PyTorch fast path on the CUDA GPU, float32"),
     "pt-cuda-bf16": ("pt", "ours PyTorch fast path on the CUDA GPU, bf16 autocast"),
@@ -38,15 +39,23 @@ IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
     "tflite-fp32": ("tf", "TFLite float32 of our Keras model (fixed size)"),
     "tflite-fp16": ("tf", "TFLite with float16 weights of our Keras model"),
     "tflite-int8": ("tf", "TFLite full-integer int8 of our Keras model, calibrated on 4 random images"),
+    "pt-train": ("pt", "ours PyTorch, one training step: forward + loss + backward + AdamW (the trainer's optimizer)"),
+    "hf-pt-train": ("pt", "transformers SegformerForSemanticSegmentation, one training step with torch.optim.AdamW"),
+    "tf-train": ("tf", "ours Keras 3, one training step as the TF trainer: tf.function(GradientTape + AdamW)"),
 }
-REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "pt-cuda": "hf-pt-cuda", "pt-cuda-bf16": "hf-pt-cuda-bf16",
+REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "pt-compile": "hf-pt", "pt-train": "hf-pt-train",
+                "tf-train": "hf-pt-train", "pt-cuda": "hf-pt-cuda", "pt-cuda-bf16": "hf-pt-cuda-bf16",
                 "tf-eager": "hf-tf", "tf-opbyop": "hf-tf", "tf-xla": "hf-tf-xla",
                 "pt-int8": "pt-fast", "ort-int8": "pt-fast", "ort-fp32": "hf-ort-fp32",
                 "tflite-fp32": "tf-eager", "tflite-fp16": "tf-eager", "tflite-int8": "tf-eager"}
 CUDA_IMPLS = ("pt-cuda", "pt-cuda-bf16", "hf-pt-cuda", "hf-pt-cuda-bf16")  # in the default list when a GPU is seen
 # deployment paths (need onnx / onnxruntime, export before timing): only when named in --impls
 DEPLOY_IMPLS = ("pt-int8", "ort-fp32", "ort-int8", "hf-ort-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8")
+TRAIN_IMPLS = ("pt-train", "hf-pt-train", "tf-train")  # only when asked for (``train=True`` / ``--train``)
+# never in the default list (compile minutes, training steps, exports)
+OPT_IN_IMPLS = ("pt-compile",) + TRAIN_IMPLS + DEPLOY_IMPLS
 FRAMEWORKS = ("pt", "tf")
+
 
 def cuda_available() -> bool:
     """Whether torch is importable here and sees a CUDA GPU (decides the default implementation list)."""
@@ -168,7 +177,7 @@ class _Worker:
 
 
 def _python_for(impl: str, hf_python: str | None, hf_tf_python: str | None) -> str:
-    if impl.startswith("hf-pt"):
+    if impl.startswith("hf-pt"):  # hf-pt, hf-pt-cuda*, hf-pt-train
         return hf_python or os.environ.get("SEGFORMER_BENCH_HF_PYTHON") or sys.executable
     if impl in ("hf-tf", "hf-tf-xla"):
         return hf_tf_python or os.environ.get("SEGFORMER_BENCH_HF_TF_PYTHON") or sys.executable
@@ -207,16 +216,22 @@ def run_benchmark(
     hf_tf_python: str | None = None,
     pairs: Sequence[tuple[str, tuple[int, int]]] | None = None,
     log: Any = None,
+    batch: int = 1,
+    train: bool = False,
 ) -> dict[str, Any]:
     """Run every (variant, size) x implementation and return a JSON-ready report.
 
     ``pairs`` (variant, (h, w)) overrides the cross product of ``variants`` and ``sizes``. ``impls``
-    defaults to every implementation of the chosen ``frameworks``. ``log`` is a callable taking a line.
+    defaults to every implementation of the chosen ``frameworks`` except the opt-in ones
+    (:data:`OPT_IN_IMPLS`); ``train=True`` makes the default the training steps (:data:`TRAIN_IMPLS`).
+    ``batch`` images per pass (training steps usually 8). ``log`` is a callable taking a line.
+
+    FLOPs: a training step counts 3 x the plain forward pass (backward ~ 2 x forward), times ``batch``.
     """
     from ..common.config import SegformerConfig
     from ..common.flops import count_flops
 
-    for name, value in (("repeats", repeats), ("warmup", warmup), ("num_labels", num_labels)):
+    for name, value in (("repeats", repeats), ("warmup", warmup), ("num_labels", num_labels), ("batch", batch)):
         if not isinstance(value, int) or value < (0 if name == "warmup" else 1):
             raise ValueError(f"{name} must be a {'non-negative' if name == 'warmup' else 'positive'} int, got {value!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -224,10 +239,12 @@ def run_benchmark(
     for framework in frameworks:
         if framework not in FRAMEWORKS:
             raise ValueError(f"frameworks: unknown {framework!r}; valid choices: {list(FRAMEWORKS)}")
-    if impls is None:
+    if impls is None and train:
+        impls = [name for name in TRAIN_IMPLS if IMPLEMENTATIONS[name][0] in frameworks]
+    elif impls is None:
         cuda = "pt" in frameworks and cuda_available()
         impls = [name for name, (fw, _) in IMPLEMENTATIONS.items()
-                 if fw in frameworks and (cuda or name not in CUDA_IMPLS) and name not in DEPLOY_IMPLS]
+                 if fw in frameworks and (cuda or name not in CUDA_IMPLS) and name not in OPT_IN_IMPLS]
     for impl in impls:
         if impl not in IMPLEMENTATIONS:
             raise ValueError(f"impls: unknown {impl!r}; valid choices: {list(IMPLEMENTATIONS)}")
@@ -243,18 +260,20 @@ def run_benchmark(
     with tempfile.TemporaryDirectory() as log_dir:
         for variant, (height, width) in pairs:
             config = SegformerConfig(**variant_kwargs(variant), num_labels=num_labels)
-            plain = count_flops(config, height, width, path="plain").total / 1e9
-            fast = count_flops(config, height, width, path="fast").total / 1e9
+            plain = count_flops(config, height, width, path="plain", batch=batch).total / 1e9
+            fast = count_flops(config, height, width, path="fast", batch=batch).total / 1e9
             group: list[tuple[BenchResult, _Worker]] = []
             for impl in impls:
-                result = BenchResult(variant, height, width, impl, IMPLEMENTATIONS[impl][1], plain_gflop=plain,
-                                     own_gflop=fast if impl in ("pt-fast", "pt-cuda", "pt-cuda-bf16") else plain)
+                own = fast if impl in ("pt-fast", "pt-compile", "pt-cuda", "pt-cuda-bf16") else plain
+                scale = 3.0 if impl in TRAIN_IMPLS else 1.0
+                result = BenchResult(variant, height, width, impl, IMPLEMENTATIONS[impl][1], plain_gflop=plain * scale,
+                                     own_gflop=own * scale)
                 results.append(result)
                 worker = _Worker(_python_for(impl, hf_python, hf_tf_python), log_dir, f"{variant}-{height}x{width}-{impl}")
                 say(f"[{variant} {height}x{width}] {impl}: setup + {warmup} warm-up ...")
                 setup = worker.ask(
                     {"cmd": "setup", "impl": impl, "variant": variant, "size": [height, width],
-                     "num_labels": num_labels, "threads": threads, "warmup": warmup}
+                     "num_labels": num_labels, "threads": threads, "warmup": warmup, "batch": batch}
                 )
                 if not setup.get("ok"):
                     result.status = "skipped" if "skip" in setup else "error"
@@ -290,7 +309,7 @@ def run_benchmark(
         "machine": machine,
         "matmul": matmul,
         "settings": {"repeats": repeats, "warmup": warmup, "threads": threads, "num_labels": num_labels,
-                     "batch": 1, "dtype": "float32"},
+                     "batch": batch, "dtype": "float32"},
         "results": [r.to_dict() for r in results],
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .run import CUDA_IMPLS, REFERENCE_OF
+from .run import CUDA_IMPLS, REFERENCE_OF, TRAIN_IMPLS
 
 def _ratio(results: list[dict[str, Any]], row: dict[str, Any]) -> str:
     reference = REFERENCE_OF.get(row["impl"])
@@ -26,8 +26,10 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['machine']['threads'] or 'default'}; float32 matmul {matmul:.1f} GFLOP/s; load average "
         f"{report['machine'].get('loadavg_start', [float('nan')])[0]:.2f} at start, "
         f"{report['machine'].get('loadavg_end', [float('nan')])[0]:.2f} at end",
-        f"batch 1, float32, {report['settings']['repeats']} repeats (round robin) after "
-        f"{report['settings']['warmup']} warm-up; GFLOP/s = plain-path FLOPs / median time; ratio = reference / ours",
+        f"batch {report['settings'].get('batch', 1)}, float32, {report['settings']['repeats']} repeats (round robin) after "
+        f"{report['settings']['warmup']} warm-up; GFLOP/s = plain-path FLOPs / median time"
+        + (" (training steps: 3 x forward)" if any(r["impl"] in TRAIN_IMPLS for r in report["results"]) else "")
+        + "; ratio = reference / ours",
         "",
         f"{'model':<16}{'impl':<16}{'min':>9}{'median':>9}{'max':>9}{'peak MB':>9}{'infer MB':>9}"
         f"{'GFLOP/s':>9}{'%mm':>6}  ratio",

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..common.variants import variant_kwargs
 
-from .run import DEPLOY_IMPLS, IMPLEMENTATIONS
+from .run import DEPLOY_IMPLS, IMPLEMENTATIONS, TRAIN_IMPLS
+
 
 def _rss_mb() -> float:
     import resource
@@ -55,6 +56,9 @@ def _build(spec: dict[str, Any]):
     _set_threads(framework, spec.get("threads"))
     if impl in DEPLOY_IMPLS:
         return _build_deploy(spec, kwargs)
+    batch = int(spec.get("batch", 1))
+    if impl in TRAIN_IMPLS:
+        return _build_train(spec, kwargs, batch, height, width)
     if framework == "pt":
         import numpy as np
         import torch
@@ -63,7 +67,8 @@ def _build(spec: dict[str, Any]):
         if cuda and not torch.cuda.is_available():
             raise ImportError("no CUDA GPU visible to torch")
         torch.manual_seed(0)
-        pixel_values = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32))
+        pixel_values = torch.from_numpy(
+            np.random.default_rng(0).standard_normal((batch, 3, height, width), dtype=np.float32))
         if impl.startswith("hf-pt"):
             import transformers
 
@@ -76,6 +81,11 @@ def _build(spec: dict[str, Any]):
             model = SegformerForSemanticSegmentation(SegformerConfig(**kwargs)).eval()
             model.use_fast_path = impl != "pt-plain"
             version = f"segformer, torch {torch.__version__}"
+            if impl == "pt-compile":
+                from ..pt.inference import compile_for_inference
+
+                model = compile_for_inference(model)
+                version += ", torch.compile inductor (freezing)"
         device = torch.device("cuda" if cuda else "cpu")
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=impl.endswith("bf16"))
         if cuda:
@@ -94,7 +104,7 @@ def _build(spec: dict[str, Any]):
     import numpy as np
     import tensorflow as tf
 
-    pixel_values = tf.constant(np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32))
+    pixel_values = tf.constant(np.random.default_rng(0).standard_normal((batch, 3, height, width), dtype=np.float32))
     if impl.startswith("hf-"):
         import transformers
 
@@ -216,6 +226,71 @@ def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
         return session.run(None, {"pixel_values": pixel_values})[0]
 
     return run_ort, f"{version}, onnxruntime {ort.__version__}, {size_mb:.2f} MB"
+
+
+def _build_train(spec: dict[str, Any], kwargs: dict[str, Any], batch: int, height: int, width: int):
+    """One training step (forward with labels, loss, backward, AdamW update) as each library trains:
+    ours with its trainer's optimizer (the recipe's parameter groups), transformers with
+    ``torch.optim.AdamW``, Keras as the TF trainer's ``tf.function`` step. Random weights, random labels."""
+    import numpy as np
+
+    from ..common.config import SegformerConfig
+    from ..common.training import TrainConfig
+
+    impl = spec["impl"]
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((batch, 3, height, width), dtype=np.float32)
+    labels = rng.integers(0, kwargs["num_labels"], (batch, height, width)).astype(np.int64)
+    recipe = TrainConfig()
+    if impl == "tf-train":
+        import keras
+        import tensorflow as tf
+
+        from ..tf import TFSegformerForSemanticSegmentation
+        from ..tf.training import build_optimizer as tf_optimizer
+
+        keras.utils.set_random_seed(0)
+        model = TFSegformerForSemanticSegmentation(SegformerConfig(**kwargs))
+        model(tf.constant(pixels[:1, :, :64, :64]), training=False)  # build the variables
+        optimizer = tf_optimizer(model, recipe)
+        x, y = tf.constant(pixels), tf.constant(labels)
+
+        @tf.function
+        def step() -> Any:
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(model(x, labels=y, training=True).loss)
+            variables = model.trainable_variables
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return loss
+
+        return (lambda: float(step())), f"segformer, keras {keras.__version__}, tensorflow {tf.__version__}"
+    import torch
+
+    torch.manual_seed(0)
+    x, y = torch.from_numpy(pixels), torch.from_numpy(labels)
+    if impl == "hf-pt-train":
+        import transformers
+
+        model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**kwargs)).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
+                                      weight_decay=recipe.weight_decay)
+        version = f"transformers {transformers.__version__}, torch {torch.__version__}"
+    else:
+        from ..pt import SegformerForSemanticSegmentation
+        from ..pt.training import build_optimizer as pt_optimizer
+
+        model = SegformerForSemanticSegmentation(SegformerConfig(**kwargs)).train()
+        optimizer = pt_optimizer(model, recipe)
+        version = f"segformer, torch {torch.__version__}"
+
+    def run() -> Any:
+        loss = model(pixel_values=x, labels=y).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return run, version
 
 
 def _build_matmul(spec: dict[str, Any]):

@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed passes per implementation (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed passes first (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the framework's)")
+    parser.add_argument("--batch", type=int, default=1, help="images per pass (default 1; training steps: 8)")
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="time training steps (forward + loss + backward + AdamW): impls pt-train, hf-pt-train, tf-train",
+    )
     parser.add_argument("--num-labels", type=int, default=150, help="classes of the decode head (default 150)")
     parser.add_argument("--hf-python", default=None, help="interpreter with transformers 5.x (PyTorch reference)")
     parser.add_argument("--hf-tf-python", default=None, help="interpreter with transformers 4.x + tf-keras (TF reference)")
@@ -65,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             threads=args.threads,
             num_labels=args.num_labels,
+            batch=args.batch,
+            train=args.train,
             hf_python=args.hf_python,
             hf_tf_python=args.hf_tf_python,
             log=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)),

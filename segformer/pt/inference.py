@@ -34,7 +34,28 @@ from ..common.inference import (
 )
 from ..common.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
 
-__all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming"]
+__all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "compile_for_inference"]
+
+
+def compile_for_inference(model: nn.Module, *, freezing: bool = True, dynamic: bool | None = False) -> Any:
+    """The eval fast path under ``torch.compile`` (inductor backend): fused element-wise passes (LayerNorm,
+    GELU, bias, residual adds) and, with ``freezing``, weights folded as constants (the decode-head fold is
+    computed once at compile time, convolution / linear weights prepacked for oneDNN).
+
+    Opt-in: the first call of each input shape compiles (0.5-2.5 minutes for b0 on a 2-core CPU, depending
+    on its load; gcc needed); later calls reuse it. Outputs equal the eager fast path within float rounding. With
+    ``freezing=True`` the compiled model keeps the weights it saw at the first call: compile again after
+    loading other weights. ``dynamic`` is passed to ``torch.compile`` (``False``: one graph per input size).
+    Returns the compiled module; call it like the model (eval mode, best under ``torch.inference_mode``).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(freezing, bool):
+        raise TypeError(f"freezing must be a bool, got {type(freezing).__name__}")
+    if dynamic is not None and not isinstance(dynamic, bool):
+        raise TypeError(f"dynamic must be None or a bool, got {type(dynamic).__name__}")
+    model.eval()
+    return torch.compile(model, backend="inductor", dynamic=dynamic, options={"freezing": freezing})
 
 
 def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

