@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..common.allocator import tune_allocator
 from ..common.atomic import atomic_folder
 from ..common.switches import fast_path_enabled, set_fast_path
 from ..common.checkpoint import LoadReport
@@ -46,6 +47,7 @@ class SegformerPreTrainedModel(nn.Module):
         if not isinstance(config, SegformerConfig):
             raise TypeError(f"config must be a segformer SegformerConfig, got {type(config).__name__}")
         config.validate()
+        tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.allocator)
         super().__init__()
         self.config = config
 

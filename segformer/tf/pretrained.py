@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..common.allocator import tune_allocator
 from ..common.atomic import atomic_folder
 from ..common.switches import fast_path_enabled, set_fast_path
 from ..common.config import SegformerConfig, as_config
@@ -59,6 +60,7 @@ class TFSegformerPreTrainedModel(keras.Model):
         config.validate()
         if data_format not in DATA_FORMATS:
             raise ValueError(f"data_format must be one of {list(DATA_FORMATS)}, got {data_format!r}")
+        tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.allocator)
         kwargs.setdefault("name", self._hf_name)
         super().__init__(**kwargs)
         self.config = config
