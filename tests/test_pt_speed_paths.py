@@ -146,3 +146,43 @@ def test_training_fast_head_equals_the_plain_head_values_and_gradients():
     scale = max(float(g.abs().max()) for g in plain_grads)
     worst = max(float((a - b).abs().max()) for a, b in zip(fast_grads, plain_grads)) / scale
     assert worst <= 1e-10, f"parameter gradients fast vs plain, max |diff| / max |gradient| {worst:.2e}"
+
+
+def test_eval_fold_is_reused_only_while_the_weights_are_unchanged():
+    """The eval fast head keeps its folded weights between no-grad calls; changing any weight it reads (a
+    state dict load, an in-place edit of BatchNorm's statistics, ``.double()``) gives the new model's logits
+    (== the plain path), and with autograd on the fold is rebuilt so every head parameter gets a gradient."""
+    config = tiny_config(num_labels=3)
+    model = SegformerForSemanticSegmentation(config).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in random_state(config, "semantic_segmentation", seed=4).items()},
+                          strict=False)
+    pixels = torch.randn(1, 3, 40, 56, generator=torch.Generator().manual_seed(1))
+
+    def check(label):
+        with torch.inference_mode():
+            fast = model(pixels.to(next(model.parameters()).dtype)).logits
+            model.use_fast_path = False
+            plain = model(pixels.to(fast.dtype)).logits
+            model.use_fast_path = True
+        assert float((fast - plain).abs().max()) <= 1e-4, label
+        return fast
+
+    first = check("first call")
+    again = check("second call (cached fold)")
+    assert torch.equal(first, again)
+    assert model.decode_head.__dict__["_fold_cache"] is not None  # the fold was kept
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in random_state(config, "semantic_segmentation", seed=5).items()},
+                          strict=False)
+    reloaded = check("after load_state_dict")
+    assert float((reloaded - first).abs().max()) > 1e-3
+    with torch.no_grad():
+        model.decode_head.batch_norm.running_mean.add_(0.5)
+    shifted = check("after an in-place BatchNorm edit")
+    assert float((shifted - reloaded).abs().max()) > 1e-3
+    model.double()
+    assert check("after .double()").dtype == torch.float64
+    model.float()
+    logits = model(pixels).logits  # eval, autograd on
+    grads = torch.autograd.grad(logits.square().sum(), [model.decode_head.linear_fuse.weight,
+                                                         model.decode_head.linear_c[0].proj.weight])
+    assert all(float(g.abs().max()) > 0 for g in grads)

@@ -138,22 +138,44 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
             fused = fused + F.interpolate(y, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
         return fused.permute(0, 3, 1, 2)
 
+    def _folded_eval_weights(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:func:`fold_decode_head` of the eval weights (BatchNorm's running statistics folded in).
+
+        Without autograd (``torch.no_grad`` / ``torch.inference_mode``) the result is kept and reused while
+        every weight it reads is unchanged (same storage, dtype, device and in-place version counter, so
+        ``load_state_dict``, optimizer steps and ``.to()`` all invalidate it); with autograd on, or while
+        tracing / compiling, it is recomputed so gradients and graphs see the fold."""
+        d = self.config.decoder_hidden_size
+        n = self.config.num_encoder_blocks
+        bn = self.batch_norm
+        sources = [self.linear_fuse.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        sources += [t for mlp in self.linear_c for t in (mlp.proj.weight, mlp.proj.bias)]
+        cacheable = not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+        key = (bn.eps, *((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)) if cacheable else None
+        cached = self.__dict__.get("_fold_cache")
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        folded = fold_decode_head(
+            self.linear_fuse.weight.reshape(d, n * d), [mlp.proj.weight for mlp in self.linear_c],
+            [mlp.proj.bias for mlp in self.linear_c], bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps,
+        )
+        self.__dict__["_fold_cache"] = (key, folded) if key is not None else None
+        return folded
+
     def _logits_fast(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """Eval-only logits: BatchNorm(linear_fuse(concat)) folded into per-stage maps, ReLU, classifier.
 
         Token layout throughout: the stage maps are channels-last, so every 1x1 conv is one GEMM on
-        (B, h, w, C) memory (``F.linear``, no im2col); all folded biases and the BN shift ride on stage 1's
-        GEMM; the upsampled stages are added in place; the fused map is built :func:`fast_head_chunk` channels
-        at a time and each chunk's classifier GEMM accumulates into contiguous NCHW logits.
+        (B, h, w, C) memory (``F.linear``, no im2col); all folded biases and the BN shift ride on the
+        lowest-resolution stage's GEMM (bilinear weights sum to one, so a constant passes the upsampling
+        unchanged, and stage 1's full-resolution GEMM needs no bias pass); the upsampled stages are added in
+        place; the fused map is built :func:`fast_head_chunk` channels at a time and each chunk's classifier
+        GEMM accumulates into contiguous NCHW logits.
         """
         d = self.config.decoder_hidden_size
         n = self.config.num_encoder_blocks
         size = maps[0].shape[2:]
-        bn = self.batch_norm
-        weights, shift = fold_decode_head(
-            self.linear_fuse.weight.reshape(d, n * d), [mlp.proj.weight for mlp in self.linear_c],
-            [mlp.proj.bias for mlp in self.linear_c], bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps,
-        )
+        weights, shift = self._folded_eval_weights()
         batch, _, height, width = maps[0].shape
         k = self.classifier.weight.shape[0]
         classifier = self.classifier.weight.reshape(k, d)
@@ -162,9 +184,10 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         chunk = fast_head_chunk(height * width)  # per image: batching never changes the sums
         for start in range(0, d, chunk):  # output channels in chunks: bounded working memory
             stop = min(start + chunk, d)
-            fused = F.linear(tokens[0], weights[0][start:stop], shift[start:stop])  # (B, h_1, w_1, c)
+            fused = F.linear(tokens[0], weights[0][start:stop], shift[start:stop] if n == 1 else None)  # (B, h_1, w_1, c)
             for i in range(1, n):
-                y = F.linear(tokens[i], weights[i][start:stop]).permute(0, 3, 1, 2)  # (B, c, h_i, w_i)
+                bias = shift[start:stop] if i == n - 1 else None
+                y = F.linear(tokens[i], weights[i][start:stop], bias).permute(0, 3, 1, 2)  # (B, c, h_i, w_i)
                 # in place on ``fused`` itself (not through a permuted view of it, which ONNX tracing loses)
                 fused.add_(F.interpolate(y, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1))
             fused.relu_()  # dropout is the identity in eval
