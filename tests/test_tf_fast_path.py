@@ -1,4 +1,5 @@
-"""The Keras eval fast path (folded decode head) equals the plain path for every variant."""
+"""The Keras fast paths equal the plain path: the eval fast path (folded decode head) for every variant, the
+training fast path (linear_fuse folded, BatchNorm live) in values, loss, gradients and mixed-precision dtypes."""
 
 from __future__ import annotations
 
@@ -122,3 +123,99 @@ def test_xla_forward_equals_op_by_op():
     compiled = tf.function(lambda v: model(v).logits, jit_compile=True)(tf.constant(x))
     eager = model(x).logits
     assert float(np.abs(np.asarray(compiled) - np.asarray(eager)).max()) <= 1e-4
+
+
+def _training_pass(model, state, pixels, labels):
+    """One training-mode forward with labels from ``state`` (BatchNorm's moving statistics and counter are
+    updated by the pass, so every pass starts from the same state): logits, loss, gradients, BatchNorm after."""
+    import tensorflow as tf
+
+    model.load_state_dict_numpy(state)
+    with tf.GradientTape() as tape:
+        out = model(pixels, labels=labels, training=True)
+    grads = tape.gradient(out.loss, model.trainable_variables)
+    assert all(g is not None for g in grads), "a variable gets no gradient"
+    bn = model.decode_head.batch_norm
+    return (np.asarray(out.logits), np.asarray(out.loss), [np.asarray(g) for g in grads],
+            [bn.moving_mean.numpy(), bn.moving_variance.numpy(), int(bn.num_batches_tracked.numpy())])
+
+
+def test_tf_training_fast_head_equals_the_plain_head_values_and_gradients():
+    """Training with ``use_fast_path`` (linear_fuse folded into the projections, ``_fused_folded``) == the
+    textbook head (concatenation + 1x1 conv, ``_fused_plain``): logits, loss, every trainable variable's
+    gradient and BatchNorm's moving-statistics update (randomized weights and statistics, float32: the
+    model's BatchNorm and bilinear resize compute in float32, so a float64 policy is not a float64 model)."""
+    from randomize import tiny_config
+
+    config = tiny_config(num_labels=4)  # dropout and drop path 0: the two passes are deterministic
+    model = TFSegformerForSemanticSegmentation(config)
+    state = random_state(config, "semantic_segmentation", seed=3)
+    rng = np.random.default_rng(2)
+    pixels = rng.normal(size=(2, 3, 45, 61)).astype(np.float32)
+    labels = rng.integers(0, 4, size=(2, 45, 61))
+    labels[0, :5] = 255  # ignored rows
+    results = {}
+    for fast in (True, False):
+        model.use_fast_path = fast
+        assert model.decode_head.fast_path_enabled is fast
+        results[fast] = _training_pass(model, state, pixels, labels)
+    (fast_logits, fast_loss, fast_grads, fast_bn), (plain_logits, plain_loss, plain_grads, plain_bn) = results[True], results[False]
+    assert fast_logits.shape == plain_logits.shape == (2, 4, 12, 16)
+    logits_diff = float(np.abs(fast_logits - plain_logits).max())
+    loss_diff = float(np.abs(fast_loss - plain_loss).max())
+    # relative to the largest gradient (linear_c.*.proj.bias has a true gradient of zero: BatchNorm follows)
+    scale = max(float(np.abs(g).max()) for g in plain_grads)
+    grad_diff = max(float(np.abs(a - b).max()) for a, b in zip(fast_grads, plain_grads)) / scale
+    stats_diff = max(float(np.abs(a - b).max()) for a, b in zip(fast_bn[:2], plain_bn[:2]))
+    print(f"TF training fast vs plain: logits {logits_diff:.2e}, loss {loss_diff:.2e}, gradients (relative) {grad_diff:.2e}, "
+          f"BatchNorm statistics {stats_diff:.2e}")
+    assert logits_diff <= 1e-5, "training logits fast vs plain"
+    assert loss_diff <= 1e-5, "loss fast vs plain"
+    assert grad_diff <= 1e-4, f"gradients fast vs plain, max |diff| / max |gradient| {grad_diff:.2e}"
+    assert stats_diff <= 1e-5 and fast_bn[2] == plain_bn[2] == int(state["decode_head.batch_norm.num_batches_tracked"]) + 1
+    # the head's variables get real gradients on both paths (the fold does not cut linear_fuse or proj off)
+    names = [v.path for v in model.trainable_variables]
+    fuse = next(i for i, name in enumerate(names) if "linear_fuse" in name)
+    projs = [i for i, name in enumerate(names) if "proj" in name and "kernel" in name and "linear_c" in name]
+    assert len(projs) == config.num_encoder_blocks
+    for i in [fuse, *projs]:
+        assert float(np.abs(fast_grads[i]).max()) > 1e-3 * scale, names[i]
+
+
+def test_tf_training_fast_head_keeps_mixed_precision_dtypes():
+    """Under ``mixed_float16`` the folded training head computes in the plain head's dtypes (float16 fused map
+    into the float32 BatchNorm, float32 logits) and gives its numbers within float16 rounding."""
+    import keras
+    import tensorflow as tf
+
+    from randomize import tiny_config
+    from segformer.tf import TFSegformerDecodeHead
+
+    config = tiny_config(num_labels=4)
+    rng = np.random.default_rng(5)
+    maps = [tf.constant(rng.normal(size=(2, 24 // 2**i, 30 // 2**i, c)).astype(np.float32))
+            for i, c in enumerate(config.hidden_sizes)]
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        head = TFSegformerDecodeHead(config)
+        head.build()
+        for variable in head.trainable_variables:  # away from the initializer's small values
+            variable.assign(rng.normal(0.0, 0.2, variable.shape).astype(np.float32))
+        compute = [tf.cast(m, "float16") for m in maps]
+        folded, plain = head._fused_folded(compute), head._fused_plain(compute)
+        assert folded.dtype == plain.dtype == tf.float16 and folded.shape == plain.shape
+        assert float(tf.reduce_max(tf.abs(tf.cast(folded - plain, tf.float32)))) <= 2e-2 * float(tf.reduce_max(tf.abs(plain)))
+        outputs = {}
+        for fast in (True, False):
+            head.fast_path_enabled = fast
+            with tf.GradientTape() as tape:
+                logits = head(compute, training=True)
+                loss = tf.reduce_mean(tf.square(logits))
+            grads = tape.gradient(loss, head.trainable_variables)
+            assert logits.dtype == tf.float32 and all(g is not None and g.dtype == tf.float32 for g in grads)
+            outputs[fast] = logits.numpy()
+        scale = float(np.abs(outputs[False]).max())
+        assert float(np.abs(outputs[True] - outputs[False]).max()) <= 2e-2 * scale
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -1,6 +1,18 @@
-"""The all-MLP decode head (Keras 3). Mirror of ``segformer/pt/decode_head.py`` (same two paths; the
-fast path's fold is :func:`segformer.common.head_fold.fold_decode_head`; the checklist for a head change
-is at the top of ``segformer/pt/decode_head.py``).
+"""The all-MLP decode head (Keras 3). Mirror of ``segformer/pt/decode_head.py`` (same paths; both fast
+paths' fold is :func:`segformer.common.head_fold.fold_decode_head`; the checklist for a head change is at
+the top of ``segformer/pt/decode_head.py``).
+
+Plain path (``fast_path_enabled=False``): per stage ``proj`` to D channels, bilinear upsample to the
+stage-1 size, concatenate (stage 4, 3, 2, 1), ``linear_fuse`` (1x1, 4D -> D), BatchNorm, ReLU, dropout,
+``classifier``.
+
+Training fast path (``fast_path_enabled`` on, the default): ``linear_fuse`` alone folded into each stage's
+``proj`` (BatchNorm stays live), the concatenation never built; same values and gradients within float
+rounding.
+
+Fast path (eval, same numbers within float rounding): ``linear_fuse`` and the eval BatchNorm folded into
+each stage's ``proj``, run at each stage's own resolution; the 4D-channel concatenation at 1/4 resolution
+is never built.
 
 A ``keras.layers.Layer`` (Hugging Face's TF head is a full model, which breaks SavedModel export).
 Input: the encoder's NHWC stage maps; output NHWC logits (B, h_1, w_1, num_labels).
@@ -91,9 +103,11 @@ class TFSegformerBatchNorm(keras.layers.BatchNormalization):
 class TFSegformerDecodeHead(keras.layers.Layer):
     """Twin of ``SegformerDecodeHead``: stage maps (NHWC) -> logits (B, h_1, w_1, num_labels) (NHWC).
 
-    Plain path (training, ``fast_path_enabled=False``): proj, upsample, concat (stage 4..1), linear_fuse,
-    BatchNorm, ReLU, dropout, classifier. Fast path (eval): ``linear_fuse`` and eval BatchNorm folded into
-    each stage's proj at the stage's own resolution; no 4D-channel concatenation.
+    Plain path (``fast_path_enabled=False``): proj, upsample, concat (stage 4..1), linear_fuse, BatchNorm,
+    ReLU, dropout, classifier. Training fast path (``fast_path_enabled``, training): ``linear_fuse`` alone
+    folded into each stage's proj (:meth:`_fused_folded`), BatchNorm live after it. Fast path (eval):
+    ``linear_fuse`` and eval BatchNorm folded into each stage's proj at the stage's own resolution
+    (:meth:`_fused_fast`). Neither fast path builds the 4D-channel concatenation.
     """
 
     def __init__(self, config: SegformerConfig | dict, **kwargs: Any) -> None:
@@ -127,7 +141,8 @@ class TFSegformerDecodeHead(keras.layers.Layer):
         if self.fast_path_enabled and not training:
             fused = self._fused_fast(maps)
         else:
-            fused = self.batch_norm(self._fused_plain(maps), training=training)
+            fused = self._fused_folded(maps) if self.fast_path_enabled else self._fused_plain(maps)
+            fused = self.batch_norm(fused, training=training)
         hidden = self.dropout(self.activation(fused), training=training)
         return self.classifier(tf.cast(hidden, tf.float32))
 
@@ -138,6 +153,39 @@ class TFSegformerDecodeHead(keras.layers.Layer):
             x = mlp(hidden)
             projected.append(x if index == 0 else tf.cast(resize_bilinear(x, size), x.dtype))
         return self.linear_fuse(tf.concat(projected[::-1], axis=-1))
+
+    def _fused_folded(self, maps: list[tf.Tensor]) -> tf.Tensor:
+        """Training fast path: ``linear_fuse(concat(up(proj_i(x_i))))`` with ``linear_fuse`` folded into each
+        stage's ``proj`` (:func:`fold_decode_head` with an identity BatchNorm, scale 1 and shift 0: BatchNorm
+        stays live and is applied after), run at each stage's own resolution: the (B, h_1, w_1, 4D)
+        concatenation and its 1x1 conv are never built. The same values and gradients (to every ``proj``
+        kernel and bias and the ``linear_fuse`` kernel) as :meth:`_fused_plain` within float rounding.
+
+        The dtypes of :meth:`_fused_plain`: the fold in the variables' dtype (float32 under mixed precision),
+        the GEMMs and the sum in the layers' compute dtype (``proj`` and ``linear_fuse`` compute there), the
+        resized maps cast back to it; returns (B, h_1, w_1, D) in that dtype (BatchNorm computes in float32)."""
+        d, n = self.config.decoder_hidden_size, self.config.num_encoder_blocks
+        size = tf.shape(maps[0])[1:3]
+        compute = self.linear_fuse.compute_dtype
+        fuse_kernel = tf.convert_to_tensor(self.linear_fuse.kernel)
+        one, zero = tf.ones((d,), fuse_kernel.dtype), tf.zeros((d,), fuse_kernel.dtype)
+        # Keras kernels are (in, out): transposed into the (out, in) layout of the fold (used with transpose_b);
+        # identity "BatchNorm" (scale 1, shift 0): only linear_fuse folds
+        weights, shift = fold_decode_head(
+            tf.transpose(tf.reshape(fuse_kernel, (n * d, d))),
+            [tf.transpose(mlp.proj.kernel) for mlp in self.mlps],
+            [tf.convert_to_tensor(mlp.proj.bias) for mlp in self.mlps],
+            one, zero, zero, one, 0.0,
+        )
+        shift = tf.cast(shift, compute)
+        fused = None
+        for i, (weight, hidden) in enumerate(zip(weights, maps)):
+            y = tf.linalg.matmul(tf.cast(hidden, compute), tf.cast(weight, compute), transpose_b=True)  # (B, h_i, w_i, D)
+            if i == 0:
+                fused = y + shift  # every folded bias rides on stage 1's term
+            else:
+                fused = fused + tf.cast(resize_bilinear(y, size), compute)
+        return fused
 
     def _fused_fast(self, maps: list[tf.Tensor]) -> tf.Tensor:
         """BatchNorm(linear_fuse(concat)) stage by stage at each stage's resolution (eval only), float32."""
