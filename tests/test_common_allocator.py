@@ -1,8 +1,8 @@
 """glibc malloc thresholds (``segformer.common.allocator``): set once per process, opt-out, observable effect.
 
 Each case runs in a fresh interpreter (the setting is process-wide and one-way). The effect is checked by
-where glibc puts an 8 MiB block: with the initial 128 KiB mmap threshold it is mapped on its own (the heap
-end, ``sbrk(0)``, does not move); with the 32 MiB threshold it comes from the heap, which grows by >= 8 MiB.
+where glibc puts an 8 MiB block: with the initial 128 KiB mmap threshold it is mapped on its own (far from the
+``brk`` heap, whose end is ``sbrk(0)``); with the 32 MiB threshold it comes from the heap (just below ``sbrk(0)``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,9 @@ PROBE = textwrap.dedent(
     arg = sys.argv[1]
     state = allocator.tune_allocator(None if arg == "env" else arg == "on")
     again = allocator.tune_allocator(True)  # a later call keeps the first decision
-    before = libc.sbrk(0)
     block = libc.malloc(8 << 20)
-    ctypes.memset(block, 1, 8 << 20)
-    grown = libc.sbrk(0) - before
-    print(state, again, allocator.allocator_state(), grown >= (8 << 20))
+    end = libc.sbrk(0)
+    print(state, again, allocator.allocator_state(), block < end and end - block < (1 << 30))
     """
 )
 
@@ -69,6 +67,32 @@ def test_invalid_environment_value_names_the_variable_and_the_choices():
     out = _probe("env", "maybe")
     assert out.returncode != 0
     assert "SEGFORMER_MALLOC_TUNING='maybe'" in out.stderr and "1/0" in out.stderr
+
+
+def test_training_raises_the_thresholds_once_and_only_on_a_tuned_process():
+    code = textwrap.dedent(
+        """
+        import ctypes
+        from segformer.common import allocator
+        libc = ctypes.CDLL(None)
+        libc.sbrk.restype = ctypes.c_void_p
+        libc.malloc.restype = ctypes.c_void_p
+        first = allocator.tune_allocator()
+        in_heap = lambda block: block < libc.sbrk(0) and libc.sbrk(0) - block < (1 << 30)
+        mapped = not in_heap(libc.malloc(100 << 20))  # above 32 MiB: mapped on its own
+        training = allocator.tune_allocator(training=True)
+        heap = in_heap(libc.malloc(100 << 20))  # below 256 MiB: from the heap now
+        print(first, mapped, training, heap, allocator.tune_allocator(training=True))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SEGFORMER_MALLOC_TUNING"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["tuned", "True", "tuned-training", "True", "tuned-training"]
+    off = subprocess.run([sys.executable, "-c", "from segformer.common import allocator as a; "
+                          "print(a.tune_allocator(training=True))"], capture_output=True, text=True,
+                         env={**env, "SEGFORMER_MALLOC_TUNING": "0"}, timeout=60)
+    assert off.stdout.strip() == "off"
 
 
 def test_building_a_model_tunes_the_process():

@@ -186,3 +186,37 @@ def test_eval_fold_is_reused_only_while_the_weights_are_unchanged():
     grads = torch.autograd.grad(logits.square().sum(), [model.decode_head.linear_fuse.weight,
                                                          model.decode_head.linear_c[0].proj.weight])
     assert all(float(g.abs().max()) > 0 for g in grads)
+
+
+@pytest.mark.parametrize("band_elements", [1, 3000, 10**9])
+@pytest.mark.parametrize("shape", [(2, 5, 13, 17, 52, 67), (1, 4, 5, 6, 5, 9), (2, 6, 7, 9, 28, 36)])
+def test_banded_loss_equals_the_full_upsampled_cross_entropy(shape, band_elements):
+    """The banded loss (one image and a few logit rows at a time, integer height factor, any width ratio) ==
+    ``cross_entropy(interpolate(logits))`` of the whole tensor: value and gradient (float64), with ignored
+    pixels, bands of one row (``band_elements=1``) up to one band per image; without autograd too."""
+    from segformer.pt.losses import banded_upsampled_cross_entropy
+
+    batch, k, h, w, out_h, out_w = shape
+    generator = torch.Generator().manual_seed(sum(shape) + band_elements % 97)
+    logits = (3 * torch.randn(batch, k, h, w, generator=generator, dtype=torch.float64)).requires_grad_()
+    labels = torch.randint(0, k, (batch, out_h, out_w), generator=generator)
+    labels[:, 1:4, 2:] = 255
+    labels[-1, -2:] = 255
+    expected = _textbook_loss(logits, labels, 255)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    got = banded_upsampled_cross_entropy(logits, labels, 255, band_elements)
+    (grad,) = torch.autograd.grad(got, logits)
+    assert abs(float(got.detach() - expected.detach())) <= 1e-12
+    assert float((grad - expected_grad).abs().max()) <= 1e-14 + 1e-12 * float(expected_grad.abs().max())
+    with torch.no_grad():
+        assert abs(float(banded_upsampled_cross_entropy(logits, labels, 255, band_elements) - expected)) <= 1e-12
+
+
+def test_banded_loss_all_ignored_is_nan_and_bad_heights_are_refused():
+    from segformer.pt.losses import banded_upsampled_cross_entropy
+
+    logits = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    assert torch.isnan(banded_upsampled_cross_entropy(logits, torch.full((1, 16, 16), 255), 255))
+    assert torch.isnan(_textbook_loss(logits, torch.full((1, 16, 16), 255), 255))
+    with pytest.raises(ValueError, match="labels height 15 is not a whole multiple of the logits height 4"):
+        banded_upsampled_cross_entropy(logits, torch.zeros(1, 15, 16, dtype=torch.long), 255)

@@ -102,10 +102,20 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         maps = stage_maps(self.config, encoder_hidden_states)
         if self.fast_path_enabled and not self.training:
             return self._logits_fast(maps)
-        fused = self._fused_folded(maps) if self.fast_path_enabled else self._fused_plain(maps)
-        fused = self.batch_norm(fused)
-        # contiguous NCHW like Hugging Face's (the encoder works in channels-last memory)
-        return self.classifier(self.dropout(self.activation(fused))).contiguous()
+        if not self.fast_path_enabled:
+            fused = self.batch_norm(self._fused_plain(maps))
+            # contiguous NCHW like Hugging Face's (the encoder works in channels-last memory)
+            return self.classifier(self.dropout(self.activation(fused))).contiguous()
+        fused = self.batch_norm(self._fused_folded(maps))  # (B, D, h_1, w_1), channels-last memory
+        # ReLU in place (BatchNorm's backward needs its input, not its output); the 1x1 classifier as one
+        # batched GEMM (K, D) @ (D, h_1*w_1) per image, which writes contiguous NCHW logits (like Hugging Face's)
+        # directly (a 1x1 Conv2d of channels-last memory runs as "slow_conv2d" here, forward and backward)
+        hidden = self.dropout(F.relu(fused, inplace=True))
+        batch, d, height, width = hidden.shape
+        k = self.classifier.weight.shape[0]
+        logits = torch.baddbmm(self.classifier.bias[None, :, None], self.classifier.weight.reshape(k, d).expand(batch, k, d),
+                               hidden.reshape(batch, d, height * width))  # (B, K, h_1*w_1)
+        return logits.view(batch, k, height, width)
 
     def _fused_plain(self, maps: list[torch.Tensor]) -> torch.Tensor:
         batch = maps[0].shape[0]
@@ -135,7 +145,8 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         fused = F.linear(tokens[0], weights[0], shift)  # (B, h_1, w_1, D)
         for i in range(1, n):
             y = F.linear(tokens[i], weights[i]).permute(0, 3, 1, 2)  # (B, D, h_i, w_i), channels-last memory
-            fused = fused + F.interpolate(y, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+            # in place: neither the GEMM's nor the upsampling's backward needs this sum
+            fused.add_(F.interpolate(y, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1))
         return fused.permute(0, 3, 1, 2)
 
     def _folded_eval_weights(self) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.allocator import tune_allocator
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
 from ..common.random_state import host_rng_state, set_host_rng_state
@@ -100,6 +101,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     The fused implementation (one kernel per parameter instead of a dozen element-wise ops) when every
     parameter is a floating-point tensor on the CPU or a CUDA GPU; the same update within float rounding.
     """
+    tune_allocator(training=True)  # this process trains: larger glibc malloc thresholds (common.allocator)
     groups = build_param_groups(model, config)
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,

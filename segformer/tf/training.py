@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..common.allocator import tune_allocator
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
 from ..common.random_state import host_rng_state, set_host_rng_state
@@ -196,6 +197,7 @@ def _canonical_names(model: Any) -> dict[str, str]:
 
 def build_optimizer(model: Any, config: TrainConfig) -> ParamGroupAdamW:
     """:class:`ParamGroupAdamW` with the recipe's schedule and groups for ``model`` (built on its variables)."""
+    tune_allocator(training=True)  # this process trains: larger glibc malloc thresholds (common.allocator)
     schedule = PolyWarmupSchedule(config.lr, config.total_steps, config.warmup_steps, config.warmup_ratio,
                                   config.power, config.min_lr)
     optimizer = ParamGroupAdamW(schedule, weight_decay=config.weight_decay, beta_1=config.betas[0],
