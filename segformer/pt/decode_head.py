@@ -170,7 +170,8 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
             self.linear_fuse.weight.reshape(d, n * d), [mlp.proj.weight for mlp in self.linear_c],
             [mlp.proj.bias for mlp in self.linear_c], bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps,
         )
-        self.__dict__["_fold_cache"] = (key, folded) if key is not None else None
+        if key is not None:  # nothing written while tracing / compiling (no side effect in exported graphs)
+            self.__dict__["_fold_cache"] = (key, folded)
         return folded
 
     def _logits_fast(self, maps: list[torch.Tensor]) -> torch.Tensor:
