@@ -10,7 +10,7 @@
 Speed: the multi-class loss upsamples in channels-last memory and takes the softmax over the contiguous class
 axis of the (B*H*W, K) view, where ``cross_entropy`` of the NCHW tensor runs a strided softmax over dim 1
 (b0, batch 2 x 512 x 512 x 150 classes, 2 threads on a loaded machine: loss forward + backward 2.1-2.5 s instead
-of 3.3-4.4 s). When the label height is a whole multiple of the logits' height (the usual 4x) it goes one step
+of 3.3-4.4 s). On the CPU, when the label height is a whole multiple of the logits' height (the usual 4x), it goes one step
 further, :func:`banded_upsampled_cross_entropy`: one image and a band of rows at a time, so the full-resolution
 (B, K, H, W) logits, their log-softmax and their gradient (1.26 GB each for b0 at batch 8 x 512 x 512 x 150) are
 never built; glibc maps every block that large afresh and page-faults it in on each step, which made PyTorch's
@@ -66,12 +66,16 @@ def check_segmentation_labels(labels: torch.Tensor, logits: torch.Tensor, config
 def upsampled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """``cross_entropy(interpolate(logits, labels' size, bilinear, align_corners=False), labels, ignore_index)``:
     the mean over the non-ignored pixels, computed with the classes contiguous (see the module docstring);
-    banded (:func:`banded_upsampled_cross_entropy`) when the label height is a whole multiple of the logits'.
+    on the CPU banded (:func:`banded_upsampled_cross_entropy`) when the label height is a whole multiple of the
+    logits'.
 
     logits (B, K, h, w) floating point, labels (B, H, W) integer class ids.
     """
     height, out_height = logits.shape[2], labels.shape[1]
-    if out_height % height == 0 and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+    # banded on the CPU only (its point is glibc's page faults; on a GPU the caching allocator has none and the
+    # bands would be many small kernels), and never inside a traced / compiled graph
+    if (out_height % height == 0 and logits.device.type == "cpu"
+            and not (torch.jit.is_tracing() or torch.compiler.is_compiling())):
         return banded_upsampled_cross_entropy(logits, labels, ignore_index)
     k = logits.shape[1]
     upsampled = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=labels.shape[-2:],
