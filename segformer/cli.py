@@ -1,5 +1,9 @@
 """The ``segformer`` command line: ``segformer {info,demo,convert,predict,eval,train,export,bench,presets} ...``.
 
+Before anything else, :func:`segformer.common.threads.prepare_process` puts the thread policy into the
+environment (thread counts from the CPUs this process may use, sleeping OpenMP waits; variables the user set
+are kept), so torch and TensorFlow, imported later by the command or by its child processes, start with it.
+
 Each sub-command lives in ``segformer/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; it is imported only when used, so ``segformer --help`` imports no framework.
 """
@@ -34,6 +38,9 @@ def _available() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     from . import __version__
+    from .common.threads import prepare_process
+
+    prepare_process()  # thread counts and OpenMP waiting, before any command imports a framework
 
     parser = argparse.ArgumentParser(prog="segformer", description="SegFormer in PyTorch and Keras 3")
     parser.add_argument("--version", action="version", version=f"segformer {__version__}")

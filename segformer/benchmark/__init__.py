@@ -1,7 +1,8 @@
 """Latency / peak-memory benchmark of SegFormer inference: ours (PT fast and plain, TF eager and XLA)
 against Hugging Face ``transformers`` (PT 5.x, TF 4.x eager and XLA), same machine, same run.
 
-Used by ``segformer bench`` and ``benchmarks/bench_inference.py``. Design:
+Used by ``segformer bench`` (the one benchmark harness; its other modes: :mod:`~segformer.benchmark.scale`,
+:mod:`~segformer.benchmark.quant`). Design of the latency mode:
 
 * Every (variant, size, implementation) runs in its own fresh worker process, so its peak resident
   memory (``ru_maxrss``) is its own. A worker builds the model (random weights, eval mode, batch 1,
@@ -12,6 +13,9 @@ Used by ``segformer bench`` and ``benchmarks/bench_inference.py``. Design:
   them (round robin): slow drift of the machine (other processes, thermal state) hits all alike.
 * The references live in interpreters of their own when needed (transformers 5.x has no TF classes):
   ``hf_python`` / ``hf_tf_python`` name them; a reference that is not importable is skipped.
+* Contention: ``contention=N`` runs N busy-loop processes beside the workers
+  (:mod:`~segformer.benchmark.contention`), the workers under the thread policy of
+  :mod:`segformer.common.threads` (as the command line sets it).
 * Arithmetic rate: FLOPs are counted analytically (:mod:`segformer.common.flops`, the *plain* path's
   multiply-adds x 2), so the GFLOP/s of a fast path is "equivalent plain-path work per second"; the
   fast path's own count is reported too. The machine's float32 matmul rate is measured by a worker

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..common.threads import THREAD_VARIABLES, WAIT_VARIABLES, available_cpus, thread_environment
 from ..common.variants import variant_kwargs
+from .contention import competing_processes
 
 
 # name -> (framework, description)
@@ -138,6 +140,7 @@ class _Worker:
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.update(thread_environment(env))  # the thread policy, as the command line sets it
         self.log_path = Path(log_dir) / f"{name}.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
@@ -218,6 +221,7 @@ def run_benchmark(
     log: Any = None,
     batch: int = 1,
     train: bool = False,
+    contention: int = 0,
 ) -> dict[str, Any]:
     """Run every (variant, size) x implementation and return a JSON-ready report.
 
@@ -227,15 +231,19 @@ def run_benchmark(
     ``batch`` images per pass (training steps usually 8). ``log`` is a callable taking a line.
 
     FLOPs: a training step counts 3 x the plain forward pass (backward ~ 2 x forward), times ``batch``.
-    """
-    from ..common.config import SegformerConfig
-    from ..common.flops import count_flops
 
+    ``contention``: that many busy-loop processes compete for the CPUs from the matmul-rate measurement to
+    the last repeat (:func:`~segformer.benchmark.contention.competing_processes`; always ended, also on an
+    error or Ctrl-C). The workers run under the thread policy (:mod:`segformer.common.threads`; the report's
+    ``machine.thread_env`` lists the variables they saw).
+    """
     for name, value in (("repeats", repeats), ("warmup", warmup), ("num_labels", num_labels), ("batch", batch)):
         if not isinstance(value, int) or value < (0 if name == "warmup" else 1):
             raise ValueError(f"{name} must be a {'non-negative' if name == 'warmup' else 'positive'} int, got {value!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be None or a positive int, got {threads!r}")
+    if isinstance(contention, bool) or not isinstance(contention, int) or contention < 0:
+        raise ValueError(f"contention must be a non-negative int (competing processes), got {contention!r}")
     for framework in frameworks:
         if framework not in FRAMEWORKS:
             raise ValueError(f"frameworks: unknown {framework!r}; valid choices: {list(FRAMEWORKS)}")
@@ -254,6 +262,27 @@ def run_benchmark(
         variant_kwargs(variant)
     say = log or (lambda line: None)
     load_start = os.getloadavg()
+    with competing_processes(contention) as competitors:
+        if competitors:
+            say(f"{len(competitors)} competing busy-loop process(es) running")
+        matmul, results = _run_all(pairs, impls, repeats, warmup, threads, num_labels, hf_python, hf_tf_python,
+                                   batch, say)
+    machine = _machine(threads)
+    machine["loadavg_start"] = list(load_start)
+    machine["loadavg_end"] = list(os.getloadavg())
+    return {
+        "machine": machine,
+        "matmul": matmul,
+        "settings": {"repeats": repeats, "warmup": warmup, "threads": threads, "num_labels": num_labels,
+                     "batch": batch, "dtype": "float32", "contention": contention},
+        "results": [r.to_dict() for r in results],
+    }
+
+
+def _run_all(pairs, impls, repeats, warmup, threads, num_labels, hf_python, hf_tf_python, batch, say):
+    from ..common.config import SegformerConfig
+    from ..common.flops import count_flops
+
     matmul = measure_matmul_rate(threads)
     say(f"float32 matmul rate: {matmul.get('gflops', float('nan')):.1f} GFLOP/s ({matmul.get('what', '')})")
     results: list[BenchResult] = []
@@ -302,16 +331,7 @@ def run_benchmark(
             finally:
                 for _, worker in group:
                     worker.close()
-    machine = _machine(threads)
-    machine["loadavg_start"] = list(load_start)
-    machine["loadavg_end"] = list(os.getloadavg())
-    return {
-        "machine": machine,
-        "matmul": matmul,
-        "settings": {"repeats": repeats, "warmup": warmup, "threads": threads, "num_labels": num_labels,
-                     "batch": batch, "dtype": "float32"},
-        "results": [r.to_dict() for r in results],
-    }
+    return matmul, results
 
 
 def _machine(threads: int | None) -> dict[str, Any]:
@@ -323,5 +343,8 @@ def _machine(threads: int | None) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-            "platform": platform.platform()}
+    env = dict(os.environ)
+    env.update(thread_environment(env))
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "available_cpus": available_cpus(), "threads": threads,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "thread_env": {name: env.get(name) for name in (*THREAD_VARIABLES, *WAIT_VARIABLES, "GOMP_SPINCOUNT")}}

@@ -6,6 +6,7 @@ from typing import Any
 
 from .run import CUDA_IMPLS, REFERENCE_OF, TRAIN_IMPLS
 
+
 def _ratio(results: list[dict[str, Any]], row: dict[str, Any]) -> str:
     reference = REFERENCE_OF.get(row["impl"])
     for other in results:
@@ -18,12 +19,24 @@ def _ratio(results: list[dict[str, Any]], row: dict[str, Any]) -> str:
     return ""
 
 
+def _usable(machine: dict[str, Any]) -> str:
+    usable = machine.get("available_cpus")
+    return f", {usable} usable" if usable is not None and usable != machine.get("cpu_count") else ""
+
+
+def _threads(machine: dict[str, Any]) -> str:
+    env = machine.get("thread_env") or {}
+    threads = machine["threads"] or f"default ({env.get('OMP_NUM_THREADS') or 'the framework'})"
+    return f"{threads}, OMP_WAIT_POLICY {env.get('OMP_WAIT_POLICY') or 'unset'}"
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The report as a fixed-width text table (times in ms; memory in MB; ratio = reference median / ours)."""
     matmul = report["matmul"].get("gflops", float("nan"))
     lines = [
-        f"machine: {report['machine']['cpu']} ({report['machine']['cpu_count']} logical CPUs), threads "
-        f"{report['machine']['threads'] or 'default'}; float32 matmul {matmul:.1f} GFLOP/s; load average "
+        f"machine: {report['machine']['cpu']} ({report['machine']['cpu_count']} logical CPUs"
+        f"{_usable(report['machine'])}), threads {_threads(report['machine'])}; "
+        f"{report['settings'].get('contention', 0)} competing busy process(es); float32 matmul {matmul:.1f} GFLOP/s; load average "
         f"{report['machine'].get('loadavg_start', [float('nan')])[0]:.2f} at start, "
         f"{report['machine'].get('loadavg_end', [float('nan')])[0]:.2f} at end",
         f"batch {report['settings'].get('batch', 1)}, float32, {report['settings']['repeats']} repeats (round robin) after "

@@ -1,17 +1,18 @@
-"""Inference at scale: peak memory of huge images, images/s over a folder, several processes.
+"""``segformer bench --mode {memory,whole,folder,torchrun}``: inference at scale (PyTorch, b0, 150 classes,
+random weights): peak memory of huge images, images/s over a folder, several processes.
 
-    python benchmarks/bench_scale.py memory --sizes 16,64,256 --threads 1      # slide, b0, 150 classes
-    python benchmarks/bench_scale.py whole --side 3000                          # whole mode, 3000 x 3000
-    python benchmarks/bench_scale.py folder --images 200 --threads 2            # predict's defaults vs one at a time
-    python benchmarks/bench_scale.py torchrun --images 200                      # 2 processes x 1 thread vs 1 x 1
+    segformer bench --mode memory --megapixels 16,64,256 --threads 1   # slide mode, square images
+    segformer bench --mode whole --side 3000 --threads 1               # whole mode, 3000 x 3000
+    segformer bench --mode folder --images 200 --repeats 2             # predict's defaults vs one at a time
+    segformer bench --mode torchrun --images 200                       # 2 processes x 1 thread vs 1 x 1
 
 Every measurement runs in a fresh process and reports that process's peak RSS (``ru_maxrss``), so one
-measurement's allocations do not hide another's. Results are printed as Markdown table rows.
+measurement's allocations do not hide another's. ``threads=None`` leaves the thread policy's default
+(:mod:`segformer.common.threads`). Results are printed as Markdown table rows.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -34,7 +35,7 @@ def _child_segment(mode: str, side_h: int, side_w: int, threads: int, workdir: s
     from segformer.common.config import SegformerConfig
     from segformer.pt import SegformerForSemanticSegmentation
 
-    torch.set_num_threads(threads)
+    _set_threads(threads)
     torch.manual_seed(0)
     model = SegformerForSemanticSegmentation(SegformerConfig.from_variant("b0", num_labels=150)).eval()
     rng = np.random.default_rng(0)
@@ -55,14 +56,34 @@ def _child_segment(mode: str, side_h: int, side_w: int, threads: int, workdir: s
             "classes": int((result.class_pixels > 0).sum())}
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _child_env(**extra: str) -> dict:
+    """The children's environment: this checkout first on the path, the thread policy, ``extra``."""
+    from ..common.threads import thread_environment
+
+    env = dict(os.environ, **extra)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(thread_environment(env))
+    return env
+
+
 def _spawn(function: str, *args: object) -> dict:
-    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_scale; "
-            f"print(json.dumps(bench_scale.{function}(*{args!r})))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (f"import json; from segformer.benchmark import scale; "
+            f"print(json.dumps(scale.{function}(*{args!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env())
+    if done.returncode:
+        raise RuntimeError(f"the measurement process failed (exit {done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def memory(sizes: list[int], threads: int) -> None:
+def memory(sizes: list[int], threads: int | None) -> None:
     print("| image | megapixels | ours: peak RSS | ours minus input and uint8 labels | full-resolution logits "
           "(mmseg-style slide) | time | s / MP |")
     print("|---|---|---|---|---|---|---|")
@@ -77,7 +98,7 @@ def memory(sizes: list[int], threads: int) -> None:
               f"{logits / MB:,.0f} MB | {row['seconds']:.0f} s | {row['seconds'] / (pixels / 1e6):.2f} |")
 
 
-def whole(side: int, threads: int) -> None:
+def whole(side: int, threads: int | None) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         row = _spawn("_child_segment", "whole", side, side, threads, workdir)
     print(f"whole {side}x{side}, b0, 150 classes: peak RSS {row['peak'] / MB:,.0f} MB, {row['seconds']:.1f} s")
@@ -108,7 +129,7 @@ def _save_model(folder: Path) -> None:
     SegformerForSemanticSegmentation(SegformerConfig.from_variant("b0", num_labels=150)).save_pretrained(folder)
 
 
-def _child_loop(model: str, images: str, out: str, threads: int) -> dict:
+def _child_loop(model: str, images: str, out: str, threads: int | None) -> dict:
     """The one-at-a-time loop: decode, segment, write, next (what ``predict`` did before)."""
     import torch
 
@@ -117,7 +138,7 @@ def _child_loop(model: str, images: str, out: str, threads: int) -> dict:
     from segformer.common.viz import save_mask_png, save_png
     from segformer.pt import SegformerForSemanticSegmentation
 
-    torch.set_num_threads(threads)
+    _set_threads(threads)
     start = time.perf_counter()
     segmenter = Segmenter(SegformerForSemanticSegmentation.from_pretrained(model), resize="none", batch_size=1)
     paths = expand_inputs([images])
@@ -128,13 +149,13 @@ def _child_loop(model: str, images: str, out: str, threads: int) -> dict:
     return {"seconds": time.perf_counter() - start, "images": len(paths)}
 
 
-def _child_predict(argv: list, threads: int) -> dict:
+def _child_predict(argv: list, threads: int | None) -> dict:
     """``segformer predict`` in this process, timed like the loop (model loading included)."""
     import torch
 
     from segformer.cli import main
 
-    torch.set_num_threads(threads)
+    _set_threads(threads)
     start = time.perf_counter()
     code = main(list(argv))
     return {"seconds": time.perf_counter() - start, "code": code}
@@ -146,7 +167,7 @@ def _predict_seconds(command: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
-def folder(count: int, threads: int, repeats: int) -> None:
+def folder(count: int, threads: int | None, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         root = Path(workdir)
         (root / "images").mkdir()
@@ -164,7 +185,7 @@ def folder(count: int, threads: int, repeats: int) -> None:
                   f"{os.getloadavg()[0]:.2f}", flush=True)
         same = all(_same_files(root / "loop0", root / f"piped{a}") for a in range(repeats))
         print(f"outputs byte-identical to the loop's: {same}")
-        print(f"| folder of {count} images, {threads} thread(s) | one at a time | predict (defaults) | ratio (medians) |")
+        print(f"| folder of {count} images, {threads or 'default'} thread(s) | one at a time | predict (defaults) | ratio (medians) |")
         print("|---|---|---|---|")
         print(f"| images/s min / median / max | {_rates(count, loop)} | {_rates(count, piped)} | "
               f"{statistics.median(loop) / statistics.median(piped):.2f}x |")
@@ -183,7 +204,7 @@ def torchrun(count: int, repeats: int) -> None:
         (root / "images").mkdir()
         _make_folder(root / "images", count)
         _save_model(root / "model")
-        env = dict(os.environ, OMP_NUM_THREADS="1")
+        env = _child_env(OMP_NUM_THREADS="1")
         single, double = [], []
         for attempt in range(repeats):
             args = ["predict", "--model", str(root / "model"), str(root / "images"), "--no-progress"]
@@ -201,34 +222,21 @@ def _rates(count: int, seconds: list[float]) -> str:
     return f"{rates[0]:.2f} / {statistics.median(rates):.2f} / {rates[-1]:.2f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="what", required=True)
-    m = sub.add_parser("memory")
-    m.add_argument("--sizes", default="16,64,256", help="megapixels, comma-separated (square images)")
-    m.add_argument("--threads", type=int, default=1)
-    w = sub.add_parser("whole")
-    w.add_argument("--side", type=int, default=3000)
-    w.add_argument("--threads", type=int, default=1)
-    f = sub.add_parser("folder")
-    f.add_argument("--images", type=int, default=200)
-    f.add_argument("--threads", type=int, default=2)
-    f.add_argument("--repeats", type=int, default=3)
-    t = sub.add_parser("torchrun")
-    t.add_argument("--images", type=int, default=200)
-    t.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
-    if args.what == "memory":
-        memory([int(v) for v in args.sizes.split(",")], args.threads)
-    elif args.what == "whole":
-        whole(args.side, args.threads)
-    elif args.what == "folder":
-        folder(args.images, args.threads, args.repeats)
+MODES = ("memory", "whole", "folder", "torchrun")
+
+
+def run_mode(mode: str, *, threads: int | None = None, repeats: int = 3, images: int = 200,
+             megapixels: list[int] = (16, 64, 256), side: int = 3000) -> None:
+    """Run one scale measurement and print its Markdown rows (``segformer bench --mode MODE``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})", flush=True)
+    if mode == "memory":
+        memory(list(megapixels), threads)
+    elif mode == "whole":
+        whole(side, threads)
+    elif mode == "folder":
+        folder(images, threads, repeats)
     else:
-        torchrun(args.images, args.repeats)
+        torchrun(images, repeats)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
-
-
-if __name__ == "__main__":
-    main()
