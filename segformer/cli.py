@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     from . import __version__
     from .common.threads import prepare_process
 
-    prepare_process()  # thread counts and OpenMP waiting, before any command imports a framework
+    try:
+        prepare_process()  # thread counts and OpenMP waiting, before any command imports a framework
+    except ValueError as err:  # OMP_NUM_THREADS that is no positive integer
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     parser = argparse.ArgumentParser(prog="segformer", description="SegFormer in PyTorch and Keras 3")
     parser.add_argument("--version", action="version", version=f"segformer {__version__}")

@@ -1,4 +1,5 @@
-"""The benchmark runs (tiny config, one repeat) and the analytic FLOP counter is right.
+"""The benchmark harness runs (tiny config, one repeat), its contention mode starts and always ends its
+competing processes, and the analytic FLOP counter is right.
 
 Speed is never asserted here; the benchmark's numbers live in benchmarks/README.md.
 """
@@ -6,6 +7,11 @@ Speed is never asserted here; the benchmark's numbers live in benchmarks/README.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +165,114 @@ def test_tiny_training_steps_run():
     assert "batch 2" in format_table(report) and "training steps: 3 x forward" in format_table(report)
     with pytest.raises(ValueError, match="batch must be a positive int, got 0"):
         run_benchmark(variants=["tiny"], sizes=[(64, 64)], impls=["pt-train"], batch=0)
+
+
+def _busy_children() -> list[int]:
+    """Ids of this process's children that run the benchmark's busy loop (zombies excluded)."""
+    from segformer.benchmark.contention import BUSY_LOOP, alive
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and "getppid" in cmdline and BUSY_LOOP[:20] in cmdline:
+            if alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+
+
+@needs_proc
+def test_competing_processes_start_and_are_always_reaped():
+    from segformer.benchmark.contention import alive, competing_processes
+
+    with competing_processes(2) as procs:
+        assert len(procs) == 2 and sorted(_busy_children()) == sorted(p.pid for p in procs)
+        assert all(alive(p.pid) for p in procs)
+    assert all(p.returncode is not None for p in procs) and _busy_children() == []  # ended and waited for
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C inside the block
+        with competing_processes(1) as procs:
+            raise KeyboardInterrupt
+    assert procs[0].returncode is not None and _busy_children() == []
+    with pytest.raises(ValueError, match="contention must be a non-negative int .competing processes., got -1"):
+        with competing_processes(-1):
+            pass
+
+
+@needs_proc
+def test_competing_processes_end_when_the_benchmark_is_killed():
+    """``kill -9`` of the benchmark runs no clean-up; the busy loops notice their parent is gone and exit."""
+    from segformer.benchmark.contention import alive
+
+    code = ("from segformer.benchmark.contention import competing_processes; import time, sys\n"
+            "with competing_processes(2) as procs:\n"
+            "    print(' '.join(str(p.pid) for p in procs), flush=True); time.sleep(120)\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids)
+
+
+@needs_proc
+def test_contention_mode_runs_and_leaves_no_process():
+    pytest.importorskip("torch")
+    report = run_benchmark(variants=["tiny"], sizes=[(64, 64)], impls=["pt-fast"], repeats=1, warmup=0, threads=1,
+                           contention=1)
+    assert report["settings"]["contention"] == 1 and report["results"][0]["status"] == "ok"
+    assert "1 competing busy process(es)" in format_table(report)
+    assert report["machine"]["thread_env"]["OMP_WAIT_POLICY"]  # the workers' OpenMP settings are recorded
+    assert _busy_children() == []
+
+    def interrupt(line):  # Ctrl-C while the competitors run
+        if "competing" in line:
+            assert len(_busy_children()) == 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(variants=["tiny"], sizes=[(64, 64)], impls=["pt-fast"], repeats=1, warmup=0, contention=2,
+                      log=interrupt)
+    assert _busy_children() == []
+
+
+@needs_proc
+@pytest.mark.slow
+def test_contention_levels_give_one_table_each(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from segformer.cli import main
+
+    out = tmp_path / "levels.json"
+    assert main(["bench", "--variants", "tiny", "--sizes", "64x64", "--impls", "pt-fast", "--repeats", "1", "--warmup",
+                 "0", "--threads", "1", "--contention", "0,1", "--json", str(out), "--quiet"]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [run["settings"]["contention"] for run in runs] == [0, 1]
+    assert capsys.readouterr().out.count("competing busy process(es)") == 2
+    assert _busy_children() == []
+
+
+def test_bench_modes_reject_bad_options(capsys):
+    from segformer.cli import main
+
+    for argv, message in (
+        (["--contention", "two"], "contention: 'two' is not a whole number >= 0"),
+        (["--mode", "memory", "--megapixels", "16,0"], "megapixels: '0' is not a whole number >= 1"),
+        (["--mode", "folder", "--images", "0"], "--images must be a positive int, got 0"),
+        (["--threads", "0"], "--threads must be a positive int, got 0"),
+        (["--mode", "quant", "--trained", "/nonexistent/model"], "trained: '/nonexistent/model' is not a model folder"),
+    ):
+        assert main(["bench", *argv]) == 2, argv
+        assert message in capsys.readouterr().err, argv

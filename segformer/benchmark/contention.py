@@ -17,10 +17,11 @@ from typing import Iterator
 
 __all__ = ["BUSY_LOOP", "competing_processes"]
 
-# a pure-Python loop (one core at 100 %) that ends when its parent does
+# a pure-Python loop (one core at 100 %) that ends when its parent does; the parent's id comes as the
+# argument, so a parent that died while the loop was still starting is noticed too
 BUSY_LOOP = (
-    "import os, time\n"
-    "parent = os.getppid()\n"
+    "import os, sys, time\n"
+    "parent = int(sys.argv[1])\n"
     "deadline = time.monotonic()\n"
     "while True:\n"
     "    if time.monotonic() > deadline:\n"
@@ -38,7 +39,7 @@ def competing_processes(count: int) -> Iterator[list[subprocess.Popen]]:
     procs: list[subprocess.Popen] = []
     try:
         for _ in range(count):
-            procs.append(subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL,
+            procs.append(subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(os.getpid())], stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         yield procs
     finally:

@@ -133,15 +133,18 @@ def available_cpus(affinity: set[int] | None = None, cgroup_root: str | os.PathL
     return cpus
 
 
-def _positive_int(name: str, text: str | None) -> int | None:
+def _env_threads(name: str, text: str | None) -> int | None:
+    """A thread-count variable: a positive integer; OpenMP's nested list form (``"4,2"``) counts by its
+    first item. ``None`` when unset or empty."""
     if text is None or not text.strip():
         return None
     try:
-        value = int(text)
+        value = int(text.split(",")[0])
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {text!r}")
+        raise ValueError(f"the environment variable {name} must be a positive integer, got {text!r} "
+                         f"(unset it to use the CPUs this process may use)")
     return value
 
 
@@ -149,7 +152,7 @@ def default_threads(environ: Mapping[str, str] | None = None, **cpus_kwargs) -> 
     """Intra-op threads for both frameworks: ``OMP_NUM_THREADS`` when set (a positive integer, else
     ``ValueError`` naming it), else :func:`available_cpus` (``cpus_kwargs`` are passed to it)."""
     environ = os.environ if environ is None else environ
-    given = _positive_int("OMP_NUM_THREADS", environ.get("OMP_NUM_THREADS"))
+    given = _env_threads("OMP_NUM_THREADS", environ.get("OMP_NUM_THREADS"))
     return given if given is not None else available_cpus(**cpus_kwargs)
 
 
