@@ -276,3 +276,43 @@ def test_bench_modes_reject_bad_options(capsys):
     ):
         assert main(["bench", *argv]) == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_scale_mode_whole_runs(capsys):
+    """``--mode whole``: one fresh measurement process, its peak memory printed (tiny image)."""
+    pytest.importorskip("torch")
+    from segformer.cli import main
+
+    assert main(["bench", "--mode", "whole", "--side", "64", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "whole 64x64, b0, 150 classes: peak RSS" in out and "load average at end" in out
+
+
+@pytest.mark.slow
+def test_scale_mode_folder_runs(capsys):
+    """``--mode folder``: predict's outputs equal the one-at-a-time loop's, byte for byte (2 small images)."""
+    pytest.importorskip("torch")
+    from segformer.cli import main
+
+    assert main(["bench", "--mode", "folder", "--images", "2", "--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "outputs byte-identical to the loop's: True" in out and "images/s min / median / max" in out
+
+
+@pytest.mark.slow
+def test_quant_mode_runs(tmp_path, capsys):
+    """``--mode quant`` with a b0 trained for one step: every path's agreement and mIoU are printed; the
+    float32 paths agree with PT float32 on the sample photo (the same network)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tensorflow")
+    from segformer.cli import main
+
+    out = tmp_path / "quant.json"
+    assert main(["bench", "--mode", "quant", "--work", str(tmp_path / "work"), "--train-steps", "1", "--threads", "1",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())["accuracy"]
+    assert set(report["miou"]) == {"pt-fp32-fast", "pt-int8-dynamic", "ort-fp32", "ort-int8-static", "tflite-fp32",
+                                   "tflite-fp16", "tflite-int8"}
+    assert report["agreement"]["ort-fp32"][0] > 0.99 and report["agreement"]["tflite-fp32"][0] > 0.99
+    assert "tflite-int8" in capsys.readouterr().out
