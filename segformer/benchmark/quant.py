@@ -40,6 +40,9 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int | None):
     from ..tf import TFSegformerForSemanticSegmentation
     from ..tf.export import TFLiteRunner, export_tflite
 
+    from ..common.threads import default_threads
+
+    threads = threads or default_threads()  # ONNX Runtime / TFLite: the policy's count too
     work.mkdir(parents=True, exist_ok=True)
     paths = {}
 
@@ -59,9 +62,8 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int | None):
     paths["pt-int8-dynamic"] = (torch_run(q), saved_mb(q))
 
     options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
 
     def ort_run(path):
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

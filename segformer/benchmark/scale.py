@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..common.threads import configure_threads
+
 MB = 2**20
 
 
@@ -35,7 +37,7 @@ def _child_segment(mode: str, side_h: int, side_w: int, threads: int, workdir: s
     from segformer.common.config import SegformerConfig
     from segformer.pt import SegformerForSemanticSegmentation
 
-    _set_threads(threads)
+    configure_threads(threads)
     torch.manual_seed(0)
     model = SegformerForSemanticSegmentation(SegformerConfig.from_variant("b0", num_labels=150)).eval()
     rng = np.random.default_rng(0)
@@ -54,13 +56,6 @@ def _child_segment(mode: str, side_h: int, side_w: int, threads: int, workdir: s
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"seconds": seconds, "peak": peak, "before": base, "image": image.nbytes, "labels": labels.nbytes,
             "classes": int((result.class_pixels > 0).sum())}
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def _child_env(**extra: str) -> dict:
@@ -138,7 +133,7 @@ def _child_loop(model: str, images: str, out: str, threads: int | None) -> dict:
     from segformer.common.viz import save_mask_png, save_png
     from segformer.pt import SegformerForSemanticSegmentation
 
-    _set_threads(threads)
+    configure_threads(threads)
     start = time.perf_counter()
     segmenter = Segmenter(SegformerForSemanticSegmentation.from_pretrained(model), resize="none", batch_size=1)
     paths = expand_inputs([images])
@@ -155,7 +150,7 @@ def _child_predict(argv: list, threads: int | None) -> dict:
 
     from segformer.cli import main
 
-    _set_threads(threads)
+    configure_threads(threads)
     start = time.perf_counter()
     code = main(list(argv))
     return {"seconds": time.perf_counter() - start, "code": code}

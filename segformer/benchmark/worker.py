@@ -30,17 +30,13 @@ def _cuda_peak_mb() -> float:
 _memory_mb = _rss_mb  # CUDA workers report the GPU's peak allocated memory instead (set by _build)
 
 
-def _set_threads(framework: str, threads: int | None) -> None:
-    if not threads:
-        return
-    if framework == "pt":
-        import torch
+def _set_threads(threads: int | None) -> None:
+    """``--threads N`` for this worker (both frameworks, imported or not yet: the thread policy's
+    :func:`~segformer.common.threads.configure_threads`); ``None`` keeps the policy's default."""
+    if threads:
+        from ..common.threads import configure_threads
 
-        torch.set_num_threads(threads)
-    else:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        configure_threads(threads)
 
 
 def _build(spec: dict[str, Any]):
@@ -53,7 +49,7 @@ def _build(spec: dict[str, Any]):
     if impl == "matmul":
         return _build_matmul(spec)
     framework = IMPLEMENTATIONS[impl][0]
-    _set_threads(framework, spec.get("threads"))
+    _set_threads(spec.get("threads"))
     if impl in DEPLOY_IMPLS:
         return _build_deploy(spec, kwargs)
     batch = int(spec.get("batch", 1))
@@ -147,7 +143,9 @@ def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
 
     impl = spec["impl"]
     height, width = spec["size"]
-    threads = spec.get("threads") or None
+    from ..common.threads import default_threads
+
+    threads = spec.get("threads") or default_threads()  # ONNX Runtime / TFLite: the policy's count too
     pixel_values = np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32)
     calibration = random_pixel_values(4, (height, width), seed=1)
     folder = tempfile.mkdtemp(prefix=f"segformer-bench-{impl}-")
@@ -216,9 +214,8 @@ def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
 
         export_onnx_int8(model, path, calibration=calibration, input_size=(height, width))
     options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     size_mb = os.path.getsize(path) / 1e6
 
@@ -298,7 +295,7 @@ def _build_matmul(spec: dict[str, Any]):
     try:
         import torch
 
-        _set_threads("pt", spec.get("threads"))
+        _set_threads(spec.get("threads"))
         a = torch.randn(n, n)
         b = torch.randn(n, n)
         version = f"torch {torch.__version__} mm {n}x{n}"
