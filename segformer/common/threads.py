@@ -3,15 +3,16 @@ OpenMP waits.
 
 * **How many threads.** :func:`available_cpus` counts the CPUs the process may run on (its affinity mask,
   ``os.sched_getaffinity``) and caps them by the cgroup CPU quota (cgroup v2 ``cpu.max``, cgroup v1
-  ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; a quota of 1.5 CPUs gives 1 thread). The frameworks' own
-  defaults count the machine's cores, so a Kubernetes pod limited to 2 CPUs on a 64-core node, or a job
-  pinned to 2 cores by ``taskset``, ran 64 threads on 2 CPUs. :func:`default_threads` is ``OMP_NUM_THREADS``
+  ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; a quota of 1.5 CPUs gives 1 thread). Neither framework's own
+  default reads the cgroup quota, so a Kubernetes pod limited to 2 CPUs on a 64-core node ran 64 threads on
+  2 CPUs. :func:`default_threads` is ``OMP_NUM_THREADS``
   when the user set it, else :func:`available_cpus`.
 * **How threads wait.** PyTorch's OpenMP threads spin at the barrier after every operation (GNU OpenMP: about
   300,000 spins before sleeping). When another process holds one of the cores, the thread on it is
-  descheduled and its partners spin until it runs again, so a 2-thread PyTorch pass on a 2-core machine with
-  one busy core took 5-10x the 1-thread time (``benchmarks/README.md``). ``OMP_WAIT_POLICY=PASSIVE`` (GNU and
-  LLVM / Intel OpenMP) and ``KMP_BLOCKTIME=0`` (LLVM / Intel) make waiting threads sleep instead. OpenMP reads
+  descheduled and its partners spin until it runs again: on a 2-core machine shared with other jobs a 2-thread
+  b0 pass once took 5-10x the 1-thread time (``segformer bench --contention N`` measures this).
+  ``OMP_WAIT_POLICY=PASSIVE`` (GNU and LLVM / Intel OpenMP) and ``KMP_BLOCKTIME=0`` (LLVM / Intel) make waiting
+  threads sleep instead. OpenMP reads
   these variables once, when its library is loaded (with ``import torch``), so they must be in the environment
   before that.
 
