@@ -4,17 +4,16 @@ OpenMP waits.
 * **How many threads.** :func:`available_cpus` counts the CPUs the process may run on (its affinity mask,
   ``os.sched_getaffinity``) and caps them by the cgroup CPU quota (cgroup v2 ``cpu.max``, cgroup v1
   ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; a quota of 1.5 CPUs gives 1 thread). Neither framework's own
-  default reads the cgroup quota, so a Kubernetes pod limited to 2 CPUs on a 64-core node ran 64 threads on
-  2 CPUs. :func:`default_threads` is ``OMP_NUM_THREADS``
-  when the user set it, else :func:`available_cpus`.
+  default reads the cgroup quota, so a Kubernetes pod limited to 2 CPUs on a 64-core node runs a thread per
+  core of the node on 2 CPUs' worth of time. :func:`default_threads` is ``OMP_NUM_THREADS`` when the user set
+  it, else :func:`available_cpus`.
 * **How threads wait.** PyTorch's OpenMP threads spin at the barrier after every operation (GNU OpenMP: about
   300,000 spins before sleeping). When another process holds one of the cores, the thread on it is
   descheduled and its partners spin until it runs again: on a 2-core machine shared with other jobs a 2-thread
   b0 pass once took 5-10x the 1-thread time (``segformer bench --contention N`` measures this).
   ``OMP_WAIT_POLICY=PASSIVE`` (GNU and LLVM / Intel OpenMP) and ``KMP_BLOCKTIME=0`` (LLVM / Intel) make waiting
-  threads sleep instead. OpenMP reads
-  these variables once, when its library is loaded (with ``import torch``), so they must be in the environment
-  before that.
+  threads sleep instead. OpenMP reads these variables once, when its library is loaded (with ``import
+  torch``), so they must be in the environment before that.
 
 :func:`thread_environment` is the one place these rules are written: the environment variables to add, never
 overriding one the user set. The ``segformer`` command line applies it before any framework is imported
