@@ -27,7 +27,7 @@ COMMANDS = {
     "eval": "mIoU of a model on a dataset folder",
     "train": "Fine-tune on a dataset folder (original recipe)",
     "export": "Write ONNX / SavedModel / TFLite deployment files, float32 or int8 / float16, with an agreement check",
-    "bench": "Latency / memory benchmark against the reference implementations",
+    "bench": "Benchmarks: latency / memory against the reference implementations (also under CPU contention), scale, int8",
     "presets": "List the published checkpoints that short names such as b0-ade stand for",
 }
 
