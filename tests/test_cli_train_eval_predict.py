@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from segformer.cli import main
-from segformer.common.training import read_jsonl
+from segformer.common.training.recipe.recipe import read_jsonl
 from tests.randomize import tiny_config
 
 TRAIN = ["--steps", "6", "--batch-size", "4", "--crop-size", "32", "--img-scale", "48,48", "--ratio-range", "0.75,1.5",
@@ -19,7 +19,7 @@ TRAIN = ["--steps", "6", "--batch-size", "4", "--crop-size", "32", "--img-scale"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.recipe.datasets import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("cli")
     make_synthetic_dataset(root / "data", num_train=8, num_val=3, size=(48, 48), num_labels=4)
@@ -97,7 +97,7 @@ def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys, 
     from PIL import Image
 
     from segformer.commands import predict
-    from segformer.common import memory
+    from segformer.common.inference import memory
 
     image = sorted((trained / "data" / "images" / "validation").glob("*.png"))[0]
     capsys.readouterr()
@@ -111,7 +111,7 @@ def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys, 
     big = tmp_path / "big.png"
     Image.new("RGB", (1100, 1200), (90, 120, 60)).save(big)
     estimate = memory.estimate_memory
-    from segformer.common.config import SegformerConfig
+    from segformer.common.model.config import SegformerConfig
 
     config = SegformerConfig.from_pretrained(trained / "run")
     whole = estimate(config, (1200, 1100), "whole", labels_on_disk=True).total

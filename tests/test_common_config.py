@@ -8,7 +8,7 @@ import pytest
 
 from conftest import fixture_path
 from segformer import SegformerConfig
-from segformer.common.config import HF_LAYER_NORM_EPS
+from segformer.common.model.config import HF_LAYER_NORM_EPS
 
 # transformers 4.57.6 SegformerConfig defaults (ANCHORS.md section 1)
 HF_DEFAULTS = {

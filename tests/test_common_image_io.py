@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segformer.common.image_io import BadImageError, check_image, expand_inputs, expand_named_inputs, image_size, load_image
+from segformer.common.images.image_io import BadImageError, check_image, expand_inputs, expand_named_inputs, image_size, load_image
 
 ORIENTATION = 0x0112
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import ROOT
-from segformer.common.labels import (
+from segformer.common.images.labels import (
     LABEL_SETS,
     get_label_set,
     get_palette,
@@ -20,7 +20,7 @@ from segformer.common.labels import (
     load_id2label,
     make_palette,
 )
-from segformer.common.viz import colorize, load_mask_png, overlay, save_mask_png, save_png
+from segformer.common.images.viz import colorize, load_mask_png, overlay, save_mask_png, save_png
 
 CITYSCAPES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",

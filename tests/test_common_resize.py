@@ -1,4 +1,4 @@
-"""segformer.common.resize.resize_bilinear against torch.nn.functional.interpolate and tf.image.resize."""
+"""segformer.common.images.resize.resize_bilinear against torch.nn.functional.interpolate and tf.image.resize."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segformer.common.resize import linear_indices_weights, resize_bilinear
+from segformer.common.images.resize import linear_indices_weights, resize_bilinear
 
 # (in_h, in_w, out_h, out_w): integer up / down factors, non-integer ratios, 1-pixel edges, identity.
 SIZES = [

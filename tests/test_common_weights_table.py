@@ -9,7 +9,7 @@ import pytest
 
 from conftest import SHARED
 from segformer import SegformerConfig
-from segformer.common.weights import TASKS, count_parameters, parameter_table, to_pt_layout, to_tf_layout
+from segformer.common.model.weights import TASKS, count_parameters, parameter_table, to_pt_layout, to_tf_layout
 
 VARIANTS = ["b0", "b1", "b2", "b3", "b4", "b5"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from randomize import random_state, tiny_config
-from segformer.common.inference import (
+from segformer.common.inference.rules.rules import (
     check_inference_args,
     grid_shape,
     resolve_output_sizes,
@@ -17,7 +17,7 @@ from segformer.common.inference import (
     tta_passes,
     window_counts,
 )
-from segformer.common.resize import resize_bilinear
+from segformer.common.images.resize import resize_bilinear
 
 
 # ------------------------------------------------------------------------------ independent references

@@ -45,7 +45,7 @@ def seeded_state(config, seed: int = 0) -> dict[str, np.ndarray]:
     Identity norms and zero BN statistics would let a swapped or dropped tensor go unnoticed; random
     ones make the parity table mean something.
     """
-    from ..common.weights import parameter_table
+    from ..common.model.weights import parameter_table
 
     rng = np.random.default_rng(seed)
     state: dict[str, np.ndarray] = {}
@@ -67,7 +67,7 @@ def seeded_state(config, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _palette(config) -> tuple[np.ndarray, str]:
-    from ..common.labels import LABEL_SETS, get_label_set, make_palette
+    from ..common.images.labels import LABEL_SETS, get_label_set, make_palette
 
     for name in LABEL_SETS:
         id2label, palette = get_label_set(name)
@@ -86,15 +86,15 @@ def _timed(function, repeats: int = 1) -> tuple[object, float]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..common.config import SegformerConfig
-    from ..common.errors import DOCUMENTED_ERRORS
-    from ..common.image_processing import SegformerImageProcessor, post_process_semantic_segmentation
-    from ..common.labels import get_label_set
-    from ..common.sample import SAMPLE_IMAGE, load_sample_image
-    from ..common.viz import colorize, overlay, save_mask_png, save_png
+    from ..common.model.config import SegformerConfig
+    from ..common.base.errors import DOCUMENTED_ERRORS
+    from ..common.images.image_processing import SegformerImageProcessor, post_process_semantic_segmentation
+    from ..common.images.labels import get_label_set
+    from ..common.images.sample import SAMPLE_IMAGE, load_sample_image
+    from ..common.images.viz import colorize, overlay, save_mask_png, save_png
     from ..conversion import VerificationError, convert
 
-    from ..common.deps import require
+    from ..common.base.deps import require
 
     try:
         for package in ("torch", "tensorflow", "keras"):

@@ -4,9 +4,9 @@
     torchrun --nproc_per_node 2 --standalone -m segformer.cli train --framework pt ...   # DDP (+ SyncBN)
     segformer train --framework tf ...     # MirroredStrategy over the visible devices (TF_CONFIG: multi-worker)
 
-``--model`` is a variant (``segformer.common.variants.variant_names()``, random weights), a ``config.json`` (random weights), or a
+``--model`` is a variant (``segformer.common.model.variants.variant_names()``, random weights), a ``config.json`` (random weights), or a
 checkpoint folder. ``--data`` has ``images/{training,validation}`` and ``annotations/{...}`` (ADE20K
-layout; ``segformer.common.datasets.make_synthetic_dataset`` writes one). ``--out`` ends as a Hugging Face
+layout; ``segformer.common.training.datasets.make_synthetic_dataset`` writes one). ``--out`` ends as a Hugging Face
 checkpoint folder of that framework (``config.json`` + ``model.safetensors`` / ``tf_model.h5``) with
 ``train_log.jsonl`` (one JSON object per step: loss, lr, and mIoU at evaluations) and ``last/`` (the
 training state that ``--resume`` continues from). ``--batch-size`` is per device (per process / replica).
@@ -25,7 +25,7 @@ __all__ = ["add_arguments", "run", "train_config_from_args"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..common.variants import variant_names
+    from ..common.model.variants import variant_names
 
     parser.add_argument("--framework", choices=("pt", "tf"), default="pt")
     parser.add_argument(
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
-    from ..common.training import TrainConfig, default_warmup_steps, parse_size
+    from ..common.training.recipe import TrainConfig, default_warmup_steps, parse_size
 
     ratio = [float(v) for v in str(args.ratio_range).split(",")]
     if len(ratio) != 2:
@@ -108,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
     """Train. A NaN / Inf step stops with one ``error:`` line (exit 1), an environment fault (disk full,
     read-only ``--out``) with one naming the path (exit 2), SIGINT / SIGTERM after saving the training state
     (exit 130): ``segformer.cli.main`` prints them."""
-    from ..common.deps import require_framework
-    from ..common.metrics import format_iou_table
-    from ..common.training import build_eval_transform, build_train_transform
+    from ..common.base.deps import require_framework
+    from ..common.training.metrics import format_iou_table
+    from ..common.training.recipe import build_eval_transform, build_train_transform
 
     config = train_config_from_args(args)
     out = Path(args.out)
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         result, model_config, is_main = _run_tf(args, config, out, train_set, eval_set, id2label)
     if is_main:
-        from ..common.model_card import write_inference_files
+        from ..common.checkpoints.model_card import write_inference_files
 
         dataset = Path(args.data).resolve().name if args.data is not None else Path(args.labels).resolve().name
         base = args.model if Path(args.model).is_dir() else f"SegFormer {args.model} (random initialization)"

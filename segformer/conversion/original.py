@@ -38,8 +38,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from ..common.checkpoint import CheckpointError, read_torch_bin
-from ..common.config import SegformerConfig
+from ..common.checkpoints import CheckpointError, read_torch_bin
+from ..common.model.config import SegformerConfig
 
 __all__ = [
     "ORIGINAL_RENAMES",
@@ -312,7 +312,7 @@ def heads_from_meta(meta: Mapping[str, Any]) -> tuple[list[int] | None, str]:
 
 def known_variant_heads(hidden_sizes: list[int]) -> tuple[list[int], str] | None:
     """``(heads, variant names)`` when ``hidden_sizes`` are those of a known MiT variant (b0, b1..b5), else ``None``."""
-    from ..common.variants import VARIANTS
+    from ..common.model.variants import VARIANTS
 
     names = [name for name, spec in VARIANTS.items() if list(spec["hidden_sizes"]) == list(hidden_sizes)]
     if not names:
