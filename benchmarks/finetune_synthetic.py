@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from segformer.cli import main as cli
     from segformer.common.model.config import SegformerConfig
-    from segformer.common.training.recipe.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     work = Path(args.work)
     data = make_synthetic_dataset(work / "data", num_train=args.num_train, num_val=args.num_val, size=(64, 64), num_labels=5)

@@ -120,7 +120,7 @@ def test_predict_eval_train_without_torch_point_to_tf(monkeypatch, models, photo
 
 
 def test_train_without_tensorflow_points_to_pt(monkeypatch, tmp_path, capsys):
-    from segformer.common.training.recipe.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "data", num_train=2, num_val=1, size=(32, 32), num_labels=3)
     monkeypatch.setitem(sys.modules, "tensorflow", None)
@@ -267,7 +267,7 @@ def test_predict_environment_faults_keep_old_outputs(models, photos, tmp_path, c
 # --------------------------------------------------------------------------------------- eval / train
 @pytest.fixture()
 def dataset(tmp_path):
-    from segformer.common.training.recipe.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path / "data", num_train=3, num_val=3, size=(32, 32), num_labels=3)
 
@@ -372,7 +372,7 @@ def _front_matter(path: Path) -> str:
 
 
 def test_train_and_convert_folders_carry_processor_and_model_card(dataset, tmp_path, capsys):
-    from segformer.common.training.recipe.recipe import read_jsonl
+    from segformer.common.training.recipe import read_jsonl
 
     tiny_config(num_labels=3).save_pretrained(tmp_path / "cfg")
     run = tmp_path / "run"

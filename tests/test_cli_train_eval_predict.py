@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from segformer.cli import main
-from segformer.common.training.recipe.recipe import read_jsonl
+from segformer.common.training.recipe import read_jsonl
 from tests.randomize import tiny_config
 
 TRAIN = ["--steps", "6", "--batch-size", "4", "--crop-size", "32", "--img-scale", "48,48", "--ratio-range", "0.75,1.5",
@@ -19,7 +19,7 @@ TRAIN = ["--steps", "6", "--batch-size", "4", "--crop-size", "32", "--img-scale"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from segformer.common.training.recipe.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("cli")
     make_synthetic_dataset(root / "data", num_train=8, num_val=3, size=(48, 48), num_labels=4)

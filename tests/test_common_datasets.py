@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segformer.common.training.recipe.datasets import SegmentationFolderDataset, iter_batches, make_synthetic_dataset
-from segformer.common.training.recipe.metrics import SegmentationMetric
+from segformer.common.training.datasets import SegmentationFolderDataset, iter_batches, make_synthetic_dataset
+from segformer.common.training.metrics import SegmentationMetric
 from segformer.common.images.transforms import EvalTransform, TrainTransform
 
 

@@ -220,7 +220,7 @@ def test_save_pretrained_environment_faults_keep_the_old_folder(tmp_path, monkey
 def test_train_environment_fault_is_one_error_line(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
     from segformer.cli import main as cli_main
-    from segformer.common.training.recipe.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", num_train=4, num_val=0, size=(40, 40), num_labels=3)
     tiny_config(num_labels=3).save_pretrained(tmp_path / "cfg")

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from segformer.common.training.recipe.batches import global_batches, rank_batches
+from segformer.common.training.batches import global_batches, rank_batches
 
 
 # ---------------------------------------------------------------------------------------------- data order

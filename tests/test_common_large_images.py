@@ -57,7 +57,7 @@ def test_segmenter_on_a_memory_mapped_tiff_equals_the_png(tmp_path, monkeypatch)
 
 def test_memory_estimate_parts():
     from segformer.common.model.config import SegformerConfig
-    from segformer.common.inference.rules.memory import estimate_memory
+    from segformer.common.inference.memory import estimate_memory
 
     config = SegformerConfig.from_variant("b0", num_labels=150)
     whole = estimate_memory(config, (3000, 3000), "whole")

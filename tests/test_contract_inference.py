@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from randomize import random_state, tiny_config
-from segformer.common.inference.rules.rules import (
+from segformer.common.inference.rules import (
     check_inference_args,
     grid_shape,
     resolve_output_sizes,

@@ -333,7 +333,7 @@ def test_old_keras_refuses_keras_archives(monkeypatch):
 
 @pytest.mark.parametrize("content", [_nested(100_000), "[1, 2]", '{"a": "wall"}'])
 def test_hostile_dataset_label_file(tmp_path, content):
-    from segformer.common.training.recipe.datasets import SegmentationFolderDataset, make_synthetic_dataset
+    from segformer.common.training.datasets import SegmentationFolderDataset, make_synthetic_dataset
 
     root = make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=0, size=(8, 8), num_labels=2)
     (root / "id2label.json").write_text(content)

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from segformer.common.checkpoints import CheckpointError  # noqa: E402
-from segformer.common.training.recipe.recipe import TrainConfig, build_train_transform, read_jsonl  # noqa: E402
+from segformer.common.training.recipe import TrainConfig, build_train_transform, read_jsonl  # noqa: E402
 from tests.randomize import tiny_config  # noqa: E402
 
 DROPOUT = dict(drop_path_rate=0.3, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2, classifier_dropout_prob=0.2)
@@ -21,7 +21,7 @@ DROPOUT = dict(drop_path_rate=0.3, hidden_dropout_prob=0.2, attention_probs_drop
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from segformer.common.training.recipe.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_train=8, num_val=2, size=(40, 40), num_labels=4)
 
@@ -34,7 +34,7 @@ def _config(**overrides):
 
 
 def _train_set(root, config):
-    from segformer.common.training.recipe.datasets import SegmentationFolderDataset
+    from segformer.common.training.datasets import SegmentationFolderDataset
 
     return SegmentationFolderDataset(root, "training", transform=build_train_transform(config), seed=config.seed)
 

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from randomize import random_state, tiny_config  # noqa: E402
-from segformer.common.training.recipe.recipe import TrainConfig  # noqa: E402
+from segformer.common.training.recipe import TrainConfig  # noqa: E402
 from segformer.pt import SegformerForSemanticSegmentation  # noqa: E402
 from segformer.pt.losses import upsampled_cross_entropy  # noqa: E402
 from segformer.pt.training import build_optimizer, build_param_groups  # noqa: E402

@@ -15,8 +15,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from segformer.common.training.recipe.metrics import SegmentationMetric  # noqa: E402
-from segformer.common.training.recipe.recipe import TrainConfig, lr_at, read_jsonl  # noqa: E402
+from segformer.common.training.metrics import SegmentationMetric  # noqa: E402
+from segformer.common.training.recipe import TrainConfig, lr_at, read_jsonl  # noqa: E402
 from tests.randomize import random_state, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.tf
@@ -87,7 +87,7 @@ def test_poly_warmup_schedule_equals_lr_at():
 
 def test_param_group_adamw_equals_torch_adamw_with_groups():
     torch = pytest.importorskip("torch")
-    from segformer.common.training.recipe.recipe import param_group_rule
+    from segformer.common.training.recipe import param_group_rule
     from segformer.tf.training import ParamGroupAdamW
 
     rng = np.random.default_rng(0)
@@ -167,7 +167,7 @@ def test_tf_data_pipelines_shard_each_global_batch():
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from segformer.common.training.recipe.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic_tf"), num_train=12, num_val=3, size=(48, 48), num_labels=4)
 
@@ -209,8 +209,8 @@ def test_pt_and_tf_loss_curves_agree_over_20_steps():
 
 
 def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path):
-    from segformer.common.training.recipe.datasets import SegmentationFolderDataset
-    from segformer.common.training.recipe.recipe import build_eval_transform, build_train_transform
+    from segformer.common.training.datasets import SegmentationFolderDataset
+    from segformer.common.training.recipe import build_eval_transform, build_train_transform
     from segformer.tf import TFSegformerForSemanticSegmentation
     from segformer.tf.training import Trainer, build_model
 
@@ -279,8 +279,8 @@ def test_mirrored_strategy_two_cpu_replicas_match_one_device(synthetic, tmp_path
 
 
 def test_eval_dataset_loads_in_the_background_in_order(tmp_path):
-    from segformer.common.training.recipe.datasets import SegmentationFolderDataset, make_synthetic_dataset
-    from segformer.common.training.recipe.recipe import build_eval_transform
+    from segformer.common.training.datasets import SegmentationFolderDataset, make_synthetic_dataset
+    from segformer.common.training.recipe import build_eval_transform
     from segformer.tf.data import make_eval_dataset
 
     make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=5, size=(40, 52), num_labels=4)

@@ -21,7 +21,7 @@ from ..common.checkpoints import (
 from ..common.model.config import CONFIG_NAME, HF_LAYER_NORM_EPS, SegformerConfig
 from ..common.base.deps import require
 from ..common.checkpoints.pretrained import canonical_state
-from ..common.model.weights import canonical_task, parameter_table
+from ..common.model.weights import BASE_MODEL_PREFIX, canonical_task, parameter_table
 from .original import (
     OriginalCheckpoint,
     explain_torch_refusal,
@@ -82,8 +82,8 @@ def _weights_in_folder(folder: Path, to: str, source_framework: str | None) -> P
 
 
 def _strip_base_prefix(state: dict[str, np.ndarray], task: str) -> dict[str, np.ndarray]:
-    if task == "base" and any(k.startswith("segformer.") for k in state):
-        return {k.removeprefix("segformer."): v for k, v in state.items()}
+    if task == "base" and any(k.startswith(BASE_MODEL_PREFIX) for k in state):
+        return {k.removeprefix(BASE_MODEL_PREFIX): v for k, v in state.items()}
     return state
 
 

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..model.weights import ParamSpec
+from ..model.weights import BASE_MODEL_PREFIX, ParamSpec
 
 __all__ = ["LoadReport", "match_state_dict"]
 
@@ -62,14 +62,15 @@ def match_state_dict(
     expected = {s.name: s for s in specs}
     report = LoadReport()
     state = dict(state)
-    model_has_prefix = any(n.startswith("segformer.") for n in expected)
-    ckpt_has_prefix = any(k.startswith("segformer.") for k in state)
+    prefix = BASE_MODEL_PREFIX
+    model_has_prefix = any(n.startswith(prefix) for n in expected)
+    ckpt_has_prefix = any(k.startswith(prefix) for k in state)
     if model_has_prefix and not ckpt_has_prefix and any(k.startswith("encoder.") for k in state):
-        state = {("segformer." + k if k.startswith("encoder.") else k): v for k, v in state.items()}
-        report.added_prefix = "segformer."
+        state = {(prefix + k if k.startswith("encoder.") else k): v for k, v in state.items()}
+        report.added_prefix = prefix
     elif not model_has_prefix and ckpt_has_prefix:
-        state = {k.removeprefix("segformer."): v for k, v in state.items()}
-        report.removed_prefix = "segformer."
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+        report.removed_prefix = prefix
     to_load: dict[str, np.ndarray] = {}
     for name, spec in expected.items():
         if name not in state:

@@ -18,7 +18,7 @@ from segformer.common.base.atomic import atomic_path
 from segformer.common.images.image_arrays import label_values
 from segformer.common.images.labels import IGNORE_INDEX, get_palette
 
-__all__ = ["class_summary", "colorize", "legend", "load_mask_png", "overlay", "save_mask_png", "save_png"]
+__all__ = ["colorize", "legend", "load_mask_png", "overlay", "save_mask_png", "save_png"]
 
 
 _OVERLAY_BAND_PIXELS = 1 << 20
@@ -139,18 +139,6 @@ def overlay(
             ignored = labels[band] == ignore_index
             result[band][ignored] = rgb[band][ignored]
     return result
-
-
-def class_summary(label_map: Any, id2label: dict[int, str], top: int = 5) -> list[tuple[int, str, float]]:
-    """The ``top`` most frequent classes of ``label_map`` as ``(class id, name, fraction of pixels)``,
-    most frequent first (ignored pixels count in the total, not as a class)."""
-    labels = _label_map(label_map, "label_map").ravel()
-    if labels.size == 0:
-        return []
-    ids, counts = np.unique(labels, return_counts=True)
-    order = np.lexsort((ids, -counts))[:top]
-    return [(int(ids[i]), id2label.get(int(ids[i]), str(int(ids[i]))), float(counts[i] / labels.size)) for i in order
-            if int(ids[i]) != IGNORE_INDEX]
 
 
 def legend(class_ids: list[int], id2label: dict[int, str], palette: np.ndarray | str, swatch: int = 16) -> np.ndarray:

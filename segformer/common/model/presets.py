@@ -29,7 +29,7 @@ from typing import Any
 
 from .variants import VARIANTS
 
-__all__ = ["Preset", "PRESETS", "get_preset", "keep_ratio_size", "preset_unavailable_message", "find_preset", "preset_names", "resolve_preset_name", "format_presets_table"]
+__all__ = ["Preset", "PRESETS", "get_preset", "keep_ratio_size", "preset_unavailable_message", "find_preset", "resolve_preset_name", "format_presets_table"]
 
 
 @dataclass(frozen=True)
@@ -152,11 +152,6 @@ _LOOKUP: dict[str, str] = {}
 for _preset in PRESETS.values():
     for _key in (_preset.name, *_preset.aliases, _preset.hub_id):
         _LOOKUP[_key.lower()] = _preset.name
-
-
-def preset_names() -> list[str]:
-    """The short names, in table order (per variant: encoder, ADE20K, Cityscapes)."""
-    return list(PRESETS)
 
 
 def get_preset(name: str) -> Preset:

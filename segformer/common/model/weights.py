@@ -29,6 +29,7 @@ __all__ = [
     "count_parameters",
     "to_tf_layout",
     "to_pt_layout",
+    "BASE_MODEL_PREFIX",
     "base_prefix",
     "hf_tf_model_name",
     "check_state_keys",
@@ -40,6 +41,8 @@ BASE = "base"
 SEMANTIC_SEGMENTATION = "semantic_segmentation"
 IMAGE_CLASSIFICATION = "image_classification"
 TASKS = (BASE, SEMANTIC_SEGMENTATION, IMAGE_CLASSIFICATION)
+# Hugging Face `base_model_prefix`: the task models hold the encoder under this name, the base model does not
+BASE_MODEL_PREFIX = "segformer."
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ def canonical_task(task: str) -> str:
 
 def base_prefix(task: str) -> str:
     """``""`` for the base model, ``"segformer."`` for the task models (Hugging Face ``base_model_prefix``)."""
-    return "" if canonical_task(task) == BASE else "segformer."
+    return "" if canonical_task(task) == BASE else BASE_MODEL_PREFIX
 
 
 def hf_tf_model_name(task: str) -> str:
