@@ -35,25 +35,13 @@ import numpy as np
 
 from .common.inference.rules import as_size_pair, check_inference_args
 from .common.model.presets import PRESETS, Preset, find_preset, get_preset, keep_ratio_size
+from .common.images.labels import default_palette
 from .common.inference.segmentation_result import SegmentationResult
 
 __all__ = ["Segmenter", "FRAMEWORKS", "MAX_DEFAULT_WORKERS", "RESIZE_RULES", "default_palette", "default_workers"]
 
 FRAMEWORKS = ("pt", "tf")
 RESIZE_RULES = ("processor", "keep-ratio", "none")
-
-
-def default_palette(num_labels: int, label_set: str | None = None) -> np.ndarray:
-    """Colours for ``num_labels`` classes: the named label set's, else ADE20K's for 150 classes, Cityscapes'
-    for 19, else a generated palette."""
-    from .common.images.labels import get_palette, make_palette
-
-    name = label_set or {150: "ade20k", 19: "cityscapes"}.get(int(num_labels))
-    if name is not None:
-        palette = get_palette(name)
-        if len(palette) >= num_labels:
-            return palette
-    return make_palette(int(num_labels))
 
 
 def _framework_of(model: Any) -> str:

@@ -67,13 +67,9 @@ def seeded_state(config, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _palette(config) -> tuple[np.ndarray, str]:
-    from ..common.images.labels import LABEL_SETS, get_label_set, make_palette
+    from ..common.images.labels import resolve_palette
 
-    for name in LABEL_SETS:
-        id2label, palette = get_label_set(name)
-        if id2label == config.id2label:
-            return palette, name
-    return make_palette(config.num_labels), "generated"
+    return resolve_palette(config.num_labels, id2label=config.id2label)
 
 
 def _timed(function, repeats: int = 1) -> tuple[object, float]:

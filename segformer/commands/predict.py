@@ -83,16 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def palette_for(num_labels: int, name: str | None = None) -> np.ndarray:
-    """The colours for ``num_labels`` classes: a named set, or ADE20K (150) / Cityscapes (19) / generated."""
-    from ..common.images.labels import get_palette
-    from ..segmenter import default_palette
+    """The colours for ``num_labels`` classes: a named set, or ADE20K (150) / Cityscapes (19) / generated
+    (:func:`~segformer.common.images.labels.resolve_palette`, the one palette rule)."""
+    from ..common.images.labels import resolve_palette
 
-    if name in (None, "auto"):
-        return default_palette(num_labels)
-    palette = get_palette(name)
-    if len(palette) < num_labels:
-        raise ValueError(f"--palette {name!r} has {len(palette)} colours but the model has {num_labels} classes")
-    return palette
+    return resolve_palette(num_labels, name, what="--palette")[0]
 
 
 def output_paths(images: list[tuple[Path, str]], out: Path) -> list[tuple[Path, Path, Path]]:

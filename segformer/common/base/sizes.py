@@ -10,9 +10,43 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-__all__ = ["parse_size", "parse_sizes", "rescale_size"]
+import numpy as np
+
+__all__ = ["as_size_pair", "is_int", "parse_size", "parse_sizes", "positive_int", "rescale_size"]
 
 _SIZE = re.compile(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?")
+
+
+def is_int(value: object) -> bool:
+    """A Python or numpy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as a positive int; ``ValueError`` naming ``name`` and the value seen otherwise."""
+    if not is_int(value) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def as_size_pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
+    """``value`` as ``(height, width)`` of positive ints; an int ``n`` means ``(n, n)``.
+
+    Raises ``ValueError`` naming ``name`` and the value seen.
+    """
+    if is_int(value):
+        pair = (int(value), int(value))
+    else:
+        try:
+            items = tuple(value)  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError(f"{name} must be an int or a (height, width) pair of ints, got {value!r}") from None
+        if len(items) != 2 or not all(is_int(v) for v in items):
+            raise ValueError(f"{name} must be an int or a (height, width) pair of ints, got {value!r}")
+        pair = (int(items[0]), int(items[1]))
+    if pair[0] < 1 or pair[1] < 1:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return pair
 
 
 def _positive_pair(values: list[int], name: str, text: object) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
+from segformer.common.base.sizes import positive_int
 from segformer.common.images.labels import IGNORE_INDEX
 from segformer.common.model.pixel_values import DATA_FORMATS
 
@@ -43,10 +44,7 @@ def normalize_size(size: Any) -> dict[str, int]:
         height, width = size
     else:
         raise ValueError(f"size must be {allowed}; got {size!r}")
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"size[{name!r}] must be a positive int, got {value!r}")
-    return {"height": int(height), "width": int(width)}
+    return {"height": positive_int("size['height']", height), "width": positive_int("size['width']", width)}
 
 
 def normalize_resample(resample: Any) -> int:

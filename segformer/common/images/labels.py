@@ -24,7 +24,9 @@ __all__ = [
     "get_palette",
     "id2label_to_label2id",
     "load_id2label",
+    "default_palette",
     "make_palette",
+    "resolve_palette",
 ]
 
 IGNORE_INDEX = 255
@@ -128,3 +130,41 @@ def make_palette(num_classes: int, seed: int = 0) -> np.ndarray:
         raise ValueError(f"make_palette: num_classes must be a positive int, got {num_classes!r}")
     rng = np.random.default_rng(seed)
     return rng.integers(32, 256, size=(int(num_classes), 3), dtype=np.uint8)
+
+
+# label sets whose palette a model gets by its class count alone
+_SETS_BY_COUNT = {150: "ade20k", 19: "cityscapes"}
+
+
+def resolve_palette(
+    num_labels: int, label_set: str | None = None, id2label: Mapping[int, str] | None = None, what: str = "palette"
+) -> tuple[np.ndarray, str]:
+    """The one palette rule of the library: ``(uint8 (>= num_labels, 3) colours, the label set's name)``.
+
+    In order: the named ``label_set`` (``"auto"`` / ``None`` skip this; one with fewer colours than
+    ``num_labels`` is a ``ValueError`` naming ``what``); the built-in set whose names equal ``id2label``; ADE20K
+    for 150 classes, Cityscapes for 19; else :func:`make_palette` (name ``"generated"``).
+    """
+    if not isinstance(num_labels, (int, np.integer)) or isinstance(num_labels, bool) or num_labels < 1:
+        raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
+    if label_set is not None and str(label_set).strip().lower() != "auto":
+        name = _canonical_name(label_set)
+        palette = get_palette(name)
+        if len(palette) < num_labels:
+            raise ValueError(f"{what} {label_set!r} has {len(palette)} colours but the model has {num_labels} classes")
+        return palette, name
+    if id2label:
+        wanted = {int(k): str(v) for k, v in id2label.items()}
+        for name in LABEL_SETS:
+            names, palette = get_label_set(name)
+            if names == wanted:
+                return palette, name
+    name = _SETS_BY_COUNT.get(int(num_labels))
+    if name is not None:
+        return get_palette(name), name
+    return make_palette(int(num_labels)), "generated"
+
+
+def default_palette(num_labels: int, label_set: str | None = None, id2label: Mapping[int, str] | None = None) -> np.ndarray:
+    """The colours of :func:`resolve_palette` (the one palette rule)."""
+    return resolve_palette(num_labels, label_set, id2label)[0]

@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..base.sizes import as_size_pair, is_int
+
 __all__ = [
     "MODES",
     "Window",
@@ -89,30 +91,6 @@ class InferenceSettings:
         return len(self.passes) > 1
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def as_size_pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
-    """``value`` as ``(height, width)`` of positive ints; an int ``n`` means ``(n, n)``.
-
-    Raises ``ValueError`` naming ``name`` and the value seen.
-    """
-    if _is_int(value):
-        pair = (int(value), int(value))
-    else:
-        try:
-            items = tuple(value)  # type: ignore[arg-type]
-        except TypeError:
-            raise ValueError(f"{name} must be an int or a (height, width) pair of ints, got {value!r}") from None
-        if len(items) != 2 or not all(_is_int(v) for v in items):
-            raise ValueError(f"{name} must be an int or a (height, width) pair of ints, got {value!r}")
-        pair = (int(items[0]), int(items[1]))
-    if pair[0] < 1 or pair[1] < 1:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return pair
-
-
 def check_scales(scales: float | Sequence[float]) -> tuple[float, ...]:
     """Scale ratios as a non-empty tuple of positive finite floats (a single number is one scale)."""
     if isinstance(scales, (int, float, np.floating, np.integer)) and not isinstance(scales, bool):
@@ -160,7 +138,7 @@ def check_inference_args(
         raise ValueError(f"flip must be True or False, got {flip!r}")
     if not isinstance(return_probabilities, (bool, np.bool_)):
         raise ValueError(f"return_probabilities must be True or False, got {return_probabilities!r}")
-    if size_divisor is not None and (not _is_int(size_divisor) or int(size_divisor) < 1):
+    if size_divisor is not None and (not is_int(size_divisor) or int(size_divisor) < 1):
         raise ValueError(f"size_divisor must be None or a positive int, got {size_divisor!r}")
     return InferenceSettings(
         mode=mode,
@@ -253,7 +231,7 @@ def resolve_output_sizes(
     if output_size is None:
         size = as_size_pair("input size", input_size)
         return [size] * batch, False
-    if _is_int(output_size):
+    if is_int(output_size):
         return [as_size_pair("output_size", output_size)] * batch, False
     try:
         items = list(output_size)  # type: ignore[arg-type]
@@ -261,7 +239,7 @@ def resolve_output_sizes(
         raise ValueError(
             f"output_size must be None, an int, a (height, width) pair or one pair per image, got {output_size!r}"
         ) from None
-    if len(items) == 2 and all(_is_int(v) for v in items):
+    if len(items) == 2 and all(is_int(v) for v in items):
         return [as_size_pair("output_size", items)] * batch, False
     if len(items) != batch:
         raise ValueError(

@@ -35,6 +35,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..images.resize import linear_indices_weights
+
 from .rules import InferenceSettings, Window, sliding_windows
 
 __all__ = [
@@ -67,11 +69,7 @@ def bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
     """``(low, high, weight)`` of a bilinear resize ``in_size -> out_size`` with half-pixel centres and no
     antialias (PyTorch ``align_corners=False``): output ``i`` reads ``(1 - weight) * x[low] + weight * x[high]``
     at source coordinate ``max((i + 0.5) * in_size / out_size - 0.5, 0)``."""
-    scale = np.float32(in_size / out_size)
-    source = np.maximum((np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
-    low = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
-    high = np.minimum(low + 1, in_size - 1)
-    weight = (source - low).astype(np.float32)
+    low, high, _, weight = linear_indices_weights(in_size, out_size, np.float32)
     return low, high, weight
 
 

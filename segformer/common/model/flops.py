@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..base.sizes import positive_int
 from .config import SegformerConfig
 
 __all__ = ["FlopCount", "count_flops", "PATHS"]
@@ -63,8 +64,7 @@ def count_flops(
     if task not in tasks:
         raise ValueError(f"task must be one of {list(tasks)}, got {task!r}")
     for name, value in (("height", height), ("width", width), ("batch", batch)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int(name, value)
     sizes = config.stage_sizes(height, width)
     in_channels = [config.num_channels] + list(config.hidden_sizes[:-1])
     breakdown: dict[str, int] = {}

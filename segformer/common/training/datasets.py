@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segformer.common.base.atomic import atomic_path, atomic_write_text
+from segformer.common.images.image_io import IMAGE_EXTENSIONS
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 SPLITS: tuple[str, ...] = ("training", "validation")
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _SHOW = 5  # how many unmatched names an error lists
 
 Transform = Callable[..., tuple[Any, Any]]
