@@ -1,4 +1,4 @@
-"""A new user's first hour with the CLI (issue 15): version / ``python -m``, install hints, folders with bad
+"""A new user's first hour with the CLI: version / ``python -m``, install hints, folders with bad
 files, class summaries and legends, random heads, label-count mismatches, convert's head rule, model cards,
 quiet output, and the ``--overwrite`` / never-over-an-input rules with environment faults."""
 
@@ -452,7 +452,7 @@ def test_demo_follows_the_overwrite_rule(tmp_path, capsys):
 
 
 def test_predict_parallel_workers_write_the_one_at_a_time_bytes(models, photos, tmp_path, capsys):
-    """Issue 17: parallel pipelines (default, and 3 workers x 2 images) write exactly the files of one image at
+    """parallel pipelines (default, and 3 workers x 2 images) write exactly the files of one image at
     a time in the main thread, with the bad files (one found only while decoding) skipped and listed alike."""
     import torch
 

@@ -1,4 +1,4 @@
-"""Files and folders (issue 14, items 9, 11): folder-atomic save_pretrained, convert --overwrite without a
+"""Files and folders: folder-atomic save_pretrained, convert --overwrite without a
 moment lacking the destination, stale temporaries, the umask left alone, environment faults as one line."""
 
 from __future__ import annotations

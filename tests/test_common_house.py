@@ -1,4 +1,4 @@
-"""Framework-free rules written once in ``segformer/common`` and used by both frameworks (issue 13):
+"""Framework-free rules written once in ``segformer/common`` and used by both frameworks:
 the data order, the variant names, the (h, w) size syntax, the host RNG state."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Image files decoded as people expect, bad files named with their reason, inputs expanded (issue 15, items 5-6).
+"""Image files decoded as people expect, bad files named with their reason, inputs expanded.
 
 Expected pixels are computed here with numpy from the arrays the files were written from.
 """

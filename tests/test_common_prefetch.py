@@ -1,4 +1,4 @@
-"""Background loading for evaluation (issue 17): in order, in another thread, errors in their turn, and the
+"""Background loading for evaluation: in order, in another thread, errors in their turn, and the
 same batches as the DataLoader evaluation used before."""
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def test_matches_tf_resize_channels_last(in_h: int, in_w: int, out_h: int, out_w
     expected = tf.image.resize(x, (out_h, out_w), method="bilinear", antialias=False).numpy()
     got = resize_bilinear(x, (out_h, out_w), channels_first=False)
     assert got.shape == (2, out_h, out_w, 3)
-    # TF rounds its source coordinates differently from PyTorch (ANCHORS 8.2: up to ~1.6e-5 on large upscales).
+    # TF rounds its source coordinates differently from PyTorch (up to ~1.6e-5 on large upscales).
     assert float(np.abs(got - expected).max()) <= 2e-5
 
 

@@ -22,7 +22,7 @@ from segformer.common.images.resize import resize_bilinear
 
 # ------------------------------------------------------------------------------ independent references
 def mmseg_windows(h_img: int, w_img: int, h_crop: int, w_crop: int, h_stride: int, w_stride: int) -> list[tuple]:
-    """mmseg ``EncoderDecoder.slide_inference``'s loop, transcribed (ANCHORS.md section 6)."""
+    """mmseg ``EncoderDecoder.slide_inference``'s loop, transcribed."""
     h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
     w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
     out = []

@@ -1,4 +1,4 @@
-"""One specification for every model class of both frameworks (issue 13): each case runs once per backend
+"""One specification for every model class of both frameworks: each case runs once per backend
 (``pt`` / ``tf``) and once per task of the task table (``segformer.common.model.weights.TASK_CLASSES``).
 
 Covered: the reference fixtures' logits (fast and plain path), tuple == dict outputs, fast path == plain path

@@ -1,4 +1,4 @@
-"""Hostile *structures* (issue 14): crafted safetensors headers, h5 files with links / huge declared shapes,
+"""Hostile *structures*: crafted safetensors headers, h5 files with links / huge declared shapes,
 index files with escaping paths, nested JSON, malformed original checkpoints, training states with payloads.
 
 Every case must end in a documented error (or load cleanly when it is harmless); nothing may escape as

@@ -1,4 +1,4 @@
-"""Training that survives real data and interruptions (issue 14, items 1, 7, 8): safe training states,
+"""Training that survives real data and interruptions: safe training states,
 all-ignore batches, NaN losses, exact resume with dropout and drop path on, a log with each step once."""
 
 from __future__ import annotations

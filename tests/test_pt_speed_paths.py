@@ -1,4 +1,4 @@
-"""The PyTorch speed paths give the numbers of the textbook formulations (issue 18, CPU speed).
+"""The PyTorch speed paths give the numbers of the textbook formulations on the CPU.
 
 * the segmentation loss (classes-contiguous cross-entropy) == ``cross_entropy(interpolate(logits))`` of the
   NCHW tensor, value and gradients, float64 and float32, with ignored pixels and non-integer scales;

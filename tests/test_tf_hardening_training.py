@@ -1,4 +1,4 @@
-"""TF trainer (issue 14, items 1, 7, 8): exact resume with dropout and drop path on, NaN losses stop without
+"""TF trainer: exact resume with dropout and drop path on, NaN losses stop without
 applying NaN gradients, damaged training states are CheckpointErrors."""
 
 from __future__ import annotations
