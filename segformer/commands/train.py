@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              f"{original.crop_size[0]}x{original.crop_size[1]} crops; the default) or quick (sized to the training images: "
              f"crop <= the smallest image side, {QUICK_EPOCHS} epochs; README, 'Training recipes')",
     )
-    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default: the recipe's; original {original.total_steps})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"optimizer steps (default: the recipe's; original {original.total_steps})")
     parser.add_argument("--batch-size", type=int, default=2, help="images per device per micro-batch (default 2)")
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
     parser.add_argument("--crop-size", default=None,

@@ -397,11 +397,12 @@ class StepTimer:
         if per_step is None:
             return ""
         last = self.first_measured_step + self.measured - 1 if self.first_measured_step is not None else step
+        total = format_duration(per_step * self.total_steps)
+        left = format_duration(per_step * max(self.total_steps - step, 0))
         return (
             f"time estimate: {per_step:.3g} s per step (median of steps {self.first_measured_step}-{last}; the first "
-            f"{self.skip}, {format_duration(self.skipped_seconds)} in all, not counted) -> {self.total_steps} steps take about {format_duration(per_step * self.total_steps)} "
-            f"in all, {format_duration(per_step * max(self.total_steps - step, 0))} left "
-            "(evaluations and checkpoint saves not included)"
+            f"{self.skip}, {format_duration(self.skipped_seconds)} in all, not counted) -> {self.total_steps} steps take "
+            f"about {total} in all, {left} left (evaluations and checkpoint saves not included)"
         )
 
     def note(self, step: int) -> str:
