@@ -208,9 +208,9 @@ def test_pt_and_tf_loss_curves_agree_over_20_steps():
     assert np.mean(pt_losses[-5:]) < np.mean(pt_losses[:5])
 
 
-def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path):
+def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path, capsys):
     from segformer.common.training.datasets import SegmentationFolderDataset
-    from segformer.common.training.recipe import build_eval_transform, build_train_transform
+    from segformer.common.training import build_eval_transform, build_train_transform
     from segformer.tf import TFSegformerForSemanticSegmentation
     from segformer.tf.training import Trainer, build_model
 
@@ -220,7 +220,11 @@ def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path)
     val = SegmentationFolderDataset(synthetic, "validation", transform=build_eval_transform(None))
     tiny_config(num_labels=4).save_pretrained(tmp_path / "cfg")
     model = build_model(tmp_path / "cfg" / "config.json", seed=0, crop_size=(32, 32))
-    history = Trainer(model, config, train, val, out_dir=tmp_path / "a", progress=False, echo=False).train()
+    history = Trainer(model, config, train, val, out_dir=tmp_path / "a", progress=False, echo=True).train()
+    # the shared loop's time estimate: once, from steps 3-5 (the first two hold the graph tracing); the final log line's eta
+    out = capsys.readouterr().out
+    assert out.count("time estimate:") == 1 and "median of steps 3-5" in out and "12 steps take about" in out
+    assert out.splitlines()[-1].startswith("step=12 ") and out.splitlines()[-1].endswith(" eta=0.0s")
     losses = [r["loss"] for r in history]
     assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
     assert (tmp_path / "a" / "tf_model.h5").is_file() and (tmp_path / "a" / "config.json").is_file()
@@ -232,9 +236,11 @@ def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path)
     model_b = build_model(tmp_path / "cfg" / "config.json", seed=0, crop_size=(32, 32))
     first = Trainer(model_b, config, train, out_dir=tmp_path / "b", progress=False, echo=False).train(stop_at=6)
     model_c = build_model(tmp_path / "cfg" / "config.json", seed=5, crop_size=(32, 32))
-    second = Trainer(model_c, config, train, out_dir=tmp_path / "b", resume=True, progress=False, echo=False)
+    second = Trainer(model_c, config, train, out_dir=tmp_path / "b", resume=True, progress=False, echo=True)
     assert second.step == 6
+    capsys.readouterr()
     rest = second.train()
+    assert "median of steps 9-11" in capsys.readouterr().out  # a resumed run skips its own first two steps (7, 8)
     np.testing.assert_allclose([r["loss"] for r in first + rest], losses, atol=1e-5)
 
 

@@ -7,7 +7,9 @@ Per optimizer step (``step`` counts finished steps, from 1):
 1. ``grad_accum`` micro-batches from :meth:`TrainLoop.micro_batches`, one :meth:`TrainLoop.train_step`;
 2. the record ``{"step", "loss", "lr", "lr_head", "images", "time"}`` (lr of the step just taken);
 3. an evaluation every ``eval_every`` steps and at the last step (``mIoU`` / ``aAcc`` / ``mAcc`` added);
-4. the record to ``train_log.jsonl`` always, echoed every ``log_every`` steps, at evaluations and at the end;
+4. the record to ``train_log.jsonl`` always, echoed every ``log_every`` steps, at evaluations and at the end
+   (the echo ends with ``eta=``, the time left by :class:`~segformer.common.training.StepTimer`, which also
+   prints the estimated total time once, after the first few steady-state steps);
 5. the training state every ``checkpoint_every`` steps (not at the last one: the end saves it anyway).
 
 At the end (or at ``stop_at``) the state is saved, and the model too when ``total_steps`` is reached.
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .recipe import JsonlLog, StopSignals, TrainConfig, truncate_log
+from .recipe import JsonlLog, StepTimer, StopSignals, TrainConfig, truncate_log
 
 __all__ = ["TrainLoop"]
 
@@ -86,6 +88,7 @@ class TrainLoop:
             from tqdm import tqdm
 
             bar = tqdm(total=config.total_steps, initial=self.step, desc=f"train ({self.framework})", unit="step")
+        self.timer = StepTimer(config.total_steps)
         clock = time.perf_counter()
         with StopSignals() as stop:
             while self.step < end:
@@ -110,7 +113,10 @@ class TrainLoop:
         config = self.config
         lr = config.lr_at(self.step)
         lr_head = config.lr_at(self.step, config.custom_keys.get("head", {}).get("lr_mult", 1.0))
+        started = time.perf_counter()
         loss = self.train_step(tuple(next(iterator) for _ in range(config.grad_accum)))
+        if self.timer.add(self.step, time.perf_counter() - started) and self.log.echo:
+            print(self.timer.summary(self.step), flush=True)
         images = config.batch_size * config.grad_accum * self.world_size
         record: dict[str, Any] = {"step": self.step, "loss": loss, "lr": lr, "lr_head": lr_head,
                                   "images": self.step * images, "time": round(time.perf_counter() - clock, 3)}
@@ -124,7 +130,7 @@ class TrainLoop:
             self.last_eval = result
             record.update(mIoU=result["mean_iou"], aAcc=result["overall_accuracy"], mAcc=result["mean_accuracy"])
         if self.step % config.log_every == 0 or "mIoU" in record or self.step == config.total_steps:
-            self.log.write(record)
+            self.log.write(record, note=self.timer.note(self.step))
         elif self.log.path is not None:
             JsonlLog(self.log.path, echo=False).write(record)
         if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.total_steps:

@@ -39,14 +39,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..base.sizes import parse_size
 
 __all__ = [
     "JsonlLog",
+    "RECIPES",
+    "StepTimer",
     "StopSignals",
+    "format_duration",
+    "quick_recipe",
+    "recipe_settings",
     "nonfinite_loss_message",
     "truncate_log",
     "ORIGINAL_CUSTOM_KEYS",
@@ -260,6 +266,151 @@ class TrainConfig:
         return cls(**dict(data))
 
 
+RECIPES = ("original", "quick")
+QUICK_EPOCHS = 5
+QUICK_CROP_MULTIPLE = 32  # the encoder's total stride
+
+
+def quick_recipe(image_sizes: Sequence[tuple[int, int]], images_per_step: int) -> dict[str, Any]:
+    """The small-data recipe for a training folder: ``total_steps``, ``crop_size`` and ``img_scale``.
+
+    With ``S`` the smallest side (height or width) over ``image_sizes`` (``(height, width)`` of every training
+    image), ``N`` the number of images and ``B`` the images per optimizer step:
+
+    * crop ``C x C`` with ``C = min(512, S)`` rounded down to a multiple of 32 (``C = S`` when ``S < 32``):
+      no crop is larger than an image, and 512 is the original recipe's crop;
+    * random-resize scale ``(4 C, C)``: the original's proportions (2048, 512 for its 512 crop), so an image
+      whose short side is ``C`` keeps its size at ratio 1;
+    * ``QUICK_EPOCHS`` (5) epochs: ``5 * ceil(N / B)`` steps, at most the original's 160000.
+
+    Everything else (optimizer, schedule shape, augmentation, ratio range) is the original recipe.
+    """
+    sizes = [tuple(size) for size in image_sizes]
+    if not sizes:
+        raise ValueError("quick_recipe needs the size of at least one training image, got none")
+    for size in sizes:
+        if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
+            raise ValueError(f"image_sizes must be (height, width) pairs of integers >= 1, got {size!r}")
+    if isinstance(images_per_step, bool) or not isinstance(images_per_step, int) or images_per_step < 1:
+        raise ValueError(f"images_per_step must be an integer >= 1, got {images_per_step!r}")
+    smallest = min(min(size) for size in sizes)
+    original = TrainConfig()
+    crop = min(original.crop_size[0], smallest)
+    if crop >= QUICK_CROP_MULTIPLE:
+        crop -= crop % QUICK_CROP_MULTIPLE
+    long_over_short = original.img_scale[0] // original.img_scale[1]
+    epoch = -(-len(sizes) // images_per_step)
+    return {
+        "total_steps": min(QUICK_EPOCHS * epoch, original.total_steps),
+        "crop_size": (crop, crop),
+        "img_scale": (long_over_short * crop, crop),
+    }
+
+
+def recipe_settings(
+    recipe: str, image_sizes: Sequence[tuple[int, int]] | None = None, images_per_step: int | None = None
+) -> dict[str, Any]:
+    """``total_steps``, ``crop_size`` and ``img_scale`` of a named recipe (:data:`RECIPES`).
+
+    ``"original"``: the :class:`TrainConfig` defaults (160000 steps, 512x512 crops, scale 2048x512);
+    ``"quick"``: :func:`quick_recipe` of the training images (``image_sizes`` and ``images_per_step`` needed).
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {list(RECIPES)}, got {recipe!r}")
+    if recipe == "original":
+        original = TrainConfig()
+        return {"total_steps": original.total_steps, "crop_size": original.crop_size, "img_scale": original.img_scale}
+    if image_sizes is None or images_per_step is None:
+        raise ValueError("recipe 'quick' needs image_sizes and images_per_step (it is sized to the training images)")
+    return quick_recipe(image_sizes, images_per_step)
+
+
+def format_duration(seconds: float, compact: bool = False) -> str:
+    """``45 s``, ``12 min``, ``3.4 h``, ``2.1 days`` (``compact``: no space, ``12min``)."""
+    seconds = max(float(seconds), 0.0)
+    if seconds < 90:
+        text = f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    elif seconds < 90 * 60:
+        text = f"{seconds / 60:.0f} min"
+    elif seconds < 48 * 3600:
+        text = f"{seconds / 3600:.1f} h"
+    else:
+        text = f"{seconds / 86400:.1f} days"
+    return text.replace(" ", "") if compact else text
+
+
+class StepTimer:
+    """Time estimate of a training run from its steady-state step times (the log lines of both trainers).
+
+    The first ``skip`` steps a run takes (counted again when it resumes) are not measured: they hold graph
+    tracing (Keras), allocator warm-up and the first data loading. Seconds per step are the median of the
+    last ``window`` measured steps; the first estimate is ready after ``first_after`` measured steps.
+    Evaluations and checkpoint saves are not in the step times.
+    """
+
+    def __init__(self, total_steps: int, skip: int = 2, first_after: int = 3, window: int = 50) -> None:
+        for name, value, low in (("total_steps", total_steps, 1), ("skip", skip, 0),
+                                 ("first_after", first_after, 1), ("window", window, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.total_steps = total_steps
+        self.skip = skip
+        self.first_after = first_after
+        self.taken = 0  # steps of this run seen by add()
+        self.measured = 0
+        self.skipped_seconds = 0.0
+        self.first_measured_step: int | None = None
+        self.recent: deque[float] = deque(maxlen=window)
+
+    def add(self, step: int, seconds: float) -> bool:
+        """Record the time of ``step`` (the number of finished steps); True when the first estimate just became ready."""
+        self.taken += 1
+        if self.taken <= self.skip:
+            self.skipped_seconds += float(seconds)
+            return False
+        if self.first_measured_step is None:
+            self.first_measured_step = step
+        self.recent.append(float(seconds))
+        self.measured += 1
+        return self.measured == self.first_after
+
+    @property
+    def ready(self) -> bool:
+        return self.measured >= self.first_after
+
+    def seconds_per_step(self) -> float | None:
+        """Median of the recent measured step times (``None`` before the first estimate)."""
+        if not self.ready:
+            return None
+        ordered = sorted(self.recent)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2.0
+
+    def remaining(self, step: int) -> float | None:
+        """Estimated seconds for the steps after ``step``."""
+        per_step = self.seconds_per_step()
+        return None if per_step is None else per_step * max(self.total_steps - step, 0)
+
+    def summary(self, step: int) -> str:
+        """The estimate as a sentence (printed once, when it becomes ready)."""
+        per_step = self.seconds_per_step()
+        if per_step is None:
+            return ""
+        last = self.first_measured_step + self.measured - 1 if self.first_measured_step is not None else step
+        total = format_duration(per_step * self.total_steps)
+        left = format_duration(per_step * max(self.total_steps - step, 0))
+        return (
+            f"time estimate: {per_step:.3g} s per step (median of steps {self.first_measured_step}-{last}; the first "
+            f"{self.skip}, {format_duration(self.skipped_seconds)} in all, not counted) -> {self.total_steps} steps take "
+            f"about {total} in all, {left} left (evaluations and checkpoint saves not included)"
+        )
+
+    def note(self, step: int) -> str:
+        """``eta=3.4h`` for a log line (empty before the first estimate)."""
+        left = self.remaining(step)
+        return "" if left is None else f"eta={format_duration(left, compact=True)}"
+
+
 def build_train_transform(config: TrainConfig) -> Any:
     """The original training augmentation (:class:`~segformer.common.images.transforms.TrainTransform`) for ``config``."""
     from ..images.transforms import TrainTransform
@@ -298,7 +449,8 @@ class JsonlLog:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, record: Mapping[str, Any]) -> None:
+    def write(self, record: Mapping[str, Any], note: str = "") -> None:
+        """Append ``record``; the echoed line ends with ``note`` (not written to the file)."""
         clean = {k: (float(v) if isinstance(v, float) else v) for k, v in record.items()}
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as handle:
@@ -307,7 +459,7 @@ class JsonlLog:
             parts = []
             for key, value in clean.items():
                 parts.append(f"{key}={value:.6g}" if isinstance(value, float) else f"{key}={value}")
-            print(" ".join(parts), flush=True)
+            print(" ".join(parts + ([note] if note else [])), flush=True)
 
 
 def read_jsonl(path: Any) -> list[dict[str, Any]]:
