@@ -376,3 +376,45 @@ def test_eval_fast_path_after_a_dtype_move_equals_the_textbook_path(dtype):
         if step % 2:
             assert float((plain - previous.double()).abs().max()) > 10 * tol, f"step {step}: the edit changed nothing"
         previous = plain
+
+
+def test_eval_fold_is_computed_once_while_the_weights_hold_the_same_bits(monkeypatch):
+    """The cache is used (one fold for repeated no-grad calls), and a change of one element of any tensor the
+    fold reads, made where no version counter sees it, is caught: each such edit costs exactly one new fold."""
+    import segformer.pt.decode_head as decode_head
+
+    calls = []
+    real = decode_head.fold_decode_head
+    monkeypatch.setattr(decode_head, "fold_decode_head", lambda *a: calls.append(1) or real(*a))
+    model = _eval_model()
+    for _ in range(3):
+        _fast_and_textbook(model)
+    assert len(calls) == 1
+    for i, tensor in enumerate(model.decode_head._fold_sources()):
+        flat = tensor.detach().numpy().reshape(-1)  # shared memory, no version bump
+        flat[i % flat.size] += 0.25
+        fast, plain = _fast_and_textbook(model)
+        assert len(calls) == 2 + i, f"source {i} edited: the fold was not recomputed"
+        assert float((fast - plain).abs().max()) <= 1e-5, f"source {i} edited"
+
+
+def test_same_bits_compares_every_bit():
+    from segformer.pt.decode_head import same_bits
+
+    a = torch.tensor([1.0, float("nan"), 0.0, -2.5])
+    assert same_bits([a], [a.clone()])  # NaN == NaN bit for bit
+    negative_zero = a.clone()
+    negative_zero[2] = -0.0
+    assert not same_bits([a], [negative_zero])
+    one_ulp = a.clone()
+    one_ulp[3] = torch.nextafter(one_ulp[3], torch.tensor(0.0))
+    assert not same_bits([a], [one_ulp])
+    assert not same_bits([a], [a.double()])  # dtype
+    assert not same_bits([a], [a.reshape(2, 2)])  # shape
+    assert not same_bits([a], [a, a])  # count
+    grid = torch.arange(12.0).reshape(3, 4)
+    assert same_bits([grid.t().contiguous()], [grid.t()])  # non-contiguous: compared element by element
+    edited = grid.clone()
+    edited[1, 2] = 99.0
+    assert not same_bits([grid.t().contiguous()], [edited.t()])
+    assert same_bits([torch.zeros(0)], [torch.zeros(0)])
