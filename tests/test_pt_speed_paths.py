@@ -3,7 +3,10 @@
 * the segmentation loss (classes-contiguous cross-entropy) == ``cross_entropy(interpolate(logits))`` of the
   NCHW tensor, value and gradients, float64 and float32, with ignored pixels and non-integer scales;
 * the trainer's fused AdamW == the for-loop ``torch.optim.AdamW`` on the same gradients;
-* ``compile_for_inference`` (``torch.compile``, inductor) == the eager fast path (slow: it compiles).
+* ``compile_for_inference`` (``torch.compile``, inductor) == the eager fast path (slow: it compiles);
+* the eval fast path's folded head never goes stale: after optimizer steps (fused / foreach / for-loop AdamW
+  and SGD), ``.data`` / numpy / ``no_grad`` / ``copy_`` edits, ``load_state_dict``, BatchNorm statistics
+  changes, ``requires_grad_`` and dtype moves it equals the textbook path (``use_fast_path=False``).
 
 Speed itself is never asserted here; the numbers are in benchmarks/README.md and benchmarks/TRAINING.md.
 """
