@@ -205,12 +205,14 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         foreach optimizer kernels, ``.data`` or numpy edits, ``load_state_dict``, ``.to()``, a train-mode
         forward moving the running statistics). The comparison reads the head's weights twice, a small
         fraction of the fold's own cost (``benchmarks/README.md``, "Eval fold cache"). With autograd on, or
-        while tracing / compiling, the fold is recomputed so gradients and graphs see it."""
+        while tracing / compiling, the fold is recomputed so gradients and graphs see it; on an accelerator too
+        (there the fold is a few queued kernels, while comparing would wait for the device on every call)."""
         d = self.config.decoder_hidden_size
         n = self.config.num_encoder_blocks
         bn = self.batch_norm
         sources = self._fold_sources()
         cacheable = not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+        cacheable = cacheable and all(t.device.type == "cpu" for t in sources)
         if cacheable:
             cached = self.__dict__.get("_fold_cache")
             if cached is not None and cached[0] == bn.eps and same_bits(cached[1], sources):
