@@ -272,7 +272,8 @@ def _one_training_step(model, optimizer_factory):
 
 
 @pytest.mark.parametrize("name, factory", [
-    ("AdamW fused", lambda p: torch.optim.AdamW(p, lr=1e-2, fused=True)),
+    ("AdamW fused", lambda p: torch.optim.AdamW(p, fused=True)),
+    ("AdamW foreach, default lr", lambda p: torch.optim.AdamW(p, foreach=True)),
     ("AdamW foreach", lambda p: torch.optim.AdamW(p, lr=1e-2, foreach=True)),
     ("AdamW for-loop", lambda p: torch.optim.AdamW(p, lr=1e-2, foreach=False)),
     ("SGD fused", lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9, fused=True)),
