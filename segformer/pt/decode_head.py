@@ -190,7 +190,8 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         return fused.permute(0, 3, 1, 2)
 
     def _fold_sources(self) -> list[torch.Tensor]:
-        """Every tensor the eval fold reads: linear_fuse, BatchNorm (affine and running statistics), the projections."""
+        """Every tensor the eval fold reads, in this order: linear_fuse, BatchNorm (weight, bias, running mean,
+        running variance), then each stage's projection (weight, bias)."""
         bn = self.batch_norm
         sources = [self.linear_fuse.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
         return sources + [t for mlp in self.linear_c for t in (mlp.proj.weight, mlp.proj.bias)]
@@ -217,12 +218,13 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
             cached = self.__dict__.get("_fold_cache")
             if cached is not None and cached[0] == bn.eps and same_bits(cached[1], sources):
                 return cached[2]
-        folded = fold_decode_head(
-            self.linear_fuse.weight.reshape(d, n * d), [mlp.proj.weight for mlp in self.linear_c],
-            [mlp.proj.bias for mlp in self.linear_c], bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps,
-        )
+        # folded from the kept copy itself, so the cache holds the fold of exactly the bits it compares
+        tensors = [t.detach().clone() for t in sources] if cacheable else sources
+        fuse, gamma, beta, mean, var, *projections = tensors
+        folded = fold_decode_head(fuse.reshape(d, n * d), projections[0::2], projections[1::2], gamma, beta, mean, var,
+                                  bn.eps)
         if cacheable:  # nothing written while tracing / compiling (no side effect in exported graphs)
-            self.__dict__["_fold_cache"] = (bn.eps, [t.detach().clone() for t in sources], folded)
+            self.__dict__["_fold_cache"] = (bn.eps, tensors, folded)
         return folded
 
     def _logits_fast(self, maps: list[torch.Tensor]) -> torch.Tensor:
