@@ -6,7 +6,7 @@
 Per (variant, size, threads), min / median / max milliseconds of:
 
 * ``forward``: one eval fast-path forward (batch 1, 150 classes, ``torch.inference_mode``), fold cache hit;
-* ``fold``: :func:`segformer.common.head_fold.fold_decode_head` of the head's weights (what folding on every
+* ``fold``: :func:`segformer.common.model.head_fold.fold_decode_head` of the head's weights (what folding on every
   call would add to each forward);
 * ``check``: the cache's comparison of its kept copy with the live weights (what the cache adds to each
   forward: ``segformer.pt.decode_head.same_bits``).
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from segformer.common.config import SegformerConfig
-    from segformer.common.head_fold import fold_decode_head
+    from segformer.common.model.config import SegformerConfig
+    from segformer.common.model.head_fold import fold_decode_head
     from segformer.pt import SegformerForSemanticSegmentation
     from segformer.pt.decode_head import same_bits
 
