@@ -165,7 +165,9 @@ class Segmenter:
         preset: a :class:`~segformer.common.presets.Preset` (or its name) whose test-time settings to use.
         mode: ``"whole"`` or ``"slide"`` (default: the preset's, else ``"whole"``).
         crop_size, stride: sliding windows ``(height, width)`` (default: the preset's, else 512 / 341).
-        scales, flip: multi-scale + horizontal-flip test-time augmentation (probabilities averaged).
+        scales, flip: multi-scale + horizontal-flip test-time augmentation (probabilities averaged); one scale
+            without flip resizes the image once, straight to the resize rule's size times that scale (the same
+            as a plain ``resize`` to that size).
         resize: ``"processor"`` (the processor's fixed size), ``"keep-ratio"`` (the original's rule, bounded by
             ``test_scale = (long, short)`` and rounded up to ``size_divisor``), ``"none"`` (the image as it is),
             or an int / ``(height, width)``. Default: ``"keep-ratio"`` with a preset, else ``"processor"``.
