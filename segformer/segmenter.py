@@ -199,7 +199,6 @@ class Segmenter:
         from .common.viz import _palette_array
 
         self.framework = _framework_of(model)
-        self.backend = backend_module(self.framework).Backend(model, device)
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         config = model.config
         if getattr(config, "num_labels", None) is None or not hasattr(config, "id2label"):
@@ -234,6 +233,7 @@ class Segmenter:
             raise ValueError(f"palette has {len(self.palette)} colours but the model has {num_labels} classes")
         self.device = device
         self.max_pixels: int | None = None  # decoding limit for files (None: Pillow's decompression-bomb limit)
+        self.backend = backend_module(self.framework).Backend(model, device)  # eval mode, on the device
 
     def _resize_rule(self, resize: Any) -> tuple[str, tuple[int, int] | None]:
         if resize is None:
