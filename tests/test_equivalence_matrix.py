@@ -282,6 +282,7 @@ def test_trainer_evaluation_also_after_a_fused_adamw_step(world, label_folder):
     from segformer.pt import SegformerForSemanticSegmentation
     from segformer.pt.training import Trainer
 
+    torch.manual_seed(1)  # dropout / drop-path of the training step (this seed changes labels the stale fold keeps)
     model = SegformerForSemanticSegmentation.from_pretrained(world["folders"]["safetensors"])
     processor = world["processor"]
 
