@@ -119,13 +119,13 @@ def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys, 
     assert slide < whole
     limit = f"{(slide + whole) // 2 // 1024}KB"
     code = main(["predict", "--model", str(trained / "run"), str(big), "--out", str(tmp_path / "q"),
-                 "--memory-limit", limit, "--no-progress"])
+                 "--memory-limit", limit, "--eval-size", "none", "--no-progress"])  # the image as it is
     assert code == 2
     err = capsys.readouterr().err
     assert "1200x1100" in err and "whole mode" in err and "--mode slide would need about" in err and "which fits" in err
     assert not (tmp_path / "q").exists()
     code = main(["predict", "--model", str(trained / "run"), str(big), "--out", str(tmp_path / "q"),
-                 "--memory-limit", limit, "--mode", "slide", "--no-progress", "--no-overlay"])
+                 "--memory-limit", limit, "--eval-size", "none", "--mode", "slide", "--no-progress", "--no-overlay"])
     assert code == 0
     with Image.open(tmp_path / "q" / "big.png") as mask:
         assert mask.size == (1100, 1200) and mask.mode == "P"
@@ -135,13 +135,14 @@ def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys, 
     one = estimate(config, (1200, 1100), "whole").total
     limit = f"{(one * 3) // 1024}KB"  # one image fits, 2 workers x batch 2 = 4 in flight do not
     code = main(["predict", "--model", str(trained / "run"), str(big), "--out", str(tmp_path / "r"),
-                 "--memory-limit", limit, "--workers", "2", "--batch-size", "2", "--no-progress"])
+                 "--memory-limit", limit, "--eval-size", "none", "--workers", "2", "--batch-size", "2", "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err
     assert "4 images of its size in flight" in err and "--workers 1 --batch-size 1 would fit" in err
     assert not (tmp_path / "r").exists()
     code = main(["predict", "--model", str(trained / "run"), str(big), "--out", str(tmp_path / "r"),
-                 "--memory-limit", limit, "--workers", "1", "--batch-size", "1", "--no-progress", "--no-overlay"])
+                 "--memory-limit", limit, "--eval-size", "none", "--workers", "1", "--batch-size", "1", "--no-progress",
+                 "--no-overlay"])
     assert code == 0
 
 

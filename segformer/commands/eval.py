@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduce-labels", action="store_true", help="ADE20K annotations: 0 -> ignored, k -> k-1")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true")
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, "none")
 
 
 class _Subset:

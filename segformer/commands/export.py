@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from ..common.base.deps import require, require_framework
     from ..common.inference.quantization import calibration_pixel_values, label_agreement
     from ..common.base.sizes import parse_size
+    from ..segmenter import backend_module
     from .shared import load_model
 
     fmt = args.format
@@ -150,18 +151,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             export_onnx_int8(model, out, calibration=calibration, mode=args.int8_mode, input_size=size,
                              full_resolution=args.full_resolution, overwrite=args.overwrite)
-
-        def reference(x: np.ndarray) -> np.ndarray:
-            import torch
-            import torch.nn.functional as F
-
-            with torch.inference_mode():
-                logits = model(torch.from_numpy(x)).logits
-                if args.full_resolution:
-                    logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
-            return logits.numpy()
     else:
-        from ..tf.export import _Serving, export_saved_model, export_tflite
+        from ..tf.export import export_saved_model, export_tflite
 
         if fmt == "saved-model":
             export_saved_model(model, out, full_resolution=args.full_resolution, overwrite=args.overwrite)
@@ -169,10 +160,11 @@ def run(args: argparse.Namespace) -> int:
             quantization = {"tflite": None, "tflite-fp16": "float16", "tflite-int8": "int8"}[fmt]
             export_tflite(model, out, input_size=size, full_resolution=args.full_resolution, overwrite=args.overwrite,
                           quantization=quantization, representative_data=calibration)
-        serving = _Serving(model, "channels_first", args.full_resolution)
+    backend = backend_module(framework).Backend(model)  # the float32 model's logits, as Segmenter runs it
 
-        def reference(x: np.ndarray) -> np.ndarray:
-            return np.asarray(serving.logits(x))
+    def reference(x: np.ndarray) -> np.ndarray:
+        return backend.logits(x, full_resolution=args.full_resolution)
+
     size_mb = _file_size(out) / 1e6
     calibrated = f", calibrated on {len(calibration)} image(s)" if calibration and _needs_calibration(args) else ""
     what = FORMATS[fmt][2] if _needs_calibration(args) or fmt != "onnx-int8" else \

@@ -13,8 +13,10 @@ per image with its most frequent classes (fraction of pixels and name) and write
 ``--overwrite`` (checked for every image before any work), and an input is never written over, even
 with ``--overwrite``. A file that cannot be read (missing, truncated, not an image, too many pixels) is
 skipped and listed at the end with its reason, and the exit status is 1; ``--strict`` stops at the first
-one instead. Masks have the input's resolution. It is a thin layer over :class:`segformer.Segmenter`:
-labels are computed in row bands (no ``classes x H x W`` logits). ``--workers`` parallel pipelines each
+one instead. Masks have the input's resolution. It is a thin layer over :class:`segformer.Segmenter`, built
+as :meth:`segformer.Segmenter.from_pretrained` builds it (the folder's processor config, a preset's test-time
+settings), so the masks are the label maps that ``Segmenter.from_pretrained(MODEL)(image)`` gives; every
+inference option is one ``Segmenter`` argument. Labels are computed in row bands (no ``classes x H x W`` logits). ``--workers`` parallel pipelines each
 decode, resize, segment and post-process their share of the images (``--batch-size`` consecutive images at a
 time, equal-sized ones in one model call) while background threads write the outputs; the outputs are the
 ones a one-at-a-time loop writes, byte for byte. By default (PyTorch on the CPU) there is one pipeline per
@@ -77,9 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay mask weight in [0, 1] (default 0.5)")
     parser.add_argument("--palette", default=None,
-                        help="ade20k | cityscapes | auto (default: by num_labels: 150 ade20k, 19 cityscapes, else generated)")
+                        help="ade20k | cityscapes | auto (default: the preset's label set, else by num_labels: 150 ade20k, 19 "
+                             "cityscapes, else generated)")
     parser.add_argument("--top", type=int, default=3, help="classes listed per image (default 3)")
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, "the resize Segmenter.from_pretrained uses: the preset's keep-ratio rule for a "
+                                    "preset name, else the processor's (the folder's preprocessor_config.json, else "
+                                    "512x512)")
 
 
 def palette_for(num_labels: int, name: str | None = None) -> np.ndarray:
@@ -308,8 +313,8 @@ def run(args: argparse.Namespace) -> int:
     ranks = _Ranks(args.framework)  # under torchrun / TF_CONFIG workers: this process's share of the images
     model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
     readable, sizes = readable[ranks.rank :: ranks.world], sizes[ranks.rank :: ranks.world]
-    segmenter = build_segmenter(model, args, palette=palette_for(model.config.num_labels, args.palette))
-    segmenter.batch_size = args.batch_size
+    palette = {} if args.palette in (None, "auto") else {"palette": palette_for(model.config.num_labels, args.palette)}
+    segmenter = build_segmenter(model, args, batch_size=args.batch_size, **palette)
     workers = default_workers(args.framework) if args.workers is None else args.workers
     if readable:
         check_memory(segmenter, readable, sizes, args, in_flight=max(workers, 1) * args.batch_size)

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common.base.atomic import atomic_path
-from ..common.inference.rules import as_size_pair
+from ..common.inference import as_size_pair
+from .backend import logits_of
 
 __all__ = ["LogitsModule", "export_onnx", "export_program", "compile_model", "bf16_logits"]
 
@@ -38,8 +39,7 @@ class LogitsModule(nn.Module):
         self.full_resolution = bool(full_resolution)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        output = self.model(pixel_values)
-        logits = output.logits if hasattr(output, "logits") else output[0] if isinstance(output, tuple) else output
+        logits = logits_of(self.model(pixel_values))
         if self.full_resolution:
             logits = F.interpolate(logits, size=pixel_values.shape[2:], mode="bilinear", align_corners=False)
         return logits

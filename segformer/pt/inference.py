@@ -33,6 +33,7 @@ from ..common.inference.rules import (
     window_counts,
 )
 from ..common.inference.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
+from .backend import logits_of
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "compile_for_inference"]
 
@@ -71,19 +72,9 @@ def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def _logits_of(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"model must return logits (a tensor, an object with .logits or a tuple), got {type(output).__name__}")
-
-
 def _encode_decode(model: Callable, pixel_values: torch.Tensor) -> torch.Tensor:
     """The model's logits upsampled to the size of ``pixel_values``: (B, K, h, w)."""
-    logits = _logits_of(model(pixel_values))
+    logits = logits_of(model(pixel_values))
     if logits.ndim != 4 or logits.shape[0] != pixel_values.shape[0]:
         raise ValueError(
             f"model returned logits of shape {tuple(logits.shape)} for pixel_values {tuple(pixel_values.shape)}; "
@@ -213,7 +204,7 @@ def _pass_source(
         crops = [scaled] if settings.mode == "whole" else [scaled[:, :, w.y1 : w.y2, w.x1 : w.x2] for w in windows]
 
         def run(batch: list[torch.Tensor]) -> list[np.ndarray]:
-            logits = _logits_of(model(torch.cat(batch)))
+            logits = logits_of(model(torch.cat(batch)))
             return [row.float().cpu().numpy() for row in logits]
 
         return run_by_shape(crops, window_batch, run)

@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.base.atomic import atomic_path, check_overwrite
-from ..common.inference.rules import as_size_pair
+from ..common.inference import as_size_pair
+from .backend import logits_of
 from .layers import resize_bilinear
 
 __all__ = [
@@ -67,9 +68,7 @@ class _Serving(tf.Module):
         self.full_resolution = bool(full_resolution)
 
     def logits(self, pixel_values: tf.Tensor) -> tf.Tensor:
-        output = self.model(pixel_values, training=False)
-        logits = output.logits if hasattr(output, "logits") else output[0] if isinstance(output, (tuple, list)) else output
-        logits = tf.cast(logits, tf.float32)
+        logits = tf.cast(logits_of(self.model(pixel_values, training=False)), tf.float32)
         if self.full_resolution:
             if self.data_format == "channels_first":
                 size = tf.shape(pixel_values)[2:4]
@@ -302,6 +301,4 @@ def mixed_float16_logits(model: Any, pixel_values: Any) -> np.ndarray:
     else:
         clone.set_weights(model.get_weights())
 
-    output = clone(pixel_values, training=False)
-    logits = output.logits if hasattr(output, "logits") else output
-    return np.asarray(tf.cast(logits, tf.float32))
+    return np.asarray(tf.cast(logits_of(clone(pixel_values, training=False)), tf.float32))

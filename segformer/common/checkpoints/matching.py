@@ -27,6 +27,13 @@ class LoadReport:
     def ok(self) -> bool:
         return not (self.missing_keys or self.unexpected_keys or self.mismatched_keys or self.nonfinite_keys)
 
+    @property
+    def untrained_head_keys(self) -> list[str]:
+        """The decode-head tensors the checkpoint lacks (its head would be random): missing ``decode_head.*``
+        names other than BatchNorm's ``num_batches_tracked`` counter, which Keras-written files have no
+        variable for."""
+        return [k for k in self.missing_keys if k.startswith("decode_head.") and not k.endswith("num_batches_tracked")]
+
     def summary(self) -> str:
         lines = []
         if self.missing_keys:
