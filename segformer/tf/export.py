@@ -34,6 +34,7 @@ __all__ = [
     "export_tflite",
     "run_tflite",
     "TFLiteRunner",
+    "tflite_layer_losses",
     "mixed_float16_logits",
     "TFLITE_QUANTIZATIONS",
 ]
@@ -274,6 +275,60 @@ class TFLiteRunner:
         if scale and np.issubdtype(out["dtype"], np.integer):
             result = (result.astype(np.float32) - zero) * np.float32(scale)
         return result
+
+
+def _tflite_tensors(path: str | os.PathLike, pixel_values: np.ndarray) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Run a TFLite file keeping every intermediate tensor: (op output names in execution order, {name:
+    float value}), quantized tensors dequantized with their scale / zero point."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # wanted here
+        interpreter = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    runner = TFLiteRunner.__new__(TFLiteRunner)  # its input / output conversion on this interpreter
+    runner.interpreter = interpreter
+    (runner.input,) = interpreter.get_input_details()
+    (runner.output,) = interpreter.get_output_details()
+    runner(pixel_values)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    order = [index for op in interpreter._get_ops_details() for index in op["outputs"] if index in details]
+    values: dict[str, np.ndarray] = {}
+    for index in order:
+        detail = details[index]
+        try:
+            value = np.array(interpreter.get_tensor(index))
+        except ValueError:  # a tensor without data
+            continue
+        scale, zero = detail["quantization"]
+        if np.issubdtype(value.dtype, np.integer):
+            if not scale:
+                continue
+            value = (value.astype(np.float32) - zero) * np.float32(scale)
+        values[detail["name"]] = value
+    return [details[index]["name"] for index in order if details[index]["name"] in values], values
+
+
+def tflite_layer_losses(
+    model: Any,
+    int8_path: str | os.PathLike,
+    pixel_values: np.ndarray,
+    input_size: int | Sequence[int] = (512, 512),
+    full_resolution: bool = False,
+    top: int = 3,
+) -> list[tuple[str, float]]:
+    """The layers of a full-integer TFLite file (:func:`export_tflite` ``quantization="int8"``) that lose
+    most against a float32 TFLite export of ``model`` on one input: tensors of the same name and shape in
+    both files, ranked by :func:`segformer.common.quantization.rank_layer_losses`. Twin of
+    :func:`segformer.common.quantization.onnx_layer_losses`."""
+    from ..common.quantization import rank_layer_losses
+
+    with tempfile.TemporaryDirectory(prefix="segformer-tflite-") as scratch:
+        float_path = export_tflite(model, Path(scratch) / "float32.tflite", input_size=input_size,
+                                   full_resolution=full_resolution)
+        names, reference = _tflite_tensors(float_path, pixel_values)
+    _, quantized = _tflite_tensors(int8_path, pixel_values)
+    names = [name for name in names if name in quantized and quantized[name].shape == reference[name].shape]
+    return rank_layer_losses(names, [reference[n] for n in names], [quantized[n] for n in names], top=top)
 
 
 def run_tflite(path: str | os.PathLike, pixel_values: np.ndarray) -> np.ndarray:
