@@ -17,6 +17,7 @@ run only where the CPU has VNNI.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -386,17 +387,61 @@ def test_export_cli_writes_prints_size_and_agreement(checkpoint, tmp_path, capsy
 
     out = tmp_path / "model.bin"
     out.write_bytes(b"old")
+    # the tiny random model's margins are thin (module docstring): its floor is INT8_MIN, not the default 99 %
     argv = ["export", "--model", str(checkpoint / "seg"), "--format", fmt, "--out", str(out), "--size", "64,64",
-            "--calibration", str(checkpoint / "photos"), "--overwrite"]
-    assert main(argv) == 0
+            "--calibration", str(checkpoint / "photos"), "--overwrite", "--min-agreement", str(100 * INT8_MIN)]
+    assert main(argv + (["--target-cpu", "avx2"] if fmt == "onnx-int8" else [])) == 0
     text = capsys.readouterr().out
     print(text)
     assert f"wrote {out}" in text and "calibrated on 3 image(s)" in text
     assert f"{out.stat().st_size / 1e6:.2f} MB on disk" in text
     line = next(line for line in text.splitlines() if line.startswith("label-map agreement"))
-    assert "on 3 calibration image(s) + 2 random images" in line
+    assert "on 3 calibration image(s): mean" in line and "floor 90 %" in line
     assert float(line.split("min ")[1].split(" %")[0]) >= 100 * INT8_MIN
+    if fmt == "onnx-int8":
+        import onnx
+
+        assert "for --target-cpu avx2: uint8 activations x 7-bit weights" in text
+        assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["segformer_int8_target"] == "avx2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
+def test_export_cli_refuses_below_the_agreement_floor(checkpoint, tmp_path, capsys, monkeypatch, fmt):
+    pytest.importorskip("onnxruntime" if fmt == "onnx-int8" else "tensorflow")
+    import segformer.common.quantization as quantization
+    from segformer.cli import main
+
+    out = tmp_path / "model.bin"
+    out.write_bytes(b"old")
+    monkeypatch.setattr(quantization, "label_agreement", lambda a, b, axis=1: 0.5)  # every check image: 50 %
+    argv = ["export", "--model", str(checkpoint / "seg"), "--format", fmt, "--out", str(out), "--size", "64,64",
+            "--calibration", str(checkpoint / "photos"), "--overwrite"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "mean 50.00 %" in captured.out and "floor 99 %" in captured.out
+    err = captured.err
+    assert err.startswith("error: label-map agreement 50.00 % with the float32 model on 3 calibration image(s) is "
+                          "below the floor --min-agreement 99 %; the layers that lose most") and err.count("\n") == 1
+    names = err.split("where it grows): ")[1].split(f"; {out} was not written")[0].split(", ")
+    assert len(names) == 3 and all(re.fullmatch(r"\S+ \d+\.\d{3}", name) for name in names), names  # "layer error" x 3
+    assert "Pass --accept-low-agreement" in err
+    assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+    assert main(argv + ["--accept-low-agreement"]) == 0
+    text = capsys.readouterr().out
+    assert "below the floor, accepted (--accept-low-agreement)" in text and f"wrote {out}" in text
+    assert out.read_bytes() != b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+def test_export_cli_agreement_and_target_errors(checkpoint, tmp_path, capsys):
+    from segformer.cli import main
+
+    base = ["export", "--model", str(checkpoint / "seg"), "--out", str(tmp_path / "x"), "--size", "64"]
+    assert main(base + ["--format", "onnx", "--min-agreement", "150"]) == 2
+    assert "--min-agreement is a percentage of pixels, 0 to 100, got 150" in capsys.readouterr().err
+    assert main(base + ["--format", "tflite-int8", "--target-cpu", "vnni", "--calibration", str(checkpoint / "photos")]) == 2
+    assert "--target-cpu vnni applies to --format onnx-int8 only, got --format tflite-int8" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -412,9 +457,9 @@ def test_export_cli_every_other_format(checkpoint, tmp_path, capsys, fmt, name, 
     from segformer.cli import main
 
     argv = ["export", "--model", str(checkpoint / "seg"), "--format", fmt, "--out", str(tmp_path / name), "--size", "64"]
-    assert main(argv + (["--int8-mode", "dynamic"] if fmt == "onnx-int8" else [])) == 0
+    assert main(argv + (["--int8-mode", "dynamic", "--min-agreement", str(100 * INT8_MIN)] if fmt == "onnx-int8" else [])) == 0
     text = capsys.readouterr().out
-    assert f"({what}" in text and "on the sample photo + 2 random images" in text
+    assert f"({what}" in text and "on the sample photo: mean" in text
     line = next(line for line in text.splitlines() if line.startswith("label-map agreement"))
     assert float(line.split("min ")[1].split(" %")[0]) >= 100 * (INT8_MIN if "int8" in fmt else FP16_MIN)
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]

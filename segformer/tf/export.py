@@ -277,9 +277,15 @@ class TFLiteRunner:
         return result
 
 
+# the layers compared by tflite_layer_losses: matrix products and convolutions (as onnx_layer_losses); the
+# inner tensors of a LayerNorm (its mean, near zero) would rank high on rounding that does not matter after it
+_TFLITE_LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
+
+
 def _tflite_tensors(path: str | os.PathLike, pixel_values: np.ndarray) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Run a TFLite file keeping every intermediate tensor: (op output names in execution order, {name:
-    float value}), quantized tensors dequantized with their scale / zero point."""
+    """Run a TFLite file keeping every intermediate tensor: (the output names of its matrix products and
+    convolutions in execution order, {name: float value}), quantized tensors dequantized with their scale /
+    zero point."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # wanted here
@@ -291,7 +297,8 @@ def _tflite_tensors(path: str | os.PathLike, pixel_values: np.ndarray) -> tuple[
     (runner.output,) = interpreter.get_output_details()
     runner(pixel_values)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    order = [index for op in interpreter._get_ops_details() for index in op["outputs"] if index in details]
+    order = [index for op in interpreter._get_ops_details() if op["op_name"] in _TFLITE_LAYER_OPS
+             for index in op["outputs"] if index in details]
     values: dict[str, np.ndarray] = {}
     for index in order:
         detail = details[index]
@@ -318,7 +325,8 @@ def tflite_layer_losses(
 ) -> list[tuple[str, float]]:
     """The layers of a full-integer TFLite file (:func:`export_tflite` ``quantization="int8"``) that lose
     most against a float32 TFLite export of ``model`` on one input: tensors of the same name and shape in
-    both files, ranked by :func:`segformer.common.quantization.rank_layer_losses`. Twin of
+    both files (matrix products and convolutions; a fused op is named by its first op), ranked by
+    :func:`segformer.common.quantization.rank_layer_losses`. Twin of
     :func:`segformer.common.quantization.onnx_layer_losses`."""
     from ..common.quantization import rank_layer_losses
 
@@ -328,7 +336,8 @@ def tflite_layer_losses(
         names, reference = _tflite_tensors(float_path, pixel_values)
     _, quantized = _tflite_tensors(int8_path, pixel_values)
     names = [name for name in names if name in quantized and quantized[name].shape == reference[name].shape]
-    return rank_layer_losses(names, [reference[n] for n in names], [quantized[n] for n in names], top=top)
+    ranked = rank_layer_losses(names, [reference[n] for n in names], [quantized[n] for n in names], top=top)
+    return [(name.split(";")[0], error) for name, error in ranked]  # a fused op's name lists each op it holds
 
 
 def run_tflite(path: str | os.PathLike, pixel_values: np.ndarray) -> np.ndarray:
