@@ -44,6 +44,8 @@ FORMATS: dict[str, tuple[str, bool, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..common.quantization import DEFAULT_MIN_AGREEMENT, INT8_TARGETS, ONNX_INT8_MODES
+
     parser.add_argument("--model", required=True, help="checkpoint folder, preset name (segformer presets) or Hub id")
     parser.add_argument("--format", required=True, choices=list(FORMATS),
                         help="; ".join(f"{name}: {text}" for name, (_, _, text) in FORMATS.items()))
@@ -53,16 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "required by onnx-int8 (static) and tflite-int8; 50-200 typical images are plenty")
     parser.add_argument("--calibration-limit", type=int, default=200, metavar="N",
                         help="use at most the first N calibration images (default 200)")
-    parser.add_argument("--int8-mode", choices=("static", "dynamic"), default="static",
+    parser.add_argument("--int8-mode", choices=list(ONNX_INT8_MODES), default="static",
                         help="onnx-int8: static (calibrated activations, default) or dynamic (weights only, no calibration)")
-    parser.add_argument("--target-cpu", choices=("auto", "avx2", "vnni", "arm"), default="auto",
+    parser.add_argument("--target-cpu", choices=list(INT8_TARGETS), default="auto",
                         help="onnx-int8: the CPU that will run the file, which may not be this one. avx2: 7-bit weights, "
                              "correct on every x86-64 CPU; vnni: 8-bit weights, only for x86-64 CPUs with AVX512-VNNI / "
                              "AVX-VNNI (elsewhere int16 sums saturate); arm: int8 activations (ARM64); auto (default): "
                              "this machine's")
-    parser.add_argument("--min-agreement", type=float, default=None, metavar="PERCENT",
+    parser.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, metavar="PERCENT",
                         help="the least label-map agreement with the float32 model, in percent of the pixels of the "
-                             "check images, below which nothing is written and the exit status is 1 (default 99)")
+                             "check images, below which nothing is written and the exit status is 1 "
+                             f"(default {DEFAULT_MIN_AGREEMENT:g})")
     parser.add_argument("--accept-low-agreement", action="store_true",
                         help="write the file even when its agreement is below --min-agreement (exit status 0)")
     parser.add_argument("--size", default="512,512", help="H,W of the example / fixed input and of calibration (default 512,512)")
@@ -149,7 +152,7 @@ def _put_in_place(written: Path, out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..common.atomic import temp_folder_for
     from ..common.deps import require, require_framework
-    from ..common.quantization import DEFAULT_MIN_AGREEMENT, calibration_pixel_values
+    from ..common.quantization import calibration_pixel_values
     from ..common.sizes import parse_size
     from .shared import load_model
 
@@ -161,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"--out {args.out!r} already exists; pass --overwrite to replace it")
     if args.calibration_limit < 1:
         raise ValueError(f"--calibration-limit must be a positive integer, got {args.calibration_limit}")
-    floor = DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
+    floor = args.min_agreement
     if not 0.0 <= floor <= 100.0:
         raise ValueError(f"--min-agreement is a percentage of pixels, 0 to 100, got {args.min_agreement:g}")
     if args.target_cpu != "auto" and fmt != "onnx-int8":
