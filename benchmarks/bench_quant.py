@@ -6,8 +6,8 @@ Part 1, latency (b0, 512x512, 150 classes, random weights; timing does not depen
 repeats round robin over the implementations (one pass of each per round) after warm-up passes:
 PT float32 fast path, PT dynamic int8 (encoder linears), ONNX Runtime float32 of our export, ONNX Runtime
 static int8 (QDQ) of it in this CPU's format (``target_cpu="auto"``) and, on a VNNI / ARM CPU, also in the
-``avx2`` format (7-bit weights, exact on every x86-64 CPU), ONNX Runtime float32 of transformers' export (``torch.onnx.export`` of
-``transformers.SegformerForSemanticSegmentation``; skipped with the reason when it cannot be produced),
+``avx2`` format (7-bit weights, exact on every x86-64 CPU), ONNX Runtime float32 of transformers' export
+(``torch.onnx.export`` of ``transformers.SegformerForSemanticSegmentation``; skipped with the reason when it cannot be produced),
 TFLite float32 / float16 weights / full-integer int8. Sizes on disk: the files (PT: ``torch.save`` of the
 state dict).
 
