@@ -125,6 +125,11 @@ def _runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return TFLiteRunner(path)
 
 
+# onnx-int8: the float32 export it is quantized from, kept in the staging folder for the layer comparison (in a
+# sub-folder, so that no --out name can be the same path)
+_FLOAT_SOURCE = Path("float32-source", "model.onnx")
+
+
 def _layer_losses(fmt: str, staging: Path, written: Path, model: Any, size: tuple[int, int], args: argparse.Namespace,
                   pixel_values: np.ndarray) -> list[tuple[str, float]]:
     """The layers of the int8 file that lose most against float32 (on the worst check image); ``[]`` for
@@ -132,7 +137,7 @@ def _layer_losses(fmt: str, staging: Path, written: Path, model: Any, size: tupl
     if fmt == "onnx-int8":
         from ..common.quantization import onnx_layer_losses
 
-        return onnx_layer_losses(staging / "float32.onnx", written, pixel_values)
+        return onnx_layer_losses(staging / _FLOAT_SOURCE, written, pixel_values)
     if fmt == "tflite-int8":
         from ..tf.export import tflite_layer_losses
 
@@ -213,7 +218,8 @@ def _export_and_check(args: argparse.Namespace, fmt: str, framework: str, size: 
             from ..common.quantization import quantize_onnx
 
             form = onnx_int8_format(args.target_cpu)
-            float_path = export_onnx(model, staging / "float32.onnx", input_size=size,
+            (staging / _FLOAT_SOURCE).parent.mkdir()
+            float_path = export_onnx(model, staging / _FLOAT_SOURCE, input_size=size,
                                      full_resolution=args.full_resolution)
             quantize_onnx(float_path, written, calibration=calibration, mode=args.int8_mode,
                           target_cpu=form["target"])
