@@ -5,8 +5,9 @@
 Part 1, latency (b0, 512x512, 150 classes, random weights; timing does not depend on them), one process,
 repeats round robin over the implementations (one pass of each per round) after warm-up passes:
 PT float32 fast path, PT dynamic int8 (encoder linears), ONNX Runtime float32 of our export, ONNX Runtime
-static int8 (QDQ) of it, ONNX Runtime float32 of transformers' export (``torch.onnx.export`` of
-``transformers.SegformerForSemanticSegmentation``; skipped with the reason when it cannot be produced),
+static int8 (QDQ) of it in this CPU's format (``target_cpu="auto"``) and, on a VNNI / ARM CPU, also in the
+``avx2`` format (7-bit weights, exact on every x86-64 CPU), ONNX Runtime float32 of transformers' export
+(``torch.onnx.export`` of ``transformers.SegformerForSemanticSegmentation``; skipped with the reason when it cannot be produced),
 TFLite float32 / float16 weights / full-integer int8. Sizes on disk: the files (PT: ``torch.save`` of the
 state dict).
 
@@ -49,7 +50,7 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int, hf: bool 
 
     from segformer.pt.export import export_onnx
     from segformer.pt.quantize import quantize_dynamic
-    from segformer.common.inference.quantization import quantize_onnx
+    from segformer.common.inference.quantization import cpu_int8_target, quantize_onnx
     from segformer.tf import TFSegformerForSemanticSegmentation
     from segformer.tf.export import TFLiteRunner, export_tflite
 
@@ -82,6 +83,10 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int, hf: bool 
     paths["ort-fp32"] = (ort_run(work / "fp32.onnx"), _size_mb(work / "fp32.onnx"))
     quantize_onnx(work / "fp32.onnx", work / "int8.onnx", calibration=calibration, mode="static")
     paths["ort-int8-static"] = (ort_run(work / "int8.onnx"), _size_mb(work / "int8.onnx"))
+    if cpu_int8_target() != "avx2":  # the format every x86-64 CPU computes exactly (7-bit weights), for comparison
+        quantize_onnx(work / "fp32.onnx", work / "int8-avx2.onnx", calibration=calibration, mode="static",
+                      target_cpu="avx2")
+        paths["ort-int8-static-avx2"] = (ort_run(work / "int8-avx2.onnx"), _size_mb(work / "int8-avx2.onnx"))
     if hf:
         try:
             import transformers

@@ -35,6 +35,7 @@ __all__ = [
     "export_tflite",
     "run_tflite",
     "TFLiteRunner",
+    "tflite_layer_losses",
     "mixed_float16_logits",
     "TFLITE_QUANTIZATIONS",
 ]
@@ -273,6 +274,69 @@ class TFLiteRunner:
         if scale and np.issubdtype(out["dtype"], np.integer):
             result = (result.astype(np.float32) - zero) * np.float32(scale)
         return result
+
+
+# the layers compared by tflite_layer_losses: matrix products and convolutions (as onnx_layer_losses); the
+# inner tensors of a LayerNorm (its mean, near zero) would rank high on rounding that does not matter after it
+_TFLITE_LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
+
+
+def _tflite_tensors(path: str | os.PathLike, pixel_values: np.ndarray) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Run a TFLite file keeping every intermediate tensor: (the output names of its matrix products and
+    convolutions in execution order, {name: float value}), quantized tensors dequantized with their scale /
+    zero point."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # wanted here
+        interpreter = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    runner = TFLiteRunner.__new__(TFLiteRunner)  # its input / output conversion on this interpreter
+    runner.interpreter = interpreter
+    (runner.input,) = interpreter.get_input_details()
+    (runner.output,) = interpreter.get_output_details()
+    runner(pixel_values)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    order = [index for op in interpreter._get_ops_details() if op["op_name"] in _TFLITE_LAYER_OPS
+             for index in op["outputs"] if index in details]
+    values: dict[str, np.ndarray] = {}
+    for index in order:
+        detail = details[index]
+        try:
+            value = np.array(interpreter.get_tensor(index))
+        except ValueError:  # a tensor without data
+            continue
+        scale, zero = detail["quantization"]
+        if np.issubdtype(value.dtype, np.integer):
+            if not scale:
+                continue
+            value = (value.astype(np.float32) - zero) * np.float32(scale)
+        values[detail["name"]] = value
+    return [details[index]["name"] for index in order if details[index]["name"] in values], values
+
+
+def tflite_layer_losses(
+    model: Any,
+    int8_path: str | os.PathLike,
+    pixel_values: np.ndarray,
+    input_size: int | Sequence[int] = (512, 512),
+    full_resolution: bool = False,
+    top: int = 3,
+) -> list[tuple[str, float]]:
+    """The layers of a full-integer TFLite file (:func:`export_tflite` ``quantization="int8"``) that lose
+    most against a float32 TFLite export of ``model`` on one input: tensors of the same name and shape in
+    both files (matrix products and convolutions; a fused op is named by its first op), ranked by
+    :func:`segformer.common.inference.quantization.rank_layer_losses`. Twin of
+    :func:`segformer.common.inference.quantization.onnx_layer_losses`."""
+    from ..common.inference.quantization import rank_layer_losses
+
+    with tempfile.TemporaryDirectory(prefix="segformer-tflite-") as scratch:
+        float_path = export_tflite(model, Path(scratch) / "float32.tflite", input_size=input_size,
+                                   full_resolution=full_resolution)
+        names, reference = _tflite_tensors(float_path, pixel_values)
+    _, quantized = _tflite_tensors(int8_path, pixel_values)
+    names = [name for name in names if name in quantized and quantized[name].shape == reference[name].shape]
+    ranked = rank_layer_losses(names, [reference[n] for n in names], [quantized[n] for n in names], top=top)
+    return [(name.split(";")[0], error) for name, error in ranked]  # a fused op's name lists each op it holds
 
 
 def run_tflite(path: str | os.PathLike, pixel_values: np.ndarray) -> np.ndarray:

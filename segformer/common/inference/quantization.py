@@ -4,8 +4,18 @@
   :class:`~segformer.common.images.image_processing.SegformerImageProcessor` at one fixed size: the calibration set of
   static int8 (ONNX Runtime) and the representative dataset of TFLite full-integer conversion.
 * :func:`label_agreement` - the fraction of pixels whose arg-max class is the same in two logits tensors.
-* :func:`quantize_onnx` - int8 of an ONNX file with ONNX Runtime: static (QDQ, per-channel int8 weights, uint8
-  activations calibrated by min / max on the calibration set) or dynamic (weights only); written atomically.
+* :func:`quantize_onnx` - int8 of an ONNX file with ONNX Runtime: static (QDQ, per-channel int8 weights,
+  activations calibrated by min / max on the calibration set) or dynamic (weights only); written atomically,
+  in the integer format of the CPU that will run it (:data:`INT8_TARGETS`, :func:`cpu_int8_target`).
+* :func:`onnx_layer_losses` / :func:`rank_layer_losses` - which layers of an int8 file lose most against the
+  float32 file (relative error of each layer's output, ranked by how much it grows at that layer).
+
+Why the target CPU matters: on x86-64 without VNNI (AVX2, and AVX-512 without VNNI) ONNX Runtime multiplies
+uint8 activations by int8 weights with ``VPMADDUBSW``, which adds two products into a **saturating int16**:
+255 x 127 x 2 = 64770 does not fit, the sums clip, and the labels of a file quantized with full 8-bit
+weights drift (measured on an emulated Haswell: 85 % label agreement where a VNNI CPU gives 97 %). VNNI's
+``VPDPBUSD`` adds four products straight into int32 and never clips. The file is usually run on another
+machine than the one that writes it, so the target is the deployment CPU, not necessarily this one.
 
 Used by ``segformer/pt/quantize.py``, ``segformer/tf/export.py`` and ``segformer export``.
 """
@@ -22,10 +32,17 @@ import numpy as np
 from ..base.atomic import atomic_path
 
 __all__ = [
+    "DEFAULT_MIN_AGREEMENT",
+    "INT8_TARGETS",
     "ONNX_INT8_MODES",
     "calibration_pixel_values",
+    "cpu_int8_target",
     "label_agreement",
+    "onnx_int8_format",
+    "onnx_layer_losses",
     "quantize_onnx",
+    "rank_layer_losses",
+    "resolve_int8_target",
     "random_pixel_values",
     "representative_batches",
 ]
@@ -34,6 +51,90 @@ ONNX_INT8_MODES = ("static", "dynamic")
 # static int8 quantizes the convolutions and matrix products; elementwise ops (GELU, LayerNorm, softmax,
 # residual adds) stay float, which costs a quantize / dequantize pair each and buys nothing on CPU
 _STATIC_OP_TYPES = ("Conv", "MatMul", "Gemm")
+# the least label-map agreement (percent of pixels) with the float32 model that ``segformer export`` accepts
+DEFAULT_MIN_AGREEMENT = 99.0
+
+INT8_TARGETS = ("auto", "avx2", "vnni", "arm")
+# target -> (activation type, weight type, reduce_range: 7-bit weights, why); ONNX Runtime's QuantType names
+_ONNX_FORMATS: dict[str, tuple[str, str, bool, str]] = {
+    "vnni": ("QUInt8", "QInt8", False,
+             "uint8 activations x int8 weights (x86-64 with AVX512-VNNI or AVX-VNNI: VPDPBUSD sums four products "
+             "into int32, no overflow)"),
+    "avx2": ("QUInt8", "QInt8", True,
+             "uint8 activations x 7-bit weights in -64..64 (reduce_range; any x86-64: VPMADDUBSW sums two "
+             "products into a saturating int16, and 2 x 255 x 64 = 32640 fits)"),
+    "arm": ("QInt8", "QInt8", False,
+            "int8 activations x int8 weights (ARM64: SDOT / widening multiplies accumulate in int32)"),
+}
+
+
+def _cpu_features() -> tuple[str, set[str]]:
+    """``(machine, upper-case CPU feature names)`` of the CPU this process runs on.
+
+    numpy's runtime dispatch table is read first: it is filled from the CPUID instruction, as ONNX Runtime
+    picks its kernels, so it is right also where ``/proc/cpuinfo`` describes another CPU (an emulator such
+    as ``qemu-x86_64 -cpu Haswell`` shows the host's file). Without it, the ``flags`` / ``Features`` lines
+    of ``/proc/cpuinfo`` (Linux).
+    """
+    import platform
+
+    machine = platform.machine().lower()
+    features: set[str] = set()
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as table  # numpy 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as table
+        except ImportError:
+            table = {}
+    features = {name.upper() for name, present in table.items() if present}
+    if not features and os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    features = {name.upper() for name in value.split()}
+                    break
+    return machine, features
+
+
+def cpu_int8_target(machine: str | None = None, features: Iterable[str] | None = None) -> str:
+    """The int8 target (``"vnni"``, ``"avx2"`` or ``"arm"``) of this CPU, or of ``machine`` / ``features``
+    (``platform.machine()`` and CPU flag names such as ``avx512_vnni``, any case) when given.
+
+    ARM64 -> ``"arm"``; x86-64 with AVX512-VNNI (or AVX-VNNI where the flag table names it) -> ``"vnni"``;
+    every other CPU -> ``"avx2"``, whose format cannot overflow on any x86-64 CPU.
+    """
+    if machine is None or features is None:
+        found_machine, found = _cpu_features()
+        machine = found_machine if machine is None else machine
+        features = found if features is None else features
+    machine = machine.lower()
+    names = {str(name).upper().replace("_", "") for name in features}
+    if machine in ("arm64", "aarch64") or machine.startswith("armv8") or machine.startswith("armv9"):
+        return "arm"
+    if names & {"AVX512VNNI", "AVXVNNI"}:
+        return "vnni"
+    return "avx2"
+
+
+def resolve_int8_target(target_cpu: str = "auto") -> str:
+    """``target_cpu`` checked against :data:`INT8_TARGETS`; ``"auto"`` becomes this CPU's
+    (:func:`cpu_int8_target`)."""
+    if target_cpu not in INT8_TARGETS:
+        raise ValueError(f"target_cpu must be one of {list(INT8_TARGETS)}, got {target_cpu!r}")
+    return cpu_int8_target() if target_cpu == "auto" else target_cpu
+
+
+def onnx_int8_format(target_cpu: str = "auto") -> dict[str, Any]:
+    """The ONNX Runtime int8 format written for ``target_cpu``: ``{"target", "activation_type",
+    "weight_type", "reduce_range", "description"}`` (types as ``onnxruntime.quantization.QuantType`` names).
+    Dynamic int8 always quantizes activations to uint8 (``DynamicQuantizeLinear``); the weights follow the
+    target."""
+    target = resolve_int8_target(target_cpu)
+    activation, weight, reduce_range, description = _ONNX_FORMATS[target]
+    return {"target": target, "activation_type": activation, "weight_type": weight, "reduce_range": reduce_range,
+            "description": description}
 
 
 def calibration_pixel_values(
@@ -142,11 +243,18 @@ def quantize_onnx(
     mode: str = "static",
     per_channel: bool = True,
     overwrite: bool = True,
+    target_cpu: str = "auto",
 ) -> Path:
     """Write an int8 copy of the ONNX file ``src`` to ``dst`` (atomically) with ONNX Runtime.
 
+    ``target_cpu`` (:data:`INT8_TARGETS`) is the CPU that will **run** the file, which is often not the one
+    that writes it: ``"avx2"`` (7-bit weights; correct on every x86-64 CPU), ``"vnni"`` (full 8-bit
+    weights; only x86-64 CPUs with AVX512-VNNI / AVX-VNNI compute it without int16 saturation), ``"arm"``
+    (int8 activations and weights), ``"auto"`` this machine's (:func:`cpu_int8_target`). See
+    :func:`onnx_int8_format`. The target is stored in the file's metadata (``segformer_int8_target``).
+
     ``mode="static"`` (needs ``calibration``: pixel values from :func:`calibration_pixel_values`): QDQ format,
-    int8 weights (per output channel with ``per_channel``) and uint8 activations with ranges calibrated by
+    int8 weights (per output channel with ``per_channel``) and activations with ranges calibrated by
     min / max over the calibration set, for convolutions and matrix products; the rest stays float. The
     dynamic batch / height / width axes of ``src`` remain dynamic. ``mode="dynamic"``: int8 weights of the
     matrix products, activations quantized per call (no calibration; on CPU slower than float32 for this
@@ -162,6 +270,7 @@ def quantize_onnx(
 
     if mode not in ONNX_INT8_MODES:
         raise ValueError(f"mode must be one of {list(ONNX_INT8_MODES)}, got {mode!r}")
+    form = onnx_int8_format(target_cpu)
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise FileNotFoundError(f"src {os.fspath(src)!r} is not an ONNX file")
@@ -172,14 +281,73 @@ def quantize_onnx(
     input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
     with tempfile.TemporaryDirectory(prefix="segformer-int8-") as scratch, atomic_path(dst, overwrite=overwrite) as tmp:
         prepared = Path(scratch) / "prepared.onnx"
+        quantized = Path(scratch) / "int8.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)  # shape inference + graph folding
+        weight_type = getattr(QuantType, form["weight_type"])
         if mode == "static":
             quantize_static(
-                str(prepared), str(tmp), _Reader(input_name, calibration or []),
-                quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                per_channel=per_channel, op_types_to_quantize=list(_STATIC_OP_TYPES),
+                str(prepared), str(quantized), _Reader(input_name, calibration or []),
+                quant_format=QuantFormat.QDQ, activation_type=getattr(QuantType, form["activation_type"]),
+                weight_type=weight_type, per_channel=per_channel, reduce_range=form["reduce_range"],
+                op_types_to_quantize=list(_STATIC_OP_TYPES),
             )
         else:
-            quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+            quantize_dynamic(str(prepared), str(quantized), weight_type=weight_type, per_channel=per_channel,
+                             reduce_range=form["reduce_range"], op_types_to_quantize=["MatMul", "Gemm"])
+        model = onnx.load(str(quantized))
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                            "segformer_int8_target": form["target"], "segformer_int8_mode": mode})
+        onnx.save(model, str(tmp))
     return dst
+
+
+def rank_layer_losses(
+    names: Sequence[str], reference: Sequence[np.ndarray], quantized: Sequence[np.ndarray], top: int = 3
+) -> list[tuple[str, float]]:
+    """The ``top`` layers where quantization loses most, as ``(name, relative error)``, worst first.
+
+    ``names`` are layer outputs in execution order, ``reference`` / ``quantized`` their float32 / int8 values
+    on the same input. A layer's relative error is the root-mean-square of ``q - r`` over the largest
+    ``|r|`` (int8 rounding alone gives about 0.001; a ratio to the tensor's own norm would blow up for
+    outputs near zero, such as a LayerNorm's mean). It includes what earlier layers lost, so the layers are
+    ranked by how much the error grows there: its error minus the largest error of any earlier layer.
+    """
+    if not (len(names) == len(reference) == len(quantized)):
+        raise ValueError(f"names, reference and quantized differ in length: {len(names)}, {len(reference)}, {len(quantized)}")
+    grown, worst_before = [], 0.0
+    for name, r, q in zip(names, reference, quantized):
+        r64, q64 = np.asarray(r, np.float64), np.asarray(q, np.float64)
+        if r64.shape != q64.shape:
+            raise ValueError(f"layer {name!r}: float shape {r64.shape} vs quantized {q64.shape}")
+        error = float(np.sqrt(np.mean((q64 - r64) ** 2)) / max(float(np.abs(r64).max(initial=0.0)), 1e-12))
+        grown.append((error - worst_before, name, error))
+        worst_before = max(worst_before, error)
+    grown.sort(key=lambda item: -item[0])
+    return [(name, error) for _, name, error in grown[:top]]
+
+
+def onnx_layer_losses(
+    float_path: str | os.PathLike, int8_path: str | os.PathLike, pixel_values: np.ndarray, top: int = 3
+) -> list[tuple[str, float]]:
+    """:func:`rank_layer_losses` of the convolution / matrix-product outputs of an int8 ONNX file against its
+    float32 source, on one input: tensors of the same name in both files (the int8 file's is the
+    dequantized value), in the float file's node order. ``[]`` when no name matches."""
+    import onnx
+    import onnxruntime as ort
+
+    float_model = onnx.load(str(float_path))
+    int8_model = onnx.load(str(int8_path))
+    produced = {output for node in int8_model.graph.node for output in node.output}
+    names = [node.output[0] for node in float_model.graph.node
+             if node.op_type in _STATIC_OP_TYPES and node.output and node.output[0] in produced]
+    if not names:
+        return []
+    values = []
+    for model in (float_model, int8_model):
+        existing = {output.name for output in model.graph.output}
+        model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names if name not in existing)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        wanted = [output.name for output in session.get_outputs()]
+        result = dict(zip(wanted, session.run(None, {session.get_inputs()[0].name: pixel_values})))
+        values.append([result[name] for name in names])
+    return rank_layer_losses(names, values[0], values[1], top=top)
