@@ -293,6 +293,13 @@ def load_training_state(
     return meta
 
 
+def _batchnorm_statistics(model: Any) -> list[Any]:
+    """The running statistics (and counters) of every ``BatchNormalization`` of ``model``: what a training-mode
+    forward changes besides the dropout seed generators."""
+    return [v for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization) for v in layer.non_trainable_variables]
+
+
 def _extra_variables(model: Any) -> list[Any]:
     """Model variables outside the canonical table (seed generator states ...), in creation order."""
     canonical = set(_canonical_names(model))
@@ -432,8 +439,7 @@ class Trainer(TrainLoop):
         if self._grads_fn is None:
             self._grads_fn = tf.function(self._distributed_grads)
             self._apply_fn = tf.function(self._distributed_apply)
-        self._saved_statistics = [(v, tf.identity(v)) for v in self.model.non_trainable_variables
-                                  if "float" in str(v.dtype)]
+        self._saved_statistics = [(v, tf.identity(v)) for v in _batchnorm_statistics(self.model)]
         self._grads, loss, bad = self._grads_fn(tuple(micro_batches))
         loss = float(loss)
         return loss, bool(float(bad) == 0.0) and math.isfinite(loss)
