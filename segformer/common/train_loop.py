@@ -37,7 +37,42 @@ import numpy as np
 
 from .training import JsonlLog, StopSignals, TrainConfig, nonfinite_loss_message, truncate_log
 
-__all__ = ["TrainLoop", "eval_indices", "evaluate_dataset"]
+__all__ = ["TrainLoop", "check_state_format", "damaged_state_error", "eval_indices", "evaluate_dataset", "existing_state_file"]
+
+
+def existing_state_file(path: Any) -> Path:
+    """``path`` as a ``Path`` when it is a file; else the ``FileNotFoundError`` of both trainers' resume."""
+    import os
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at {os.fspath(path)!r}; train without --resume first")
+    return path
+
+
+def check_state_format(path: Path, state: Any, expected: str, framework: str, note: str = "") -> None:
+    """A :class:`~segformer.common.checkpoint.CheckpointError` naming ``path`` unless ``state`` is a dict whose
+    ``format`` is ``expected`` (``framework``: "PyTorch" / "TF"; ``note`` is appended)."""
+    import os
+
+    from .checkpoint import CheckpointError
+
+    if not isinstance(state, dict) or state.get("format") != expected:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{os.fspath(path)!r} is not a segformer {framework} training state (format {str(found)[:80]!r}, "
+            f"expected {expected!r}{note})"
+        )
+
+
+def damaged_state_error(path: Path, err: BaseException, doing: str = "") -> Exception:
+    """The :class:`~segformer.common.checkpoint.CheckpointError` of both trainers for a state that does not load."""
+    import os
+
+    from .checkpoint import CheckpointError
+
+    return CheckpointError(f"{os.fspath(path)!r}: damaged training state or one saved for another model "
+                           f"({type(err).__name__}{doing})")
 
 
 def eval_indices(num_items: int, rank: int = 0, world_size: int = 1) -> list[int]:

@@ -14,8 +14,11 @@
 * Distributed: under ``torchrun`` the trainer joins the process group, wraps the model in
   ``DistributedDataParallel`` and synchronizes the decode head's BatchNorm (``segformer.pt.distributed``,
   whose names stay importable from here).
-* The loop itself (record, progress, evaluation, log and checkpoint cadence) is
-  :class:`segformer.common.train_loop.TrainLoop`, shared with the TF trainer.
+* The loop itself (record, progress, evaluation, log and checkpoint cadence, the NaN / Inf policy) is
+  :class:`segformer.common.train_loop.TrainLoop`, shared with the TF trainer; this module supplies the step
+  (:meth:`Trainer.forward_backward`, :meth:`Trainer.apply_step`, :meth:`Trainer.discard_step`), the training
+  state and the label predictor of :func:`evaluate` (banded, sharded over ranks by
+  :func:`segformer.common.train_loop.evaluate_dataset`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from ..common.allocator import tune_allocator
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
 from ..common.random_state import host_rng_state, set_host_rng_state
-from ..common.train_loop import TrainLoop, evaluate_dataset
+from ..common.train_loop import (
+    TrainLoop, check_state_format, damaged_state_error, evaluate_dataset, existing_state_file,
+)
 from ..common.training import StopSignals, TrainConfig
 from .data import make_train_loader
 from .distributed import (
@@ -170,22 +175,16 @@ def load_training_state(
     that is not a segformer PyTorch training state, is a :class:`~segformer.common.checkpoint.CheckpointError`
     naming it.
     """
-    from ..common.checkpoint import CheckpointError, check_torch_version, torch_load_error
+    from ..common.checkpoint import check_torch_version, torch_load_error
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no training state at {os.fspath(path)!r}; train without --resume first")
+    path = existing_state_file(path)
     check_torch_version(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip / pickle / truncation errors come in many types
         raise torch_load_error(path, err) from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(
-            f"{os.fspath(path)!r} is not a segformer PyTorch training state (format {str(found)[:80]!r}, expected "
-            f"{STATE_FORMAT!r}; states written before weights_only loading cannot be resumed)"
-        )
+    check_state_format(path, state, STATE_FORMAT, "PyTorch",
+                       "; states written before weights_only loading cannot be resumed")
     try:
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -196,10 +195,7 @@ def load_training_state(
         if restore_rng:
             _set_rng_state(state["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
-        raise CheckpointError(
-            f"{os.fspath(path)!r}: damaged training state or one saved for another model ({type(err).__name__} "
-            "while restoring model / optimizer / RNG)"
-        ) from None
+        raise damaged_state_error(path, err, " while restoring model / optimizer / RNG") from None
     return state
 
 

@@ -13,8 +13,11 @@ TF twin of ``segformer/pt/training.py``:
   It also works in ``model.compile(optimizer=...)``.
 * Schedule: :class:`PolyWarmupSchedule`, a ``keras.optimizers.schedules.LearningRateSchedule`` computing
   :func:`segformer.common.training.lr_at` from the optimizer's iteration counter.
-* Custom training loop (``tf.function``): ``grad_accum`` micro-batches summed in the step, one
-  ``apply_gradients`` per optimizer step; per-step loss in a JSON-lines log; checkpoints + resume in one
+* The loop (record, progress, evaluation, log and checkpoint cadence, the NaN / Inf policy) is
+  :class:`segformer.common.train_loop.TrainLoop`, shared with the PT trainer. The step here: one ``tf.function``
+  sums the gradients of ``grad_accum`` micro-batches and reports whether they are finite on every replica; a
+  second one runs ``apply_gradients`` -- called only for a finite step, so a NaN / Inf step changes neither
+  weights nor optimizer moments nor the iteration counter the schedule reads. Checkpoints + resume in one
   atomically written ``.npz`` (model tensors by canonical name, optimizer variables, step, RNG states).
 * Distribution: ``tf.distribute.MirroredStrategy`` over the visible devices, or
   ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set (:func:`make_strategy`). Each replica's loss
@@ -40,7 +43,9 @@ from ..common.allocator import tune_allocator
 from ..common.atomic import atomic_path
 from ..common.metrics import SegmentationMetric
 from ..common.random_state import host_rng_state, set_host_rng_state
-from ..common.train_loop import TrainLoop, evaluate_dataset
+from ..common.train_loop import (
+    TrainLoop, check_state_format, damaged_state_error, evaluate_dataset, existing_state_file,
+)
 from ..common.checkpoint import CheckpointError
 from ..common.training import (
     ORIGINAL_CUSTOM_KEYS,
@@ -250,18 +255,11 @@ def load_training_state(
     unless ``restore_rng=False``); returns its metadata (``step``, ``train_config``, ``extra`` ...). TF twin of
     ``segformer.pt.training.load_training_state`` (same arguments). A damaged file, or one that is not a
     segformer TF training state, is a :class:`~segformer.common.checkpoint.CheckpointError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no training state at {os.fspath(path)!r}; train without --resume first")
+    path = existing_state_file(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
-                found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-                raise CheckpointError(
-                    f"{os.fspath(path)!r} is not a segformer TF training state (format {str(found)[:80]!r}, "
-                    f"expected {STATE_FORMAT!r})"
-                )
+            check_state_format(path, meta, STATE_FORMAT, "TF")
             model.load_state_dict_numpy({k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")})
             extra_keys = sorted(k for k in data.files if k.startswith("extra/"))
             extra = _extra_variables(model)
@@ -287,9 +285,7 @@ def load_training_state(
     except CheckpointError:
         raise
     except Exception as err:  # zip / npy / JSON / shape errors come in many types
-        raise CheckpointError(
-            f"{os.fspath(path)!r}: damaged training state or one saved for another model ({type(err).__name__})"
-        ) from None
+        raise damaged_state_error(path, err) from None
     return meta
 
 
