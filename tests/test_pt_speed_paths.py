@@ -215,12 +215,16 @@ def test_banded_loss_equals_the_full_upsampled_cross_entropy(shape, band_element
         assert abs(float(banded_upsampled_cross_entropy(logits, labels, 255, band_elements) - expected)) <= 1e-12
 
 
-def test_banded_loss_all_ignored_is_nan_and_bad_heights_are_refused():
-    from segformer.pt.losses import banded_upsampled_cross_entropy
+def test_loss_all_ignored_is_zero_with_zero_gradient_and_bad_heights_are_refused():
+    """Every pixel ignored: 0 and a zero gradient on both paths (torch's mean-reduced cross_entropy gives NaN)."""
+    from segformer.pt.losses import banded_upsampled_cross_entropy, upsampled_cross_entropy
 
-    logits = torch.randn(1, 3, 4, 4, dtype=torch.float64)
-    assert torch.isnan(banded_upsampled_cross_entropy(logits, torch.full((1, 16, 16), 255), 255))
-    assert torch.isnan(_textbook_loss(logits, torch.full((1, 16, 16), 255), 255))
+    logits = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    ignored = torch.full((1, 16, 16), 255)
+    assert torch.isnan(_textbook_loss(logits, ignored, 255))
+    for loss in (banded_upsampled_cross_entropy(logits, ignored, 255), upsampled_cross_entropy(logits, ignored[:, :15], 255)):
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert float(loss) == 0.0 and float(grad.abs().max()) == 0.0
     with pytest.raises(ValueError, match="labels height 15 is not a whole multiple of the logits height 4"):
         banded_upsampled_cross_entropy(logits, torch.zeros(1, 15, 16, dtype=torch.long), 255)
 

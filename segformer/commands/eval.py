@@ -41,11 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Subset:
-    """The first ``count`` items of ``dataset``, every ``world``-th from ``rank`` (a worker's share)."""
+    """The first ``count`` items of ``dataset``."""
 
-    def __init__(self, dataset: Any, count: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, dataset: Any, count: int) -> None:
         self.dataset = dataset
-        self.indices = range(rank, min(count, len(dataset)), world)
+        self.indices = range(min(count, len(dataset)))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -91,14 +91,10 @@ def run(args: argparse.Namespace) -> int:
             return 0
         ranks = f" | {context.world_size} processes" if context.distributed else ""
     else:  # with TF_CONFIG workers every worker evaluates its share; the matrices are summed
-        from ..common.training.metrics import SegmentationMetric
         from ..tf.training import evaluate
 
-        share = _Subset(dataset, len(dataset), workers.rank, workers.world)
-        metric = evaluate(model, share, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
-                          progress=not args.no_progress)
-        metric = SegmentationMetric.from_state(workers.sum(metric.state()), ignore_index=metric.ignore_index,
-                                               reduce_labels=metric.reduce_labels)
+        metric = evaluate(model, dataset, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
+                          progress=not args.no_progress, workers=workers)
         if workers.rank != 0:
             return 0
         ranks = f" | {workers.world} workers" if workers.world > 1 else ""

@@ -16,26 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..common.model.outputs import logits_of
+
 __all__ = ["FRAMEWORK", "Backend", "logits_of", "load_pretrained"]
 
 FRAMEWORK = "pt"
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits of a model output: a tensor, an object with ``.logits``, a mapping with ``"logits"`` or a
-    tuple / list whose first item is the logits."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(
-        "model must return logits (a tensor, an object with .logits, a mapping with 'logits' or a tuple), got "
-        f"{type(output).__name__}"
-    )
 
 
 def load_pretrained(source: str) -> tuple[Any, Any]:

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..common.training.batches import rank_batches
 from ..common.training.datasets import collate_items
 from ..common.inference.prefetch import Prefetched
+from ..common.training.loop import eval_indices
 
 __all__ = [
     "TorchSegmentationDataset",
@@ -109,12 +110,6 @@ def make_train_loader(
         TorchSegmentationDataset(dataset), batch_sampler=sampler, collate_fn=collate,
         num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed),
     )
-
-
-def eval_indices(num_items: int, rank: int = 0, world_size: int = 1) -> list[int]:
-    """Rank ``rank``'s share ``rank, rank + W, ...`` of an evaluation set: every item exactly once overall
-    (``DistributedSampler`` would pad with repeats and count them twice)."""
-    return list(range(rank, num_items, world_size))
 
 
 def make_eval_batches(dataset: Any, rank: int = 0, world_size: int = 1, ahead: int = 2) -> Prefetched:

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..common.base.atomic import atomic_path
 from ..common.inference import as_size_pair
-from .backend import logits_of
+from ..common.model.outputs import logits_of
 
 __all__ = ["LogitsModule", "export_onnx", "export_program", "compile_model", "bf16_logits"]
 

@@ -33,7 +33,7 @@ from ..common.inference.rules import (
     window_counts,
 )
 from ..common.inference.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
-from .backend import logits_of
+from ..common.model.outputs import logits_of
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "compile_for_inference"]
 

@@ -1,7 +1,8 @@
 """Losses (PyTorch), with the semantics of Hugging Face's PT classes. Mirrored by ``segformer/tf/losses.py``.
 
 * Segmentation, ``num_labels > 1``: logits (B, K, h, w) upsampled bilinearly (align_corners=False) to the
-  labels' (B, H, W), cross-entropy averaged over the pixels whose label is not ``ignore_index``.
+  labels' (B, H, W), cross-entropy averaged over the pixels whose label is not ``ignore_index``; 0 with zero
+  gradients when every pixel is ignored (the rule of :mod:`segformer.common.model.losses`; transformers gives NaN).
 * Segmentation, ``num_labels == 1``: binary cross-entropy with logits per pixel, times the valid mask
   ``(labels >= 0) & (labels != ignore_index)``, averaged over *all* pixels (Hugging Face's choice).
 * Classification by ``problem_type``: regression (MSE), single-label (CE), multi-label (BCE); when ``None``, by
@@ -80,8 +81,10 @@ def upsampled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_i
     k = logits.shape[1]
     upsampled = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=labels.shape[-2:],
                               mode="bilinear", align_corners=False)  # (B, K, H, W) in channels-last memory
-    return F.cross_entropy(upsampled.permute(0, 2, 3, 1).reshape(-1, k), labels.reshape(-1).long(),
-                           ignore_index=ignore_index)
+    flat = labels.reshape(-1).long()
+    total = F.cross_entropy(upsampled.permute(0, 2, 3, 1).reshape(-1, k), flat, ignore_index=ignore_index,
+                            reduction="sum")
+    return total / (flat != ignore_index).sum().clamp_min(1)  # all ignored: 0 (common.losses), not 0 / 0
 
 
 def _band_rows(height: int, factor: int, out_width: int, classes: int, band_elements: int) -> int:
@@ -134,8 +137,9 @@ class _BandedCrossEntropy(torch.autograd.Function):
                         [1, k, hi - lo, width], False, None, None,
                     )
                     grad[image:image + 1, :, lo:hi] += band_grad
-        ctx.save_for_backward(grad, count.to(logits.dtype))
-        return total / count  # 0 / 0 = nan when every pixel is ignored, as cross_entropy's mean
+        count = count.clamp_min(1).to(logits.dtype)  # all ignored: loss 0, gradient 0 (common.losses)
+        ctx.save_for_backward(grad, count)
+        return total / count
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -15,21 +15,11 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow as tf
 
+from ..common.model.outputs import logits_of
+
 __all__ = ["FRAMEWORK", "Backend", "logits_of", "load_pretrained"]
 
 FRAMEWORK = "tf"
-
-
-def logits_of(output: Any) -> tf.Tensor:
-    """The logits of a model output: an object with ``.logits``, a mapping with ``"logits"``, a tuple / list
-    whose first item is the logits, or the logits themselves (a tensor or an array)."""
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    if isinstance(output, (tuple, list)) and output:
-        return output[0]
-    return tf.convert_to_tensor(output)
 
 
 def load_pretrained(source: str) -> tuple[Any, Any]:

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from ..common.base.atomic import atomic_path, check_overwrite
 from ..common.inference import as_size_pair
-from .backend import logits_of
+from ..common.model.outputs import logits_of
 from .layers import resize_bilinear
 
 __all__ = [

@@ -30,7 +30,7 @@ from ..common.inference.rules import (
 )
 from ..common.model.pixel_values import DATA_FORMATS
 from ..common.inference.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
-from .backend import logits_of
+from ..common.model.outputs import logits_of
 from .layers import resize_bilinear
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "DATA_FORMATS"]

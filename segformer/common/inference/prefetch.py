@@ -3,8 +3,8 @@
     for item in Prefetched(dataset.__getitem__, range(len(dataset))):   # item i + 1, i + 2 load meanwhile
         ...
 
-Used by PyTorch evaluation (``segformer.pt.data.make_eval_batches``: the next images are read, decoded and
-resized in a background thread while the model runs; Keras evaluation does the same in ``tf.data``) and by
+Used by evaluation (``segformer.common.training.loop.evaluate_dataset``: the next images are read, decoded and
+resized in a background thread while the model runs, in both frameworks) and by
 ``Segmenter.imap``, whose workers each run whole pipelines. Items come back in the order of ``keys``; an exception raised while loading an
 item is raised when that item's turn comes, and nothing new is started after it.
 """

@@ -14,6 +14,11 @@ The label-range rule of both frameworks: a class id must lie in ``[0, upper)`` o
 ``upper`` is ``num_labels`` (segmentation: at least 2, the binary path takes 0 / 1);
 :func:`invalid_labels` works on numpy arrays, torch tensors and TF tensors alike, and
 :func:`label_range_message` is the one wording of the error.
+
+The all-ignored rule of both frameworks' segmentation losses: when every label of a batch is the ignore index
+the loss is 0 with zero gradients (the mean over no pixels is taken as 0, as ``tf.math.divide_no_nan`` does and as
+mmsegmentation's mean over all pixels gives), never NaN. Hugging Face's PT loss (``CrossEntropyLoss`` mean) gives
+NaN there; a trainer would stop on it.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from types import GeneratorType
-from typing import Any
+from typing import Any, Mapping
 
 __all__ = [
+    "logits_of",
     "OUTPUT_CLASSES",
     "ModelOutput",
     "BaseModelOutput",
@@ -112,3 +113,22 @@ class SegFormerImageClassifierOutput(ModelOutput):
 ImageClassifierOutput = SegFormerImageClassifierOutput
 
 OUTPUT_CLASSES = (BaseModelOutput, SemanticSegmenterOutput, SegFormerImageClassifierOutput)
+
+
+def logits_of(output: Any) -> Any:
+    """The logits of any model output, in either framework (the one logits accessor of the library): an object
+    with ``.logits`` (our output classes, transformers'), a mapping with ``"logits"``, a tuple / list whose first
+    item is the logits (``return_dict=False``), or the logits themselves (a tensor or an array: anything with a
+    ``shape``). Anything else is a ``TypeError`` naming what was seen."""
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, Mapping) and "logits" in output:
+        return output["logits"]
+    if isinstance(output, (tuple, list)) and output:
+        return output[0]
+    if hasattr(output, "shape"):
+        return output
+    raise TypeError(
+        "model must return logits (a tensor, an object with .logits, a mapping with 'logits' or a tuple), got "
+        f"{type(output).__name__}"
+    )
