@@ -1,6 +1,6 @@
 """The ``segformer`` command line: ``segformer {info,demo,convert,predict,eval,train,export,bench,presets} ...``.
 
-Before anything else, :func:`segformer.common.threads.prepare_process` puts the thread policy into the
+Before anything else, :func:`segformer.common.base.threads.prepare_process` puts the thread policy into the
 environment (thread counts from the CPUs this process may use, sleeping OpenMP waits; variables the user set
 are kept), so torch and TensorFlow, imported later by the command or by its child processes, start with it.
 
@@ -38,7 +38,7 @@ def _available() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     from . import __version__
-    from .common.threads import prepare_process
+    from .common.base.threads import prepare_process
 
     try:
         prepare_process()  # thread counts and OpenMP waiting, before any command imports a framework
@@ -92,8 +92,8 @@ def error_line(err: BaseException, args: argparse.Namespace) -> tuple[str, int] 
     read-only destination, a parent that is a file) -> 2, naming the destination; a training step that
     produced NaN / Inf -> 1 (a check failed).
     """
-    from .common.atomic import describe_os_error
-    from .common.errors import DOCUMENTED_ERRORS, WriteError
+    from .common.base.atomic import describe_os_error
+    from .common.base.errors import DOCUMENTED_ERRORS, WriteError
 
     if isinstance(err, WriteError):
         return str(err), 2
@@ -115,7 +115,7 @@ def quiet_frameworks(verbose: bool) -> Iterator[None]:
     import os
     import warnings
 
-    from .common import deps
+    from .common.base import deps
 
     if verbose:
         yield

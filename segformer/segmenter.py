@@ -7,7 +7,7 @@
     print(result.classes[:3]); result.mask("sky"); result.overlay()
 
 A call on one image (a PIL image, an array, one file) returns one
-:class:`~segformer.common.segmentation_result.SegmentationResult`; a call on a list, a folder (searched
+:class:`~segformer.common.inference.segmentation_result.SegmentationResult`; a call on a list, a folder (searched
 recursively for image files, sorted) or a glob pattern returns a list of them, in that order.
 
 Each image goes through the same steps in both frameworks: EXIF orientation, RGB; the resize rule
@@ -33,27 +33,30 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .common.inference import as_size_pair, check_inference_args
-from .common.presets import PRESETS, Preset, find_preset, get_preset, keep_ratio_size
-from .common.segmentation_result import SegmentationResult
+from .common.inference.rules import as_size_pair, check_inference_args
+from .common.model.presets import PRESETS, Preset, find_preset, get_preset, keep_ratio_size
+from .common.images.labels import default_palette
+from .common.inference.segmentation_result import SegmentationResult
 
-__all__ = ["Segmenter", "FRAMEWORKS", "MAX_DEFAULT_WORKERS", "RESIZE_RULES", "default_palette", "default_workers"]
+__all__ = [
+    "Segmenter", "DEFAULT_CROP_SIZE", "DEFAULT_STRIDE", "FRAMEWORKS", "MAX_DEFAULT_WORKERS", "RESIZE_RULES",
+    "backend_module", "default_palette", "default_workers",
+]
 
 FRAMEWORKS = ("pt", "tf")
 RESIZE_RULES = ("processor", "keep-ratio", "none")
+DEFAULT_CROP_SIZE = (512, 512)  # sliding windows without a preset
+DEFAULT_STRIDE = (341, 341)
 
 
-def default_palette(num_labels: int, label_set: str | None = None) -> np.ndarray:
-    """Colours for ``num_labels`` classes: the named label set's, else ADE20K's for 150 classes, Cityscapes'
-    for 19, else a generated palette."""
-    from .common.labels import get_palette, make_palette
+def backend_module(framework: str) -> Any:
+    """The framework adapter (``segformer.pt.backend`` / ``segformer.tf.backend``) of ``"pt"`` / ``"tf"``:
+    the one place a framework is picked by name."""
+    import importlib
 
-    name = label_set or {150: "ade20k", 19: "cityscapes"}.get(int(num_labels))
-    if name is not None:
-        palette = get_palette(name)
-        if len(palette) >= num_labels:
-            return palette
-    return make_palette(int(num_labels))
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {list(FRAMEWORKS)}, got {framework!r}")
+    return importlib.import_module(f"segformer.{framework}.backend")
 
 
 def _framework_of(model: Any) -> str:
@@ -71,10 +74,10 @@ def _framework_of(model: Any) -> str:
 
 def _expand(images: Any) -> tuple[list[Any], bool]:
     """``(items, single)``: every image or file the argument names, and whether it named exactly one image.
-    Paths go through :func:`segformer.common.image_io.expand_inputs` (folders recursively, globs, ``@list``)."""
+    Paths go through :func:`segformer.common.images.image_io.expand_inputs` (folders recursively, globs, ``@list``)."""
     from PIL import Image
 
-    from .common.image_io import expand_inputs
+    from .common.images.image_io import expand_inputs
 
     if isinstance(images, (Image.Image, np.ndarray)):
         return [images], True
@@ -98,45 +101,20 @@ def _expand(images: Any) -> tuple[list[Any], bool]:
 MAX_DEFAULT_WORKERS = 4
 
 
-def _on_cpu(framework: str, device: Any) -> bool:
-    return framework == "pt" and (device is None or str(device).split(":")[0] == "cpu")
-
-
 def default_workers(framework: str = "pt", device: Any = None) -> int:
     """Parallel pipelines :meth:`Segmenter.imap` runs by default: with PyTorch on the CPU one per intra-op
     thread (``torch.get_num_threads()``, so 1 per process under ``torchrun`` with ``OMP_NUM_THREADS=1``), at
     most :data:`MAX_DEFAULT_WORKERS`; otherwise 2 (the model on an accelerator or in TensorFlow's thread
-    pool, decoding and upsampling of the other image beside it)."""
-    if _on_cpu(framework, device):
-        import torch
-
-        return max(1, min(MAX_DEFAULT_WORKERS, torch.get_num_threads()))
-    return 2
-
-
-@contextlib.contextmanager
-def _split_threads(framework: str, device: Any, workers: int) -> Iterator[None]:
-    """PyTorch on the CPU with ``workers >= 2``: each worker gets ``get_num_threads() // workers`` intra-op
-    threads (at least 1) while the block runs; the previous setting is restored after it."""
-    if workers < 2 or not _on_cpu(framework, device):
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, before // workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    pool, decoding and upsampling of the other image beside it). The adapter's ``Backend.default_workers``."""
+    return backend_module(framework).Backend.default_workers(device)
 
 
 def _rgb(item: Any, max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
     """uint8 ``(H, W, 3)`` RGB of one image and its source file (files and PIL images as
-    :mod:`segformer.common.image_io` decodes them: EXIF orientation, deep images by their range)."""
+    :mod:`segformer.common.images.image_io` decodes them: EXIF orientation, deep images by their range)."""
     from PIL import Image
 
-    from .common.image_io import image_to_rgb, load_image
+    from .common.images.image_io import image_to_rgb, load_image
 
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8:
@@ -154,16 +132,30 @@ def _rgb(item: Any, max_pixels: int | None = None) -> tuple[np.ndarray, str | No
     return load_image(item, max_pixels), os.fspath(item)
 
 
+def _segmentation_preset(name_or_path: str | os.PathLike) -> Preset | None:
+    """The preset a name means (``None`` for an existing path or an unknown name); an encoder preset is an error."""
+    text = os.fspath(name_or_path)
+    preset = None if Path(text).exists() else find_preset(text)
+    if preset is not None and preset.task != "semantic-segmentation":
+        raise ValueError(
+            f"preset {preset.name!r} is an {preset.task} encoder, not a segmentation model; choose one of "
+            + ", ".join(name for name, p in PRESETS.items() if p.task == "semantic-segmentation")
+        )
+    return preset
+
+
 class Segmenter:
     """A segmentation model with its processor and inference settings, callable on images.
 
     Args:
         model: a ``segformer.pt.SegformerForSemanticSegmentation`` or ``segformer.tf.TFSegformerForSemanticSegmentation``.
         processor: a :class:`~segformer.SegformerImageProcessor` (default: Hugging Face's defaults).
-        preset: a :class:`~segformer.common.presets.Preset` (or its name) whose test-time settings to use.
+        preset: a :class:`~segformer.common.model.presets.Preset` (or its name) whose test-time settings to use.
         mode: ``"whole"`` or ``"slide"`` (default: the preset's, else ``"whole"``).
         crop_size, stride: sliding windows ``(height, width)`` (default: the preset's, else 512 / 341).
-        scales, flip: multi-scale + horizontal-flip test-time augmentation (probabilities averaged).
+        scales, flip: multi-scale + horizontal-flip test-time augmentation (probabilities averaged); one scale
+            without flip resizes the image once, straight to the resize rule's size times that scale (the same
+            as a plain ``resize`` to that size).
         resize: ``"processor"`` (the processor's fixed size), ``"keep-ratio"`` (the original's rule, bounded by
             ``test_scale = (long, short)`` and rounded up to ``size_divisor``), ``"none"`` (the image as it is),
             or an int / ``(height, width)``. Default: ``"keep-ratio"`` with a preset, else ``"processor"``.
@@ -191,8 +183,8 @@ class Segmenter:
         palette: np.ndarray | str | None = None,
         device: Any = None,
     ) -> None:
-        from .common.image_processing import SegformerImageProcessor
-        from .common.viz import _palette_array
+        from .common.images.image_processing import SegformerImageProcessor
+        from .common.images.viz import _palette_array
 
         self.framework = _framework_of(model)
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
@@ -208,8 +200,8 @@ class Segmenter:
         preset_settings = self.preset.inference_settings() if self.preset else {"mode": "whole"}
         self.settings = check_inference_args(
             mode=mode or preset_settings["mode"],
-            crop_size=crop_size or preset_settings.get("crop_size") or (512, 512),
-            stride=stride or preset_settings.get("stride") or (341, 341),
+            crop_size=crop_size or preset_settings.get("crop_size") or DEFAULT_CROP_SIZE,
+            stride=stride or preset_settings.get("stride") or DEFAULT_STRIDE,
             scales=scales,
             flip=flip,
         )
@@ -229,10 +221,7 @@ class Segmenter:
             raise ValueError(f"palette has {len(self.palette)} colours but the model has {num_labels} classes")
         self.device = device
         self.max_pixels: int | None = None  # decoding limit for files (None: Pillow's decompression-bomb limit)
-        if self.framework == "pt":
-            model.eval()
-            if device is not None:
-                model.to(device)
+        self.backend = backend_module(self.framework).Backend(model, device)  # eval mode, on the device
 
     def _resize_rule(self, resize: Any) -> tuple[str, tuple[int, int] | None]:
         if resize is None:
@@ -252,23 +241,18 @@ class Segmenter:
         ``framework`` is ``"pt"`` (PyTorch) or ``"tf"`` (Keras); ``options`` are the constructor's keywords.
         The processor comes from the folder's ``preprocessor_config.json`` when it has one.
         """
-        from .common.image_processing import SegformerImageProcessor
+        adapter = backend_module(framework)
+        _segmentation_preset(name_or_path)  # an encoder preset is refused before any loading
+        model, _ = adapter.load_pretrained(os.fspath(name_or_path))
+        return cls.from_loaded(model, name_or_path, device=device, **options)
 
-        if framework not in FRAMEWORKS:
-            raise ValueError(f"framework must be one of {list(FRAMEWORKS)}, got {framework!r}")
-        text = os.fspath(name_or_path)
-        preset = None if Path(text).exists() else find_preset(text)
-        if preset is not None and preset.task != "semantic-segmentation":
-            raise ValueError(
-                f"preset {preset.name!r} is an {preset.task} encoder, not a segmentation model; choose one of "
-                + ", ".join(name for name, p in PRESETS.items() if p.task == "semantic-segmentation")
-            )
-        source = text  # a preset name resolves to its Hub id in from_pretrained (with the offline message)
-        if framework == "pt":
-            from .pt import SegformerForSemanticSegmentation as model_class
-        else:
-            from .tf import TFSegformerForSemanticSegmentation as model_class
-        model = model_class.from_pretrained(source)
+    @classmethod
+    def from_loaded(cls, model: Any, name_or_path: str | os.PathLike, device: Any = None, **options: Any) -> "Segmenter":
+        """A segmenter for a ``model`` already loaded from ``name_or_path``, with the processor and preset
+        :meth:`from_pretrained` gives (``segformer predict`` builds its segmenter this way)."""
+        from .common.images.image_processing import SegformerImageProcessor
+
+        source = os.fspath(name_or_path)
         folder = Path(source)
         if folder.is_dir() and not (folder / "preprocessor_config.json").is_file():
             processor = SegformerImageProcessor()
@@ -277,7 +261,7 @@ class Segmenter:
                 processor = SegformerImageProcessor.from_pretrained(source)
             except FileNotFoundError:
                 processor = SegformerImageProcessor()
-        options.setdefault("preset", preset)
+        options.setdefault("preset", _segmentation_preset(source))
         return cls(model, processor, device=device, **options)
 
     @classmethod
@@ -288,33 +272,43 @@ class Segmenter:
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """``(h, w)`` the model sees for a ``height x width`` image under the resize rule (the largest
         test-time scale included)."""
-        from .common.inference import scaled_size
+        from .common.inference.rules import scaled_size
 
+        return scaled_size(self._resized_size(height, width), max(self.settings.scales), self.settings.size_divisor)
+
+    def _resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` of a ``height x width`` image under the resize rule, before any test-time scale."""
         if self.resize == "processor":
-            size = (self.processor.size["height"], self.processor.size["width"]) if self.processor.do_resize else (height, width)
-        elif self.resize == "keep-ratio":
-            size = keep_ratio_size(height, width, self.test_scale, self.size_divisor)
-        elif self.resize == "fixed":
-            size = self.target_size
-        else:
-            size = (height, width)
-        return scaled_size(size, max(self.settings.scales), self.settings.size_divisor)
+            return (self.processor.size["height"], self.processor.size["width"]) if self.processor.do_resize else (height, width)
+        if self.resize == "keep-ratio":
+            return keep_ratio_size(height, width, self.test_scale, self.size_divisor)
+        if self.resize == "fixed":
+            return self.target_size
+        return height, width
+
+    @property
+    def _single_scale(self) -> float | None:
+        """The one test-time scale without augmentation (folded into the resize: the image is resized once,
+        straight to the scaled size, as a plain resize to that size would), else ``None``."""
+        return None if self.settings.augmented else self.settings.scales[0]
 
     def _prepared(self, image: np.ndarray) -> np.ndarray:
-        """float32 ``(C, h, w)`` pixel values of one RGB image after the resize rule and normalization."""
+        """float32 ``(C, h, w)`` pixel values of one RGB image after the resize rule (and a single test-time
+        scale) and normalization."""
+        from .common.inference import scaled_size
+
         height, width = image.shape[:2]
-        if self.resize == "processor":
+        scale = self._single_scale
+        if scale in (None, 1.0) and self.resize == "processor":
             batch = self.processor(images=image, data_format="channels_first")
-        elif self.resize == "none":
+        elif scale in (None, 1.0) and self.resize == "none":
             batch = self.processor(images=image, do_resize=False, data_format="channels_first")
         else:
-            if self.resize == "keep-ratio":
-                target = keep_ratio_size(height, width, self.test_scale, self.size_divisor)
-            else:
-                target = self.target_size
-            batch = self.processor(
-                images=image, size={"height": target[0], "width": target[1]}, data_format="channels_first"
-            )
+            target = self._resized_size(height, width)
+            if scale not in (None, 1.0):
+                target = scaled_size(target, scale, self.settings.size_divisor)
+            batch = self.processor(images=image, do_resize=True, size={"height": target[0], "width": target[1]},
+                                   data_format="channels_first")
         return np.asarray(batch["pixel_values"][0], dtype=np.float32)
 
     @property
@@ -322,26 +316,6 @@ class Segmenter:
         """Whether logits are upsampled once, straight to the image size (Hugging Face's post-processing), or
         by the original's rules (to the model input's size, then to the image's: keep-ratio, slide, TTA)."""
         return self.settings.mode == "whole" and not self.settings.augmented and self.resize != "keep-ratio"
-
-    def _model_logits(self, pixel_values: np.ndarray) -> np.ndarray:
-        """float32 ``(B, K, h, w)`` model-resolution logits of a batch of ``(B, C, H, W)`` pixel values."""
-        if self.framework == "pt":
-            import torch
-
-            tensor = torch.from_numpy(pixel_values)
-            if self.device is not None:
-                tensor = tensor.to(self.device)
-            with torch.inference_mode():
-                return self.model(tensor).logits.float().cpu().numpy()
-        import contextlib
-
-        import tensorflow as tf
-
-        channels_last = self.model.data_format == "channels_last"
-        inputs = pixel_values.transpose(0, 2, 3, 1) if channels_last else pixel_values
-        with tf.device(self.device) if self.device is not None else contextlib.nullcontext():
-            logits = np.asarray(self.model(inputs, training=False).logits, dtype=np.float32)
-        return logits.transpose(0, 3, 1, 2) if channels_last else logits
 
     def _stream(
         self, pixel_values: np.ndarray, size: tuple[int, int], return_probabilities: bool, keep_confidence: bool,
@@ -352,7 +326,7 @@ class Segmenter:
             "mode": self.settings.mode,
             "crop_size": self.settings.crop_size,
             "stride": self.settings.stride,
-            "scales": self.settings.scales,
+            "scales": (1.0,) if self._single_scale is not None else self.settings.scales,  # folded into _prepared
             "flip": self.settings.flip,
             "output_size": size,
             "return_confidence": keep_confidence,
@@ -360,23 +334,7 @@ class Segmenter:
             "window_batch": self.batch_size,
             "labels_out": labels_out,
         }
-        if self.framework == "pt":
-            import torch
-
-            from .pt.inference import predict_streaming
-
-            tensor = torch.from_numpy(pixel_values)
-            if self.device is not None:
-                tensor = tensor.to(self.device)
-            return predict_streaming(self.model, tensor, **kwargs)
-        import contextlib
-
-        import tensorflow as tf
-
-        from .tf.inference import predict_streaming as tf_predict_streaming
-
-        with tf.device(self.device) if self.device is not None else contextlib.nullcontext():
-            return tf_predict_streaming(self.model, pixel_values, **kwargs)
+        return self.backend.stream(pixel_values, **kwargs)
 
     def __call__(
         self,
@@ -427,7 +385,7 @@ class Segmenter:
         decode, resize / normalize, the model (equal-sized inputs in one call), upsampling and argmax; the
         caller receives the results in input order while the workers go on (at most ``2 x workers`` chunks
         ahead). The results are the ones :meth:`__call__` gives, bit for bit. A file that cannot be read
-        yields its :class:`~segformer.common.image_io.BadImageError` in its place instead of stopping the run.
+        yields its :class:`~segformer.common.images.image_io.BadImageError` in its place instead of stopping the run.
 
         ``workers``: ``None`` (default) picks :func:`default_workers` (PyTorch on the CPU: one per intra-op
         thread, at most 4; otherwise 2); ``0`` runs everything in the calling thread. With PyTorch on the
@@ -440,16 +398,16 @@ class Segmenter:
         """
         import threading
 
-        from .common.image_io import BadImageError
-        from .common.prefetch import Prefetched
+        from .common.images.image_io import BadImageError
+        from .common.inference.prefetch import Prefetched
 
         if workers is None:
-            workers = default_workers(self.framework, self.device)
+            workers = self.backend.default_workers(self.device)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers must be None or an int >= 0, got {workers!r}")
         items, _ = _expand(images)
         chunks = [items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size)]
-        model_lock = threading.Lock() if self.framework == "tf" else None
+        model_lock = threading.Lock() if self.backend.serialized else None
 
         def run(chunk: list[Any]) -> list[Any]:
             loaded: list[Any] = []
@@ -463,7 +421,7 @@ class Segmenter:
                                            model_lock=model_lock) if good else [])
             return [entry if isinstance(entry, BaseException) else next(results) for entry in loaded]
 
-        with _split_threads(self.framework, self.device, workers):
+        with self.backend.split_threads(workers):
             for results in Prefetched(run, chunks, ahead=max(2 * workers, 1), workers=workers):
                 yield from results
 
@@ -471,15 +429,15 @@ class Segmenter:
     def _lazy(self) -> bool:
         """Slide mode on the image as it is: windows are cut from the uint8 image and normalized one by one, so
         no float copy of the whole image is made (memory: the image, the label map and a few bands)."""
-        return self.settings.mode == "slide" and self.resize == "none" and not self.settings.augmented
+        return self.settings.mode == "slide" and self.resize == "none" and self._single_scale == 1.0
 
     def _window_source(self, image: np.ndarray, model_lock: Any = None) -> Any:
         """A streaming pass over the uint8 image whose windows are normalized when the model needs them."""
-        from .common.streaming import PassSource, run_by_shape
+        from .common.inference.streaming import PassSource, run_by_shape
 
         def model_call(batch: list[np.ndarray]) -> list[np.ndarray]:
             with model_lock or contextlib.nullcontext():
-                return list(self._model_logits(np.stack(batch)))
+                return list(self.backend.logits(np.stack(batch)))
 
         def window_logits(windows: Sequence[Any]) -> list[np.ndarray]:
             crops = [self._prepared(np.ascontiguousarray(image[w.y1 : w.y2, w.x1 : w.x2])) for w in windows]
@@ -507,7 +465,7 @@ class Segmenter:
         labels_out: np.ndarray | None = None,
         model_lock: Any = None,
     ) -> list[SegmentationResult]:
-        from .common.streaming import PassSource, stream_segmentation
+        from .common.inference.streaming import PassSource, stream_segmentation
 
         options = {"return_confidence": keep_confidence, "return_probabilities": return_probabilities,
                    "num_classes": len(self.id2label)}
@@ -523,7 +481,7 @@ class Segmenter:
                 groups.setdefault(pixels.shape, []).append(index)
             for members in groups.values():  # one model call per group of equal-sized inputs
                 with model_lock or contextlib.nullcontext():
-                    logits = self._model_logits(np.stack([loaded[i][2] for i in members]))
+                    logits = self.backend.logits(np.stack([loaded[i][2] for i in members]))
                 for row, index in enumerate(members):
                     size = loaded[index][0].shape[:2]
                     frame = size if self._direct else loaded[index][2].shape[1:]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from randomize import random_state, tiny_config
-from segformer.common import atomic
-from segformer.common.checkpoint import read_safetensors, read_tf_h5, save_safetensors, write_tf_h5
+from segformer.common.base import atomic
+from segformer.common.checkpoints import read_safetensors, read_tf_h5, save_safetensors, write_tf_h5
 
 
 class Interrupted(RuntimeError):

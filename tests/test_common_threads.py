@@ -1,4 +1,4 @@
-"""The thread policy (segformer.common.threads): CPUs from the affinity mask and the cgroup quota (fake cgroup
+"""The thread policy (segformer.common.base.threads): CPUs from the affinity mask and the cgroup quota (fake cgroup
 trees), environment variables the user set are kept, and the command line puts the policy into the
 environment before torch is imported."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from segformer.common.threads import (
+from segformer.common.base.threads import (
     available_cpus,
     cgroup_cpu_limit,
     configure_threads,
@@ -136,7 +136,7 @@ def test_cli_sets_the_policy_before_torch_is_imported():
         from segformer.cli import main
         code = main(["info", "--model", "tiny", "--size", "64"])
         import torch
-        from segformer.common.threads import available_cpus
+        from segformer.common.base.threads import available_cpus
         print(json.dumps({"code": code, "seen": seen, "torch_threads": torch.get_num_threads(),
                           "available": available_cpus()}))
     """ % (POLICY_VARIABLES,)

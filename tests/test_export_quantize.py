@@ -7,11 +7,17 @@ of a few percent of the logit range flips a pixel now and then; one pixel is 0.4
 float16 weights >= 99 % (near exact: only weight rounding at 1e-3 relative), int8 >= 90 % (a broken
 quantization, wrong scales or a transposed calibration input, gives about one third, chance for 3 classes).
 On the trained b0 of ``benchmarks/README.md`` the agreement is measured at 512x512.
+
+The ONNX Runtime int8 files are checked in the format written for this machine (``target_cpu="auto"``) and in
+the ``avx2`` format, which is correct on every x86-64 CPU (AVX2-only as well as AVX-512); that it cannot
+overflow is proved by arithmetic on its int8 weights. The ``vnni`` format is only correct on VNNI CPUs and is
+run only where the CPU has VNNI.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +58,8 @@ def _tf_model():
 @pytest.fixture(scope="module")
 def pixels():
     """(calibration, test) pixel values at 64x64: random images and the sample photo, disjoint."""
-    from segformer.common.quantization import calibration_pixel_values, random_pixel_values
-    from segformer.common.sample import SAMPLE_IMAGE
+    from segformer.common.inference.quantization import calibration_pixel_values, random_pixel_values
+    from segformer.common.images.sample import SAMPLE_IMAGE
 
     sample = calibration_pixel_values([SAMPLE_IMAGE], SIZE)
     return random_pixel_values(6, SIZE, seed=1) + sample, random_pixel_values(3, SIZE, seed=9) + sample
@@ -67,7 +73,7 @@ def _torch_logits(model, x):
 
 
 def _agreements(reference, run, inputs):
-    from segformer.common.quantization import label_agreement
+    from segformer.common.inference.quantization import label_agreement
 
     values = [label_agreement(reference(x), run(x)) for x in inputs]
     print("agreement per image:", [f"{100 * v:.1f} %" for v in values])
@@ -76,7 +82,7 @@ def _agreements(reference, run, inputs):
 
 # ----------------------------------------------------------------------------------------- common
 def test_label_agreement_against_hand_counted_maps():
-    from segformer.common.quantization import label_agreement
+    from segformer.common.inference.quantization import label_agreement
 
     a = np.zeros((1, 2, 2, 2), np.float32)
     a[0, 1, 0, 0] = 1.0  # argmax map [[1, 0], [0, 0]]
@@ -88,7 +94,7 @@ def test_label_agreement_against_hand_counted_maps():
 
 
 def test_calibration_pixel_values_from_files_folders_and_arrays(tmp_path):
-    from segformer.common.quantization import calibration_pixel_values, representative_batches
+    from segformer.common.inference.quantization import calibration_pixel_values, representative_batches
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (30 + 7 * i, 41, 3), dtype=np.uint8) for i in range(3)]
@@ -139,18 +145,116 @@ def test_pt_dynamic_int8_keeps_the_fast_path_and_agrees(pixels):
         quantize_dynamic("model")
 
 
-@pytest.mark.parametrize("mode", ["static", "dynamic"])
-def test_onnx_int8_loads_runs_at_two_sizes_and_agrees(tmp_path, pixels, mode):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from segformer.common.quantization import random_pixel_values
+def test_int8_target_from_cpu_flags_and_formats():
+    from segformer.common.inference.quantization import cpu_int8_target, onnx_int8_format, resolve_int8_target
+
+    assert cpu_int8_target("x86_64", ["fpu", "avx", "avx2", "fma"]) == "avx2"  # Haswell .. Zen 3
+    assert cpu_int8_target("x86_64", ["avx2", "avx512f", "avx512bw"]) == "avx2"  # Skylake-SP: AVX-512 without VNNI
+    assert cpu_int8_target("x86_64", ["avx2", "avx512f", "avx512_vnni"]) == "vnni"  # /proc/cpuinfo spelling
+    assert cpu_int8_target("AMD64", ["AVX2", "AVX512VNNI"]) == "vnni"  # numpy's spelling
+    assert cpu_int8_target("x86_64", ["sse4_2"]) == "avx2"  # older: the format that is safe everywhere
+    assert cpu_int8_target("aarch64", ["asimd", "asimddp"]) == cpu_int8_target("arm64", []) == "arm"
+    assert cpu_int8_target() in ("avx2", "vnni", "arm")
+    assert resolve_int8_target("avx2") == "avx2" and resolve_int8_target("auto") == cpu_int8_target()
+    # 7-bit weights only where the int16 pair sums need them
+    assert [onnx_int8_format(t)["reduce_range"] for t in ("avx2", "vnni", "arm")] == [True, False, False]
+    assert onnx_int8_format("arm")["activation_type"] == "QInt8" and onnx_int8_format("avx2")["activation_type"] == "QUInt8"
+    with pytest.raises(ValueError, match=r"target_cpu must be one of \['auto', 'avx2', 'vnni', 'arm'\], got 'avx512'"):
+        resolve_int8_target("avx512")
+
+
+def test_rank_layer_losses_against_hand_computed_errors():
+    from segformer.common.inference.quantization import rank_layer_losses
+
+    r = [np.array([2.0, -2.0]), np.array([4.0, 0.0]), np.array([1.0, 1.0])]
+    q = [np.array([2.0, -1.8]), np.array([4.0, 1.6]), np.array([1.0, 0.9])]
+    # RMS error over max |r|: 0.2/sqrt(2)/2 = 0.0707, 1.6/sqrt(2)/4 = 0.2828, 0.1/sqrt(2)/1 = 0.0707;
+    # growth over the worst before: 0.0707, 0.2121, -0.2121
+    ranked = rank_layer_losses(["a", "b", "c"], r, q, top=2)
+    assert [name for name, _ in ranked] == ["b", "a"]
+    assert abs(ranked[0][1] - 1.6 / np.sqrt(2) / 4) < 1e-12 and abs(ranked[1][1] - 0.2 / np.sqrt(2) / 2) < 1e-12
+    with pytest.raises(ValueError, match="differ in length: 2, 3, 3"):
+        rank_layer_losses(["a", "b"], r, q)
+
+
+def _int8_weights(path):
+    """{name: int8 weight array} of the matrix products / convolutions of an ONNX file (2-D: (K, N), 4-D:
+    (O, I, kh, kw)); zero points and biases (scalars, 1-D, int32) are left out."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return {t.name: numpy_helper.to_array(t) for t in graph.initializer
+            if t.data_type == onnx.TensorProto.INT8 and len(t.dims) in (2, 4)}
+
+
+def _largest_pair_sums(weight):
+    """The largest and the smallest sum ``a0 * w0 + a1 * w1`` that two uint8 activations (0..255) times two
+    int8 weights of one output channel can give (VPMADDUBSW pairs neighbours along the reduction axis; the
+    bound takes any two weights of the channel, so it holds for every packing)."""
+    w = np.asarray(weight, np.int64)
+    channels = w.reshape(w.shape[0], -1) if w.ndim == 4 else w.T  # one row per output channel
+    top = np.sort(channels, axis=1)
+    largest = 255 * (np.maximum(top[:, -1], 0) + np.maximum(top[:, -2], 0))
+    smallest = 255 * (np.minimum(top[:, 0], 0) + np.minimum(top[:, 1], 0))
+    return int(largest.max()), int(smallest.min())
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory, pixels):
+    """{(mode, target): path} int8 files of the tiny model."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
     from segformer.pt.quantize import export_onnx_int8
 
+    model, root = _pt_model(), tmp_path_factory.mktemp("int8")
+    calibration, _ = pixels
+    files = {}
+    for mode in ("static", "dynamic"):
+        for target in ("avx2", "vnni", "auto"):
+            files[mode, target] = export_onnx_int8(model, root / f"{mode}-{target}.onnx", mode=mode, input_size=SIZE,
+                                                   calibration=calibration if mode == "static" else None,
+                                                   target_cpu=target)
+    return files
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_onnx_int8_avx2_format_cannot_overflow_int16(onnx_files, mode):
+    import onnx
+
+    graph = onnx.load(str(onnx_files[mode, "avx2"])).graph
+    assert {p.key: p.value for p in onnx.load(str(onnx_files[mode, "avx2"])).metadata_props}["segformer_int8_target"] == "avx2"
+    weights = _int8_weights(onnx_files[mode, "avx2"])
+    assert len(weights) >= 8, sorted(weights)
+    for name, weight in weights.items():
+        largest, smallest = _largest_pair_sums(weight)
+        assert -32768 <= smallest and largest <= 32767, (name, smallest, largest)  # int16, no saturation
+    if mode == "static":  # the activations multiplied are uint8 (0..255), as the bound assumes
+        zero_points = {node.input[2] for node in graph.node if node.op_type == "QuantizeLinear" and len(node.input) > 2}
+        kinds = {t.data_type for t in graph.initializer if t.name in zero_points}
+        assert kinds == {onnx.TensorProto.UINT8}, kinds
+    else:
+        assert "DynamicQuantizeLinear" in {node.op_type for node in graph.node}  # uint8 by definition
+    # the control: full 8-bit weights (the vnni format) can overflow int16 on a CPU without VNNI
+    worst = max(_largest_pair_sums(w)[0] for w in _int8_weights(onnx_files[mode, "vnni"]).values())
+    assert worst > 32767
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+@pytest.mark.parametrize("target", ["auto", "avx2", "vnni"])
+def test_onnx_int8_loads_runs_at_two_sizes_and_agrees(onnx_files, pixels, mode, target):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from segformer.common.inference.quantization import cpu_int8_target, random_pixel_values
+
+    here = cpu_int8_target()
+    if target == "vnni" and here != "vnni":
+        pytest.skip(f"the vnni format is only correct on a CPU with VNNI; this one is {here}")
     model = _pt_model()
-    calibration, test = pixels
-    path = export_onnx_int8(model, tmp_path / "model.onnx", calibration=calibration if mode == "static" else None,
-                            mode=mode, input_size=SIZE)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temporary left
+    _, test = pixels
+    path = onnx_files[mode, target]
+    assert {p.key: p.value for p in onnx.load(str(path)).metadata_props}["segformer_int8_target"] == \
+        (here if target == "auto" else target)
     graph = onnx.load(str(path)).graph
     ops = {node.op_type for node in graph.node}
     int8_weights = [t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
@@ -161,6 +265,16 @@ def test_onnx_int8_loads_runs_at_two_sizes_and_agrees(tmp_path, pixels, mode):
     other = random_pixel_values(1, (96, 128), seed=4)  # dynamic height / width survive quantization
     values = _agreements(lambda x: _torch_logits(model, x), run, test + other)
     assert run(other[0]).shape == (1, 3, 24, 32) and min(values) >= INT8_MIN
+
+
+def test_onnx_layer_losses_names_quantized_layers(onnx_files, pixels, tmp_path):
+    from segformer.common.inference.quantization import onnx_layer_losses
+    from segformer.pt.export import export_onnx
+
+    float_path = export_onnx(_pt_model(), tmp_path / "float32.onnx", input_size=SIZE)
+    losses = onnx_layer_losses(float_path, onnx_files["static", "avx2"], pixels[1][0], top=3)
+    assert len(losses) == 3 and all(isinstance(name, str) and 0.0 < error < 1.0 for name, error in losses)
+    assert [error for _, error in onnx_layer_losses(float_path, float_path, pixels[1][0])] == [0.0, 0.0, 0.0]
 
 
 def test_onnx_int8_static_needs_calibration_and_keeps_an_old_file_on_failure(tmp_path, monkeypatch, pixels):
@@ -273,17 +387,61 @@ def test_export_cli_writes_prints_size_and_agreement(checkpoint, tmp_path, capsy
 
     out = tmp_path / "model.bin"
     out.write_bytes(b"old")
+    # the tiny random model's margins are thin (module docstring): its floor is INT8_MIN, not the default 99 %
     argv = ["export", "--model", str(checkpoint / "seg"), "--format", fmt, "--out", str(out), "--size", "64,64",
-            "--calibration", str(checkpoint / "photos"), "--overwrite"]
-    assert main(argv) == 0
+            "--calibration", str(checkpoint / "photos"), "--overwrite", "--min-agreement", str(100 * INT8_MIN)]
+    assert main(argv + (["--target-cpu", "avx2"] if fmt == "onnx-int8" else [])) == 0
     text = capsys.readouterr().out
     print(text)
     assert f"wrote {out}" in text and "calibrated on 3 image(s)" in text
     assert f"{out.stat().st_size / 1e6:.2f} MB on disk" in text
     line = next(line for line in text.splitlines() if line.startswith("label-map agreement"))
-    assert "on 3 calibration image(s) + 2 random images" in line
+    assert "on 3 calibration image(s): mean" in line and "floor 90 %" in line
     assert float(line.split("min ")[1].split(" %")[0]) >= 100 * INT8_MIN
+    if fmt == "onnx-int8":
+        import onnx
+
+        assert "for --target-cpu avx2: uint8 activations x 7-bit weights" in text
+        assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["segformer_int8_target"] == "avx2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
+def test_export_cli_refuses_below_the_agreement_floor(checkpoint, tmp_path, capsys, monkeypatch, fmt):
+    pytest.importorskip("onnxruntime" if fmt == "onnx-int8" else "tensorflow")
+    import segformer.common.inference.quantization as quantization
+    from segformer.cli import main
+
+    out = tmp_path / "model.bin"
+    out.write_bytes(b"old")
+    monkeypatch.setattr(quantization, "label_agreement", lambda a, b, axis=1: 0.5)  # every check image: 50 %
+    argv = ["export", "--model", str(checkpoint / "seg"), "--format", fmt, "--out", str(out), "--size", "64,64",
+            "--calibration", str(checkpoint / "photos"), "--overwrite"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "mean 50.00 %" in captured.out and "floor 99 %" in captured.out
+    err = captured.err
+    assert err.startswith("error: label-map agreement 50.00 % with the float32 model on 3 calibration image(s) is "
+                          "below the floor --min-agreement 99 %; the layers that lose most") and err.count("\n") == 1
+    names = err.split("where it grows): ")[1].split(f"; {out} was not written")[0].split(", ")
+    assert len(names) == 3 and all(re.fullmatch(r"\S+ \d+\.\d{3}", name) for name in names), names  # "layer error" x 3
+    assert "Pass --accept-low-agreement" in err
+    assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+    assert main(argv + ["--accept-low-agreement"]) == 0
+    text = capsys.readouterr().out
+    assert "below the floor, accepted (--accept-low-agreement)" in text and f"wrote {out}" in text
+    assert out.read_bytes() != b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+def test_export_cli_agreement_and_target_errors(checkpoint, tmp_path, capsys):
+    from segformer.cli import main
+
+    base = ["export", "--model", str(checkpoint / "seg"), "--out", str(tmp_path / "x"), "--size", "64"]
+    assert main(base + ["--format", "onnx", "--min-agreement", "150"]) == 2
+    assert "--min-agreement is a percentage of pixels, 0 to 100, got 150" in capsys.readouterr().err
+    assert main(base + ["--format", "tflite-int8", "--target-cpu", "vnni", "--calibration", str(checkpoint / "photos")]) == 2
+    assert "--target-cpu vnni applies to --format onnx-int8 only, got --format tflite-int8" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -299,9 +457,9 @@ def test_export_cli_every_other_format(checkpoint, tmp_path, capsys, fmt, name, 
     from segformer.cli import main
 
     argv = ["export", "--model", str(checkpoint / "seg"), "--format", fmt, "--out", str(tmp_path / name), "--size", "64"]
-    assert main(argv + (["--int8-mode", "dynamic"] if fmt == "onnx-int8" else [])) == 0
+    assert main(argv + (["--int8-mode", "dynamic", "--min-agreement", str(100 * INT8_MIN)] if fmt == "onnx-int8" else [])) == 0
     text = capsys.readouterr().out
-    assert f"({what}" in text and "on the sample photo + 2 random images" in text
+    assert f"({what}" in text and "on the sample photo: mean" in text
     line = next(line for line in text.splitlines() if line.startswith("label-map agreement"))
     assert float(line.split("min ")[1].split(" %")[0]) >= 100 * (INT8_MIN if "int8" in fmt else FP16_MIN)
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]

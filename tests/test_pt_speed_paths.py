@@ -1,9 +1,12 @@
-"""The PyTorch speed paths give the numbers of the textbook formulations (issue 18, CPU speed).
+"""The PyTorch speed paths give the numbers of the textbook formulations on the CPU.
 
 * the segmentation loss (classes-contiguous cross-entropy) == ``cross_entropy(interpolate(logits))`` of the
   NCHW tensor, value and gradients, float64 and float32, with ignored pixels and non-integer scales;
 * the trainer's fused AdamW == the for-loop ``torch.optim.AdamW`` on the same gradients;
-* ``compile_for_inference`` (``torch.compile``, inductor) == the eager fast path (slow: it compiles).
+* ``compile_for_inference`` (``torch.compile``, inductor) == the eager fast path (slow: it compiles);
+* the eval fast path's folded head never goes stale: after optimizer steps (fused / foreach / for-loop AdamW
+  and SGD), ``.data`` / numpy / ``no_grad`` / ``copy_`` edits, ``load_state_dict``, BatchNorm statistics
+  changes, ``requires_grad_`` and dtype moves it equals the textbook path (``use_fast_path=False``).
 
 Speed itself is never asserted here; the numbers are in benchmarks/README.md and benchmarks/TRAINING.md.
 """
@@ -19,7 +22,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from randomize import random_state, tiny_config  # noqa: E402
-from segformer.common.training import TrainConfig  # noqa: E402
+from segformer.common.training.recipe import TrainConfig  # noqa: E402
 from segformer.pt import SegformerForSemanticSegmentation  # noqa: E402
 from segformer.pt.losses import upsampled_cross_entropy  # noqa: E402
 from segformer.pt.training import build_optimizer, build_param_groups  # noqa: E402
@@ -212,11 +215,214 @@ def test_banded_loss_equals_the_full_upsampled_cross_entropy(shape, band_element
         assert abs(float(banded_upsampled_cross_entropy(logits, labels, 255, band_elements) - expected)) <= 1e-12
 
 
-def test_banded_loss_all_ignored_is_nan_and_bad_heights_are_refused():
-    from segformer.pt.losses import banded_upsampled_cross_entropy
+def test_loss_all_ignored_is_zero_with_zero_gradient_and_bad_heights_are_refused():
+    """Every pixel ignored: 0 and a zero gradient on both paths (torch's mean-reduced cross_entropy gives NaN)."""
+    from segformer.pt.losses import banded_upsampled_cross_entropy, upsampled_cross_entropy
 
-    logits = torch.randn(1, 3, 4, 4, dtype=torch.float64)
-    assert torch.isnan(banded_upsampled_cross_entropy(logits, torch.full((1, 16, 16), 255), 255))
-    assert torch.isnan(_textbook_loss(logits, torch.full((1, 16, 16), 255), 255))
+    logits = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    ignored = torch.full((1, 16, 16), 255)
+    assert torch.isnan(_textbook_loss(logits, ignored, 255))
+    for loss in (banded_upsampled_cross_entropy(logits, ignored, 255), upsampled_cross_entropy(logits, ignored[:, :15], 255)):
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert float(loss) == 0.0 and float(grad.abs().max()) == 0.0
     with pytest.raises(ValueError, match="labels height 15 is not a whole multiple of the logits height 4"):
         banded_upsampled_cross_entropy(logits, torch.zeros(1, 15, 16, dtype=torch.long), 255)
+
+
+# ---------------------------------------------------------------------------- the eval fold never goes stale
+def _eval_model(seed: int = 6):
+    config = tiny_config(num_labels=3)
+    model = SegformerForSemanticSegmentation(config).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in random_state(config, "semantic_segmentation", seed=seed).items()},
+                          strict=False)
+    return model
+
+
+_PIXELS = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(7))
+
+
+def _fast_and_textbook(model, pixels=_PIXELS):
+    """(fast path logits, textbook path logits) of the same model, eval, without autograd."""
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        fast = model(pixels.to(dtype)).logits
+        model.use_fast_path = False
+        try:
+            plain = model(pixels.to(dtype)).logits
+        finally:
+            model.use_fast_path = True
+    return fast, plain
+
+
+def _assert_fast_equals_textbook(model, before, label, tol=1e-5):
+    """The fast path == the textbook path after an update, and the update did change the logits (so a fold of
+    the weights before it would be caught)."""
+    fast, plain = _fast_and_textbook(model)
+    worst = float((fast.double() - plain.double()).abs().max())
+    assert worst <= tol, f"{label}: fast vs textbook path, max |diff| {worst:.2e}"
+    assert float((plain.double() - before.double()).abs().max()) > 1e-3, f"{label}: the update changed nothing"
+
+
+def _one_training_step(model, optimizer_factory):
+    model.train()
+    optimizer = optimizer_factory(model.parameters())
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 3, (2, 40, 56), generator=generator)
+    model(pixel_values=_PIXELS, labels=labels).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.eval()
+
+
+@pytest.mark.parametrize("name, factory", [
+    ("AdamW fused", lambda p: torch.optim.AdamW(p, fused=True)),
+    ("AdamW foreach, default lr", lambda p: torch.optim.AdamW(p, foreach=True)),
+    ("AdamW foreach", lambda p: torch.optim.AdamW(p, lr=1e-2, foreach=True)),
+    ("AdamW for-loop", lambda p: torch.optim.AdamW(p, lr=1e-2, foreach=False)),
+    ("SGD fused", lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9, fused=True)),
+    ("SGD foreach", lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9, foreach=True)),
+])
+def test_eval_fast_path_after_one_optimizer_step_equals_the_textbook_path(name, factory):
+    """One training step (the BatchNorm running statistics move too) between two eval calls: the second eval
+    call sees the new weights. Fused / foreach kernels update parameters without bumping their version."""
+    model = _eval_model()
+    before, _ = _fast_and_textbook(model)
+    _one_training_step(model, factory)
+    _assert_fast_equals_textbook(model, before, name)
+
+
+def _edit_data(model):  # ``.data`` has a version counter of its own: in-place edits through it are invisible
+    for p in model.decode_head.parameters():
+        p.data.mul_(1.5)
+
+
+def _edit_numpy(model):  # a numpy view of the same memory
+    for p in model.decode_head.parameters():
+        view = p.detach().numpy()
+        view *= 1.5
+
+
+def _edit_no_grad(model):
+    with torch.no_grad():
+        for p in model.decode_head.parameters():
+            p.mul_(1.5)
+
+
+def _edit_data_copy(model):
+    generator = torch.Generator().manual_seed(9)
+    for p in model.decode_head.parameters():
+        p.data.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+
+
+def _edit_copy(model):
+    generator = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in model.decode_head.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+
+
+def _edit_load_state_dict(model):
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in
+                           random_state(model.config, "semantic_segmentation", seed=11).items()}, strict=False)
+
+
+def _edit_load_state_dict_assign(model):
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in
+                           random_state(model.config, "semantic_segmentation", seed=11).items()}, strict=False, assign=True)
+
+
+def _edit_bn_stats(model):  # buffers edited in place through ``.data``, then replaced outright
+    bn = model.decode_head.batch_norm
+    bn.running_mean.data.add_(0.5)
+    bn.running_var.data.mul_(2.0)
+
+
+def _edit_bn_stats_train_forward(model):  # a train-mode forward moves the running statistics
+    model.train()
+    with torch.no_grad():
+        model(pixel_values=_PIXELS * 3 + 1)
+    model.eval()
+
+
+def _edit_requires_grad(model):  # frozen head, then an update through ``.data`` (how frozen layers get edited)
+    model.decode_head.requires_grad_(False)
+    _edit_data(model)
+    model.decode_head.requires_grad_(True)
+
+
+@pytest.mark.parametrize("edit", [_edit_data, _edit_numpy, _edit_no_grad, _edit_data_copy, _edit_copy,
+                                  _edit_load_state_dict, _edit_load_state_dict_assign, _edit_bn_stats,
+                                  _edit_bn_stats_train_forward, _edit_requires_grad],
+                         ids=lambda f: f.__name__[len("_edit_"):])
+def test_eval_fast_path_after_a_weight_edit_equals_the_textbook_path(edit):
+    model = _eval_model()
+    before, _ = _fast_and_textbook(model)
+    _fast_and_textbook(model)  # a second cached call
+    edit(model)
+    _assert_fast_equals_textbook(model, before, edit.__name__)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_eval_fast_path_after_a_dtype_move_equals_the_textbook_path(dtype):
+    """``.to(dtype)`` and back to float32, each followed by an eval call and then a ``.data`` edit: every call
+    sees the weights it runs with (float64 to 1e-10, float32 to 1e-5, the 16-bit types to 2 % of the logits)."""
+    model = _eval_model()
+    previous, _ = _fast_and_textbook(model)
+    for step, target in enumerate([dtype, dtype, torch.float32, torch.float32]):
+        model.to(target)
+        if step % 2:
+            generator = torch.Generator().manual_seed(20 + step)
+            for p in model.decode_head.parameters():
+                p.data.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+        fast, plain = _fast_and_textbook(model)
+        assert fast.dtype == plain.dtype == target
+        fast, plain = fast.double(), plain.double()
+        tol = {torch.float64: 1e-10, torch.float32: 1e-5}.get(target, 0.02 * float(plain.abs().max()))
+        worst = float((fast - plain).abs().max())
+        assert worst <= tol, f"step {step} ({target}): fast vs textbook path, max |diff| {worst:.2e}"
+        if step % 2:
+            assert float((plain - previous.double()).abs().max()) > 10 * tol, f"step {step}: the edit changed nothing"
+        previous = plain
+
+
+def test_eval_fold_is_computed_once_while_the_weights_hold_the_same_bits(monkeypatch):
+    """The cache is used (one fold for repeated no-grad calls), and a change of one element of any tensor the
+    fold reads, made where no version counter sees it, is caught: each such edit costs exactly one new fold."""
+    import segformer.pt.decode_head as decode_head
+
+    calls = []
+    real = decode_head.fold_decode_head
+    monkeypatch.setattr(decode_head, "fold_decode_head", lambda *a: calls.append(1) or real(*a))
+    model = _eval_model()
+    for _ in range(3):
+        _fast_and_textbook(model)
+    assert len(calls) == 1
+    for i, tensor in enumerate(model.decode_head._fold_sources()):
+        flat = tensor.detach().numpy().reshape(-1)  # shared memory, no version bump
+        flat[i % flat.size] += 0.25
+        fast, plain = _fast_and_textbook(model)
+        assert len(calls) == 2 + i, f"source {i} edited: the fold was not recomputed"
+        assert float((fast - plain).abs().max()) <= 1e-5, f"source {i} edited"
+
+
+def test_same_bits_compares_every_bit():
+    from segformer.pt.decode_head import same_bits
+
+    a = torch.tensor([1.0, float("nan"), 0.0, -2.5])
+    assert same_bits([a], [a.clone()])  # NaN == NaN bit for bit
+    negative_zero = a.clone()
+    negative_zero[2] = -0.0
+    assert not same_bits([a], [negative_zero])
+    one_ulp = a.clone()
+    one_ulp[3] = torch.nextafter(one_ulp[3], torch.tensor(0.0))
+    assert not same_bits([a], [one_ulp])
+    assert not same_bits([a], [a.double()])  # dtype
+    assert not same_bits([a], [a.reshape(2, 2)])  # shape
+    assert not same_bits([a], [a, a])  # count
+    grid = torch.arange(12.0).reshape(3, 4)
+    assert same_bits([grid.t().contiguous()], [grid.t()])  # non-contiguous: compared element by element
+    edited = grid.clone()
+    edited[1, 2] = 99.0
+    assert not same_bits([grid.t().contiguous()], [edited.t()])
+    assert same_bits([torch.zeros(0)], [torch.zeros(0)])

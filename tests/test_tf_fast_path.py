@@ -219,3 +219,52 @@ def test_tf_training_fast_head_keeps_mixed_precision_dtypes():
         assert float(np.abs(outputs[True] - outputs[False]).max()) <= 2e-2 * scale
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.slow  # about 10 s (graph tracing, an eager training step); the TF path keeps no fold to go stale
+def test_tf_eval_fast_path_follows_every_weight_update():
+    """The Keras eval fast path folds the head's variables inside each call (the cached graph reads the
+    variables, no folded copy is kept): after a Keras optimizer step (BatchNorm statistics move too), variable
+    assignments, a BatchNorm statistics edit and a state load, cached-graph fast calls == the plain path."""
+    import keras
+    import tensorflow as tf
+
+    model = _tiny_seg_model()
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 3, 64, 64)).astype(np.float32)
+    labels = rng.integers(0, 5, size=(2, 64, 64)).astype(np.int32)
+    head = model.decode_head
+
+    def fast_and_plain():
+        model.use_fast_path = True
+        fast = np.asarray(model(x).logits)
+        model.use_fast_path = False
+        plain = np.asarray(model(x).logits)
+        model.use_fast_path = True
+        return fast, plain
+
+    def optimizer_step():  # eager (tracing a Keras train_step would take minutes here)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x, labels=labels, training=True).loss)
+        variables = model.trainable_variables
+        keras.optimizers.AdamW(learning_rate=1e-2).apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    def assign_kernels():
+        for variable in [head.linear_fuse.kernel] + [mlp.proj.kernel for mlp in head.mlps]:
+            variable.assign(variable * 1.5)
+
+    def edit_statistics():
+        head.batch_norm.moving_mean.assign_add(tf.fill(head.batch_norm.moving_mean.shape, 0.5))
+        head.batch_norm.moving_variance.assign(head.batch_norm.moving_variance * 2.0)
+
+    def load_state():
+        model.load_state_dict_numpy(random_state(model.config, "seg", seed=9))
+
+    previous, _ = fast_and_plain()
+    fast_and_plain()  # from here on the eval calls run as the cached graph
+    for update in (optimizer_step, assign_kernels, edit_statistics, load_state):
+        update()
+        fast, plain = fast_and_plain()
+        assert float(np.abs(fast - plain).max()) <= 1e-5, update.__name__
+        assert float(np.abs(plain - previous).max()) > 1e-3, f"{update.__name__} changed nothing"
+        previous = plain

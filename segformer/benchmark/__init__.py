@@ -15,8 +15,8 @@ Used by ``segformer bench`` (the one benchmark harness; its other modes: :mod:`~
   ``hf_python`` / ``hf_tf_python`` name them; a reference that is not importable is skipped.
 * Contention: ``contention=N`` runs N busy-loop processes beside the workers
   (:mod:`~segformer.benchmark.contention`), the workers under the thread policy of
-  :mod:`segformer.common.threads` (as the command line sets it).
-* Arithmetic rate: FLOPs are counted analytically (:mod:`segformer.common.flops`, the *plain* path's
+  :mod:`segformer.common.base.threads` (as the command line sets it).
+* Arithmetic rate: FLOPs are counted analytically (:mod:`segformer.common.model.flops`, the *plain* path's
   multiply-adds x 2), so the GFLOP/s of a fast path is "equivalent plain-path work per second"; the
   fast path's own count is reported too. The machine's float32 matmul rate is measured by a worker
   (square ``torch.mm`` or ``numpy.dot``, same thread count).
@@ -29,7 +29,7 @@ at import time. Modules: :mod:`~segformer.benchmark.worker` (the worker process 
 
 from __future__ import annotations
 
-from ..common.sizes import parse_sizes
+from ..common.base.sizes import parse_sizes
 from .run import (
     CUDA_IMPLS,
     DEPLOY_IMPLS,

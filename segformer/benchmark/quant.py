@@ -6,7 +6,8 @@ pt-fast,pt-int8,ort-fp32,ort-int8,hf-ort-fp32,tflite-fp32,tflite-fp16,tflite-int
 
 A b0 fine-tuned on the synthetic set of benchmarks/TRAINING.md (``trained``; without it one is trained first
 with ``train_steps`` steps of the recipe below). Paths: PT float32 fast path, PT dynamic int8 (encoder
-linears), ONNX Runtime float32 of our export and its static int8 (QDQ), TFLite float32 / float16 weights /
+linears), ONNX Runtime float32 of our export and its static int8 (QDQ) in this CPU's format (and, on a VNNI /
+ARM CPU, also in the ``avx2`` format: 7-bit weights, exact on every x86-64 CPU), TFLite float32 / float16 weights /
 full-integer int8. The int8 paths are calibrated on 16 training images of the synthetic set (the user's
 images), resized to the input size. Measured: label-map agreement with PT float32 on the sample photo and 4
 random images at 512x512, and mIoU on the 16 held-out synthetic images (64x64) for every path.
@@ -36,11 +37,11 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int | None):
 
     from ..pt.export import export_onnx
     from ..pt.quantize import quantize_dynamic
-    from ..common.quantization import quantize_onnx
+    from ..common.inference.quantization import cpu_int8_target, quantize_onnx
     from ..tf import TFSegformerForSemanticSegmentation
     from ..tf.export import TFLiteRunner, export_tflite
 
-    from ..common.threads import default_threads
+    from ..common.base.threads import default_threads
 
     threads = threads or default_threads()  # ONNX Runtime / TFLite: the policy's count too
     work.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,10 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int | None):
     paths["ort-fp32"] = (ort_run(work / "fp32.onnx"), _size_mb(work / "fp32.onnx"))
     quantize_onnx(work / "fp32.onnx", work / "int8.onnx", calibration=calibration, mode="static")
     paths["ort-int8-static"] = (ort_run(work / "int8.onnx"), _size_mb(work / "int8.onnx"))
+    if cpu_int8_target() != "avx2":  # the format every x86-64 CPU computes exactly (7-bit weights), for comparison
+        quantize_onnx(work / "fp32.onnx", work / "int8-avx2.onnx", calibration=calibration, mode="static",
+                      target_cpu="avx2")
+        paths["ort-int8-static-avx2"] = (ort_run(work / "int8-avx2.onnx"), _size_mb(work / "int8-avx2.onnx"))
     tf_model = TFSegformerForSemanticSegmentation(pt_model.config)
     tf_model(np.zeros((1, 3, *size), np.float32), training=False)
     tf_model.load_state_dict_numpy({k: v.detach().numpy() for k, v in pt_model.state_dict().items()})
@@ -92,15 +97,15 @@ def run_quant(trained: str | None = None, work: str = "/tmp/segformer_quant", tr
         raise ValueError(f"trained: {trained!r} is not a model folder")
     if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 1:
         raise ValueError(f"train_steps must be a positive int, got {train_steps!r}")
-    from ..common.threads import configure_threads
+    from ..common.base.threads import configure_threads
 
     configure_threads(threads)  # PT and TF in this one process, the same count
     import torch
 
-    from ..common.datasets import load_label, make_synthetic_dataset
-    from ..common.metrics import SegmentationMetric
-    from ..common.quantization import calibration_pixel_values, label_agreement, random_pixel_values
-    from ..common.sample import SAMPLE_IMAGE
+    from ..common.training.datasets import load_label, make_synthetic_dataset
+    from ..common.training.metrics import SegmentationMetric
+    from ..common.inference.quantization import calibration_pixel_values, label_agreement, random_pixel_values
+    from ..common.images.sample import SAMPLE_IMAGE
     from ..pt import SegformerForSemanticSegmentation
 
     folder = Path(work)

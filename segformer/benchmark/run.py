@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..common.threads import THREAD_VARIABLES, WAIT_VARIABLES, available_cpus, thread_environment
-from ..common.variants import variant_kwargs
+from ..common.base.threads import THREAD_VARIABLES, WAIT_VARIABLES, available_cpus, thread_environment
+from ..common.model.variants import variant_kwargs
 from .contention import competing_processes
 
 
@@ -234,7 +234,7 @@ def run_benchmark(
 
     ``contention``: that many busy-loop processes compete for the CPUs from the matmul-rate measurement to
     the last repeat (:func:`~segformer.benchmark.contention.competing_processes`; always ended, also on an
-    error or Ctrl-C). The workers run under the thread policy (:mod:`segformer.common.threads`; the report's
+    error or Ctrl-C). The workers run under the thread policy (:mod:`segformer.common.base.threads`; the report's
     ``machine.thread_env`` lists the variables they saw).
     """
     for name, value in (("repeats", repeats), ("warmup", warmup), ("num_labels", num_labels), ("batch", batch)):
@@ -280,8 +280,8 @@ def run_benchmark(
 
 
 def _run_all(pairs, impls, repeats, warmup, threads, num_labels, hf_python, hf_tf_python, batch, say):
-    from ..common.config import SegformerConfig
-    from ..common.flops import count_flops
+    from ..common.model.config import SegformerConfig
+    from ..common.model.flops import count_flops
 
     matmul = measure_matmul_rate(threads)
     say(f"float32 matmul rate: {matmul.get('gflops', float('nan')):.1f} GFLOP/s ({matmul.get('what', '')})")

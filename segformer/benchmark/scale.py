@@ -8,7 +8,7 @@ random weights): peak memory of huge images, images/s over a folder, several pro
 
 Every measurement runs in a fresh process and reports that process's peak RSS (``ru_maxrss``), so one
 measurement's allocations do not hide another's. ``threads=None`` leaves the thread policy's default
-(:mod:`segformer.common.threads`). Results are printed as Markdown table rows.
+(:mod:`segformer.common.base.threads`). Results are printed as Markdown table rows.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..common.threads import configure_threads
+from ..common.base.threads import configure_threads
 
 MB = 2**20
 
@@ -34,7 +34,7 @@ def _child_segment(mode: str, side_h: int, side_w: int, threads: int, workdir: s
     import torch
 
     from segformer import Segmenter
-    from segformer.common.config import SegformerConfig
+    from segformer.common.model.config import SegformerConfig
     from segformer.pt import SegformerForSemanticSegmentation
 
     configure_threads(threads)
@@ -60,7 +60,7 @@ def _child_segment(mode: str, side_h: int, side_w: int, threads: int, workdir: s
 
 def _child_env(**extra: str) -> dict:
     """The children's environment: this checkout first on the path, the thread policy, ``extra``."""
-    from ..common.threads import thread_environment
+    from ..common.base.threads import thread_environment
 
     env = dict(os.environ, **extra)
     root = str(Path(__file__).resolve().parents[2])
@@ -117,7 +117,7 @@ def _make_folder(folder: Path, count: int) -> None:
 def _save_model(folder: Path) -> None:
     import torch
 
-    from segformer.common.config import SegformerConfig
+    from segformer.common.model.config import SegformerConfig
     from segformer.pt import SegformerForSemanticSegmentation
 
     torch.manual_seed(0)
@@ -129,8 +129,8 @@ def _child_loop(model: str, images: str, out: str, threads: int | None) -> dict:
     import torch
 
     from segformer import Segmenter
-    from segformer.common.image_io import expand_inputs
-    from segformer.common.viz import save_mask_png, save_png
+    from segformer.common.images.image_io import expand_inputs
+    from segformer.common.images.viz import save_mask_png, save_png
     from segformer.pt import SegformerForSemanticSegmentation
 
     configure_threads(threads)

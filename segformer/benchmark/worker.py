@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from ..common.variants import variant_kwargs
+from ..common.model.variants import variant_kwargs
 
 from .run import DEPLOY_IMPLS, IMPLEMENTATIONS, TRAIN_IMPLS
 
@@ -32,9 +32,9 @@ _memory_mb = _rss_mb  # CUDA workers report the GPU's peak allocated memory inst
 
 def _set_threads(threads: int | None) -> None:
     """``--threads N`` for this worker (both frameworks, imported or not yet: the thread policy's
-    :func:`~segformer.common.threads.configure_threads`); ``None`` keeps the policy's default."""
+    :func:`~segformer.common.base.threads.configure_threads`); ``None`` keeps the policy's default."""
     if threads:
-        from ..common.threads import configure_threads
+        from ..common.base.threads import configure_threads
 
         configure_threads(threads)
 
@@ -71,7 +71,7 @@ def _build(spec: dict[str, Any]):
             model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**kwargs)).eval()
             version = f"transformers {transformers.__version__}, torch {torch.__version__}"
         else:
-            from ..common.config import SegformerConfig
+            from ..common.model.config import SegformerConfig
             from ..pt import SegformerForSemanticSegmentation
 
             model = SegformerForSemanticSegmentation(SegformerConfig(**kwargs)).eval()
@@ -110,7 +110,7 @@ def _build(spec: dict[str, Any]):
     else:
         import keras
 
-        from ..common.config import SegformerConfig
+        from ..common.model.config import SegformerConfig
         from ..tf import TFSegformerForSemanticSegmentation
 
         keras.utils.set_random_seed(0)
@@ -137,13 +137,13 @@ def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
 
     import numpy as np
 
-    from ..common.config import SegformerConfig
-    from ..common.deps import require
-    from ..common.quantization import random_pixel_values
+    from ..common.model.config import SegformerConfig
+    from ..common.base.deps import require
+    from ..common.inference.quantization import random_pixel_values
 
     impl = spec["impl"]
     height, width = spec["size"]
-    from ..common.threads import default_threads
+    from ..common.base.threads import default_threads
 
     threads = spec.get("threads") or default_threads()  # ONNX Runtime / TFLite: the policy's count too
     pixel_values = np.random.default_rng(0).standard_normal((1, 3, height, width), dtype=np.float32)
@@ -231,8 +231,8 @@ def _build_train(spec: dict[str, Any], kwargs: dict[str, Any], batch: int, heigh
     ``torch.optim.AdamW``, Keras as the TF trainer's ``tf.function`` step. Random weights, random labels."""
     import numpy as np
 
-    from ..common.config import SegformerConfig
-    from ..common.training import TrainConfig
+    from ..common.model.config import SegformerConfig
+    from ..common.training.recipe import TrainConfig
 
     impl = spec["impl"]
     rng = np.random.default_rng(0)

@@ -14,14 +14,14 @@ import argparse
 import json
 import sys
 
-from ..common.atomic import atomic_write_text
+from ..common.base.atomic import atomic_write_text
 
 __all__ = ["add_arguments", "run", "main"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..benchmark import IMPLEMENTATIONS
-    from ..common.variants import variant_names
+    from ..common.model.variants import variant_names
 
     from ..benchmark.scale import MODES as SCALE_MODES
 
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _pairs(text: str) -> list[tuple[str, tuple[int, int]]]:
     from ..benchmark import parse_list
-    from ..common.sizes import parse_size
+    from ..common.base.sizes import parse_size
 
     pairs = []
     for item in parse_list("pairs", text):

@@ -37,15 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduce-labels", action="store_true", help="ADE20K annotations: 0 -> ignored, k -> k-1")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true")
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, "none")
 
 
 class _Subset:
-    """The first ``count`` items of ``dataset``, every ``world``-th from ``rank`` (a worker's share)."""
+    """The first ``count`` items of ``dataset``."""
 
-    def __init__(self, dataset: Any, count: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, dataset: Any, count: int) -> None:
         self.dataset = dataset
-        self.indices = range(rank, min(count, len(dataset)), world)
+        self.indices = range(min(count, len(dataset)))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -57,9 +57,9 @@ class _Subset:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..common.deps import require_framework
-    from ..common.metrics import format_iou_table
-    from ..common.training import build_eval_transform
+    from ..common.base.deps import require_framework
+    from ..common.training.metrics import format_iou_table
+    from ..common.training.recipe import build_eval_transform
 
     kwargs = inference_kwargs(args)
     require_framework(args.framework, "segformer eval")
@@ -91,14 +91,10 @@ def run(args: argparse.Namespace) -> int:
             return 0
         ranks = f" | {context.world_size} processes" if context.distributed else ""
     else:  # with TF_CONFIG workers every worker evaluates its share; the matrices are summed
-        from ..common.metrics import SegmentationMetric
         from ..tf.training import evaluate
 
-        share = _Subset(dataset, len(dataset), workers.rank, workers.world)
-        metric = evaluate(model, share, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
-                          progress=not args.no_progress)
-        metric = SegmentationMetric.from_state(workers.sum(metric.state()), ignore_index=metric.ignore_index,
-                                               reduce_labels=metric.reduce_labels)
+        metric = evaluate(model, dataset, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
+                          progress=not args.no_progress, workers=workers)
         if workers.rank != 0:
             return 0
         ranks = f" | {workers.world} workers" if workers.world > 1 else ""

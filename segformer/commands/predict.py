@@ -13,15 +13,17 @@ per image with its most frequent classes (fraction of pixels and name) and write
 ``--overwrite`` (checked for every image before any work), and an input is never written over, even
 with ``--overwrite``. A file that cannot be read (missing, truncated, not an image, too many pixels) is
 skipped and listed at the end with its reason, and the exit status is 1; ``--strict`` stops at the first
-one instead. Masks have the input's resolution. It is a thin layer over :class:`segformer.Segmenter`:
-labels are computed in row bands (no ``classes x H x W`` logits). ``--workers`` parallel pipelines each
+one instead. Masks have the input's resolution. It is a thin layer over :class:`segformer.Segmenter`, built
+as :meth:`segformer.Segmenter.from_pretrained` builds it (the folder's processor config, a preset's test-time
+settings), so the masks are the label maps that ``Segmenter.from_pretrained(MODEL)(image)`` gives; every
+inference option is one ``Segmenter`` argument. Labels are computed in row bands (no ``classes x H x W`` logits). ``--workers`` parallel pipelines each
 decode, resize, segment and post-process their share of the images (``--batch-size`` consecutive images at a
 time, equal-sized ones in one model call) while background threads write the outputs; the outputs are the
 ones a one-at-a-time loop writes, byte for byte. By default (PyTorch on the CPU) there is one pipeline per
 intra-op thread (``torch.get_num_threads()``, at most 4) and the threads are split between them: on a
 2-core machine 2 pipelines of 1 thread, so both cores stay busy through the single-threaded upsampling and
 PNG encoding; ``--workers 0`` runs one image at a time in the main thread. A progress bar shows images/s. Before any work every image's peak memory is estimated from its header
-(:mod:`segformer.common.memory`); one that would need more than is available (or ``--memory-limit``) is
+(:mod:`segformer.common.inference.memory`); one that would need more than is available (or ``--memory-limit``) is
 refused with the mode that would fit. Images above 16 megapixels get their label map computed into a
 temporary file on disk (the PNG is written from it). ``--max-pixels`` is an optional hard cap. Under
 ``torchrun`` (PyTorch) or with ``TF_CONFIG`` workers (Keras) the images are split by rank and each output
@@ -77,22 +79,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay mask weight in [0, 1] (default 0.5)")
     parser.add_argument("--palette", default=None,
-                        help="ade20k | cityscapes | auto (default: by num_labels: 150 ade20k, 19 cityscapes, else generated)")
+                        help="ade20k | cityscapes | auto (default: the preset's label set, else by num_labels: 150 ade20k, 19 "
+                             "cityscapes, else generated)")
     parser.add_argument("--top", type=int, default=3, help="classes listed per image (default 3)")
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, "the resize Segmenter.from_pretrained uses: the preset's keep-ratio rule for a "
+                                    "preset name, else the processor's (the folder's preprocessor_config.json, else "
+                                    "512x512)")
 
 
 def palette_for(num_labels: int, name: str | None = None) -> np.ndarray:
-    """The colours for ``num_labels`` classes: a named set, or ADE20K (150) / Cityscapes (19) / generated."""
-    from ..common.labels import get_palette
-    from ..segmenter import default_palette
+    """The colours for ``num_labels`` classes: a named set, or ADE20K (150) / Cityscapes (19) / generated
+    (:func:`~segformer.common.images.labels.resolve_palette`, the one palette rule)."""
+    from ..common.images.labels import resolve_palette
 
-    if name in (None, "auto"):
-        return default_palette(num_labels)
-    palette = get_palette(name)
-    if len(palette) < num_labels:
-        raise ValueError(f"--palette {name!r} has {len(palette)} colours but the model has {num_labels} classes")
-    return palette
+    return resolve_palette(num_labels, name, what="--palette")[0]
 
 
 def output_paths(images: list[tuple[Path, str]], out: Path) -> list[tuple[Path, Path, Path]]:
@@ -129,7 +129,7 @@ def check_memory(segmenter: Any, jobs: list[Any], sizes: list[tuple[int, int]], 
     Images up to :data:`LARGE_IMAGE_PIXELS` run ``in_flight`` at a time (parallel workers x batch size), so each
     is checked as ``in_flight`` images of its size next to one framework baseline; larger ones run alone.
     """
-    from ..common.memory import available_memory, estimate_memory, format_bytes
+    from ..common.inference.memory import available_memory, estimate_memory, format_bytes
 
     budget = _memory_budget(args.memory_limit) if args.memory_limit else available_memory()
     if budget is None:
@@ -184,7 +184,7 @@ def _progress(total: int, args: argparse.Namespace) -> Any:
 
 
 def _write_outputs(result: Any, mask_path: Path, overlay_path: Path, palette: np.ndarray, args: argparse.Namespace) -> None:
-    from ..common.viz import save_mask_png, save_png
+    from ..common.images.viz import save_mask_png, save_png
 
     _write(save_mask_png, mask_path, result.label_map, palette, overwrite=args.overwrite)
     if not args.no_overlay:
@@ -201,7 +201,7 @@ def _segment_huge(segmenter: Any, image_path: Path, mask_path: Path, args: argpa
     """One very large image: labels written into a temporary file next to the outputs while they are computed."""
     import tempfile
 
-    from ..common.image_io import image_size
+    from ..common.images.image_io import image_size
 
     height, width = image_size(image_path, segmenter.max_pixels)
     dtype = np.uint8 if len(segmenter.id2label) <= 256 else np.uint16
@@ -257,7 +257,7 @@ class _Ranks:
 
 def _write(save: Any, path: Path, *args: Any, **kwargs: Any) -> None:
     """``save(path, ...)``; an environment fault becomes one error naming the path (old file intact)."""
-    from ..common.errors import WriteError
+    from ..common.base.errors import WriteError
 
     try:
         save(path, *args, **kwargs)
@@ -271,9 +271,9 @@ def _write(save: Any, path: Path, *args: Any, **kwargs: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..common.errors import WriteError
-    from ..common.image_io import BadImageError, expand_named_inputs, open_image
-    from ..common.viz import legend, save_png
+    from ..common.base.errors import WriteError
+    from ..common.images.image_io import BadImageError, expand_named_inputs, open_image
+    from ..common.images.viz import legend, save_png
     from ..segmenter import default_workers
 
     if args.max_pixels is not None and args.max_pixels < 1:
@@ -313,8 +313,8 @@ def run(args: argparse.Namespace) -> int:
     ranks = _Ranks(args.framework)  # under torchrun / TF_CONFIG workers: this process's share of the images
     model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
     readable, sizes = readable[ranks.rank :: ranks.world], sizes[ranks.rank :: ranks.world]
-    segmenter = build_segmenter(model, args, palette=palette_for(model.config.num_labels, args.palette))
-    segmenter.batch_size = args.batch_size
+    palette = {} if args.palette in (None, "auto") else {"palette": palette_for(model.config.num_labels, args.palette)}
+    segmenter = build_segmenter(model, args, batch_size=args.batch_size, **palette)
     workers = default_workers(args.framework) if args.workers is None else args.workers
     if readable:
         check_memory(segmenter, readable, sizes, args, in_flight=max(workers, 1) * args.batch_size)

@@ -22,36 +22,84 @@ __all__ = [
     "inference_kwargs",
     "label_predictor",
     "load_model",
+    "segmenter_options",
 ]
 
 ADE_TTA_SCALES = "0.75,0.875,1.0,1.125,1.25"
 
 
-def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``eval`` and ``predict``."""
+def add_inference_arguments(parser: argparse.ArgumentParser, eval_size_default: str) -> None:
+    """Options shared by ``eval`` and ``predict``; each is one :class:`segformer.Segmenter` argument (an option
+    left out leaves that argument to the segmenter: the preset's setting, else its default).
+    ``eval_size_default`` says, for the help, what happens without ``--eval-size``."""
+    from ..segmenter import DEFAULT_CROP_SIZE, DEFAULT_STRIDE
+
+    crop, step = ",".join(map(str, DEFAULT_CROP_SIZE)), ",".join(map(str, DEFAULT_STRIDE))
     parser.add_argument("--framework", choices=("pt", "tf"), default="pt")
-    parser.add_argument("--mode", choices=("whole", "slide"), default="whole", help="whole image or sliding windows")
-    parser.add_argument("--slide-crop", default="512,512", help="slide window H,W (default 512,512; Cityscapes: 1024,1024)")
-    parser.add_argument("--slide-stride", default="341,341", help="slide step H,W (default 341,341; Cityscapes: 768,768)")
-    parser.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation")
-    parser.add_argument("--scales", default=ADE_TTA_SCALES, help=f"TTA scale ratios (default {ADE_TTA_SCALES}, the ADE20K set)")
-    parser.add_argument("--eval-size", default=None, help="resize before inference: none (default), H,W, or 'ade'")
+    parser.add_argument("--mode", choices=("whole", "slide"), default=None,
+                        help="whole image or sliding windows (default: the preset's, else whole)")
+    parser.add_argument("--slide-crop", default=None,
+                        help=f"slide window H,W (default: the preset's, else {crop}; Cityscapes: 1024,1024)")
+    parser.add_argument("--slide-stride", default=None,
+                        help=f"slide step H,W (default: the preset's, else {step}; Cityscapes: 768,768)")
+    parser.add_argument("--tta", action="store_true",
+                        help=f"horizontal-flip test-time augmentation over --scales (default scales {ADE_TTA_SCALES}, "
+                             "the ADE20K set)")
+    parser.add_argument("--scales", default=None,
+                        help="test-time scale ratios, comma-separated (one scale: the image is resized by it; several: "
+                             "their probabilities are averaged)")
+    parser.add_argument("--eval-size", default=None,
+                        help=f"resize before inference: none (the image as it is), H,W, or 'ade' (the ADE20K "
+                             f"keep-ratio rule); default: {eval_size_default}")
+
+
+def segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`segformer.Segmenter` keyword arguments the inference options give: only those given
+    (``--mode`` -> mode, ``--slide-crop`` -> crop_size, ``--slide-stride`` -> stride, ``--scales`` -> scales,
+    ``--tta`` -> flip (and the ADE20K scales without ``--scales``), ``--eval-size`` -> resize: ``none``, ``H,W``
+    or ``ade``, the ADE20K preset's keep-ratio rule)."""
+    from ..common.model.presets import get_preset
+    from ..common.base.sizes import parse_size
+
+    options: dict[str, Any] = {}
+    if args.mode is not None:
+        options["mode"] = args.mode
+    if args.slide_crop is not None:
+        options["crop_size"] = parse_size(args.slide_crop, "--slide-crop")
+    if args.slide_stride is not None:
+        options["stride"] = parse_size(args.slide_stride, "--slide-stride")
+    scales = args.scales if args.scales is not None else (ADE_TTA_SCALES if args.tta else None)
+    if scales is not None:
+        try:
+            options["scales"] = tuple(float(s) for s in str(scales).split(",") if s.strip())
+        except ValueError:
+            raise ValueError(f"--scales must be comma-separated numbers, got {scales!r}") from None
+    if args.tta:
+        options["flip"] = True
+    if args.eval_size == "ade":
+        ade = get_preset("b0-ade")
+        options.update(resize="keep-ratio", test_scale=ade.test_scale, size_divisor=ade.size_divisor)
+    elif args.eval_size is not None:
+        options["resize"] = "none" if args.eval_size == "none" else parse_size(args.eval_size, "--eval-size")
+    return options
 
 
 def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for ``predict_labels`` / ``predict_logits`` (both frameworks) from the options."""
-    from ..common.sizes import parse_size
+    """Keyword arguments for ``predict_labels`` / ``predict_logits`` (both frameworks) from the options, with
+    the :class:`segformer.Segmenter` defaults for those not given (what ``eval`` runs)."""
+    from ..common.inference import check_inference_args
+    from ..segmenter import DEFAULT_CROP_SIZE, DEFAULT_STRIDE
 
-    kwargs: dict[str, Any] = {"mode": args.mode}
-    if args.mode == "slide":
-        kwargs["crop_size"] = parse_size(args.slide_crop, "--slide-crop")
-        kwargs["stride"] = parse_size(args.slide_stride, "--slide-stride")
-    if args.tta:
-        try:
-            kwargs["scales"] = tuple(float(s) for s in str(args.scales).split(",") if s.strip())
-        except ValueError:
-            raise ValueError(f"--scales must be comma-separated numbers, got {args.scales!r}") from None
+    options = segmenter_options(args)
+    kwargs: dict[str, Any] = {"mode": options.get("mode", "whole")}
+    if kwargs["mode"] == "slide":
+        kwargs["crop_size"] = options.get("crop_size", DEFAULT_CROP_SIZE)
+        kwargs["stride"] = options.get("stride", DEFAULT_STRIDE)
+    if "scales" in options:
+        kwargs["scales"] = options["scales"]
+    if options.get("flip"):
         kwargs["flip"] = True
+    check_inference_args(**kwargs)  # bad values named before any model is loaded
     return kwargs
 
 
@@ -63,27 +111,25 @@ def load_model(framework: str, path: str, command: str = "segformer eval", allow
     """
     import warnings
 
-    from ..common.deps import require_framework
+    from ..common.base.deps import require_framework
 
     if framework not in ("pt", "tf"):
         raise ValueError(f"--framework must be one of ['pt', 'tf'], got {framework!r}")
-    from ..common.hub import looks_like_repo_id
-    from ..common.presets import find_preset
+    from ..common.model.hub import looks_like_repo_id
+    from ..common.model.presets import find_preset
 
     if not Path(path).exists() and find_preset(path) is None and not (looks_like_repo_id(path) and "/" in path):
         raise FileNotFoundError(
             f"--model {path!r} does not exist: pass a checkpoint folder (config.json + weights), a preset name "
             "(segformer presets) or a Hugging Face Hub id"
         )
+    from ..segmenter import backend_module
+
     require_framework(framework, command)
-    if framework == "pt":
-        from ..pt import SegformerForSemanticSegmentation as model_class
-    else:
-        from ..tf import TFSegformerForSemanticSegmentation as model_class
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model, report = model_class.from_pretrained(path, output_loading_info=True)
-    random_head = [key for key in report.missing_keys if key.startswith("decode_head.")]
+        model, report = backend_module(framework).load_pretrained(path)
+    random_head = report.untrained_head_keys
     if random_head and not allow_random_head:
         raise ValueError(
             f"--model {path!r} has no trained decode head ({len(random_head)} decode_head tensors are not in its "
@@ -95,41 +141,29 @@ def load_model(framework: str, path: str, command: str = "segformer eval", allow
     for warning in caught:
         if not (random_head and str(warning.message).startswith("loading ")):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return model.eval() if framework == "pt" else model
+    return model
 
 
-def build_segmenter(model: Any, args: argparse.Namespace, palette: Any = None) -> Any:
-    """The :class:`segformer.Segmenter` the inference options ask for: ``--mode`` / ``--slide-crop`` /
-    ``--slide-stride`` / ``--tta`` / ``--scales``, and ``--eval-size`` as its resize rule (``none``: the image
-    as it is; ``ade``: the original ADE20K keep-ratio rule; ``H,W``: that size)."""
-    from ..common.sizes import parse_size
+def build_segmenter(model: Any, args: argparse.Namespace, **options: Any) -> Any:
+    """The :class:`segformer.Segmenter` for ``model`` loaded from ``--model``, built as
+    :meth:`segformer.Segmenter.from_pretrained` builds it (the folder's processor, the preset's settings), with
+    the inference options (:func:`segmenter_options`) and ``options`` on top."""
     from ..segmenter import Segmenter
 
-    kwargs = inference_kwargs(args)
-    if args.eval_size in (None, "none"):
-        resize: dict[str, Any] = {"resize": "none"}
-    elif args.eval_size == "ade":
-        resize = {"resize": "keep-ratio", "test_scale": (2048, 512), "size_divisor": 32}
-    else:
-        resize = {"resize": parse_size(args.eval_size, "--eval-size")}
-    return Segmenter(model, palette=palette, **kwargs, **resize)
+    return Segmenter.from_loaded(model, args.model, **segmenter_options(args), **options)
 
 
 def label_predictor(framework: str, kwargs: dict[str, Any]) -> Callable[[Any, Any, tuple[int, int]], Any]:
-    """``predict(model, pixel_values (1, 3, h, w), (H, W)) -> (1, H, W)`` labels, numpy-compatible."""
-    if framework == "pt":
-        from ..pt.inference import predict_labels
+    """``predict(model, pixel_values (1, 3, h, w), (H, W)) -> (1, H, W)`` labels (the framework adapter's
+    ``Backend.labels``), as the trainers' ``evaluate`` takes it."""
+    from ..segmenter import backend_module
 
-        def predict(model: Any, pixel_values: Any, size: tuple[int, int]) -> Any:
-            return predict_labels(model, pixel_values, output_size=size, **kwargs)
+    backend = backend_module(framework).Backend
 
-        return predict
-    from ..tf.inference import predict_labels as tf_predict_labels
+    def predict(model: Any, pixel_values: Any, size: tuple[int, int]) -> Any:
+        return backend(model).labels(pixel_values, size, **kwargs)
 
-    def predict_tf(model: Any, pixel_values: Any, size: tuple[int, int]) -> Any:
-        return tf_predict_labels(model, pixel_values, output_size=size, **kwargs)
-
-    return predict_tf
+    return predict
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,8 +177,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def dataset_from_args(args: argparse.Namespace, split: str, transform: Any, seed: int | None = None) -> Any:
     """The dataset that ``--data`` (its ``split``) or ``--images`` / ``--labels`` name."""
-    from ..common.datasets import SegmentationFolderDataset, _read_id2label
-    from ..common.image_io import expand_named_inputs
+    from ..common.training.datasets import SegmentationFolderDataset, _read_id2label
+    from ..common.images.image_io import expand_named_inputs
 
     if (args.data is None) == (args.images is None):
         raise ValueError("pass either --data ROOT or --images ITEM... with --labels DIR (exactly one of --data / --images)")
@@ -169,8 +203,8 @@ def check_dataset_files(dataset: Any, count: int | None = None) -> int:
     Raises ``ValueError`` listing every bad file with its reason (missing, unreadable, truncated, not an
     image, wrong label mode, label size differs from the image).
     """
-    from ..common.datasets import load_label
-    from ..common.image_io import check_image, image_size
+    from ..common.training.datasets import load_label
+    from ..common.images.image_io import check_image, image_size
 
     bad: list[str] = []
     largest = -1

@@ -9,15 +9,15 @@ Training fast path (``use_fast_path`` on, the default): ``linear_fuse`` alone fo
 rounding.
 
 Fast path (eval, same numbers within float rounding): ``linear_fuse`` and the eval BatchNorm folded
-into each stage's ``proj`` by :func:`segformer.common.head_fold.fold_decode_head` (the derivation is
+into each stage's ``proj`` by :func:`segformer.common.model.head_fold.fold_decode_head` (the derivation is
 there), run at each stage's own resolution; the 4D-channel concatenation at 1/4 resolution is never built.
 
 Changing the head (checklist):
 
 1. the layers and the plain path here and in ``segformer/tf/decode_head.py`` (same names, same order);
-2. the fold, once, in ``segformer/common/head_fold.py`` (both fast paths call it on their weights);
-3. the weight table ``segformer/common/weights.py`` (names and shapes both frameworks load);
-4. the FLOP count ``segformer/common/flops.py`` (plain and fast);
+2. the fold, once, in ``segformer/common/model/head_fold.py`` (both fast paths call it on their weights);
+3. the weight table ``segformer/common/model/weights.py`` (names and shapes both frameworks load);
+4. the FLOP count ``segformer/common/model/flops.py`` (plain and fast);
 5. the tests: fast path == plain path (``tests/test_pt_model.py``, ``tests/test_tf_fast_path.py``) and
    the fixtures' logits.
 """
@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.config import SegformerConfig, patch_embed_size
-from ..common.head_fold import fold_decode_head
+from ..common.model.config import SegformerConfig, patch_embed_size
+from ..common.model.head_fold import fold_decode_head
 from .pretrained import SegformerPreTrainedModel
 
-__all__ = ["SegformerMLP", "SegformerDecodeHead", "stage_maps", "FAST_HEAD_CHUNK", "fast_head_chunk"]
+__all__ = ["SegformerMLP", "SegformerDecodeHead", "stage_maps", "FAST_HEAD_CHUNK", "fast_head_chunk", "same_bits"]
 
 # The eval fast path produces the fused map at most this many channels at a time: (B, h_1, w_1, 128) float32
 # is 8 MB at 512x512, small enough for the allocator to reuse, where a full (B, h_1, w_1, D) buffer (50 MB
@@ -41,6 +41,46 @@ __all__ = ["SegformerMLP", "SegformerDecodeHead", "stage_maps", "FAST_HEAD_CHUNK
 # with D; traced / exported graphs (input sizes symbolic) use FAST_HEAD_CHUNK.
 FAST_HEAD_CHUNK = 128
 FAST_HEAD_CHUNK_ELEMENTS = 8 * 1024 * 1024
+
+
+_SAME_SIZE_INTEGER = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_MEMCMP: list = []  # [the C library's memcmp, or None where it cannot be loaded], filled on first use
+
+
+def _memcmp():
+    if not _MEMCMP:
+        try:
+            import ctypes
+
+            function = ctypes.CDLL(None).memcmp  # the process's own C library (POSIX)
+            function.restype, function.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        except (OSError, TypeError, AttributeError):  # no such symbol table (Windows): torch.equal below
+            function = None
+        _MEMCMP.append(function)
+    return _MEMCMP[0]
+
+
+def same_bits(kept: list[torch.Tensor], live: list[torch.Tensor]) -> bool:
+    """Whether each ``live`` tensor holds exactly the bits of its ``kept`` copy (same dtype, device and shape;
+    elements compared bit for bit, so NaN == NaN and -0.0 != 0.0). Contiguous CPU tensors are compared with
+    ``memcmp`` (2-3x faster than ``torch.equal`` on the decode head's weights), others with ``torch.equal`` of
+    same-width integer views."""
+    if len(kept) != len(live):
+        return False
+    memcmp = _memcmp()
+    for a, b in zip(kept, live):
+        if a.dtype != b.dtype or a.device != b.device or a.shape != b.shape:
+            return False
+        if memcmp is not None and a.device.type == "cpu" and a.is_contiguous() and b.is_contiguous():
+            if a.numel() and memcmp(a.data_ptr(), b.data_ptr(), a.numel() * a.element_size()) != 0:
+                return False
+            continue
+        as_int = _SAME_SIZE_INTEGER.get(a.element_size()) if a.is_floating_point() else None
+        if as_int is not None:
+            a, b = a.view(as_int), b.view(as_int)
+        if not torch.equal(a, b):
+            return False
+    return True
 
 
 def fast_head_chunk(tokens: int) -> int:
@@ -149,29 +189,42 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
             fused.add_(F.interpolate(y, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1))
         return fused.permute(0, 3, 1, 2)
 
+    def _fold_sources(self) -> list[torch.Tensor]:
+        """Every tensor the eval fold reads, in this order: linear_fuse, BatchNorm (weight, bias, running mean,
+        running variance), then each stage's projection (weight, bias)."""
+        bn = self.batch_norm
+        sources = [self.linear_fuse.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        return sources + [t for mlp in self.linear_c for t in (mlp.proj.weight, mlp.proj.bias)]
+
     def _folded_eval_weights(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         """:func:`fold_decode_head` of the eval weights (BatchNorm's running statistics folded in).
 
-        Without autograd (``torch.no_grad`` / ``torch.inference_mode``) the result is kept and reused while
-        every weight it reads is unchanged (same storage, dtype, device and in-place version counter, so
-        ``load_state_dict``, optimizer steps and ``.to()`` all invalidate it); with autograd on, or while
-        tracing / compiling, it is recomputed so gradients and graphs see the fold."""
+        Without autograd (``torch.no_grad`` / ``torch.inference_mode``) the fold is reused while every tensor it
+        reads holds the same bits as when it was computed: the cache keeps a copy of them and compares it with
+        the live tensors on every call (dtype, device, shape and each element's bit pattern). The fold is a
+        function of exactly these values, so no update can leave it stale, whatever way it is made (fused /
+        foreach optimizer kernels, ``.data`` or numpy edits, ``load_state_dict``, ``.to()``, a train-mode
+        forward moving the running statistics). The comparison reads the head's weights twice, a small
+        fraction of the fold's own cost (``benchmarks/README.md``, "Eval fold cache"). With autograd on, or
+        while tracing / compiling, the fold is recomputed so gradients and graphs see it; on an accelerator too
+        (there the fold is a few queued kernels, while comparing would wait for the device on every call)."""
         d = self.config.decoder_hidden_size
         n = self.config.num_encoder_blocks
         bn = self.batch_norm
-        sources = [self.linear_fuse.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
-        sources += [t for mlp in self.linear_c for t in (mlp.proj.weight, mlp.proj.bias)]
+        sources = self._fold_sources()
         cacheable = not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
-        key = (bn.eps, *((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)) if cacheable else None
-        cached = self.__dict__.get("_fold_cache")
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1]
-        folded = fold_decode_head(
-            self.linear_fuse.weight.reshape(d, n * d), [mlp.proj.weight for mlp in self.linear_c],
-            [mlp.proj.bias for mlp in self.linear_c], bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps,
-        )
-        if key is not None:  # nothing written while tracing / compiling (no side effect in exported graphs)
-            self.__dict__["_fold_cache"] = (key, folded)
+        cacheable = cacheable and all(t.device.type == "cpu" for t in sources)
+        if cacheable:
+            cached = self.__dict__.get("_fold_cache")
+            if cached is not None and cached[0] == bn.eps and same_bits(cached[1], sources):
+                return cached[2]
+        # folded from the kept copy itself, so the cache holds the fold of exactly the bits it compares
+        tensors = [t.detach().clone() for t in sources] if cacheable else sources
+        fuse, gamma, beta, mean, var, *projections = tensors
+        folded = fold_decode_head(fuse.reshape(d, n * d), projections[0::2], projections[1::2], gamma, beta, mean, var,
+                                  bn.eps)
+        if cacheable:  # nothing written while tracing / compiling (no side effect in exported graphs)
+            self.__dict__["_fold_cache"] = (bn.eps, tensors, folded)
         return folded
 
     def _logits_fast(self, maps: list[torch.Tensor]) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Export a PyTorch SegFormer: ONNX (dynamic batch / height / width), ``torch.export``, ``torch.compile``.
 
 Mirrored by ``segformer/tf/export.py`` (SavedModel, TFLite). Every file is written atomically
-(:func:`segformer.common.atomic.atomic_path`): an interrupted export leaves any previous file intact.
+(:func:`segformer.common.base.atomic.atomic_path`): an interrupted export leaves any previous file intact.
 
 The exported graph is the eval-mode model (fast path: fused attention, folded decode head) and returns
 logits only: ``(B, num_labels, ceil(H/4), ceil(W/4))``, or ``(B, num_labels, H, W)`` with
@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.atomic import atomic_path
+from ..common.base.atomic import atomic_path
 from ..common.inference import as_size_pair
+from ..common.model.outputs import logits_of
 
 __all__ = ["LogitsModule", "export_onnx", "export_program", "compile_model", "bf16_logits"]
 
@@ -38,8 +39,7 @@ class LogitsModule(nn.Module):
         self.full_resolution = bool(full_resolution)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        output = self.model(pixel_values)
-        logits = output.logits if hasattr(output, "logits") else output[0] if isinstance(output, tuple) else output
+        logits = logits_of(self.model(pixel_values))
         if self.full_resolution:
             logits = F.interpolate(logits, size=pixel_values.shape[2:], mode="bilinear", align_corners=False)
         return logits

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.inference import (
+from ..common.inference.rules import (
     InferenceSettings,
     Window,
     check_inference_args,
@@ -32,7 +32,8 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
-from ..common.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
+from ..common.inference.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
+from ..common.model.outputs import logits_of
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "compile_for_inference"]
 
@@ -71,19 +72,9 @@ def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def _logits_of(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"model must return logits (a tensor, an object with .logits or a tuple), got {type(output).__name__}")
-
-
 def _encode_decode(model: Callable, pixel_values: torch.Tensor) -> torch.Tensor:
     """The model's logits upsampled to the size of ``pixel_values``: (B, K, h, w)."""
-    logits = _logits_of(model(pixel_values))
+    logits = logits_of(model(pixel_values))
     if logits.ndim != 4 or logits.shape[0] != pixel_values.shape[0]:
         raise ValueError(
             f"model returned logits of shape {tuple(logits.shape)} for pixel_values {tuple(pixel_values.shape)}; "
@@ -213,7 +204,7 @@ def _pass_source(
         crops = [scaled] if settings.mode == "whole" else [scaled[:, :, w.y1 : w.y2, w.x1 : w.x2] for w in windows]
 
         def run(batch: list[torch.Tensor]) -> list[np.ndarray]:
-            logits = _logits_of(model(torch.cat(batch)))
+            logits = logits_of(model(torch.cat(batch)))
             return [row.float().cpu().numpy() for row in logits]
 
         return run_by_shape(crops, window_batch, run)
@@ -240,7 +231,7 @@ def predict_streaming(
     labels_out: np.ndarray | None = None,
 ) -> StreamResult:
     """Labels of ONE image ``(1, C, H, W)`` without full-resolution logits in memory (see
-    :mod:`segformer.common.streaming`): the same labels as ``predict_labels`` / the argmax of
+    :mod:`segformer.common.inference.streaming`): the same labels as ``predict_labels`` / the argmax of
     :func:`predict_logits` (ties aside), confidence / probabilities / logits within float rounding.
 
     Arguments as :func:`predict_logits`, plus: ``return_confidence`` (float32 ``(H, W)``: the probability of
@@ -249,7 +240,7 @@ def predict_streaming(
     once, straight to the output size, as Hugging Face's ``post_process_semantic_segmentation`` does, instead
     of the original's to-input-then-to-output), ``band_rows`` (output rows per band; default: as many as keep a band near 32 MB), ``window_batch``
     (windows of equal size run together) and ``labels_out`` (an int array of the output size to fill, e.g. a
-    ``numpy.memmap``). Returns a :class:`~segformer.common.streaming.StreamResult` of numpy arrays.
+    ``numpy.memmap``). Returns a :class:`~segformer.common.inference.streaming.StreamResult` of numpy arrays.
     """
     settings = check_inference_args(mode, crop_size, stride, scales, flip, False, size_divisor)
     _check_model_input(model, pixel_values)

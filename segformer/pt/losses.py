@@ -1,11 +1,12 @@
 """Losses (PyTorch), with the semantics of Hugging Face's PT classes. Mirrored by ``segformer/tf/losses.py``.
 
 * Segmentation, ``num_labels > 1``: logits (B, K, h, w) upsampled bilinearly (align_corners=False) to the
-  labels' (B, H, W), cross-entropy averaged over the pixels whose label is not ``ignore_index``.
+  labels' (B, H, W), cross-entropy averaged over the pixels whose label is not ``ignore_index``; 0 with zero
+  gradients when every pixel is ignored (the rule of :mod:`segformer.common.model.losses`; transformers gives NaN).
 * Segmentation, ``num_labels == 1``: binary cross-entropy with logits per pixel, times the valid mask
   ``(labels >= 0) & (labels != ignore_index)``, averaged over *all* pixels (Hugging Face's choice).
 * Classification by ``problem_type``: regression (MSE), single-label (CE), multi-label (BCE); when ``None``, by
-  the label rule of :mod:`segformer.common.losses` (shared with TF).
+  the label rule of :mod:`segformer.common.model.losses` (shared with TF).
 
 Speed: the multi-class loss upsamples in channels-last memory and takes the softmax over the contiguous class
 axis of the (B*H*W, K) view, where ``cross_entropy`` of the NCHW tensor runs a strided softmax over dim 1
@@ -25,8 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..common.config import SegformerConfig
-from ..common.losses import (
+from ..common.model.config import SegformerConfig
+from ..common.model.losses import (
     IGNORE_CLASS_ID, invalid_labels, label_range_message, resolve_problem_type, segmentation_label_bound,
 )
 
@@ -80,8 +81,10 @@ def upsampled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_i
     k = logits.shape[1]
     upsampled = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=labels.shape[-2:],
                               mode="bilinear", align_corners=False)  # (B, K, H, W) in channels-last memory
-    return F.cross_entropy(upsampled.permute(0, 2, 3, 1).reshape(-1, k), labels.reshape(-1).long(),
-                           ignore_index=ignore_index)
+    flat = labels.reshape(-1).long()
+    total = F.cross_entropy(upsampled.permute(0, 2, 3, 1).reshape(-1, k), flat, ignore_index=ignore_index,
+                            reduction="sum")
+    return total / (flat != ignore_index).sum().clamp_min(1)  # all ignored: 0 (common.losses), not 0 / 0
 
 
 def _band_rows(height: int, factor: int, out_width: int, classes: int, band_elements: int) -> int:
@@ -134,8 +137,9 @@ class _BandedCrossEntropy(torch.autograd.Function):
                         [1, k, hi - lo, width], False, None, None,
                     )
                     grad[image:image + 1, :, lo:hi] += band_grad
-        ctx.save_for_backward(grad, count.to(logits.dtype))
-        return total / count  # 0 / 0 = nan when every pixel is ignored, as cross_entropy's mean
+        count = count.clamp_min(1).to(logits.dtype)  # all ignored: loss 0, gradient 0 (common.losses)
+        ctx.save_for_backward(grad, count)
+        return total / count
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -169,7 +173,7 @@ def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, confi
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: SegformerConfig) -> torch.Tensor:
     """Scalar loss for logits (B, K) by ``config.problem_type``, chosen by the label rule of
-    :mod:`segformer.common.losses` when ``None`` (class ids (B,) of any dtype; (B, K) multi-label targets)."""
+    :mod:`segformer.common.model.losses` when ``None`` (class ids (B,) of any dtype; (B, K) multi-label targets)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if labels.ndim == 0 or labels.shape[0] != logits.shape[0]:

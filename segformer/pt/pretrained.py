@@ -1,7 +1,7 @@
 """``SegformerPreTrainedModel``: config, weight init, loading and saving (PyTorch).
 
 Mirrored by ``segformer/tf/pretrained.py``. The framework-agnostic half (finding files, reading any
-format, matching names with the canonical table, writing atomically) is ``segformer.common.pretrained``.
+format, matching names with the canonical table, writing atomically) is ``segformer.common.checkpoints.pretrained``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..common.allocator import tune_allocator
-from ..common.atomic import atomic_folder
-from ..common.switches import fast_path_enabled, set_fast_path
-from ..common.checkpoint import LoadReport
-from ..common.config import SegformerConfig
-from ..common.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
-from ..common.pretrained import prepare_state, replaced_by_save, save_pretrained_state, split_from_pretrained_kwargs
-from ..common.weights import check_state_keys
+from ..common.base.allocator import tune_allocator
+from ..common.base.atomic import atomic_folder
+from ..common.model.switches import fast_path_enabled, set_fast_path
+from ..common.checkpoints import LoadReport
+from ..common.model.config import SegformerConfig
+from ..common.model.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
+from ..common.checkpoints.pretrained import prepare_state, replaced_by_save, save_pretrained_state, split_from_pretrained_kwargs
+from ..common.model.weights import check_state_keys
 
 __all__ = ["SegformerPreTrainedModel"]
 
@@ -47,7 +47,7 @@ class SegformerPreTrainedModel(nn.Module):
         if not isinstance(config, SegformerConfig):
             raise TypeError(f"config must be a segformer SegformerConfig, got {type(config).__name__}")
         config.validate()
-        tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.allocator)
+        tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.base.allocator)
         super().__init__()
         self.config = config
 
@@ -202,7 +202,7 @@ class SegformerPreTrainedModel(nn.Module):
         safetensors, ``False`` never; ``from_tf=True`` reads ``tf_model.h5``.
 
         Missing / unexpected / mismatched tensors are listed in a warning and, with
-        ``output_loading_info=True``, returned as a :class:`~segformer.common.checkpoint.LoadReport`.
+        ``output_loading_info=True``, returned as a :class:`~segformer.common.checkpoints.LoadReport`.
         The model is returned in eval mode, like Hugging Face's.
         """
         if cls._task is None:

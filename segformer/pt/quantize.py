@@ -6,7 +6,7 @@ our ONNX export. Mirrored by the TFLite int8 / float16 export in ``segformer/tf/
   stays float32, so the eval fast path (its folded head reads the float weights of ``linear_c`` /
   ``linear_fuse`` / ``classifier``) still runs; the quantized copy is for inference only.
 * :func:`export_onnx_int8` - our ONNX export (:func:`segformer.pt.export.export_onnx`, dynamic batch / height
-  / width) quantized by ONNX Runtime (:func:`segformer.common.quantization.quantize_onnx`): static int8 (QDQ)
+  / width) quantized by ONNX Runtime (:func:`segformer.common.inference.quantization.quantize_onnx`): static int8 (QDQ)
   calibrated on the user's images by default. This is the int8 path that pays on CPU (see
   ``benchmarks/README.md``); static int8 inside PyTorch (``torch.ao`` FX / PT2E) is not offered: on x86 it
   runs fast only after ``torch.compile`` with the Inductor backend, and the same int8 kernels are what ONNX
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..common.quantization import quantize_onnx
+from ..common.inference.quantization import quantize_onnx, resolve_int8_target
 from .export import export_onnx
 
 __all__ = ["quantize_dynamic", "export_onnx_int8", "quantized_linear_names"]
@@ -64,23 +64,30 @@ def export_onnx_int8(
     input_size: int | Sequence[int] = (512, 512),
     opset: int = 17,
     overwrite: bool = True,
+    target_cpu: str = "auto",
     **export_kwargs: Any,
 ) -> Path:
     """Export ``model`` to ONNX and write its ONNX Runtime int8 copy to ``path`` (atomically).
 
     Args:
         calibration: pixel values ``(1, C, H, W)`` from
-            :func:`segformer.common.quantization.calibration_pixel_values` (the user's images through the
+            :func:`segformer.common.inference.quantization.calibration_pixel_values` (the user's images through the
             model's processor); needed for ``mode="static"``.
         mode: ``"static"`` (QDQ, calibrated activations) or ``"dynamic"`` (weights only).
         input_size: the example size traced for export; the file keeps dynamic batch / height / width.
+        target_cpu: the CPU that will run the file (``"auto"``: this one; ``"avx2"``: any x86-64, 7-bit
+            weights; ``"vnni"``: x86-64 with VNNI only; ``"arm"``), see
+            :func:`segformer.common.inference.quantization.quantize_onnx`. The file usually runs elsewhere: on an
+            x86-64 CPU without VNNI a ``"vnni"`` file's int16 pair sums saturate and its labels drift.
         export_kwargs: more options of :func:`segformer.pt.export.export_onnx` (``full_resolution``).
     """
     if mode == "static" and not calibration:
         raise ValueError("static int8 needs calibration images (calibration=[pixel values ...]); none were given")
+    target_cpu = resolve_int8_target(target_cpu)  # a bad name fails before the export
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"file {os.fspath(path)!r} already exists; pass overwrite=True to replace it")
     with tempfile.TemporaryDirectory(prefix="segformer-onnx-") as scratch:
         float_path = export_onnx(model, Path(scratch) / "float32.onnx", opset=opset, input_size=input_size, **export_kwargs)
-        return quantize_onnx(float_path, path, calibration=calibration, mode=mode, overwrite=overwrite)
+        return quantize_onnx(float_path, path, calibration=calibration, mode=mode, overwrite=overwrite,
+                             target_cpu=target_cpu)

@@ -4,7 +4,7 @@
   (``segformer.common.training``: encoder LayerNorms without weight decay, ``decode_head.*`` at 10x lr),
   the fused implementation on CPU / CUDA (same updates within float rounding).
 * Schedule: the lr of every group is set by hand before each optimizer step from
-  :func:`segformer.common.training.lr_at` (mmcv poly + linear warm-up); no ``LRScheduler`` object, so
+  :func:`segformer.common.training.recipe.lr_at` (mmcv poly + linear warm-up); no ``LRScheduler`` object, so
   resuming needs only the step number.
 * Gradient accumulation (``grad_accum`` micro-batches per step; DDP syncs only on the last one),
   optional ``bfloat16`` autocast, optional gradient checkpointing of the encoder stages.
@@ -14,8 +14,11 @@
 * Distributed: under ``torchrun`` the trainer joins the process group, wraps the model in
   ``DistributedDataParallel`` and synchronizes the decode head's BatchNorm (``segformer.pt.distributed``,
   whose names stay importable from here).
-* The loop itself (record, progress, evaluation, log and checkpoint cadence) is
-  :class:`segformer.common.train_loop.TrainLoop`, shared with the TF trainer.
+* The loop itself (record, progress, evaluation, log and checkpoint cadence, the NaN / Inf policy) is
+  :class:`segformer.common.training.loop.TrainLoop`, shared with the TF trainer; this module supplies the step
+  (:meth:`Trainer.forward_backward`, :meth:`Trainer.apply_step`, :meth:`Trainer.discard_step`), the training
+  state and the label predictor of :func:`evaluate` (banded, sharded over ranks by
+  :func:`segformer.common.training.loop.evaluate_dataset`).
 """
 
 from __future__ import annotations
@@ -24,20 +27,21 @@ import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from ..common.allocator import tune_allocator
-from ..common.atomic import atomic_path
-from ..common.metrics import SegmentationMetric
-from ..common.random_state import host_rng_state, set_host_rng_state
-from ..common.train_loop import TrainLoop
-from ..common.training import StopSignals, TrainConfig, nonfinite_loss_message
-from .data import make_eval_batches, make_train_loader
+from ..common.base.allocator import tune_allocator
+from ..common.base.atomic import atomic_path
+from ..common.training.metrics import SegmentationMetric
+from ..common.base.random_state import host_rng_state, set_host_rng_state
+from ..common.training.loop import (
+    TrainLoop, check_state_format, damaged_state_error, evaluate_dataset, existing_state_file,
+)
+from ..common.training import StopSignals, TrainConfig
+from .data import make_train_loader
 from .distributed import (
     DistributedContext,
     SyncBatchNorm2d,
@@ -167,25 +171,19 @@ def load_training_state(
     """Load what :func:`save_training_state` wrote into ``model`` (and ``optimizer``); returns the whole dict.
 
     The file is read with ``torch.load(weights_only=True)`` (no code from it runs). A damaged file, or one
-    that is not a segformer PyTorch training state, is a :class:`~segformer.common.checkpoint.CheckpointError`
+    that is not a segformer PyTorch training state, is a :class:`~segformer.common.checkpoints.CheckpointError`
     naming it.
     """
-    from ..common.checkpoint import CheckpointError, check_torch_version, torch_load_error
+    from ..common.checkpoints import check_torch_version, torch_load_error
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no training state at {os.fspath(path)!r}; train without --resume first")
+    path = existing_state_file(path)
     check_torch_version(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip / pickle / truncation errors come in many types
         raise torch_load_error(path, err) from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(
-            f"{os.fspath(path)!r} is not a segformer PyTorch training state (format {str(found)[:80]!r}, expected "
-            f"{STATE_FORMAT!r}; states written before weights_only loading cannot be resumed)"
-        )
+    check_state_format(path, state, STATE_FORMAT, "PyTorch",
+                       "; states written before weights_only loading cannot be resumed")
     try:
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -196,10 +194,7 @@ def load_training_state(
         if restore_rng:
             _set_rng_state(state["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
-        raise CheckpointError(
-            f"{os.fspath(path)!r}: damaged training state or one saved for another model ({type(err).__name__} "
-            "while restoring model / optimizer / RNG)"
-        ) from None
+        raise damaged_state_error(path, err, " while restoring model / optimizer / RNG") from None
     return state
 
 
@@ -207,10 +202,11 @@ def load_training_state(
 
 
 def predict_labels(model: nn.Module, pixel_values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Whole-image inference: logits upsampled (bilinear, align_corners=False) to ``size``, argmax -> (B, H, W)."""
-    logits = model(pixel_values=pixel_values, return_dict=True).logits
-    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1)
+    """Whole-image labels at ``size`` (the default predictor of :func:`evaluate`, and ``segformer eval``'s):
+    :func:`segformer.pt.inference.predict_labels`, banded, so the full-resolution logits are never held."""
+    from .inference import predict_labels as banded_labels
+
+    return banded_labels(model, pixel_values, output_size=size)
 
 
 def evaluate(
@@ -223,47 +219,44 @@ def evaluate(
     progress: bool = False,
     bf16: bool = False,
 ) -> SegmentationMetric:
-    """Dataset-level confusion matrix of ``model`` on ``dataset`` (items ``pixel_values`` (3, h, w) and
-    ``labels`` (H, W) at the original size, as ``EvalTransform`` gives them).
+    """Dataset-level confusion matrix of ``model`` on ``dataset`` (TF twin: ``segformer.tf.training.evaluate``):
+    :func:`segformer.common.training.loop.evaluate_dataset` over ``predict(model, pixel_values, (H, W)) -> (1, H, W)``
+    (default :func:`predict_labels`, banded; e.g. sliding windows instead), in eval mode without gradients.
 
     Under a process group every rank evaluates its share and the int64 matrices are summed, so every rank
-    returns the metric of the whole dataset. ``predict(model, pixel_values, (H, W)) -> (1, H, W)`` replaces
-    whole-image inference (e.g. sliding windows).
+    returns the metric of the whole dataset.
     """
     context = context or DistributedContext()
     inner = _unwrap(model)
     num_labels = int(num_labels if num_labels is not None else inner.config.num_labels)
-    metric = SegmentationMetric(num_labels, ignore_index=ignore_index)
     predict = predict or predict_labels
+    autocast = torch.autocast(context.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def labels_of(pixel_values: Any, size: tuple[int, int]) -> Any:
+        with torch.no_grad(), autocast:
+            pred = predict(inner, torch.from_numpy(pixel_values).to(context.device), size)
+        return pred.cpu().numpy() if isinstance(pred, torch.Tensor) else pred
+
+    def sum_counts(counts: Any) -> Any:
+        matrix = torch.from_numpy(counts).to(context.device)
+        dist.all_reduce(matrix)
+        return matrix.cpu().numpy()
+
     was_training = inner.training
     inner.eval()
-    loader = make_eval_batches(dataset, context.rank, context.world_size)  # the next images load meanwhile
-    iterator: Iterable = loader
-    if progress and context.is_main:
-        from tqdm import tqdm
-
-        iterator = tqdm(loader, desc="eval", unit="img", leave=False)
-    autocast = torch.autocast(context.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.no_grad(), autocast:
-        for batch in iterator:
-            pixel_values = batch["pixel_values"].to(context.device)
-            labels = batch["labels"]
-            pred = predict(inner, pixel_values, tuple(labels.shape[-2:]))
-            metric.update(pred.cpu().numpy(), labels.numpy())
-    if was_training:
-        inner.train()
-    if context.distributed:
-        matrix = torch.from_numpy(metric.state()).to(context.device)
-        dist.all_reduce(matrix)
-        metric = SegmentationMetric.from_state(matrix.cpu().numpy(), ignore_index=ignore_index)
-    return metric
+    try:
+        return evaluate_dataset(labels_of, dataset, num_labels, ignore_index, context.rank, context.world_size,
+                                sum_counts if context.distributed else None, progress=progress)
+    finally:
+        if was_training:
+            inner.train()
 
 
 # ---------------------------------------------------------------------------------------------- trainer
 
 
 class Trainer(TrainLoop):
-    """Fine-tunes a ``SegformerForSemanticSegmentation`` with :class:`~segformer.common.training.TrainConfig`.
+    """Fine-tunes a ``SegformerForSemanticSegmentation`` with :class:`~segformer.common.training.recipe.TrainConfig`.
 
     Args:
         model: the model (its ``config`` gives ``num_labels``); moved to ``context.device``.
@@ -331,34 +324,25 @@ class Trainer(TrainLoop):
             return torch.autocast(self.context.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self, micro_batches: list[dict[str, Any]]) -> float:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (over all ranks).
-
-        A micro-batch whose labels are all ``ignore_index`` contributes loss 0 and zero gradients (as the
-        original recipe and the TF trainer). A NaN / Inf loss or gradient on any rank raises
-        ``FloatingPointError`` naming the step before the optimizer applies anything (the BatchNorm running
-        statistics of the failed step are rolled back too).
-        """
-        set_learning_rate(self.optimizer, self.config, self.step)
-        buffers = [(b, b.detach().clone()) for b in self.inner.buffers()]  # BatchNorm statistics, restored on NaN
+    def forward_backward(self, micro_batches: tuple[dict[str, Any], ...]) -> tuple[float, bool]:
+        """Gradients of one step over ``grad_accum`` micro-batches (DDP syncs on the last one), the BatchNorm
+        statistics saved first; ``(mean loss over ranks, finite on every rank)``. The NaN / Inf policy and the
+        update are :meth:`~segformer.common.training.loop.TrainLoop.train_step`'s."""
+        self._saved_buffers = [(b, b.detach().clone()) for b in self.inner.buffers()]
         total = 0.0
         count = len(micro_batches)
         for index, batch in enumerate(micro_batches):
-            last = index == count - 1
             sync = contextlib.nullcontext()
-            if self.context.distributed and not last:
+            if self.context.distributed and index < count - 1:
                 sync = self.model.no_sync()
-            labels = batch["labels"].to(self.context.device)
             with sync:
                 with self._autocast():
                     outputs = self.model(
-                        pixel_values=batch["pixel_values"].to(self.context.device), labels=labels, return_dict=True,
+                        pixel_values=batch["pixel_values"].to(self.context.device),
+                        labels=batch["labels"].to(self.context.device), return_dict=True,
                     )
-                loss = outputs.loss
-                if bool((labels == self.config.ignore_index).all()):
-                    loss = outputs.logits.float().sum() * 0.0  # nothing to learn from: zero loss, zero gradients
-                (loss / count).backward()
-            total += float(loss.detach())
+                (outputs.loss / count).backward()
+            total += float(outputs.loss.detach())
         grads = [p.grad for p in self.inner.parameters() if p.grad is not None]
         finite = math.isfinite(total)
         if finite and grads:
@@ -367,16 +351,20 @@ class Trainer(TrainLoop):
             flag = torch.tensor([0.0 if finite else 1.0], device=self.context.device)
             dist.all_reduce(flag)
             finite = bool(flag.item() == 0.0)
-        if not finite:
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for buffer, saved in buffers:
-                    buffer.copy_(saved)
-            raise FloatingPointError(nonfinite_loss_message(self.step + 1, total / count, self.out_dir))
+        return all_reduce_mean(total / count, self.context), finite
+
+    def apply_step(self) -> None:
+        set_learning_rate(self.optimizer, self.config, self.step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        return all_reduce_mean(total / count, self.context)
+        self._saved_buffers = []
+
+    def discard_step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, saved in self._saved_buffers:
+                buffer.copy_(saved)
+        self._saved_buffers = []
 
     def evaluate(self, dataset: Any = None) -> dict[str, Any]:
         metric = evaluate(
@@ -426,12 +414,12 @@ def build_model(
 ) -> nn.Module:
     """A ``SegformerForSemanticSegmentation`` to fine-tune, in training mode.
 
-    ``model`` is resolved by :func:`segformer.common.model_source.resolve_model_source` (a variant name or a
+    ``model`` is resolved by :func:`segformer.common.checkpoints.model_source.resolve_model_source` (a variant name or a
     ``config.json``: random weights drawn with ``torch.manual_seed(seed)``; or a checkpoint folder / file).
     ``id2label`` (from the dataset) names the classes; ``config_overrides`` change config fields
     (e.g. ``drop_path_rate=0.0``).
     """
-    from ..common.model_source import resolve_model_source
+    from ..common.checkpoints.model_source import resolve_model_source
     from .modeling import SegformerForSemanticSegmentation
 
     source = resolve_model_source(model, num_labels, id2label, **config_overrides)

@@ -3,7 +3,7 @@ size; float32, float16 weights, or full-integer int8 calibrated on the user's im
 ``mixed_float16`` run. TF twin of ``segformer/pt/export.py`` and ``segformer/pt/quantize.py``.
 
 Every export is written atomically: a SavedModel folder is built beside the destination and renamed
-into place; a ``.tflite`` file goes through :func:`segformer.common.atomic.atomic_path`.
+into place; a ``.tflite`` file goes through :func:`segformer.common.base.atomic.atomic_path`.
 
 The exported function is the eval-mode model (``training=False``) returning logits only:
 ``(B, num_labels, ceil(H/4), ceil(W/4))`` for ``channels_first`` input ``(B, C, H, W)`` (the models'
@@ -23,8 +23,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..common.atomic import atomic_path, check_overwrite
+from ..common.base.atomic import atomic_path, check_overwrite
 from ..common.inference import as_size_pair
+from ..common.model.outputs import logits_of
 from .layers import resize_bilinear
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "export_tflite",
     "run_tflite",
     "TFLiteRunner",
+    "tflite_layer_losses",
     "mixed_float16_logits",
     "TFLITE_QUANTIZATIONS",
 ]
@@ -67,9 +69,7 @@ class _Serving(tf.Module):
         self.full_resolution = bool(full_resolution)
 
     def logits(self, pixel_values: tf.Tensor) -> tf.Tensor:
-        output = self.model(pixel_values, training=False)
-        logits = output.logits if hasattr(output, "logits") else output[0] if isinstance(output, (tuple, list)) else output
-        logits = tf.cast(logits, tf.float32)
+        logits = tf.cast(logits_of(self.model(pixel_values, training=False)), tf.float32)
         if self.full_resolution:
             if self.data_format == "channels_first":
                 size = tf.shape(pixel_values)[2:4]
@@ -190,16 +190,16 @@ def export_tflite(
             with the scale / zero point stored in the file; :func:`run_tflite` converts), calibrated on
             ``representative_data``.
         representative_data: for ``"int8"``: pixel values ``(batch, C, H, W)`` at ``input_size``, e.g.
-            :func:`segformer.common.quantization.calibration_pixel_values` of the user's images (transposed
+            :func:`segformer.common.inference.quantization.calibration_pixel_values` of the user's images (transposed
             here for a channels-last model).
     """
-    from ..common.quantization import representative_batches
+    from ..common.inference.quantization import representative_batches
 
     if quantization not in TFLITE_QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {list(TFLITE_QUANTIZATIONS)}, got {quantization!r}")
     if quantization == "int8" and not representative_data:
         raise ValueError("quantization='int8' (full-integer) needs representative_data: pixel values of a few of "
-                         "your images (segformer.common.quantization.calibration_pixel_values)")
+                         "your images (segformer.common.inference.quantization.calibration_pixel_values)")
     check_overwrite(path, overwrite)
     data_format = _data_format(model, data_format)
     module, serve = serving_module(model, input_size=input_size, batch=batch, data_format=data_format,
@@ -276,6 +276,69 @@ class TFLiteRunner:
         return result
 
 
+# the layers compared by tflite_layer_losses: matrix products and convolutions (as onnx_layer_losses); the
+# inner tensors of a LayerNorm (its mean, near zero) would rank high on rounding that does not matter after it
+_TFLITE_LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
+
+
+def _tflite_tensors(path: str | os.PathLike, pixel_values: np.ndarray) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Run a TFLite file keeping every intermediate tensor: (the output names of its matrix products and
+    convolutions in execution order, {name: float value}), quantized tensors dequantized with their scale /
+    zero point."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # wanted here
+        interpreter = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    runner = TFLiteRunner.__new__(TFLiteRunner)  # its input / output conversion on this interpreter
+    runner.interpreter = interpreter
+    (runner.input,) = interpreter.get_input_details()
+    (runner.output,) = interpreter.get_output_details()
+    runner(pixel_values)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    order = [index for op in interpreter._get_ops_details() if op["op_name"] in _TFLITE_LAYER_OPS
+             for index in op["outputs"] if index in details]
+    values: dict[str, np.ndarray] = {}
+    for index in order:
+        detail = details[index]
+        try:
+            value = np.array(interpreter.get_tensor(index))
+        except ValueError:  # a tensor without data
+            continue
+        scale, zero = detail["quantization"]
+        if np.issubdtype(value.dtype, np.integer):
+            if not scale:
+                continue
+            value = (value.astype(np.float32) - zero) * np.float32(scale)
+        values[detail["name"]] = value
+    return [details[index]["name"] for index in order if details[index]["name"] in values], values
+
+
+def tflite_layer_losses(
+    model: Any,
+    int8_path: str | os.PathLike,
+    pixel_values: np.ndarray,
+    input_size: int | Sequence[int] = (512, 512),
+    full_resolution: bool = False,
+    top: int = 3,
+) -> list[tuple[str, float]]:
+    """The layers of a full-integer TFLite file (:func:`export_tflite` ``quantization="int8"``) that lose
+    most against a float32 TFLite export of ``model`` on one input: tensors of the same name and shape in
+    both files (matrix products and convolutions; a fused op is named by its first op), ranked by
+    :func:`segformer.common.inference.quantization.rank_layer_losses`. Twin of
+    :func:`segformer.common.inference.quantization.onnx_layer_losses`."""
+    from ..common.inference.quantization import rank_layer_losses
+
+    with tempfile.TemporaryDirectory(prefix="segformer-tflite-") as scratch:
+        float_path = export_tflite(model, Path(scratch) / "float32.tflite", input_size=input_size,
+                                   full_resolution=full_resolution)
+        names, reference = _tflite_tensors(float_path, pixel_values)
+    _, quantized = _tflite_tensors(int8_path, pixel_values)
+    names = [name for name in names if name in quantized and quantized[name].shape == reference[name].shape]
+    ranked = rank_layer_losses(names, [reference[n] for n in names], [quantized[n] for n in names], top=top)
+    return [(name.split(";")[0], error) for name, error in ranked]  # a fused op's name lists each op it holds
+
+
 def run_tflite(path: str | os.PathLike, pixel_values: np.ndarray) -> np.ndarray:
     """Run a TFLite file on one input of its fixed shape (see :class:`TFLiteRunner`: cast to the file's input
     dtype, quantized / dequantized for a full-integer file); returns its first output."""
@@ -302,6 +365,4 @@ def mixed_float16_logits(model: Any, pixel_values: Any) -> np.ndarray:
     else:
         clone.set_weights(model.get_weights())
 
-    output = clone(pixel_values, training=False)
-    logits = output.logits if hasattr(output, "logits") else output
-    return np.asarray(tf.cast(logits, tf.float32))
+    return np.asarray(tf.cast(logits_of(clone(pixel_values, training=False)), tf.float32))

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..common.inference import (
+from ..common.inference.rules import (
     InferenceSettings,
     Window,
     check_inference_args,
@@ -28,12 +28,12 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
-from ..common.pixel_values import DATA_FORMATS
-from ..common.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
+from ..common.model.pixel_values import DATA_FORMATS
+from ..common.inference.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
+from ..common.model.outputs import logits_of
 from .layers import resize_bilinear
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "DATA_FORMATS"]
-
 
 
 def _check_data_format(data_format: str) -> None:
@@ -69,16 +69,6 @@ def upsample_logits(logits: tf.Tensor, size: Sequence[int], data_format: str = "
     return _from_last(_resize_last(_to_last(logits, data_format), size), data_format)
 
 
-def _logits_of(output: Any) -> tf.Tensor:
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, (tuple, list)) and output:
-        return output[0]
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    return tf.convert_to_tensor(output)
-
-
 def _call(model: Callable, pixel_values: tf.Tensor) -> Any:
     import keras
 
@@ -89,7 +79,7 @@ def _call(model: Callable, pixel_values: tf.Tensor) -> Any:
 
 def _encode_decode(model: Callable, image: tf.Tensor, data_format: str) -> tf.Tensor:
     """Channels-last image (B, h, w, C) -> channels-last logits upsampled to (B, h, w, K)."""
-    logits = tf.convert_to_tensor(_logits_of(_call(model, _from_last(image, data_format))))
+    logits = tf.convert_to_tensor(logits_of(_call(model, _from_last(image, data_format))))
     if logits.shape.rank != 4 or logits.shape[0] != image.shape[0]:
         raise ValueError(
             f"model returned logits of shape {tuple(logits.shape)} for pixel_values of batch {image.shape[0]}; "
@@ -210,7 +200,7 @@ def _pass_source(
 
         def run(batch: list[tf.Tensor]) -> list[np.ndarray]:
             inputs = _from_last(tf.concat(batch, axis=0), data_format)
-            logits = _to_last(tf.convert_to_tensor(_logits_of(_call(model, inputs))), data_format)
+            logits = _to_last(tf.convert_to_tensor(logits_of(_call(model, inputs))), data_format)
             return list(np.asarray(tf.cast(logits, tf.float32)).transpose(0, 3, 1, 2))
 
         return run_by_shape(crops, window_batch, run)
@@ -250,7 +240,7 @@ def predict_streaming(
         lambda scale, flipped: _pass_source(model, image, scale, flipped, settings, data_format, direct, window_batch),
         size, settings, return_confidence=return_confidence, return_probabilities=return_probabilities,
         return_logits=return_logits, band_rows=band_rows, labels_out=labels_out,
-            num_classes=getattr(getattr(model, "config", None), "num_labels", None),
+        num_classes=getattr(getattr(model, "config", None), "num_labels", None),
     )
 
 

@@ -4,7 +4,7 @@ TF twin of ``segformer/pt/training.py``:
 
 * Optimizer: :class:`ParamGroupAdamW`, one Keras optimizer whose ``update_step`` applies, per variable,
   the recipe's lr multiplier (``decode_head.*`` x10) and weight-decay multiplier (encoder LayerNorms 0),
-  chosen by the variable's canonical name with :func:`segformer.common.training.param_group_rule`. Why
+  chosen by the variable's canonical name with :func:`segformer.common.training.recipe.param_group_rule`. Why
   not the alternatives: Keras' ``AdamW(exclude_from_weight_decay=...)`` covers the decay half only;
   scaling gradients by 10 does nothing under Adam (it is invariant to gradient scale); two optimizers
   would double the bookkeeping of checkpoints. The update is PyTorch's ``AdamW`` formula exactly
@@ -13,8 +13,11 @@ TF twin of ``segformer/pt/training.py``:
   It also works in ``model.compile(optimizer=...)``.
 * Schedule: :class:`PolyWarmupSchedule`, a ``keras.optimizers.schedules.LearningRateSchedule`` computing
   :func:`segformer.common.training.lr_at` from the optimizer's iteration counter.
-* Custom training loop (``tf.function``): ``grad_accum`` micro-batches summed in the step, one
-  ``apply_gradients`` per optimizer step; per-step loss in a JSON-lines log; checkpoints + resume in one
+* The loop (record, progress, evaluation, log and checkpoint cadence, the NaN / Inf policy) is
+  :class:`segformer.common.training.loop.TrainLoop`, shared with the PT trainer. The step here: one ``tf.function``
+  sums the gradients of ``grad_accum`` micro-batches and reports whether they are finite on every replica; a
+  second one runs ``apply_gradients`` -- called only for a finite step, so a NaN / Inf step changes neither
+  weights nor optimizer moments nor the iteration counter the schedule reads. Checkpoints + resume in one
   atomically written ``.npz`` (model tensors by canonical name, optimizer variables, step, RNG states).
 * Distribution: ``tf.distribute.MirroredStrategy`` over the visible devices, or
   ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set (:func:`make_strategy`). Each replica's loss
@@ -36,22 +39,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..common.allocator import tune_allocator
-from ..common.atomic import atomic_path
-from ..common.metrics import SegmentationMetric
-from ..common.random_state import host_rng_state, set_host_rng_state
-from ..common.train_loop import TrainLoop
-from ..common.checkpoint import CheckpointError
+from ..common.base.allocator import tune_allocator
+from ..common.base.atomic import atomic_path
+from ..common.training.metrics import SegmentationMetric
+from ..common.base.random_state import host_rng_state, set_host_rng_state
+from ..common.training.loop import (
+    TrainLoop, check_state_format, damaged_state_error, evaluate_dataset, existing_state_file,
+)
+from ..common.checkpoints import CheckpointError
 from ..common.training import (
     ORIGINAL_CUSTOM_KEYS,
     TrainConfig,
     lr_at,
-    nonfinite_loss_message,
     param_group_rule,
 )
-from .data import make_eval_dataset, make_train_dataset
+from .data import make_train_dataset
 from .distributed import is_chief, make_strategy, set_sync_batchnorm, strategy_of
-from .metrics import SegmentationMeanIoU
+from .workers import WorkerGroup
 
 __all__ = [
     "ParamGroupAdamW",
@@ -63,6 +67,7 @@ __all__ = [
     "evaluate",
     "load_training_state",
     "make_strategy",
+    "predict_labels",
     "save_training_state",
     "set_sync_batchnorm",
 ]
@@ -190,7 +195,7 @@ class ParamGroupAdamW(keras.optimizers.Optimizer):
 
 
 def _canonical_names(model: Any) -> dict[str, str]:
-    from ..common.weights import parameter_table
+    from ..common.model.weights import parameter_table
 
     return {spec.tf_name: spec.name for spec in parameter_table(model.config, "semantic_segmentation")}
 
@@ -211,9 +216,15 @@ def build_optimizer(model: Any, config: TrainConfig) -> ParamGroupAdamW:
 
 
 def save_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGroupAdamW, step: int,
-                        config: TrainConfig) -> Path:
-    """Model tensors (canonical names), optimizer variables, step, config and RNG states -> one ``.npz``,
-    written atomically."""
+                        config: TrainConfig, extra: dict[str, Any] | None = None) -> Path:
+    """Model tensors (canonical names), optimizer variables, step, config, RNG states and ``extra`` -> one
+    ``.npz``, written atomically (TF twin of ``segformer.pt.training.save_training_state``, same arguments).
+    ``extra`` must hold JSON values (numbers, strings, lists, dicts); it comes back as ``["extra"]`` of
+    :func:`load_training_state`."""
+    try:
+        extra = json.loads(json.dumps(dict(extra or {})))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"extra must hold JSON values (numbers, strings, lists, dicts), got {extra!r:.200} ({err})") from None
     arrays: dict[str, np.ndarray] = {}
     for name, value in model.state_dict_numpy().items():
         arrays["model/" + name] = np.asarray(value)
@@ -227,6 +238,7 @@ def save_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
         "train_config": config.to_dict(),
         "optimizer_paths": [v.path for v in optimizer.variables],
         "rng": host_rng_state(),
+        "extra": extra,
     }
     arrays["meta"] = np.asarray(json.dumps(meta))
     path = Path(path)
@@ -236,20 +248,18 @@ def save_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
     return path
 
 
-def load_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGroupAdamW | None = None) -> dict[str, Any]:
-    """Restore what :func:`save_training_state` wrote; returns its metadata (``step`` ...)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no training state at {os.fspath(path)!r}; train without --resume first")
+def load_training_state(
+    path: str | os.PathLike, model: Any, optimizer: ParamGroupAdamW | None = None, restore_rng: bool = True
+) -> dict[str, Any]:
+    """Restore what :func:`save_training_state` wrote into ``model`` (and ``optimizer``; the host RNG states
+    unless ``restore_rng=False``); returns its metadata (``step``, ``train_config``, ``extra`` ...). TF twin of
+    ``segformer.pt.training.load_training_state`` (same arguments). A damaged file, or one that is not a
+    segformer TF training state, is a :class:`~segformer.common.checkpoints.CheckpointError` naming it."""
+    path = existing_state_file(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
-                found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-                raise CheckpointError(
-                    f"{os.fspath(path)!r} is not a segformer TF training state (format {str(found)[:80]!r}, "
-                    f"expected {STATE_FORMAT!r})"
-                )
+            check_state_format(path, meta, STATE_FORMAT, "TF")
             model.load_state_dict_numpy({k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")})
             extra_keys = sorted(k for k in data.files if k.startswith("extra/"))
             extra = _extra_variables(model)
@@ -269,14 +279,21 @@ def load_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
                     )
                 for i, variable in enumerate(variables):
                     variable.assign(data[f"optimizer/{i}"])
-        set_host_rng_state(meta["rng"])
+        if restore_rng:
+            set_host_rng_state(meta["rng"])
+        meta.setdefault("extra", {})
     except CheckpointError:
         raise
     except Exception as err:  # zip / npy / JSON / shape errors come in many types
-        raise CheckpointError(
-            f"{os.fspath(path)!r}: damaged training state or one saved for another model ({type(err).__name__})"
-        ) from None
+        raise damaged_state_error(path, err) from None
     return meta
+
+
+def _batchnorm_statistics(model: Any) -> list[Any]:
+    """The running statistics (and counters) of every ``BatchNormalization`` of ``model``: what a training-mode
+    forward changes besides the dropout seed generators."""
+    return [v for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization) for v in layer.non_trainable_variables]
 
 
 def _extra_variables(model: Any) -> list[Any]:
@@ -288,10 +305,12 @@ def _extra_variables(model: Any) -> list[Any]:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def _predict_whole(model: Any, pixel_values: Any, size: tuple[int, int]) -> tf.Tensor:
-    from .inference import predict_labels
+def predict_labels(model: Any, pixel_values: Any, size: tuple[int, int]) -> tf.Tensor:
+    """Whole-image labels at ``size`` (the default predictor of :func:`evaluate`, and ``segformer eval``'s):
+    :func:`segformer.tf.inference.predict_labels`, banded (TF twin of ``segformer.pt.training.predict_labels``)."""
+    from .inference import predict_labels as banded_labels
 
-    return predict_labels(model, pixel_values, output_size=size)
+    return banded_labels(model, pixel_values, output_size=size)
 
 
 def evaluate(
@@ -301,23 +320,21 @@ def evaluate(
     ignore_index: int = 255,
     predict: Callable[[Any, Any, tuple[int, int]], Any] | None = None,
     progress: bool = False,
+    workers: Any = None,
 ) -> SegmentationMetric:
-    """Dataset-level confusion matrix of ``model`` on ``dataset`` (items at their own sizes, labels at the
-    original size), accumulated in a :class:`~segformer.tf.metrics.SegmentationMeanIoU`; returned as the
-    numpy :class:`~segformer.common.metrics.SegmentationMetric` (same type as the PT ``evaluate``)."""
+    """Dataset-level confusion matrix of ``model`` on ``dataset`` (TF twin of ``segformer.pt.training.evaluate``):
+    :func:`segformer.common.training.loop.evaluate_dataset` over ``predict(model, pixel_values, (H, W)) -> (1, H, W)``
+    (default :func:`predict_labels`, banded; e.g. sliding windows instead). With ``workers`` (a
+    :class:`~segformer.tf.workers.WorkerGroup`) every worker evaluates its share and the matrices are summed."""
     num_labels = int(num_labels if num_labels is not None else model.config.num_labels)
-    metric = SegmentationMeanIoU(num_labels, ignore_index=ignore_index)
-    predict = predict or _predict_whole
-    iterator: Any = make_eval_dataset(dataset)
-    if progress:
-        from tqdm import tqdm
+    predict = predict or predict_labels
+    rank, world, sum_counts = (0, 1, None) if workers is None else (workers.rank, workers.world, workers.sum)
 
-        iterator = tqdm(iterator, total=len(dataset), desc="eval", unit="img", leave=False)
-    for item in iterator:
-        labels = item["labels"]
-        pred = predict(model, item["pixel_values"], (int(labels.shape[1]), int(labels.shape[2])))
-        metric.update_state(labels, tf.cast(pred, tf.int64))
-    return metric.to_numpy_metric()
+    def labels_of(pixel_values: Any, size: tuple[int, int]) -> Any:
+        return np.asarray(predict(model, tf.constant(pixel_values), size))
+
+    return evaluate_dataset(labels_of, dataset, num_labels, ignore_index, rank, world,
+                            sum_counts if world > 1 else None, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -328,7 +345,7 @@ class Trainer(TrainLoop):
 
     Args:
         model: the Keras model, built, created under ``strategy.scope()``.
-        config: :class:`~segformer.common.training.TrainConfig` (``batch_size`` per replica).
+        config: :class:`~segformer.common.training.recipe.TrainConfig` (``batch_size`` per replica).
         train_dataset / eval_dataset: as for the PT trainer.
         out_dir: ``train_log.jsonl``, ``last/training_state.npz`` and the final ``config.json`` + ``tf_model.h5``.
         strategy: from :func:`make_strategy` (default: the current strategy).
@@ -364,21 +381,26 @@ class Trainer(TrainLoop):
         self.progress = progress
         self.predict = predict
         self.is_main = is_chief(self.strategy)
+        self.workers = WorkerGroup(self.strategy)
         if self.replicas > 1 and config.sync_bn:
             set_sync_batchnorm(model, True)
         with self.strategy.scope():
             self.optimizer = build_optimizer(model, config)
         self._start(resume, lambda path: load_training_state(path, model, self.optimizer), STATE_NAME, echo)
-        self._step_fn = None
+        self._grads_fn: Any = None
+        self._apply_fn: Any = None
+        self._grads: Any = None
+        self._saved_statistics: list[Any] = []
 
     @property
     def world_size(self) -> int:
         return self.replicas
 
     # ------------------------------------------------------------------ pieces
-    def _replica_step(self, micro_batches: tuple[dict[str, tf.Tensor], ...]) -> tf.Tensor:
+    def _replica_grads(self, micro_batches: tuple[dict[str, tf.Tensor], ...]) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
+        """This replica's summed gradients (each micro-batch's loss over ``count x replicas``), mean loss and
+        non-finite flag (1.0 when the loss or a gradient is NaN / Inf)."""
         variables = self.model.trainable_variables
-        statistics = [(v, tf.identity(v)) for v in self.model.non_trainable_variables if "float" in str(v.dtype)]
         count = len(micro_batches)
         total_grads: list[Any] | None = None
         loss_sum = tf.constant(0.0, tf.float32)
@@ -391,32 +413,46 @@ class Trainer(TrainLoop):
             grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
             total_grads = grads if total_grads is None else [a + g for a, g in zip(total_grads, grads)]
             loss_sum += loss
-        # NaN / Inf gradients are never applied: the step gets zero gradients and the trainer stops on the loss.
         finite = tf.math.is_finite(loss_sum) & tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in total_grads])
-        total_grads = [tf.where(finite, g, tf.zeros_like(g)) for g in total_grads]
-        for variable, saved in statistics:  # BatchNorm running statistics of a failed step are rolled back
-            variable.assign(tf.where(finite, variable, saved))
-        self.optimizer.apply_gradients(zip(total_grads, variables))
-        return tf.where(finite, loss_sum / float(count), tf.constant(float("nan")))
+        return total_grads, loss_sum / float(count), 1.0 - tf.cast(finite, tf.float32)
 
-    def _distributed_step(self, micro_batches: tuple[dict[str, tf.Tensor], ...]) -> tf.Tensor:
-        per_replica = self.strategy.run(self._replica_step, args=(micro_batches,))
-        return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+    def _distributed_grads(self, micro_batches: tuple[dict[str, tf.Tensor], ...]) -> tuple[Any, tf.Tensor, tf.Tensor]:
+        grads, loss, bad = self.strategy.run(self._replica_grads, args=(micro_batches,))
+        return (grads, self.strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+                self.strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None))
 
-    def train_step(self, micro_batches: tuple[dict[str, Any], ...]) -> float:
-        """One optimizer step over ``grad_accum`` micro-batches (distributed values, or plain tensors on
-        one device); returns the mean loss over micro-batches and replicas."""
-        if self._step_fn is None:
-            self._step_fn = tf.function(self._distributed_step)
-        loss = float(self._step_fn(tuple(micro_batches)))
-        if not math.isfinite(loss):  # the step applied zero gradients, never NaN ones
-            raise FloatingPointError(nonfinite_loss_message(self.step + 1, loss, self.out_dir))
-        self.step += 1
-        return loss
+    def _distributed_apply(self, grads: Any) -> None:
+        def apply(replica_grads: list[tf.Tensor]) -> None:  # Keras sums the replicas' gradients here
+            self.optimizer.apply_gradients(zip(replica_grads, self.model.trainable_variables))
+
+        self.strategy.run(apply, args=(grads,))
+
+    def forward_backward(self, micro_batches: tuple[dict[str, Any], ...]) -> tuple[float, bool]:
+        """Gradients of one step over ``grad_accum`` micro-batches (distributed values, or plain tensors on one
+        device), the BatchNorm statistics saved first; ``(mean loss over micro-batches and replicas, finite on
+        every replica)``. The NaN / Inf policy and the update are
+        :meth:`~segformer.common.training.loop.TrainLoop.train_step`'s."""
+        if self._grads_fn is None:
+            self._grads_fn = tf.function(self._distributed_grads)
+            self._apply_fn = tf.function(self._distributed_apply)
+        self._saved_statistics = [(v, tf.identity(v)) for v in _batchnorm_statistics(self.model)]
+        self._grads, loss, bad = self._grads_fn(tuple(micro_batches))
+        loss = float(loss)
+        return loss, bool(float(bad) == 0.0) and math.isfinite(loss)
+
+    def apply_step(self) -> None:
+        self._apply_fn(self._grads)  # the schedule reads the optimizer's iteration counter: step self.step
+        self._grads, self._saved_statistics = None, []
+
+    def discard_step(self) -> None:
+        for variable, saved in self._saved_statistics:
+            variable.assign(saved)
+        self._grads, self._saved_statistics = None, []
 
     def evaluate(self, dataset: Any = None) -> dict[str, Any]:
         metric = evaluate(self.model, dataset if dataset is not None else self.eval_dataset,
-                          ignore_index=self.config.ignore_index, predict=self.predict, progress=self.progress)
+                          ignore_index=self.config.ignore_index, predict=self.predict, progress=self.progress,
+                          workers=self.workers)
         return metric.compute()
 
     def save_state(self) -> None:
@@ -449,7 +485,7 @@ def build_model(
     """A built ``TFSegformerForSemanticSegmentation`` to fine-tune (TF twin of ``segformer.pt.training.build_model``):
     a variant name or ``config.json`` (random weights, ``keras.utils.set_random_seed(seed)``) or a
     checkpoint folder. Call it under ``strategy.scope()``."""
-    from ..common.model_source import resolve_model_source
+    from ..common.checkpoints.model_source import resolve_model_source
     from . import TFSegformerForSemanticSegmentation
 
     source = resolve_model_source(model, num_labels, id2label, **config_overrides)

@@ -38,16 +38,17 @@ def tf_config_workers() -> tuple[int, int]:
 class WorkerGroup:
     """This process's place among the ``TF_CONFIG`` workers (one worker: a group of one, no strategy).
 
-    Create it before the model: ``MultiWorkerMirroredStrategy`` must start before TensorFlow runs any op.
+    Create it before the model: ``MultiWorkerMirroredStrategy`` must start before TensorFlow runs any op; a
+    trainer passes the strategy it already has (``strategy``), whose replicas may be several per worker.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, strategy: object = None) -> None:
         self.rank, self.world = tf_config_workers()
         self.strategy = None
         if self.world > 1:
             import tensorflow as tf
 
-            self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            self.strategy = strategy if strategy is not None else tf.distribute.MultiWorkerMirroredStrategy()
 
     def sum(self, array: np.ndarray) -> np.ndarray:
         """``array`` (non-negative integer counts) summed over every worker, as int64."""
@@ -58,4 +59,5 @@ class WorkerGroup:
 
         value = tf.constant(counts.astype(np.float64))
         total = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(lambda: tf.identity(value)), axis=None)
-        return np.rint(total.numpy()).astype(np.int64)
+        local_replicas = max(int(self.strategy.num_replicas_in_sync) // self.world, 1)  # each replica added it once
+        return np.rint(total.numpy() / local_replicas).astype(np.int64)
