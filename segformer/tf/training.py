@@ -67,7 +67,6 @@ __all__ = [
     "evaluate",
     "load_training_state",
     "make_strategy",
-    "predict_labels",
     "save_training_state",
     "set_sync_batchnorm",
 ]
@@ -305,12 +304,10 @@ def _extra_variables(model: Any) -> list[Any]:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def predict_labels(model: Any, pixel_values: Any, size: tuple[int, int]) -> tf.Tensor:
-    """Whole-image labels at ``size`` (the default predictor of :func:`evaluate`, and ``segformer eval``'s):
-    :func:`segformer.tf.inference.predict_labels`, banded (TF twin of ``segformer.pt.training.predict_labels``)."""
-    from .inference import predict_labels as banded_labels
+def _whole_image_labels(model: Any, pixel_values: Any, size: tuple[int, int]) -> Any:
+    from .inference import predict_labels
 
-    return banded_labels(model, pixel_values, output_size=size)
+    return predict_labels(model, pixel_values, output_size=size)
 
 
 def evaluate(
@@ -324,10 +321,11 @@ def evaluate(
 ) -> SegmentationMetric:
     """Dataset-level confusion matrix of ``model`` on ``dataset`` (TF twin of ``segformer.pt.training.evaluate``):
     :func:`segformer.common.training.loop.evaluate_dataset` over ``predict(model, pixel_values, (H, W)) -> (1, H, W)``
-    (default :func:`predict_labels`, banded; e.g. sliding windows instead). With ``workers`` (a
+    (default :func:`segformer.tf.inference.predict_labels` at ``(H, W)``, banded, so the full-resolution
+    logits are never held; e.g. sliding windows instead). With ``workers`` (a
     :class:`~segformer.tf.workers.WorkerGroup`) every worker evaluates its share and the matrices are summed."""
     num_labels = int(num_labels if num_labels is not None else model.config.num_labels)
-    predict = predict or predict_labels
+    predict = predict or _whole_image_labels
     rank, world, sum_counts = (0, 1, None) if workers is None else (workers.rank, workers.world, workers.sum)
 
     def labels_of(pixel_values: Any, size: tuple[int, int]) -> Any:
