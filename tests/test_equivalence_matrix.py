@@ -204,7 +204,7 @@ def test_whole_streaming_and_covering_slide_agree(world, keras_model):
 
 def test_single_scale_equals_a_plain_resize_to_that_scale(world):
     from segformer import Segmenter
-    from segformer.common.inference import scaled_size
+    from segformer.common.inference.rules import scaled_size
 
     folder = world["folders"]["safetensors"]
     half = scaled_size(PROCESSOR_SIZE, 0.75)
@@ -276,7 +276,7 @@ def test_cli_eval_predictions_equal_the_reference(world, label_folder, framework
 def test_trainer_evaluation_also_after_a_fused_adamw_step(world, label_folder):
     """The PT trainer's ``evaluate`` (eval fast path, folded decode head) before and after one optimizer step
     (fused AdamW on the CPU): each time against the textbook path on the weights of that moment."""
-    from segformer.common.training import TrainConfig
+    from segformer.common.training.recipe import TrainConfig
     from segformer.pt import SegformerForSemanticSegmentation
     from segformer.pt.training import Trainer
 

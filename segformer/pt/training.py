@@ -40,7 +40,7 @@ from ..common.base.random_state import host_rng_state, set_host_rng_state
 from ..common.training.loop import (
     TrainLoop, check_state_format, damaged_state_error, evaluate_dataset, existing_state_file,
 )
-from ..common.training import StopSignals, TrainConfig
+from ..common.training.recipe import StopSignals, TrainConfig
 from .data import make_train_loader
 from .distributed import (
     DistributedContext,

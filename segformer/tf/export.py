@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.base.atomic import atomic_path, check_overwrite
-from ..common.inference import as_size_pair
+from ..common.inference.rules import as_size_pair
 from ..common.model.outputs import logits_of
 from .layers import resize_bilinear
 

@@ -47,7 +47,7 @@ from ..common.training.loop import (
     TrainLoop, check_state_format, damaged_state_error, evaluate_dataset, existing_state_file,
 )
 from ..common.checkpoints import CheckpointError
-from ..common.training import (
+from ..common.training.recipe import (
     ORIGINAL_CUSTOM_KEYS,
     TrainConfig,
     lr_at,
