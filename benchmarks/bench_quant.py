@@ -49,7 +49,7 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int, hf: bool 
 
     from segformer.pt.export import export_onnx
     from segformer.pt.quantize import quantize_dynamic
-    from segformer.common.quantization import quantize_onnx
+    from segformer.common.inference.quantization import quantize_onnx
     from segformer.tf import TFSegformerForSemanticSegmentation
     from segformer.tf.export import TFLiteRunner, export_tflite
 
@@ -155,12 +155,12 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    from segformer.common.config import SegformerConfig
-    from segformer.common.datasets import make_synthetic_dataset
-    from segformer.common.metrics import SegmentationMetric
-    from segformer.common.quantization import calibration_pixel_values, label_agreement, random_pixel_values
-    from segformer.common.sample import SAMPLE_IMAGE
-    from segformer.common.variants import variant_kwargs
+    from segformer.common.model.config import SegformerConfig
+    from segformer.common.training.datasets import make_synthetic_dataset
+    from segformer.common.training.metrics import SegmentationMetric
+    from segformer.common.inference.quantization import calibration_pixel_values, label_agreement, random_pixel_values
+    from segformer.common.images.sample import SAMPLE_IMAGE
+    from segformer.common.model.variants import variant_kwargs
     from segformer.pt import SegformerForSemanticSegmentation
 
     work = Path(args.work)
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
         train_images = sorted((Path(data) / "images" / "training").iterdir())[:16]
         val_images = sorted((Path(data) / "images" / "validation").iterdir())
         val_labels = [Path(data) / "annotations" / "validation" / (p.stem + ".png") for p in val_images]
-        from segformer.common.datasets import load_label
+        from segformer.common.training.datasets import load_label
 
         # 512x512: sample photo + random images
         calib512 = calibration_pixel_values(train_images, size)

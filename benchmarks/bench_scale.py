@@ -31,7 +31,7 @@ def _child_segment(mode: str, side_h: int, side_w: int, threads: int, workdir: s
     import torch
 
     from segformer import Segmenter
-    from segformer.common.config import SegformerConfig
+    from segformer.common.model.config import SegformerConfig
     from segformer.pt import SegformerForSemanticSegmentation
 
     torch.set_num_threads(threads)
@@ -101,7 +101,7 @@ def _make_folder(folder: Path, count: int) -> None:
 def _save_model(folder: Path) -> None:
     import torch
 
-    from segformer.common.config import SegformerConfig
+    from segformer.common.model.config import SegformerConfig
     from segformer.pt import SegformerForSemanticSegmentation
 
     torch.manual_seed(0)
@@ -113,8 +113,8 @@ def _child_loop(model: str, images: str, out: str, threads: int) -> dict:
     import torch
 
     from segformer import Segmenter
-    from segformer.common.image_io import expand_inputs
-    from segformer.common.viz import save_mask_png, save_png
+    from segformer.common.images.image_io import expand_inputs
+    from segformer.common.images.viz import save_mask_png, save_png
     from segformer.pt import SegformerForSemanticSegmentation
 
     torch.set_num_threads(threads)

@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from segformer.cli import main as cli
-    from segformer.common.config import SegformerConfig
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.model.config import SegformerConfig
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     work = Path(args.work)
     data = make_synthetic_dataset(work / "data", num_train=args.num_train, num_val=args.num_val, size=(64, 64), num_labels=5)

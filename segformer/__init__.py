@@ -11,14 +11,14 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SegformerConfig": "segformer.common.config",
-    "SegformerImageProcessor": "segformer.common.image_processing",
-    "SegformerFeatureExtractor": "segformer.common.image_processing",
+    "SegformerConfig": "segformer.common.model.config",
+    "SegformerImageProcessor": "segformer.common.images.image_processing",
+    "SegformerFeatureExtractor": "segformer.common.images.image_processing",
     "convert": "segformer.conversion",
     "Segmenter": "segformer.segmenter",
-    "SegmentationResult": "segformer.common.segmentation_result",
-    "PRESETS": "segformer.common.presets",
-    "get_preset": "segformer.common.presets",
+    "SegmentationResult": "segformer.common.inference.segmentation_result",
+    "PRESETS": "segformer.common.model.presets",
+    "get_preset": "segformer.common.model.presets",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -81,8 +81,8 @@ def error_line(err: BaseException, args: argparse.Namespace) -> tuple[str, int] 
     read-only destination, a parent that is a file) -> 2, naming the destination; a training step that
     produced NaN / Inf -> 1 (a check failed).
     """
-    from .common.atomic import describe_os_error
-    from .common.errors import DOCUMENTED_ERRORS, WriteError
+    from .common.base.atomic import describe_os_error
+    from .common.base.errors import DOCUMENTED_ERRORS, WriteError
 
     if isinstance(err, WriteError):
         return str(err), 2
@@ -104,7 +104,7 @@ def quiet_frameworks(verbose: bool) -> Iterator[None]:
     import os
     import warnings
 
-    from .common import deps
+    from .common.base import deps
 
     if verbose:
         yield

@@ -7,7 +7,7 @@
     print(result.classes[:3]); result.mask("sky"); result.overlay()
 
 A call on one image (a PIL image, an array, one file) returns one
-:class:`~segformer.common.segmentation_result.SegmentationResult`; a call on a list, a folder (searched
+:class:`~segformer.common.inference.segmentation_result.SegmentationResult`; a call on a list, a folder (searched
 recursively for image files, sorted) or a glob pattern returns a list of them, in that order.
 
 Each image goes through the same steps in both frameworks: EXIF orientation, RGB; the resize rule
@@ -33,27 +33,15 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .common.inference import as_size_pair, check_inference_args
-from .common.presets import PRESETS, Preset, find_preset, get_preset, keep_ratio_size
-from .common.segmentation_result import SegmentationResult
+from .common.inference.rules import as_size_pair, check_inference_args
+from .common.model.presets import PRESETS, Preset, find_preset, get_preset, keep_ratio_size
+from .common.images.labels import default_palette
+from .common.inference.segmentation_result import SegmentationResult
 
 __all__ = ["Segmenter", "FRAMEWORKS", "MAX_DEFAULT_WORKERS", "RESIZE_RULES", "default_palette", "default_workers"]
 
 FRAMEWORKS = ("pt", "tf")
 RESIZE_RULES = ("processor", "keep-ratio", "none")
-
-
-def default_palette(num_labels: int, label_set: str | None = None) -> np.ndarray:
-    """Colours for ``num_labels`` classes: the named label set's, else ADE20K's for 150 classes, Cityscapes'
-    for 19, else a generated palette."""
-    from .common.labels import get_palette, make_palette
-
-    name = label_set or {150: "ade20k", 19: "cityscapes"}.get(int(num_labels))
-    if name is not None:
-        palette = get_palette(name)
-        if len(palette) >= num_labels:
-            return palette
-    return make_palette(int(num_labels))
 
 
 def _framework_of(model: Any) -> str:
@@ -71,10 +59,10 @@ def _framework_of(model: Any) -> str:
 
 def _expand(images: Any) -> tuple[list[Any], bool]:
     """``(items, single)``: every image or file the argument names, and whether it named exactly one image.
-    Paths go through :func:`segformer.common.image_io.expand_inputs` (folders recursively, globs, ``@list``)."""
+    Paths go through :func:`segformer.common.images.image_io.expand_inputs` (folders recursively, globs, ``@list``)."""
     from PIL import Image
 
-    from .common.image_io import expand_inputs
+    from .common.images.image_io import expand_inputs
 
     if isinstance(images, (Image.Image, np.ndarray)):
         return [images], True
@@ -133,10 +121,10 @@ def _split_threads(framework: str, device: Any, workers: int) -> Iterator[None]:
 
 def _rgb(item: Any, max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
     """uint8 ``(H, W, 3)`` RGB of one image and its source file (files and PIL images as
-    :mod:`segformer.common.image_io` decodes them: EXIF orientation, deep images by their range)."""
+    :mod:`segformer.common.images.image_io` decodes them: EXIF orientation, deep images by their range)."""
     from PIL import Image
 
-    from .common.image_io import image_to_rgb, load_image
+    from .common.images.image_io import image_to_rgb, load_image
 
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8:
@@ -160,7 +148,7 @@ class Segmenter:
     Args:
         model: a ``segformer.pt.SegformerForSemanticSegmentation`` or ``segformer.tf.TFSegformerForSemanticSegmentation``.
         processor: a :class:`~segformer.SegformerImageProcessor` (default: Hugging Face's defaults).
-        preset: a :class:`~segformer.common.presets.Preset` (or its name) whose test-time settings to use.
+        preset: a :class:`~segformer.common.model.presets.Preset` (or its name) whose test-time settings to use.
         mode: ``"whole"`` or ``"slide"`` (default: the preset's, else ``"whole"``).
         crop_size, stride: sliding windows ``(height, width)`` (default: the preset's, else 512 / 341).
         scales, flip: multi-scale + horizontal-flip test-time augmentation (probabilities averaged).
@@ -191,8 +179,8 @@ class Segmenter:
         palette: np.ndarray | str | None = None,
         device: Any = None,
     ) -> None:
-        from .common.image_processing import SegformerImageProcessor
-        from .common.viz import _palette_array
+        from .common.images.image_processing import SegformerImageProcessor
+        from .common.images.viz import _palette_array
 
         self.framework = _framework_of(model)
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
@@ -252,7 +240,7 @@ class Segmenter:
         ``framework`` is ``"pt"`` (PyTorch) or ``"tf"`` (Keras); ``options`` are the constructor's keywords.
         The processor comes from the folder's ``preprocessor_config.json`` when it has one.
         """
-        from .common.image_processing import SegformerImageProcessor
+        from .common.images.image_processing import SegformerImageProcessor
 
         if framework not in FRAMEWORKS:
             raise ValueError(f"framework must be one of {list(FRAMEWORKS)}, got {framework!r}")
@@ -288,7 +276,7 @@ class Segmenter:
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """``(h, w)`` the model sees for a ``height x width`` image under the resize rule (the largest
         test-time scale included)."""
-        from .common.inference import scaled_size
+        from .common.inference.rules import scaled_size
 
         if self.resize == "processor":
             size = (self.processor.size["height"], self.processor.size["width"]) if self.processor.do_resize else (height, width)
@@ -427,7 +415,7 @@ class Segmenter:
         decode, resize / normalize, the model (equal-sized inputs in one call), upsampling and argmax; the
         caller receives the results in input order while the workers go on (at most ``2 x workers`` chunks
         ahead). The results are the ones :meth:`__call__` gives, bit for bit. A file that cannot be read
-        yields its :class:`~segformer.common.image_io.BadImageError` in its place instead of stopping the run.
+        yields its :class:`~segformer.common.images.image_io.BadImageError` in its place instead of stopping the run.
 
         ``workers``: ``None`` (default) picks :func:`default_workers` (PyTorch on the CPU: one per intra-op
         thread, at most 4; otherwise 2); ``0`` runs everything in the calling thread. With PyTorch on the
@@ -440,8 +428,8 @@ class Segmenter:
         """
         import threading
 
-        from .common.image_io import BadImageError
-        from .common.prefetch import Prefetched
+        from .common.images.image_io import BadImageError
+        from .common.inference.prefetch import Prefetched
 
         if workers is None:
             workers = default_workers(self.framework, self.device)
@@ -475,7 +463,7 @@ class Segmenter:
 
     def _window_source(self, image: np.ndarray, model_lock: Any = None) -> Any:
         """A streaming pass over the uint8 image whose windows are normalized when the model needs them."""
-        from .common.streaming import PassSource, run_by_shape
+        from .common.inference.streaming import PassSource, run_by_shape
 
         def model_call(batch: list[np.ndarray]) -> list[np.ndarray]:
             with model_lock or contextlib.nullcontext():
@@ -507,7 +495,7 @@ class Segmenter:
         labels_out: np.ndarray | None = None,
         model_lock: Any = None,
     ) -> list[SegmentationResult]:
-        from .common.streaming import PassSource, stream_segmentation
+        from .common.inference.streaming import PassSource, stream_segmentation
 
         options = {"return_confidence": keep_confidence, "return_probabilities": return_probabilities,
                    "num_classes": len(self.id2label)}

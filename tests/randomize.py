@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from segformer.common.config import SegformerConfig
-from segformer.common.weights import parameter_table
+from segformer.common.model.config import SegformerConfig
+from segformer.common.model.weights import parameter_table
 
 __all__ = ["random_state", "tiny_config"]
 

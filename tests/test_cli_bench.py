@@ -11,8 +11,8 @@ import pytest
 
 from randomize import tiny_config
 from segformer.benchmark import format_table, parse_list, parse_sizes, run_benchmark
-from segformer.common.config import SegformerConfig
-from segformer.common.flops import count_flops
+from segformer.common.model.config import SegformerConfig
+from segformer.common.model.flops import count_flops
 
 
 def test_flops_match_the_paper():

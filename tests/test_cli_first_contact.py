@@ -1,4 +1,4 @@
-"""A new user's first hour with the CLI (issue 15): version / ``python -m``, install hints, folders with bad
+"""A new user's first hour with the CLI: version / ``python -m``, install hints, folders with bad
 files, class summaries and legends, random heads, label-count mismatches, convert's head rule, model cards,
 quiet output, and the ``--overwrite`` / never-over-an-input rules with environment faults."""
 
@@ -96,7 +96,7 @@ def test_all_extra_lists_every_runtime_package():
     ("peft", "pip install peft"),
 ])
 def test_missing_package_message_names_package_feature_and_command(monkeypatch, package, command):
-    from segformer.common.deps import MissingDependencyError, require
+    from segformer.common.base.deps import MissingDependencyError, require
 
     monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed
     with pytest.raises(MissingDependencyError) as info:
@@ -120,7 +120,7 @@ def test_predict_eval_train_without_torch_point_to_tf(monkeypatch, models, photo
 
 
 def test_train_without_tensorflow_points_to_pt(monkeypatch, tmp_path, capsys):
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "data", num_train=2, num_val=1, size=(32, 32), num_labels=3)
     monkeypatch.setitem(sys.modules, "tensorflow", None)
@@ -146,7 +146,7 @@ def test_readme_install_section_keeps_ci_commands_and_covers_ordinary_machines()
 
 # --------------------------------------------------------------------------------------- items 5, 7
 def test_predict_folder_skips_bad_files_names_them_and_exits_1(models, photos, tmp_path, capsys):
-    from segformer.common.viz import load_mask_png
+    from segformer.common.images.viz import load_mask_png
 
     out = tmp_path / "masks"
     capsys.readouterr()
@@ -267,7 +267,7 @@ def test_predict_environment_faults_keep_old_outputs(models, photos, tmp_path, c
 # --------------------------------------------------------------------------------------- eval / train
 @pytest.fixture()
 def dataset(tmp_path):
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path / "data", num_train=3, num_val=3, size=(32, 32), num_labels=3)
 
@@ -342,7 +342,7 @@ def test_convert_requires_num_heads_for_unknown_dims_and_says_when_it_assumes(mo
 
     import torch
 
-    from segformer.common.config import SegformerConfig
+    from segformer.common.model.config import SegformerConfig
     from segformer.pt import SegformerForSemanticSegmentation
 
     bare = tmp_path / "bare"
@@ -372,7 +372,7 @@ def _front_matter(path: Path) -> str:
 
 
 def test_train_and_convert_folders_carry_processor_and_model_card(dataset, tmp_path, capsys):
-    from segformer.common.training import read_jsonl
+    from segformer.common.training.recipe import read_jsonl
 
     tiny_config(num_labels=3).save_pretrained(tmp_path / "cfg")
     run = tmp_path / "run"
@@ -415,7 +415,7 @@ def test_warnings_are_one_line_unless_verbose():
     import warnings
 
     from segformer.cli import quiet_frameworks
-    from segformer.common import deps
+    from segformer.common.base import deps
 
     before = warnings.formatwarning
     with quiet_frameworks(verbose=False):
@@ -452,7 +452,7 @@ def test_demo_follows_the_overwrite_rule(tmp_path, capsys):
 
 
 def test_predict_parallel_workers_write_the_one_at_a_time_bytes(models, photos, tmp_path, capsys):
-    """Issue 17: parallel pipelines (default, and 3 workers x 2 images) write exactly the files of one image at
+    """parallel pipelines (default, and 3 workers x 2 images) write exactly the files of one image at
     a time in the main thread, with the bad files (one found only while decoding) skipped and listed alike."""
     import torch
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from segformer.cli import main
-from segformer.common.training import read_jsonl
+from segformer.common.training.recipe import read_jsonl
 from tests.randomize import tiny_config
 
 TRAIN = ["--steps", "6", "--batch-size", "4", "--crop-size", "32", "--img-scale", "48,48", "--ratio-range", "0.75,1.5",
@@ -19,7 +19,7 @@ TRAIN = ["--steps", "6", "--batch-size", "4", "--crop-size", "32", "--img-scale"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("cli")
     make_synthetic_dataset(root / "data", num_train=8, num_val=3, size=(48, 48), num_labels=4)
@@ -97,7 +97,7 @@ def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys, 
     from PIL import Image
 
     from segformer.commands import predict
-    from segformer.common import memory
+    from segformer.common.inference import memory
 
     image = sorted((trained / "data" / "images" / "validation").glob("*.png"))[0]
     capsys.readouterr()
@@ -111,7 +111,7 @@ def test_predict_refuses_huge_images_before_decoding(trained, tmp_path, capsys, 
     big = tmp_path / "big.png"
     Image.new("RGB", (1100, 1200), (90, 120, 60)).save(big)
     estimate = memory.estimate_memory
-    from segformer.common.config import SegformerConfig
+    from segformer.common.model.config import SegformerConfig
 
     config = SegformerConfig.from_pretrained(trained / "run")
     whole = estimate(config, (1200, 1100), "whole", labels_on_disk=True).total
@@ -162,3 +162,126 @@ def test_predict_check_finite_flags_nan_logits(trained, tmp_path, capsys, monkey
     assert "non-finite logits" in capsys.readouterr().err
     assert not (tmp_path / "p" / f"{image.stem}.png").exists()
     assert main(args + ["--no-check-finite"]) == 0
+
+
+# ------------------------------------------------------------------ recipes and the time estimate
+def _folder_of_sizes(root, sizes):
+    """images/training + annotations/training with one image per (height, width) in ``sizes``."""
+    for split in ("images/training", "annotations/training"):
+        (root / split).mkdir(parents=True)
+    for index, (height, width) in enumerate(sizes):
+        Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(root / "images" / "training" / f"im{index}.png")
+        Image.fromarray(np.zeros((height, width), np.uint8)).save(root / "annotations" / "training" / f"im{index}.png")
+    return root
+
+
+def _train_args(*argv):
+    import argparse
+
+    from segformer.commands import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return parser.parse_args(["--model", "b0", "--out", "unused", *argv])
+
+
+def test_quick_recipe_numbers_for_a_folder(tmp_path):
+    from segformer.commands.shared import dataset_from_args
+    from segformer.commands.train import recipe_from_args
+
+    # smallest side 75 -> crop 64 (a multiple of 32), scale (4 x 64, 64); 3 images at 2 per step -> 2 steps an epoch, 5 epochs
+    data = _folder_of_sizes(tmp_path / "data", [(100, 150), (75, 200), (300, 90)])
+    args = _train_args("--data", str(data), "--recipe", "quick", "--batch-size", "2")
+    dataset = dataset_from_args(args, "training", None)
+    assert recipe_from_args(args, dataset) == {"total_steps": 10, "crop_size": (64, 64), "img_scale": (256, 64)}
+    # grad accumulation counts in the images per step: 3 images at 1 x 3 per step -> 1 step an epoch
+    args = _train_args("--data", str(data), "--recipe", "quick", "--batch-size", "1", "--grad-accum", "3")
+    assert recipe_from_args(args, dataset)["total_steps"] == 5
+    # options given on the command line win over the recipe's values
+    args = _train_args("--data", str(data), "--recipe", "quick", "--steps", "7", "--img-scale", "100,50")
+    assert recipe_from_args(args, dataset) == {"total_steps": 7, "crop_size": (64, 64), "img_scale": (100, 50)}
+    # the default stays the original recipe
+    assert recipe_from_args(_train_args("--data", str(data)), dataset) == {
+        "total_steps": 160000, "crop_size": (512, 512), "img_scale": (2048, 512)}
+
+
+def test_quick_recipe_rule_edges():
+    from segformer.common.training import quick_recipe, recipe_settings
+
+    # under 32 pixels the crop is the smallest side itself
+    assert quick_recipe([(20, 40), (50, 50)], 2) == {"total_steps": 5, "crop_size": (20, 20), "img_scale": (80, 20)}
+    # large images: the original's 512 crop and 2048,512 scale
+    assert quick_recipe([(1000, 2000)] * 7, 2) == {"total_steps": 20, "crop_size": (512, 512), "img_scale": (2048, 512)}
+    # a huge folder: never more steps than the original recipe
+    assert quick_recipe([(64, 64)] * 100_000, 1)["total_steps"] == 160000
+    with pytest.raises(ValueError, match=r"recipe must be one of \['original', 'quick'\], got 'fast'"):
+        recipe_settings("fast")
+    with pytest.raises(ValueError, match="at least one"):
+        quick_recipe([], 2)
+    with pytest.raises(ValueError, match="images_per_step"):
+        quick_recipe([(64, 64)], 0)
+
+
+def test_bad_recipe_lists_the_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "b0", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--recipe", "fast"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--recipe" in err and "'fast'" in err and "'original'" in err and "'quick'" in err
+
+
+def test_quick_run_prints_recipe_and_time_estimate(tmp_path, capsys):
+    from segformer.common.training.datasets import make_synthetic_dataset
+
+    # 4 images of 40x40 at 2 per step: crop 32 (40 rounded down to a multiple of 32), scale 128,32, 5 x 2 = 10 steps
+    make_synthetic_dataset(tmp_path / "data", num_train=4, num_val=0, size=(40, 40), num_labels=4)
+    tiny_config(num_labels=4).save_pretrained(tmp_path / "tiny")
+    assert main(["train", "--model", str(tmp_path / "tiny" / "config.json"), "--data", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "run"), "--recipe", "quick", "--lr", "1e-3", "--log-every", "4",
+                 "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("recipe quick: 10 steps of 2 image(s) per device") and "crop 32x32, img-scale 128,32" in line
+               for line in lines)
+    assert [r["step"] for r in read_jsonl(tmp_path / "run" / "train_log.jsonl")] == list(range(1, 11))
+    log_lines = {int(line.split()[0][5:]): line for line in lines if line.startswith("step=")}
+    assert sorted(log_lines) == [4, 8, 10]
+    # the first two steps are not measured; the estimate comes after steps 3-5, once, before the log line of step 8
+    estimates = [i for i, line in enumerate(lines) if line.startswith("time estimate:")]
+    assert len(estimates) == 1
+    estimate = lines[estimates[0]]
+    assert "median of steps 3-5" in estimate and "10 steps take about" in estimate and "left" in estimate
+    assert lines.index(log_lines[4]) < estimates[0] < lines.index(log_lines[8])
+    assert "eta=" not in log_lines[4] and log_lines[8].split()[-1].startswith("eta=")
+    assert log_lines[10].split()[-1] in ("eta=0.0s",)  # nothing left at the last step
+
+
+def test_step_timer_uses_the_median_of_steady_steps():
+    from segformer.common.training import StepTimer
+
+    timer = StepTimer(total_steps=10, skip=2, first_after=3, window=4)
+    # steps 1-2 (tracing, warm-up) are slow and not counted; steps 3-5 take 1, 3, 2 s: median 2 s
+    assert [timer.add(step, s) for step, s in zip(range(1, 6), [10.0, 7.0, 1.0, 3.0, 2.0])] == [False] * 4 + [True]
+    assert timer.seconds_per_step() == 2.0
+    assert timer.remaining(5) == 10.0 and timer.note(5) == "eta=10s"
+    summary = timer.summary(5)
+    assert "2 s per step" in summary and "median of steps 3-5" in summary
+    assert "10 steps take about 20 s in all, 10 s left" in summary
+    # an evaluation-sized outlier moves the median only to the middle pair: (2 + 3) / 2
+    assert timer.add(6, 100.0) is False and timer.seconds_per_step() == 2.5
+    # the window keeps the last 4 measured steps: 3, 2, 100, 0.5 -> (2 + 3) / 2; then 2, 100, 0.5, 0.5 -> (0.5 + 2) / 2
+    timer.add(7, 0.5)
+    assert timer.seconds_per_step() == 2.5
+    timer.add(8, 0.5)
+    assert timer.seconds_per_step() == 1.25 and timer.remaining(8) == 2.5
+    fresh = StepTimer(total_steps=10)
+    assert fresh.note(1) == "" and fresh.summary(1) == "" and fresh.remaining(1) is None
+    with pytest.raises(ValueError, match="window must be an integer >= 1, got 0"):
+        StepTimer(10, window=0)
+
+
+def test_format_duration():
+    from segformer.common.training import format_duration
+
+    assert [format_duration(s) for s in (0.25, 45, 89, 600, 5399, 5400, 12 * 3600, 3 * 86400)] == [
+        "0.2 s", "45 s", "89 s", "10 min", "90 min", "1.5 h", "12.0 h", "3.0 days"]
+    assert format_duration(5400, compact=True) == "1.5h"

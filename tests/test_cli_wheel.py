@@ -62,9 +62,9 @@ def test_cli_starts_from_the_unpacked_wheel_outside_the_checkout(unpacked_wheel,
     code = (
         "import segformer, runpy; from segformer.cli import main; "
         f"assert segformer.__file__.startswith({str(site_dir)!r}), segformer.__file__; "
-        "from segformer.common.sample import SAMPLE_IMAGE, load_sample_image; "
+        "from segformer.common.images.sample import SAMPLE_IMAGE, load_sample_image; "
         "assert SAMPLE_IMAGE.is_file() and load_sample_image().shape == (480, 640, 3); "
-        "from segformer.common.labels import get_label_set; assert len(get_label_set('ade20k')[0]) == 150; "
+        "from segformer.common.images.labels import get_label_set; assert len(get_label_set('ade20k')[0]) == 150; "
     )
     for argv in [["--version"], ["--help"]] + [[name, "--help"] for name in COMMANDS]:
         result = _run_isolated(site_dir, tmp_path, code + f"main({argv!r})")

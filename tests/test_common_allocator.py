@@ -1,4 +1,4 @@
-"""glibc malloc thresholds (``segformer.common.allocator``): set once per process, opt-out, observable effect.
+"""glibc malloc thresholds (``segformer.common.base.allocator``): set once per process, opt-out, observable effect.
 
 Each case runs in a fresh interpreter (the setting is process-wide and one-way). The effect is checked by
 where glibc puts an 8 MiB block: with the initial 128 KiB mmap threshold it is mapped on its own (far from the
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 PROBE = textwrap.dedent(
     """
     import ctypes, sys
-    from segformer.common import allocator
+    from segformer.common.base import allocator
     libc = ctypes.CDLL(None)
     libc.sbrk.restype = ctypes.c_void_p
     libc.malloc.restype = ctypes.c_void_p
@@ -73,7 +73,7 @@ def test_training_raises_the_thresholds_once_and_only_on_a_tuned_process():
     code = textwrap.dedent(
         """
         import ctypes
-        from segformer.common import allocator
+        from segformer.common.base import allocator
         libc = ctypes.CDLL(None)
         libc.sbrk.restype = ctypes.c_void_p
         libc.malloc.restype = ctypes.c_void_p
@@ -89,7 +89,7 @@ def test_training_raises_the_thresholds_once_and_only_on_a_tuned_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["tuned", "True", "tuned-training", "True", "tuned-training"]
-    off = subprocess.run([sys.executable, "-c", "from segformer.common import allocator as a; "
+    off = subprocess.run([sys.executable, "-c", "from segformer.common.base import allocator as a; "
                           "print(a.tune_allocator(training=True))"], capture_output=True, text=True,
                          env={**env, "SEGFORMER_MALLOC_TUNING": "0"}, timeout=60)
     assert off.stdout.strip() == "off"
@@ -98,8 +98,8 @@ def test_training_raises_the_thresholds_once_and_only_on_a_tuned_process():
 def test_building_a_model_tunes_the_process():
     code = textwrap.dedent(
         """
-        from segformer.common import allocator
-        from segformer.common.config import SegformerConfig
+        from segformer.common.base import allocator
+        from segformer.common.model.config import SegformerConfig
         from segformer.pt import SegformerModel
         assert allocator.allocator_state() is None
         SegformerModel(SegformerConfig(hidden_sizes=[8, 8, 8, 8], num_attention_heads=[1, 1, 1, 1], depths=[1, 1, 1, 1],

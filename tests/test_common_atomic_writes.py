@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from randomize import random_state, tiny_config
-from segformer.common import atomic
-from segformer.common.checkpoint import read_safetensors, read_tf_h5, save_safetensors, write_tf_h5
+from segformer.common.base import atomic
+from segformer.common.checkpoints import read_safetensors, read_tf_h5, save_safetensors, write_tf_h5
 
 
 class Interrupted(RuntimeError):
@@ -228,7 +228,7 @@ def test_image_segmenter_saved_model_is_one_atomic_folder_write(tmp_path, monkey
     pytest.importorskip("tensorflow")
     import tensorflow as tf
 
-    from segformer.common.image_processing import SegformerImageProcessor
+    from segformer.common.images.image_processing import SegformerImageProcessor
     from segformer.tf import TFSegformerForSemanticSegmentation, TFSegformerImageSegmenter
 
     segmenter = TFSegformerImageSegmenter.from_processor(

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import fixture_path
 from segformer import SegformerConfig
-from segformer.common.config import HF_LAYER_NORM_EPS
+from segformer.common.model.config import HF_LAYER_NORM_EPS
 
-# transformers 4.57.6 SegformerConfig defaults (ANCHORS.md section 1)
+# transformers 4.57.6 SegformerConfig defaults
 HF_DEFAULTS = {
     "num_channels": 3,
     "num_encoder_blocks": 4,
@@ -112,7 +112,7 @@ def test_stage_sizes_and_drop_path_schedule():
     assert config.stage_sizes(513, 769)[0] == (129, 193)
     assert config.stage_sizes(97, 131) == [(25, 33), (13, 17), (7, 9), (4, 5)]
     flat = [r for stage in config.drop_path_rates() for r in stage]
-    expected = [0, 0.014286, 0.028571, 0.042857, 0.057143, 0.071429, 0.085714, 0.1]  # ANCHORS 2.8
+    expected = [0, 0.014286, 0.028571, 0.042857, 0.057143, 0.071429, 0.085714, 0.1]  # transformers' drop-path schedule: linspace(0, 0.1, sum(depths))
     assert flat == pytest.approx(expected, abs=1e-6)
 
 

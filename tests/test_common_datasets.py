@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segformer.common.datasets import SegmentationFolderDataset, iter_batches, make_synthetic_dataset
-from segformer.common.metrics import SegmentationMetric
-from segformer.common.transforms import EvalTransform, TrainTransform
+from segformer.common.training.datasets import SegmentationFolderDataset, iter_batches, make_synthetic_dataset
+from segformer.common.training.metrics import SegmentationMetric
+from segformer.common.images.transforms import EvalTransform, TrainTransform
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Files and folders (issue 14, items 9, 11): folder-atomic save_pretrained, convert --overwrite without a
+"""Files and folders: folder-atomic save_pretrained, convert --overwrite without a
 moment lacking the destination, stale temporaries, the umask left alone, environment faults as one line."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import fixture_path
 from randomize import random_state, tiny_config
-from segformer.common import atomic
+from segformer.common.base import atomic
 
 TINY = fixture_path("original/tiny.pth")
 
@@ -38,7 +38,7 @@ def no_umask(monkeypatch):
 
 
 def test_atomic_folder_kill_between_weights_and_config_keeps_the_old_pair(tmp_path, no_umask):
-    from segformer.common.config import SegformerConfig
+    from segformer.common.model.config import SegformerConfig
 
     dst = tmp_path / "model"
     dst.mkdir()
@@ -109,7 +109,7 @@ def test_fallback_without_exchange_and_stale_temporaries_of_dead_processes(tmp_p
 
 def test_pt_save_pretrained_is_folder_atomic(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from segformer.common import config as config_module
+    from segformer.common.model import config as config_module
     from segformer.pt import SegformerForSemanticSegmentation
 
     config = tiny_config()
@@ -129,7 +129,7 @@ def test_pt_save_pretrained_is_folder_atomic(tmp_path, monkeypatch):
 
 def test_tf_save_pretrained_is_folder_atomic(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow")
-    from segformer.common import config as config_module
+    from segformer.common.model import config as config_module
     from segformer.tf import TFSegformerForSemanticSegmentation
 
     model = TFSegformerForSemanticSegmentation(tiny_config())
@@ -220,7 +220,7 @@ def test_save_pretrained_environment_faults_keep_the_old_folder(tmp_path, monkey
 def test_train_environment_fault_is_one_error_line(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
     from segformer.cli import main as cli_main
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", num_train=4, num_val=0, size=(40, 40), num_labels=3)
     tiny_config(num_labels=3).save_pretrained(tmp_path / "cfg")

@@ -1,4 +1,4 @@
-"""Framework-free rules written once in ``segformer/common`` and used by both frameworks (issue 13):
+"""Framework-free rules written once in ``segformer/common`` and used by both frameworks:
 the data order, the variant names, the (h, w) size syntax, the host RNG state."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from segformer.common.batches import global_batches, rank_batches
+from segformer.common.training.batches import global_batches, rank_batches
 
 
 # ---------------------------------------------------------------------------------------------- data order
@@ -52,8 +52,8 @@ def test_pt_and_tf_draw_the_same_batches_for_the_same_seed():
 
 
 def test_one_variant_parser_serves_config_and_both_build_models():
-    from segformer.common.config import SegformerConfig
-    from segformer.common.variants import TINY, VARIANTS, parse_variant, variant_names
+    from segformer.common.model.config import SegformerConfig
+    from segformer.common.model.variants import TINY, VARIANTS, parse_variant, variant_names
 
     assert variant_names() == [*VARIANTS, "tiny"]
     for name in variant_names():
@@ -79,7 +79,7 @@ def test_one_variant_parser_serves_config_and_both_build_models():
 
 def test_tf_build_model_reads_the_same_variant_names():
     pytest.importorskip("tensorflow")
-    from segformer.common.variants import TINY
+    from segformer.common.model.variants import TINY
     from segformer.tf.training import build_model
 
     model = build_model("segformer_tiny", num_labels=2, crop_size=(32, 32))
@@ -90,7 +90,7 @@ def test_tf_build_model_reads_the_same_variant_names():
 
 
 def test_one_size_syntax():
-    from segformer.common.sizes import parse_size, parse_sizes
+    from segformer.common.base.sizes import parse_size, parse_sizes
 
     for text in ("64x32", "64X32", "64,32", " 64 , 32 ", (64, 32)):
         assert parse_size(text) == (64, 32)
@@ -117,7 +117,7 @@ def test_bench_pairs_use_the_size_parser():
 def test_host_rng_state_round_trip():
     import json
 
-    from segformer.common.random_state import host_rng_state, set_host_rng_state
+    from segformer.common.base.random_state import host_rng_state, set_host_rng_state
 
     np.random.seed(11)
     random.seed(11)
@@ -134,7 +134,7 @@ def test_host_rng_state_round_trip():
 
 
 def test_head_fold_equals_the_plain_head_in_numpy():
-    from segformer.common.head_fold import fold_decode_head
+    from segformer.common.model.head_fold import fold_decode_head
 
     rng = np.random.default_rng(0)
     d, channels = 4, [3, 5, 6, 2]
@@ -152,7 +152,7 @@ def test_head_fold_equals_the_plain_head_in_numpy():
 
 
 def test_label_range_rule():
-    from segformer.common.losses import invalid_labels, label_range_message, segmentation_label_bound
+    from segformer.common.model.losses import invalid_labels, label_range_message, segmentation_label_bound
 
     labels = np.array([0, 2, 3, 255, -1, 7])
     assert invalid_labels(labels, 3, 255).tolist() == [False, False, True, False, True, True]
@@ -162,8 +162,8 @@ def test_label_range_rule():
 
 
 def test_pixel_shape_rules():
-    from segformer.common.config import SegformerConfig
-    from segformer.common.pixel_values import check_pixel_shape
+    from segformer.common.model.config import SegformerConfig
+    from segformer.common.model.pixel_values import check_pixel_shape
 
     config = SegformerConfig.from_variant("tiny")
     check_pixel_shape((1, 3, 64, 64), config)
@@ -179,7 +179,7 @@ def test_pixel_shape_rules():
 
 
 def test_state_key_rule():
-    from segformer.common.weights import check_state_keys
+    from segformer.common.model.weights import check_state_keys
 
     check_state_keys(["a"], ["a", "b"], strict=False)
     with pytest.raises(KeyError, match=r"unknown keys \['c'\], missing keys \['b'\]"):

@@ -1,4 +1,4 @@
-"""Image files decoded as people expect, bad files named with their reason, inputs expanded (issue 15, items 5-6).
+"""Image files decoded as people expect, bad files named with their reason, inputs expanded.
 
 Expected pixels are computed here with numpy from the arrays the files were written from.
 """
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segformer.common.image_io import BadImageError, check_image, expand_inputs, expand_named_inputs, image_size, load_image
+from segformer.common.images.image_io import BadImageError, check_image, expand_inputs, expand_named_inputs, image_size, load_image
 
 ORIENTATION = 0x0112
 

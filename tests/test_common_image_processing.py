@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import FIXTURES, ROOT, shared_or_skip
-from segformer.common.image_processing import (
+from segformer.common.images.image_processing import (
     BatchFeature,
     SegformerFeatureExtractor,
     SegformerImageProcessor,
@@ -225,7 +225,7 @@ def test_import_loads_no_framework() -> None:
     code = (
         "import sys, numpy as np; from segformer.common import SegformerImageProcessor as P; "
         "P(size=8)(np.zeros((9, 9, 3), np.uint8), return_tensors='np'); "
-        "import segformer.common.labels, segformer.common.viz; "
+        "import segformer.common.images.labels, segformer.common.images.viz; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

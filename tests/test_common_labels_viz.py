@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import ROOT
-from segformer.common.labels import (
+from segformer.common.images.labels import (
     LABEL_SETS,
     get_label_set,
     get_palette,
@@ -20,7 +20,7 @@ from segformer.common.labels import (
     load_id2label,
     make_palette,
 )
-from segformer.common.viz import colorize, load_mask_png, overlay, save_mask_png, save_png
+from segformer.common.images.viz import colorize, load_mask_png, overlay, save_mask_png, save_png
 
 CITYSCAPES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
@@ -145,3 +145,29 @@ def test_png_writers(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="save_png: rgb must be uint8"):
         save_png(tmp_path / "f.png", rgb.astype(np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "gray.png", "m.png"]
+
+
+def test_one_palette_rule_for_every_caller():
+    """resolve_palette: named set > matching names > class count (150 ADE20K, 19 Cityscapes) > generated; the
+    Segmenter, `segformer predict --palette` and `segformer demo` all use it."""
+    from segformer.common.images.labels import get_label_set, make_palette, resolve_palette
+    from segformer.commands.predict import palette_for
+    from segformer.segmenter import default_palette
+
+    ade_names, ade = get_label_set("ade20k")
+    city_names, city = get_label_set("cityscapes")
+    assert resolve_palette(150)[1] == "ade20k" and np.array_equal(resolve_palette(150)[0], ade)
+    assert resolve_palette(19)[1] == "cityscapes" and np.array_equal(resolve_palette(19)[0], city)
+    assert resolve_palette(7)[1] == "generated" and np.array_equal(resolve_palette(7)[0], make_palette(7))
+    assert resolve_palette(5, "city")[1] == "cityscapes"  # a named set wins over the count
+    assert resolve_palette(19, id2label=city_names)[1] == "cityscapes"
+    assert resolve_palette(150, "auto", ade_names)[1] == "ade20k"
+    with pytest.raises(ValueError, match="--palette 'cityscapes' has 19 colours but the model has 150 classes"):
+        palette_for(150, "cityscapes")
+    with pytest.raises(ValueError, match="unknown label set 'nope'; valid names: ade20k, cityscapes"):
+        resolve_palette(3, "nope")
+    with pytest.raises(ValueError, match="num_labels must be a positive int, got 0"):
+        resolve_palette(0)
+    for n in (3, 19, 150):
+        assert np.array_equal(default_palette(n), resolve_palette(n)[0])
+        assert np.array_equal(palette_for(n), resolve_palette(n)[0])

@@ -10,7 +10,7 @@ from conftest import fixture_path
 
 def test_tiled_bigtiff_reads_exactly_and_large_ones_are_memory_mapped(tmp_path, monkeypatch):
     tifffile = pytest.importorskip("tifffile")
-    from segformer.common import image_io
+    from segformer.common.images import image_io
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (300, 410, 3), dtype=np.uint8)
@@ -41,7 +41,7 @@ def test_segmenter_on_a_memory_mapped_tiff_equals_the_png(tmp_path, monkeypatch)
     from PIL import Image
 
     from segformer import Segmenter
-    from segformer.common import image_io
+    from segformer.common.images import image_io
 
     monkeypatch.setattr(image_io, "TIFF_MEMMAP_BYTES", 1000)
     pixels = np.random.default_rng(1).integers(0, 256, (130, 170, 3), dtype=np.uint8)
@@ -56,8 +56,8 @@ def test_segmenter_on_a_memory_mapped_tiff_equals_the_png(tmp_path, monkeypatch)
 
 
 def test_memory_estimate_parts():
-    from segformer.common.config import SegformerConfig
-    from segformer.common.memory import estimate_memory
+    from segformer.common.model.config import SegformerConfig
+    from segformer.common.inference.memory import estimate_memory
 
     config = SegformerConfig.from_variant("b0", num_labels=150)
     whole = estimate_memory(config, (3000, 3000), "whole")

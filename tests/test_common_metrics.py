@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segformer.common.metrics import SegmentationMetric, format_iou_table, reduce_zero_label
+from segformer.common.training.metrics import SegmentationMetric, format_iou_table, reduce_zero_label
 
 IGNORE = 255
 

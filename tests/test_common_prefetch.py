@@ -1,4 +1,4 @@
-"""Background loading for evaluation (issue 17): in order, in another thread, errors in their turn, and the
+"""Background loading for evaluation: in order, in another thread, errors in their turn, and the
 same batches as the DataLoader evaluation used before."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from segformer.common.prefetch import Prefetched
+from segformer.common.inference.prefetch import Prefetched
 
 
 def test_prefetched_order_background_thread_and_errors():
@@ -35,8 +35,8 @@ def test_eval_batches_equal_the_dataloader(tmp_path):
     pytest.importorskip("torch")
     import torch
 
-    from segformer.common.datasets import SegmentationFolderDataset, make_synthetic_dataset
-    from segformer.common.training import build_eval_transform
+    from segformer.common.training.datasets import SegmentationFolderDataset, make_synthetic_dataset
+    from segformer.common.training.recipe import build_eval_transform
     from segformer.pt.data import make_eval_batches, make_eval_loader
 
     make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=5, size=(40, 52), num_labels=4)

@@ -1,4 +1,4 @@
-"""segformer.common.resize.resize_bilinear against torch.nn.functional.interpolate and tf.image.resize."""
+"""segformer.common.images.resize.resize_bilinear against torch.nn.functional.interpolate and tf.image.resize."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segformer.common.resize import linear_indices_weights, resize_bilinear
+from segformer.common.images.resize import linear_indices_weights, resize_bilinear
 
 # (in_h, in_w, out_h, out_w): integer up / down factors, non-integer ratios, 1-pixel edges, identity.
 SIZES = [
@@ -50,7 +50,7 @@ def test_matches_tf_resize_channels_last(in_h: int, in_w: int, out_h: int, out_w
     expected = tf.image.resize(x, (out_h, out_w), method="bilinear", antialias=False).numpy()
     got = resize_bilinear(x, (out_h, out_w), channels_first=False)
     assert got.shape == (2, out_h, out_w, 3)
-    # TF rounds its source coordinates differently from PyTorch (ANCHORS 8.2: up to ~1.6e-5 on large upscales).
+    # TF rounds its source coordinates differently from PyTorch (up to ~1.6e-5 on large upscales).
     assert float(np.abs(got - expected).max()) <= 2e-5
 
 

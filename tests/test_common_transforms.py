@@ -7,7 +7,7 @@ import colorsys
 import numpy as np
 import pytest
 
-from segformer.common.transforms import (
+from segformer.common.images.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     EvalTransform,

@@ -9,11 +9,11 @@ import pytest
 
 from conftest import SHARED
 from segformer import SegformerConfig
-from segformer.common.weights import TASKS, count_parameters, parameter_table, to_pt_layout, to_tf_layout
+from segformer.common.model.weights import TASKS, count_parameters, parameter_table, to_pt_layout, to_tf_layout
 
 VARIANTS = ["b0", "b1", "b2", "b3", "b4", "b5"]
 
-# ANCHORS.md section 1: params seg (150), seg (19), encoder, MiT cls (1000), state_dict keys (seg)
+# published parameter counts of the reference implementation: params seg (150), seg (19), encoder, MiT cls (1000), state_dict keys (seg)
 COUNTS = {
     "b0": (3_752_694, 3_719_027, 3_319_392, 3_576_392, 208),
     "b1": (13_715_798, 13_682_131, 13_151_424, 13_664_424, 208),
@@ -35,7 +35,7 @@ def _read_reference(name: str) -> list[tuple[str, tuple]]:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_parameter_counts_match_anchors(variant):
+def test_parameter_counts_match_the_reference(variant):
     seg150, seg19, encoder, cls1000, keys = COUNTS[variant]
     assert count_parameters(SegformerConfig.from_variant(variant, num_labels=150), "seg") == seg150
     assert count_parameters(SegformerConfig.from_variant(variant, num_labels=19), "seg") == seg19

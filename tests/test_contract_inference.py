@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from randomize import random_state, tiny_config
-from segformer.common.inference import (
+from segformer.common.inference.rules import (
     check_inference_args,
     grid_shape,
     resolve_output_sizes,
@@ -17,12 +17,12 @@ from segformer.common.inference import (
     tta_passes,
     window_counts,
 )
-from segformer.common.resize import resize_bilinear
+from segformer.common.images.resize import resize_bilinear
 
 
 # ------------------------------------------------------------------------------ independent references
 def mmseg_windows(h_img: int, w_img: int, h_crop: int, w_crop: int, h_stride: int, w_stride: int) -> list[tuple]:
-    """mmseg ``EncoderDecoder.slide_inference``'s loop, transcribed (ANCHORS.md section 6)."""
+    """mmseg ``EncoderDecoder.slide_inference``'s loop, transcribed."""
     h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
     w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
     out = []

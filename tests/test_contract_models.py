@@ -1,10 +1,10 @@
-"""One specification for every model class of both frameworks (issue 13): each case runs once per backend
-(``pt`` / ``tf``) and once per task of the task table (``segformer.common.weights.TASK_CLASSES``).
+"""One specification for every model class of both frameworks: each case runs once per backend
+(``pt`` / ``tf``) and once per task of the task table (``segformer.common.model.weights.TASK_CLASSES``).
 
 Covered: the reference fixtures' logits (fast and plain path), tuple == dict outputs, fast path == plain path
 on random weights, dropout / drop path only in training, save / load round trip, a new head on a base
 checkpoint, bad labels, and every variant
-name of ``segformer.common.variants.variant_names()`` building the architecture of its table entry.
+name of ``segformer.common.model.variants.variant_names()`` building the architecture of its table entry.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 
 from conftest import fixture_path
 from randomize import random_state, tiny_config
-from segformer.common.config import SegformerConfig
-from segformer.common.variants import TINY, VARIANTS, variant_names
-from segformer.common.weights import TASK_CLASSES, count_parameters
+from segformer.common.model.config import SegformerConfig
+from segformer.common.model.variants import TINY, VARIANTS, variant_names
+from segformer.common.model.weights import TASK_CLASSES, count_parameters
 
 TOL = 1e-5
 FIXTURES = {"base": "tiny-base", "semantic_segmentation": "tiny-seg", "image_classification": "tiny-cls"}

@@ -11,8 +11,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from segformer.common.inference import check_inference_args, sliding_windows, window_counts
-from segformer.common.streaming import PassSource, bilinear_taps, stream_segmentation, window_grid_counts
+from segformer.common.inference.rules import check_inference_args, sliding_windows, window_counts
+from segformer.common.inference.streaming import PassSource, bilinear_taps, stream_segmentation, window_grid_counts
 
 from conftest import fixture_path
 
@@ -149,7 +149,7 @@ def test_streaming_argument_errors(pt_model):
 
 
 def test_band_argmax_and_top_probability_equal_numpy_with_ties_and_non_finite():
-    from segformer.common.streaming import _top, _top_probability
+    from segformer.common.inference.streaming import _top, _top_probability
 
     rng = np.random.default_rng(4)
     band = rng.integers(-3, 3, (7, 5, 9)).astype(np.float32)  # many ties between classes

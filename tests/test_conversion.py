@@ -17,8 +17,8 @@ import pytest
 from conftest import fixture_path
 from randomize import random_state, tiny_config
 from segformer.cli import main as cli_main
-from segformer.common.checkpoint import CheckpointError, read_safetensors, save_safetensors
-from segformer.common.pretrained import save_pretrained_state
+from segformer.common.checkpoints import CheckpointError, read_safetensors, save_safetensors
+from segformer.common.checkpoints.pretrained import save_pretrained_state
 from segformer.conversion import (
     ConversionError,
     VerificationError,

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from randomize import random_state
-from segformer.common.checkpoint import read_safetensors
-from segformer.common.config import SegformerConfig
-from segformer.common.pretrained import save_pretrained_state
+from segformer.common.checkpoints import read_safetensors
+from segformer.common.model.config import SegformerConfig
+from segformer.common.checkpoints.pretrained import save_pretrained_state
 from segformer.conversion import convert
 from segformer.conversion.core import load_model, run_model
 

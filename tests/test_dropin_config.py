@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from segformer.common.config import SegformerConfig
+from segformer.common.model.config import SegformerConfig
 
 
 def _hf():

@@ -54,7 +54,7 @@ def test_torch_export_return_dict_strict(task):
 def test_output_pytree_round_trip_keeps_the_fields():
     from torch.utils import _pytree as pytree
 
-    from segformer.common.outputs import SemanticSegmenterOutput
+    from segformer.common.model.outputs import SemanticSegmenterOutput
 
     out = SemanticSegmenterOutput(logits=torch.ones(1, 2), hidden_states=(torch.zeros(1), torch.ones(2)))
     leaves, spec = pytree.tree_flatten(out)

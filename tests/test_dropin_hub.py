@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from randomize import random_state, tiny_config
-from segformer.common.config import SegformerConfig
-from segformer.common.image_processing import SegformerImageProcessor
+from segformer.common.model.config import SegformerConfig
+from segformer.common.images.image_processing import SegformerImageProcessor
 
 torch = pytest.importorskip("torch")
 from segformer.pt import SegformerForImageClassification, SegformerForSemanticSegmentation, SegformerModel  # noqa: E402
@@ -200,7 +200,7 @@ def test_sharding_writes_an_index_that_both_loaders_read(tmp_path, safe):
 
 
 def test_max_shard_size_strings_and_errors(tmp_path):
-    from segformer.common.pretrained import parse_shard_size
+    from segformer.common.checkpoints.pretrained import parse_shard_size
 
     assert parse_shard_size("5GB") == 5 * 10**9 and parse_shard_size("200MB") == 200 * 10**6
     assert parse_shard_size("1GiB") == 2**30 and parse_shard_size(123) == 123

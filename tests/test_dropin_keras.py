@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from randomize import random_state, tiny_config
-from segformer.common.config import SegformerConfig
+from segformer.common.model.config import SegformerConfig
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -74,7 +74,7 @@ def test_tf_save_pretrained_safetensors(tmp_path):
     model = _model()
     model.save_pretrained(tmp_path / "st", safe_serialization=True)
     assert sorted(os.listdir(tmp_path / "st")) == ["config.json", "model.safetensors"]
-    from segformer.common.checkpoint import read_safetensors
+    from segformer.common.checkpoints import read_safetensors
 
     stored = read_safetensors(tmp_path / "st" / "model.safetensors")
     expected = random_state(model.config, "semantic_segmentation", seed=3)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segformer.common.image_processing import SegformerImageProcessor
+from segformer.common.images.image_processing import SegformerImageProcessor
 
 
 def _hf_processor(**kwargs):

@@ -18,8 +18,8 @@ import pytest
 from randomize import random_state, tiny_config
 
 torch = pytest.importorskip("torch")
-from segformer.common.image_processing import SegformerImageProcessor  # noqa: E402
-from segformer.common.metrics import SegmentationMetric  # noqa: E402
+from segformer.common.images.image_processing import SegformerImageProcessor  # noqa: E402
+from segformer.common.training.metrics import SegmentationMetric  # noqa: E402
 from segformer.pt import SegformerForSemanticSegmentation  # noqa: E402
 
 NUM_LABELS = 3

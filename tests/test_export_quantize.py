@@ -52,8 +52,8 @@ def _tf_model():
 @pytest.fixture(scope="module")
 def pixels():
     """(calibration, test) pixel values at 64x64: random images and the sample photo, disjoint."""
-    from segformer.common.quantization import calibration_pixel_values, random_pixel_values
-    from segformer.common.sample import SAMPLE_IMAGE
+    from segformer.common.inference.quantization import calibration_pixel_values, random_pixel_values
+    from segformer.common.images.sample import SAMPLE_IMAGE
 
     sample = calibration_pixel_values([SAMPLE_IMAGE], SIZE)
     return random_pixel_values(6, SIZE, seed=1) + sample, random_pixel_values(3, SIZE, seed=9) + sample
@@ -67,7 +67,7 @@ def _torch_logits(model, x):
 
 
 def _agreements(reference, run, inputs):
-    from segformer.common.quantization import label_agreement
+    from segformer.common.inference.quantization import label_agreement
 
     values = [label_agreement(reference(x), run(x)) for x in inputs]
     print("agreement per image:", [f"{100 * v:.1f} %" for v in values])
@@ -76,7 +76,7 @@ def _agreements(reference, run, inputs):
 
 # ----------------------------------------------------------------------------------------- common
 def test_label_agreement_against_hand_counted_maps():
-    from segformer.common.quantization import label_agreement
+    from segformer.common.inference.quantization import label_agreement
 
     a = np.zeros((1, 2, 2, 2), np.float32)
     a[0, 1, 0, 0] = 1.0  # argmax map [[1, 0], [0, 0]]
@@ -88,7 +88,7 @@ def test_label_agreement_against_hand_counted_maps():
 
 
 def test_calibration_pixel_values_from_files_folders_and_arrays(tmp_path):
-    from segformer.common.quantization import calibration_pixel_values, representative_batches
+    from segformer.common.inference.quantization import calibration_pixel_values, representative_batches
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (30 + 7 * i, 41, 3), dtype=np.uint8) for i in range(3)]
@@ -143,7 +143,7 @@ def test_pt_dynamic_int8_keeps_the_fast_path_and_agrees(pixels):
 def test_onnx_int8_loads_runs_at_two_sizes_and_agrees(tmp_path, pixels, mode):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from segformer.common.quantization import random_pixel_values
+    from segformer.common.inference.quantization import random_pixel_values
     from segformer.pt.quantize import export_onnx_int8
 
     model = _pt_model()

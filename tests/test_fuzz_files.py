@@ -1,6 +1,6 @@
 """Fuzzing: random configs and random corruptions of checkpoint / config files into every loader.
 
-Only documented errors (segformer.common.errors.DOCUMENTED_ERRORS) may escape; files written by segformer
+Only documented errors (segformer.common.base.errors.DOCUMENTED_ERRORS) may escape; files written by segformer
 carry a checksum, so every corruption of them must be detected. Bounded in CI; for a long run:
 ``SEGFORMER_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz_files.py -s``.
 """
@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from conftest import fixture_path
 from randomize import random_state, tiny_config
 from segformer import SegformerConfig
-from segformer.common.checkpoint import load_state_dict, read_tf_h5, save_safetensors, write_tf_h5
-from segformer.common.errors import DOCUMENTED_ERRORS
-from segformer.common.weights import parameter_table, to_tf_layout
+from segformer.common.checkpoints import load_state_dict, read_tf_h5, save_safetensors, write_tf_h5
+from segformer.common.base.errors import DOCUMENTED_ERRORS
+from segformer.common.model.weights import parameter_table, to_tf_layout
 
 EXAMPLES = int(os.environ.get("SEGFORMER_FUZZ_EXAMPLES", "60"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

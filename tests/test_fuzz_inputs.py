@@ -1,6 +1,6 @@
 """Fuzzing: random image shapes / dtypes / layouts into the processor and both models.
 
-Only documented errors may escape (segformer.common.errors). Bounded in CI; for a long run:
+Only documented errors may escape (segformer.common.base.errors). Bounded in CI; for a long run:
 ``SEGFORMER_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz_inputs.py -s``.
 """
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from randomize import random_state, tiny_config
 from segformer import SegformerImageProcessor
-from segformer.common.errors import DOCUMENTED_ERRORS
+from segformer.common.base.errors import DOCUMENTED_ERRORS
 
 EXAMPLES = int(os.environ.get("SEGFORMER_FUZZ_EXAMPLES", "60"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

@@ -1,4 +1,4 @@
-"""Hostile *structures* (issue 14): crafted safetensors headers, h5 files with links / huge declared shapes,
+"""Hostile *structures*: crafted safetensors headers, h5 files with links / huge declared shapes,
 index files with escaping paths, nested JSON, malformed original checkpoints, training states with payloads.
 
 Every case must end in a documented error (or load cleanly when it is harmless); nothing may escape as
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from randomize import tiny_config
-from segformer.common.checkpoint import CheckpointError, load_state_dict, read_tf_h5
-from segformer.common.errors import DOCUMENTED_ERRORS
+from segformer.common.checkpoints import CheckpointError, load_state_dict, read_tf_h5
+from segformer.common.base.errors import DOCUMENTED_ERRORS
 
 SECRET = b"root:x:0:0:SECRET-LINE:/root:/bin/bash\n"
 OUTCOMES: collections.Counter = collections.Counter()
@@ -148,7 +148,7 @@ H5_CASES = ["external_link", "soft_link", "virtual", "external_storage", "huge_d
 
 @pytest.mark.parametrize("case", H5_CASES)
 def test_hostile_h5_structures(tmp_path, case):
-    from segformer.common.checkpoint import read_h5_counters
+    from segformer.common.checkpoints import read_h5_counters
 
     path = _h5_case(tmp_path, case)
 
@@ -209,7 +209,7 @@ def test_escaping_index_files(tmp_path, case):
 # -------------------------------------------------------------------------------------- nested JSON
 @pytest.mark.parametrize("where", ["config", "config_overflow", "config_huge_depths", "config_huge_stride"])
 def test_hostile_configs(tmp_path, where):
-    from segformer.common.config import SegformerConfig
+    from segformer.common.model.config import SegformerConfig
 
     path = tmp_path / "config.json"
     if where == "config":
@@ -308,13 +308,13 @@ def test_zip_bomb_member_is_refused_before_inflating(tmp_path):
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("config.json", "{}")
         archive.writestr("model.weights.h5", b"\0" * (64 << 20))
-    from segformer.common.checkpoint import detect_format
+    from segformer.common.checkpoints import detect_format
 
     assert _outcome("keras archive", lambda: detect_format(path)) == "CheckpointError"
 
 
 def test_nested_label_file(tmp_path):
-    from segformer.common.labels import load_id2label
+    from segformer.common.images.labels import load_id2label
 
     path = tmp_path / "labels.json"
     path.write_text(_nested(100_000))
@@ -323,7 +323,7 @@ def test_nested_label_file(tmp_path):
 
 def test_old_keras_refuses_keras_archives(monkeypatch):
     keras = pytest.importorskip("keras")
-    from segformer.common.checkpoint import check_keras_version
+    from segformer.common.checkpoints import check_keras_version
 
     check_keras_version("model.keras")  # the installed Keras is recent enough
     monkeypatch.setattr(keras, "__version__", "3.8.0")
@@ -333,7 +333,7 @@ def test_old_keras_refuses_keras_archives(monkeypatch):
 
 @pytest.mark.parametrize("content", [_nested(100_000), "[1, 2]", '{"a": "wall"}'])
 def test_hostile_dataset_label_file(tmp_path, content):
-    from segformer.common.datasets import SegmentationFolderDataset, make_synthetic_dataset
+    from segformer.common.training.datasets import SegmentationFolderDataset, make_synthetic_dataset
 
     root = make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=0, size=(8, 8), num_labels=2)
     (root / "id2label.json").write_text(content)

@@ -54,7 +54,7 @@ DELIBERATE: dict[str, dict[str, set[str]]] = {
     "pretrained.SegformerPreTrainedModel.forward": {"pt": {"input"}, "tf": {"args", "kwargs"}},
     "pretrained.SegformerPreTrainedModel.__init__": {"pt": {"args"}},
     # the flag that reads the other framework's files has transformers' name on each side (one rule:
-    # segformer.common.pretrained.weights_preference)
+    # segformer.common.checkpoints.pretrained.weights_preference)
     "*.from_pretrained": {"pt": {"from_tf"}, "tf": {"from_pt"}},
     # transformers' own save_pretrained keywords and defaults: PyTorch (is_main_process, save_function; shards of
     # 5GB, safetensors by default), Keras (saved_model, version, signatures; 10GB, tf_model.h5 by default)

@@ -31,8 +31,8 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("tensorflow")
 
 from randomize import random_state, tiny_config  # noqa: E402
-from segformer.common.config import ACTIVATIONS, SegformerConfig  # noqa: E402
-from segformer.common.weights import parameter_table, to_pt_layout  # noqa: E402
+from segformer.common.model.config import ACTIVATIONS, SegformerConfig  # noqa: E402
+from segformer.common.model.weights import parameter_table, to_pt_layout  # noqa: E402
 from segformer.pt import SegformerForImageClassification, SegformerForSemanticSegmentation, SegformerModel  # noqa: E402
 from segformer.tf import (  # noqa: E402
     TFSegformerForImageClassification,

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from segformer.common.training import read_jsonl
+from segformer.common.training.recipe import read_jsonl
 from tests.randomize import tiny_config
 
 TRAIN_ARGS = ["--steps", "5", "--crop-size", "32", "--img-scale", "48,48", "--ratio-range", "1,1", "--lr", "1e-3",
@@ -19,7 +19,7 @@ TRAIN_ARGS = ["--steps", "5", "--crop-size", "32", "--img-scale", "48,48", "--ra
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("dist")
     make_synthetic_dataset(root / "data", num_train=12, num_val=2, size=(48, 48), num_labels=4)

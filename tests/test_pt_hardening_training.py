@@ -1,4 +1,4 @@
-"""Training that survives real data and interruptions (issue 14, items 1, 7, 8): safe training states,
+"""Training that survives real data and interruptions: safe training states,
 all-ignore batches, NaN losses, exact resume with dropout and drop path on, a log with each step once."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from segformer.common.checkpoint import CheckpointError  # noqa: E402
-from segformer.common.training import TrainConfig, build_train_transform, read_jsonl  # noqa: E402
+from segformer.common.checkpoints import CheckpointError  # noqa: E402
+from segformer.common.training.recipe import TrainConfig, build_train_transform, read_jsonl  # noqa: E402
 from tests.randomize import tiny_config  # noqa: E402
 
 DROPOUT = dict(drop_path_rate=0.3, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2, classifier_dropout_prob=0.2)
@@ -21,7 +21,7 @@ DROPOUT = dict(drop_path_rate=0.3, hidden_dropout_prob=0.2, attention_probs_drop
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_train=8, num_val=2, size=(40, 40), num_labels=4)
 
@@ -34,7 +34,7 @@ def _config(**overrides):
 
 
 def _train_set(root, config):
-    from segformer.common.datasets import SegmentationFolderDataset
+    from segformer.common.training.datasets import SegmentationFolderDataset
 
     return SegmentationFolderDataset(root, "training", transform=build_train_transform(config), seed=config.seed)
 
@@ -217,7 +217,7 @@ def test_damaged_training_state_is_a_checkpoint_error_naming_it(tmp_path, damage
 
 
 def test_old_torch_refuses_pickles(tmp_path, monkeypatch):
-    from segformer.common.checkpoint import read_torch_bin
+    from segformer.common.checkpoints import read_torch_bin
 
     path = tmp_path / "pytorch_model.bin"
     torch.save({"a": torch.zeros(2)}, path)

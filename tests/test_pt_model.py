@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from conftest import fixture_path, shared_or_skip  # noqa: E402
 from randomize import random_state, tiny_config  # noqa: E402
 from segformer import SegformerConfig  # noqa: E402
-from segformer.common.checkpoint import CheckpointError  # noqa: E402
+from segformer.common.checkpoints import CheckpointError  # noqa: E402
 from segformer.pt import (  # noqa: E402
     SegformerDecodeHead,
     SegformerForImageClassification,

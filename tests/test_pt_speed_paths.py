@@ -1,4 +1,4 @@
-"""The PyTorch speed paths give the numbers of the textbook formulations (issue 18, CPU speed).
+"""The PyTorch speed paths give the numbers of the textbook formulations on the CPU.
 
 * the segmentation loss (classes-contiguous cross-entropy) == ``cross_entropy(interpolate(logits))`` of the
   NCHW tensor, value and gradients, float64 and float32, with ignored pixels and non-integer scales;
@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from randomize import random_state, tiny_config  # noqa: E402
-from segformer.common.training import TrainConfig  # noqa: E402
+from segformer.common.training.recipe import TrainConfig  # noqa: E402
 from segformer.pt import SegformerForSemanticSegmentation  # noqa: E402
 from segformer.pt.losses import upsampled_cross_entropy  # noqa: E402
 from segformer.pt.training import build_optimizer, build_param_groups  # noqa: E402

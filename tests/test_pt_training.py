@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from segformer.common.config import SegformerConfig
-from segformer.common.training import (
+from segformer.common.model.config import SegformerConfig
+from segformer.common.training.recipe import (
     ORIGINAL_CUSTOM_KEYS,
     TrainConfig,
     build_eval_transform,
@@ -22,7 +22,7 @@ from segformer.common.training import (
     read_jsonl,
     sorted_custom_keys,
 )
-from segformer.common.weights import parameter_table
+from segformer.common.model.weights import parameter_table
 from tests.randomize import tiny_config
 
 
@@ -151,7 +151,7 @@ def test_distributed_batches_cover_the_single_process_global_batch():
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_train=12, num_val=3, size=(48, 48), num_labels=4)
 
@@ -164,7 +164,7 @@ def _small_config(**overrides):
 
 
 def _datasets(root, config):
-    from segformer.common.datasets import SegmentationFolderDataset
+    from segformer.common.training.datasets import SegmentationFolderDataset
 
     train = SegmentationFolderDataset(root, "training", transform=build_train_transform(config), seed=config.seed)
     val = SegmentationFolderDataset(root, "validation", transform=build_eval_transform(None))
@@ -271,7 +271,7 @@ def test_pt_evaluate_equals_direct_metric(synthetic):
     import torch
     import torch.nn.functional as F
 
-    from segformer.common.metrics import SegmentationMetric
+    from segformer.common.training.metrics import SegmentationMetric
     from segformer.pt.training import evaluate
 
     _, val = _datasets(synthetic, _small_config())

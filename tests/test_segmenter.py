@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segformer.common.pil_resize import bilinear_coefficients, resize_uint8
-from segformer.common.presets import PRESETS, format_presets_table, get_preset, keep_ratio_size, resolve_preset_name
+from segformer.common.images.pil_resize import bilinear_coefficients, resize_uint8
+from segformer.common.model.presets import PRESETS, format_presets_table, get_preset, keep_ratio_size, resolve_preset_name
 
 from conftest import fixture_path
 
@@ -112,7 +112,7 @@ def tf_segmenter():
 
 
 def _images(rng: np.random.Generator) -> list[np.ndarray]:
-    from segformer.common.sample import load_sample_image
+    from segformer.common.images.sample import load_sample_image
 
     return [load_sample_image(), rng.integers(0, 256, (37, 61, 3), dtype=np.uint8),
             rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)]
@@ -317,7 +317,7 @@ def test_tf_resize_is_pillow_bit_exact():
 
 
 def test_raw_image_model_equals_processor_model_postprocess(image_segmenter):
-    from segformer.common.image_processing import post_process_semantic_segmentation
+    from segformer.common.images.image_processing import post_process_semantic_segmentation
 
     segmenter, processor = image_segmenter
     rng = np.random.default_rng(9)
@@ -454,7 +454,7 @@ def test_every_class_resolves_preset_names_to_hub_ids(monkeypatch, tmp_path):
 
 def test_imap_background_workers_equal_one_at_a_time(pt_segmenter, tmp_path):
     from segformer import Segmenter
-    from segformer.common.image_io import BadImageError
+    from segformer.common.images.image_io import BadImageError
 
     rng = np.random.default_rng(12)
     shapes = [(40, 50), (40, 50), (33, 61), (40, 50), (33, 61), (40, 50), (32, 32)]
@@ -509,7 +509,7 @@ def test_imap_parallel_pipelines_split_torch_threads_and_restore_them(pt_segment
 
 def test_tf_imap_parallel_pipelines_equal_one_at_a_time(tf_segmenter, tmp_path):
     from segformer import Segmenter
-    from segformer.common.image_io import BadImageError
+    from segformer.common.images.image_io import BadImageError
 
     rng = np.random.default_rng(14)
     paths = []

@@ -24,8 +24,8 @@ from segformer.tf.training import make_strategy
 strategy = make_strategy(cpu_devices=int(sys.argv[1]))
 import keras
 import tensorflow as tf
-from segformer.common.config import SegformerConfig
-from segformer.common.datasets import SegmentationFolderDataset
+from segformer.common.model.config import SegformerConfig
+from segformer.common.training.datasets import SegmentationFolderDataset
 from segformer.common.training import TrainConfig, build_train_transform
 from segformer.tf.training import Trainer
 
@@ -85,7 +85,7 @@ def _run(devices, batch, data, sync):
 
 
 def test_mirrored_two_cpu_replicas_match_one_device_with_sync_bn(tmp_path):
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", num_train=12, num_val=1, size=(48, 48), num_labels=4)
     one = _run(1, 4, data, True)
@@ -115,7 +115,7 @@ def test_tf_config_workers_predict_and_eval_shard_by_worker(tmp_path):
     import subprocess
     import sys
 
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
     from segformer.tf import TFSegformerForSemanticSegmentation
     from tests.randomize import tiny_config
 

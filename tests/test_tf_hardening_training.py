@@ -1,4 +1,4 @@
-"""TF trainer (issue 14, items 1, 7, 8): exact resume with dropout and drop path on, NaN losses stop without
+"""TF trainer: exact resume with dropout and drop path on, NaN losses stop without
 applying NaN gradients, damaged training states are CheckpointErrors."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 pytest.importorskip("tensorflow")
 
-from segformer.common.checkpoint import CheckpointError  # noqa: E402
-from segformer.common.training import TrainConfig, build_train_transform, read_jsonl  # noqa: E402
+from segformer.common.checkpoints import CheckpointError  # noqa: E402
+from segformer.common.training.recipe import TrainConfig, build_train_transform, read_jsonl  # noqa: E402
 from tests.randomize import tiny_config  # noqa: E402
 
 DROPOUT = dict(drop_path_rate=0.3, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2, classifier_dropout_prob=0.2)
@@ -20,7 +20,7 @@ DROPOUT = dict(drop_path_rate=0.3, hidden_dropout_prob=0.2, attention_probs_drop
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from segformer.common.datasets import SegmentationFolderDataset, make_synthetic_dataset
+    from segformer.common.training.datasets import SegmentationFolderDataset, make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("tfhard")
     data = make_synthetic_dataset(root / "data", num_train=8, num_val=2, size=(40, 40), num_labels=4)

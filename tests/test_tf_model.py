@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 from conftest import fixture_path, shared_or_skip  # noqa: E402
 from randomize import random_state, tiny_config  # noqa: E402
 from segformer import SegformerConfig  # noqa: E402
-from segformer.common.weights import TASKS, parameter_table  # noqa: E402
+from segformer.common.model.weights import TASKS, parameter_table  # noqa: E402
 from segformer.tf import (  # noqa: E402
     TFSegformerDecodeHead,
     TFSegformerForImageClassification,

@@ -15,8 +15,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from segformer.common.metrics import SegmentationMetric  # noqa: E402
-from segformer.common.training import TrainConfig, lr_at, read_jsonl  # noqa: E402
+from segformer.common.training.metrics import SegmentationMetric  # noqa: E402
+from segformer.common.training.recipe import TrainConfig, lr_at, read_jsonl  # noqa: E402
 from tests.randomize import random_state, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.tf
@@ -87,7 +87,7 @@ def test_poly_warmup_schedule_equals_lr_at():
 
 def test_param_group_adamw_equals_torch_adamw_with_groups():
     torch = pytest.importorskip("torch")
-    from segformer.common.training import param_group_rule
+    from segformer.common.training.recipe import param_group_rule
     from segformer.tf.training import ParamGroupAdamW
 
     rng = np.random.default_rng(0)
@@ -167,7 +167,7 @@ def test_tf_data_pipelines_shard_each_global_batch():
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from segformer.common.datasets import make_synthetic_dataset
+    from segformer.common.training.datasets import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic_tf"), num_train=12, num_val=3, size=(48, 48), num_labels=4)
 
@@ -208,8 +208,8 @@ def test_pt_and_tf_loss_curves_agree_over_20_steps():
     assert np.mean(pt_losses[-5:]) < np.mean(pt_losses[:5])
 
 
-def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path):
-    from segformer.common.datasets import SegmentationFolderDataset
+def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path, capsys):
+    from segformer.common.training.datasets import SegmentationFolderDataset
     from segformer.common.training import build_eval_transform, build_train_transform
     from segformer.tf import TFSegformerForSemanticSegmentation
     from segformer.tf.training import Trainer, build_model
@@ -220,7 +220,11 @@ def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path)
     val = SegmentationFolderDataset(synthetic, "validation", transform=build_eval_transform(None))
     tiny_config(num_labels=4).save_pretrained(tmp_path / "cfg")
     model = build_model(tmp_path / "cfg" / "config.json", seed=0, crop_size=(32, 32))
-    history = Trainer(model, config, train, val, out_dir=tmp_path / "a", progress=False, echo=False).train()
+    history = Trainer(model, config, train, val, out_dir=tmp_path / "a", progress=False, echo=True).train()
+    # the shared loop's time estimate: once, from steps 3-5 (the first two hold the graph tracing); the final log line's eta
+    out = capsys.readouterr().out
+    assert out.count("time estimate:") == 1 and "median of steps 3-5" in out and "12 steps take about" in out
+    assert out.splitlines()[-1].startswith("step=12 ") and out.splitlines()[-1].endswith(" eta=0.0s")
     losses = [r["loss"] for r in history]
     assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
     assert (tmp_path / "a" / "tf_model.h5").is_file() and (tmp_path / "a" / "config.json").is_file()
@@ -232,9 +236,11 @@ def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path)
     model_b = build_model(tmp_path / "cfg" / "config.json", seed=0, crop_size=(32, 32))
     first = Trainer(model_b, config, train, out_dir=tmp_path / "b", progress=False, echo=False).train(stop_at=6)
     model_c = build_model(tmp_path / "cfg" / "config.json", seed=5, crop_size=(32, 32))
-    second = Trainer(model_c, config, train, out_dir=tmp_path / "b", resume=True, progress=False, echo=False)
+    second = Trainer(model_c, config, train, out_dir=tmp_path / "b", resume=True, progress=False, echo=True)
     assert second.step == 6
+    capsys.readouterr()
     rest = second.train()
+    assert "median of steps 9-11" in capsys.readouterr().out  # a resumed run skips its own first two steps (7, 8)
     np.testing.assert_allclose([r["loss"] for r in first + rest], losses, atol=1e-5)
 
 
@@ -246,7 +252,7 @@ from segformer.tf.training import make_strategy
 strategy = make_strategy(cpu_devices=int(sys.argv[1]))
 from segformer.common.training import TrainConfig
 from segformer.tf.training import Trainer, build_model
-from segformer.common.datasets import SegmentationFolderDataset
+from segformer.common.training.datasets import SegmentationFolderDataset
 from segformer.common.training import build_train_transform
 config = TrainConfig(lr=1e-3, total_steps=4, warmup_steps=1, batch_size=int(sys.argv[2]), crop_size=(32, 32),
                      img_scale=(48, 48), ratio_range=(1.0, 1.0), eval_every=0, checkpoint_every=0, log_every=100, seed=3)
@@ -279,8 +285,8 @@ def test_mirrored_strategy_two_cpu_replicas_match_one_device(synthetic, tmp_path
 
 
 def test_eval_dataset_loads_in_the_background_in_order(tmp_path):
-    from segformer.common.datasets import SegmentationFolderDataset, make_synthetic_dataset
-    from segformer.common.training import build_eval_transform
+    from segformer.common.training.datasets import SegmentationFolderDataset, make_synthetic_dataset
+    from segformer.common.training.recipe import build_eval_transform
     from segformer.tf.data import make_eval_dataset
 
     make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=5, size=(40, 52), num_labels=4)

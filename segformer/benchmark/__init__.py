@@ -12,7 +12,7 @@ Used by ``segformer bench`` and ``benchmarks/bench_inference.py``. Design:
   them (round robin): slow drift of the machine (other processes, thermal state) hits all alike.
 * The references live in interpreters of their own when needed (transformers 5.x has no TF classes):
   ``hf_python`` / ``hf_tf_python`` name them; a reference that is not importable is skipped.
-* Arithmetic rate: FLOPs are counted analytically (:mod:`segformer.common.flops`, the *plain* path's
+* Arithmetic rate: FLOPs are counted analytically (:mod:`segformer.common.model.flops`, the *plain* path's
   multiply-adds x 2), so the GFLOP/s of a fast path is "equivalent plain-path work per second"; the
   fast path's own count is reported too. The machine's float32 matmul rate is measured by a worker
   (square ``torch.mm`` or ``numpy.dot``, same thread count).
@@ -25,7 +25,7 @@ at import time. Modules: :mod:`~segformer.benchmark.worker` (the worker process 
 
 from __future__ import annotations
 
-from ..common.sizes import parse_sizes
+from ..common.base.sizes import parse_sizes
 from .run import (
     CUDA_IMPLS,
     DEPLOY_IMPLS,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..common.variants import variant_kwargs
+from ..common.model.variants import variant_kwargs
 
 
 # name -> (framework, description)
@@ -228,8 +228,8 @@ def run_benchmark(
 
     FLOPs: a training step counts 3 x the plain forward pass (backward ~ 2 x forward), times ``batch``.
     """
-    from ..common.config import SegformerConfig
-    from ..common.flops import count_flops
+    from ..common.model.config import SegformerConfig
+    from ..common.model.flops import count_flops
 
     for name, value in (("repeats", repeats), ("warmup", warmup), ("num_labels", num_labels), ("batch", batch)):
         if not isinstance(value, int) or value < (0 if name == "warmup" else 1):

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from ..common.variants import variant_kwargs
+from ..common.model.variants import variant_kwargs
 
 from .run import DEPLOY_IMPLS, IMPLEMENTATIONS, TRAIN_IMPLS
 
@@ -75,7 +75,7 @@ def _build(spec: dict[str, Any]):
             model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**kwargs)).eval()
             version = f"transformers {transformers.__version__}, torch {torch.__version__}"
         else:
-            from ..common.config import SegformerConfig
+            from ..common.model.config import SegformerConfig
             from ..pt import SegformerForSemanticSegmentation
 
             model = SegformerForSemanticSegmentation(SegformerConfig(**kwargs)).eval()
@@ -114,7 +114,7 @@ def _build(spec: dict[str, Any]):
     else:
         import keras
 
-        from ..common.config import SegformerConfig
+        from ..common.model.config import SegformerConfig
         from ..tf import TFSegformerForSemanticSegmentation
 
         keras.utils.set_random_seed(0)
@@ -141,9 +141,9 @@ def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
 
     import numpy as np
 
-    from ..common.config import SegformerConfig
-    from ..common.deps import require
-    from ..common.quantization import random_pixel_values
+    from ..common.model.config import SegformerConfig
+    from ..common.base.deps import require
+    from ..common.inference.quantization import random_pixel_values
 
     impl = spec["impl"]
     height, width = spec["size"]
@@ -234,8 +234,8 @@ def _build_train(spec: dict[str, Any], kwargs: dict[str, Any], batch: int, heigh
     ``torch.optim.AdamW``, Keras as the TF trainer's ``tf.function`` step. Random weights, random labels."""
     import numpy as np
 
-    from ..common.config import SegformerConfig
-    from ..common.training import TrainConfig
+    from ..common.model.config import SegformerConfig
+    from ..common.training.recipe import TrainConfig
 
     impl = spec["impl"]
     rng = np.random.default_rng(0)

@@ -10,14 +10,14 @@ import argparse
 import json
 import sys
 
-from ..common.atomic import atomic_write_text
+from ..common.base.atomic import atomic_write_text
 
 __all__ = ["add_arguments", "run", "main"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..benchmark import IMPLEMENTATIONS
-    from ..common.variants import variant_names
+    from ..common.model.variants import variant_names
 
     parser.add_argument("--variants", default="b0,b2", help=f"comma-separated: {', '.join(variant_names())} (default b0,b2)")
     parser.add_argument("--sizes", default="512x512", help="comma-separated HEIGHTxWIDTH (default 512x512)")
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _pairs(text: str) -> list[tuple[str, tuple[int, int]]]:
     from ..benchmark import parse_list
-    from ..common.sizes import parse_size
+    from ..common.base.sizes import parse_size
 
     pairs = []
     for item in parse_list("pairs", text):

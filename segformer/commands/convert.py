@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..common.atomic import describe_os_error
-    from ..common.errors import DOCUMENTED_ERRORS, WriteError
+    from ..common.base.atomic import describe_os_error
+    from ..common.base.errors import DOCUMENTED_ERRORS, WriteError
     from ..conversion import VerificationError, convert
 
     try:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise WriteError(f"{describe_os_error(err, args.dst)}; the destination was not changed") from None
     if args.dst is not None and report.written:
-        from ..common.model_card import write_inference_files
+        from ..common.checkpoints.model_card import write_inference_files
 
         try:
             written = write_inference_files(

@@ -5,7 +5,8 @@
 2. Run it on the sample image (the processor's 512x512 resize by default).
 3. Convert it to TensorFlow through the same code as ``segformer convert`` (verified before it writes;
    into a temporary folder, or ``--tf-out DIR`` to keep it), load the TF model from that folder, run it.
-4. Print the parity table (max |diff| of the logits, agreement of the argmax masks, time per framework)
+4. Print the parity table (max |diff| of the logits, agreement of the argmax masks, and per framework the
+   median time of the warm forward calls with the first calls, which carry tracing and allocation, apart)
    and write the colorized mask, the label PNG and the overlay to ``--out`` (default ``./segformer-demo``).
 
 Exit status 0 when the frameworks agree (logits within ``--tolerance``), 1 otherwise, 2 for bad input.
@@ -18,11 +19,13 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["OUTPUT_NAMES", "add_arguments", "run", "seeded_state"]
+__all__ = ["OUTPUT_NAMES", "CallTimes", "add_arguments", "run", "seeded_state", "time_calls"]
 
 OUTPUT_NAMES = ("mask.png", "labels.png", "overlay.png")
 
@@ -45,7 +48,7 @@ def seeded_state(config, seed: int = 0) -> dict[str, np.ndarray]:
     Identity norms and zero BN statistics would let a swapped or dropped tensor go unnoticed; random
     ones make the parity table mean something.
     """
-    from ..common.weights import parameter_table
+    from ..common.model.weights import parameter_table
 
     rng = np.random.default_rng(seed)
     state: dict[str, np.ndarray] = {}
@@ -67,34 +70,65 @@ def seeded_state(config, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _palette(config) -> tuple[np.ndarray, str]:
-    from ..common.labels import LABEL_SETS, get_label_set, make_palette
+    from ..common.images.labels import resolve_palette
 
-    for name in LABEL_SETS:
-        id2label, palette = get_label_set(name)
-        if id2label == config.id2label:
-            return palette, name
-    return make_palette(config.num_labels), "generated"
+    return resolve_palette(config.num_labels, id2label=config.id2label)
 
 
-def _timed(function, repeats: int = 1) -> tuple[object, float]:
-    result = function()  # warm-up (graph tracing, allocator)
-    start = time.perf_counter()
-    for _ in range(repeats):
+FIRST_CALLS = 2  # Keras runs the first inference call op by op and traces its tf.function graph in the second
+WARM_CALLS = 3
+
+
+@dataclass
+class CallTimes:
+    """Seconds of each call of one forward: the first ``FIRST_CALLS`` apart, then the warm ones."""
+
+    first: list[float]
+    warm: list[float]
+
+    @property
+    def warm_median(self) -> float:
+        return float(np.median(self.warm))
+
+
+def time_calls(function: Callable[[], Any], first_calls: int = FIRST_CALLS, warm_calls: int = WARM_CALLS,
+               clock: Callable[[], float] = time.perf_counter) -> tuple[Any, CallTimes]:
+    """Call ``function`` ``first_calls + warm_calls`` times; the last result and every call's seconds.
+
+    The first calls carry the one-time costs (graph tracing, allocator growth, lazy initialization) and are
+    reported apart; the warm calls are what a running application sees. Both frameworks go through here.
+    """
+    seconds = []
+    result = None
+    for _ in range(first_calls + warm_calls):
+        start = clock()
         result = function()
-    return result, (time.perf_counter() - start) / repeats
+        seconds.append(clock() - start)
+    return result, CallTimes(first=seconds[:first_calls], warm=seconds[first_calls:])
+
+
+def _timing_rows(framework: str, times: CallTimes) -> list[tuple[str, str, str]]:
+    warm = times.warm
+    first = ", ".join(f"{s * 1000:.1f}" for s in times.first)
+    return [
+        (f"time per forward, {framework}", f"{times.warm_median * 1000:.1f} ms",
+         f"median of {len(warm)} warm calls (min {min(warm) * 1000:.1f}, max {max(warm) * 1000:.1f} ms)"),
+        (f"first calls, {framework}", f"{first} ms",
+         f"calls 1-{len(times.first)}, not in the median: one-time costs (allocation, Keras graph tracing)"),
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..common.config import SegformerConfig
-    from ..common.errors import DOCUMENTED_ERRORS
-    from ..common.image_processing import SegformerImageProcessor, post_process_semantic_segmentation
-    from ..common.labels import get_label_set
-    from ..common.sample import SAMPLE_IMAGE, load_sample_image
-    from ..common.viz import colorize, overlay, save_mask_png, save_png
+    from ..common.model.config import SegformerConfig
+    from ..common.base.errors import DOCUMENTED_ERRORS
+    from ..common.images.image_processing import SegformerImageProcessor, post_process_semantic_segmentation
+    from ..common.images.labels import get_label_set
+    from ..common.images.sample import SAMPLE_IMAGE, load_sample_image
+    from ..common.images.viz import colorize, overlay, save_mask_png, save_png
     from ..conversion import VerificationError, convert
 
-    from ..common.deps import require
+    from ..common.base.deps import require
 
     try:
         for package in ("torch", "tensorflow", "keras"):
@@ -139,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"input: image {image.shape[1]}x{image.shape[0]} -> pixel_values {tuple(pixel_values.shape)}")
 
     with torch.no_grad():
-        logits_pt_t, seconds_pt = _timed(lambda: model_pt(torch.from_numpy(pixel_values)).logits)
+        logits_pt_t, times_pt = time_calls(lambda: model_pt(torch.from_numpy(pixel_values)).logits)
     logits_pt = logits_pt_t.numpy()
 
     with tempfile.TemporaryDirectory(prefix="segformer-demo-") as work:
@@ -157,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         model_tf = TFSegformerForSemanticSegmentation.from_pretrained(tf_dir)
-        logits_tf, seconds_tf = _timed(lambda: np.asarray(model_tf(pixel_values, training=False).logits))
+        logits_tf, times_tf = time_calls(lambda: np.asarray(model_tf(pixel_values, training=False).logits))
         del model_tf
 
     diff = float(np.max(np.abs(logits_pt.astype(np.float64) - logits_tf.astype(np.float64))))
@@ -177,11 +211,11 @@ def run(args: argparse.Namespace) -> int:
         ("logits max |diff| PT vs TF", f"{diff:.3e}", "ok" if ok else f"ABOVE {args.tolerance:g}"),
         ("argmax agreement at H/4 x W/4", f"{agree_native:.4f} %", ""),
         (f"argmax agreement at {height}x{width}", f"{agree_full:.4f} %", ""),
-        ("time per forward, PyTorch", f"{seconds_pt * 1000:.1f} ms", "after one warm-up call"),
-        ("time per forward, TensorFlow", f"{seconds_tf * 1000:.1f} ms", "after one warm-up call"),
+        *_timing_rows("PyTorch", times_pt),
+        *_timing_rows("TensorFlow", times_tf),
     ]
     for name, value, note in rows:
-        print(f"  {name:<34} {value:>14}  {note}")
+        print(f"  {name:<34} {value:>18}  {note}")
 
     palette, palette_name = _palette(config)
     try:

@@ -57,9 +57,9 @@ class _Subset:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..common.deps import require_framework
-    from ..common.metrics import format_iou_table
-    from ..common.training import build_eval_transform
+    from ..common.base.deps import require_framework
+    from ..common.training.metrics import format_iou_table
+    from ..common.training.recipe import build_eval_transform
 
     kwargs = inference_kwargs(args)
     require_framework(args.framework, "segformer eval")
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         ranks = f" | {context.world_size} processes" if context.distributed else ""
     else:  # with TF_CONFIG workers every worker evaluates its share; the matrices are summed
-        from ..common.metrics import SegmentationMetric
+        from ..common.training.metrics import SegmentationMetric
         from ..tf.training import evaluate
 
         share = _Subset(dataset, len(dataset), workers.rank, workers.world)

@@ -61,7 +61,7 @@ def _needs_calibration(args: argparse.Namespace) -> bool:
 
 
 def _processor(model_path: str) -> Any:
-    from ..common.image_processing import SegformerImageProcessor
+    from ..common.images.image_processing import SegformerImageProcessor
 
     folder = Path(model_path)
     if folder.is_dir() and not (folder / "preprocessor_config.json").is_file():
@@ -73,8 +73,8 @@ def _processor(model_path: str) -> Any:
 
 
 def _check_inputs(size: tuple[int, int], calibration: list[np.ndarray] | None, processor: Any) -> tuple[list[np.ndarray], str]:
-    from ..common.quantization import calibration_pixel_values, random_pixel_values
-    from ..common.sample import SAMPLE_IMAGE
+    from ..common.inference.quantization import calibration_pixel_values, random_pixel_values
+    from ..common.images.sample import SAMPLE_IMAGE
 
     if calibration:
         images, what = calibration[:8], f"{min(len(calibration), 8)} calibration image(s)"
@@ -91,7 +91,7 @@ def _file_size(path: Path) -> int:
 
 def _runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     if fmt in ("onnx", "onnx-int8"):
-        from ..common.deps import require
+        from ..common.base.deps import require
 
         ort = require("onnxruntime", f"segformer export --format {fmt} (the check; --no-check skips it)")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -108,9 +108,9 @@ def _runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..common.deps import require, require_framework
-    from ..common.quantization import calibration_pixel_values, label_agreement
-    from ..common.sizes import parse_size
+    from ..common.base.deps import require, require_framework
+    from ..common.inference.quantization import calibration_pixel_values, label_agreement
+    from ..common.base.sizes import parse_size
     from .shared import load_model
 
     fmt = args.format

@@ -10,7 +10,7 @@ import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..common.variants import variant_names
+    from ..common.model.variants import variant_names
 
     parser.add_argument(
         "--model", default="b0",
@@ -23,11 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..common.config import SegformerConfig
-    from ..common.deps import require_framework
-    from ..common.image_processing import SegformerImageProcessor
-    from ..common.sample import SAMPLE_IMAGE, load_sample_image
-    from ..common.variants import parse_variant
+    from ..common.model.config import SegformerConfig
+    from ..common.base.deps import require_framework
+    from ..common.images.image_processing import SegformerImageProcessor
+    from ..common.images.sample import SAMPLE_IMAGE, load_sample_image
+    from ..common.model.variants import parse_variant
 
     print(f"segformer {__version__} on Python {platform.python_version()} ({platform.machine()})")
     require_framework(args.framework, "segformer info")

@@ -21,7 +21,7 @@ ones a one-at-a-time loop writes, byte for byte. By default (PyTorch on the CPU)
 intra-op thread (``torch.get_num_threads()``, at most 4) and the threads are split between them: on a
 2-core machine 2 pipelines of 1 thread, so both cores stay busy through the single-threaded upsampling and
 PNG encoding; ``--workers 0`` runs one image at a time in the main thread. A progress bar shows images/s. Before any work every image's peak memory is estimated from its header
-(:mod:`segformer.common.memory`); one that would need more than is available (or ``--memory-limit``) is
+(:mod:`segformer.common.inference.memory`); one that would need more than is available (or ``--memory-limit``) is
 refused with the mode that would fit. Images above 16 megapixels get their label map computed into a
 temporary file on disk (the PNG is written from it). ``--max-pixels`` is an optional hard cap. Under
 ``torchrun`` (PyTorch) or with ``TF_CONFIG`` workers (Keras) the images are split by rank and each output
@@ -83,16 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def palette_for(num_labels: int, name: str | None = None) -> np.ndarray:
-    """The colours for ``num_labels`` classes: a named set, or ADE20K (150) / Cityscapes (19) / generated."""
-    from ..common.labels import get_palette
-    from ..segmenter import default_palette
+    """The colours for ``num_labels`` classes: a named set, or ADE20K (150) / Cityscapes (19) / generated
+    (:func:`~segformer.common.images.labels.resolve_palette`, the one palette rule)."""
+    from ..common.images.labels import resolve_palette
 
-    if name in (None, "auto"):
-        return default_palette(num_labels)
-    palette = get_palette(name)
-    if len(palette) < num_labels:
-        raise ValueError(f"--palette {name!r} has {len(palette)} colours but the model has {num_labels} classes")
-    return palette
+    return resolve_palette(num_labels, name, what="--palette")[0]
 
 
 def output_paths(images: list[tuple[Path, str]], out: Path) -> list[tuple[Path, Path, Path]]:
@@ -129,7 +124,7 @@ def check_memory(segmenter: Any, jobs: list[Any], sizes: list[tuple[int, int]], 
     Images up to :data:`LARGE_IMAGE_PIXELS` run ``in_flight`` at a time (parallel workers x batch size), so each
     is checked as ``in_flight`` images of its size next to one framework baseline; larger ones run alone.
     """
-    from ..common.memory import available_memory, estimate_memory, format_bytes
+    from ..common.inference.memory import available_memory, estimate_memory, format_bytes
 
     budget = _memory_budget(args.memory_limit) if args.memory_limit else available_memory()
     if budget is None:
@@ -184,7 +179,7 @@ def _progress(total: int, args: argparse.Namespace) -> Any:
 
 
 def _write_outputs(result: Any, mask_path: Path, overlay_path: Path, palette: np.ndarray, args: argparse.Namespace) -> None:
-    from ..common.viz import save_mask_png, save_png
+    from ..common.images.viz import save_mask_png, save_png
 
     _write(save_mask_png, mask_path, result.label_map, palette, overwrite=args.overwrite)
     if not args.no_overlay:
@@ -201,7 +196,7 @@ def _segment_huge(segmenter: Any, image_path: Path, mask_path: Path, args: argpa
     """One very large image: labels written into a temporary file next to the outputs while they are computed."""
     import tempfile
 
-    from ..common.image_io import image_size
+    from ..common.images.image_io import image_size
 
     height, width = image_size(image_path, segmenter.max_pixels)
     dtype = np.uint8 if len(segmenter.id2label) <= 256 else np.uint16
@@ -257,7 +252,7 @@ class _Ranks:
 
 def _write(save: Any, path: Path, *args: Any, **kwargs: Any) -> None:
     """``save(path, ...)``; an environment fault becomes one error naming the path (old file intact)."""
-    from ..common.errors import WriteError
+    from ..common.base.errors import WriteError
 
     try:
         save(path, *args, **kwargs)
@@ -271,9 +266,9 @@ def _write(save: Any, path: Path, *args: Any, **kwargs: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..common.errors import WriteError
-    from ..common.image_io import BadImageError, expand_named_inputs, open_image
-    from ..common.viz import legend, save_png
+    from ..common.base.errors import WriteError
+    from ..common.images.image_io import BadImageError, expand_named_inputs, open_image
+    from ..common.images.viz import legend, save_png
     from ..segmenter import default_workers
 
     if args.max_pixels is not None and args.max_pixels < 1:

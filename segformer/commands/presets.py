@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..common.presets import format_presets_table
+    from ..common.model.presets import format_presets_table
 
     task = {"all": None, "segmentation": "semantic-segmentation", "classification": "image-classification"}[args.task]
     print(format_presets_table(task))

@@ -40,7 +40,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``predict_labels`` / ``predict_logits`` (both frameworks) from the options."""
-    from ..common.sizes import parse_size
+    from ..common.base.sizes import parse_size
 
     kwargs: dict[str, Any] = {"mode": args.mode}
     if args.mode == "slide":
@@ -63,12 +63,12 @@ def load_model(framework: str, path: str, command: str = "segformer eval", allow
     """
     import warnings
 
-    from ..common.deps import require_framework
+    from ..common.base.deps import require_framework
 
     if framework not in ("pt", "tf"):
         raise ValueError(f"--framework must be one of ['pt', 'tf'], got {framework!r}")
-    from ..common.hub import looks_like_repo_id
-    from ..common.presets import find_preset
+    from ..common.model.hub import looks_like_repo_id
+    from ..common.model.presets import find_preset
 
     if not Path(path).exists() and find_preset(path) is None and not (looks_like_repo_id(path) and "/" in path):
         raise FileNotFoundError(
@@ -102,7 +102,7 @@ def build_segmenter(model: Any, args: argparse.Namespace, palette: Any = None) -
     """The :class:`segformer.Segmenter` the inference options ask for: ``--mode`` / ``--slide-crop`` /
     ``--slide-stride`` / ``--tta`` / ``--scales``, and ``--eval-size`` as its resize rule (``none``: the image
     as it is; ``ade``: the original ADE20K keep-ratio rule; ``H,W``: that size)."""
-    from ..common.sizes import parse_size
+    from ..common.base.sizes import parse_size
     from ..segmenter import Segmenter
 
     kwargs = inference_kwargs(args)
@@ -143,8 +143,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def dataset_from_args(args: argparse.Namespace, split: str, transform: Any, seed: int | None = None) -> Any:
     """The dataset that ``--data`` (its ``split``) or ``--images`` / ``--labels`` name."""
-    from ..common.datasets import SegmentationFolderDataset, _read_id2label
-    from ..common.image_io import expand_named_inputs
+    from ..common.training.datasets import SegmentationFolderDataset, _read_id2label
+    from ..common.images.image_io import expand_named_inputs
 
     if (args.data is None) == (args.images is None):
         raise ValueError("pass either --data ROOT or --images ITEM... with --labels DIR (exactly one of --data / --images)")
@@ -169,8 +169,8 @@ def check_dataset_files(dataset: Any, count: int | None = None) -> int:
     Raises ``ValueError`` listing every bad file with its reason (missing, unreadable, truncated, not an
     image, wrong label mode, label size differs from the image).
     """
-    from ..common.datasets import load_label
-    from ..common.image_io import check_image, image_size
+    from ..common.training.datasets import load_label
+    from ..common.images.image_io import check_image, image_size
 
     bad: list[str] = []
     largest = -1

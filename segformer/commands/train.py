@@ -1,12 +1,15 @@
 """``segformer train``: fine-tune on a dataset folder with the original SegFormer recipe (PyTorch or Keras).
 
+``--recipe quick`` sizes steps, crop and scale to the folder instead
+(:func:`segformer.common.training.quick_recipe`); a time estimate is printed after the first few steps.
+
     segformer train --framework pt --model b0 --data ADEChallengeData2016 --out runs/b0 --reduce-labels
     torchrun --nproc_per_node 2 --standalone -m segformer.cli train --framework pt ...   # DDP (+ SyncBN)
     segformer train --framework tf ...     # MirroredStrategy over the visible devices (TF_CONFIG: multi-worker)
 
-``--model`` is a variant (``segformer.common.variants.variant_names()``, random weights), a ``config.json`` (random weights), or a
+``--model`` is a variant (``segformer.common.model.variants.variant_names()``, random weights), a ``config.json`` (random weights), or a
 checkpoint folder. ``--data`` has ``images/{training,validation}`` and ``annotations/{...}`` (ADE20K
-layout; ``segformer.common.datasets.make_synthetic_dataset`` writes one). ``--out`` ends as a Hugging Face
+layout; ``segformer.common.training.datasets.make_synthetic_dataset`` writes one). ``--out`` ends as a Hugging Face
 checkpoint folder of that framework (``config.json`` + ``model.safetensors`` / ``tf_model.h5``) with
 ``train_log.jsonl`` (one JSON object per step: loss, lr, and mIoU at evaluations) and ``last/`` (the
 training state that ``--resume`` continues from). ``--batch-size`` is per device (per process / replica).
@@ -21,11 +24,18 @@ from typing import Any
 
 from .shared import add_data_arguments, check_dataset_files, dataset_from_args
 
-__all__ = ["add_arguments", "run", "train_config_from_args"]
+__all__ = ["add_arguments", "recipe_from_args", "run", "train_config_from_args"]
+
+
+def _pair(values: tuple[int, int]) -> str:
+    return f"{values[0]},{values[1]}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..common.variants import variant_names
+    from ..common.training import QUICK_EPOCHS, RECIPES, TrainConfig
+    from ..common.model.variants import variant_names
+
+    original = TrainConfig()
 
     parser.add_argument("--framework", choices=("pt", "tf"), default="pt")
     parser.add_argument(
@@ -34,11 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (checkpoint, log, training state)")
-    parser.add_argument("--steps", type=int, default=160_000, help="optimizer steps (default 160000, the original)")
+    parser.add_argument(
+        "--recipe", choices=RECIPES, default=RECIPES[0],
+        help=f"what --steps, --crop-size and --img-scale default to: original ({original.total_steps} steps, "
+             f"{original.crop_size[0]}x{original.crop_size[1]} crops; the default) or quick (sized to the training images: "
+             f"crop <= the smallest image side, {QUICK_EPOCHS} epochs; README, 'Training recipes')",
+    )
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"optimizer steps (default: the recipe's; original {original.total_steps})")
     parser.add_argument("--batch-size", type=int, default=2, help="images per device per micro-batch (default 2)")
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
-    parser.add_argument("--crop-size", default="512,512", help="training crop HxW, H,W or S (default 512,512)")
-    parser.add_argument("--img-scale", default="2048,512", help="random-resize base scale LONG,SHORT (default 2048,512)")
+    parser.add_argument("--crop-size", default=None,
+                        help=f"training crop HxW, H,W or S (default: the recipe's; original {_pair(original.crop_size)})")
+    parser.add_argument("--img-scale", default=None,
+                        help=f"random-resize base scale LONG,SHORT (default: the recipe's; original {_pair(original.img_scale)})")
     parser.add_argument("--ratio-range", default="0.5,2.0", help="random-resize ratio range LOW,HIGH (default 0.5,2.0)")
     parser.add_argument("--no-photometric", action="store_true", help="skip PhotoMetricDistortion")
     parser.add_argument("--lr", type=float, default=6e-5, help="base learning rate (decode head x10), default 6e-5")
@@ -64,17 +83,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def train_config_from_args(args: argparse.Namespace) -> Any:
-    from ..common.training import TrainConfig, default_warmup_steps, parse_size
+def recipe_from_args(args: argparse.Namespace, train_set: Any = None) -> dict[str, Any]:
+    """``total_steps``, ``crop_size`` and ``img_scale``: ``--recipe``'s values (the quick recipe reads the image
+    sizes of ``train_set`` from their headers), each replaced by ``--steps`` / ``--crop-size`` / ``--img-scale``
+    when given."""
+    from ..common.training import parse_size, recipe_settings
+
+    if args.recipe == "quick":
+        if train_set is None:
+            raise ValueError("--recipe quick needs the training images (it is sized to them)")
+        from ..common.images.image_io import image_size
+
+        for name, value in (("--batch-size", args.batch_size), ("--grad-accum", args.grad_accum)):
+            if value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value}")
+        sizes = [image_size(path) for path in train_set.image_paths]
+        settings = recipe_settings(args.recipe, sizes, args.batch_size * args.grad_accum)
+    else:
+        settings = recipe_settings(args.recipe)
+    if args.steps is not None:
+        settings["total_steps"] = args.steps
+    if args.crop_size is not None:
+        settings["crop_size"] = parse_size(args.crop_size, "--crop-size")
+    if args.img_scale is not None:
+        settings["img_scale"] = parse_size(args.img_scale, "--img-scale")
+    return settings
+
+
+def train_config_from_args(args: argparse.Namespace, train_set: Any = None) -> Any:
+    from ..common.training import TrainConfig, default_warmup_steps
 
     ratio = [float(v) for v in str(args.ratio_range).split(",")]
     if len(ratio) != 2:
         raise ValueError(f"--ratio-range must be LOW,HIGH, got {args.ratio_range!r}")
-    warmup = default_warmup_steps(args.steps) if args.warmup_steps is None else args.warmup_steps
+    recipe = recipe_from_args(args, train_set)
+    steps = recipe["total_steps"]
+    warmup = default_warmup_steps(steps) if args.warmup_steps is None else args.warmup_steps
     return TrainConfig(
-        lr=args.lr, weight_decay=args.weight_decay, total_steps=args.steps, warmup_steps=warmup,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, crop_size=parse_size(args.crop_size, "--crop-size"),
-        img_scale=parse_size(args.img_scale, "--img-scale"), ratio_range=tuple(ratio),
+        lr=args.lr, weight_decay=args.weight_decay, total_steps=steps, warmup_steps=warmup,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, crop_size=recipe["crop_size"],
+        img_scale=recipe["img_scale"], ratio_range=tuple(ratio),
         photometric=not args.no_photometric, reduce_labels=args.reduce_labels, seed=args.seed,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, log_every=max(args.log_every, 1),
         bf16=args.bf16, sync_bn=not args.no_sync_bn, gradient_checkpointing=args.gradient_checkpointing, num_workers=args.num_workers,
@@ -108,14 +156,15 @@ def run(args: argparse.Namespace) -> int:
     """Train. A NaN / Inf step stops with one ``error:`` line (exit 1), an environment fault (disk full,
     read-only ``--out``) with one naming the path (exit 2), SIGINT / SIGTERM after saving the training state
     (exit 130): ``segformer.cli.main`` prints them."""
-    from ..common.deps import require_framework
-    from ..common.metrics import format_iou_table
-    from ..common.training import build_eval_transform, build_train_transform
+    from ..common.base.deps import require_framework
+    from ..common.training.metrics import format_iou_table
+    from ..common.training.recipe import build_eval_transform, build_train_transform
 
-    config = train_config_from_args(args)
+    if args.recipe == "original":
+        train_config_from_args(args)  # bad options are reported before the dataset is read
     out = Path(args.out)
     _check_out(out, args.resume, args.overwrite)
-    train_set = dataset_from_args(args, "training", build_train_transform(config), seed=args.seed)
+    train_set = dataset_from_args(args, "training", None, seed=args.seed)
     eval_set = None
     if args.data is not None and (Path(args.data) / "images" / "validation").is_dir():
         eval_set = dataset_from_args(args, "validation", build_eval_transform(args.eval_size))
@@ -123,13 +172,15 @@ def run(args: argparse.Namespace) -> int:
     for dataset in (train_set, eval_set):
         if dataset is not None:
             check_dataset_files(dataset)
+    config = train_config_from_args(args, train_set)
+    train_set.transform = build_train_transform(config)
     id2label = train_set.id2label
     if args.framework == "pt":
         result, model_config, is_main = _run_pt(args, config, out, train_set, eval_set, id2label)
     else:
         result, model_config, is_main = _run_tf(args, config, out, train_set, eval_set, id2label)
     if is_main:
-        from ..common.model_card import write_inference_files
+        from ..common.checkpoints.model_card import write_inference_files
 
         dataset = Path(args.data).resolve().name if args.data is not None else Path(args.labels).resolve().name
         base = args.model if Path(args.model).is_dir() else f"SegFormer {args.model} (random initialization)"
@@ -144,6 +195,21 @@ def run(args: argparse.Namespace) -> int:
         if result is not None:
             print(format_iou_table(result, model_config.id2label))
     return 0
+
+
+def _recipe_line(args: argparse.Namespace, config: Any, images: int) -> str:
+    """What this run will do, and where its numbers came from."""
+    given = [name for name, value in (("--steps", args.steps), ("--crop-size", args.crop_size),
+                                      ("--img-scale", args.img_scale)) if value is not None]
+    per_step = config.batch_size * config.grad_accum
+    text = (f"recipe {args.recipe}: {config.total_steps} steps of {per_step} image(s) per device "
+            f"(on one device about {config.total_steps * per_step / images:.3g} epochs of the {images} training images), "
+            f"crop {config.crop_size[0]}x{config.crop_size[1]}, img-scale {_pair(config.img_scale)}")
+    if given:
+        text += f" ({', '.join(given)} as given)"
+    if args.recipe == "original" and not given:
+        text += "; for a first run on a small folder, --recipe quick"
+    return text
 
 
 def _prepare_out(out: Path, overwrite: bool, resume: bool, is_main: bool) -> None:
@@ -168,6 +234,7 @@ def _run_pt(args, config, out, train_set, eval_set, id2label):  # type: ignore[n
             images = config.batch_size * config.grad_accum * context.world_size
             print(f"[pt] {model.config.num_labels} labels, {sum(p.numel() for p in model.parameters()):,} parameters, "
                   f"{context.world_size} process(es) on {context.device}, {images} images per step")
+            print(_recipe_line(args, config, len(train_set)))
         trainer = Trainer(model, config, train_set, eval_set, out_dir=out, context=context, resume=args.resume,
                           progress=not args.no_progress)
         return _train_and_evaluate(trainer, eval_set), model.config, context.is_main
@@ -197,6 +264,7 @@ def _run_tf(args, config, out, train_set, eval_set, id2label):  # type: ignore[n
         replicas = strategy.num_replicas_in_sync
         print(f"[tf] {model.config.num_labels} labels, {replicas} replica(s), "
               f"{config.batch_size * config.grad_accum * replicas} images per step")
+        print(_recipe_line(args, config, len(train_set)))
     trainer = Trainer(model, config, train_set, eval_set, out_dir=out, strategy=strategy, resume=args.resume,
                       progress=not args.no_progress)
     return _train_and_evaluate(trainer, eval_set), model.config, is_main

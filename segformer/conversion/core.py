@@ -7,11 +7,11 @@
    ``.keras`` archive, or an original NVlabs / mmsegmentation ``.pth`` (mmcv or encoder-only ``mit_b*``).
    Nothing in the source is ever written to.
 2. **Map** every tensor onto the canonical table (numpy, PyTorch layout): original keys through
-   :mod:`segformer.conversion.original`, TF names through :mod:`segformer.common.weights`. The task (base
+   :mod:`segformer.conversion.original`, TF names through :mod:`segformer.common.model.weights`. The task (base
    model / semantic segmentation / image classification) is read off the tensor names. Every source
    tensor must be consumed and every model tensor present, else :class:`ConversionError` lists the names.
 3. **Write** ``config.json`` + ``model.safetensors`` (``to="pt"``) or ``tf_model.h5`` (``to="tf"``) into a
-   temporary folder ``.DST.PID.RANDOM.tmp`` next to the destination (:func:`segformer.common.atomic.atomic_folder`) (BatchNorm running statistics included in
+   temporary folder ``.DST.PID.RANDOM.tmp`` next to the destination (:func:`segformer.common.base.atomic.atomic_folder`) (BatchNorm running statistics included in
    both directions; ``num_batches_tracked``, which Keras has no variable for, rides along in an h5
    attribute so PT -> TF -> PT is bit-exact on every tensor).
 4. **Verify** before the folder is renamed into place: the written tensors are read back and compared
@@ -45,9 +45,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..common.atomic import atomic_folder
-from ..common.checkpoint import COUNTERS_ATTR
-from ..common.deps import MissingDependencyError, missing_message
+from ..common.base.atomic import atomic_folder
+from ..common.checkpoints import COUNTERS_ATTR
+from ..common.base.deps import MissingDependencyError, missing_message
 from .report import (
     DEFAULT_SIZES,
     DEFAULT_TOLERANCE,
@@ -95,7 +95,7 @@ def _copy_extras(source: SourceCheckpoint, tmp: Path) -> list[str]:
     """Carry ``preprocessor_config.json`` over from a folder source; original sources get the default one."""
     folder = source.path.parent
     if source.kind.startswith("original"):
-        from ..common.image_processing import SegformerImageProcessor
+        from ..common.images.image_processing import SegformerImageProcessor
 
         SegformerImageProcessor().save_pretrained(tmp)
         return ["default preprocessor_config.json written (512x512, ImageNet mean/std)"]

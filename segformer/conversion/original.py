@@ -38,8 +38,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from ..common.checkpoint import CheckpointError, read_torch_bin
-from ..common.config import SegformerConfig
+from ..common.checkpoints import CheckpointError, read_torch_bin
+from ..common.model.config import SegformerConfig
+from ..common.model.weights import base_prefix
 
 __all__ = [
     "ORIGINAL_RENAMES",
@@ -70,10 +71,6 @@ ORIGINAL_LAYER_NORM_EPS = 1e-6
 ORIGINAL_PATCH_LAYER_NORM_EPS = 1e-5
 
 _DROP = None  # replacement meaning "consumed, not used by the model"
-
-
-def _minus_one(match: re.Match, group: int = 1) -> str:
-    return str(int(match.group(group)) - 1)
 
 
 # Ordered (pattern, replacement) list over the key *after* the source prefix has been handled:
@@ -240,7 +237,7 @@ def map_original_state(
     """
     source = dict(checkpoint.state)
     task = _original_task(source)
-    prefix = "" if task == "base" else "segformer."
+    prefix = base_prefix(task)
     out: dict[str, np.ndarray] = {}
     dropped: list[str] = []
     leftover: list[str] = []
@@ -312,7 +309,7 @@ def heads_from_meta(meta: Mapping[str, Any]) -> tuple[list[int] | None, str]:
 
 def known_variant_heads(hidden_sizes: list[int]) -> tuple[list[int], str] | None:
     """``(heads, variant names)`` when ``hidden_sizes`` are those of a known MiT variant (b0, b1..b5), else ``None``."""
-    from ..common.variants import VARIANTS
+    from ..common.model.variants import VARIANTS
 
     names = [name for name, spec in VARIANTS.items() if list(spec["hidden_sizes"]) == list(hidden_sizes)]
     if not names:
@@ -356,7 +353,7 @@ def infer_original_config(
     Raises ``CheckpointError`` naming the tensor when the shapes are inconsistent.
     """
     notes: list[str] = []
-    prefix = "" if task == "base" else "segformer."
+    prefix = base_prefix(task)
     stages = _stage_count(state, prefix)
     if stages == 0:
         raise CheckpointError(f"{source}: no patch embedding tensors (patch_embed1.proj.weight) found")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common.config import SegformerConfig
+from ..common.model.config import SegformerConfig
 from .original import ASSUMED_PREFIX
 
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..common.checkpoint import (
+from ..common.checkpoints import (
     CheckpointError,
     check_keras_version,
     detect_format,
@@ -18,10 +18,10 @@ from ..common.checkpoint import (
     match_state_dict,
     read_checkpoint,
 )
-from ..common.config import CONFIG_NAME, HF_LAYER_NORM_EPS, SegformerConfig
-from ..common.deps import require
-from ..common.pretrained import canonical_state
-from ..common.weights import canonical_task, parameter_table
+from ..common.model.config import CONFIG_NAME, HF_LAYER_NORM_EPS, SegformerConfig
+from ..common.base.deps import require
+from ..common.checkpoints.pretrained import canonical_state
+from ..common.model.weights import BASE_MODEL_PREFIX, canonical_task, parameter_table
 from .original import (
     OriginalCheckpoint,
     explain_torch_refusal,
@@ -82,8 +82,8 @@ def _weights_in_folder(folder: Path, to: str, source_framework: str | None) -> P
 
 
 def _strip_base_prefix(state: dict[str, np.ndarray], task: str) -> dict[str, np.ndarray]:
-    if task == "base" and any(k.startswith("segformer.") for k in state):
-        return {k.removeprefix("segformer."): v for k, v in state.items()}
+    if task == "base" and any(k.startswith(BASE_MODEL_PREFIX) for k in state):
+        return {k.removeprefix(BASE_MODEL_PREFIX): v for k, v in state.items()}
     return state
 
 
@@ -245,7 +245,7 @@ def apply_labels(
     if labels is not None and id2label is not None:
         raise ValueError("pass either labels= (a label set name or JSON file) or id2label=, not both")
     if labels is not None:
-        from ..common.labels import load_id2label
+        from ..common.images.labels import load_id2label
 
         id2label = load_id2label(labels)
         notes.append(f"labels from {os.fspath(labels)}")

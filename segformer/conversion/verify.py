@@ -8,8 +8,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..common.config import SegformerConfig
-from ..common.weights import TASK_CLASSES, canonical_task
+from ..common.model.config import SegformerConfig
+from ..common.model.weights import TASK_CLASSES, canonical_task
 from .report import DEFAULT_SIZES, DEFAULT_TOLERANCE, Check
 
 

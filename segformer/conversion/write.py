@@ -8,10 +8,10 @@ from typing import Mapping
 
 import numpy as np
 
-from ..common.checkpoint import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME, load_state_dict, read_h5_counters
-from ..common.config import SegformerConfig
-from ..common.pretrained import read_canonical_state, save_pretrained_state
-from ..common.weights import TASK_CLASSES, parameter_table
+from ..common.checkpoints import SAFE_WEIGHTS_NAME, TF_WEIGHTS_NAME, load_state_dict, read_h5_counters
+from ..common.model.config import SegformerConfig
+from ..common.checkpoints.pretrained import read_canonical_state, save_pretrained_state
+from ..common.model.weights import TASK_CLASSES, parameter_table
 from .report import Check
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..common.deps import require
+from ..common.base.deps import require
 
 require("torch", "segformer.pt (the PyTorch models)", "or use segformer.tf (TensorFlow / Keras)")
 
-from ..common.config import SegformerConfig  # noqa: E402
-from ..common.outputs import BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
+from ..common.model.config import SegformerConfig  # noqa: E402
+from ..common.model.outputs import BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
 from .decode_head import SegformerDecodeHead
 from .layers import SegformerLayer
 from .modeling import SegformerForImageClassification, SegformerForSemanticSegmentation, SegformerModel

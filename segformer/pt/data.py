@@ -1,7 +1,7 @@
-"""PyTorch data plumbing over :class:`~segformer.common.datasets.SegmentationFolderDataset`.
+"""PyTorch data plumbing over :class:`~segformer.common.training.datasets.SegmentationFolderDataset`.
 
 Mirrored by ``segformer/tf/data.py``. The order of training items is
-:func:`segformer.common.batches.rank_batches` (the same batches as TensorFlow for the same seed): a run on W
+:func:`segformer.common.training.batches.rank_batches` (the same batches as TensorFlow for the same seed): a run on W
 processes with ``batch_size`` b sees, at every step, the same items as one process with batch ``W * b``.
 Each index travels together with its epoch as an ``(epoch, index)`` pair, so an item's augmentation
 depends only on ``(seed, epoch, index)`` and never on which data-loader worker built it or whether the
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..common.batches import rank_batches
-from ..common.datasets import collate_items
-from ..common.prefetch import Prefetched
+from ..common.training.batches import rank_batches
+from ..common.training.datasets import collate_items
+from ..common.inference.prefetch import Prefetched
 
 __all__ = [
     "TorchSegmentationDataset",
@@ -78,7 +78,7 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 class TrainBatchSampler:
-    """Endless per-rank micro-batches of ``(epoch, index)`` pairs (:func:`~segformer.common.batches.rank_batches`).
+    """Endless per-rank micro-batches of ``(epoch, index)`` pairs (:func:`~segformer.common.training.batches.rank_batches`).
 
     Every rank cuts its ``batch_size`` rows out of each global batch of ``world_size * batch_size`` (the
     last incomplete global batch of an epoch dropped, so all ranks step together). ``start`` skips that

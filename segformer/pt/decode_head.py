@@ -9,15 +9,15 @@ Training fast path (``use_fast_path`` on, the default): ``linear_fuse`` alone fo
 rounding.
 
 Fast path (eval, same numbers within float rounding): ``linear_fuse`` and the eval BatchNorm folded
-into each stage's ``proj`` by :func:`segformer.common.head_fold.fold_decode_head` (the derivation is
+into each stage's ``proj`` by :func:`segformer.common.model.head_fold.fold_decode_head` (the derivation is
 there), run at each stage's own resolution; the 4D-channel concatenation at 1/4 resolution is never built.
 
 Changing the head (checklist):
 
 1. the layers and the plain path here and in ``segformer/tf/decode_head.py`` (same names, same order);
-2. the fold, once, in ``segformer/common/head_fold.py`` (both fast paths call it on their weights);
-3. the weight table ``segformer/common/weights.py`` (names and shapes both frameworks load);
-4. the FLOP count ``segformer/common/flops.py`` (plain and fast);
+2. the fold, once, in ``segformer/common/model/head_fold.py`` (both fast paths call it on their weights);
+3. the weight table ``segformer/common/model/weights.py`` (names and shapes both frameworks load);
+4. the FLOP count ``segformer/common/model/flops.py`` (plain and fast);
 5. the tests: fast path == plain path (``tests/test_pt_model.py``, ``tests/test_tf_fast_path.py``) and
    the fixtures' logits.
 """
@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.config import SegformerConfig, patch_embed_size
-from ..common.head_fold import fold_decode_head
+from ..common.model.config import SegformerConfig, patch_embed_size
+from ..common.model.head_fold import fold_decode_head
 from .pretrained import SegformerPreTrainedModel
 
 __all__ = ["SegformerMLP", "SegformerDecodeHead", "stage_maps", "FAST_HEAD_CHUNK", "fast_head_chunk"]

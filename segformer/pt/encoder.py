@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common.config import SegformerConfig
-from ..common.outputs import BaseModelOutput
+from ..common.model.config import SegformerConfig
+from ..common.model.outputs import BaseModelOutput
 from .layers import SegformerLayer, SegformerOverlapPatchEmbeddings, to_map
 
 __all__ = ["SegformerEncoder"]

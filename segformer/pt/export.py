@@ -1,7 +1,7 @@
 """Export a PyTorch SegFormer: ONNX (dynamic batch / height / width), ``torch.export``, ``torch.compile``.
 
 Mirrored by ``segformer/tf/export.py`` (SavedModel, TFLite). Every file is written atomically
-(:func:`segformer.common.atomic.atomic_path`): an interrupted export leaves any previous file intact.
+(:func:`segformer.common.base.atomic.atomic_path`): an interrupted export leaves any previous file intact.
 
 The exported graph is the eval-mode model (fast path: fused attention, folded decode head) and returns
 logits only: ``(B, num_labels, ceil(H/4), ceil(W/4))``, or ``(B, num_labels, H, W)`` with
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.atomic import atomic_path
-from ..common.inference import as_size_pair
+from ..common.base.atomic import atomic_path
+from ..common.inference.rules import as_size_pair
 
 __all__ = ["LogitsModule", "export_onnx", "export_program", "compile_model", "bf16_logits"]
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.inference import (
+from ..common.inference.rules import (
     InferenceSettings,
     Window,
     check_inference_args,
@@ -32,7 +32,7 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
-from ..common.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
+from ..common.inference.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "compile_for_inference"]
 
@@ -240,7 +240,7 @@ def predict_streaming(
     labels_out: np.ndarray | None = None,
 ) -> StreamResult:
     """Labels of ONE image ``(1, C, H, W)`` without full-resolution logits in memory (see
-    :mod:`segformer.common.streaming`): the same labels as ``predict_labels`` / the argmax of
+    :mod:`segformer.common.inference.streaming`): the same labels as ``predict_labels`` / the argmax of
     :func:`predict_logits` (ties aside), confidence / probabilities / logits within float rounding.
 
     Arguments as :func:`predict_logits`, plus: ``return_confidence`` (float32 ``(H, W)``: the probability of
@@ -249,7 +249,7 @@ def predict_streaming(
     once, straight to the output size, as Hugging Face's ``post_process_semantic_segmentation`` does, instead
     of the original's to-input-then-to-output), ``band_rows`` (output rows per band; default: as many as keep a band near 32 MB), ``window_batch``
     (windows of equal size run together) and ``labels_out`` (an int array of the output size to fill, e.g. a
-    ``numpy.memmap``). Returns a :class:`~segformer.common.streaming.StreamResult` of numpy arrays.
+    ``numpy.memmap``). Returns a :class:`~segformer.common.inference.streaming.StreamResult` of numpy arrays.
     """
     settings = check_inference_args(mode, crop_size, stride, scales, flip, False, size_divisor)
     _check_model_input(model, pixel_values)

@@ -5,7 +5,7 @@
 * Segmentation, ``num_labels == 1``: binary cross-entropy with logits per pixel, times the valid mask
   ``(labels >= 0) & (labels != ignore_index)``, averaged over *all* pixels (Hugging Face's choice).
 * Classification by ``problem_type``: regression (MSE), single-label (CE), multi-label (BCE); when ``None``, by
-  the label rule of :mod:`segformer.common.losses` (shared with TF).
+  the label rule of :mod:`segformer.common.model.losses` (shared with TF).
 
 Speed: the multi-class loss upsamples in channels-last memory and takes the softmax over the contiguous class
 axis of the (B*H*W, K) view, where ``cross_entropy`` of the NCHW tensor runs a strided softmax over dim 1
@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..common.config import SegformerConfig
-from ..common.losses import (
+from ..common.model.config import SegformerConfig
+from ..common.model.losses import (
     IGNORE_CLASS_ID, invalid_labels, label_range_message, resolve_problem_type, segmentation_label_bound,
 )
 
@@ -169,7 +169,7 @@ def semantic_segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, confi
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: SegformerConfig) -> torch.Tensor:
     """Scalar loss for logits (B, K) by ``config.problem_type``, chosen by the label rule of
-    :mod:`segformer.common.losses` when ``None`` (class ids (B,) of any dtype; (B, K) multi-label targets)."""
+    :mod:`segformer.common.model.losses` when ``None`` (class ids (B,) of any dtype; (B, K) multi-label targets)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if labels.ndim == 0 or labels.shape[0] != logits.shape[0]:

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from ..common.config import SegformerConfig
-from ..common.pixel_values import check_pixel_shape, floating_point_message
-from ..common.outputs import OUTPUT_CLASSES, BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
+from ..common.model.config import SegformerConfig
+from ..common.model.pixel_values import check_pixel_shape, floating_point_message
+from ..common.model.outputs import OUTPUT_CLASSES, BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
 from .decode_head import SegformerDecodeHead
 from .encoder import SegformerEncoder
 from .losses import classification_loss, semantic_segmentation_loss

@@ -1,7 +1,7 @@
 """``SegformerPreTrainedModel``: config, weight init, loading and saving (PyTorch).
 
 Mirrored by ``segformer/tf/pretrained.py``. The framework-agnostic half (finding files, reading any
-format, matching names with the canonical table, writing atomically) is ``segformer.common.pretrained``.
+format, matching names with the canonical table, writing atomically) is ``segformer.common.checkpoints.pretrained``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..common.allocator import tune_allocator
-from ..common.atomic import atomic_folder
-from ..common.switches import fast_path_enabled, set_fast_path
-from ..common.checkpoint import LoadReport
-from ..common.config import SegformerConfig
-from ..common.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
-from ..common.pretrained import (
+from ..common.base.allocator import tune_allocator
+from ..common.base.atomic import atomic_folder
+from ..common.model.switches import fast_path_enabled, set_fast_path
+from ..common.checkpoints import LoadReport
+from ..common.model.config import SegformerConfig
+from ..common.model.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
+from ..common.checkpoints.pretrained import (
     check_switch,
     prepare_state,
     replaced_by_save,
@@ -30,7 +30,7 @@ from ..common.pretrained import (
     weights_dtype,
     weights_preference,
 )
-from ..common.weights import check_state_keys
+from ..common.model.weights import check_state_keys
 
 __all__ = ["SegformerPreTrainedModel"]
 
@@ -55,7 +55,7 @@ class SegformerPreTrainedModel(nn.Module):
         if not isinstance(config, SegformerConfig):
             raise TypeError(f"config must be a segformer SegformerConfig, got {type(config).__name__}")
         config.validate()
-        tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.allocator)
+        tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.base.allocator)
         super().__init__()
         self.config = config
 
@@ -208,13 +208,13 @@ class SegformerPreTrainedModel(nn.Module):
         stored, and config fields to change first (e.g. ``num_labels=19``). Any other keyword is a
         ``TypeError`` naming it. ``state_dict`` (canonical names; torch tensors or numpy arrays) replaces the
         weights file: ``from_pretrained(None, config=config, state_dict=sd)``. Which file is read:
-        :func:`segformer.common.pretrained.weights_preference` (``use_safetensors=True`` reads only
+        :func:`segformer.common.checkpoints.pretrained.weights_preference` (``use_safetensors=True`` reads only
         safetensors, ``False`` never; ``from_tf=True`` reads ``tf_model.h5``). ``dtype`` (or ``torch_dtype``):
         ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"float64"`` (or the torch dtype), or ``"auto"`` (the
         dtype ``config.json`` records): the weights are cast to it; the config is not changed.
 
         Missing / unexpected / mismatched tensors are listed in a warning and, with
-        ``output_loading_info=True``, returned as a :class:`~segformer.common.checkpoint.LoadReport`.
+        ``output_loading_info=True``, returned as a :class:`~segformer.common.checkpoints.LoadReport`.
         The model is returned in eval mode, like Hugging Face's.
         """
         if cls._task is None:

@@ -6,7 +6,7 @@ our ONNX export. Mirrored by the TFLite int8 / float16 export in ``segformer/tf/
   stays float32, so the eval fast path (its folded head reads the float weights of ``linear_c`` /
   ``linear_fuse`` / ``classifier``) still runs; the quantized copy is for inference only.
 * :func:`export_onnx_int8` - our ONNX export (:func:`segformer.pt.export.export_onnx`, dynamic batch / height
-  / width) quantized by ONNX Runtime (:func:`segformer.common.quantization.quantize_onnx`): static int8 (QDQ)
+  / width) quantized by ONNX Runtime (:func:`segformer.common.inference.quantization.quantize_onnx`): static int8 (QDQ)
   calibrated on the user's images by default. This is the int8 path that pays on CPU (see
   ``benchmarks/README.md``); static int8 inside PyTorch (``torch.ao`` FX / PT2E) is not offered: on x86 it
   runs fast only after ``torch.compile`` with the Inductor backend, and the same int8 kernels are what ONNX
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..common.quantization import quantize_onnx
+from ..common.inference.quantization import quantize_onnx
 from .export import export_onnx
 
 __all__ = ["quantize_dynamic", "export_onnx_int8", "quantized_linear_names"]
@@ -70,7 +70,7 @@ def export_onnx_int8(
 
     Args:
         calibration: pixel values ``(1, C, H, W)`` from
-            :func:`segformer.common.quantization.calibration_pixel_values` (the user's images through the
+            :func:`segformer.common.inference.quantization.calibration_pixel_values` (the user's images through the
             model's processor); needed for ``mode="static"``.
         mode: ``"static"`` (QDQ, calibrated activations) or ``"dynamic"`` (weights only).
         input_size: the example size traced for export; the file keeps dynamic batch / height / width.

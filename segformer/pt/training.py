@@ -4,7 +4,7 @@
   (``segformer.common.training``: encoder LayerNorms without weight decay, ``decode_head.*`` at 10x lr),
   the fused implementation on CPU / CUDA (same updates within float rounding).
 * Schedule: the lr of every group is set by hand before each optimizer step from
-  :func:`segformer.common.training.lr_at` (mmcv poly + linear warm-up); no ``LRScheduler`` object, so
+  :func:`segformer.common.training.recipe.lr_at` (mmcv poly + linear warm-up); no ``LRScheduler`` object, so
   resuming needs only the step number.
 * Gradient accumulation (``grad_accum`` micro-batches per step; DDP syncs only on the last one),
   optional ``bfloat16`` autocast, optional gradient checkpointing of the encoder stages.
@@ -15,7 +15,7 @@
   ``DistributedDataParallel`` and synchronizes the decode head's BatchNorm (``segformer.pt.distributed``,
   whose names stay importable from here).
 * The loop itself (record, progress, evaluation, log and checkpoint cadence) is
-  :class:`segformer.common.train_loop.TrainLoop`, shared with the TF trainer.
+  :class:`segformer.common.training.loop.TrainLoop`, shared with the TF trainer.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.allocator import tune_allocator
-from ..common.atomic import atomic_path
-from ..common.metrics import SegmentationMetric
-from ..common.random_state import host_rng_state, set_host_rng_state
-from ..common.train_loop import TrainLoop
-from ..common.training import StopSignals, TrainConfig, nonfinite_loss_message
+from ..common.base.allocator import tune_allocator
+from ..common.base.atomic import atomic_path
+from ..common.training.metrics import SegmentationMetric
+from ..common.base.random_state import host_rng_state, set_host_rng_state
+from ..common.training.loop import TrainLoop
+from ..common.training.recipe import StopSignals, TrainConfig, nonfinite_loss_message
 from .data import make_eval_batches, make_train_loader
 from .distributed import (
     DistributedContext,
@@ -167,10 +167,10 @@ def load_training_state(
     """Load what :func:`save_training_state` wrote into ``model`` (and ``optimizer``); returns the whole dict.
 
     The file is read with ``torch.load(weights_only=True)`` (no code from it runs). A damaged file, or one
-    that is not a segformer PyTorch training state, is a :class:`~segformer.common.checkpoint.CheckpointError`
+    that is not a segformer PyTorch training state, is a :class:`~segformer.common.checkpoints.CheckpointError`
     naming it.
     """
-    from ..common.checkpoint import CheckpointError, check_torch_version, torch_load_error
+    from ..common.checkpoints import CheckpointError, check_torch_version, torch_load_error
 
     path = Path(path)
     if not path.is_file():
@@ -263,7 +263,7 @@ def evaluate(
 
 
 class Trainer(TrainLoop):
-    """Fine-tunes a ``SegformerForSemanticSegmentation`` with :class:`~segformer.common.training.TrainConfig`.
+    """Fine-tunes a ``SegformerForSemanticSegmentation`` with :class:`~segformer.common.training.recipe.TrainConfig`.
 
     Args:
         model: the model (its ``config`` gives ``num_labels``); moved to ``context.device``.
@@ -426,12 +426,12 @@ def build_model(
 ) -> nn.Module:
     """A ``SegformerForSemanticSegmentation`` to fine-tune, in training mode.
 
-    ``model`` is resolved by :func:`segformer.common.model_source.resolve_model_source` (a variant name or a
+    ``model`` is resolved by :func:`segformer.common.checkpoints.model_source.resolve_model_source` (a variant name or a
     ``config.json``: random weights drawn with ``torch.manual_seed(seed)``; or a checkpoint folder / file).
     ``id2label`` (from the dataset) names the classes; ``config_overrides`` change config fields
     (e.g. ``drop_path_rate=0.0``).
     """
-    from ..common.model_source import resolve_model_source
+    from ..common.checkpoints.model_source import resolve_model_source
     from .modeling import SegformerForSemanticSegmentation
 
     source = resolve_model_source(model, num_labels, id2label, **config_overrides)

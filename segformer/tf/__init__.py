@@ -9,7 +9,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from ..common.deps import require  # noqa: E402
+from ..common.base.deps import require  # noqa: E402
 
 require("tensorflow", "segformer.tf (the Keras models)", "or use segformer.pt (PyTorch)")
 require("keras", "segformer.tf (the Keras models)", "or use segformer.pt (PyTorch)")
@@ -22,8 +22,8 @@ if keras.backend.backend() != "tensorflow":
         "set KERAS_BACKEND=tensorflow before importing keras"
     )
 
-from ..common.config import SegformerConfig  # noqa: E402
-from ..common.outputs import BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput  # noqa: E402
+from ..common.model.config import SegformerConfig  # noqa: E402
+from ..common.model.outputs import BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput  # noqa: E402
 from .decode_head import TFSegformerDecodeHead  # noqa: E402
 from .modeling import (  # noqa: E402
     TFSegformerForImageClassification,

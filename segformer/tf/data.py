@@ -1,6 +1,6 @@
-"""``tf.data`` pipelines over :class:`~segformer.common.datasets.SegmentationFolderDataset`.
+"""``tf.data`` pipelines over :class:`~segformer.common.training.datasets.SegmentationFolderDataset`.
 
-Mirrors ``segformer/pt/data.py``. The training order is :func:`segformer.common.batches.global_batches`
+Mirrors ``segformer/pt/data.py``. The training order is :func:`segformer.common.training.batches.global_batches`
 (the same batches as PyTorch for the same seed); each item is augmented from ``(seed, epoch, index)`` by
 the dataset itself. Under a ``tf.distribute`` strategy,
 :func:`make_train_dataset` is the ``dataset_fn`` of ``strategy.distribute_datasets_from_function``: input
@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow as tf
 
-from ..common.batches import epoch_order, global_batches
+from ..common.training.batches import epoch_order, global_batches
 
 __all__ = ["epoch_order", "global_batches", "make_eval_dataset", "make_train_dataset"]
 

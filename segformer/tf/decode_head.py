@@ -1,5 +1,5 @@
 """The all-MLP decode head (Keras 3). Mirror of ``segformer/pt/decode_head.py`` (same paths; both fast
-paths' fold is :func:`segformer.common.head_fold.fold_decode_head`; the checklist for a head change is at
+paths' fold is :func:`segformer.common.model.head_fold.fold_decode_head`; the checklist for a head change is at
 the top of ``segformer/pt/decode_head.py``).
 
 Plain path (``fast_path_enabled=False``): per stage ``proj`` to D channels, bilinear upsample to the
@@ -25,8 +25,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..common.config import SegformerConfig, as_config, patch_embed_size
-from ..common.head_fold import fold_decode_head
+from ..common.model.config import SegformerConfig, as_config, patch_embed_size
+from ..common.model.head_fold import fold_decode_head
 from .layers import normal_init, resize_bilinear
 
 __all__ = ["TFSegformerMLP", "TFSegformerBatchNorm", "TFSegformerDecodeHead", "stage_maps", "resize_bilinear"]

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ..common.config import SegformerConfig, as_config
+from ..common.model.config import SegformerConfig, as_config
 from .layers import TFSegformerLayer, TFSegformerOverlapPatchEmbeddings
 
 __all__ = ["TFSegformerEncoder"]

@@ -3,8 +3,8 @@ size; float32, float16 weights, or full-integer int8 calibrated on the user's im
 ``mixed_float16`` run. TF twin of ``segformer/pt/export.py`` and ``segformer/pt/quantize.py``.
 
 Every export is written atomically: a SavedModel folder goes through
-:func:`segformer.common.atomic.atomic_folder` (built as a temporary sibling, swapped in with one rename),
-a ``.tflite`` file through :func:`segformer.common.atomic.atomic_path`.
+:func:`segformer.common.base.atomic.atomic_folder` (built as a temporary sibling, swapped in with one rename),
+a ``.tflite`` file through :func:`segformer.common.base.atomic.atomic_path`.
 
 The exported function is the eval-mode model (``training=False``) returning logits only:
 ``(B, num_labels, ceil(H/4), ceil(W/4))`` for ``channels_first`` input ``(B, C, H, W)`` (the models'
@@ -24,8 +24,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..common.atomic import atomic_folder, atomic_path, check_overwrite
-from ..common.inference import as_size_pair
+from ..common.base.atomic import atomic_folder, atomic_path, check_overwrite
+from ..common.inference.rules import as_size_pair
 from .layers import resize_bilinear
 
 __all__ = [
@@ -176,16 +176,16 @@ def export_tflite(
             with the scale / zero point stored in the file; :func:`run_tflite` converts), calibrated on
             ``representative_data``.
         representative_data: for ``"int8"``: pixel values ``(batch, C, H, W)`` at ``input_size``, e.g.
-            :func:`segformer.common.quantization.calibration_pixel_values` of the user's images (transposed
+            :func:`segformer.common.inference.quantization.calibration_pixel_values` of the user's images (transposed
             here for a channels-last model).
     """
-    from ..common.quantization import representative_batches
+    from ..common.inference.quantization import representative_batches
 
     if quantization not in TFLITE_QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {list(TFLITE_QUANTIZATIONS)}, got {quantization!r}")
     if quantization == "int8" and not representative_data:
         raise ValueError("quantization='int8' (full-integer) needs representative_data: pixel values of a few of "
-                         "your images (segformer.common.quantization.calibration_pixel_values)")
+                         "your images (segformer.common.inference.quantization.calibration_pixel_values)")
     check_overwrite(path, overwrite)
     data_format = _data_format(model, data_format)
     module, serve = serving_module(model, input_size=input_size, batch=batch, data_format=data_format,

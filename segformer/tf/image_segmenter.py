@@ -5,7 +5,7 @@ processor's steps in the graph, so ``model.predict(uint8_batch)`` works, and the
 ``.keras`` file, exports as a SavedModel taking uint8 images of any size, and converts to TFLite (fixed size):
 
 1. resize to the processor's ``size`` exactly as Pillow's bilinear resize of uint8 images does
-   (integer arithmetic, see :mod:`segformer.common.pil_resize`): the same pixels as the processor;
+   (integer arithmetic, see :mod:`segformer.common.images.pil_resize`): the same pixels as the processor;
 2. rescale (``x * rescale_factor`` in float64, then float32) and normalize (``(x - mean) / std`` in float32),
    as the processor does (a 256-entry lookup per channel);
 3. the segmentation model; logits upsampled bilinearly (``align_corners=False``) to the input's size;
@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..common.pil_resize import PRECISION_BITS, bilinear_coefficients, height_first
+from ..common.images.pil_resize import PRECISION_BITS, bilinear_coefficients, height_first
 from .layers import resize_bilinear
 
 __all__ = ["TFSegformerImageSegmenter", "resize_uint8"]
@@ -31,7 +31,7 @@ _HALF = 1 << (PRECISION_BITS - 1)
 
 
 def _coefficients(in_size: tf.Tensor, out_size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Graph twin of :func:`segformer.common.pil_resize.bilinear_coefficients` for a size known only at run
+    """Graph twin of :func:`segformer.common.images.pil_resize.bilinear_coefficients` for a size known only at run
     time: the same float64 operations in the same order (the weight sum runs tap by tap, as Pillow's)."""
     scale = tf.cast(in_size, tf.float64) / float(out_size)
     filterscale = tf.maximum(scale, 1.0)
@@ -222,8 +222,8 @@ class TFSegformerImageSegmenter(keras.Model):
 
     def export_saved_model(self, path: str) -> None:
         """A SavedModel for TF Serving: ``serving_default(images)`` takes uint8 images of any size (written
-        atomically as one folder, :func:`segformer.common.atomic.atomic_folder`)."""
-        from ..common.atomic import atomic_folder
+        atomically as one folder, :func:`segformer.common.base.atomic.atomic_folder`)."""
+        from ..common.base.atomic import atomic_folder
 
         self.build()
         with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder:
@@ -231,7 +231,7 @@ class TFSegformerImageSegmenter(keras.Model):
 
     def export_tflite(self, path: str, image_size: tuple[int, int], batch: int = 1) -> None:
         """A TFLite model for uint8 images of one fixed ``image_size = (height, width)`` (written atomically)."""
-        from ..common.atomic import atomic_path
+        from ..common.base.atomic import atomic_path
 
         self.build()
         spec = tf.TensorSpec((batch, int(image_size[0]), int(image_size[1]), self.channels), tf.uint8, name="images")

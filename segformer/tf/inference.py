@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..common.inference import (
+from ..common.inference.rules import (
     InferenceSettings,
     Window,
     check_inference_args,
@@ -28,8 +28,8 @@ from ..common.inference import (
     sliding_windows,
     window_counts,
 )
-from ..common.pixel_values import DATA_FORMATS
-from ..common.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
+from ..common.model.pixel_values import DATA_FORMATS
+from ..common.inference.streaming import PassSource, StreamResult, check_stream_args, run_by_shape, stream_segmentation
 from .layers import resize_bilinear
 
 __all__ = ["upsample_logits", "predict_logits", "predict_labels", "predict_streaming", "DATA_FORMATS"]

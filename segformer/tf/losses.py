@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ..common.config import SegformerConfig
-from ..common.losses import (
+from ..common.model.config import SegformerConfig
+from ..common.model.losses import (
     IGNORE_CLASS_ID, invalid_labels, label_range_message, resolve_problem_type, segmentation_label_bound,
 )
 from .layers import resize_bilinear
@@ -93,7 +93,7 @@ def semantic_segmentation_loss(
 
 def classification_losses(logits: tf.Tensor, labels: Any, config: SegformerConfig) -> tuple[tf.Tensor, tf.Tensor]:
     """``(per_example (B,), valid (B,))`` for logits (B, K): the loss kind from ``config.problem_type`` or the
-    label rule of :mod:`segformer.common.losses` (class ids (B,) of any dtype, (B, K) multi-label targets).
+    label rule of :mod:`segformer.common.model.losses` (class ids (B,) of any dtype, (B, K) multi-label targets).
     ``valid`` is 0 for class id -100 (ignored; its term is 0) and 1 otherwise."""
     logits = tf.cast(logits, tf.float32)
     labels = tf.convert_to_tensor(labels)

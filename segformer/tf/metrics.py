@@ -1,6 +1,6 @@
-"""Keras metric for semantic segmentation: the exact confusion matrix of ``segformer.common.metrics``.
+"""Keras metric for semantic segmentation: the exact confusion matrix of ``segformer.common.training.metrics``.
 
-Mirrors :class:`segformer.common.metrics.SegmentationMetric` (the PyTorch side uses that numpy class
+Mirrors :class:`segformer.common.training.metrics.SegmentationMetric` (the PyTorch side uses that numpy class
 directly). The state is one ``(K, K)`` ``int64`` variable of exact pixel counts, updated with TF ops
 (``bincount(label * K + pred)``), summed across replicas (``aggregation="sum"``); ``result()`` is the
 dataset-level mIoU of mmsegmentation (classes absent from both labels and predictions are left out of the
@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..common.metrics import SegmentationMetric
+from ..common.training.metrics import SegmentationMetric
 from .layers import resize_bilinear
 
 __all__ = ["SegmentationMeanIoU"]

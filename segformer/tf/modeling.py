@@ -13,10 +13,10 @@ import numpy as np
 import optree
 import tensorflow as tf
 
-from ..common.config import SegformerConfig, as_config
-from ..common.outputs import OUTPUT_CLASSES, BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
-from ..common.pixel_values import check_pixel_shape, floating_point_message
-from ..common.weights import TASK_CLASSES
+from ..common.model.config import SegformerConfig, as_config
+from ..common.model.outputs import OUTPUT_CLASSES, BaseModelOutput, SegFormerImageClassifierOutput, SemanticSegmenterOutput
+from ..common.model.pixel_values import check_pixel_shape, floating_point_message
+from ..common.model.weights import TASK_CLASSES
 from .decode_head import TFSegformerDecodeHead
 from .encoder import TFSegformerEncoder
 from .layers import normal_init

@@ -1,6 +1,6 @@
 """``TFSegformerPreTrainedModel``: config, data format, variables <-> canonical table, loading, saving, Keras fit.
 
-Mirror of ``segformer/pt/pretrained.py``; the framework-agnostic half is ``segformer.common.pretrained``.
+Mirror of ``segformer/pt/pretrained.py``; the framework-agnostic half is ``segformer.common.checkpoints.pretrained``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..common.allocator import tune_allocator
-from ..common.atomic import atomic_folder
-from ..common.switches import fast_path_enabled, set_fast_path
-from ..common.config import SegformerConfig, as_config
-from ..common.pixel_values import DATA_FORMATS
-from ..common.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
-from ..common.pretrained import (
+from ..common.base.allocator import tune_allocator
+from ..common.base.atomic import atomic_folder
+from ..common.model.switches import fast_path_enabled, set_fast_path
+from ..common.model.config import SegformerConfig, as_config
+from ..common.model.pixel_values import DATA_FORMATS
+from ..common.model.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
+from ..common.checkpoints.pretrained import (
     check_switch,
     prepare_state,
     replaced_by_save,
@@ -29,7 +29,7 @@ from ..common.pretrained import (
     weights_dtype,
     weights_preference,
 )
-from ..common.weights import check_state_keys, parameter_table, to_pt_layout, to_tf_layout
+from ..common.model.weights import check_state_keys, parameter_table, to_pt_layout, to_tf_layout
 
 __all__ = ["TFSegformerPreTrainedModel", "DATA_FORMATS"]
 
@@ -82,7 +82,7 @@ class TFSegformerPreTrainedModel(keras.Model):
         config.validate()
         if data_format not in DATA_FORMATS:
             raise ValueError(f"data_format must be one of {list(DATA_FORMATS)}, got {data_format!r}")
-        tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.allocator)
+        tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.base.allocator)
         kwargs.setdefault("name", self._hf_name)
         super().__init__(**kwargs)
         self.config = config
@@ -201,12 +201,12 @@ class TFSegformerPreTrainedModel(keras.Model):
         ``force_download``, ``proxies``, ``subfolder``), never stored, and config fields to change first; any
         other keyword is a ``TypeError`` naming it. ``state_dict``: arrays by canonical name (PyTorch layout;
         numpy, TensorFlow or torch) instead of a weights file. Which file is read:
-        :func:`segformer.common.pretrained.weights_preference` (``from_pt=True`` reads the PyTorch files,
+        :func:`segformer.common.checkpoints.pretrained.weights_preference` (``from_pt=True`` reads the PyTorch files,
         ``use_safetensors`` as in PyTorch). ``dtype`` (or ``torch_dtype``): ``"float32"``, ``"float16"``,
         ``"bfloat16"``, ``"float64"`` (or such a dtype), or ``"auto"`` (the dtype ``config.json`` records): the
         model's variables are created in it (its Keras dtype policy; the classifier stays float32); the config is
         not changed. BatchNorm running statistics are loaded in every direction. Returns the model (and the
-        :class:`~segformer.common.checkpoint.LoadReport` with ``output_loading_info=True``).
+        :class:`~segformer.common.checkpoints.LoadReport` with ``output_loading_info=True``).
         """
         prefer = weights_preference("tf", use_safetensors, from_pt)
         weights_dtype(dtype, torch_dtype)  # a bad dtype fails before anything is read

@@ -4,7 +4,7 @@ TF twin of ``segformer/pt/training.py``:
 
 * Optimizer: :class:`ParamGroupAdamW`, one Keras optimizer whose ``update_step`` applies, per variable,
   the recipe's lr multiplier (``decode_head.*`` x10) and weight-decay multiplier (encoder LayerNorms 0),
-  chosen by the variable's canonical name with :func:`segformer.common.training.param_group_rule`. Why
+  chosen by the variable's canonical name with :func:`segformer.common.training.recipe.param_group_rule`. Why
   not the alternatives: Keras' ``AdamW(exclude_from_weight_decay=...)`` covers the decay half only;
   scaling gradients by 10 does nothing under Adam (it is invariant to gradient scale); two optimizers
   would double the bookkeeping of checkpoints. The update is PyTorch's ``AdamW`` formula exactly
@@ -12,7 +12,7 @@ TF twin of ``segformer/pt/training.py``:
   Adam (which adds ``eps`` before the bias correction), so both frameworks take the same steps.
   It also works in ``model.compile(optimizer=...)``.
 * Schedule: :class:`PolyWarmupSchedule`, a ``keras.optimizers.schedules.LearningRateSchedule`` computing
-  :func:`segformer.common.training.lr_at` from the optimizer's iteration counter.
+  :func:`segformer.common.training.recipe.lr_at` from the optimizer's iteration counter.
 * Custom training loop (``tf.function``): ``grad_accum`` micro-batches summed in the step, one
   ``apply_gradients`` per optimizer step; per-step loss in a JSON-lines log; checkpoints + resume in one
   atomically written ``.npz`` (model tensors by canonical name, optimizer variables, step, RNG states).
@@ -36,13 +36,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..common.allocator import tune_allocator
-from ..common.atomic import atomic_path
-from ..common.metrics import SegmentationMetric
-from ..common.random_state import host_rng_state, set_host_rng_state
-from ..common.train_loop import TrainLoop
-from ..common.checkpoint import CheckpointError
-from ..common.training import (
+from ..common.base.allocator import tune_allocator
+from ..common.base.atomic import atomic_path
+from ..common.training.metrics import SegmentationMetric
+from ..common.base.random_state import host_rng_state, set_host_rng_state
+from ..common.training.loop import TrainLoop
+from ..common.checkpoints import CheckpointError
+from ..common.training.recipe import (
     ORIGINAL_CUSTOM_KEYS,
     TrainConfig,
     lr_at,
@@ -190,7 +190,7 @@ class ParamGroupAdamW(keras.optimizers.Optimizer):
 
 
 def _canonical_names(model: Any) -> dict[str, str]:
-    from ..common.weights import parameter_table
+    from ..common.model.weights import parameter_table
 
     return {spec.tf_name: spec.name for spec in parameter_table(model.config, "semantic_segmentation")}
 
@@ -304,7 +304,7 @@ def evaluate(
 ) -> SegmentationMetric:
     """Dataset-level confusion matrix of ``model`` on ``dataset`` (items at their own sizes, labels at the
     original size), accumulated in a :class:`~segformer.tf.metrics.SegmentationMeanIoU`; returned as the
-    numpy :class:`~segformer.common.metrics.SegmentationMetric` (same type as the PT ``evaluate``)."""
+    numpy :class:`~segformer.common.training.metrics.SegmentationMetric` (same type as the PT ``evaluate``)."""
     num_labels = int(num_labels if num_labels is not None else model.config.num_labels)
     metric = SegmentationMeanIoU(num_labels, ignore_index=ignore_index)
     predict = predict or _predict_whole
@@ -328,7 +328,7 @@ class Trainer(TrainLoop):
 
     Args:
         model: the Keras model, built, created under ``strategy.scope()``.
-        config: :class:`~segformer.common.training.TrainConfig` (``batch_size`` per replica).
+        config: :class:`~segformer.common.training.recipe.TrainConfig` (``batch_size`` per replica).
         train_dataset / eval_dataset: as for the PT trainer.
         out_dir: ``train_log.jsonl``, ``last/training_state.npz`` and the final ``config.json`` + ``tf_model.h5``.
         strategy: from :func:`make_strategy` (default: the current strategy).
@@ -449,7 +449,7 @@ def build_model(
     """A built ``TFSegformerForSemanticSegmentation`` to fine-tune (TF twin of ``segformer.pt.training.build_model``):
     a variant name or ``config.json`` (random weights, ``keras.utils.set_random_seed(seed)``) or a
     checkpoint folder. Call it under ``strategy.scope()``."""
-    from ..common.model_source import resolve_model_source
+    from ..common.checkpoints.model_source import resolve_model_source
     from . import TFSegformerForSemanticSegmentation
 
     source = resolve_model_source(model, num_labels, id2label, **config_overrides)

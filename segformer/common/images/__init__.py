@@ -1,0 +1,2 @@
+"""The image layer: decoding, ``SegformerImageProcessor``, post-processing, resize, transforms, label sets,
+palettes, overlays, the sample photo. Imports ``base`` and ``model``."""

@@ -1,0 +1,124 @@
+"""How much memory segmenting one image takes, estimated before any work, and how much the machine has.
+
+The estimate follows what :mod:`segformer.common.inference.streaming` keeps (numbers in bytes, ``H x W`` the image,
+``K`` classes, ``h0`` the first stage's width, ``D`` the decoder width, ``m`` the MLP ratio):
+
+* the image as uint8 (``3 H W``), the label map (``4 H W``, or ``0`` when written to a file on disk), the
+  confidence map when kept (``4 H W``);
+* the region the model runs on at once (the whole image in ``whole`` mode, ``window_batch`` windows in
+  ``slide`` mode) as float32 pixel values (``12`` per pixel) plus the model's activations, dominated by the
+  first stage's MLP, the decode head and the logits at 1/4 resolution: ``4 (m h0 + D + K) / 16`` per pixel;
+  without fused attention (TensorFlow) also every stage's attention matrix ``heads x N x N / sr^2`` floats;
+* the model-resolution logits kept for the bands: the whole image's (``4 K H W / 16``) in ``whole`` mode, about
+  ``ceil(crop_h / stride_h) + 1`` rows of windows in ``slide`` mode (``4 K crop_h W / 16`` each);
+* a few bands of :data:`~segformer.common.inference.streaming.BAND_ELEMENTS` floats, and the framework itself.
+
+It is an estimate (allocators round up and keep caches); ``benchmarks/`` compares it with measured peaks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..model.config import SegformerConfig
+from .rules import as_size_pair
+from .streaming import BAND_ELEMENTS
+
+__all__ = ["MemoryEstimate", "available_memory", "estimate_memory", "format_bytes", "FRAMEWORK_BASELINE"]
+
+FRAMEWORK_BASELINE = {"pt": 350 * 2**20, "tf": 700 * 2**20}
+
+
+def format_bytes(count: float) -> str:
+    """``1.5 GB`` style (powers of 1024)."""
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{int(count)} B"
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak bytes by part; ``total`` is their sum."""
+
+    image: int
+    outputs: int
+    model: int
+    kept_logits: int
+    bands: int
+    framework: int
+
+    @property
+    def total(self) -> int:
+        return self.image + self.outputs + self.model + self.kept_logits + self.bands + self.framework
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{name} {format_bytes(getattr(self, name))}"
+                          for name in ("image", "outputs", "model", "kept_logits", "bands", "framework"))
+        return f"{format_bytes(self.total)} ({parts})"
+
+
+def _model_bytes(config: SegformerConfig, height: int, width: int, batch: int, fused_attention: bool) -> int:
+    pixels = height * width * batch
+    per_pixel = 12 + 4 * (config.mlp_ratios[0] * config.hidden_sizes[0] + config.decoder_hidden_size
+                          + config.num_labels) / 16
+    total = pixels * per_pixel
+    if not fused_attention:
+        size_h, size_w = height, width
+        for index, stride in enumerate(config.strides):
+            size_h, size_w = math.ceil(size_h / stride), math.ceil(size_w / stride)
+            tokens = size_h * size_w
+            reduced = max(size_h // config.sr_ratios[index], 1) * max(size_w // config.sr_ratios[index], 1)
+            total = max(total, pixels * per_pixel + 8 * batch * config.num_attention_heads[index] * tokens * reduced)
+    return int(total)
+
+
+def estimate_memory(
+    config: SegformerConfig,
+    image_size: Sequence[int],
+    mode: str = "whole",
+    crop_size: int | Sequence[int] = (512, 512),
+    stride: int | Sequence[int] = (341, 341),
+    framework: str = "pt",
+    keep_confidence: bool = False,
+    labels_on_disk: bool = False,
+    window_batch: int = 1,
+) -> MemoryEstimate:
+    """Estimated peak memory of segmenting one ``image_size = (H, W)`` image at its own size (see the module
+    docstring). ``framework`` ``"pt"`` runs fused (memory-efficient) attention, ``"tf"`` materializes it."""
+    height, width = as_size_pair("image_size", image_size)
+    classes = config.num_labels
+    pixels = height * width
+    outputs = (0 if labels_on_disk else 4 * pixels) + (4 * pixels if keep_confidence else 0)
+    fused = framework == "pt"
+    if mode == "slide":
+        crop_h, crop_w = as_size_pair("crop_size", crop_size)
+        stride_h, _ = as_size_pair("stride", stride)
+        crop_h, crop_w = min(crop_h, height), min(crop_w, width)
+        model = _model_bytes(config, crop_h, crop_w, window_batch, fused)
+        grid_rows = math.ceil(crop_h / stride_h) + 1
+        kept = 4 * classes * grid_rows * crop_h * width // 16
+    else:
+        model = _model_bytes(config, height, width, 1, fused)
+        kept = 4 * classes * pixels // 16
+    bands = 4 * 4 * min(BAND_ELEMENTS, classes * width * 256)
+    return MemoryEstimate(image=3 * pixels, outputs=outputs, model=model, kept_logits=kept, bands=bands,
+                          framework=FRAMEWORK_BASELINE.get(framework, FRAMEWORK_BASELINE["tf"]))
+
+
+def available_memory() -> int | None:
+    """Bytes the system can give without swapping (``MemAvailable`` on Linux), or ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
