@@ -317,16 +317,16 @@ def evaluate(
     ignore_index: int = 255,
     predict: Callable[[Any, Any, tuple[int, int]], Any] | None = None,
     progress: bool = False,
-    workers: Any = None,
+    context: WorkerGroup | None = None,
 ) -> SegmentationMetric:
     """Dataset-level confusion matrix of ``model`` on ``dataset`` (TF twin of ``segformer.pt.training.evaluate``):
     :func:`segformer.common.training.loop.evaluate_dataset` over ``predict(model, pixel_values, (H, W)) -> (1, H, W)``
     (default :func:`segformer.tf.inference.predict_labels` at ``(H, W)``, banded, so the full-resolution
-    logits are never held; e.g. sliding windows instead). With ``workers`` (a
-    :class:`~segformer.tf.workers.WorkerGroup`) every worker evaluates its share and the matrices are summed."""
+    logits are never held; e.g. sliding windows instead). With ``context`` (a
+    :class:`~segformer.tf.workers.WorkerGroup`, as PT's ``context`` is its process group) every worker evaluates its share and the matrices are summed."""
     num_labels = int(num_labels if num_labels is not None else model.config.num_labels)
     predict = predict or _whole_image_labels
-    rank, world, sum_counts = (0, 1, None) if workers is None else (workers.rank, workers.world, workers.sum)
+    rank, world, sum_counts = (0, 1, None) if context is None else (context.rank, context.world, context.sum)
 
     def labels_of(pixel_values: Any, size: tuple[int, int]) -> Any:
         return np.asarray(predict(model, tf.constant(pixel_values), size))
@@ -450,7 +450,7 @@ class Trainer(TrainLoop):
     def evaluate(self, dataset: Any = None) -> dict[str, Any]:
         metric = evaluate(self.model, dataset if dataset is not None else self.eval_dataset,
                           ignore_index=self.config.ignore_index, predict=self.predict, progress=self.progress,
-                          workers=self.workers)
+                          context=self.workers)
         return metric.compute()
 
     def save_state(self) -> None:
