@@ -295,7 +295,7 @@ class Segmenter:
     def _prepared(self, image: np.ndarray) -> np.ndarray:
         """float32 ``(C, h, w)`` pixel values of one RGB image after the resize rule (and a single test-time
         scale) and normalization."""
-        from .common.inference import scaled_size
+        from .common.inference.rules import scaled_size
 
         height, width = image.shape[:2]
         scale = self._single_scale

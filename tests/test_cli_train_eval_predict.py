@@ -207,7 +207,7 @@ def test_quick_recipe_numbers_for_a_folder(tmp_path):
 
 
 def test_quick_recipe_rule_edges():
-    from segformer.common.training import quick_recipe, recipe_settings
+    from segformer.common.training.recipe import quick_recipe, recipe_settings
 
     # under 32 pixels the crop is the smallest side itself
     assert quick_recipe([(20, 40), (50, 50)], 2) == {"total_steps": 5, "crop_size": (20, 20), "img_scale": (80, 20)}
@@ -257,7 +257,7 @@ def test_quick_run_prints_recipe_and_time_estimate(tmp_path, capsys):
 
 
 def test_step_timer_uses_the_median_of_steady_steps():
-    from segformer.common.training import StepTimer
+    from segformer.common.training.recipe import StepTimer
 
     timer = StepTimer(total_steps=10, skip=2, first_after=3, window=4)
     # steps 1-2 (tracing, warm-up) are slow and not counted; steps 3-5 take 1, 3, 2 s: median 2 s
@@ -281,7 +281,7 @@ def test_step_timer_uses_the_median_of_steady_steps():
 
 
 def test_format_duration():
-    from segformer.common.training import format_duration
+    from segformer.common.training.recipe import format_duration
 
     assert [format_duration(s) for s in (0.25, 45, 89, 600, 5399, 5400, 12 * 3600, 3 * 86400)] == [
         "0.2 s", "45 s", "89 s", "10 min", "90 min", "1.5 h", "12.0 h", "3.0 days"]

@@ -139,3 +139,118 @@ def test_config_and_processor_writes_interrupted(tmp_path, monkeypatch):
     monkeypatch.undo()
     _assert_intact(tmp_path, before)
     assert SegformerConfig.from_pretrained(tmp_path).num_labels == 4
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _exchange_supported(folder) -> bool:
+    first, second = folder / "probe-a", folder / "probe-b"
+    first.mkdir()
+    second.mkdir()
+    try:
+        return atomic._exchange(first, second)
+    finally:
+        first.rmdir()
+        second.rmdir()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_saved_model_export_is_one_atomic_folder_write(tmp_path, monkeypatch):
+    """The SavedModel export goes through atomic_folder: the destination never goes missing, an export that
+    fails half-way leaves the old folder as it was, and temporaries of a killed export are cleaned up."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from segformer.tf import TFSegformerForSemanticSegmentation
+    from segformer.tf.export import export_saved_model
+
+    if not _exchange_supported(tmp_path):
+        pytest.skip("this file system has no exchange-rename (the fallback has a moment without the folder)")
+    model = TFSegformerForSemanticSegmentation(tiny_config())
+    model.build()
+    target = tmp_path / "saved"
+    (target / "variables").mkdir(parents=True)  # an earlier export
+    (target / "saved_model.pb").write_bytes(b"old graph")
+    (target / "variables" / "variables.index").write_bytes(b"old index")
+    before = _tree(target)
+    archive_class = type(keras.export.ExportArchive())  # the backend's class (ExportArchive.__new__ picks it)
+    real_write_out = archive_class.write_out
+    seen = []
+
+    def half_then_crash(self, filepath, *args, **kwargs):
+        seen.append(os.path.basename(filepath))
+        with open(os.path.join(filepath, "saved_model.pb"), "wb") as handle:
+            handle.write(b"partial")
+        raise Interrupted
+
+    monkeypatch.setattr(archive_class, "write_out", half_then_crash)
+    with pytest.raises(Interrupted):
+        export_saved_model(model, target)
+    assert _tree(target) == before and sorted(os.listdir(tmp_path)) == ["saved"]
+    # written into a temporary the stale cleaner knows (.NAME.PID.RANDOM.tmp)
+    assert len(seen) == 1 and seen[0].startswith(".saved.") and seen[0].endswith(".tmp"), seen
+    pid = seen[0].split(".")[2]
+    assert pid == str(os.getpid())
+
+    # the destination exists after every rename of the export
+    monkeypatch.setattr(archive_class, "write_out", real_write_out)
+    for name in ("rename", "replace"):
+        real = getattr(os, name)
+
+        def checked(src, dst, *args, _real=real, **kwargs):
+            _real(src, dst, *args, **kwargs)
+            assert target.exists(), f"{target} was missing after os.{_real.__name__}({src}, {dst})"
+
+        monkeypatch.setattr(os, name, checked)
+    # a temporary left by a killed export (its process gone) is removed by the next export, with a warning
+    leftover = tmp_path / f".saved.{_dead_pid()}.0badf00d.tmp"
+    (leftover / "variables").mkdir(parents=True)
+    (leftover / "saved_model.pb").write_bytes(b"half")
+    with pytest.warns(UserWarning, match="a temporary folder left by a killed write"):
+        export_saved_model(model, target)
+    assert sorted(os.listdir(tmp_path)) == ["saved"]
+    assert (target / "saved_model.pb").read_bytes() != b"old graph"
+    assert (target / "variables" / "variables.index").read_bytes() != b"old index"
+
+
+@pytest.mark.slow
+def test_image_segmenter_saved_model_is_one_atomic_folder_write(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    from segformer.common.images.image_processing import SegformerImageProcessor
+    from segformer.tf import TFSegformerForSemanticSegmentation, TFSegformerImageSegmenter
+
+    segmenter = TFSegformerImageSegmenter.from_processor(
+        TFSegformerForSemanticSegmentation(tiny_config()), SegformerImageProcessor(size=64)
+    )
+    target = tmp_path / "serving"
+    target.mkdir()
+    (target / "old.txt").write_text("old export")
+    before = _tree(target)
+
+    def crash(obj, export_dir, *args, **kwargs):
+        (Path(export_dir) / "saved_model.pb").write_bytes(b"partial")
+        raise Interrupted
+
+    from pathlib import Path
+
+    real_save = tf.saved_model.save
+    monkeypatch.setattr(tf.saved_model, "save", crash)
+    with pytest.raises(Interrupted):
+        segmenter.export_saved_model(str(target))
+    assert _tree(target) == before and sorted(os.listdir(tmp_path)) == ["serving"]
+    monkeypatch.setattr(tf.saved_model, "save", real_save)
+    segmenter.export_saved_model(str(target))
+    assert (target / "saved_model.pb").is_file() and not (target / "old.txt").exists()
+    assert sorted(os.listdir(tmp_path)) == ["serving"]

@@ -154,9 +154,9 @@ def test_old_flat_paths_import_the_same_module_with_a_warning():
     # names used the old way resolve to the same objects
     from segformer.common.checkpoint import CheckpointError
     from segformer.common.base.errors import CheckpointError as moved
-    from segformer.common.inference import as_size_pair
+    from segformer.common.inference.rules import as_size_pair
     from segformer.common.inference.rules import as_size_pair as rule
-    from segformer.common.training import lr_at
+    from segformer.common.training.recipe import lr_at
     from segformer.common.training.recipe import lr_at as recipe_lr_at
 
     assert CheckpointError is moved and as_size_pair is rule and lr_at is recipe_lr_at

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from randomize import tiny_config
-from segformer.common.training import TrainConfig, build_eval_transform, build_train_transform, read_jsonl
+from segformer.common.training.recipe import TrainConfig, build_eval_transform, build_train_transform, read_jsonl
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

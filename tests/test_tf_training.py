@@ -210,7 +210,7 @@ def test_pt_and_tf_loss_curves_agree_over_20_steps():
 
 def test_tf_short_finetune_loss_falls_checkpoint_and_resume(synthetic, tmp_path, capsys):
     from segformer.common.training.datasets import SegmentationFolderDataset
-    from segformer.common.training import build_eval_transform, build_train_transform
+    from segformer.common.training.recipe import build_eval_transform, build_train_transform
     from segformer.tf import TFSegformerForSemanticSegmentation
     from segformer.tf.training import Trainer, build_model
 

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         from ..tf.training import evaluate
 
         metric = evaluate(model, dataset, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
-                          progress=not args.no_progress, workers=workers)
+                          progress=not args.no_progress, context=workers)
         if workers.rank != 0:
             return 0
         ranks = f" | {workers.world} workers" if workers.world > 1 else ""

@@ -87,7 +87,7 @@ def segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
 def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``predict_labels`` / ``predict_logits`` (both frameworks) from the options, with
     the :class:`segformer.Segmenter` defaults for those not given (what ``eval`` runs)."""
-    from ..common.inference import check_inference_args
+    from ..common.inference.rules import check_inference_args
     from ..segmenter import DEFAULT_CROP_SIZE, DEFAULT_STRIDE
 
     options = segmenter_options(args)

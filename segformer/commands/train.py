@@ -32,7 +32,7 @@ def _pair(values: tuple[int, int]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..common.training import QUICK_EPOCHS, RECIPES, TrainConfig
+    from ..common.training.recipe import QUICK_EPOCHS, RECIPES, TrainConfig
     from ..common.model.variants import variant_names
 
     original = TrainConfig()
@@ -87,7 +87,7 @@ def recipe_from_args(args: argparse.Namespace, train_set: Any = None) -> dict[st
     """``total_steps``, ``crop_size`` and ``img_scale``: ``--recipe``'s values (the quick recipe reads the image
     sizes of ``train_set`` from their headers), each replaced by ``--steps`` / ``--crop-size`` / ``--img-scale``
     when given."""
-    from ..common.training import parse_size, recipe_settings
+    from ..common.training.recipe import parse_size, recipe_settings
 
     if args.recipe == "quick":
         if train_set is None:
@@ -111,7 +111,7 @@ def recipe_from_args(args: argparse.Namespace, train_set: Any = None) -> dict[st
 
 
 def train_config_from_args(args: argparse.Namespace, train_set: Any = None) -> Any:
-    from ..common.training import TrainConfig, default_warmup_steps
+    from ..common.training.recipe import TrainConfig, default_warmup_steps
 
     ratio = [float(v) for v in str(args.ratio_range).split(",")]
     if len(ratio) != 2:

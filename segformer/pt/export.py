@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common.base.atomic import atomic_path
-from ..common.inference import as_size_pair
+from ..common.inference.rules import as_size_pair
 from ..common.model.outputs import logits_of
 
 __all__ = ["LogitsModule", "export_onnx", "export_program", "compile_model", "bf16_logits"]

@@ -20,12 +20,20 @@ from ..common.model.switches import fast_path_enabled, set_fast_path
 from ..common.checkpoints import LoadReport
 from ..common.model.config import SegformerConfig
 from ..common.model.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
-from ..common.checkpoints.pretrained import prepare_state, replaced_by_save, save_pretrained_state, split_from_pretrained_kwargs
+from ..common.checkpoints.pretrained import (
+    check_switch,
+    prepare_state,
+    replaced_by_save,
+    save_pretrained_state,
+    split_from_pretrained_kwargs,
+    state_dict_to_numpy,
+    weights_dtype,
+    weights_preference,
+)
 from ..common.model.weights import check_state_keys
 
 __all__ = ["SegformerPreTrainedModel"]
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 class SegformerPreTrainedModel(nn.Module):
@@ -83,9 +91,10 @@ class SegformerPreTrainedModel(nn.Module):
 
     @check_finite.setter
     def check_finite(self, value: bool) -> None:
+        value = check_switch("check_finite", value)
         for module in self.modules():
             if isinstance(module, SegformerPreTrainedModel):
-                module._check_finite = bool(value)
+                module._check_finite = value
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """Recompute each encoder stage in the backward pass (saves activation memory).
@@ -183,23 +192,26 @@ class SegformerPreTrainedModel(nn.Module):
         pretrained_model_name_or_path: str | os.PathLike | None,
         *model_args: Any,
         config: SegformerConfig | str | os.PathLike | None = None,
-        state_dict: dict[str, torch.Tensor] | None = None,
+        state_dict: dict[str, Any] | None = None,
         ignore_mismatched_sizes: bool = False,
         output_loading_info: bool = False,
-        torch_dtype: str | torch.dtype | None = None,
-        dtype: str | torch.dtype | None = None,
+        dtype: Any = None,
+        torch_dtype: Any = None,
         use_safetensors: bool | None = None,
         from_tf: bool = False,
         **kwargs: Any,
     ):
-        """Load a checkpoint, with transformers' keywords.
+        """Load a checkpoint, with transformers' keywords (the same as ``TFSegformerPreTrainedModel.from_pretrained``).
 
         ``kwargs``: the download options (``revision``, ``token``, ``cache_dir``, ``local_files_only``,
         ``force_download``, ``proxies``, ``subfolder``), which only steer where files come from and are never
         stored, and config fields to change first (e.g. ``num_labels=19``). Any other keyword is a
-        ``TypeError`` naming it. ``state_dict`` (canonical names) replaces the weights file:
-        ``from_pretrained(None, config=config, state_dict=sd)``. ``use_safetensors=True`` reads only
-        safetensors, ``False`` never; ``from_tf=True`` reads ``tf_model.h5``.
+        ``TypeError`` naming it. ``state_dict`` (canonical names; torch tensors or numpy arrays) replaces the
+        weights file: ``from_pretrained(None, config=config, state_dict=sd)``. Which file is read:
+        :func:`segformer.common.checkpoints.pretrained.weights_preference` (``use_safetensors=True`` reads only
+        safetensors, ``False`` never; ``from_tf=True`` reads ``tf_model.h5``). ``dtype`` (or ``torch_dtype``):
+        ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"float64"`` (or the torch dtype), or ``"auto"`` (the
+        dtype ``config.json`` records): the weights are cast to it; the config is not changed.
 
         Missing / unexpected / mismatched tensors are listed in a warning and, with
         ``output_loading_info=True``, returned as a :class:`~segformer.common.checkpoints.LoadReport`.
@@ -213,17 +225,12 @@ class SegformerPreTrainedModel(nn.Module):
                 "torch.set_default_device('meta')): it loads existing weights, which a meta tensor cannot hold. "
                 "To build an empty model on the meta device use ModelClass(config) there instead."
             )
+        prefer = weights_preference("pt", use_safetensors, from_tf)
+        weights_dtype(dtype, torch_dtype)  # a bad dtype fails before anything is read
         hub, config_overrides = split_from_pretrained_kwargs(cls.__name__, kwargs)
         if isinstance(config, (str, os.PathLike)):
             config = SegformerConfig.from_pretrained(config, **hub)
-        prefer = {True: ("safetensors",), False: ("torch", "h5"), None: ("safetensors", "torch", "h5")}[
-            None if use_safetensors is None else bool(use_safetensors)
-        ]
-        if from_tf:
-            prefer = ("h5",)
-        numpy_state = None
-        if state_dict is not None:
-            numpy_state = {k: _to_numpy(v) for k, v in state_dict.items()}
+        numpy_state = None if state_dict is None else state_dict_to_numpy(state_dict)
         config, tensors, report = prepare_state(
             pretrained_model_name_or_path,
             cls._task,
@@ -236,23 +243,25 @@ class SegformerPreTrainedModel(nn.Module):
         )
         model = cls(config, *model_args)
         model.load_state_dict_numpy(tensors, strict=False)
-        wanted = dtype if dtype is not None else torch_dtype
-        if wanted is not None and wanted != "auto":
-            if isinstance(wanted, str):
-                if wanted not in _DTYPES:
-                    raise ValueError(f"dtype must be one of {list(_DTYPES)} or a torch.dtype, got {wanted!r}")
-                wanted = _DTYPES[wanted]
-            model = model.to(wanted)
+        wanted = weights_dtype(dtype, torch_dtype, config)
+        if wanted is not None:
+            model = model.to(getattr(torch, wanted))
         model.eval()
         if output_loading_info:
             return model, report
         return model
 
+    @classmethod
+    def from_preset(cls, preset: str, **kwargs: Any):
+        """keras-hub's spelling of :meth:`from_pretrained`: a preset name (``"segformer_b0_ade20k_512"``,
+        ``"b0-ade"``; ``segformer presets`` lists them), a Hub id or a folder; keywords as ``from_pretrained``."""
+        return cls.from_pretrained(preset, **kwargs)
+
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
         is_main_process: bool = True,
-        state_dict: dict[str, torch.Tensor] | None = None,
+        state_dict: dict[str, Any] | None = None,
         save_function: Callable[[Any, Any], None] | None = None,
         push_to_hub: bool = False,
         max_shard_size: int | str = "5GB",
@@ -262,7 +271,9 @@ class SegformerPreTrainedModel(nn.Module):
         """Write ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin`` through ``save_function``, by
         default ``torch.save``), atomically as one folder, with transformers' keywords.
 
-        ``state_dict``: saved instead of the model's own (the accelerate / FSDP pattern; canonical names).
+        ``state_dict``: saved instead of the model's own (the accelerate / FSDP pattern; canonical names; torch
+        tensors or numpy arrays). Weights are written as float32 whatever the model's dtype, and ``config.json``
+        records ``"dtype": "float32"``.
         ``max_shard_size`` (``"5GB"``, ``"200MB"``, bytes): larger weights are sharded with a Hugging Face index.
         ``is_main_process=False`` writes the weights but no ``config.json``. ``push_to_hub=True`` then uploads
         the folder through ``huggingface_hub`` to ``repo_id`` (default: the folder's name); ``token``,
@@ -275,7 +286,7 @@ class SegformerPreTrainedModel(nn.Module):
             type(self).__name__, kwargs,
             "is_main_process, state_dict, save_function, push_to_hub, max_shard_size, safe_serialization",
         )
-        state = self.state_dict_numpy() if state_dict is None else {k: _to_numpy(v) for k, v in state_dict.items()}
+        state = self.state_dict_numpy() if state_dict is None else state_dict_to_numpy(state_dict)
 
         def save_torch(tensors: dict[str, np.ndarray], path: Path) -> None:
             (save_function or torch.save)({n: torch.from_numpy(a) for n, a in tensors.items()}, path)
@@ -299,14 +310,6 @@ class SegformerPreTrainedModel(nn.Module):
             lambda folder: self.save_pretrained(folder, safe_serialization=safe_serialization, max_shard_size=max_shard_size),
             repo_id, **kwargs,
         )
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    """A state-dict tensor as numpy (float32 for floating point, as the checkpoint writers take it)."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        return value.float().numpy() if value.is_floating_point() else value.numpy()
-    return np.asarray(value)
 
 
 LoadReport = LoadReport  # re-exported for type hints of output_loading_info

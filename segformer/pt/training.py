@@ -40,7 +40,7 @@ from ..common.base.random_state import host_rng_state, set_host_rng_state
 from ..common.training.loop import (
     TrainLoop, check_state_format, damaged_state_error, evaluate_dataset, existing_state_file,
 )
-from ..common.training import StopSignals, TrainConfig
+from ..common.training.recipe import StopSignals, TrainConfig
 from .data import make_train_loader
 from .distributed import (
     DistributedContext,
@@ -63,7 +63,6 @@ __all__ = [
     "evaluate",
     "init_distributed",
     "load_training_state",
-    "predict_labels",
     "save_training_state",
     "set_learning_rate",
 ]
@@ -201,12 +200,10 @@ def load_training_state(
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def predict_labels(model: nn.Module, pixel_values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Whole-image labels at ``size`` (the default predictor of :func:`evaluate`, and ``segformer eval``'s):
-    :func:`segformer.pt.inference.predict_labels`, banded, so the full-resolution logits are never held."""
-    from .inference import predict_labels as banded_labels
+def _whole_image_labels(model: Any, pixel_values: Any, size: tuple[int, int]) -> Any:
+    from .inference import predict_labels
 
-    return banded_labels(model, pixel_values, output_size=size)
+    return predict_labels(model, pixel_values, output_size=size)
 
 
 def evaluate(
@@ -221,7 +218,8 @@ def evaluate(
 ) -> SegmentationMetric:
     """Dataset-level confusion matrix of ``model`` on ``dataset`` (TF twin: ``segformer.tf.training.evaluate``):
     :func:`segformer.common.training.loop.evaluate_dataset` over ``predict(model, pixel_values, (H, W)) -> (1, H, W)``
-    (default :func:`predict_labels`, banded; e.g. sliding windows instead), in eval mode without gradients.
+    (default :func:`segformer.pt.inference.predict_labels` at ``(H, W)``, banded, so the full-resolution
+    logits are never held; e.g. sliding windows instead), in eval mode without gradients.
 
     Under a process group every rank evaluates its share and the int64 matrices are summed, so every rank
     returns the metric of the whole dataset.
@@ -229,7 +227,7 @@ def evaluate(
     context = context or DistributedContext()
     inner = _unwrap(model)
     num_labels = int(num_labels if num_labels is not None else inner.config.num_labels)
-    predict = predict or predict_labels
+    predict = predict or _whole_image_labels
     autocast = torch.autocast(context.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def labels_of(pixel_values: Any, size: tuple[int, int]) -> Any:

@@ -90,12 +90,14 @@ class TFSegformerBatchNorm(keras.layers.BatchNormalization):
             if self.synchronized:
                 count = count * tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
             unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+            for stat, batch in ((self.moving_mean, mean), (self.moving_variance, unbiased)):
+                stat.assign(tf.cast(tf.cast(stat, tf.float32) * self.momentum + batch * (1.0 - self.momentum), stat.dtype))
             self.num_batches_tracked.assign_add(1)
         else:
             mean, variance = self.moving_mean, self.moving_variance
-        out = (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
+        gamma, beta = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
+        mean, variance = tf.cast(mean, tf.float32), tf.cast(variance, tf.float32)
+        out = (x - mean) * tf.math.rsqrt(variance + self.epsilon) * gamma + beta
         return tf.cast(out, self.compute_dtype)
 
 
@@ -202,11 +204,11 @@ class TFSegformerDecodeHead(keras.layers.Layer):
         )
         out = None
         for i, (weight, hidden) in enumerate(zip(weights, maps)):
-            y = tf.linalg.matmul(tf.cast(hidden, tf.float32), weight, transpose_b=True)  # (B, h_i, w_i, D)
+            y = tf.linalg.matmul(tf.cast(hidden, tf.float32), tf.cast(weight, tf.float32), transpose_b=True)  # (B, h_i, w_i, D)
             if i > 0:
                 y = resize_bilinear(y, size)
             out = y if out is None else out + y
-        return out + shift
+        return out + tf.cast(shift, tf.float32)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "config": self.config.to_dict()}

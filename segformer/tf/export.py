@@ -2,8 +2,9 @@
 size; float32, float16 weights, or full-integer int8 calibrated on the user's images), and a
 ``mixed_float16`` run. TF twin of ``segformer/pt/export.py`` and ``segformer/pt/quantize.py``.
 
-Every export is written atomically: a SavedModel folder is built beside the destination and renamed
-into place; a ``.tflite`` file goes through :func:`segformer.common.base.atomic.atomic_path`.
+Every export is written atomically: a SavedModel folder goes through
+:func:`segformer.common.base.atomic.atomic_folder` (built as a temporary sibling, swapped in with one rename),
+a ``.tflite`` file through :func:`segformer.common.base.atomic.atomic_path`.
 
 The exported function is the eval-mode model (``training=False``) returning logits only:
 ``(B, num_labels, ceil(H/4), ceil(W/4))`` for ``channels_first`` input ``(B, C, H, W)`` (the models'
@@ -23,8 +24,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..common.base.atomic import atomic_path, check_overwrite
-from ..common.inference import as_size_pair
+from ..common.base.atomic import atomic_folder, atomic_path, check_overwrite
+from ..common.inference.rules import as_size_pair
 from ..common.model.outputs import logits_of
 from .layers import resize_bilinear
 
@@ -135,24 +136,9 @@ def export_saved_model(
         fn=lambda pixel_values: {"logits": module.logits(pixel_values)},
         input_signature=[_spec(model, data_format, None, size)],
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    backup = None
-    try:
-        archive.write_out(str(staging / "model"), verbose=False)
-        if path.exists():
-            backup = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, backup)
-        os.replace(staging / "model", path)
-    except BaseException:
-        if backup is not None and not path.exists():
-            os.replace(backup, path)
-            backup = None
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
+    # the whole folder is the export's: nothing of an old one is carried over
+    with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder:
+        archive.write_out(str(folder), verbose=False)
     return path
 
 

@@ -221,9 +221,13 @@ class TFSegformerImageSegmenter(keras.Model):
         return serve.get_concrete_function()
 
     def export_saved_model(self, path: str) -> None:
-        """A SavedModel for TF Serving: ``serving_default(images)`` takes uint8 images of any size."""
+        """A SavedModel for TF Serving: ``serving_default(images)`` takes uint8 images of any size (written
+        atomically as one folder, :func:`segformer.common.base.atomic.atomic_folder`)."""
+        from ..common.base.atomic import atomic_folder
+
         self.build()
-        tf.saved_model.save(self, path, signatures={"serving_default": self.serving_function()})
+        with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder:
+            tf.saved_model.save(self, str(folder), signatures={"serving_default": self.serving_function()})
 
     def export_tflite(self, path: str, image_size: tuple[int, int], batch: int = 1) -> None:
         """A TFLite model for uint8 images of one fixed ``image_size = (height, width)`` (written atomically)."""

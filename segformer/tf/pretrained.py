@@ -19,11 +19,33 @@ from ..common.model.switches import fast_path_enabled, set_fast_path
 from ..common.model.config import SegformerConfig, as_config
 from ..common.model.pixel_values import DATA_FORMATS
 from ..common.model.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
-from ..common.checkpoints.pretrained import prepare_state, replaced_by_save, save_pretrained_state, split_from_pretrained_kwargs
+from ..common.checkpoints.pretrained import (
+    check_switch,
+    prepare_state,
+    replaced_by_save,
+    save_pretrained_state,
+    split_from_pretrained_kwargs,
+    state_dict_to_numpy,
+    weights_dtype,
+    weights_preference,
+)
 from ..common.model.weights import check_state_keys, parameter_table, to_pt_layout, to_tf_layout
 
 __all__ = ["TFSegformerPreTrainedModel", "DATA_FORMATS"]
 
+
+
+def _built_in_dtype(cls: type, dtype: str, config: SegformerConfig, *args: Any, **kwargs: Any) -> "TFSegformerPreTrainedModel":
+    """A built ``cls(config, ...)`` whose layers hold their variables in ``dtype`` (Keras 3 layers take the
+    global dtype policy when made: it is set for the moment of construction and put back)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)
+    try:
+        model = cls(config, *args, **kwargs)
+        model.build()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return model
 
 
 class _GraphCache:
@@ -65,7 +87,7 @@ class TFSegformerPreTrainedModel(keras.Model):
         super().__init__(**kwargs)
         self.config = config
         self.data_format = data_format
-        self.check_finite = False  # reject NaN / Inf pixel values (eager only; on in `segformer predict`)
+        self._check_finite = False
         self._graphs = _GraphCache()  # eager inference calls -> cached tf.function graphs (see _graph_call)
 
     framework = "tf"
@@ -103,11 +125,22 @@ class TFSegformerPreTrainedModel(keras.Model):
     # --------------------------------------------------------------------------- switches
     @property
     def use_fast_path(self) -> bool:
+        """Eval-mode fast path (folded decode head, cached graphs); ``False`` forces the plain path."""
         return fast_path_enabled(self._flatten_layers())
 
     @use_fast_path.setter
     def use_fast_path(self, value: bool) -> None:
         set_fast_path(self._flatten_layers(), value)
+
+    @property
+    def check_finite(self) -> bool:
+        """Reject NaN / Inf pixel values with a ValueError (one pass over the input, eager calls; off by default
+        for speed, on in ``segformer predict``)."""
+        return self._check_finite
+
+    @check_finite.setter
+    def check_finite(self, value: bool) -> None:
+        self._check_finite = check_switch("check_finite", value)
 
     # -------------------------------------------------------------- canonical <-> variables
     def _variables_by_tf_name(self) -> dict[str, keras.Variable]:
@@ -148,38 +181,49 @@ class TFSegformerPreTrainedModel(keras.Model):
     def from_pretrained(
         cls,
         pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args: Any,
         config: SegformerConfig | str | os.PathLike | None = None,
+        state_dict: dict[str, Any] | None = None,
         ignore_mismatched_sizes: bool = False,
         output_loading_info: bool = False,
-        data_format: str = "channels_first",
-        from_pt: bool | None = None,
+        dtype: Any = None,
+        torch_dtype: Any = None,
         use_safetensors: bool | None = None,
-        state_dict: dict[str, Any] | None = None,
+        from_pt: bool = False,
+        data_format: str = "channels_first",
         **kwargs: Any,
     ):
-        """Load ``tf_model.h5`` (preferred), ``model.safetensors`` (numpy, no torch) or ``pytorch_model.bin``.
+        """Load ``tf_model.h5`` (preferred), ``model.safetensors`` (numpy, no torch) or ``pytorch_model.bin``;
+        the keywords of ``SegformerPreTrainedModel.from_pretrained`` (``from_pt`` for its ``from_tf``) plus
+        ``data_format``.
 
         ``kwargs``: the download options (``revision``, ``token``, ``cache_dir``, ``local_files_only``,
         ``force_download``, ``proxies``, ``subfolder``), never stored, and config fields to change first; any
-        other keyword is a ``TypeError`` naming it. ``state_dict``: numpy arrays by canonical name (PyTorch
-        layout) instead of a weights file. BatchNorm running statistics are loaded in every direction. Returns
-        the model (and the :class:`~segformer.common.checkpoints.LoadReport` with ``output_loading_info=True``).
+        other keyword is a ``TypeError`` naming it. ``state_dict``: arrays by canonical name (PyTorch layout;
+        numpy, TensorFlow or torch) instead of a weights file. Which file is read:
+        :func:`segformer.common.checkpoints.pretrained.weights_preference` (``from_pt=True`` reads the PyTorch files,
+        ``use_safetensors`` as in PyTorch). ``dtype`` (or ``torch_dtype``): ``"float32"``, ``"float16"``,
+        ``"bfloat16"``, ``"float64"`` (or such a dtype), or ``"auto"`` (the dtype ``config.json`` records): the
+        model's variables are created in it (its Keras dtype policy; the classifier stays float32); the config is
+        not changed. BatchNorm running statistics are loaded in every direction. Returns the model (and the
+        :class:`~segformer.common.checkpoints.LoadReport` with ``output_loading_info=True``).
         """
+        prefer = weights_preference("tf", use_safetensors, from_pt)
+        weights_dtype(dtype, torch_dtype)  # a bad dtype fails before anything is read
         hub, config_overrides = split_from_pretrained_kwargs(cls.__name__, kwargs)
         if isinstance(config, (str, os.PathLike)):
             config = SegformerConfig.from_pretrained(config, **hub)
-        prefer = ("safetensors", "torch", "h5") if from_pt else ("h5", "safetensors", "torch")
-        if use_safetensors is True:
-            prefer = ("safetensors",)
-        elif use_safetensors is False:
-            prefer = tuple(p for p in prefer if p != "safetensors")
-        numpy_state = None if state_dict is None else {k: np.asarray(v) for k, v in state_dict.items()}
+        numpy_state = None if state_dict is None else state_dict_to_numpy(state_dict)
         config, tensors, report = prepare_state(
             pretrained_model_name_or_path, cls._task, config=config, prefer=prefer,
             ignore_mismatched_sizes=ignore_mismatched_sizes, hub=hub, state_dict=numpy_state, **config_overrides,
         )
-        model = cls(config, data_format=data_format)
-        model.build()
+        wanted = weights_dtype(dtype, torch_dtype, config)
+        if wanted is None:
+            model = cls(config, *model_args, data_format=data_format)
+            model.build()
+        else:
+            model = _built_in_dtype(cls, wanted, config, *model_args, data_format=data_format)
         model.load_state_dict_numpy(tensors, strict=False)
         return (model, report) if output_loading_info else model
 
@@ -198,6 +242,7 @@ class TFSegformerPreTrainedModel(keras.Model):
         signatures: Any = None,
         max_shard_size: int | str = "10GB",
         safe_serialization: bool = False,
+        state_dict: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Path:
         """Write ``config.json`` + ``tf_model.h5`` in the Hugging Face layout (their TF classes load it), atomically.
@@ -208,18 +253,21 @@ class TFSegformerPreTrainedModel(keras.Model):
         default ``serving_default(pixel_values)`` with free batch / height / width). ``push_to_hub=True`` then
         uploads the folder through ``huggingface_hub`` to ``repo_id`` (default: the folder's name) with ``token``,
         ``commit_message``, ``commit_description``, ``private``, ``create_pr``, ``revision``. Any other keyword is
-        a ``TypeError`` naming it.
+        a ``TypeError`` naming it. ``state_dict`` (canonical names, PyTorch layout; numpy, TensorFlow or torch):
+        saved instead of the model's own, as in PyTorch. Weights are written as float32 whatever the model's dtype,
+        and ``config.json`` records ``"dtype": "float32"``.
         """
         repo_id, upload = pop_save_kwargs(
             type(self).__name__, kwargs,
-            "saved_model, version, push_to_hub, signatures, max_shard_size, safe_serialization",
+            "saved_model, version, push_to_hub, signatures, max_shard_size, safe_serialization, state_dict",
         )
         if saved_model and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
             raise ValueError(f"version must be an integer >= 0 (the SavedModel subfolder), got {version!r}")
+        state = self.state_dict_numpy() if state_dict is None else state_dict_to_numpy(state_dict)
         weights_format = "safetensors" if safe_serialization else "h5"
         with atomic_folder(save_directory, discard=replaced_by_save(weights_format)) as folder:  # old or new, never a mix
             save_pretrained_state(
-                folder, self.config, self.state_dict_numpy(), self._task, "tf", type(self).__name__,
+                folder, self.config, state, self._task, "tf", type(self).__name__,
                 weights_format=weights_format, max_shard_size=max_shard_size,
             )
             if saved_model:

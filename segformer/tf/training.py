@@ -47,7 +47,7 @@ from ..common.training.loop import (
     TrainLoop, check_state_format, damaged_state_error, evaluate_dataset, existing_state_file,
 )
 from ..common.checkpoints import CheckpointError
-from ..common.training import (
+from ..common.training.recipe import (
     ORIGINAL_CUSTOM_KEYS,
     TrainConfig,
     lr_at,
@@ -67,7 +67,6 @@ __all__ = [
     "evaluate",
     "load_training_state",
     "make_strategy",
-    "predict_labels",
     "save_training_state",
     "set_sync_batchnorm",
 ]
@@ -305,12 +304,10 @@ def _extra_variables(model: Any) -> list[Any]:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def predict_labels(model: Any, pixel_values: Any, size: tuple[int, int]) -> tf.Tensor:
-    """Whole-image labels at ``size`` (the default predictor of :func:`evaluate`, and ``segformer eval``'s):
-    :func:`segformer.tf.inference.predict_labels`, banded (TF twin of ``segformer.pt.training.predict_labels``)."""
-    from .inference import predict_labels as banded_labels
+def _whole_image_labels(model: Any, pixel_values: Any, size: tuple[int, int]) -> Any:
+    from .inference import predict_labels
 
-    return banded_labels(model, pixel_values, output_size=size)
+    return predict_labels(model, pixel_values, output_size=size)
 
 
 def evaluate(
@@ -320,15 +317,16 @@ def evaluate(
     ignore_index: int = 255,
     predict: Callable[[Any, Any, tuple[int, int]], Any] | None = None,
     progress: bool = False,
-    workers: Any = None,
+    context: WorkerGroup | None = None,
 ) -> SegmentationMetric:
     """Dataset-level confusion matrix of ``model`` on ``dataset`` (TF twin of ``segformer.pt.training.evaluate``):
     :func:`segformer.common.training.loop.evaluate_dataset` over ``predict(model, pixel_values, (H, W)) -> (1, H, W)``
-    (default :func:`predict_labels`, banded; e.g. sliding windows instead). With ``workers`` (a
-    :class:`~segformer.tf.workers.WorkerGroup`) every worker evaluates its share and the matrices are summed."""
+    (default :func:`segformer.tf.inference.predict_labels` at ``(H, W)``, banded, so the full-resolution
+    logits are never held; e.g. sliding windows instead). With ``context`` (a
+    :class:`~segformer.tf.workers.WorkerGroup`, as PT's ``context`` is its process group) every worker evaluates its share and the matrices are summed."""
     num_labels = int(num_labels if num_labels is not None else model.config.num_labels)
-    predict = predict or predict_labels
-    rank, world, sum_counts = (0, 1, None) if workers is None else (workers.rank, workers.world, workers.sum)
+    predict = predict or _whole_image_labels
+    rank, world, sum_counts = (0, 1, None) if context is None else (context.rank, context.world, context.sum)
 
     def labels_of(pixel_values: Any, size: tuple[int, int]) -> Any:
         return np.asarray(predict(model, tf.constant(pixel_values), size))
@@ -452,7 +450,7 @@ class Trainer(TrainLoop):
     def evaluate(self, dataset: Any = None) -> dict[str, Any]:
         metric = evaluate(self.model, dataset if dataset is not None else self.eval_dataset,
                           ignore_index=self.config.ignore_index, predict=self.predict, progress=self.progress,
-                          workers=self.workers)
+                          context=self.workers)
         return metric.compute()
 
     def save_state(self) -> None:

@@ -37,6 +37,12 @@ from ..model.config import CONFIG_NAME, SegformerConfig
 from ..model.weights import ParamSpec, hf_tf_model_name, parameter_table, to_pt_layout, to_tf_layout
 
 __all__ = [
+    "WEIGHT_DTYPES",
+    "SAVED_WEIGHTS_DTYPE",
+    "weights_preference",
+    "weights_dtype",
+    "state_dict_to_numpy",
+    "check_switch",
     "resolve_pretrained",
     "split_from_pretrained_kwargs",
     "read_canonical_state",
@@ -46,6 +52,121 @@ __all__ = [
     "parse_shard_size",
     "plan_shards",
 ]
+
+
+# ------------------------------------------------------------------- options both frameworks share
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+"""The ``dtype=`` values ``from_pretrained`` casts the weights to (PyTorch and Keras alike)."""
+
+SAVED_WEIGHTS_DTYPE = "float32"
+"""The dtype of every weights file ``save_pretrained`` writes (weights are saved as float32 whatever the model's
+dtype); recorded as ``"dtype"`` in the saved ``config.json``, as transformers records its saved weights' dtype."""
+
+_NATIVE_FORMATS = {"pt": ("safetensors", "torch", "h5"), "tf": ("h5", "safetensors", "torch")}
+_OTHER_FORMATS = {"pt": ("h5",), "tf": ("safetensors", "torch")}  # from_tf=True / from_pt=True
+_FROM_OTHER = {"pt": "from_tf", "tf": "from_pt"}
+
+
+def weights_preference(framework: str, use_safetensors: bool | None = None, from_other: bool | None = None) -> tuple[str, ...]:
+    """The weights-file formats ``from_pretrained`` looks for, in order: one rule for both frameworks.
+
+    Start from the framework's own order (PyTorch: ``model.safetensors``, ``pytorch_model.bin``, ``tf_model.h5``;
+    Keras: ``tf_model.h5``, ``model.safetensors``, ``pytorch_model.bin``). ``from_other`` (``from_tf=True`` in
+    PyTorch, ``from_pt=True`` in Keras) keeps only the other framework's files (``tf_model.h5``; the PyTorch
+    files, safetensors first). Then ``use_safetensors=True`` keeps only safetensors and ``False`` drops it. The
+    flags combine, none overrides another: a combination that leaves no format (``from_tf=True`` with
+    ``use_safetensors=True``) is a ``ValueError``.
+    """
+    if framework not in _NATIVE_FORMATS:
+        raise ValueError(f"framework must be one of {sorted(_NATIVE_FORMATS)}, got {framework!r}")
+    flag = _FROM_OTHER[framework]
+    if use_safetensors is not None and not isinstance(use_safetensors, (bool, np.bool_)):
+        raise TypeError(f"use_safetensors must be True, False or None, got {use_safetensors!r:.100}")
+    if from_other is not None and not isinstance(from_other, (bool, np.bool_)):
+        raise TypeError(f"{flag} must be True, False or None, got {from_other!r:.100}")
+    prefer = _OTHER_FORMATS[framework] if from_other else _NATIVE_FORMATS[framework]
+    if use_safetensors is not None:
+        prefer = tuple(f for f in prefer if (f == "safetensors") == bool(use_safetensors))
+    if not prefer:
+        raise ValueError(
+            f"{flag}=True reads only {', '.join(_OTHER_FORMATS[framework])} files, which use_safetensors="
+            f"{bool(use_safetensors)} rules out; pass one of the two"
+        )
+    return prefer
+
+
+def weights_dtype(dtype: Any = None, torch_dtype: Any = None, config: SegformerConfig | None = None) -> str | None:
+    """``from_pretrained``'s ``dtype=`` (or transformers' older ``torch_dtype=``) as one of :data:`WEIGHT_DTYPES`,
+    or ``None`` (keep float32).
+
+    Accepted: a name (``"float16"``, ``"torch.float16"``), a torch / numpy / TensorFlow dtype of one of those
+    names, ``"auto"`` (the dtype recorded in ``config.json``, if it is one of them) or ``None``. The value only
+    steers the cast of the weights; it is never stored in the config.
+    """
+    if dtype is not None and torch_dtype is not None and _dtype_text(dtype) != _dtype_text(torch_dtype):
+        raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass dtype only")
+    value = dtype if dtype is not None else torch_dtype
+    if value is None:
+        return None
+    name = _dtype_text(value)
+    if name == "auto":
+        recorded = None if config is None else config.dtype
+        return recorded if recorded in WEIGHT_DTYPES else None
+    if name not in WEIGHT_DTYPES:
+        raise ValueError(
+            f"dtype must be one of {list(WEIGHT_DTYPES)}, 'auto' or None (names, or torch / numpy / TensorFlow "
+            f"dtypes of those names), got {value!r:.100}"
+        )
+    return name
+
+
+def _dtype_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.removeprefix("torch.")
+    name = getattr(value, "name", None)  # numpy / TensorFlow dtypes
+    if isinstance(name, str):
+        return name
+    if isinstance(value, type):  # np.float16
+        try:
+            return np.dtype(value).name
+        except TypeError:
+            return repr(value)
+    return str(value).removeprefix("torch.")  # torch.float16
+
+
+def state_dict_to_numpy(state_dict: Any, owner: str = "state_dict") -> dict[str, np.ndarray]:
+    """A ``state_dict=`` of either framework as ``{name: numpy array}`` (canonical names, PyTorch layout).
+
+    Values may be numpy arrays, torch tensors (any device, ``requires_grad`` or not), TensorFlow tensors or Keras
+    variables; floating-point values become float32 (bfloat16 included), integers keep their dtype.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"{owner} must be a dict of name -> tensor, got {type(state_dict).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for name, value in state_dict.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{owner} keys must be parameter names (str), got {name!r:.100}")
+        if hasattr(value, "detach") and hasattr(value, "is_floating_point"):  # torch.Tensor
+            value = value.detach().cpu()
+            value = value.float() if value.is_floating_point() else value
+            array = value.numpy()
+        elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # tf.Tensor / keras.Variable
+            array = np.asarray(value.numpy())
+        else:
+            array = np.asarray(value)
+        if array.dtype.kind == "f" or array.dtype.name == "bfloat16":
+            array = array.astype(np.float32, copy=False)
+        elif array.dtype.kind not in "iub":
+            raise TypeError(f"{owner}[{name!r}] must be a numeric tensor or array, got dtype {array.dtype}")
+        out[name] = array
+    return out
+
+
+def check_switch(name: str, value: Any) -> bool:
+    """A model switch (``check_finite``): ``True`` or ``False``; anything else is a ``TypeError`` naming it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r:.100}")
+    return bool(value)
 
 
 def resolve_pretrained(
@@ -279,6 +400,8 @@ def save_pretrained_state(
         raise NotADirectoryError(f"save_directory {directory} exists and is not a folder")
     directory.mkdir(parents=True, exist_ok=True)
     config = config.copy(architectures=[architecture])
+    config.dtype = SAVED_WEIGHTS_DTYPE  # what the files below hold (the state is cast to it)
+    state = state_dict_to_numpy(state)
     specs = parameter_table(config, task)
     missing = [s.name for s in specs if s.name not in state]
     if missing:
