@@ -125,17 +125,17 @@ def _save_model(folder: Path) -> None:
 
 
 def _child_loop(model: str, images: str, out: str, threads: int | None) -> dict:
-    """The one-at-a-time loop: decode, segment, write, next (what ``predict`` did before)."""
+    """The one-at-a-time loop: decode, segment, write, next (what ``predict`` did before), with the segmenter
+    ``predict`` builds (``Segmenter.from_pretrained``: the checkpoint's processor settings)."""
     import torch
 
     from segformer import Segmenter
     from segformer.common.images.image_io import expand_inputs
     from segformer.common.images.viz import save_mask_png, save_png
-    from segformer.pt import SegformerForSemanticSegmentation
 
     configure_threads(threads)
     start = time.perf_counter()
-    segmenter = Segmenter(SegformerForSemanticSegmentation.from_pretrained(model), resize="none", batch_size=1)
+    segmenter = Segmenter.from_pretrained(model, batch_size=1)  # what predict builds, one image at a time
     paths = expand_inputs([images])
     for path in paths:
         result = segmenter(path, keep_confidence=False)
