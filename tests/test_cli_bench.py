@@ -278,6 +278,20 @@ def test_bench_modes_reject_bad_options(capsys):
         assert message in capsys.readouterr().err, argv
 
 
+def test_fold_mode_prints_one_row_per_case(capsys):
+    """``--mode fold``: forward, fold and cache-check times of the PT eval head (tiny variant, two sizes)."""
+    pytest.importorskip("torch")
+    from segformer.cli import main
+
+    assert main(["bench", "--mode", "fold", "--variants", "tiny", "--sizes", "64x64,32x48", "--threads", "1",
+                 "--repeats", "2", "--num-labels", "3"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny |")]
+    assert [row.split(" | ")[1] for row in rows] == ["64x64", "32x48"]
+    assert all(row.count("%") == 4 for row in rows)  # fold and check, each by median and by min
+    assert main(["bench", "--mode", "fold", "--repeats", "0"]) == 2
+    assert "--repeats must be a positive int, got 0" in capsys.readouterr().err
+
+
 def test_scale_mode_whole_runs(capsys):
     """``--mode whole``: one fresh measurement process, its peak memory printed (tiny image)."""
     pytest.importorskip("torch")

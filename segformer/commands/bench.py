@@ -1,7 +1,7 @@
 """``segformer bench``: the one benchmark harness. ``--mode latency`` (the default): latency / peak memory
 against the reference implementations, inference or training steps, optionally with ``--contention N``
 competing busy processes; ``--mode memory | whole | folder | torchrun``: inference at scale;
-``--mode quant``: agreement and mIoU of the quantized paths.
+``--mode quant``: agreement and mIoU of the quantized paths; ``--mode fold``: the PT eval head's fold cache cost.
 
 The work is done by :mod:`segformer.benchmark` (latency: one fresh worker process per configuration, repeats
 alternating between implementations; :mod:`~segformer.benchmark.scale`; :mod:`~segformer.benchmark.quant`);
@@ -25,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     from ..benchmark.scale import MODES as SCALE_MODES
 
-    parser.add_argument("--mode", choices=("latency", *SCALE_MODES, "quant"), default="latency",
+    parser.add_argument("--mode", choices=("latency", *SCALE_MODES, "quant", "fold"), default="latency",
                         help="latency (default): the timing table; memory / whole / folder / torchrun: inference at "
-                             "scale; quant: agreement and mIoU of the int8 / float16 paths")
+                             "scale; quant: agreement and mIoU of the int8 / float16 paths; fold: what keeping the PT "
+                             "eval head's fold fresh costs per forward")
     parser.add_argument("--variants", default="b0,b2", help=f"comma-separated: {', '.join(variant_names())} (default b0,b2)")
     parser.add_argument("--sizes", default="512x512", help="comma-separated HEIGHTxWIDTH (default 512x512)")
     parser.add_argument(
@@ -103,6 +104,15 @@ def run(args: argparse.Namespace) -> int:
             _positive("--threads", args.threads)
         if args.mode == "quant":
             report = _quant(args)
+        elif args.mode == "fold":
+            from ..benchmark import parse_list, parse_sizes
+            from ..benchmark.head_fold import run_fold
+            from ..common.base.threads import default_threads
+
+            run_fold(parse_list("variants", args.variants), parse_sizes(args.sizes),
+                     threads=args.threads or default_threads(), repeats=_positive("--repeats", args.repeats),
+                     num_labels=_positive("--num-labels", args.num_labels))
+            return 0
         elif args.mode != "latency":
             from ..benchmark.scale import run_mode
 
