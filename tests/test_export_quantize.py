@@ -406,7 +406,7 @@ def test_export_cli_writes_prints_size_and_agreement(checkpoint, tmp_path, capsy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
 
 
-@pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
+@pytest.mark.parametrize("fmt", ["onnx-int8", pytest.param("tflite-int8", marks=pytest.mark.slow)])
 def test_export_cli_refuses_below_the_agreement_floor(checkpoint, tmp_path, capsys, monkeypatch, fmt):
     pytest.importorskip("onnxruntime" if fmt == "onnx-int8" else "tensorflow")
     import segformer.common.inference.quantization as quantization
