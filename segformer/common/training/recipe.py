@@ -429,8 +429,11 @@ def build_eval_transform(resize: str | None = None) -> Any:
 
     if resize is None or resize == "none":
         return EvalTransform()
-    if resize == "ade":
-        return EvalTransform(size=(2048, 512), keep_ratio=True, size_divisor=32)
+    if resize == "ade":  # the ADE20K presets' test-time rule, written once there
+        from ..model.presets import get_preset
+
+        ade = get_preset("b0-ade")
+        return EvalTransform(size=ade.test_scale, keep_ratio=True, size_divisor=ade.size_divisor)
     return EvalTransform(size=parse_size(resize, "--eval-size"))
 
 
