@@ -24,9 +24,6 @@ def test_demo_seeded_b0(tmp_path, capsys):
         first_row = text.split(f"first calls, {framework}")[1].splitlines()[0]
         first = [float(v) for v in first_row.split("ms")[0].split(",")]
         assert len(first) == 2 and min(first) > 0 and float(warm_row.split()[0]) > 0
-    tf_warm = float(text.split("time per forward, TensorFlow")[1].split()[0])
-    tf_first = [float(v) for v in text.split("first calls, TensorFlow")[1].split("ms")[0].split(",")]
-    assert max(tf_first) > tf_warm  # Keras traces its graph in the second call: that time is not the warm figure
     diff = float(text.split("logits max |diff| PT vs TF")[1].split()[0])
     print(f"DEMO b0 seeded, 128x128 input: logits max|diff| PT vs TF {diff:.3e}")
     assert diff <= 1e-4
