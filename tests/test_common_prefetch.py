@@ -1,11 +1,9 @@
-"""Background loading for evaluation: in order, in another thread, errors in their turn, and the
-same batches as the DataLoader evaluation used before."""
+"""Background loading for evaluation: in order, in another thread, errors in their turn."""
 
 from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
 
 from segformer.common.inference.prefetch import Prefetched
@@ -29,23 +27,3 @@ def test_prefetched_order_background_thread_and_errors():
     assert list(Prefetched(lambda k: k + 1, [5, 1, 4], workers=0)) == [6, 2, 5] and len(Prefetched(str, "ab")) == 2
     with pytest.raises(ValueError, match="ahead must be an int >= 1, got 0"):
         Prefetched(str, [], ahead=0)
-
-
-def test_eval_batches_equal_the_dataloader(tmp_path):
-    pytest.importorskip("torch")
-    import torch
-
-    from segformer.common.training.datasets import SegmentationFolderDataset, make_synthetic_dataset
-    from segformer.common.training.recipe import build_eval_transform
-    from segformer.pt.data import make_eval_batches, make_eval_loader
-
-    make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=5, size=(40, 52), num_labels=4)
-    dataset = SegmentationFolderDataset(tmp_path / "data", "validation", transform=build_eval_transform(None))
-    for rank in (0, 1):
-        expected = list(make_eval_loader(dataset, rank, 2))
-        got = list(make_eval_batches(dataset, rank, 2))
-        assert len(got) == len(expected) == len(make_eval_batches(dataset, rank, 2))
-        for a, b in zip(got, expected):
-            assert a.keys() == b.keys()
-            assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
-            assert np.asarray(a["pixel_values"]).shape[0] == 1

@@ -282,18 +282,3 @@ def test_mirrored_strategy_two_cpu_replicas_match_one_device(synthetic, tmp_path
     diffs = np.abs(np.asarray(results[1]["losses"]) - np.asarray(results[2]["losses"]))
     print(f"MirroredStrategy 2 replicas vs 1 device, max |loss diff| over 4 steps: {diffs.max():.3g}")
     assert diffs.max() < 1e-5, results
-
-
-def test_eval_dataset_loads_in_the_background_in_order(tmp_path):
-    from segformer.common.training.datasets import SegmentationFolderDataset, make_synthetic_dataset
-    from segformer.common.training.recipe import build_eval_transform
-    from segformer.tf.data import make_eval_dataset
-
-    make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=5, size=(40, 52), num_labels=4)
-    dataset = SegmentationFolderDataset(tmp_path / "data", "validation", transform=build_eval_transform(None))
-    elements = list(make_eval_dataset(dataset))
-    assert len(elements) == len(dataset)
-    for index, element in enumerate(elements):  # the order of the dataset, each element as loaded directly
-        item = dataset[index]
-        np.testing.assert_array_equal(element["pixel_values"].numpy()[0], item["pixel_values"])
-        np.testing.assert_array_equal(element["labels"].numpy()[0], item["labels"])

@@ -26,16 +26,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..common.training.batches import rank_batches
 from ..common.training.datasets import collate_items
-from ..common.inference.prefetch import Prefetched
-from ..common.training.loop import eval_indices
 
 __all__ = [
     "TorchSegmentationDataset",
     "TrainBatchSampler",
     "collate",
-    "eval_indices",
-    "make_eval_batches",
-    "make_eval_loader",
     "make_train_loader",
 ]
 
@@ -109,22 +104,4 @@ def make_train_loader(
     return DataLoader(
         TorchSegmentationDataset(dataset), batch_sampler=sampler, collate_fn=collate,
         num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed),
-    )
-
-
-def make_eval_batches(dataset: Any, rank: int = 0, world_size: int = 1, ahead: int = 2) -> Prefetched:
-    """This rank's share of ``dataset``, one image per batch (``collate`` of one item, as
-    :func:`make_eval_loader` gives them), the next ``ahead`` read and transformed in a background thread
-    while the caller runs the model (``ahead=0``: in the calling thread)."""
-    view = TorchSegmentationDataset(dataset)
-    return Prefetched(lambda index: collate([view[index]]), eval_indices(len(dataset), rank, world_size),
-                      ahead=max(ahead, 1), workers=1 if ahead else 0)
-
-
-def make_eval_loader(dataset: Any, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> DataLoader:
-    """One image per batch (evaluation images keep their own sizes), this rank's share only."""
-    indices = eval_indices(len(dataset), rank, world_size)
-    return DataLoader(
-        TorchSegmentationDataset(dataset), batch_sampler=[[i] for i in indices], collate_fn=collate,
-        num_workers=num_workers,
     )

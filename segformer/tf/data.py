@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from ..common.training.batches import epoch_order, global_batches
 
-__all__ = ["epoch_order", "global_batches", "make_eval_dataset", "make_train_dataset"]
+__all__ = ["epoch_order", "global_batches", "make_train_dataset"]
 
 
 def _loader(dataset: Any) -> Any:
@@ -96,19 +96,3 @@ def make_train_dataset(
         .prefetch(2)
         .with_options(options)
     )
-
-
-def make_eval_dataset(dataset: Any) -> tf.data.Dataset:
-    """One image per element (evaluation images keep their own sizes): ``pixel_values`` (1, 3, h, w) and
-    ``labels`` (1, H, W) at the original label size, in order; the next two are loaded in the background
-    (twin of ``segformer.pt.data.make_eval_batches``)."""
-    load = _loader(dataset)
-
-    def fetch(index: tf.Tensor) -> dict[str, tf.Tensor]:
-        pixel_values, labels = tf.numpy_function(load, [tf.constant(0, tf.int64), index], [tf.float32, tf.int64])
-        pixel_values.set_shape((3, None, None))
-        labels.set_shape((None, None))
-        return {"pixel_values": pixel_values[None], "labels": labels[None]}
-
-    # the next images are read and transformed in tf.data's background threads; elements stay in order
-    return tf.data.Dataset.range(len(dataset)).map(fetch, num_parallel_calls=2, deterministic=True).prefetch(2)

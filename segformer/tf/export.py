@@ -15,7 +15,6 @@ logits are upsampled to the input size inside the graph (half-pixel bilinear, no
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
