@@ -1,0 +1,127 @@
+"""Drive the worker process: one case at a time, a timeout per case, a fresh worker after a hang or a crash.
+
+Outcomes (``OUTCOMES``): ``ok`` (an answer that passes the generator's oracle), ``clear-error`` (a documented
+error / one ``error:`` line naming the argument), ``raw-error`` (any other exception or traceback),
+``silently-wrong`` (an answer the oracle rejects, or an invalid input accepted), ``hang`` (past the timeout),
+``memory`` (the address-space cap was hit), ``crash`` (the worker died, e.g. by a signal), and
+``harness-error`` (a bug in a generator, not a finding).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+OUTCOMES = ("ok", "clear-error", "raw-error", "silently-wrong", "hang", "memory", "crash", "harness-error")
+BAD = ("raw-error", "silently-wrong", "hang", "memory", "crash", "harness-error")
+WORKER = Path(__file__).resolve().parent / "worker.py"
+
+
+class Worker:
+    """One worker process (started on first use, restarted after it is killed or dies)."""
+
+    def __init__(self, memory_cap: int, log: Path | None = None) -> None:
+        self.memory_cap = memory_cap
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MALLOC_ARENA_MAX="2",
+                   TF_CPP_MIN_LOG_LEVEL="3", SEGFORMER_FUZZ_WORKER="1", PYTHONDONTWRITEBYTECODE="1")
+        env.pop("SEGFORMER_TRACEBACK", None)
+        stderr = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        return subprocess.Popen([sys.executable, str(WORKER), str(self.memory_cap)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True)
+
+    def run(self, generator: str, seed: int, timeout: float) -> dict:
+        if self.process is None or self.process.poll() is not None:
+            self.process = self._start()
+        process = self.process
+        process.stdin.write((json.dumps({"generator": generator, "seed": seed}) + "\n").encode())
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        if not ready:
+            self.stop()
+            return {"outcome": "hang", "detail": f"no answer within {timeout:g} s", "description": {}}
+        line = process.stdout.readline()
+        if not line:
+            code = process.wait()
+            self.process = None
+            why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"worker exited with status {code}"
+            return {"outcome": "crash", "detail": why, "description": {}}
+        return json.loads(line)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+            self.process = None
+
+
+def run_generators(names: Iterable[str], examples: int, timeout: float = 60.0, memory_cap: int = 2 << 30,
+                   start: int = 0, log: Path | None = None, progress: bool = False) -> dict:
+    """``{"counts": {generator: {outcome: n}}, "examples": {generator: {outcome: first record}}, ...}``."""
+    worker = Worker(memory_cap, log)
+    counts: dict[str, collections.Counter] = {}
+    examples_by: dict[str, dict[str, dict]] = {}
+    refused: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    try:
+        for name in names:
+            counts[name] = collections.Counter()
+            examples_by[name] = {}
+            refused[name] = 0
+            began = time.monotonic()
+            for seed in range(start, start + examples):
+                record = worker.run(name, seed, timeout)
+                outcome = record["outcome"]
+                counts[name][outcome] += 1
+                refused[name] += bool(record.get("refused_valid"))
+                key = "clear-error (valid input refused)" if record.get("refused_valid") else outcome
+                found = examples_by[name].setdefault(key, []) if outcome != "ok" else None
+                if found is not None and len(found) < 3 and all(f["detail"][:50] != record["detail"][:50] for f in found):
+                    found.append({"seed": seed, **record})  # up to three examples with different details
+                if progress:
+                    print(f"\r{name}: {seed - start + 1}/{examples} {dict(counts[name])}", end="", file=sys.stderr)
+            seconds[name] = round(time.monotonic() - began, 1)
+            if progress:
+                print(file=sys.stderr)
+    finally:
+        worker.stop()
+    return {"counts": {k: dict(v) for k, v in counts.items()}, "examples": examples_by, "refused_valid": refused,
+            "seconds": seconds, "settings": {"examples": examples, "start": start, "timeout_s": timeout,
+                                              "memory_cap_bytes": memory_cap}}
+
+
+def markdown(report: dict) -> str:
+    """The report as a table (generator x outcome) and up to three examples (different messages) per outcome other than ok."""
+    settings = report["settings"]
+    lines = [f"# Fuzzing report\n",
+             f"{settings['examples']} examples per generator (seeds {settings['start']}..{settings['start'] + settings['examples'] - 1}), "
+             f"timeout {settings['timeout_s']:g} s per case, address space capped at "
+             f"{settings['memory_cap_bytes'] / 2**30:g} GiB above the worker's start.\n",
+             "| generator | " + " | ".join(OUTCOMES) + " | valid refused | seconds |",
+             "|---|" + "---:|" * (len(OUTCOMES) + 2)]
+    for name, counts in report["counts"].items():
+        cells = [str(counts.get(o, 0)) for o in OUTCOMES]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {report['refused_valid'][name]} | {report['seconds'].get(name, '')} |")
+    lines.append("\n## Examples of each outcome other than ok (up to three with different messages)\n")
+    lines.append("Reproduce one with `python tests/fuzzing/run.py --generator NAME --seed SEED`.\n")
+    for name, found in report["examples"].items():
+        for outcome, record in ((o, r) for o, records in sorted(found.items()) for r in records):
+            description = json.dumps(record.get("description", {}), default=str)
+            if len(description) > 300:
+                description = description[:297] + "..."
+            lines.append(f"- **{name}** `{outcome}` seed {record['seed']}: {record.get('detail', '')}  \n  case: `{description}`")
+    return "\n".join(lines) + "\n"
