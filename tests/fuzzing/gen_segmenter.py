@@ -169,10 +169,15 @@ def make_case(rng, context, folder):
     either = [name for name, valid in validity.items() if valid is None] + (["key"] if key == "dup" else [])
     # the tiny model needs inputs of at least 29 pixels a side: smaller ones may be refused
     side = {"none": min(image.shape[:2])}.get(kwargs.get("resize"), 32)
-    if side < 29 and chosen.get("mode", (None,))[0] != "slide":
+    if side < 29:
         either.append("size")
+        names_small = ("too small", "at least")
+    else:
+        names_small = ()
     expect = "error" if invalid else ("either" if either or train_after else "ok")
-    names = tuple(invalid) + tuple(n.replace("_", " ") for n in invalid) + (("crop_size",) if "stride" in invalid else ()) + (("dtype", "uint8", "float") if not image_ok else ())
+    named = invalid + [n for n in either if n in validity]  # refusing an either-option clearly is right too
+    names = tuple(named) + tuple(n.replace("_", " ") for n in named) + (("crop_size",) if "stride" in named else ()) + (("dtype", "uint8", "float") if not image_ok else ())
+    names += names_small
     if "device" in invalid:
         names += (str(kwargs["device"]),)
     description = {"model": key, "options": {k: _describe(v) for k, v in kwargs.items()},
