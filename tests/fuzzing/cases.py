@@ -19,6 +19,10 @@ class Wrong(AssertionError):
     """The oracle rejected an answer."""
 
 
+class Hang(Wrong):
+    """The call blocked until the generator itself unblocked it (a FIFO opened by a helper thread)."""
+
+
 class CliRefusal(Exception):
     """A command exited with status 2 and an ``error:`` line (the command line's clear error)."""
 

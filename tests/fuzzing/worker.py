@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent)]  # the checkout (segformer) and tests/ (randomize)
 
-from fuzzing.cases import Case, CliRefusal, Wrong  # noqa: E402
+from fuzzing.cases import Case, CliRefusal, Hang, Wrong  # noqa: E402
 
 MEMORY_WORDS = ("can't allocate memory", "out of memory", "cannot allocate memory", "bad_alloc", "unable to allocate",
                 "failed to allocate", "memoryerror")
@@ -112,6 +112,8 @@ def evaluate(case: Case) -> dict:
     try:
         if case.after is not None:
             case.after(error)
+    except Hang as hang:
+        return {**record, "outcome": "hang", "detail": _short(str(hang))}
     except Wrong as wrong:
         return {**record, "outcome": "silently-wrong", "detail": _short(f"{wrong} (call ended with "
                                                                         f"{type(error).__name__ if error else 'an answer'}: {error or ''})")}
