@@ -13,9 +13,11 @@ import collections
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
@@ -38,7 +40,8 @@ class Worker:
                    TF_CPP_MIN_LOG_LEVEL="3", SEGFORMER_FUZZ_WORKER="1", PYTHONDONTWRITEBYTECODE="1")
         env.pop("SEGFORMER_TRACEBACK", None)
         stderr = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        return subprocess.Popen([sys.executable, str(WORKER), str(self.memory_cap)], stdin=subprocess.PIPE,
+        self.root = tempfile.mkdtemp(prefix="segformer-fuzz-")
+        return subprocess.Popen([sys.executable, str(WORKER), str(self.memory_cap), self.root], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True)
 
     def run(self, generator: str, seed: int, timeout: float) -> dict:
@@ -47,17 +50,23 @@ class Worker:
         process = self.process
         process.stdin.write((json.dumps({"generator": generator, "seed": seed}) + "\n").encode())
         process.stdin.flush()
-        ready, _, _ = select.select([process.stdout], [], [], timeout)
-        if not ready:
-            self.stop()
-            return {"outcome": "hang", "detail": f"no answer within {timeout:g} s", "description": {}}
-        line = process.stdout.readline()
-        if not line:
-            code = process.wait()
-            self.process = None
-            why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"worker exited with status {code}"
-            return {"outcome": "crash", "detail": why, "description": {}}
-        return json.loads(line)
+        deadline = time.monotonic() + timeout
+        description: dict = {}
+        while True:  # a {"started": description} line, then the record
+            ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self.stop()
+                return {"outcome": "hang", "detail": f"no answer within {timeout:g} s", "description": description}
+            line = process.stdout.readline()
+            if not line:
+                code = process.wait()
+                self.stop()
+                why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"worker exited with status {code}"
+                return {"outcome": "crash", "detail": why, "description": description}
+            message = json.loads(line)
+            if "started" not in message:
+                return message
+            description = message["started"]
 
     def stop(self) -> None:
         if self.process is not None:
@@ -67,6 +76,10 @@ class Worker:
                 pass
             self.process.wait()
             self.process = None
+            from fuzzing.worker import unmount_below
+
+            unmount_below(Path(self.root))  # what a killed worker left mounted
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def run_generators(names: Iterable[str], examples: int, timeout: float = 60.0, memory_cap: int = 2 << 30,

@@ -145,7 +145,7 @@ def main() -> None:
     os.dup2(2, 1)  # library prints go to stderr
     sys.stdout = sys.stderr
     cap = int(sys.argv[1]) if len(sys.argv) > 1 else 2 << 30
-    root = Path(tempfile.mkdtemp(prefix="segformer-fuzz-"))
+    root = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp(prefix="segformer-fuzz-"))
     contexts: dict[str, object] = {}
     modules: dict[str, object] = {}
     try:
@@ -165,6 +165,7 @@ def main() -> None:
             cwd = os.getcwd()
             try:
                 case = modules[name].make_case(case_rng(name, seed), contexts[name], folder)
+                protocol.write(json.dumps({"started": case.description}, default=str) + "\n")
                 _cap_memory(cap)
                 try:
                     record = evaluate(case)
@@ -185,7 +186,22 @@ def main() -> None:
                 shutil.rmtree(folder, ignore_errors=True)
             protocol.write(json.dumps(record, default=str) + "\n")
     finally:
+        unmount_below(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def unmount_below(root: Path) -> None:
+    """Unmount the file systems a generator mounted below ``root`` (deepest first)."""
+    import subprocess
+
+    prefix = os.path.realpath(root) + os.sep
+    try:
+        with open("/proc/mounts", encoding="utf-8") as handle:
+            points = [line.split()[1] for line in handle if line.split()[1].startswith(prefix)]
+    except OSError:
+        return
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 if __name__ == "__main__":
