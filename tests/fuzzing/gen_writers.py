@@ -196,7 +196,11 @@ def make_case(rng, context, folder):
         base = folder
     dest = base / "dest"
     dest.mkdir()
-    write_old, _ = _content(writer, 0, context)
+    # a previous version in the other weights format too: a save must leave exactly one current set of weights
+    old_writer = writer
+    if writer in ("bin", "pt_save_pretrained") and rng.random() < 0.5:
+        old_writer = "pt_save_pretrained" if writer == "bin" else "bin"
+    write_old, _ = _content(old_writer, 0, context)
     write_new, read_new = _content(writer, 1, context)
     if previous:
         write_old(dest)
@@ -211,7 +215,10 @@ def make_case(rng, context, folder):
     needed = sizes[writer]
     at = int(rng.integers(0, int(needed * 1.3) + 4096))
     before = _snapshot(dest)
-    description = {"writer": writer, "fault": fault, "real": real, "previous": previous, "bytes": needed, "at": at}
+    if fault == "erofs" and real:  # busy (a file still open): emulate it instead
+        real = subprocess.run(["mount", "-o", "remount,ro", os.fspath(base)], capture_output=True).returncode == 0
+    description = {"writer": writer, "fault": fault, "real": real, "previous": old_writer if previous else None,
+                   "bytes": needed, "at": at}
 
     def run():
         if fault == "enospc" and real:
@@ -220,8 +227,7 @@ def make_case(rng, context, folder):
                 handle.write(b"\0" * max(0, _free_bytes(base) - at))
             return write_new(dest)
         if fault == "erofs" and real:
-            subprocess.run(["mount", "-o", "remount,ro", os.fspath(base)], check=True)
-            return write_new(dest)
+            return write_new(dest)  # remounted read-only below, before the case starts
         if fault in ("enospc", "efbig"):  # RLIMIT_FSIZE: writes past ``at`` bytes of a file fail with EFBIG
             limit = resource.getrlimit(resource.RLIMIT_FSIZE)
             resource.setrlimit(resource.RLIMIT_FSIZE, (max(at, 1), limit[1]))

@@ -10,3 +10,5 @@ GENERATORS = {
     "output_collisions": "fuzzing.gen_collisions",
     "writer_faults": "fuzzing.gen_writers",
 }
+
+SELFTEST = {"selftest": "fuzzing.gen_selftest"}  # each outcome on purpose: the harness's own test

@@ -29,12 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per case (default 60)")
     parser.add_argument("--memory-gb", type=float, default=2.0, help="address space a case may add (default 2)")
+    parser.add_argument("--jobs", type=int, default=1, help="generators run side by side (default 1)")
     parser.add_argument("--log", default=None, help="append the worker's stderr to this file")
     args = parser.parse_args(argv)
     names = args.generator or list(GENERATORS)
     examples, start = (1, args.seed) if args.seed is not None else (args.examples, args.start)
     report = run_generators(names, examples, timeout=args.timeout, memory_cap=int(args.memory_gb * 2**30), start=start,
-                            log=Path(args.log) if args.log else None, progress=args.seed is None and sys.stderr.isatty())
+                            log=Path(args.log) if args.log else None, progress=args.seed is None and sys.stderr.isatty(),
+                            jobs=args.jobs)
     if args.seed is not None:
         for name in names:
             record = next(iter(report["examples"][name].values()), [None])[0]

@@ -25,6 +25,7 @@ from typing import Iterable
 OUTCOMES = ("ok", "clear-error", "raw-error", "silently-wrong", "hang", "memory", "crash", "harness-error")
 BAD = ("raw-error", "silently-wrong", "hang", "memory", "crash", "harness-error")
 WORKER = Path(__file__).resolve().parent / "worker.py"
+SETUP_SECONDS = 600  # importing the frameworks and building a generator's models (not part of a case's time)
 
 
 class Worker:
@@ -37,7 +38,7 @@ class Worker:
 
     def _start(self) -> subprocess.Popen:
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MALLOC_ARENA_MAX="2",
-                   TF_CPP_MIN_LOG_LEVEL="3", SEGFORMER_FUZZ_WORKER="1", PYTHONDONTWRITEBYTECODE="1")
+                   TF_CPP_MIN_LOG_LEVEL="3", USE_TF="0", PYTHONDONTWRITEBYTECODE="1")
         env.pop("SEGFORMER_TRACEBACK", None)
         stderr = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.root = tempfile.mkdtemp(prefix="segformer-fuzz-")
@@ -50,13 +51,15 @@ class Worker:
         process = self.process
         process.stdin.write((json.dumps({"generator": generator, "seed": seed}) + "\n").encode())
         process.stdin.flush()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + SETUP_SECONDS  # the generator's setup and the case's making come first
         description: dict = {}
         while True:  # a {"started": description} line, then the record
             ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 self.stop()
-                return {"outcome": "hang", "detail": f"no answer within {timeout:g} s", "description": description}
+                detail = f"no answer within {timeout:g} s" if description else f"setup took over {SETUP_SECONDS} s"
+                return {"outcome": "hang" if description else "harness-error", "detail": detail,
+                        "description": description}
             line = process.stdout.readline()
             if not line:
                 code = process.wait()
@@ -66,6 +69,7 @@ class Worker:
             message = json.loads(line)
             if "started" not in message:
                 return message
+            deadline = time.monotonic() + timeout  # the case itself
             description = message["started"]
 
     def stop(self) -> None:
@@ -83,38 +87,52 @@ class Worker:
 
 
 def run_generators(names: Iterable[str], examples: int, timeout: float = 60.0, memory_cap: int = 2 << 30,
-                   start: int = 0, log: Path | None = None, progress: bool = False) -> dict:
-    """``{"counts": {generator: {outcome: n}}, "examples": {generator: {outcome: first record}}, ...}``."""
-    worker = Worker(memory_cap, log)
-    counts: dict[str, collections.Counter] = {}
-    examples_by: dict[str, dict[str, dict]] = {}
-    refused: dict[str, int] = {}
-    seconds: dict[str, float] = {}
-    try:
-        for name in names:
-            counts[name] = collections.Counter()
-            examples_by[name] = {}
-            refused[name] = 0
-            began = time.monotonic()
+                   start: int = 0, log: Path | None = None, progress: bool = False, jobs: int = 1) -> dict:
+    """``{"counts": {generator: {outcome: n}}, "examples": {generator: {outcome: [records]}}, ...}``; ``jobs``
+    generators run side by side, each in its own worker."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import threading
+
+    names = list(names)
+    local = threading.local()
+    workers: list[Worker] = []
+
+    def one(name: str) -> tuple:
+        if not hasattr(local, "worker"):  # one worker per thread, reused across its generators (imports once)
+            local.worker = Worker(memory_cap, log)
+            workers.append(local.worker)
+        worker = local.worker
+        counts: collections.Counter = collections.Counter()
+        found_by: dict[str, list] = {}
+        refused = 0
+        began = time.monotonic()
+        try:
             for seed in range(start, start + examples):
                 record = worker.run(name, seed, timeout)
                 outcome = record["outcome"]
-                counts[name][outcome] += 1
-                refused[name] += bool(record.get("refused_valid"))
+                counts[outcome] += 1
+                refused += bool(record.get("refused_valid"))
                 key = "clear-error (valid input refused)" if record.get("refused_valid") else outcome
-                found = examples_by[name].setdefault(key, []) if outcome != "ok" else None
+                found = found_by.setdefault(key, []) if outcome != "ok" else None
                 if found is not None and len(found) < 3 and all(f["detail"][:50] != record["detail"][:50] for f in found):
                     found.append({"seed": seed, **record})  # up to three examples with different details
                 if progress:
-                    print(f"\r{name}: {seed - start + 1}/{examples} {dict(counts[name])}", end="", file=sys.stderr)
-            seconds[name] = round(time.monotonic() - began, 1)
-            if progress:
-                print(file=sys.stderr)
+                    print(f"{name}: {seed - start + 1}/{examples} {dict(counts)}", file=sys.stderr, flush=True)
+        except BaseException:
+            worker.stop()
+            raise
+        return name, dict(counts), found_by, refused, round(time.monotonic() - began, 1)
+
+    try:
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            results = list(pool.map(one, names))
     finally:
-        worker.stop()
-    return {"counts": {k: dict(v) for k, v in counts.items()}, "examples": examples_by, "refused_valid": refused,
-            "seconds": seconds, "settings": {"examples": examples, "start": start, "timeout_s": timeout,
-                                              "memory_cap_bytes": memory_cap}}
+        for worker in workers:
+            worker.stop()
+    return {"counts": {r[0]: r[1] for r in results}, "examples": {r[0]: r[2] for r in results},
+            "refused_valid": {r[0]: r[3] for r in results}, "seconds": {r[0]: r[4] for r in results},
+            "settings": {"examples": examples, "start": start, "timeout_s": timeout, "memory_cap_bytes": memory_cap}}
 
 
 def markdown(report: dict) -> str:

@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent.parent), str(HERE.parent)]  # the checkout (segformer) and tests/ (randomize)
 
 from fuzzing.cases import Case, CliRefusal, Hang, Wrong  # noqa: E402
+from segformer.common.base.errors import DOCUMENTED_ERRORS  # noqa: E402 - imported before any case is timed
 
 MEMORY_WORDS = ("can't allocate memory", "out of memory", "cannot allocate memory", "bad_alloc", "unable to allocate",
                 "failed to allocate", "memoryerror")
@@ -59,8 +60,6 @@ def _is_memory(err: BaseException) -> bool:
 
 def _clear(err: BaseException, case: Case) -> str | None:
     """``None`` if ``err`` is a clear error for this case, else why not."""
-    from segformer.common.base.errors import DOCUMENTED_ERRORS
-
     message = str(err)
     if not isinstance(err, CliRefusal) and not isinstance(err, DOCUMENTED_ERRORS + tuple(case.errors)):
         return f"{type(err).__name__} is not a documented error"
@@ -154,9 +153,9 @@ def main() -> None:
             name, seed = request["generator"], int(request["seed"])
             _uncap()
             if name not in modules:
-                from fuzzing.generators import GENERATORS
+                from fuzzing.generators import GENERATORS, SELFTEST
 
-                modules[name] = importlib.import_module(GENERATORS[name])
+                modules[name] = importlib.import_module({**GENERATORS, **SELFTEST}[name])
                 folder = root / f"setup-{name}"
                 folder.mkdir()
                 contexts[name] = modules[name].setup(folder)
@@ -164,6 +163,8 @@ def main() -> None:
             folder.mkdir()
             cwd = os.getcwd()
             try:
+                if isinstance(contexts[name], dict):
+                    contexts[name]["seed"] = seed
                 case = modules[name].make_case(case_rng(name, seed), contexts[name], folder)
                 protocol.write(json.dumps({"started": case.description}, default=str) + "\n")
                 _cap_memory(cap)
