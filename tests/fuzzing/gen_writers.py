@@ -1,7 +1,8 @@
 """Environment faults in every writer: disk full (ENOSPC at a random byte), read-only file system (EROFS),
 permission denied (EACCES) and file too large (EFBIG) while writing safetensors, ``.bin`` (PyTorch
 ``save_pretrained(safe_serialization=False)``), a whole PyTorch ``save_pretrained`` folder, TF ``.h5``, config /
-processor JSON, PNG images and masks, a PyTorch training checkpoint and ``segformer convert --to pt``,
+processor JSON, PNG images and masks, a PyTorch training checkpoint and ``segformer convert --to pt`` (and, in
+``gen_writers_tf``, ``.keras`` files, Keras ``save_pretrained`` to h5 / safetensors and ``convert --to tf``),
 each over a previous version of the same output (or into an empty folder).
 
 Faults are real where the worker can mount a small tmpfs (root in a container): ENOSPC by filling the
@@ -34,6 +35,7 @@ from fuzzing.cases import Case, Wrong, cli, require
 
 WRITERS = ["safetensors", "bin", "pt_save_pretrained", "h5", "config_json", "processor_json", "png", "mask_png",
            "train_checkpoint", "convert_pt"]
+TF_WRITERS = ["keras", "tf_save_pretrained", "tf_save_pretrained_safe", "convert_tf"]  # gen_writers_tf
 FAULTS = ["enospc", "erofs", "eacces", "efbig"]
 
 
@@ -114,9 +116,30 @@ def _content(writer, version, context):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         return (lambda dest: save_training_state(dest / "state.pt", model, optimizer, 10 + version, TrainConfig()),
                 lambda dest: torch.load(dest / "state.pt", weights_only=True)["step"] == 10 + version)
-    if writer == "convert_pt":
+    if writer == "keras":
+        import keras
+
+        tf_model = context["tf_models"][version]
+
+        def read(dest):
+            loaded = keras.saving.load_model(dest / "model.keras")
+            return all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), tf_model.get_weights()))
+        return (lambda dest: tf_model.save(dest / "model.keras")), read
+    if writer in ("tf_save_pretrained", "tf_save_pretrained_safe"):
+        tf_model = context["tf_models"][version]
+        safe = writer.endswith("_safe")
+
+        def read(dest):
+            from segformer.tf import TFSegformerForSemanticSegmentation
+
+            loaded = TFSegformerForSemanticSegmentation.from_pretrained(dest)
+            return all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), tf_model.get_weights()))
+        return (lambda dest: tf_model.save_pretrained(dest, safe_serialization=safe)), read
+    if writer in ("convert_pt", "convert_tf"):
+        target = writer[-2:]
+
         def write(dest):
-            argv = ["convert", os.fspath(context["source"]), os.fspath(dest / "converted"), "--to", "pt", "--overwrite",
+            argv = ["convert", os.fspath(context["source"]), os.fspath(dest / "converted"), "--to", target, "--overwrite",
                     "--quiet", "--no-verify"]  # verification is not what this case is about
             status, _, err = cli(argv)
             if status != 0:
@@ -181,8 +204,8 @@ def _python_fault(dest: Path, code: int):
         os.open, os.replace, os.rename, os.mkdir = real["os_open"], real["replace"], real["rename"], real["mkdir"]
 
 
-def make_case(rng, context, folder):
-    writer = str(rng.choice(WRITERS))
+def make_case(rng, context, folder, writers=WRITERS):
+    writer = str(rng.choice(writers))
     fault = str(rng.choice(FAULTS))
     previous = bool(rng.random() < 0.7)
     mounted = context["mounted"]
@@ -198,8 +221,10 @@ def make_case(rng, context, folder):
     dest.mkdir()
     # a previous version in the other weights format too: a save must leave exactly one current set of weights
     old_writer = writer
-    if writer in ("bin", "pt_save_pretrained") and rng.random() < 0.5:
-        old_writer = "pt_save_pretrained" if writer == "bin" else "bin"
+    twins = {"bin": "pt_save_pretrained", "pt_save_pretrained": "bin", "tf_save_pretrained": "tf_save_pretrained_safe",
+             "tf_save_pretrained_safe": "tf_save_pretrained"}
+    if writer in twins and rng.random() < 0.5:
+        old_writer = twins[writer]
     write_old, _ = _content(old_writer, 0, context)
     write_new, read_new = _content(writer, 1, context)
     if previous:
@@ -256,5 +281,6 @@ def make_case(rng, context, folder):
 
     names = {"safetensors": ("model.safetensors",), "h5": ("tf_model.h5",), "config_json": ("config.json",),
              "processor_json": ("preprocessor_config.json",), "png": ("image.png",), "mask_png": ("mask.png",),
-             "train_checkpoint": ("state.pt",), "convert_pt": ("converted",)}.get(writer, ("dest",))
+             "train_checkpoint": ("state.pt",), "convert_pt": ("converted",), "convert_tf": ("converted",),
+             "keras": ("model.keras",)}.get(writer, ("dest",))
     return Case(description, run, expect="either", names=names, check=check, after=after, errors=(OSError,))

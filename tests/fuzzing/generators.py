@@ -9,6 +9,7 @@ GENERATORS = {
     "nonregular_files": "fuzzing.gen_files",
     "output_collisions": "fuzzing.gen_collisions",
     "writer_faults": "fuzzing.gen_writers",
+    "writer_faults_tf": "fuzzing.gen_writers_tf",  # Keras writers (imports TensorFlow)
 }
 
 SELFTEST = {"selftest": "fuzzing.gen_selftest"}  # each outcome on purpose: the harness's own test

@@ -35,6 +35,7 @@ class Worker:
         self.memory_cap = memory_cap
         self.log = log
         self.process: subprocess.Popen | None = None
+        self.pending = b""
 
     def _start(self) -> subprocess.Popen:
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), MALLOC_ARENA_MAX="2",
@@ -42,6 +43,7 @@ class Worker:
         env.pop("SEGFORMER_TRACEBACK", None)
         stderr = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.root = tempfile.mkdtemp(prefix="segformer-fuzz-")
+        self.pending = b""
         return subprocess.Popen([sys.executable, str(WORKER), str(self.memory_cap), self.root], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True)
 
@@ -54,13 +56,12 @@ class Worker:
         deadline = time.monotonic() + SETUP_SECONDS  # the generator's setup and the case's making come first
         description: dict = {}
         while True:  # a {"started": description} line, then the record
-            ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
+            line = self._readline(deadline)
+            if line is None:
                 self.stop()
                 detail = f"no answer within {timeout:g} s" if description else f"setup took over {SETUP_SECONDS} s"
                 return {"outcome": "hang" if description else "harness-error", "detail": detail,
                         "description": description}
-            line = process.stdout.readline()
             if not line:
                 code = process.wait()
                 self.stop()
@@ -71,6 +72,21 @@ class Worker:
                 return message
             deadline = time.monotonic() + timeout  # the case itself
             description = message["started"]
+
+    def _readline(self, deadline: float) -> bytes | None:
+        """One line from the worker (``b""`` at its end, ``None`` past ``deadline``), read without Python's
+        buffering: two lines arriving together must not leave the second unseen by ``select``."""
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b""
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line + b"\n"
 
     def stop(self) -> None:
         if self.process is not None:
