@@ -18,6 +18,8 @@ from fuzzing.runner import BAD, markdown, run_generators
 # Generators whose short run must find nothing bad. A generator joins once the fixes for what it finds are in.
 ASSERTED: tuple[str, ...] = ()
 EXAMPLES = 2
+HEAVY = ("writer_faults_tf",)  # imports TensorFlow: slow tier
+LIGHT = sorted(set(GENERATORS) - set(HEAVY))
 
 
 def test_harness_classifies_each_outcome():
@@ -35,13 +37,24 @@ def test_harness_classifies_each_outcome():
 
 @pytest.fixture(scope="module")
 def short_run():
-    report = run_generators(list(GENERATORS), examples=EXAMPLES, timeout=60.0)
+    report = run_generators(LIGHT, examples=EXAMPLES, timeout=60.0)
     print("\n" + markdown(report), file=sys.stderr)
     return report
 
 
-@pytest.mark.parametrize("name", sorted(GENERATORS))
+@pytest.mark.parametrize("name", LIGHT)
 def test_generator_short_run(short_run, name):
+    _check(short_run, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", HEAVY)
+def test_heavy_generator_short_run(name):
+    _check(run_generators([name], examples=EXAMPLES, timeout=60.0), name)
+
+
+def _check(report, name):
+    short_run = report
     counts = short_run["counts"][name]
     assert sum(counts.values()) == EXAMPLES
     assert not counts.get("harness-error"), short_run["examples"][name]["harness-error"]
