@@ -120,6 +120,7 @@ def run_generators(names: Iterable[str], examples: int, timeout: float = 60.0, m
             workers.append(local.worker)
         worker = local.worker
         counts: collections.Counter = collections.Counter()
+        kinds: collections.Counter = collections.Counter()  # (outcome, message with numbers and paths masked)
         found_by: dict[str, list] = {}
         refused = 0
         began = time.monotonic()
@@ -129,6 +130,8 @@ def run_generators(names: Iterable[str], examples: int, timeout: float = 60.0, m
                 outcome = record["outcome"]
                 counts[outcome] += 1
                 refused += bool(record.get("refused_valid"))
+                if outcome != "ok":
+                    kinds[f"{outcome}: {_mask(record.get('detail', ''))}"] += 1
                 key = "clear-error (valid input refused)" if record.get("refused_valid") else outcome
                 found = found_by.setdefault(key, []) if outcome != "ok" else None
                 if found is not None and len(found) < 3 and all(f["detail"][:50] != record["detail"][:50] for f in found):
@@ -138,7 +141,7 @@ def run_generators(names: Iterable[str], examples: int, timeout: float = 60.0, m
         except BaseException:
             worker.stop()
             raise
-        return name, dict(counts), found_by, refused, round(time.monotonic() - began, 1)
+        return name, dict(counts), found_by, refused, round(time.monotonic() - began, 1), dict(kinds.most_common())
 
     try:
         with ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -148,7 +151,19 @@ def run_generators(names: Iterable[str], examples: int, timeout: float = 60.0, m
             worker.stop()
     return {"counts": {r[0]: r[1] for r in results}, "examples": {r[0]: r[2] for r in results},
             "refused_valid": {r[0]: r[3] for r in results}, "seconds": {r[0]: r[4] for r in results},
+            "kinds": {r[0]: r[5] for r in results},
             "settings": {"examples": examples, "start": start, "timeout_s": timeout, "memory_cap_bytes": memory_cap}}
+
+
+def _mask(detail: str) -> str:
+    """A finding's message with paths, numbers and quoted values masked, so equal causes count together."""
+    import re
+
+    text = re.sub(r"(/[^\s'\"]+)+", "PATH", detail)
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'V'", text)
+    text = re.sub(r"\[[^\]]*\]", "[...]", text)
+    text = re.sub(r"(?<![\w.])-?\d+(\.\d+)?(e[-+]?\d+)?\b", "N", text)
+    return text[:110]
 
 
 def markdown(report: dict) -> str:
@@ -163,6 +178,11 @@ def markdown(report: dict) -> str:
     for name, counts in report["counts"].items():
         cells = [str(counts.get(o, 0)) for o in OUTCOMES]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {report['refused_valid'][name]} | {report['seconds'].get(name, '')} |")
+    lines.append("\n## Findings by cause (messages with paths and numbers masked; clear errors left out)\n")
+    for name, kinds in report.get("kinds", {}).items():
+        for kind, count in kinds.items():
+            if not kind.startswith("clear-error"):
+                lines.append(f"- {name}: {count} x {kind}")
     lines.append("\n## Examples of each outcome other than ok (up to three with different messages)\n")
     lines.append("Reproduce one with `python tests/fuzzing/run.py --generator NAME --seed SEED`.\n")
     for name, found in report["examples"].items():
