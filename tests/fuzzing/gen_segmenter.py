@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from fuzzing.cases import Case, require
+from fuzzing.cases import Case, Wrong, require
 
 VALID_SHARE = [0.75]  # per case: half the cases draw only valid values
 
@@ -178,6 +178,8 @@ def make_case(rng, context, folder):
     named = invalid + [n for n in either if n in validity]  # refusing an either-option clearly is right too
     names = tuple(named) + tuple(n.replace("_", " ") for n in named) + (("crop_size",) if "stride" in named else ()) + (("dtype", "uint8", "float") if not image_ok else ())
     names += names_small
+    if train_after:  # refusing a model switched to train() is right too (the other answer: run it in eval mode)
+        names += ("train", "eval")
     if "device" in invalid:
         names += (str(kwargs["device"]),)
     description = {"model": key, "options": {k: _describe(v) for k, v in kwargs.items()},
@@ -194,7 +196,10 @@ def make_case(rng, context, folder):
     def check(answer, caught):
         segmenter, result = answer
         model.eval()
-        _check_result(segmenter, result, model, image, kwargs, call, labels_kind)
+        try:
+            _check_result(segmenter, result, model, image, kwargs, call, labels_kind)
+        except Wrong as wrong:
+            raise Wrong(f"{wrong}; model switched to train() after the Segmenter was built" if train_after else str(wrong))
 
     def after(error):
         model.eval()
@@ -255,7 +260,8 @@ def _check_result(segmenter, result, model, image, kwargs, call, labels_kind):
             clear = (top2[1] - top2[0]) > 1e-3 * np.maximum(1.0, np.abs(top2[1]))
             wrong = (reference.argmax(0) != labels) & clear
             require(not wrong.any(), f"{int(wrong.sum())} of {labels.size} labels differ from the reference "
-                                     f"(whole mode, resize={kwargs.get('resize', 'processor')!r})")
+                                     f"(whole mode, resize={kwargs.get('resize', 'processor')!r}, image "
+                                     f"{'x'.join(map(str, image.shape))})")
 
 
 def _reference(model, image, resize):
