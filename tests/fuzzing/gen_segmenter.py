@@ -14,7 +14,6 @@ bilinear upsampling straight to the image size, argmax) wherever the reference's
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
