@@ -50,6 +50,8 @@ from ..common.checkpoints import COUNTERS_ATTR
 from ..common.base.deps import MissingDependencyError, missing_message
 from .report import (
     DEFAULT_SIZES,
+    KERAS_HUB_SIZES,
+    TARGETS,
     DEFAULT_TOLERANCE,
     FRAMEWORKS,
     PREPROCESSOR_NAME,
@@ -58,6 +60,7 @@ from .report import (
     ConversionReport,
     VerificationError,
 )
+from .keras_hub import KERAS_HUB, write_keras_hub_target
 from .source import SourceCheckpoint, apply_labels, detect_task, read_source
 from .verify import _framework_available, build_model, load_model, run_model, verification_inputs, verify_state
 from .write import bit_exact_check, read_folder_state, write_folder
@@ -94,6 +97,16 @@ def _overlaps(src: Path, dst: Path) -> bool:
 def _copy_extras(source: SourceCheckpoint, tmp: Path) -> list[str]:
     """Carry ``preprocessor_config.json`` over from a folder source; original sources get the default one."""
     folder = source.path.parent
+    if source.kind == KERAS_HUB:
+        from ..common.images.image_processing import SegformerImageProcessor
+
+        settings = source.meta.get("preprocessor")
+        if settings is not None:
+            SegformerImageProcessor(**settings).save_pretrained(tmp)
+            return ["preprocessor_config.json from the preset's image converter (size, mean / std)"]
+        side = source.meta.get("image_size") or 512
+        SegformerImageProcessor(size={"height": side, "width": side}).save_pretrained(tmp)
+        return [f"the preset has no preprocessor: default preprocessor_config.json written ({side}x{side}, ImageNet mean/std)"]
     if source.kind.startswith("original"):
         from ..common.images.image_processing import SegformerImageProcessor
 
@@ -130,13 +143,16 @@ def convert(
     verify: bool = True,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    image_size: int | None = None,
 ) -> ConversionReport:
-    """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), verified.
+    """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), or to a
+    keras-hub preset (``to="keras-hub"``, :mod:`segformer.conversion.keras_hub`), verified.
 
     Args:
         src: a folder or a checkpoint file of any supported kind (detected from the content).
         dst: the destination folder (must not exist unless ``overwrite``); ``None`` verifies without writing.
-        to: ``"pt"`` (``model.safetensors``) or ``"tf"`` (``tf_model.h5``).
+        to: ``"pt"`` (``model.safetensors``), ``"tf"`` (``tf_model.h5``) or ``"keras-hub"`` (a
+            ``SegFormerImageSegmenter`` preset: what keras-hub cannot represent is refused or measured, in the report).
         num_heads: heads per stage for sources without a config (``[1, 2, 5, 8]`` or ``"1,2,5,8"``).
         num_labels / labels / id2label: label names (a set name ``ade20k`` / ``cityscapes``, a JSON file,
             or a dict); the count must equal the checkpoint's classifier size.
@@ -149,6 +165,8 @@ def convert(
         source_framework: ``"pt"`` / ``"tf"`` picks the weights of a folder holding both.
         verify: run the models (needs both frameworks); the bit-exact read-back check always runs.
         progress: show a tqdm progress bar (the CLI turns it on).
+        image_size: ``to="keras-hub"`` only: the square input size of the preset (default: the source's
+            square processor size, else 512).
 
     Returns:
         :class:`ConversionReport` (``report.checks``: named max |diff|; ``report.files``: files written).
@@ -160,8 +178,10 @@ def convert(
     """
     start = time.perf_counter()
     say = log or (lambda text: None)
-    if to not in FRAMEWORKS:
-        raise ValueError(f"to must be one of {list(FRAMEWORKS)}, got {to!r}")
+    if to not in TARGETS:
+        raise ValueError(f"to must be one of {list(TARGETS)}, got {to!r}")
+    if image_size is not None and to != KERAS_HUB:
+        raise ValueError(f"image_size (--image-size) is for to='keras-hub' only, got to={to!r}")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < float("inf"):
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
     if isinstance(num_heads, str):
@@ -181,9 +201,12 @@ def convert(
             raise FileExistsError(f"destination {os.fspath(dst_path)!r} already exists; pass --overwrite (overwrite=True) to replace it")
         if dst_path.exists() and not dst_path.is_dir():
             raise NotADirectoryError(f"destination {os.fspath(dst_path)!r} exists and is not a folder")
-    if not _framework_available(to):
+    if to == KERAS_HUB:
+        reference_framework = "pt" if _framework_available("pt") else "tf"
+    elif not _framework_available(to):
         raise MissingDependencyError(missing_message("torch" if to == "pt" else "tensorflow", f"converting to {to!r}"))
-    reference_framework = "tf" if to == "pt" else "pt"
+    else:
+        reference_framework = "tf" if to == "pt" else "pt"
     if verify and not _framework_available(reference_framework):
         raise MissingDependencyError(missing_message(
             "torch" if reference_framework == "pt" else "tensorflow",
@@ -217,24 +240,18 @@ def convert(
         else:  # the whole destination is replaced: nothing of an existing one is carried over
             tmp = stack.enter_context(atomic_folder(dst_path, "destination", discard=lambda name: True))
         bar = _progress(progress, 3, "writing")
-        write_folder(tmp, config, source.task, source.state, to)
-        report.notes += _copy_extras(source, tmp)
-        bar.update(1)
-        bar.set_description("checking written tensors")
-        report.checks.append(bit_exact_check(source.state, read_folder_state(tmp, config, source.task, to)))
-        bar.update(1)
-        if verify:
-            bar.set_description("running both frameworks")
-            candidate = load_model(to, source.task, tmp)
-            reference = build_model(reference_framework, source.task, config, source.state)
-            if inputs is None:
-                inputs = verification_inputs(config, sizes, seed)
-            report.checks += verify_state(
-                config, source.task, (reference_framework, reference), (to, candidate),
-                [np.asarray(x, dtype=np.float32) for x in inputs], float(tolerance),
+        if to == KERAS_HUB:
+            checks, notes = write_keras_hub_target(
+                tmp, source, config, image_size, verify, float(tolerance),
+                KERAS_HUB_SIZES if tuple(sizes) == DEFAULT_SIZES else sizes, inputs, seed,
                 report.outputs if keep_outputs else None,
             )
-        bar.update(1)
+            report.checks += checks
+            report.notes += notes
+        else:
+            _write_and_verify(tmp, source, config, to, report, reference_framework, verify, inputs, sizes, seed,
+                              float(tolerance), keep_outputs, bar)
+        bar.update(3)
         bar.close()
         if not report.passed:
             worst = max(report.failed(), key=lambda c: c.max_abs_diff)
@@ -250,3 +267,23 @@ def convert(
     report.written = dst_path is not None  # the folder was renamed into place when the block ended
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _write_and_verify(tmp, source, config, to, report, reference_framework, verify, inputs, sizes, seed, tolerance,
+                      keep_outputs, bar) -> None:
+    """Write the Hugging Face-layout folder of ``to`` into ``tmp``, read it back bit for bit, run both frameworks."""
+    write_folder(tmp, config, source.task, source.state, to)
+    report.notes += _copy_extras(source, tmp)
+    bar.set_description("checking written tensors")
+    report.checks.append(bit_exact_check(source.state, read_folder_state(tmp, config, source.task, to)))
+    if verify:
+        bar.set_description("running both frameworks")
+        candidate = load_model(to, source.task, tmp)
+        reference = build_model(reference_framework, source.task, config, source.state)
+        if inputs is None:
+            inputs = verification_inputs(config, sizes, seed)
+        report.checks += verify_state(
+            config, source.task, (reference_framework, reference), (to, candidate),
+            [np.asarray(x, dtype=np.float32) for x in inputs], tolerance,
+            report.outputs if keep_outputs else None,
+        )
