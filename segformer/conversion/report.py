@@ -18,6 +18,38 @@ KERAS_HUB_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (96, 96))  # keras-hub
 DEFAULT_TOLERANCE = 1e-4
 PREPROCESSOR_NAME = "preprocessor_config.json"
 
+# Every source `segformer convert` reads (detected from the content), with one example each: the one list that
+# `convert --help`, `segformer info` and the README show.
+SOURCE_FORMATS: tuple[tuple[str, str], ...] = (
+    ("Hugging Face folder (config.json + model.safetensors / pytorch_model.bin / sharded index / tf_model.h5)",
+     "segformer convert segformer-b0-finetuned-ade-512-512/ b0-tf/ --to tf"),
+    ("bare weights file of either framework (config.json beside it, or the architecture read off the tensors)",
+     "segformer convert model.safetensors b0-tf/ --to tf"),
+    ("our Keras .keras archive", "segformer convert model.keras b0-pt/ --to pt"),
+    ("original NVlabs / mmsegmentation .pth (mmcv state_dict + meta)",
+     "segformer convert segformer.b0.512x512.ade.160k.pth b0-pt/ --to pt"),
+    ("encoder-only ImageNet mit_b*.pth (--num-heads where the widths match no variant)",
+     "segformer convert mit_b0.pth mit-b0-pt/ --to pt"),
+    ("keras-hub SegFormerImageSegmenter preset folder (config.json + model.weights.h5 + task.json)",
+     "segformer convert segformer_b0_ade20k_512/ b0-pt/ --to pt"),
+)
+# What `--to` writes, with one example each.
+TARGET_FORMATS: tuple[tuple[str, str], ...] = (
+    ("pt: Hugging Face folder with model.safetensors", "segformer convert b0-tf/ b0-pt/ --to pt"),
+    ("tf: Hugging Face folder with tf_model.h5", "segformer convert b0-pt/ b0-tf/ --to tf"),
+    ("keras-hub: SegFormerImageSegmenter preset (what it cannot represent is named in the report)",
+     "segformer convert b0-pt/ b0-keras-hub/ --to keras-hub --image-size 512"),
+)
+
+
+def formats_text() -> str:
+    """The sources and targets of ``segformer convert`` with one example each, as lines of text."""
+    lines = ["sources (detected from the content):"]
+    lines += [f"  {what}:\n    {example}" for what, example in SOURCE_FORMATS]
+    lines.append("targets (--to):")
+    lines += [f"  {what}:\n    {example}" for what, example in TARGET_FORMATS]
+    return "\n".join(lines)
+
 class ConversionError(ValueError):
     """The source cannot be converted as asked (left-over / missing tensors, bad options, wrong shapes)."""
 

@@ -357,6 +357,9 @@ def keras_hub_differences(config: SegformerConfig) -> tuple[list[str], list[str]
     refusals, approximations = [], []
     if any(r != KERAS_HUB_MLP_RATIO for r in config.mlp_ratios):
         refusals.append(f"mlp_ratios {config.mlp_ratios}: keras-hub's Mix-FFN is always {KERAS_HUB_MLP_RATIO}x wide")
+    if len(set(config.hidden_sizes)) != len(config.hidden_sizes):
+        refusals.append(f"hidden_sizes {config.hidden_sizes}: keras-hub names each stage's projection linear_<width>, "
+                        "so two stages of one width do not build")
     head = getattr(config, "decode_head_type", "mlp")
     if head != "mlp":
         refusals.append(f"decode_head_type {head!r}: keras-hub has only the all-MLP SegFormer head")
