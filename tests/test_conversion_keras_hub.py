@@ -205,3 +205,10 @@ def test_live_fresh_keras_hub_model_converts(tmp_path):
         diff = float(np.max(np.abs(_resized_nhwc(out["logits"], 96, 96) - theirs)))
         print(f"KERAS-HUB live fresh model -> {framework}: max|diff| {diff:.3e}")
         assert diff <= TOLERANCE, (framework, diff)
+
+
+def test_info_lists_every_source_format(local_pt_folder, capsys):
+    assert cli_main(["info", "--model", str(local_pt_folder), "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    for what, example in SOURCE_FORMATS + TARGET_FORMATS:
+        assert example in out and what in out
