@@ -97,6 +97,12 @@ def test_to_keras_hub_writes_what_keras_hub_writes(local_pt_folder, tmp_path):
         theirs, ours = (json.loads((folder / name).read_text()) for folder in (preset, tmp_path / "kh"))
         ours["config"].pop("preprocessor", None), theirs["config"].pop("preprocessor", None)
         assert ours == theirs, name
+    # and back: the image converter we wrote becomes the same preprocessor_config.json again
+    convert(tmp_path / "kh", tmp_path / "back", to="pt", verify=False)
+    before, after = (json.loads((folder / "preprocessor_config.json").read_text()) for folder in (local_pt_folder, tmp_path / "back"))
+    assert after["size"] == before["size"] == {"height": 64, "width": 64}
+    for key in ("image_mean", "image_std"):
+        assert np.allclose(after[key], before[key], rtol=0, atol=1e-12), key
 
 
 def test_to_keras_hub_names_what_it_cannot_represent(tmp_path):
