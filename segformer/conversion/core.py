@@ -162,7 +162,7 @@ def convert(
         sizes, seed: the verification inputs (seeded standard normal, batch 1).
         inputs: your own NCHW float32 verification inputs instead (e.g. processed photos).
         keep_outputs: keep every model output in ``report.outputs`` (one ``{framework: {name: array}}`` per
-            input; the destination framework's model is the one loaded from the written files).
+            input; the destination framework's model is the one loaded from the written files); not for keras-hub.
         source_framework: ``"pt"`` / ``"tf"`` picks the weights of a folder holding both.
         verify: run the models (needs both frameworks); the bit-exact read-back check always runs.
         progress: show a tqdm progress bar (the CLI turns it on).
@@ -245,7 +245,6 @@ def convert(
             checks, notes = write_keras_hub_target(
                 tmp, source, config, image_size, verify, float(tolerance),
                 KERAS_HUB_SIZES if tuple(sizes) == DEFAULT_SIZES else sizes, inputs, seed,
-                report.outputs if keep_outputs else None,
             )
             report.checks += checks
             report.notes += notes

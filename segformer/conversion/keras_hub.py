@@ -29,6 +29,7 @@ from ..common.checkpoints.keras_hub_io import (
 from ..common.model.config import SegformerConfig
 from ..common.model.weights import SEMANTIC_SEGMENTATION
 from .report import PREPROCESSOR_NAME, Check, ConversionError
+from .write import bit_exact_check
 
 __all__ = ["KERAS_HUB", "DEFAULT_IMAGE_SIZE", "read_keras_hub_source", "write_keras_hub_target"]
 
@@ -92,7 +93,6 @@ def write_keras_hub_target(
     sizes: Sequence[tuple[int, int]],
     inputs: Sequence[np.ndarray] | None,
     seed: int,
-    outputs: list | None,
 ) -> tuple[list[Check], list[str]]:
     """Write the preset of ``source`` into ``tmp`` and check it; ``(checks, notes)``. Refusals raise
     :class:`ConversionError` before anything is written."""
@@ -121,45 +121,25 @@ def write_keras_hub_target(
     wrong = _check_architecture(config, preset.config)
     if wrong:
         raise ConversionError("--to keras-hub: the written preset reads back differently: " + "; ".join(wrong))
-    names = [name for name, _, _ in keras_hub_names(config)]
-    checks = [_bit_exact(source.state, preset.state, names)]
+    names = [name for name, _, _ in keras_hub_names(config)]  # keras-hub stores no num_batches_tracked
+    checks = [bit_exact_check({n: source.state[n] for n in names}, {n: preset.state[n] for n in names})]
     if verify:
-        checks += _run_both(config, source.state, preset, approximations, tolerance, sizes, inputs, seed, outputs)
+        checks += _run_both(config, source.state, preset, approximations, tolerance, sizes, inputs, seed)
     return checks, notes
 
 
-def _bit_exact(expected, got, names: list[str]) -> Check:
-    worst = 0.0
-    for name in names:
-        a, b = np.asarray(expected[name], dtype=np.float32), got[name]
-        if a.shape != b.shape:
-            return Check(f"written tensors bit-exact ({name}: {a.shape} vs {b.shape})", float("inf"), 0.0, "tensors")
-        if a.tobytes() != b.tobytes():
-            worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))) or float("inf"))
-    return Check(f"written tensors bit-exact ({len(names)} tensors, keras-hub read back)", worst, 0.0, "tensors")
-
-
-def _run_both(config, state, preset: KerasHubPreset, approximations, tolerance, sizes, inputs, seed, outputs) -> list[Check]:
+def _run_both(config, state, preset: KerasHubPreset, approximations, tolerance, sizes, inputs, seed) -> list[Check]:
     """The source model vs a model of the read-back preset (keras-hub numerics), same framework, square inputs.
     With approximations the differences are measured (reported), else checked against ``tolerance``."""
-    from .verify import _framework_available, build_model, run_model, verification_inputs
+    from .verify import _framework_available, build_model, verification_inputs, verify_state
 
     framework = "pt" if _framework_available("pt") else "tf"
     reference = build_model(framework, SEMANTIC_SEGMENTATION, config, state)
     candidate = build_model(framework, SEMANTIC_SEGMENTATION, preset.config, preset.state)
     if inputs is None:
         inputs = verification_inputs(config, sizes, seed)
-    checks = []
-    for x in inputs:
-        x = np.asarray(x, dtype=np.float32)
-        label = f"{x.shape[2]}x{x.shape[3]}"
-        ref, got = run_model(framework, reference, x), run_model(framework, candidate, x)
-        for key in ref:
-            diff = float(np.max(np.abs(ref[key].astype(np.float64) - got[key]))) if ref[key].size else 0.0
-            if approximations:
-                checks.append(Check(f"{label} {key}: source vs keras-hub numerics", diff, float("inf"), "measured"))
-            else:
-                checks.append(Check(f"{label} {key}: source vs keras-hub preset", diff, tolerance))
-        if outputs is not None:
-            outputs.append({"source": ref, KERAS_HUB: got})
-    return checks
+    checks = verify_state(config, SEMANTIC_SEGMENTATION, (framework, reference), (framework, candidate),
+                          [np.asarray(x, dtype=np.float32) for x in inputs], tolerance)
+    if not approximations:
+        return [Check(f"{c.name}: source vs keras-hub preset", c.max_abs_diff, c.tolerance) for c in checks]
+    return [Check(f"{c.name}: source vs keras-hub numerics", c.max_abs_diff, float("inf"), "measured") for c in checks]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -253,15 +254,19 @@ def _preprocessor_json(side: int, mean: list[float], std: list[float]) -> dict[s
 
 
 # ------------------------------------------------------------------------------------------- reading
+@dataclass
 class KerasHubPreset:
     """A preset read onto the canonical table: ``config`` (keras-hub numerics), ``state`` (canonical names,
     PyTorch layout, counters set to 0), ``image_size`` (the square side its ``image_shape`` fixes, or None),
-    ``preprocessor`` (``{"size", "image_mean", "image_std"}`` from ``preprocessor.json``, or None)."""
+    ``preprocessor`` (``{"size", "image_mean", "image_std"}`` from ``preprocessor.json``, or None),
+    ``ignored`` (the optimizer state of ``task.weights.h5``)."""
 
-    def __init__(self, folder: Path, config: SegformerConfig, state: dict[str, np.ndarray],
-                 image_size: int | None, preprocessor: dict[str, Any] | None, ignored: list[str]) -> None:
-        self.folder, self.config, self.state = folder, config, state
-        self.image_size, self.preprocessor, self.ignored = image_size, preprocessor, ignored
+    folder: Path
+    config: SegformerConfig
+    state: dict[str, np.ndarray]
+    image_size: int | None
+    preprocessor: dict[str, Any] | None
+    ignored: list[str]
 
 
 def _read_weights(path: Path) -> dict[str, np.ndarray]:
