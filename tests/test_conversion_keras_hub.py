@@ -218,3 +218,11 @@ def test_info_lists_every_source_format(local_pt_folder, capsys):
     out = capsys.readouterr().out
     for what, example in SOURCE_FORMATS + TARGET_FORMATS:
         assert example in out and what in out
+
+
+def test_from_pretrained_of_a_keras_hub_preset_says_convert_it():
+    from segformer.common.base.errors import CheckpointError
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    with pytest.raises(CheckpointError, match="keras-hub preset; convert it first: segformer convert"):
+        SegformerForSemanticSegmentation.from_pretrained(_fixture("local")[0])

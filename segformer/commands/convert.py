@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..common.base.atomic import describe_os_error
     from ..common.base.errors import DOCUMENTED_ERRORS, WriteError
     from ..conversion import VerificationError, convert
+    from ..conversion.report import KERAS_HUB
 
     try:
         report = convert(
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(err, DOCUMENTED_ERRORS):
             raise
         raise WriteError(f"{describe_os_error(err, args.dst)}; the destination was not changed") from None
-    if args.dst is not None and report.written and args.to != "keras-hub":
+    if args.dst is not None and report.written and args.to != KERAS_HUB:
         from ..common.checkpoints.model_card import write_inference_files
 
         try:

@@ -28,12 +28,11 @@ from ..common.checkpoints.keras_hub_io import (
 )
 from ..common.model.config import SegformerConfig
 from ..common.model.weights import SEMANTIC_SEGMENTATION
-from .report import PREPROCESSOR_NAME, Check, ConversionError
+from .report import KERAS_HUB, PREPROCESSOR_NAME, Check, ConversionError
 from .write import bit_exact_check
 
 __all__ = ["KERAS_HUB", "DEFAULT_IMAGE_SIZE", "read_keras_hub_source", "write_keras_hub_target"]
 
-KERAS_HUB = "keras-hub"
 DEFAULT_IMAGE_SIZE = 512  # keras-hub's models take one fixed square size; ours when the source names none
 _ARCHITECTURE = ("num_channels", "depths", "hidden_sizes", "num_attention_heads", "sr_ratios", "patch_sizes",
                  "strides", "mlp_ratios", "decoder_hidden_size", "num_labels")

@@ -12,7 +12,8 @@ from .original import ASSUMED_PREFIX
 
 
 FRAMEWORKS = ("pt", "tf")
-TARGETS = FRAMEWORKS + ("keras-hub",)  # what convert writes: a Hugging Face-layout folder, or a keras-hub preset
+KERAS_HUB = "keras-hub"
+TARGETS = FRAMEWORKS + (KERAS_HUB,)  # what convert writes: a Hugging Face-layout folder, or a keras-hub preset
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (65, 97))
 KERAS_HUB_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (96, 96))  # keras-hub takes square inputs only
 DEFAULT_TOLERANCE = 1e-4
