@@ -47,6 +47,7 @@ def _resized_nhwc(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     return up.numpy().transpose(0, 2, 3, 1)
 
 
+# One conversion checks both frameworks (the destination's from the written files, the other built from the tensors).
 @pytest.mark.parametrize("where, to", [("local", "pt"), ("local", "tf"), ("shared", "tf")])
 def test_keras_hub_preset_converts_and_reproduces_keras_hub(where, to, tmp_path):
     preset, expected = _fixture(where)
