@@ -178,6 +178,7 @@ def test_live_keras_hub_loads_what_we_write(tmp_path):
                           "pt", "SegformerForSemanticSegmentation")
     convert(tmp_path / "src", tmp_path / "kh", to="keras-hub", image_size=64)
     model = keras_hub.models.SegFormerImageSegmenter.from_preset(str(tmp_path / "kh"))
+    assert tuple(model.preprocessor.image_converter.image_size) == (64, 64)
     pixels = np.random.default_rng(1).standard_normal((1, 64, 64, 3)).astype(np.float32)
     theirs = np.asarray(model(pixels, training=False))
     report = convert(tmp_path / "kh", tmp_path / "back", to="pt", inputs=[pixels.transpose(0, 3, 1, 2).copy()],

@@ -240,7 +240,8 @@ def _preprocessor_json(side: int, mean: list[float], std: list[float]) -> dict[s
             "name": "seg_former_image_converter", "trainable": True, "dtype": _dtype_policy(),
             "image_size": [side, side], "scale": [1.0 / (255.0 * s) for s in std],
             "offset": [-m / s for m, s in zip(mean, std)], "interpolation": "bilinear", "antialias": False,
-            "crop_to_aspect_ratio": True, "pad_to_aspect_ratio": False, "bounding_box_format": "yxyx",
+            # the whole image resized to the square, as SegformerImageProcessor does (keras-hub's default crops)
+            "crop_to_aspect_ratio": False, "pad_to_aspect_ratio": False, "bounding_box_format": "yxyx",
         },
         "registered_name": "keras_hub>SegFormerImageConverter",
     }
