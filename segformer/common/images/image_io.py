@@ -2,16 +2,19 @@
 
 :func:`load_image` decodes any file Pillow reads into a uint8 ``(H, W, 3)`` RGB array:
 
-* EXIF orientation is applied (the picture comes out the way a viewer shows it, as transformers' loader does);
-* palette (``P`` / ``PA``), grey + alpha (``LA``), CMYK, YCbCr, LAB, HSV and 1-bit images go through
-  Pillow's conversions to RGB (alpha dropped);
+* EXIF orientation (and a TIFF's Orientation tag) is applied (the picture comes out the way a viewer shows it,
+  as transformers' loader does);
+* palette (``P`` / ``PA``), grey + alpha (``LA``), CMYK, YCbCr, LAB, HSV, min-is-white and 1-bit images go through
+  Pillow's conversions to RGB (alpha dropped); TIFFs are read by ``tifffile`` (extra ``tiff``) where their samples
+  are grey or RGB values of 8 bits or more and its codecs decode them, by Pillow otherwise (LZW, JPEG, CCITT ...);
 * images deeper than 8 bits are scaled by their real range instead of clipped: integer images
   (16-bit PNG / TIFF, mode ``I``) by the smallest bit depth that holds their largest value (a 12-bit scan
   in a 16-bit file is divided by 4095, a full 16-bit one by 65535; values <= 255 are kept); float images
   (mode ``F``) with all values in [0, 1] are multiplied by 255, others are mapped linearly from their
   minimum..maximum to 0..255; negative integer images likewise; NaN / Inf pixels are an error.
 
-Every failure (missing, unreadable, truncated, not an image, above the pixel limit) raises
+Every failure (missing, unreadable, truncated, not an image, above the pixel limit, not a regular file: a FIFO,
+device, socket or folder is refused from ``stat`` before anything opens it) raises
 :class:`BadImageError` (a ``ValueError``) whose message names the file and the reason.
 
 :func:`expand_inputs` turns command-line items into files: a folder gives every file with an image
@@ -26,6 +29,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -142,17 +146,19 @@ def image_to_rgb(image: Image.Image, path: str = "<image>") -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
-    """``(height, width)`` as :func:`load_image` returns it (EXIF rotation included), from the header only."""
+    """``(height, width)`` as :func:`load_image` returns it (EXIF / TIFF orientation included), from the header only."""
     name = os.fspath(path)
-    tifffile = _tifffile() if name.lower().endswith((".tif", ".tiff")) and os.path.isfile(name) else None
+    _check_regular(name)
+    tifffile = _tifffile() if name.lower().endswith((".tif", ".tiff")) else None
     if tifffile is not None:
         try:
             with tifffile.TiffFile(name) as tiff:
                 page = tiff.pages[0]
-                return (page.imagelength, page.imagewidth)
+                height, width = page.imagelength, page.imagewidth
+                return (width, height) if _tiff_orientation(page) in (5, 6, 7, 8) else (height, width)
         except Exception as err:  # damaged or not a TIFF: Pillow's reading below reports it
             del err
-    with open_image(os.fspath(path), max_pixels) as image:
+    with open_image(name, max_pixels) as image:
         width, height = image.size
         if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
             width, height = height, width
@@ -160,6 +166,9 @@ def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[
 
 
 TIFF_MEMMAP_BYTES = 256 * 2**20  # larger TIFFs are decoded into a temporary memory-mapped file
+# TIFF photometric interpretations whose samples are the pixel values tifffile's fast path keeps (grey, RGB); the
+# others (min-is-white, palette, CMYK, YCbCr, CIELab, ...) and 1-bit images go through Pillow's conversions.
+_TIFF_DIRECT_PHOTOMETRIC = (1, 2)  # MINISBLACK, RGB
 
 
 def _tifffile() -> Any:
@@ -170,38 +179,71 @@ def _tifffile() -> Any:
     return tifffile
 
 
+def _tiff_orientation(page: Any) -> int:
+    tag = page.tags.get(_ORIENTATION)
+    try:
+        value = int(tag.value) if tag is not None else 1
+    except (TypeError, ValueError):
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """``array`` (rows, columns, ...) shown as its orientation tag says: the same turns and flips as Pillow's
+    ``ImageOps.exif_transpose`` (2 mirror, 3 turn 180, 4 flip, 5 transpose, 6 turn clockwise, 7 transverse,
+    8 turn counter-clockwise)."""
+    if orientation in (5, 6, 7, 8):
+        array = array.swapaxes(0, 1)  # transpose; then 6 = mirror, 7 = turn 180, 8 = flip
+    flip_rows = orientation in (3, 4, 7, 8)
+    flip_columns = orientation in (2, 3, 6, 7)
+    return array[:: -1 if flip_rows else 1, :: -1 if flip_columns else 1]
+
+
+def _tiff_direct(page: Any) -> bool:
+    """Whether tifffile's pixels are the picture as it is shown (grey or RGB samples of 8 bits or more)."""
+    return int(page.photometric) in _TIFF_DIRECT_PHOTOMETRIC and page.bitspersample >= 8 and "Y" in page.axes
+
+
 def _load_tiff(name: str, max_pixels: int | None) -> np.ndarray | None:
     """A TIFF / BigTIFF through ``tifffile`` (optional extra ``tiff``): tiled and compressed files are decoded into
-    a temporary memory-mapped file, so a gigapixel image does not have to fit in memory; ``None`` without
-    tifffile (Pillow then reads it, if it can)."""
+    a temporary memory-mapped file, so a gigapixel image does not have to fit in memory. ``None`` where Pillow
+    should read it instead: without tifffile, for photometric interpretations other than grey / RGB, 1-bit
+    images, and compressions tifffile cannot decode without ``imagecodecs`` (LZW, JPEG, CCITT, ...)."""
     tifffile = _tifffile()
     if tifffile is None:
         return None
     try:
         with tifffile.TiffFile(name) as tiff:
             page = tiff.pages[0]
-            shape = tuple(page.shape)
-            height, width = (shape[0], shape[1]) if page.samplesperpixel == 1 or shape[-1] in (3, 4) else shape[1:3]
+            height, width = page.imagelength, page.imagewidth
             limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
             if limit is not None and height * width > limit:
                 raise BadImageError(name, f"{width}x{height} = {width * height:,} pixels is above the limit of "
                                           f"{int(limit):,} (refused before decoding, a possible decompression bomb)")
+            if not _tiff_direct(page):
+                return None
+            axes, orientation = page.axes, _tiff_orientation(page)
             big = height * width * max(1, page.samplesperpixel) * page.dtype.itemsize > TIFF_MEMMAP_BYTES
             array = page.asarray(out="memmap" if big else None)
     except BadImageError:
         raise
-    except Exception as err:  # tifffile raises many kinds for damaged files
-        raise BadImageError(name, _reason(err)) from None
-    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
-        array = np.moveaxis(array, 0, -1)  # planar (C, H, W) storage
+    except Exception as err:  # a compression without its codec, or damaged: Pillow reads it or names the reason
+        del err
+        return None
+    if "S" in axes and axes.index("S") < axes.index("Y"):
+        array = np.moveaxis(array, axes.index("S"), -1)  # planar (S, H, W) storage
+        axes = axes.replace("S", "") + "S"
+    if array.ndim != len(axes) or axes.replace("S", "") != "YX":
+        return None  # stacks, volumes: Pillow reads the first image
+    if array.ndim == 3:
+        array = array[:, :, 0] if array.shape[-1] < 3 else array[:, :, :3]  # grey + alpha -> grey; alpha dropped
+    array = _orient(array, orientation)
     if array.ndim == 2:
         grey = array if array.dtype == np.uint8 else _scale_deep(np.asarray(array), name)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[-1] not in (3, 4):
-        raise BadImageError(name, f"TIFF with shape {array.shape}: expected grey, RGB or RGBA pixels")
     if array.dtype == np.uint8:
-        return array[:, :, :3] if array.shape[-1] == 3 else np.ascontiguousarray(array[:, :, :3])
-    return _scale_deep(np.asarray(array[:, :, :3]), name)
+        return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+    return _scale_deep(np.asarray(array), name)
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
@@ -212,7 +254,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     (large ones as a memory-mapped array on disk).
     """
     name = os.fspath(path)
-    if name.lower().endswith((".tif", ".tiff")) and os.path.isfile(name):
+    _check_regular(name)
+    if name.lower().endswith((".tif", ".tiff")):
         array = _load_tiff(name, max_pixels)
         if array is not None:
             return array
@@ -254,10 +297,7 @@ class open_image:
 
     def __enter__(self) -> Image.Image:
         path = self.path
-        if not os.path.exists(path):
-            raise BadImageError(path, "file does not exist")
-        if os.path.isdir(path):
-            raise BadImageError(path, "is a folder, not an image file")
+        _check_regular(path)
         limit = Image.MAX_IMAGE_PIXELS if self.max_pixels is None else self.max_pixels
         try:
             with warnings.catch_warnings():
@@ -281,6 +321,25 @@ class open_image:
     def __exit__(self, *exc: object) -> None:
         if self.image is not None:
             self.image.close()
+
+
+def _check_regular(path: str) -> None:
+    """Refuse, from ``stat`` alone (nothing is opened), a path that is not a regular file: opening a FIFO blocks
+    until someone writes to it, a device can be endless, a socket cannot be read."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise BadImageError(path, "file does not exist") from None
+    except OSError as err:
+        raise BadImageError(path, _reason(err)) from None
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise BadImageError(path, "is a folder, not an image file")
+    kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+             stat.S_ISSOCK: "a socket"}
+    kind = next((text for test, text in kinds.items() if test(mode)), "a special file")
+    raise BadImageError(path, f"is {kind}, not a regular image file (refused without opening it)")
 
 
 def _reason(err: BaseException) -> str:
