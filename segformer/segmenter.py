@@ -83,8 +83,8 @@ def _expand(images: Any) -> tuple[list[Any], bool]:
         return [images], True
     if isinstance(images, (str, os.PathLike)):
         text = os.fspath(images)
-        single = Path(text).is_file() and not text.startswith("@")
-        return list(expand_inputs([text])), single
+        single = Path(text).is_file() and not (isinstance(images, str) and text.startswith("@"))
+        return list(expand_inputs([images])), single
     if isinstance(images, (list, tuple)):
         items: list[Any] = []
         for entry in images:

@@ -170,7 +170,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data ROOT`` or ``--images ITEMS... --labels DIR`` (shared by ``eval`` and ``train``)."""
     parser.add_argument("--data", default=None, help="dataset root (images/ + annotations/ per split)")
     parser.add_argument("--images", nargs="+", default=None, metavar="ITEM",
-                        help="instead of --data: image files, folders (recursive), globs or @FILE lists")
+                        help="instead of --data: image files, folders (recursive), globs or @FILE lists (an image whose "
+                             "name starts with @ is passed as ./@name.png)")
     parser.add_argument("--labels", default=None, metavar="DIR",
                         help="with --images: folder of label PNGs, NAME.png for image NAME.ext (sub-folders as in the image folder)")
 

@@ -19,9 +19,12 @@ device, socket or folder is refused from ``stat`` before anything opens it) rais
 
 :func:`expand_inputs` turns command-line items into files: a folder gives every file with an image
 extension below it (recursively), a glob (``photos/**/*.jpg``) its matching image files, ``@list.txt``
-the paths listed in that file (one per line, relative to the list's folder; ``#`` starts a comment),
-and a plain path itself (whatever its extension, so a wrong file is reported rather than ignored).
-Folder and glob results are sorted; duplicates are dropped, the first occurrence kept.
+(a string; a ``Path`` is always a path) the paths listed in that file (one per line, relative to the list's folder; ``#`` starts a comment; a UTF-8
+text file), and a plain path itself (whatever its extension, so a wrong file is reported rather than ignored;
+a file whose name starts with ``@`` is passed as ``./@name.png``). Folder and glob results are sorted;
+duplicates are dropped, the first occurrence kept. Output names (:func:`expand_named_inputs`) keep the
+sub-folders below a folder or below a glob's fixed prefix (``shots/**/*.jpg`` names ``shots/a/x.jpg`` ``a/x``);
+listed and plain files are named by their stem.
 """
 
 from __future__ import annotations
@@ -77,18 +80,15 @@ def expand_inputs(items: Iterable[str | os.PathLike], what: str = "images") -> l
 
 
 def expand_named_inputs(items: Iterable[str | os.PathLike], what: str = "images") -> list[tuple[Path, str]]:
-    """Like :func:`expand_inputs`, with an output name per file: the path below its folder without the
-    extension (``a/b/photo``) for files found in a folder, the file's stem otherwise."""
+    """Like :func:`expand_inputs`, with an output name per file: the path below its folder (or below a glob's
+    fixed leading folders) without the extension (``a/b/photo``) for files found in a folder or by a glob, the
+    file's stem otherwise."""
     result: list[tuple[Path, str]] = []
     for item in items:
         text = os.fspath(item)
-        if text.startswith("@"):
+        if isinstance(item, str) and text.startswith("@"):  # a Path object is always a path
             list_path = Path(text[1:])
-            if not list_path.is_file():
-                raise FileNotFoundError(f"{what}: file list {text[1:]!r} (given as {text!r}) does not exist")
-            lines = list_path.read_text(encoding="utf-8").splitlines()
-            entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-            for entry in entries:
+            for entry in _list_entries(list_path, text, what):
                 path = Path(entry) if Path(entry).is_absolute() else list_path.parent / entry
                 result.append((path, path.stem))
             continue
@@ -102,13 +102,48 @@ def expand_named_inputs(items: Iterable[str | os.PathLike], what: str = "images"
             found = sorted(Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p) and _is_image_name(Path(p)))
             if not found:
                 raise ValueError(f"{what}: pattern {text!r} matches no image files (extensions {list(IMAGE_EXTENSIONS)})")
-            result.extend((p, p.stem) for p in found)
+            prefix = _glob_prefix(text)
+            result.extend((p, Path(os.path.relpath(p, prefix)).with_suffix("").as_posix()) for p in found)
         else:
             result.append((path, path.stem))
     unique: dict[str, tuple[Path, str]] = {}
     for path, name in result:
         unique.setdefault(os.path.normpath(os.path.abspath(path)), (path, name))
     return list(unique.values())
+
+
+def _glob_prefix(pattern: str) -> str:
+    """The fixed folder a glob pattern starts from: its leading components without ``*``, ``?`` or ``[``."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if _GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return os.path.join(*fixed) if fixed else os.curdir
+
+
+def _list_entries(list_path: Path, text: str, what: str) -> list[str]:
+    """The paths an ``@list`` file names: one per line, blank lines and ``#`` comments skipped."""
+    literal = f"; an image whose name starts with '@' is passed as './{text}'" if os.path.isfile(text) else ""
+    try:
+        mode = os.stat(list_path).st_mode
+    except OSError:
+        raise FileNotFoundError(f"{what}: file list {text[1:]!r} (given as {text!r}) does not exist{literal}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{what}: file list {text[1:]!r} (given as {text!r}) is not a regular file{literal}")
+    data = list_path.read_bytes()
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        lines = None
+        where = f"byte {data[err.start]:#04x} at offset {err.start} is not UTF-8"
+    else:
+        where = "it holds NUL bytes" if "\x00" in data.decode("utf-8") else None
+    if where is not None:
+        raise ValueError(f"{what}: file list {text[1:]!r} (given as {text!r}) is not a text file ({where}); a list "
+                         f"holds one image path per line{literal}")
+    return [line.strip() for line in lines or () if line.strip() and not line.strip().startswith("#")]
 
 
 def _scale_deep(array: np.ndarray, path: str) -> np.ndarray:
