@@ -205,7 +205,7 @@ def check_dataset_files(dataset: Any, count: int | None = None) -> int:
     image, wrong label mode, label size differs from the image).
     """
     from ..common.training.datasets import load_label
-    from ..common.images.image_io import check_image, image_size
+    from ..common.images.image_io import BadImageError, check_image, image_size
 
     bad: list[str] = []
     largest = -1
@@ -218,6 +218,9 @@ def check_dataset_files(dataset: Any, count: int | None = None) -> int:
             label = load_label(label_path)
         except FileNotFoundError:
             bad.append(f"{os.fspath(label_path)}: label map does not exist (for {os.fspath(image_path)})")
+            continue
+        except BadImageError as err:
+            bad.append(f"{err.path}: label map: {err.reason}")
             continue
         except (OSError, SyntaxError, ValueError) as err:
             bad.append(f"{os.fspath(label_path)}: {err}")
