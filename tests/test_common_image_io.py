@@ -154,19 +154,19 @@ def test_processor_refuses_integers_outside_0_255_unless_told_how():
     from segformer import SegformerImageProcessor
 
     processor = SegformerImageProcessor(do_resize=False)
-    image = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 1000).astype(np.uint16)
+    image = (np.arange(5 * 4 * 3).reshape(5, 4, 3) * 1000).astype(np.uint16)
     with pytest.raises(ValueError, match=r"images\[0\]: integer image \(uint16\) has values 0\.\.59000, outside 0\.\.255.*rescale_factor"):
         processor(image, return_tensors="np")
     got = processor(image, rescale_factor=1 / 65535, return_tensors="np")["pixel_values"][0]
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     want = ((image.astype(np.float64) / 65535 - mean) / std).transpose(2, 0, 1)
     np.testing.assert_allclose(got, want, atol=1e-5)
-    negative = np.full((4, 5, 3), -3, np.int32)
+    negative = np.full((5, 4, 3), -3, np.int32)
     with pytest.raises(ValueError, match="outside 0..255"):
         processor(negative)
     with pytest.raises(ValueError, match="NaN or infinity"):
-        processor(np.full((4, 5, 3), np.inf, np.float32))
-    assert processor(image.clip(0, 255), return_tensors="np")["pixel_values"].shape == (1, 3, 4, 5)
+        processor(np.full((5, 4, 3), np.inf, np.float32))
+    assert processor(image.clip(0, 255), return_tensors="np")["pixel_values"].shape == (1, 3, 5, 4)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -309,3 +309,12 @@ def test_device_and_folder_are_refused(tmp_path):
     (tmp_path / "folder.png").mkdir()
     with pytest.raises(BadImageError, match="folder.png: is a folder"):
         load_image(tmp_path / "folder.png")
+
+
+def test_tiff_header_size_honours_the_pixel_limit(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "tiled.tif", _rgb_pixels(40, 50), photometric="rgb", tile=(16, 16))
+    assert image_size(tmp_path / "tiled.tif", max_pixels=2000) == (40, 50)
+    for call in (image_size, load_image):
+        with pytest.raises(BadImageError, match=r"tiled.tif: 50x40 = 2,000 pixels is above the limit of 1,999"):
+            call(tmp_path / "tiled.tif", max_pixels=1999)

@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from ..common.base.errors import WriteError
-    from ..common.images.image_io import BadImageError, expand_named_inputs, open_image
+    from ..common.images.image_io import BadImageError, expand_named_inputs, image_size
     from ..common.images.viz import legend, save_png
     from ..segmenter import default_workers
 
@@ -313,8 +313,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = []
     for job in jobs:
         try:
-            with open_image(os.fspath(job[0]), args.max_pixels or _NO_PIXEL_LIMIT) as picture:
-                width, height = picture.size
+            height, width = image_size(job[0], args.max_pixels or _NO_PIXEL_LIMIT)  # as shown: orientation applied
         except BadImageError as err:
             if args.strict:
                 raise ValueError(f"{err} (--strict: stopped before any work)") from None

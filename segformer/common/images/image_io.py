@@ -190,9 +190,12 @@ def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[
             with tifffile.TiffFile(name) as tiff:
                 page = tiff.pages[0]
                 height, width = page.imagelength, page.imagewidth
-                return (width, height) if _tiff_orientation(page) in (5, 6, 7, 8) else (height, width)
+                orientation = _tiff_orientation(page)
         except Exception as err:  # damaged or not a TIFF: Pillow's reading below reports it
             del err
+        else:
+            _check_pixels(name, width, height, max_pixels)
+            return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
     with open_image(name, max_pixels) as image:
         width, height = image.size
         if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
@@ -251,10 +254,7 @@ def _load_tiff(name: str, max_pixels: int | None) -> np.ndarray | None:
         with tifffile.TiffFile(name) as tiff:
             page = tiff.pages[0]
             height, width = page.imagelength, page.imagewidth
-            limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-            if limit is not None and height * width > limit:
-                raise BadImageError(name, f"{width}x{height} = {width * height:,} pixels is above the limit of "
-                                          f"{int(limit):,} (refused before decoding, a possible decompression bomb)")
+            _check_pixels(name, width, height, max_pixels)
             if not _tiff_direct(page):
                 return None
             axes, orientation = page.axes, _tiff_orientation(page)
@@ -333,7 +333,6 @@ class open_image:
     def __enter__(self) -> Image.Image:
         path = self.path
         _check_regular(path)
-        limit = Image.MAX_IMAGE_PIXELS if self.max_pixels is None else self.max_pixels
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -344,18 +343,24 @@ class open_image:
             raise BadImageError(path, f"too many pixels, refused as a possible decompression bomb ({err})") from None
         except (OSError, SyntaxError, ValueError) as err:
             raise BadImageError(path, _reason(err)) from None
-        width, height = self.image.size
-        if limit is not None and width * height > limit:
+        try:
+            _check_pixels(path, *self.image.size, self.max_pixels)
+        except BadImageError:
             self.image.close()
-            raise BadImageError(
-                path, f"{width}x{height} = {width * height:,} pixels is above the limit of {int(limit):,} "
-                "(refused before decoding, a possible decompression bomb)"
-            )
+            raise
         return self.image
 
     def __exit__(self, *exc: object) -> None:
         if self.image is not None:
             self.image.close()
+
+
+def _check_pixels(path: str, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse ``width x height`` above ``max_pixels`` (``None``: Pillow's decompression-bomb limit) from the header."""
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if limit is not None and width * height > limit:
+        raise BadImageError(path, f"{width}x{height} = {width * height:,} pixels is above the limit of {int(limit):,} "
+                                  "(refused before decoding, a possible decompression bomb)")
 
 
 def _check_regular(path: str) -> None:
