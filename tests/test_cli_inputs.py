@@ -66,6 +66,9 @@ def test_binary_list_file_is_one_clear_error(tmp_path, capsys):
     (tmp_path / "nul.txt").write_bytes(b"photo.png\x00\n")
     assert main(["predict", "--model", str(MODEL), f"@{tmp_path / 'nul.txt'}", "--out", str(tmp_path / "o")]) == 2
     assert "NUL bytes" in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("# nothing yet\n\n")
+    assert main(["predict", "--model", str(MODEL), f"@{tmp_path / 'empty.txt'}", "--out", str(tmp_path / "o")]) == 2
+    assert "names no files" in capsys.readouterr().err
 
 
 def test_an_image_named_with_a_leading_at_sign(tmp_path, capsys, monkeypatch):

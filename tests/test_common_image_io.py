@@ -247,6 +247,21 @@ def test_tiff_orientation_tag_is_applied(tmp_path, orientation, writer):
     assert image_size(path) == expected.shape[:2]
 
 
+@pytest.mark.parametrize("variant, compression", [("palette", None), ("cmyk", None), ("ycbcr", "tiff_lzw"),
+                                                  ("one-bit", "group4"), ("grey-alpha", "jpeg")])
+@pytest.mark.parametrize("orientation", [3, 5, 6, 8])
+def test_tiff_orientation_of_files_pillow_decodes(tmp_path, variant, compression, orientation):
+    """The turn is applied once, by the table, whatever Pillow's own handling of the tag (which in some versions
+    and modes turns the pixels itself, or scrambles them)."""
+    picture = _PIL_VARIANTS[variant](Image.fromarray(_rgb_pixels(14, 22)))
+    picture.save(tmp_path / "plain.tif", compression=compression)
+    picture.save(tmp_path / "turned.tif", compression=compression, tiffinfo={ORIENTATION: orientation})
+    with Image.open(tmp_path / "plain.tif") as stored:
+        expected = _ORIENTED[orientation](np.asarray(stored.convert("RGB")))
+    np.testing.assert_array_equal(load_image(tmp_path / "turned.tif"), expected)
+    assert image_size(tmp_path / "turned.tif") == expected.shape[:2]
+
+
 def test_segmenter_honours_the_tiff_orientation(tmp_path):
     pytest.importorskip("torch")
     from conftest import fixture_path

@@ -30,6 +30,7 @@ listed and plain files are named by their stem.
 from __future__ import annotations
 
 import glob
+import io
 import math
 import os
 import stat
@@ -143,7 +144,10 @@ def _list_entries(list_path: Path, text: str, what: str) -> list[str]:
     if where is not None:
         raise ValueError(f"{what}: file list {text[1:]!r} (given as {text!r}) is not a text file ({where}); a list "
                          f"holds one image path per line{literal}")
-    return [line.strip() for line in lines or () if line.strip() and not line.strip().startswith("#")]
+    entries = [line.strip() for line in lines or () if line.strip() and not line.strip().startswith("#")]
+    if not entries:
+        raise ValueError(f"{what}: file list {text[1:]!r} (given as {text!r}) names no files (one path per line){literal}")
+    return entries
 
 
 def _scale_deep(array: np.ndarray, path: str) -> np.ndarray:
@@ -198,7 +202,11 @@ def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[
             return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
     with open_image(name, max_pixels) as image:
         width, height = image.size
-        if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+        turned = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+        stored = getattr(image, "tag_v2", {})
+        if turned and (stored.get(256), stored.get(257)) == (height, width) != (width, height):
+            turned = False  # a TIFF whose size this Pillow reports as shown already
+        if turned:
             width, height = height, width
     return height, width
 
@@ -290,18 +298,47 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """
     name = os.fspath(path)
     _check_regular(name)
+    unoriented = None
     if name.lower().endswith((".tif", ".tiff")):
         array = _load_tiff(name, max_pixels)
         if array is not None:
             return array
-    with open_image(name, max_pixels) as image:
+        unoriented = _tiff_without_orientation(name)
+    with open_image(name, max_pixels, data=unoriented[0] if unoriented else None) as image:
         try:
             image.load()
-            return image_to_rgb(image, name)
+            rgb = image_to_rgb(image, name)
         except BadImageError:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise BadImageError(name, _reason(err)) from None
+    return np.ascontiguousarray(_orient(rgb, unoriented[1])) if unoriented else rgb
+
+
+def _tiff_without_orientation(name: str) -> tuple[io.BytesIO, int] | None:
+    """A TIFF that Pillow decodes, as bytes with its Orientation tag set to 1, and the orientation it had (``None``
+    for orientation 1 or without tifffile). Pillow's own handling of the tag differs between versions and, in
+    some (uncompressed palette / CMYK, LZW YCbCr), scrambles the pixels; the pixels are turned here instead, by
+    the one rule of :func:`_orient`."""
+    tifffile = _tifffile()
+    if tifffile is None:
+        return None
+    try:
+        with tifffile.TiffFile(name) as tiff:
+            tag = tiff.pages[0].tags.get(_ORIENTATION)
+            orientation = _tiff_orientation(tiff.pages[0])
+            if tag is None or orientation == 1 or tag.count != 1:
+                return None
+            order, offset = tiff.byteorder, tag.valueoffset
+            size = {3: 2, 4: 4, 16: 8}.get(int(tag.dtype), 0)  # SHORT, LONG, LONG8
+            if not size:
+                return None
+        data = bytearray(Path(name).read_bytes())
+        data[offset : offset + size] = (1).to_bytes(size, "little" if order == "<" else "big")
+    except Exception as err:  # damaged: Pillow's reading reports it
+        del err
+        return None
+    return io.BytesIO(bytes(data)), orientation
 
 
 def check_image(path: str | os.PathLike, max_pixels: int | None = None) -> str | None:
@@ -325,9 +362,10 @@ class open_image:
     """``with open_image(path, max_pixels) as image``: ``Image.open`` (header only) with the reasons turned
     into :class:`BadImageError` and the pixel limit checked (``None``: Pillow's)."""
 
-    def __init__(self, path: str, max_pixels: int | None) -> None:
+    def __init__(self, path: str, max_pixels: int | None, data: Any = None) -> None:
         self.path = path
         self.max_pixels = max_pixels
+        self.data = data  # the file's bytes as a file object, if they were read already
         self.image: Image.Image | None = None
 
     def __enter__(self) -> Image.Image:
@@ -336,7 +374,7 @@ class open_image:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                self.image = Image.open(path)
+                self.image = Image.open(path if self.data is None else self.data)
         except Image.UnidentifiedImageError:
             raise BadImageError(path, "not an image (no image format recognised)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
