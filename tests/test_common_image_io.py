@@ -250,9 +250,14 @@ def test_tiff_orientation_tag_is_applied(tmp_path, orientation, writer):
 @pytest.mark.parametrize("variant, compression", [("palette", None), ("cmyk", None), ("ycbcr", "tiff_lzw"),
                                                   ("one-bit", "group4"), ("grey-alpha", "jpeg")])
 @pytest.mark.parametrize("orientation", [3, 5, 6, 8])
-def test_tiff_orientation_of_files_pillow_decodes(tmp_path, variant, compression, orientation):
+@pytest.mark.parametrize("tifffile", ["tifffile", "Pillow only"])
+def test_tiff_orientation_of_files_pillow_decodes(tmp_path, monkeypatch, variant, compression, orientation, tifffile):
     """The turn is applied once, by the table, whatever Pillow's own handling of the tag (which in some versions
-    and modes turns the pixels itself, or scrambles them)."""
+    and modes turns the pixels itself, or scrambles them), with or without tifffile."""
+    from segformer.common.images import image_io
+
+    if tifffile == "Pillow only":
+        monkeypatch.setattr(image_io, "_tifffile", lambda: None)
     picture = _PIL_VARIANTS[variant](Image.fromarray(_rgb_pixels(14, 22)))
     picture.save(tmp_path / "plain.tif", compression=compression)
     picture.save(tmp_path / "turned.tif", compression=compression, tiffinfo={ORIENTATION: orientation})

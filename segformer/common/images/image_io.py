@@ -317,28 +317,32 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
 
 def _tiff_without_orientation(name: str) -> tuple[io.BytesIO, int] | None:
     """A TIFF that Pillow decodes, as bytes with its Orientation tag set to 1, and the orientation it had (``None``
-    for orientation 1 or without tifffile). Pillow's own handling of the tag differs between versions and, in
-    some (uncompressed palette / CMYK, LZW YCbCr), scrambles the pixels; the pixels are turned here instead, by
-    the one rule of :func:`_orient`."""
-    tifffile = _tifffile()
-    if tifffile is None:
-        return None
+    for orientation 1). Pillow's own handling of the tag differs between versions and, in some (uncompressed
+    palette / CMYK, LZW YCbCr), scrambles the pixels; the pixels are turned here instead, by the one rule of
+    :func:`_orient`. The tag is found by reading the first IFD (classic or BigTIFF); a damaged file is left to
+    Pillow's reading, which reports it."""
     try:
-        with tifffile.TiffFile(name) as tiff:
-            tag = tiff.pages[0].tags.get(_ORIENTATION)
-            orientation = _tiff_orientation(tiff.pages[0])
-            if tag is None or orientation == 1 or tag.count != 1:
+        with open(name, "rb") as handle:
+            data = bytearray(handle.read())
+        order = {b"II": "little", b"MM": "big"}[bytes(data[:2])]
+        number = lambda start, size: int.from_bytes(data[start : start + size], order)  # noqa: E731
+        big = number(2, 2) == 43
+        offset = number(8, 8) if big else number(4, 4)
+        count = number(offset, 8 if big else 2)
+        first, step = offset + (8 if big else 2), 20 if big else 12
+        for entry in range(first, first + count * step, step):
+            if number(entry, 2) != _ORIENTATION:
+                continue
+            size = {3: 2, 4: 4, 16: 8}.get(number(entry + 2, 2), 0)  # SHORT, LONG, LONG8, stored inline
+            value = entry + (12 if big else 8)
+            orientation = number(value, size) if size and number(entry + 4, 8 if big else 4) == 1 else 1
+            if not 2 <= orientation <= 8:
                 return None
-            order, offset = tiff.byteorder, tag.valueoffset
-            size = {3: 2, 4: 4, 16: 8}.get(int(tag.dtype), 0)  # SHORT, LONG, LONG8
-            if not size:
-                return None
-        data = bytearray(Path(name).read_bytes())
-        data[offset : offset + size] = (1).to_bytes(size, "little" if order == "<" else "big")
-    except Exception as err:  # damaged: Pillow's reading reports it
-        del err
+            data[value : value + size] = (1).to_bytes(size, order)
+            return io.BytesIO(bytes(data)), orientation
+    except (KeyError, IndexError, ValueError, OSError):
         return None
-    return io.BytesIO(bytes(data)), orientation
+    return None
 
 
 def check_image(path: str | os.PathLike, max_pixels: int | None = None) -> str | None:
