@@ -19,9 +19,10 @@ device, socket or folder is refused from ``stat`` before anything opens it) rais
 
 :func:`expand_inputs` turns command-line items into files: a folder gives every file with an image
 extension below it (recursively), a glob (``photos/**/*.jpg``) its matching image files, ``@list.txt``
-(a string; a ``Path`` is always a path) the paths listed in that file (one per line, relative to the list's folder; ``#`` starts a comment; a UTF-8
-text file), and a plain path itself (whatever its extension, so a wrong file is reported rather than ignored;
-a file whose name starts with ``@`` is passed as ``./@name.png``). Folder and glob results are sorted;
+(a string; a ``Path`` is always a path) the paths listed in that UTF-8 text file (one per line, relative to
+the list's folder; ``#`` starts a comment), and a plain path itself (whatever its extension, so a wrong file
+is reported rather than ignored; a file whose name starts with ``@`` is passed as ``./@name.png``). Folder
+and glob results are sorted;
 duplicates are dropped, the first occurrence kept. Output names (:func:`expand_named_inputs`) keep the
 sub-folders below a folder or below a glob's fixed prefix (``shots/**/*.jpg`` names ``shots/a/x.jpg`` ``a/x``);
 listed and plain files are named by their stem.
