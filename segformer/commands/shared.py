@@ -173,7 +173,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of --data: image files, folders (recursive), globs or @FILE lists (an image whose "
                              "name starts with @ is passed as ./@name.png)")
     parser.add_argument("--labels", default=None, metavar="DIR",
-                        help="with --images: folder of label PNGs, NAME.png for image NAME.ext (sub-folders as in the image folder)")
+                        help="with --images: folder of label PNGs, NAME.png for image NAME.ext (sub-folders as below an image "
+                             "folder or below a glob's fixed part)")
 
 
 def dataset_from_args(args: argparse.Namespace, split: str, transform: Any, seed: int | None = None) -> Any:
