@@ -15,7 +15,8 @@ Each image goes through the same steps in both frameworks: EXIF orientation, RGB
 (optionally multi-scale + flip); logits upsampled bilinearly to the image's own size; argmax and the
 probability of the chosen class. Without a preset the resize rule is the processor's (Hugging Face's fixed
 size, 512 x 512 by default) and whole-image logits are upsampled once, straight to the image's size, as
-Hugging Face's post-processing does, so ``to_pipeline()`` equals transformers' image-segmentation pipeline.
+Hugging Face's post-processing does, so ``to_pipeline()`` equals transformers' image-segmentation pipeline
+(except for files deeper than 8 bits, which transformers clips and this library scales by their range).
 With keep-ratio resizing, sliding windows or augmentation the original's rules apply (logits upsampled to
 the model input's size, then to the image's; see :mod:`segformer.common.inference`). A preset
 brings the original recipe's test-time settings: keep-ratio resize to its test scale (ADE20K: long side <= 2048,
@@ -83,8 +84,8 @@ def _expand(images: Any) -> tuple[list[Any], bool]:
         return [images], True
     if isinstance(images, (str, os.PathLike)):
         text = os.fspath(images)
-        single = Path(text).is_file() and not text.startswith("@")
-        return list(expand_inputs([text])), single
+        single = Path(text).is_file() and not (isinstance(images, str) and text.startswith("@"))
+        return list(expand_inputs([images])), single
     if isinstance(images, (list, tuple)):
         items: list[Any] = []
         for entry in images:
@@ -125,7 +126,8 @@ def _rgb(item: Any, max_pixels: int | None = None) -> tuple[np.ndarray, str | No
         if item.ndim == 2:
             return np.repeat(item[:, :, None], 3, axis=2), None
         if item.ndim != 3 or item.shape[2] not in (3, 4):
-            raise ValueError(f"image arrays must have shape (H, W, 3), (H, W, 4) or (H, W), got {item.shape}")
+            raise ValueError(f"image arrays must have shape (H, W, 3), (H, W, 4) or (H, W) (channels last; a channels-first "
+                             f"(3, H, W) array is array.transpose(1, 2, 0)), got {item.shape}")
         return np.ascontiguousarray(item[:, :, :3]), None
     if isinstance(item, Image.Image):
         return image_to_rgb(item), None
@@ -299,16 +301,16 @@ class Segmenter:
 
         height, width = image.shape[:2]
         scale = self._single_scale
+        layout = {"data_format": "channels_first", "input_data_format": "channels_last"}  # never guessed: (3, W, 3)
         if scale in (None, 1.0) and self.resize == "processor":
-            batch = self.processor(images=image, data_format="channels_first")
+            batch = self.processor(images=image, **layout)
         elif scale in (None, 1.0) and self.resize == "none":
-            batch = self.processor(images=image, do_resize=False, data_format="channels_first")
+            batch = self.processor(images=image, do_resize=False, **layout)
         else:
             target = self._resized_size(height, width)
             if scale not in (None, 1.0):
                 target = scaled_size(target, scale, self.settings.size_divisor)
-            batch = self.processor(images=image, do_resize=True, size={"height": target[0], "width": target[1]},
-                                   data_format="channels_first")
+            batch = self.processor(images=image, do_resize=True, size={"height": target[0], "width": target[1]}, **layout)
         return np.asarray(batch["pixel_values"][0], dtype=np.float32)
 
     @property
@@ -384,8 +386,9 @@ class Segmenter:
         Each worker (a background thread) takes the next ``batch_size`` images and does everything for them:
         decode, resize / normalize, the model (equal-sized inputs in one call), upsampling and argmax; the
         caller receives the results in input order while the workers go on (at most ``2 x workers`` chunks
-        ahead). The results are the ones :meth:`__call__` gives, bit for bit. A file that cannot be read
-        yields its :class:`~segformer.common.images.image_io.BadImageError` in its place instead of stopping the run.
+        ahead). The results are the ones :meth:`__call__` gives, bit for bit. A file that cannot be read, or an
+        image too small for the model, yields its :class:`~segformer.common.images.image_io.BadImageError` in its
+        place instead of stopping the run.
 
         ``workers``: ``None`` (default) picks :func:`default_workers` (PyTorch on the CPU: one per intra-op
         thread, at most 4; otherwise 2); ``0`` runs everything in the calling thread. With PyTorch on the
@@ -451,9 +454,31 @@ class Segmenter:
         return self.settings.mode == "whole" and not self.settings.augmented
 
     def _load(self, item: Any) -> tuple[np.ndarray, str | None, np.ndarray | None]:
-        """``(image, source, pixel values or None)``: decoded (and, for batched whole mode, prepared)."""
+        """``(image, source, pixel values or None)``: decoded (and, for batched whole mode, prepared); an image
+        the model cannot take is a :class:`~segformer.common.images.image_io.BadImageError` before the model runs."""
         image, source = _rgb(item, self.max_pixels)
+        self._check_model_input(image.shape[:2], source)
         return image, source, (self._prepared(image) if self._batched else None)
+
+    def _check_model_input(self, size: tuple[int, int], source: str | None) -> None:
+        """Refuse an image whose model inputs (each test-time scale; windows in slide mode) are smaller than the
+        model accepts, naming the image, so that one small image among many is reported in its place."""
+        from .common.images.image_io import BadImageError
+        from .common.inference.rules import scaled_size
+
+        height, width = size
+        for scale in self.settings.scales:
+            target = scaled_size(self._resized_size(height, width), scale, self.settings.size_divisor)
+            if self.settings.mode == "slide":
+                target = (min(target[0], self.settings.crop_size[0]), min(target[1], self.settings.crop_size[1]))
+            try:
+                self.model.config.check_input_size(*target)
+            except ValueError as err:
+                raise BadImageError(
+                    source or "<image array>",
+                    f"the {height}x{width} image is too small for this model ({err}); pass a larger image or a "
+                    "resize that enlarges it (resize='processor' or a size)",
+                ) from None
 
     def _run_chunk(
         self,

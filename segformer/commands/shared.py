@@ -170,9 +170,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data ROOT`` or ``--images ITEMS... --labels DIR`` (shared by ``eval`` and ``train``)."""
     parser.add_argument("--data", default=None, help="dataset root (images/ + annotations/ per split)")
     parser.add_argument("--images", nargs="+", default=None, metavar="ITEM",
-                        help="instead of --data: image files, folders (recursive), globs or @FILE lists")
+                        help="instead of --data: image files, folders (recursive), globs or @FILE lists (an image whose "
+                             "name starts with @ is passed as ./@name.png)")
     parser.add_argument("--labels", default=None, metavar="DIR",
-                        help="with --images: folder of label PNGs, NAME.png for image NAME.ext (sub-folders as in the image folder)")
+                        help="with --images: folder of label PNGs, NAME.png for image NAME.ext (sub-folders as below an image "
+                             "folder or below a glob's fixed part)")
 
 
 def dataset_from_args(args: argparse.Namespace, split: str, transform: Any, seed: int | None = None) -> Any:
@@ -204,7 +206,7 @@ def check_dataset_files(dataset: Any, count: int | None = None) -> int:
     image, wrong label mode, label size differs from the image).
     """
     from ..common.training.datasets import load_label
-    from ..common.images.image_io import check_image, image_size
+    from ..common.images.image_io import BadImageError, check_image, image_size
 
     bad: list[str] = []
     largest = -1
@@ -217,6 +219,9 @@ def check_dataset_files(dataset: Any, count: int | None = None) -> int:
             label = load_label(label_path)
         except FileNotFoundError:
             bad.append(f"{os.fspath(label_path)}: label map does not exist (for {os.fspath(image_path)})")
+            continue
+        except BadImageError as err:
+            bad.append(f"{err.path}: label map: {err.reason}")
             continue
         except (OSError, SyntaxError, ValueError) as err:
             bad.append(f"{os.fspath(label_path)}: {err}")

@@ -7,7 +7,6 @@ resize). numpy + Pillow only; torch / tensorflow objects are read without import
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -176,22 +175,23 @@ def check_dtype(array: np.ndarray, name: str, index: int) -> None:
         )
 
 
+CHANNEL_COUNTS = (1, 2, 3, 4)  # grey, grey + alpha, RGB, RGBA
+
+
 def infer_channels_last(shape: tuple[int, ...], name: str, index: int) -> bool:
-    """Hugging Face's rule with channels (1, 3) first, then (2, 4) for LA / RGBA; first wins when both match."""
-    for counts in ((1, 3), (2, 4)):
-        first, last = shape[0] in counts, shape[-1] in counts
-        if first and last:
-            warnings.warn(
-                f"{name}[{index}]: the channel axis of shape {shape} is ambiguous; assuming channels first (CHW). "
-                "Pass input_data_format='channels_last' or 'channels_first' to say which.",
-                UserWarning,
-                stacklevel=5,
-            )
-            return False
-        if first:
-            return False
-        if last:
-            return True
+    """Whether a 3-D image of ``shape`` is channels-last, inferred only where one reading is possible: exactly one
+    of the first and last axes has a channel count (1, 2, 3 or 4). Where both do (a 3-row RGB image
+    ``(3, W, 3)`` is also a 3-channel image ``W`` pixels high and 3 wide) nothing is guessed: the error asks for
+    ``input_data_format`` (transformers assumes channels first there, with a warning)."""
+    first, last = shape[0] in CHANNEL_COUNTS, shape[-1] in CHANNEL_COUNTS
+    if first and last:
+        raise ValueError(
+            f"{name}[{index}]: the channel axis of an image of shape {shape} is ambiguous (channels last: "
+            f"{shape[0]}x{shape[1]} pixels of {shape[-1]} channels; channels first: {shape[1]}x{shape[2]} pixels of "
+            f"{shape[0]} channels); pass input_data_format='channels_last' (HWC) or 'channels_first' (CHW)"
+        )
+    if first or last:
+        return last
     raise ValueError(
         f"{name}[{index}]: cannot find the channel axis of an image of shape {shape}; expected 1, 2, 3 or 4 "
         "channels on the first (CHW) or last (HWC) axis, or a 2-D (H, W) grayscale image"

@@ -228,7 +228,9 @@ class SegformerImageProcessor:
             data_format: ``"channels_first"`` (``pixel_values`` ``(N, 3, h, w)``, default), ``"channels_last"``,
                 or ``None`` (each image's input layout).
             input_data_format: layout of 3-D array inputs, ``"channels_first"`` / ``"channels_last"``; ``None``
-                infers it.
+                infers it where only one of the first and last axes can hold channels (1 to 4); where both can
+                (``(3, W, 3)``: a 3-row RGB image, or 3 channels of ``W x 3`` pixels) it must be given: an
+                error, where transformers assumes channels first.
 
         Returns:
             ``BatchFeature`` with ``pixel_values`` (float32) and, with maps, ``labels`` (int64 ``(N, h, w)``).

@@ -146,7 +146,12 @@ class SegmentationResult:
     def to_pipeline(self) -> list[dict[str, Any]]:
         """transformers' ``pipeline("image-segmentation")`` output for this image: one
         ``{"score": None, "label": name, "mask": PIL.Image (mode "L", 255 inside)}`` per class present,
-        in increasing class id (every class present, whatever ``top_k`` / ``min_area``)."""
+        in increasing class id (every class present, whatever ``top_k`` / ``min_area``).
+
+        Equal to the pipeline's for the same pixels, with one deliberate difference in decoding files: an image
+        deeper than 8 bits (16-bit PNG / TIFF, float TIFF) is scaled by its real range here, where transformers'
+        loader converts it with Pillow, which clips every value above 255 to white (a 16-bit photo comes out
+        almost all white there, so its masks differ)."""
         from PIL import Image
 
         annotation = []
