@@ -204,3 +204,23 @@ def test_every_generic_pretrained_config_attribute_reads_as_transformers():
     assert SegformerConfig.from_dict(json.loads(ours.to_json_string())).pruned_heads == {1: [0]}
     ours.pruned_heads[2] = [1]  # a default or read value is a copy, as the JSON-written one
     assert SegformerConfig().pruned_heads == {}
+
+
+# ------------------------------------------------------------------------------------------- processor
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_processor_keeps_channels_with_scalar_mean_and_std_as_transformers(layout, channels):
+    transformers = pytest.importorskip("transformers")
+    from segformer.common.images.image_processing import SegformerImageProcessor
+
+    image = np.random.default_rng(channels).integers(0, 256, size=(20, 24, channels), dtype=np.uint8)
+    if layout == "channels_first":
+        image = image.transpose(2, 0, 1)
+    kwargs = dict(size={"height": 16, "width": 16}, image_mean=0.5, image_std=0.25)
+    theirs = transformers.SegformerImageProcessor(**kwargs)(image, return_tensors="np", input_data_format=layout)
+    ours = SegformerImageProcessor(**kwargs)(image, return_tensors="np", input_data_format=layout)
+    assert ours.pixel_values.shape == theirs.pixel_values.shape == (1, channels, 16, 16)
+    np.testing.assert_allclose(ours.pixel_values, theirs.pixel_values, atol=1e-6)
+    # the default 3-value ImageNet statistics cannot take 4 channels: transformers fails, ours drops alpha (RGB)
+    if channels == 4:
+        assert SegformerImageProcessor(size=16)(image, return_tensors="np", input_data_format=layout).pixel_values.shape == (1, 3, 16, 16)
