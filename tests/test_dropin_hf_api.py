@@ -224,3 +224,113 @@ def test_processor_keeps_channels_with_scalar_mean_and_std_as_transformers(layou
     # the default 3-value ImageNet statistics cannot take 4 channels: transformers fails, ours drops alpha (RGB)
     if channels == 4:
         assert SegformerImageProcessor(size=16)(image, return_tensors="np", input_data_format=layout).pixel_values.shape == (1, 3, 16, 16)
+
+
+# ------------------------------------------------------------------------------------------- Keras
+# transformers' TF classes cannot be built beside Keras 3 (they need tf-keras), so these compare with the behaviour
+# of transformers' TF code (modeling_tf_utils: input_processing, input_signature, serving, serving_output) through
+# our PyTorch twin or numpy.
+@pytest.fixture(scope="module")
+def tf_models():
+    pytest.importorskip("tensorflow")
+    from segformer.tf import TFSegformerForImageClassification, TFSegformerForSemanticSegmentation, TFSegformerModel
+
+    config = tiny_config(num_labels=4)
+    models = {}
+    for cls in (TFSegformerModel, TFSegformerForSemanticSegmentation, TFSegformerForImageClassification):
+        model = cls(config)
+        model.build()
+        model.load_state_dict_numpy(random_state(config, model._task, seed=2))
+        models[cls._task] = model
+    pixels = np.random.default_rng(3).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    return models, pixels
+
+
+def _main(output):
+    return np.asarray(output["logits"] if "logits" in output else output["last_hidden_state"])
+
+
+@pytest.mark.parametrize("task", ["base", "semantic_segmentation", "image_classification"])
+def test_tf_inputs_packed_in_the_first_argument(tf_models, task):
+    models, pixels = tf_models
+    model = models[task]
+    model.use_fast_path = False  # every call on the plain path: equal to the last bit
+    try:
+        expected = _main(model(pixels))
+        for packed in ((pixels,), [pixels], {"pixel_values": pixels}):
+            np.testing.assert_array_equal(_main(model(packed)), expected)
+        with_hidden = model({"pixel_values": pixels, "output_hidden_states": True})
+        assert len(with_hidden.hidden_states) == 4
+        with pytest.raises(ValueError, match="pixel_values"):
+            model({"pixel_values": pixels, "pixels": pixels})
+        if task != "base":
+            labels = (np.arange(2) % 4) if task == "image_classification" else np.random.default_rng(0).integers(0, 4, (2, 32, 32))
+            loss = np.asarray(model(pixels, labels=labels).loss)
+            np.testing.assert_array_equal(np.asarray(model((pixels, labels)).loss), loss)
+            np.testing.assert_array_equal(np.asarray(model({"pixel_values": pixels, "labels": labels}).loss), loss)
+    finally:
+        model.use_fast_path = True
+
+
+@pytest.mark.parametrize("task", ["base", "semantic_segmentation"])
+def test_tf_input_signature_serving_and_serving_output(tf_models, task):
+    import tensorflow as tf
+
+    models, pixels = tf_models
+    model = models[task]
+    spec = model.input_signature["pixel_values"]
+    assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, 3, None, None]  # transformers: (None, 3, 512, 512)
+    served = model.serving({"pixel_values": tf.constant(pixels)})
+    expected = model(pixels, output_hidden_states=True)
+    key = "logits" if task != "base" else "last_hidden_state"
+    assert list(served.keys()) == [key]  # hidden states dropped: the config does not ask for them
+    np.testing.assert_allclose(np.asarray(served[key]), np.asarray(expected[key]), atol=1e-5)
+    model.config.output_hidden_states = True
+    try:
+        kept = model.serving_output(expected)
+    finally:
+        model.config.output_hidden_states = False
+    assert isinstance(kept.hidden_states, tuple) and len(kept.hidden_states) == 4  # stage sizes differ: not stacked
+    assert model.serving_output((expected[key],))[0] is expected[key]  # not an output object: as it is
+
+
+@pytest.mark.slow
+def test_tf_serving_concrete_function_is_a_savedmodel_signature(tf_models, tmp_path):
+    """transformers' ``save_pretrained(saved_model=True)`` exports ``serving.get_concrete_function(input_signature)``."""
+    import tensorflow as tf
+
+    models, pixels = tf_models
+    model = models["semantic_segmentation"]
+    concrete = model.serving.get_concrete_function(model.input_signature)
+    tf.saved_model.save(model, str(tmp_path / "sm"), signatures=concrete)
+    loaded = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
+    np.testing.assert_allclose(loaded(pixel_values=tf.constant(pixels))["logits"].numpy(), _main(model(pixels)), atol=1e-5)
+
+
+def test_tf_base_model_compiles_and_predicts(tf_models):
+    from segformer.tf import TFSegformerModel
+
+    models, pixels = tf_models
+    model = TFSegformerModel(models["base"].config)
+    model.build()
+    model.set_weights(models["base"].get_weights())
+    model.compile(optimizer="adam")
+    np.testing.assert_allclose(model.predict(pixels, verbose=0), _main(models["base"](pixels)), atol=1e-5)
+
+
+def test_tf_classification_fit_with_float_labels_in_a_dict(tf_models):
+    """transformers' TF classification loss is SparseCategoricalCrossentropy for any label dtype: float class ids
+    1.0, 3.0 are classes 1 and 3."""
+    import keras
+
+    models, pixels = tf_models
+    model = models["image_classification"]
+    logits = np.asarray(model(pixels).logits, dtype=np.float64)
+    labels = np.array([1.0, 3.0], np.float32)
+    log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    expected = -np.mean(log_probs[np.arange(2), labels.astype(int)])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), run_eagerly=True)  # no step: evaluate and fit see the same weights
+    for data in ({"pixel_values": pixels, "labels": labels}, {"pixel_values": pixels, "labels": labels.astype(np.int64)}):
+        np.testing.assert_allclose(model.evaluate(data, verbose=0), expected, rtol=1e-5)
+    history = model.fit({"pixel_values": pixels, "labels": labels}, epochs=1, batch_size=2, verbose=0).history
+    np.testing.assert_allclose(history["loss"][0], expected, rtol=1e-5)
