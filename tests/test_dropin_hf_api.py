@@ -272,8 +272,7 @@ def test_tf_inputs_packed_in_the_first_argument(tf_models, task):
         model.use_fast_path = True
 
 
-@pytest.mark.parametrize("task", ["base", "semantic_segmentation"])
-def test_tf_input_signature_serving_and_serving_output(tf_models, task):
+def test_tf_input_signature_serving_and_serving_output(tf_models, task="semantic_segmentation"):
     import tensorflow as tf
 
     models, pixels = tf_models
