@@ -100,8 +100,9 @@ class SegformerPreTrainedModel(nn.Module):
         """Recompute each encoder stage in the backward pass (saves activation memory).
 
         ``gradient_checkpointing_kwargs`` go to ``torch.utils.checkpoint.checkpoint`` (transformers' ``Trainer``
-        passes them); ``use_reentrant`` defaults to ``False`` here (gradients reach every stage even when the
-        input does not require grad).
+        passes them); ``use_reentrant`` defaults to ``False`` here. With ``use_reentrant=True`` the first stage's input
+        is made to require grad (as transformers' ``enable_input_require_grads``), so every weight, the patch
+        embeddings included, gets the same gradient as without checkpointing.
         """
         if gradient_checkpointing_kwargs is not None and not isinstance(gradient_checkpointing_kwargs, dict):
             raise TypeError(
@@ -220,10 +221,11 @@ class SegformerPreTrainedModel(nn.Module):
         if cls._task is None:
             raise TypeError(f"{cls.__name__} cannot be loaded on its own; load a full model class instead")
         if torch.empty(0).device.type == "meta":  # under `with torch.device("meta")` / set_default_device("meta")
-            raise RuntimeError(
-                "from_pretrained was called under a meta device (with torch.device('meta') or "
-                "torch.set_default_device('meta')): it loads existing weights, which a meta tensor cannot hold. "
-                "To build an empty model on the meta device use ModelClass(config) there instead."
+            raise RuntimeError(  # transformers' words, which its tests match
+                "You are using `from_pretrained` with a meta device context manager or "
+                "`torch.set_default_device('meta')`.\nThis is an anti-pattern as `from_pretrained` wants to load existing "
+                "weights, which a meta tensor cannot hold.\nIf you want to initialize an empty model on the meta device, "
+                "build it with `ModelClass(config)` under the context manager or global device"
             )
         prefer = weights_preference("pt", use_safetensors, from_tf)
         weights_dtype(dtype, torch_dtype)  # a bad dtype fails before anything is read

@@ -42,14 +42,20 @@ class LoadReport:
             lines.append(f"unexpected ({len(self.unexpected_keys)}): {', '.join(self.unexpected_keys)}")
         if self.mismatched_keys:
             lines.append(
-                f"mismatched ({len(self.mismatched_keys)}): "
+                f"mismatched ({len(self.mismatched_keys)}), newly initialized because the shapes did not match: "
                 + ", ".join(f"{k} checkpoint {a} vs model {b}" for k, a, b in self.mismatched_keys)
             )
         if self.nonfinite_keys:
             lines.append(f"NaN/Inf values ({len(self.nonfinite_keys)}): {', '.join(self.nonfinite_keys)}")
         return "\n".join(lines) if lines else "all tensors matched"
 
-    def __getitem__(self, key: str):  # HF returns a dict from output_loading_info=True
+    def __getitem__(self, key: str):
+        """transformers' ``output_loading_info=True`` dict: ``missing_keys``, ``unexpected_keys``, ``mismatched_keys``
+        (the names, sorted, as transformers lists them; the attribute also holds both shapes) and ``error_msgs``."""
+        if key == "mismatched_keys":
+            return sorted(name for name, _, _ in self.mismatched_keys)
+        if key == "error_msgs":
+            return []
         return getattr(self, key)
 
 

@@ -7,6 +7,7 @@ resize). numpy + Pillow only; torch / tensorflow objects are read without import
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any, Mapping
 
 import numpy as np
@@ -214,10 +215,16 @@ def check_integer_range(array: np.ndarray, index: int, do_rescale: bool, rescale
 
 def kept_channels(do_convert_rgb: bool, image_mean: Any, image_std: Any) -> tuple[int, ...]:
     """Channel counts other than 3 that an image keeps (see ``SegformerImageProcessor``'s channel rule): all of
-    1, 2, 4 without RGB conversion, else those that a per-channel ``image_mean`` / ``image_std`` list has."""
+    1, 2, 4 without RGB conversion, else those that the normalization takes as transformers does: each of
+    ``image_mean`` / ``image_std`` one number (any count) or a list of that many values."""
     if not do_convert_rgb:
         return (1, 2, 4)
-    return tuple(n for n in (1, 2, 4) if any(isinstance(s, list) and len(s) == n for s in (image_mean, image_std)))
+    stats = [s for s in (image_mean, image_std) if s is not None]
+
+    def takes(stat: Any, n: int) -> bool:
+        return (isinstance(stat, numbers.Real) and not isinstance(stat, bool)) or (isinstance(stat, list) and len(stat) == n)
+
+    return tuple(n for n in (1, 2, 4) if stats and all(takes(s, n) for s in stats))
 
 
 def image_to_hwc(

@@ -154,8 +154,9 @@ class SegformerImageProcessor:
 
     Channel rule. An image with 3 channels stays as it is. An image with 1, 2 or 4 channels (numpy / tensor
     ``(H, W, C)`` or ``(C, H, W)``; PIL modes ``L``, ``LA``, ``RGBA``) keeps them, as transformers does (RGB-NIR,
-    RGB-D, 2-band data), when ``do_convert_rgb=False`` or when ``image_mean`` / ``image_std`` is a list of that
-    many values (and ``do_normalize``): ``(40, 50, 4)`` with 4-value mean / std gives ``(1, 4, h, w)``. Otherwise,
+    RGB-D, 2-band data), when ``do_convert_rgb=False`` or when ``image_mean`` and ``image_std`` each are one number
+    or a list of that many values (and ``do_normalize``): ``(40, 50, 4)`` with 4-value or scalar mean / std gives
+    ``(1, 4, h, w)``. Otherwise,
     under the default settings, it is converted to RGB (gray repeated, alpha dropped) where transformers would
     fail on the 3-value ImageNet statistics; palette and other PIL modes are always converted. As in
     transformers, 2- and 4-channel uint8 images are resized by Pillow as ``LA`` / ``RGBA`` (alpha-weighted

@@ -25,6 +25,7 @@ Hugging Face, and both fields are read by the models in both frameworks.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base.atomic import atomic_write_text
+from .config_generic import GENERIC_DEFAULTS, dtype_name
 from .variants import variant_kwargs
 
 __all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME", "as_config", "patch_embed_size"]
@@ -146,6 +148,10 @@ class SegformerConfig:
         for key in ("model_type", "transformers_version", _VERSION_KEY):
             extra.pop(key, None)
         self.extra: dict[str, Any] = extra
+        if "dtype" in extra or "torch_dtype" in extra:  # one spelling, a string, in files: "dtype" (transformers 4.57)
+            self.dtype = extra.get("dtype", extra.get("torch_dtype"))
+        if "pruned_heads" in extra:
+            self.pruned_heads = extra["pruned_heads"]
         self.validate()
 
     # ------------------------------------------------------------------ labels
@@ -186,7 +192,21 @@ class SegformerConfig:
         # Unknown keys of a config.json stay reachable as attributes, as in Hugging Face.
         if name != "extra" and "extra" in self.__dict__ and name in self.__dict__["extra"]:
             return self.__dict__["extra"][name]
+        if name in GENERIC_DEFAULTS:  # transformers' generic PretrainedConfig attributes (config_generic.py)
+            return copy.deepcopy(GENERIC_DEFAULTS[name])
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in GENERIC_DEFAULTS:  # kept with the unknown keys: written back, as transformers writes a set value
+            if name == "pruned_heads" and isinstance(value, dict):  # JSON keys are strings; transformers reads ints
+                value = {int(k): v for k, v in value.items()}
+            self.extra[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> "SegformerConfig":
+        """This config (transformers' answer for a model without a text sub-config)."""
+        return self
 
     @property
     def use_return_dict(self) -> bool:
@@ -209,7 +229,9 @@ class SegformerConfig:
 
     @property
     def dtype(self) -> str | None:
-        """Weights dtype recorded in ``config.json`` (``"dtype"``, or the older ``"torch_dtype"``), or ``None``."""
+        """Weights dtype recorded in ``config.json`` (``"dtype"``, or the older ``"torch_dtype"``), or ``None``: always
+        the name (``"float16"``), also when set as ``torch.float16`` / ``np.float16`` / ``tf.float16``, so the config
+        stays JSON and framework-free (transformers returns ``torch.float16``: ``getattr(torch, config.dtype)``)."""
         return self.extra.get("dtype", self.extra.get("torch_dtype"))
 
     @dtype.setter
@@ -217,8 +239,8 @@ class SegformerConfig:
         self.extra.pop("torch_dtype", None)
         if value is None:
             self.extra.pop("dtype", None)
-        else:
-            self.extra["dtype"] = str(value).replace("torch.", "")
+            return
+        self.extra["dtype"] = dtype_name(value)
 
     torch_dtype = dtype
 
