@@ -1,0 +1,64 @@
+"""Writers: a save leaves exactly one current set of weights, exports never write over their inputs,
+environment faults (disk full, read-only) at every writer are one ``error:`` line with the previous file intact."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.randomize import random_state, tiny_config
+
+torch = pytest.importorskip("torch")
+
+
+def _pt_model(seed: int):
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    config = tiny_config()
+    model = SegformerForSemanticSegmentation(config).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in random_state(config, "semantic_segmentation", seed).items()})
+    return model
+
+
+def _same_weights(loaded, model) -> bool:
+    mine, theirs = model.state_dict(), loaded.state_dict()
+    return all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+# --------------------------------------------------------------------------- one current set of weights
+@pytest.mark.parametrize("first_safe, second_safe", [(True, False), (False, True)])
+def test_pt_save_in_another_format_removes_the_stale_weights(tmp_path, first_safe, second_safe):
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    old, new = _pt_model(0), _pt_model(1)
+    old.save_pretrained(tmp_path, safe_serialization=first_safe)
+    new.save_pretrained(tmp_path, safe_serialization=second_safe)
+    weights = sorted(n for n in os.listdir(tmp_path) if n != "config.json")
+    assert weights == ["model.safetensors" if second_safe else "pytorch_model.bin"]
+    assert _same_weights(SegformerForSemanticSegmentation.from_pretrained(tmp_path), new)
+
+
+def test_pt_save_removes_stale_shards_and_tf_weights(tmp_path):
+    old, new = _pt_model(0), _pt_model(1)
+    total = sum(v.nelement() * 4 for v in old.state_dict().values())
+    old.save_pretrained(tmp_path, max_shard_size=total // 3)  # safetensors shards + index
+    (tmp_path / "tf_model.h5").write_bytes(b"an older TF save")
+    new.save_pretrained(tmp_path, safe_serialization=False)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "pytorch_model.bin"]
+
+
+def test_tf_save_removes_stale_pt_weights(tmp_path):
+    pytest.importorskip("tensorflow")
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    _pt_model(0).save_pretrained(tmp_path)  # an older PyTorch save: model.safetensors
+    config = tiny_config()
+    model = TFSegformerForSemanticSegmentation(config)
+    model.load_state_dict_numpy(random_state(config, "semantic_segmentation", 1))
+    model.save_pretrained(tmp_path)  # tf_model.h5
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "tf_model.h5"]
+    loaded = TFSegformerForSemanticSegmentation.from_pretrained(tmp_path)
+    x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(loaded(x).logits), np.asarray(model(x).logits))
