@@ -62,3 +62,59 @@ def test_tf_save_removes_stale_pt_weights(tmp_path):
     loaded = TFSegformerForSemanticSegmentation.from_pretrained(tmp_path)
     x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(loaded(x).logits), np.asarray(model(x).logits))
+
+
+# --------------------------------------------------------------------------- exports never write over inputs
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export_inputs")
+    _pt_model(0).save_pretrained(root / "model")
+    return root / "model"
+
+
+def _export_over(model_dir, tmp_path, capsys, out, *extra):
+    from segformer.cli import main
+
+    before = _snapshot(model_dir)
+    status = main(["export", "--model", str(model_dir), "--format", "onnx", "--size", "32,32", "--no-check",
+                   "--out", str(out), "--overwrite", *extra])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("error:") == 1 and "never writes over its inputs" in err, err
+    assert _snapshot(model_dir) == before
+    return err
+
+
+def test_export_refuses_out_that_is_the_model_folder(model_dir, tmp_path, capsys):
+    err = _export_over(model_dir, tmp_path, capsys, model_dir)
+    assert "--out" in err and "is the input --model" in err
+
+
+def test_export_refuses_out_inside_the_model_folder(model_dir, tmp_path, capsys):
+    err = _export_over(model_dir, tmp_path, capsys, model_dir / "model.safetensors")
+    assert "is inside the input --model" in err
+
+
+def test_export_refuses_out_that_contains_the_model_or_links_to_it(model_dir, tmp_path, capsys):
+    _export_over(model_dir, tmp_path, capsys, model_dir.parent)
+    link = tmp_path / "link"
+    link.symlink_to(model_dir, target_is_directory=True)
+    assert "is the input --model" in _export_over(model_dir, tmp_path, capsys, link)
+
+
+def test_export_refuses_out_over_calibration_images(model_dir, tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "calibration"
+    images.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+    listing = tmp_path / "list.txt"
+    listing.write_text("calibration/a.png\n")
+    before = (images / "a.png").read_bytes()
+    for out, given in ((images, str(images)), (images / "a.png", f"@{listing}"), (listing, f"@{listing}")):
+        err = _export_over(model_dir, tmp_path, capsys, out, "--calibration", given)
+        assert "--calibration" in err
+    assert (images / "a.png").read_bytes() == before and listing.read_text() == "calibration/a.png\n"

@@ -154,17 +154,33 @@ def _put_in_place(written: Path, out: Path) -> None:
         os.replace(written, out)
 
 
+def _inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """What the export reads: ``--model`` (a local folder or file) and the ``--calibration`` items (files,
+    folders, ``@FILE`` lists and the files they name, the files a glob matches)."""
+    from ..common.images.image_io import expand_named_inputs
+
+    inputs = [("--model", args.model)]
+    for item in args.calibration or []:
+        inputs.append(("--calibration", item[1:] if item.startswith("@") else item))
+        try:
+            inputs.extend(("--calibration", os.fspath(path)) for path, _ in expand_named_inputs([item], "--calibration"))
+        except (ValueError, FileNotFoundError, OSError):
+            pass  # reported with its reason when the calibration images are read
+    return inputs
+
+
 def run(args: argparse.Namespace) -> int:
     from ..common.base.atomic import temp_folder_for
     from ..common.base.deps import require, require_framework
     from ..common.inference.quantization import calibration_pixel_values
     from ..common.base.sizes import parse_size
-    from .shared import load_model
+    from .shared import load_model, refuse_output_over_inputs
 
     fmt = args.format
     framework = FORMATS[fmt][0]
     size = parse_size(args.size, "--size")
     out = Path(args.out)
+    refuse_output_over_inputs(out, "--out", _inputs(args), "segformer export")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"--out {args.out!r} already exists; pass --overwrite to replace it")
     if args.calibration_limit < 1:

@@ -23,6 +23,7 @@ __all__ = [
     "label_predictor",
     "load_model",
     "segmenter_options",
+    "refuse_output_over_inputs",
 ]
 
 ADE_TTA_SCALES = "0.75,0.875,1.0,1.125,1.25"
@@ -101,6 +102,33 @@ def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["flip"] = True
     check_inference_args(**kwargs)  # bad values named before any model is loaded
     return kwargs
+
+
+def refuse_output_over_inputs(out: str | os.PathLike, out_flag: str, inputs: list[tuple[str, str | os.PathLike]],
+                              command: str) -> None:
+    """Refuse an output that would write over an input, whatever the flags (``--overwrite`` included).
+
+    ``inputs`` are ``(flag, path)`` pairs (files or folders; paths that do not exist are skipped). Compared as
+    real paths (symbolic links resolved): the output may not be an input, contain one (a folder replaced
+    with the input inside it), or lie inside an input folder.
+    """
+    target = Path(os.path.realpath(out))
+    for flag, path in inputs:
+        if not os.path.lexists(path):
+            continue
+        source = Path(os.path.realpath(path))
+        if target == source:
+            relation = "is"
+        elif target in source.parents:
+            relation = "contains"
+        elif source in target.parents:
+            relation = "is inside"
+        else:
+            continue
+        raise ValueError(
+            f"{out_flag} {os.fspath(out)!r} {relation} the input {flag} {os.fspath(path)!r}; {command} never writes "
+            f"over its inputs, even with --overwrite: choose an {out_flag} outside it"
+        )
 
 
 def load_model(framework: str, path: str, command: str = "segformer eval", allow_random_head: bool = True) -> Any:
