@@ -3,7 +3,9 @@ environment faults (disk full, read-only) at every writer are one ``error:`` lin
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -118,3 +120,70 @@ def test_export_refuses_out_over_calibration_images(model_dir, tmp_path, capsys)
         err = _export_over(model_dir, tmp_path, capsys, out, "--calibration", given)
         assert "--calibration" in err
     assert (images / "a.png").read_bytes() == before and listing.read_text() == "calibration/a.png\n"
+
+
+# --------------------------------------------------------------------------- a full disk, for real
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Files may not grow past ``limit`` bytes (RLIMIT_FSIZE; SIGXFSZ ignored so a write fails with EFBIG):
+    what a full disk does to every writer, whichever library writes."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def _one_error_line(err: str, path) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and os.fspath(path) in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("to", ["pt", "tf"])
+def test_convert_on_a_full_disk_is_one_error_line_and_keeps_the_old_folder(tmp_path, capsys, to):
+    from segformer.cli import main
+    from tests.conftest import fixture_path
+
+    if to == "tf":
+        pytest.importorskip("tensorflow")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "config.json").write_text("old config")
+    (dst / "model.safetensors").write_bytes(b"old weights")
+    before = _snapshot(dst)
+    argv = ["convert", str(fixture_path("original/tiny.pth")), str(dst), "--to", to, "--overwrite", "--quiet"]
+    with file_size_limit(20_000):  # the config fits, the weights do not
+        status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2
+    _one_error_line(err, dst)
+    assert _snapshot(dst) == before and sorted(os.listdir(tmp_path)) == ["dst"]
+
+
+def test_train_checkpoint_on_a_full_disk_is_one_error_line_and_keeps_the_old_run(tmp_path, capsys):
+    from segformer.cli import main
+    from segformer.common.training.datasets import make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path / "data", num_train=2, num_val=0, size=(32, 32), num_labels=3)
+    tiny_config().save_pretrained(tmp_path / "tiny")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    (run / "model.safetensors").write_bytes(b"old weights")
+    before = _snapshot(run)
+    argv = ["train", "--model", str(tmp_path / "tiny" / "config.json"), "--data", str(tmp_path / "data"),
+            "--out", str(run), "--overwrite", "--steps", "2", "--batch-size", "1", "--crop-size", "32",
+            "--img-scale", "32,32", "--checkpoint-every", "1", "--no-progress"]
+    with file_size_limit(20_000):  # the log fits, the training state does not
+        status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2
+    _one_error_line(err, run)
+    after = _snapshot(run)
+    assert after["model.safetensors"] == b"old weights"
+    assert not [name for name in after if name.startswith(".") or "/." in name]

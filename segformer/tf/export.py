@@ -4,7 +4,7 @@ size; float32, float16 weights, or full-integer int8 calibrated on the user's im
 
 Every export is written atomically: a SavedModel folder goes through
 :func:`segformer.common.base.atomic.atomic_folder` (built as a temporary sibling, swapped in with one rename),
-a ``.tflite`` file through :func:`segformer.common.base.atomic.atomic_path`.
+a ``.tflite`` file through :func:`segformer.common.base.atomic.atomic_write_bytes`.
 
 The exported function is the eval-mode model (``training=False``) returning logits only:
 ``(B, num_labels, ceil(H/4), ceil(W/4))`` for ``channels_first`` input ``(B, C, H, W)`` (the models'
@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..common.base.atomic import atomic_folder, atomic_path, check_overwrite
+from ..common.base.atomic import atomic_folder, atomic_write_bytes, check_overwrite
 from ..common.inference.rules import as_size_pair
 from ..common.model.outputs import logits_of
 from .layers import resize_bilinear
@@ -217,8 +217,7 @@ def export_tflite(
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         flatbuffer = converter.convert()
     path = Path(path)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_bytes(flatbuffer)
+    atomic_write_bytes(path, flatbuffer, overwrite=overwrite)
     return path
 
 

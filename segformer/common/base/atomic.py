@@ -137,12 +137,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     _make_parent(path)
     _clean_stale(path)
     tmp_path = _temp_name(path, "tmp")
-    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
-    mode = stat.S_IMODE(os.stat(tmp_path).st_mode)
+    _create_file(tmp_path)
     try:
+        mode = stat.S_IMODE(os.stat(tmp_path).st_mode)
         yield tmp_path
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
+        _sync_file(tmp_path)
         os.chmod(tmp_path, mode)  # a writer that re-created the file may have used other permissions
         os.replace(tmp_path, path)
     finally:
@@ -150,9 +149,32 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
             tmp_path.unlink()
 
 
+# The three steps at which the disk is touched (environment faults are injected here in tests).
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _sync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_bytes(data)
+    """Write ``data`` (built in memory by the caller, so no third-party writer ever meets a full disk) to
+    ``path`` atomically. An environment fault is an ``OSError`` with its errno and ``filename`` set (to
+    ``path`` when the system gave none); ``path`` is left as it was and no temporary remains."""
+    try:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            _write_file(tmp, data)
+    except OSError as err:
+        if err.errno is not None and err.filename is None:  # a system error, not one of our messages
+            err.filename = os.fspath(path)
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> None:

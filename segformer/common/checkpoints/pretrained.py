@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..base.atomic import atomic_path, atomic_write_text
+from ..base.atomic import atomic_write_text
 from . import (
     PT_WEIGHTS_INDEX_NAME,
     PT_WEIGHTS_NAME,
@@ -386,7 +386,7 @@ def save_pretrained_state(
     save_torch: Callable[[dict[str, np.ndarray], Path], None] | None = None,
 ) -> Path:
     """Write ``config.json`` plus the weights: ``model.safetensors`` (``framework="pt"``), ``tf_model.h5``
-    (``"tf"``), or ``weights_format`` (``"safetensors"``, ``"torch"`` through ``save_torch(tensors, path)``,
+    (``"tf"``), or ``weights_format`` (``"safetensors"``, ``"torch"`` through ``save_torch(tensors, path)``, which writes ``path`` atomically,
     ``"h5"``).
 
     ``state`` is canonical names in PyTorch layout. Weights larger than ``max_shard_size`` are split into
@@ -436,8 +436,7 @@ def save_pretrained_state(
             if weights_format == "safetensors":
                 save_safetensors(part, directory / file_name)
             else:
-                with atomic_path(directory / file_name) as tmp:
-                    save_torch(part, tmp)
+                save_torch(part, directory / file_name)
         if len(shards) > 1:
             index = {
                 "metadata": {"total_size": int(sum(t.nbytes for t in tensors.values()))},
