@@ -187,3 +187,84 @@ def test_train_checkpoint_on_a_full_disk_is_one_error_line_and_keeps_the_old_run
     after = _snapshot(run)
     assert after["model.safetensors"] == b"old weights"
     assert not [name for name in after if name.startswith(".") or "/." in name]
+
+
+# --------------------------------------------------------------------------- train / eval: refused up front
+@pytest.fixture()
+def small_data(tmp_path):
+    from segformer.common.training.datasets import make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path / "data", num_train=2, num_val=1, size=(32, 32), num_labels=3)
+    tiny_config().save_pretrained(tmp_path / "tiny")
+    return tmp_path
+
+
+def _train(root, *extra):
+    from segformer.cli import main
+
+    return main(["train", "--model", str(root / "tiny" / "config.json"), "--data", str(root / "data"),
+                 "--out", str(root / "run"), "--steps", "1", "--batch-size", "1", "--crop-size", "32",
+                 "--img-scale", "32,32", "--no-progress", *extra])
+
+
+def _relabel(root, split, value, index=0):
+    from PIL import Image
+
+    folder = root / "data" / "annotations" / split
+    path = sorted(folder.iterdir())[index]
+    Image.fromarray(np.full((32, 32), value, np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("flag, value", [("--crop-size", "0,0"), ("--crop-size", "big"), ("--img-scale", "0,0"),
+                                         ("--checkpoint-every", "0"), ("--checkpoint-every", "-3")])
+def test_train_refuses_impossible_sizes_and_checkpoint_every(small_data, capsys, flag, value):
+    assert _train(small_data, flag, value) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and flag in err and value in err, err
+    assert not (small_data / "run").exists()
+
+
+def test_train_and_eval_refuse_a_fully_ignored_dataset(small_data, capsys):
+    from segformer.cli import main
+
+    for split, count in (("training", 2), ("validation", 1)):
+        for index in range(count):
+            _relabel(small_data, split, 255, index)
+    assert _train(small_data) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "ignored" in err and "nothing to" in err, err
+    assert not (small_data / "run").exists()
+    _pt_model(0).save_pretrained(small_data / "model")
+    status = main(["eval", "--model", str(small_data / "model"), "--data", str(small_data / "data"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 2 and "nan" not in captured.out.lower(), captured.out
+    assert captured.err.count("error:") == 1 and "ignored" in captured.err
+
+
+def test_train_names_the_label_maps_with_classes_the_model_cannot_predict(small_data, capsys):
+    bad = _relabel(small_data, "training", 7, 1)
+    assert _train(small_data) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and os.fspath(bad) in err and "class 7" in err, err
+    assert not (small_data / "run").exists()
+
+
+def test_train_overwrite_with_a_model_that_fails_to_load_keeps_the_old_run(small_data, capsys):
+    from segformer.cli import main
+
+    run = small_data / "run"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    (run / "model.safetensors").write_bytes(b"the old run's weights")
+    before = _snapshot(run)
+    broken = small_data / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((small_data / "tiny" / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    status = main(["train", "--model", str(broken), "--data", str(small_data / "data"), "--out", str(run),
+                   "--overwrite", "--steps", "1", "--batch-size", "1", "--crop-size", "32", "--img-scale", "32,32",
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("error:") == 1 and "model.safetensors" in err, err
+    assert _snapshot(run) == before

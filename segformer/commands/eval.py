@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     dataset: Any = dataset_from_args(args, args.split, build_eval_transform(args.eval_size))
-    largest = check_dataset_files(dataset, args.limit)
     where = args.data if args.data is not None else f"--labels {args.labels}"
+    largest = check_dataset_files(dataset, args.limit, repr(where))
     workers = None
     if args.framework == "tf":  # TensorFlow's multi-worker strategy must start before the model
         from ..tf.workers import WorkerGroup

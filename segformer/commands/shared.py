@@ -224,18 +224,20 @@ def dataset_from_args(args: argparse.Namespace, split: str, transform: Any, seed
                                                 id2label=_read_id2label(labels / "id2label.json"))
 
 
-def check_dataset_files(dataset: Any, count: int | None = None) -> int:
+def check_dataset_files(dataset: Any, count: int | None = None, where: str = "the dataset") -> dict[str, int]:
     """Decode every image and label map of ``dataset`` (the first ``count``) before any work.
 
-    Returns the largest class index in the label maps (ignored pixels, 255, excluded; -1 if none).
+    Returns ``{label map path: its largest class index}`` (ignored pixels, 255, excluded; -1 for a map
+    with none), which :func:`check_num_labels` checks against a model.
     Raises ``ValueError`` listing every bad file with its reason (missing, unreadable, truncated, not an
-    image, wrong label mode, label size differs from the image).
+    image, wrong label mode, label size differs from the image), or when every pixel of every label map
+    is ignored (nothing to train on or to measure: an mIoU of NaN).
     """
     from ..common.training.datasets import load_label
     from ..common.images.image_io import check_image, image_size
 
     bad: list[str] = []
-    largest = -1
+    largest: dict[str, int] = {}
     total = len(dataset.image_paths) if count is None else min(count, len(dataset.image_paths))
     for image_path, label_path in list(zip(dataset.image_paths, dataset.label_paths))[:total]:
         reason = check_image(image_path)
@@ -257,24 +259,36 @@ def check_dataset_files(dataset: Any, count: int | None = None) -> int:
         if dataset.reduce_labels:
             label = np.where(label == 0, 255, label - 1)
         valid = label[label != 255]
-        if valid.size:
-            largest = max(largest, int(valid.max()))
+        largest[os.fspath(label_path)] = int(valid.max()) if valid.size else -1
     if bad:
         shown = "\n  ".join(bad[:50]) + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else "")
         raise ValueError(f"{len(bad)} bad file(s) among {total} image / label pairs; nothing was run:\n  {shown}")
+    if largest and max(largest.values()) < 0:
+        reduced = " after --reduce-labels (class 0 -> ignored, k -> k-1)" if dataset.reduce_labels else ""
+        raise ValueError(
+            f"every pixel of the {len(largest)} label map(s) of {where} is ignored (255){reduced}: there is nothing to "
+            "train on or to measure (the mIoU would be NaN); label maps hold class ids 0..N-1"
+            + ("; drop --reduce-labels if 0 is a real class" if dataset.reduce_labels else "")
+        )
     return largest
 
 
-def check_num_labels(num_labels: int, dataset: Any, largest: int, where: str) -> None:
-    """Refuse a model whose ``num_labels`` cannot match the dataset's classes (both numbers in the message)."""
+def check_num_labels(num_labels: int, dataset: Any, largest: dict[str, int], where: str, verb: str = "evaluate") -> None:
+    """Refuse a model whose ``num_labels`` cannot match the dataset's classes (both numbers in the message),
+    naming the label maps with a class id outside ``0..num_labels-1`` (``largest``: :func:`check_dataset_files`)."""
     known = getattr(dataset, "id2label", None)
     if known and len(known) != num_labels:
         raise ValueError(
             f"the model predicts {num_labels} classes but the dataset {where} has {len(known)} (its id2label.json); "
-            "evaluate a model trained on these labels (or fix --reduce-labels)"
+            f"{verb} a model trained on these labels (or fix --reduce-labels)"
         )
-    if largest >= num_labels:
+    outside = {path: value for path, value in largest.items() if value >= num_labels}
+    if outside:
+        top = max(outside.values())
+        files = ", ".join(f"{path} (class {value})" for path, value in list(outside.items())[:10])
+        more = f" and {len(outside) - 10} more" if len(outside) > 10 else ""
         raise ValueError(
-            f"the model predicts {num_labels} classes (0..{num_labels - 1}) but the label maps of {where} use class "
-            f"{largest}, i.e. at least {largest + 1} classes; evaluate a model trained on these labels (or use --reduce-labels)"
+            f"the model predicts {num_labels} classes (0..{num_labels - 1}) but the label maps of {where} use class {top}, "
+            f"i.e. at least {top + 1} classes (255 is ignored), in {len(outside)} file(s): {files}{more}; {verb} a model with "
+            "these labels (--num-labels), or fix the label maps (or use --reduce-labels)"
         )
