@@ -268,3 +268,37 @@ def test_train_overwrite_with_a_model_that_fails_to_load_keeps_the_old_run(small
     err = capsys.readouterr().err
     assert status == 2 and err.count("error:") == 1 and "model.safetensors" in err, err
     assert _snapshot(run) == before
+
+
+# --------------------------------------------------------------------------- heads: no false claims
+def test_export_refuses_a_classification_checkpoint_instead_of_claiming_agreement(tmp_path, capsys):
+    from segformer.cli import main
+    from tests.conftest import fixture_path
+
+    out = tmp_path / "cls.onnx"
+    status = main(["export", "--model", str(fixture_path("hf/tiny-cls")), "--format", "onnx", "--size", "32,32",
+                   "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 2 and "agreement" not in captured.out and not out.exists(), captured.out
+    assert captured.err.count("error:") == 1 and "no trained decode head" in captured.err
+    assert "--allow-random-head" in captured.err
+
+
+def test_eval_tf_on_a_transformers_tf_model_h5_warns_of_no_random_head(tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    import shutil
+
+    from segformer.cli import main
+    from segformer.common.training.datasets import make_synthetic_dataset
+    from tests.conftest import fixture_path
+
+    folder = tmp_path / "tf-only"
+    folder.mkdir()
+    for name in ("config.json", "tf_model.h5"):  # written by transformers' TFSegformerForSemanticSegmentation
+        shutil.copy(fixture_path(f"hf/tiny-seg/{name}"), folder / name)
+    make_synthetic_dataset(tmp_path / "data", num_train=1, num_val=1, size=(32, 32), num_labels=3)
+    status = main(["eval", "--model", str(folder), "--data", str(tmp_path / "data"), "--framework", "tf",
+                   "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 0 and "mIoU" in captured.out
+    assert "random" not in captured.err and "warning" not in captured.err, captured.err
