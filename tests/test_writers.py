@@ -4,6 +4,7 @@ environment faults (disk full, read-only) at every writer are one ``error:`` lin
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 
@@ -303,3 +304,35 @@ def test_eval_tf_on_a_transformers_tf_model_h5_warns_of_no_random_head(tmp_path)
     expected = np.load(fixture_path("hf/tiny-seg/expected.npz"))
     logits = np.asarray(model(expected["a_pixel_values"]).logits)
     assert np.abs(logits - expected["a_tf_logits"]).max() < 1e-4
+
+
+@pytest.mark.parametrize("wrap", ["plain", "model"])
+def test_convert_reads_an_encoder_only_pth_saved_under_data_parallel(tmp_path, capsys, wrap):
+    from safetensors.numpy import load_file
+
+    from segformer.cli import main
+    from tests.conftest import fixture_path
+
+    source = torch.load(fixture_path("original/tiny_encoder.pth"), weights_only=True)
+    prefixed = {f"module.{name}": value for name, value in source.items()}  # DataParallel / DDP key names
+    torch.save(prefixed if wrap == "plain" else {"model": prefixed}, tmp_path / "ddp.pth")
+    for name in ("plain", "ddp"):
+        src = fixture_path("original/tiny_encoder.pth") if name == "plain" else tmp_path / "ddp.pth"
+        status = main(["convert", str(src), str(tmp_path / name), "--to", "pt", "--num-heads", "1,1,2,2", "--quiet",
+                       "--no-verify"])
+        assert status == 0, capsys.readouterr().err
+    plain, ddp = (load_file(tmp_path / name / "model.safetensors") for name in ("plain", "ddp"))
+    assert sorted(plain) == sorted(ddp) and all(np.array_equal(plain[k], ddp[k]) for k in plain)
+
+
+def test_convert_infers_b0_heads_of_an_encoder_only_pth_with_module_prefix(tmp_path, capsys):
+    from segformer.cli import main
+    from tests.conftest import shared_or_skip
+
+    state = torch.load(shared_or_skip("original/b0.pth"), weights_only=True)["state_dict"]
+    encoder = {f"module.{k.removeprefix('backbone.')}": v for k, v in state.items() if k.startswith("backbone.")}
+    torch.save(encoder, tmp_path / "mit_b0_ddp.pth")
+    assert main(["convert", str(tmp_path / "mit_b0_ddp.pth"), str(tmp_path / "out"), "--to", "pt", "--quiet",
+                 "--no-verify"]) == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["num_attention_heads"] == [1, 2, 5, 8] and config["hidden_sizes"] == [32, 64, 160, 256]
