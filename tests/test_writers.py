@@ -336,3 +336,63 @@ def test_convert_infers_b0_heads_of_an_encoder_only_pth_with_module_prefix(tmp_p
                  "--no-verify"]) == 0, capsys.readouterr().err
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["num_attention_heads"] == [1, 2, 5, 8] and config["hidden_sizes"] == [32, 64, 160, 256]
+
+
+# --------------------------------------------------------------------------- first contact: quiet pipes
+def test_train_and_eval_draw_no_progress_bars_into_a_pipe(small_data, capfd):
+    from segformer.cli import main
+
+    argv = ["train", "--model", str(small_data / "tiny" / "config.json"), "--data", str(small_data / "data"),
+            "--out", str(small_data / "run"), "--steps", "2", "--batch-size", "1", "--crop-size", "32",
+            "--img-scale", "32,32"]  # no --no-progress: stderr is not a terminal here
+    assert main(argv) == 0
+    assert main(["eval", "--model", str(small_data / "run"), "--data", str(small_data / "data")]) == 0
+    err = capfd.readouterr().err
+    assert "train (pt)" not in err and "eval:" not in err and "\r" not in err and "it/s" not in err, err
+
+
+def test_library_log_noise_is_silenced_unless_verbose(capfd):
+    import logging
+
+    from segformer.cli import quiet_frameworks
+    from segformer.common.base import deps
+
+    logging.getLogger("absl").addHandler(handler := logging.StreamHandler())  # where "WARNING:absl:..." went
+    try:
+        with quiet_frameworks(verbose=False):
+            logging.getLogger("absl").warning("absl notice")
+            with deps.native_noise_silenced():
+                os.write(2, b"INFO: native notice\n")
+        with quiet_frameworks(verbose=True):
+            logging.getLogger("absl").warning("verbose absl notice")
+            with deps.native_noise_silenced():
+                os.write(2, b"verbose native notice\n")
+    finally:
+        logging.getLogger("absl").removeHandler(handler)
+    err = capfd.readouterr().err
+    assert "absl notice" not in err.replace("verbose absl notice", "") and "INFO: native notice" not in err, err
+    assert "verbose absl notice" in err and "verbose native notice" in err
+
+
+def test_verbose_is_accepted_after_the_command(capsys):
+    from segformer.cli import main
+
+    assert main(["presets", "--verbose"]) == 0 and main(["presets", "-v"]) == 0
+    assert main(["--verbose", "presets"]) == 0
+    assert "b0-ade" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_export_tflite_prints_no_library_noise_into_a_pipe(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    from tests.conftest import fixture_path
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "segformer", "export", "--model", str(fixture_path("hf/tiny-seg")),
+                             "--format", "tflite", "--size", "32,32", "--out", str(tmp_path / "m.tflite")],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ..common.base.atomic import describe_os_error
     from ..common.base.errors import DOCUMENTED_ERRORS, WriteError
     from ..conversion import VerificationError, convert
+    from .shared import show_progress
 
     try:
         report = convert(
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             source_framework=args.source_framework,
             verify=args.verify,
-            progress=not args.quiet,
+            progress=show_progress(args.quiet),
         )
     except VerificationError as err:
         print(str(err.report), file=sys.stderr)

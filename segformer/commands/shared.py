@@ -24,6 +24,7 @@ __all__ = [
     "load_model",
     "segmenter_options",
     "refuse_output_over_inputs",
+    "show_progress",
 ]
 
 ADE_TTA_SCALES = "0.75,0.875,1.0,1.125,1.25"
@@ -102,6 +103,19 @@ def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["flip"] = True
     check_inference_args(**kwargs)  # bad values named before any model is loaded
     return kwargs
+
+
+def show_progress(off: bool) -> bool:
+    """Whether a command draws progress bars: only on a terminal (stderr), never into a pipe or a log file,
+    and not when ``off`` (``--no-progress`` / ``--quiet``)."""
+    import sys
+
+    if off:
+        return False
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stderr
+        return False
 
 
 def refuse_output_over_inputs(out: str | os.PathLike, out_flag: str, inputs: list[tuple[str, str | os.PathLike]],

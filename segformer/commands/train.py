@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .shared import add_data_arguments, check_dataset_files, check_num_labels, dataset_from_args
+from .shared import add_data_arguments, check_dataset_files, check_num_labels, dataset_from_args, show_progress
 
 __all__ = ["add_arguments", "recipe_from_args", "run", "train_config_from_args"]
 
@@ -251,7 +251,7 @@ def _run_pt(args, config, out, train_set, eval_set, id2label, label_maps):  # ty
                   f"{context.world_size} process(es) on {context.device}, {images} images per step")
             print(_recipe_line(args, config, len(train_set)))
         trainer = Trainer(model, config, train_set, eval_set, out_dir=out, context=context, resume=args.resume,
-                          progress=not args.no_progress)
+                          progress=show_progress(args.no_progress))
         return _train_and_evaluate(trainer, eval_set), model.config, context.is_main
     finally:
         cleanup_distributed(context)
@@ -282,5 +282,5 @@ def _run_tf(args, config, out, train_set, eval_set, id2label, label_maps):  # ty
               f"{config.batch_size * config.grad_accum * replicas} images per step")
         print(_recipe_line(args, config, len(train_set)))
     trainer = Trainer(model, config, train_set, eval_set, out_dir=out, strategy=strategy, resume=args.resume,
-                      progress=not args.no_progress)
+                      progress=show_progress(args.no_progress))
     return _train_and_evaluate(trainer, eval_set), model.config, is_main

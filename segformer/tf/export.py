@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.base.atomic import atomic_folder, atomic_write_bytes, check_overwrite
+from ..common.base.deps import native_noise_silenced
 from ..common.inference.rules import as_size_pair
 from ..common.model.outputs import logits_of
 from .layers import resize_bilinear
@@ -232,10 +233,10 @@ class TFLiteRunner:
     """
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None) -> None:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_noise_silenced():  # the XNNPACK "INFO: Created ..." line
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")  # LiteRT notice
             self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+            self.interpreter.allocate_tensors()
         (self.input,) = self.interpreter.get_input_details()
         (self.output,) = self.interpreter.get_output_details()
 
@@ -269,11 +270,11 @@ def _tflite_tensors(path: str | os.PathLike, pixel_values: np.ndarray) -> tuple[
     """Run a TFLite file keeping every intermediate tensor: (the output names of its matrix products and
     convolutions in execution order, {name: float value}), quantized tensors dequantized with their scale /
     zero point."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), native_noise_silenced():
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # wanted here
         interpreter = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
     runner = TFLiteRunner.__new__(TFLiteRunner)  # its input / output conversion on this interpreter
     runner.interpreter = interpreter
     (runner.input,) = interpreter.get_input_details()
