@@ -396,3 +396,11 @@ def test_export_tflite_prints_no_library_noise_into_a_pipe(tmp_path):
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root}, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+def test_hub_hint_names_the_current_download_command():
+    from segformer.common.model.presets import get_preset, preset_unavailable_message
+
+    message = preset_unavailable_message(get_preset("b0-ade"), OSError("offline"))
+    assert f"hf download {get_preset('b0-ade').hub_id}" in message
+    assert "huggingface-cli download" not in message
