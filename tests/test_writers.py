@@ -404,3 +404,18 @@ def test_hub_hint_names_the_current_download_command():
     message = preset_unavailable_message(get_preset("b0-ade"), OSError("offline"))
     assert f"hf download {get_preset('b0-ade').hub_id}" in message
     assert "huggingface-cli download" not in message
+
+
+def test_info_names_the_ade20k_classes_as_demo_does(capsys):
+    import re
+
+    from segformer.cli import main
+    from segformer.common.images.labels import get_label_set
+
+    names = set(get_label_set("ade20k")[0].values())
+    assert main(["info", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("most frequent predicted classes:"))
+    found = re.findall(r"([^,:]+) \(\d+ px\)", line.split(":", 1)[1])
+    assert found and all(name.strip() in names for name in found), line
+    assert "LABEL_" not in out

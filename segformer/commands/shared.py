@@ -25,6 +25,7 @@ __all__ = [
     "segmenter_options",
     "refuse_output_over_inputs",
     "show_progress",
+    "random_variant_config",
 ]
 
 ADE_TTA_SCALES = "0.75,0.875,1.0,1.125,1.25"
@@ -103,6 +104,16 @@ def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["flip"] = True
     check_inference_args(**kwargs)  # bad values named before any model is loaded
     return kwargs
+
+
+def random_variant_config(variant: str) -> Any:
+    """The config of a seeded random ``variant`` (``b0``..``b5``) that ``info`` and ``demo`` run: the ADE20K
+    labels (150 names, as the published ADE20K checkpoints), so both name the same classes."""
+    from ..common.images.labels import get_label_set
+    from ..common.model.config import SegformerConfig
+
+    id2label, _ = get_label_set("ade20k")
+    return SegformerConfig.from_variant(variant, id2label={str(k): v for k, v in id2label.items()})
 
 
 def show_progress(off: bool) -> bool:
