@@ -419,3 +419,16 @@ def test_info_names_the_ade20k_classes_as_demo_does(capsys):
     found = re.findall(r"([^,:]+) \(\d+ px\)", line.split(":", 1)[1])
     assert found and all(name.strip() in names for name in found), line
     assert "LABEL_" not in out
+
+
+def test_dir_lists_the_lazy_public_api_without_importing_frameworks():
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, segformer; names = dir(segformer); "
+            "print(sorted(set(segformer.__all__) - set(names)), 'torch' in sys.modules, 'tensorflow' in sys.modules, "
+            "all(n in names for n in ('pt', 'tf')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": root}, cwd=root)
+    assert result.stdout.split() == ["[]", "False", "False", "True"], result.stdout + result.stderr
