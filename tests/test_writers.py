@@ -432,3 +432,23 @@ def test_dir_lists_the_lazy_public_api_without_importing_frameworks():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": root}, cwd=root)
     assert result.stdout.split() == ["[]", "False", "False", "True"], result.stdout + result.stderr
+
+
+def test_readme_puts_each_segmenter_option_where_the_api_takes_it():
+    import inspect
+    import re
+    from pathlib import Path
+
+    from segformer import Segmenter
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index("`Segmenter` returns, per image")
+    paragraph = text[start: text.index("\n\n", start)]
+    constructor, _, per_call = paragraph.partition("Per call")
+    init = set(inspect.signature(Segmenter.__init__).parameters)
+    call = set(inspect.signature(Segmenter.__call__).parameters) & set(inspect.signature(Segmenter.imap).parameters)
+    keyword = re.compile(r"`(\w+)=")
+    assert {"top_k", "min_area", "return_probabilities"} <= set(keyword.findall(per_call))
+    misplaced = [name for name in keyword.findall(constructor) if name not in init]
+    misplaced += [name for name in keyword.findall(per_call) if name not in call]
+    assert not misplaced, misplaced
