@@ -137,18 +137,11 @@ def refuse_output_over_inputs(out: str | os.PathLike, out_flag: str, inputs: lis
     real paths (symbolic links resolved): the output may not be an input, contain one (a folder replaced
     with the input inside it), or lie inside an input folder.
     """
-    target = Path(os.path.realpath(out))
+    from ..common.base.atomic import output_overlap
+
     for flag, path in inputs:
-        if not os.path.lexists(path):
-            continue
-        source = Path(os.path.realpath(path))
-        if target == source:
-            relation = "is"
-        elif target in source.parents:
-            relation = "contains"
-        elif source in target.parents:
-            relation = "is inside"
-        else:
+        relation = output_overlap(path, out) if os.path.lexists(path) else None
+        if relation is None:
             continue
         raise ValueError(
             f"{out_flag} {os.fspath(out)!r} {relation} the input {flag} {os.fspath(path)!r}; {command} never writes "

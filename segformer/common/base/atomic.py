@@ -41,6 +41,7 @@ __all__ = [
     "check_overwrite",
     "current_umask",
     "describe_os_error",
+    "output_overlap",
     "replace_folder",
     "temp_folder_for",
 ]
@@ -50,6 +51,21 @@ def check_overwrite(path: str | os.PathLike, overwrite: bool, what: str = "file"
     """Raise ``FileExistsError`` if ``path`` exists and ``overwrite`` is false."""
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{what} {os.fspath(path)!r} already exists; pass overwrite=True to replace it")
+
+
+def output_overlap(source: str | os.PathLike, output: str | os.PathLike) -> str | None:
+    """How writing (or replacing) ``output`` would touch ``source``, compared as real paths (links
+    resolved): ``"is"`` (the same path), ``"contains"`` (``source`` lies inside ``output``), ``"is inside"``
+    (``output`` lies inside the folder ``source``); ``None`` when they are apart. The one rule by which
+    commands never write over their inputs."""
+    src, out = Path(os.path.realpath(source)), Path(os.path.realpath(output))
+    if src == out:
+        return "is"
+    if out in src.parents:
+        return "contains"
+    if src in out.parents:
+        return "is inside"
+    return None
 
 
 def describe_os_error(err: OSError, path: str | os.PathLike) -> str:
