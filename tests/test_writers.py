@@ -452,3 +452,31 @@ def test_readme_puts_each_segmenter_option_where_the_api_takes_it():
     misplaced = [name for name in keyword.findall(constructor) if name not in init]
     misplaced += [name for name in keyword.findall(per_call) if name not in call]
     assert not misplaced, misplaced
+
+
+def test_saved_model_export_on_a_full_disk_is_one_error_line(tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    from segformer.cli import main
+    from tests.conftest import fixture_path
+
+    out = tmp_path / "saved"
+    out.mkdir()
+    (out / "saved_model.pb").write_bytes(b"the previous export")
+    argv = ["export", "--model", str(fixture_path("hf/tiny-seg")), "--format", "saved-model", "--size", "32,32",
+            "--out", str(out), "--overwrite", "--no-check"]
+    with file_size_limit(20_000):  # the graph fits, the variables do not
+        status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2
+    _one_error_line(err, out)
+    assert _snapshot(out) == {"saved_model.pb": b"the previous export"} and sorted(os.listdir(tmp_path)) == ["saved"]
+
+
+def test_os_errors_from_keeps_other_errors():
+    from segformer.common.base.atomic import os_errors_from
+
+    with pytest.raises(OSError) as info, os_errors_from("/x/out", RuntimeError):
+        raise RuntimeError(f"SaveV2 failed: /x/.tmp/part-0; {os.strerror(28)} [Op:SaveV2]")
+    assert info.value.errno == 28 and info.value.filename == "/x/out"
+    with pytest.raises(RuntimeError, match="shape mismatch"), os_errors_from("/x/out", RuntimeError):
+        raise RuntimeError("shape mismatch")

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..common.base.atomic import atomic_folder, atomic_write_bytes, check_overwrite
+from ..common.base.atomic import atomic_folder, atomic_write_bytes, check_overwrite, os_errors_from
 from ..common.base.deps import native_noise_silenced
 from ..common.inference.rules import as_size_pair
 from ..common.model.outputs import logits_of
@@ -137,7 +137,8 @@ def export_saved_model(
         input_signature=[_spec(model, data_format, None, size)],
     )
     # the whole folder is the export's: nothing of an old one is carried over
-    with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder:
+    with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder, \
+            os_errors_from(path, tf.errors.OpError):  # a full disk: one OSError, not TensorFlow's OutOfRangeError
         archive.write_out(str(folder), verbose=False)
     return path
 

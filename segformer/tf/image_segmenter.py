@@ -223,10 +223,11 @@ class TFSegformerImageSegmenter(keras.Model):
     def export_saved_model(self, path: str) -> None:
         """A SavedModel for TF Serving: ``serving_default(images)`` takes uint8 images of any size (written
         atomically as one folder, :func:`segformer.common.base.atomic.atomic_folder`)."""
-        from ..common.base.atomic import atomic_folder
+        from ..common.base.atomic import atomic_folder, os_errors_from
 
         self.build()
-        with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder:
+        with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder, \
+                os_errors_from(path, tf.errors.OpError):
             tf.saved_model.save(self, str(folder), signatures={"serving_default": self.serving_function()})
 
     def export_tflite(self, path: str, image_size: tuple[int, int], batch: int = 1) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "check_overwrite",
     "current_umask",
     "describe_os_error",
+    "os_errors_from",
     "output_overlap",
     "replace_folder",
     "temp_folder_for",
@@ -66,6 +67,25 @@ def output_overlap(source: str | os.PathLike, output: str | os.PathLike) -> str 
     if src in out.parents:
         return "is inside"
     return None
+
+
+# environment faults a library may report as its own error type, with the system's text in the message
+_WRITE_FAULTS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+@contextlib.contextmanager
+def os_errors_from(path: str | os.PathLike, error_types: type[BaseException] | tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Turn an error of ``error_types`` (a writer's own type, e.g. TensorFlow's ``OpError`` from a SavedModel
+    save) whose message carries the system's text of a write fault (disk full, file too large, quota,
+    read-only, permission denied, I/O error) into that ``OSError``, naming ``path``; others pass unchanged."""
+    try:
+        yield
+    except error_types as err:
+        text = str(err)
+        code = next((code for code in _WRITE_FAULTS if os.strerror(code) in text), None)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), os.fspath(path)) from err
 
 
 def describe_os_error(err: OSError, path: str | os.PathLike) -> str:
