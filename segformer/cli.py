@@ -111,7 +111,8 @@ def error_line(err: BaseException, args: argparse.Namespace) -> tuple[str, int] 
 
 @contextlib.contextmanager
 def quiet_frameworks(verbose: bool) -> Iterator[None]:
-    """While a command runs: no TensorFlow start-up log lines (TF_CPP_MIN_LOG_LEVEL=2 unless set, and
+    """While a command runs: no TensorFlow native log lines (TF_CPP_MIN_LOG_LEVEL=3 unless set: also the "E0000
+    ... oneDNN supports DT_BOOL only ..." kind, while failures still arrive as Python exceptions; and
     TensorFlow imported with the native stderr silenced), no absl / TensorFlow Python log records below
     ERROR, no native TFLite notices (``deps.native_noise_silenced``), and warnings as one line
     ``warning: <category>: <message>`` (no file and line). ``verbose`` keeps the frameworks' defaults."""
@@ -124,7 +125,7 @@ def quiet_frameworks(verbose: bool) -> Iterator[None]:
     if verbose:
         yield
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # errors too: TensorFlow raises the ones that matter
 
     def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
         text = " ".join(str(message).split())

@@ -374,6 +374,17 @@ def test_library_log_noise_is_silenced_unless_verbose(capfd):
     assert "verbose absl notice" in err and "verbose native notice" in err
 
 
+def test_native_tensorflow_log_lines_are_off_by_default(monkeypatch):
+    from segformer.cli import quiet_frameworks
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with quiet_frameworks(verbose=False):  # "E0000 ... oneDNN supports DT_BOOL only ..." is an ERROR-level line
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # the user's choice is kept
+    with quiet_frameworks(verbose=False):
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+
+
 def test_verbose_is_accepted_after_the_command(capsys):
     from segformer.cli import main
 
