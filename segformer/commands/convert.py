@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..common.base.errors import DOCUMENTED_ERRORS, WriteError
     from ..conversion import VerificationError, convert
     from ..conversion.report import KERAS_HUB
+    from .shared import show_progress
 
     try:
         report = convert(
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             source_framework=args.source_framework,
             verify=args.verify,
-            progress=not args.quiet,
+            progress=show_progress(args.quiet),
             image_size=args.image_size,
         )
     except VerificationError as err:

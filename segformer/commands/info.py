@@ -23,11 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..common.model.config import SegformerConfig
     from ..common.base.deps import require_framework
     from ..common.images.image_processing import SegformerImageProcessor
     from ..common.images.sample import SAMPLE_IMAGE, load_sample_image
     from ..common.model.variants import parse_variant
+    from .shared import random_variant_config
 
     print(f"segformer {__version__} on Python {platform.python_version()} ({platform.machine()})")
     require_framework(args.framework, "segformer info")
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
         if parse_variant(args.model) is not None:
             torch.manual_seed(args.seed)
-            model = SegformerForSemanticSegmentation(SegformerConfig.from_variant(args.model, num_labels=150)).eval()
+            model = SegformerForSemanticSegmentation(random_variant_config(args.model)).eval()
         else:
             model = SegformerForSemanticSegmentation.from_pretrained(args.model)
         start = time.perf_counter()
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             import keras
 
             keras.utils.set_random_seed(args.seed)
-            model = TFSegformerForSemanticSegmentation(SegformerConfig.from_variant(args.model, num_labels=150))
+            model = TFSegformerForSemanticSegmentation(random_variant_config(args.model))
         else:
             model = TFSegformerForSemanticSegmentation.from_pretrained(args.model)
         start = time.perf_counter()

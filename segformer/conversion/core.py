@@ -91,8 +91,9 @@ __all__ = [
 
 def _overlaps(src: Path, dst: Path) -> bool:
     """True when writing (or replacing) ``dst`` could touch ``src``: the same path, or one inside the other."""
-    src, dst = src.resolve(), dst.resolve()
-    return src == dst or dst in src.parents or (src.is_dir() and src in dst.parents)
+    from ..common.base.atomic import output_overlap
+
+    return output_overlap(src, dst) is not None
 
 
 def _copy_extras(source: SourceCheckpoint, tmp: Path) -> list[str]:

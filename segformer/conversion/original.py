@@ -128,10 +128,13 @@ def rename_original_key(key: str) -> str | None:
 
 
 def is_original_state(state: Mapping[str, Any]) -> bool:
-    """True for an mmcv checkpoint (``state_dict`` inside) or a plain original backbone state dict."""
+    """True for an mmcv checkpoint (``state_dict`` inside) or a plain original backbone state dict (also under
+    ``model``, and with the ``module.`` prefix of DataParallel / DDP)."""
     if isinstance(state.get("state_dict"), Mapping):
         return True
-    return any(str(k).startswith(("patch_embed1.", "backbone.patch_embed1.", "module.backbone.")) for k in state)
+    if isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    return any(str(k).removeprefix("module.").startswith(("patch_embed1.", "backbone.patch_embed1.")) for k in state)
 
 
 @dataclass

@@ -6,6 +6,7 @@ format, matching names with the canonical table, writing atomically) is ``segfor
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from ..common.base.allocator import tune_allocator
-from ..common.base.atomic import atomic_folder
+from ..common.base.atomic import atomic_folder, atomic_path, atomic_write_bytes
 from ..common.model.switches import fast_path_enabled, set_fast_path
 from ..common.checkpoints import LoadReport
 from ..common.model.config import SegformerConfig
@@ -290,8 +291,15 @@ class SegformerPreTrainedModel(nn.Module):
         )
         state = self.state_dict_numpy() if state_dict is None else state_dict_to_numpy(state_dict)
 
-        def save_torch(tensors: dict[str, np.ndarray], path: Path) -> None:
-            (save_function or torch.save)({n: torch.from_numpy(a) for n, a in tensors.items()}, path)
+        def save_torch(tensors: dict[str, np.ndarray], path: Path) -> None:  # atomically, as every writer
+            state = {n: torch.from_numpy(a) for n, a in tensors.items()}
+            if save_function is not None:
+                with atomic_path(path) as tmp:
+                    save_function(state, tmp)
+                return
+            buffer = io.BytesIO()  # in memory first: torch's zip writer meeting a full disk is a bare RuntimeError
+            torch.save(state, buffer)
+            atomic_write_bytes(path, buffer.getvalue())
 
         weights_format = "safetensors" if safe_serialization else "torch"
         with atomic_folder(save_directory, discard=replaced_by_save(weights_format, is_main_process)) as folder:  # old or new, never a mix

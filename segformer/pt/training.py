@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..common.base.allocator import tune_allocator
-from ..common.base.atomic import atomic_path
+from ..common.base.atomic import atomic_write_bytes
 from ..common.training.metrics import SegmentationMetric
 from ..common.base.random_state import host_rng_state, set_host_rng_state
 from ..common.training.loop import (
@@ -159,8 +160,9 @@ def save_training_state(
         "extra": dict(extra or {}),
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()  # serialized in memory: torch's zip writer meeting a full disk is a bare RuntimeError
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

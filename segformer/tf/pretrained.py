@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.base.allocator import tune_allocator
-from ..common.base.atomic import atomic_folder
+from ..common.base.atomic import atomic_folder, os_errors_from
 from ..common.model.switches import fast_path_enabled, set_fast_path
 from ..common.model.config import SegformerConfig, as_config
 from ..common.model.outputs import ModelOutput
@@ -332,10 +332,11 @@ class TFSegformerPreTrainedModel(keras.Model):
             )
             if saved_model:
                 export_dir = folder / "saved_model" / str(version)
-                if signatures is None:
-                    tf.saved_model.save(self, str(export_dir))
-                else:
-                    tf.saved_model.save(self, str(export_dir), signatures=signatures)
+                with os_errors_from(Path(save_directory) / "saved_model", tf.errors.OpError):  # a full disk
+                    if signatures is None:
+                        tf.saved_model.save(self, str(export_dir))
+                    else:
+                        tf.saved_model.save(self, str(export_dir), signatures=signatures)
         directory = Path(save_directory)
         if push_to_hub:
             push_folder_to_hub(directory, repo_id or Path(save_directory).resolve().name, **upload)

@@ -29,6 +29,7 @@ TF twin of ``segformer/pt/training.py``:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -40,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.base.allocator import tune_allocator
-from ..common.base.atomic import atomic_path
+from ..common.base.atomic import atomic_write_bytes
 from ..common.training.metrics import SegmentationMetric
 from ..common.base.random_state import host_rng_state, set_host_rng_state
 from ..common.training.loop import (
@@ -241,9 +242,9 @@ def save_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
     }
     arrays["meta"] = np.asarray(json.dumps(meta))
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+    buffer = io.BytesIO()  # serialized in memory first (as the PyTorch twin does)
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -10,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..base.atomic import atomic_path
+from ..base.atomic import atomic_write_bytes
 from .files import _MAX_TENSOR_BYTES, _MAX_ZIP_RATIO, CheckpointError
 from .safetensors_io import CHECKSUM_KEY, tensors_digest
 
@@ -147,20 +148,21 @@ def write_tf_h5(
     layers: dict[str, list[str]] = {}
     for tf_path in tensors:
         layers.setdefault(tf_path.split("/", 1)[0], []).append(tf_path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            handle.attrs["backend"] = "tensorflow"
-            handle.attrs["keras_version"] = "2.21.0"
-            handle.attrs["layer_names"] = np.array([n.encode("utf-8") for n in layers], dtype=object)
-            handle.attrs[CHECKSUM_KEY] = tensors_digest({n: np.asarray(t) for n, t in tensors.items()})
-            if counters:
-                handle.attrs[COUNTERS_ATTR] = json.dumps({k: int(v) for k, v in counters.items()}, sort_keys=True)
-            for layer, names in layers.items():
-                group = handle.create_group(layer)
-                full = [f"{model_name}/{n}:0" for n in names]
-                group.attrs["weight_names"] = np.array([n.encode("utf-8") for n in full], dtype=object)
-                for name, full_name in zip(names, full):
-                    group.create_dataset(full_name, data=np.asarray(tensors[name], order="C"))
-            top = handle.create_group("top_level_model_weights")
-            top.attrs["weight_names"] = np.array([], dtype=np.float64)
+    buffer = io.BytesIO()  # built in memory: HDF5 meeting a full disk can crash the process
+    with h5py.File(buffer, "w") as handle:
+        handle.attrs["backend"] = "tensorflow"
+        handle.attrs["keras_version"] = "2.21.0"
+        handle.attrs["layer_names"] = np.array([n.encode("utf-8") for n in layers], dtype=object)
+        handle.attrs[CHECKSUM_KEY] = tensors_digest({n: np.asarray(t) for n, t in tensors.items()})
+        if counters:
+            handle.attrs[COUNTERS_ATTR] = json.dumps({k: int(v) for k, v in counters.items()}, sort_keys=True)
+        for layer, names in layers.items():
+            group = handle.create_group(layer)
+            full = [f"{model_name}/{n}:0" for n in names]
+            group.attrs["weight_names"] = np.array([n.encode("utf-8") for n in full], dtype=object)
+            for name, full_name in zip(names, full):
+                group.create_dataset(full_name, data=np.asarray(tensors[name], order="C"))
+        top = handle.create_group("top_level_model_weights")
+        top.attrs["weight_names"] = np.array([], dtype=np.float64)
+    atomic_write_bytes(path, buffer.getvalue())
     return Path(path)

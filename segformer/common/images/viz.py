@@ -3,18 +3,19 @@
 A label map is an integer array ``(H, W)`` of class indices; ``ignore_index`` (255 by default) marks
 unlabelled pixels, drawn black by ``colorize`` and left as the photo by ``overlay``. A palette is a uint8
 ``(num_classes, 3)`` array or the name of a built-in label set (``"ade20k"``, ``"cityscapes"``). Every file
-is written atomically (``segformer.common.base.atomic.atomic_path``).
+is written atomically (``segformer.common.base.atomic.atomic_write_bytes``).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from segformer.common.base.atomic import atomic_path
+from segformer.common.base.atomic import atomic_write_bytes
 from segformer.common.images.image_arrays import label_values
 from segformer.common.images.labels import IGNORE_INDEX, get_palette
 
@@ -175,8 +176,14 @@ def save_png(path: str | os.PathLike, rgb: Any, overwrite: bool = True) -> None:
     if array.size == 0:
         raise ValueError(f"save_png: rgb is empty, shape {array.shape}")
     picture = Image.fromarray(np.ascontiguousarray(array))
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        picture.save(tmp, format="PNG")
+    _write_png(picture, path, overwrite)
+
+
+def _write_png(picture: Image.Image, path: str | os.PathLike, overwrite: bool) -> None:
+    """Encode in memory, then write atomically (an environment fault is an ``OSError`` naming ``path``)."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue(), overwrite=overwrite)
 
 
 def save_mask_png(
@@ -215,8 +222,7 @@ def save_mask_png(
         picture.putpalette(table.reshape(-1).tolist())
     else:
         picture = Image.fromarray(labels.astype(np.uint16))
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        picture.save(tmp, format="PNG")
+    _write_png(picture, path, overwrite)
 
 
 def load_mask_png(path: str | os.PathLike) -> np.ndarray:

@@ -25,6 +25,7 @@ produced it; call ``set_epoch`` every epoch (in every worker) to get fresh augme
 from __future__ import annotations
 
 import colorsys
+import io
 import json
 import os
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segformer.common.base.atomic import atomic_path, atomic_write_text
+from segformer.common.base.atomic import atomic_write_bytes, atomic_write_text
 from segformer.common.images.image_io import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -430,8 +431,9 @@ def _synthetic_pair(
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def make_synthetic_dataset(
