@@ -94,7 +94,7 @@ def _overlaps(src: Path, dst: Path) -> bool:
 def _copy_extras(source: SourceCheckpoint, tmp: Path) -> list[str]:
     """Carry ``preprocessor_config.json`` over from a folder source; original sources get the default one."""
     folder = source.path.parent
-    if source.kind.startswith("original"):
+    if source.kind.startswith(("original", "mmseg")):
         from ..common.images.image_processing import SegformerImageProcessor
 
         SegformerImageProcessor().save_pretrained(tmp)
