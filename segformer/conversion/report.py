@@ -93,7 +93,7 @@ class ConversionReport:
             f"task: {self.task}; destination framework: {self.to}"
             + (f"; compared against: {self.reference_framework}" if self.reference_framework else ""),
             f"architecture: depths {self.config.depths}, hidden sizes {self.config.hidden_sizes}, heads "
-            f"{self.config.num_attention_heads}, {self.config.num_labels} labels, LayerNorm eps "
+            f"{self.config.num_attention_heads}, decode head {self.config.decode_head_type}, {self.config.num_labels} labels, LayerNorm eps "
             f"{self.config.layer_norm_eps:g} / {self.config.patch_layer_norm_eps:g}",
         ]
         head += [f"note: {note}" for note in self.notes if note not in assumed]
