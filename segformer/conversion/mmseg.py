@@ -25,17 +25,16 @@ Every LayerNorm of ``mit.py`` uses eps 1e-6 (:data:`MMSEG_LAYER_NORM_EPS`).
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from ..common.checkpoints import CheckpointError
 from ..common.model.weights import base_prefix
-from .original import OriginalCheckpoint, unknown_keys_message
+from .original import MMSEG_LAYOUT, OriginalCheckpoint, is_mmseg_state, unknown_keys_message
 
-__all__ = ["MMSEG_RENAMES", "MMSEG_LAYER_NORM_EPS", "MMSEG_LAYOUT", "is_mmseg_state", "rename_mmseg_key", "map_mmseg_state"]
+__all__ = ["MMSEG_RENAMES", "MMSEG_LAYER_NORM_EPS", "rename_mmseg_key", "map_mmseg_state"]
 
-MMSEG_LAYOUT = "mmseg-mit"
 MMSEG_LAYER_NORM_EPS = 1e-6  # mit.py: norm_cfg=dict(type="LN", eps=1e-6) in every LayerNorm
 _BLOCK = r"encoder\.layers\.(\d+)\.1\.(\d+)\."
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -63,11 +62,6 @@ MMSEG_RENAMES: tuple[tuple[str, str], ...] = (
 _COMPILED = tuple((re.compile(pattern), replacement) for pattern, replacement in MMSEG_RENAMES)
 # canonical weights that mmseg stores as 1x1 convs (O, I, 1, 1) and the canonical table as linear (O, I)
 _CONV_TO_LINEAR = re.compile(r".*(mlp\.dense[12]|decode_head\.linear_c\.\d+\.proj)\.weight")
-
-
-def is_mmseg_state(state: Mapping[str, Any]) -> bool:
-    """True when the keys are ``mit.py``'s (``[module.][backbone.]layers.{i}.0.projection.*``)."""
-    return any(re.match(r"(module\.)?(backbone\.)?layers\.\d+\.0\.projection\.", str(k)) for k in state)
 
 
 def rename_mmseg_key(key: str) -> str:

@@ -48,6 +48,8 @@ __all__ = [
     "MIT_STRIDES",
     "ORIGINAL_LAYER_NORM_EPS",
     "ORIGINAL_PATCH_LAYER_NORM_EPS",
+    "MMSEG_LAYOUT",
+    "is_mmseg_state",
     "OriginalCheckpoint",
     "is_original_state",
     "read_original_checkpoint",
@@ -130,11 +132,18 @@ def rename_original_key(key: str) -> str | None:
     raise KeyError(key)
 
 
+MMSEG_LAYOUT = "mmseg-mit"  # mmsegmentation's mit.py keys, mapped by :mod:`segformer.conversion.mmseg`
+_MMSEG_KEY = r"(module\.)?(backbone\.)?layers\.\d+\.0\.projection\."
+
+
+def is_mmseg_state(state: Mapping[str, Any]) -> bool:
+    """True when the keys are mmsegmentation ``mit.py``'s (``[module.][backbone.]layers.{i}.0.projection.*``)."""
+    return any(re.match(_MMSEG_KEY, str(k)) for k in state)
+
+
 def is_original_state(state: Mapping[str, Any]) -> bool:
     """True for an mmcv / mmengine checkpoint (``state_dict`` inside) or a plain original or mmseg ``mit.py``
     state dict."""
-    from .mmseg import is_mmseg_state
-
     if isinstance(state.get("state_dict"), Mapping):
         return True
     return is_mmseg_state(state) or any(
@@ -154,7 +163,7 @@ def summarize_names(names: Iterable[str], limit: int = SHOWN_NAMES) -> str:
 
 # (key pattern, what a state dict holding such a key looks like), first match wins
 _FORMAT_HINTS: tuple[tuple[str, str], ...] = (
-    (r"(module\.)?(backbone\.)?layers\.\d+\.0\.projection\.", "an mmsegmentation mit.py checkpoint (1.x / 0.x)"),
+    (_MMSEG_KEY, "an mmsegmentation mit.py checkpoint (1.x / 0.x)"),
     (r"(module\.)?(backbone\.)?(patch_embed1|block1)\.", "an original NVlabs SegFormer checkpoint"),
     (r"(segformer\.)?encoder\.(patch_embeddings|block)\.", "a Hugging Face transformers SegFormer state dict"),
     (r"(module\.)?backbone\.", "an mmsegmentation / mmcv checkpoint of another backbone"),
@@ -242,8 +251,6 @@ def original_from_object(obj: Any, path: Path) -> OriginalCheckpoint:
     not_arrays = sorted(k for k, v in state.items() if not isinstance(v, np.ndarray))
     if not_arrays:
         raise CheckpointError(f"{path}: entries of the state dict that are not tensors: {not_arrays[:10]}")
-    from .mmseg import MMSEG_LAYOUT, is_mmseg_state
-
     if is_mmseg_state(state):
         layout = MMSEG_LAYOUT
     elif any(k.startswith("backbone.") for k in state):
