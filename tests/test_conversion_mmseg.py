@@ -76,12 +76,17 @@ def test_converted_folder_loads_with_from_pretrained_and_reproduces_mmseg(fixtur
     assert diff <= TOLERANCE
 
 
-def test_cli_converts_an_mmseg_checkpoint(tmp_path, capsys):
+def test_cli_converts_an_mmseg_checkpoint_and_info_shows_its_head_and_every_source_format(tmp_path, capsys):
     from segformer.cli import main
+    from segformer.conversion.formats import SOURCE_FORMATS
 
     assert main(["convert", str(fixture_path(V1)), str(tmp_path / "out"), "--to", "pt", "--no-verify", "--quiet"]) == 0
     assert "mmseg-mit" in capsys.readouterr().out
     assert "decode head: mmseg" in (tmp_path / "out" / "README.md").read_text()
+    assert main(["info", "--model", str(tmp_path / "out"), "--size", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "decode head mmseg, 5 labels" in text
+    assert all(what in text and f"e.g. {example}" in text for what, example in SOURCE_FORMATS)
 
 
 def test_bare_state_dict_needs_heads_when_neither_meta_nor_widths_tell(tmp_path, io):

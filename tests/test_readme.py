@@ -37,3 +37,23 @@ def test_layout_names_every_package():
     packages = sorted(str(p.parent.relative_to(ROOT)) for p in (ROOT / "segformer").rglob("__init__.py"))
     missing = [p for p in packages if p.split("/")[-1] + "/" not in layout and p + "/" not in layout]
     assert not missing, f"README Layout does not show {missing}"
+
+
+def test_converting_checkpoints_lists_every_source_format_with_its_example():
+    from segformer.conversion.formats import SOURCE_FORMATS
+
+    section = README.split("## Converting checkpoints", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| source")]
+    assert rows == [f"| {what} | `{example}` |" for what, example in SOURCE_FORMATS]
+
+
+def test_convert_help_lists_every_source_format(capsys):
+    import pytest
+
+    from segformer.cli import main
+    from segformer.conversion.formats import SOURCE_FORMATS
+
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    text = capsys.readouterr().out
+    assert all(what in text and f"e.g. {example}" in text for what, example in SOURCE_FORMATS)

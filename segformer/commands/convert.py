@@ -1,8 +1,8 @@
 """``segformer convert SRC DST --to {pt,tf}``: any supported checkpoint -> a verified Hugging Face-layout folder.
 
 SRC is a folder or a file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``,
-``.keras``, original NVlabs / mmsegmentation ``.pth`` or encoder-only ``mit_b*.pth``), its kind detected
-from the content. Exit status 0 when written, 1 when the verification refused (max |diff| printed) or
+``.keras``, original NVlabs ``.pth``, encoder-only ``mit_b*.pth``, mmsegmentation ``mit.py`` ``.pth``; the list
+with one example each is :data:`segformer.conversion.formats.SOURCE_FORMATS`), its kind detected from the content. Exit status 0 when written, 1 when the verification refused (max |diff| printed) or
 the file system failed (disk full, read-only destination: one ``error:`` line naming the path; the
 destination keeps its old content), 2 for bad input (the message names it).
 """
@@ -26,6 +26,10 @@ def _heads(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..conversion.formats import format_list
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "accepted sources (the kind is detected from the content):\n" + format_list()
     parser.add_argument("src", metavar="SRC", help="source folder or checkpoint file (kind detected from its content)")
     parser.add_argument("dst", metavar="DST", help="destination folder (Hugging Face layout); must not exist unless --overwrite")
     parser.add_argument("--to", choices=("pt", "tf"), required=True, help="framework of the destination folder")
