@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import fixture_path, shared_or_skip
-from mmseg_live import ARCH, CLASSES, mmseg_available
+from mmseg_live import ARCH, CLASSES, PALETTE, mmseg_available
 from segformer.common.checkpoints import CheckpointError
 from segformer.conversion import convert, read_source
 
@@ -63,7 +63,7 @@ def test_converted_folder_loads_with_from_pretrained_and_reproduces_mmseg(fixtur
     report = convert(fixture_path(fixture), tmp_path / "out", to=to, verify=False)
     assert report.written and report.source_kind == "mmseg-mit"
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert saved["decode_head_type"] == "mmseg" and saved["id2label"]["4"] == "person"
+    assert saved["decode_head_type"] == "mmseg" and saved["id2label"]["4"] == "person" and saved["palette"] == PALETTE
     assert "decode head mmseg" in str(report)
     if to == "pt":
         logits = _pt_logits(tmp_path / "out", x=io["pixel_values"])
@@ -83,6 +83,9 @@ def test_cli_converts_an_mmseg_checkpoint_and_info_shows_its_head_and_every_sour
     assert main(["convert", str(fixture_path(V1)), str(tmp_path / "out"), "--to", "pt", "--no-verify", "--quiet"]) == 0
     assert "mmseg-mit" in capsys.readouterr().out
     assert "decode head: mmseg" in (tmp_path / "out" / "README.md").read_text()
+    from segformer import Segmenter
+
+    assert Segmenter.from_pretrained(tmp_path / "out").palette.tolist()[:5] == PALETTE  # the checkpoint's colours
     assert main(["info", "--model", str(tmp_path / "out"), "--size", "64"]) == 0
     text = capsys.readouterr().out
     assert "decode head mmseg, 5 labels" in text

@@ -62,6 +62,7 @@ __all__ = [
     "known_variant_heads",
     "heads_from_meta",
     "labels_from_meta",
+    "palette_from_meta",
     "unknown_keys_message",
     "summarize_names",
     "looks_like",
@@ -388,6 +389,20 @@ def labels_from_meta(meta: Mapping[str, Any], num_labels: int) -> dict[int, str]
     if isinstance(classes, (list, tuple)) and len(classes) == num_labels and all(isinstance(c, str) for c in classes):
         return {i: name for i, name in enumerate(classes)}
     return None
+
+
+def palette_from_meta(meta: Mapping[str, Any], num_labels: int) -> list[list[int]] | None:
+    """The colours of mmseg's ``meta["dataset_meta"]["palette"]`` (1.x) or ``meta["PALETTE"]`` (0.x) as a list of
+    ``num_labels`` RGB triples, or ``None`` when absent or not that (the model card and ``predict`` then pick one)."""
+    from ..common.images.labels import checkpoint_palette
+
+    palette = None
+    if isinstance(meta, Mapping):
+        dataset_meta = meta.get("dataset_meta")
+        palette = dataset_meta.get("palette") if isinstance(dataset_meta, Mapping) else None
+        palette = meta.get("PALETTE") if palette is None else palette
+    array = checkpoint_palette(palette, num_labels)
+    return None if array is None or len(array) != num_labels else array.tolist()
 
 
 def _tensor(state: Mapping[str, np.ndarray], name: str, source: str, ndim: int, original: str) -> np.ndarray:

@@ -28,6 +28,7 @@ from .original import (
     infer_original_config,
     is_original_state,
     labels_from_meta,
+    palette_from_meta,
     map_original_state,
     original_from_object,
 )
@@ -226,6 +227,10 @@ def _from_original(original: OriginalCheckpoint, num_heads: Sequence[int] | None
     if id2label is not None:
         config = config.copy(id2label={str(k): v for k, v in id2label.items()}, label2id=None)
         notes.append(f"labels from the checkpoint's meta class names ({config.num_labels} names)")
+    palette = palette_from_meta(original.meta, config.num_labels) if task != "base" else None
+    if palette is not None:
+        config = config.copy(palette=palette)
+        notes.append(f"palette from the checkpoint's meta ({len(palette)} colours, config.json 'palette')")
     if mit:
         head = {"decode_head_type": "mmseg"} if task == "semantic_segmentation" else {}
         config = config.copy(layer_norm_eps=MMSEG_LAYER_NORM_EPS, patch_layer_norm_eps=MMSEG_LAYER_NORM_EPS, **head)
