@@ -14,7 +14,7 @@ import pytest
 from conftest import fixture_path, shared_or_skip
 from mmseg_live import ARCH, CLASSES, PALETTE, mmseg_available
 from segformer.common.checkpoints import CheckpointError
-from segformer.conversion import convert, read_source
+from segformer.conversion import ConversionError, convert, read_source
 
 torch = pytest.importorskip("torch")
 
@@ -137,6 +137,15 @@ def test_live_mmseg_model_converts_to_both_frameworks(tmp_path):
         diff = float(np.abs(out["logits"] - expected).max())
         print(f"live mmseg -> {framework} max|diff| {diff:.2e}")
         assert diff <= TOLERANCE
+    # and back: the TF folder written as an mmseg checkpoint that a fresh mmseg model loads strictly
+    convert(tmp_path / "tf", tmp_path / "back.pth", to="mmseg")
+    fresh_backbone, fresh_head = build_mmseg_segformer(seed=99)
+    state = torch.load(tmp_path / "back.pth", weights_only=True)["state_dict"]
+    fresh_backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
+    fresh_head.load_state_dict({k.removeprefix("decode_head."): v for k, v in state.items() if k.startswith("decode_head.")})
+    diff = float(np.abs(mmseg_logits(fresh_backbone, fresh_head, x) - expected).max())
+    print(f"live mmseg -> tf -> mmseg, run by mmseg: max|diff| {diff:.2e}")
+    assert diff <= TOLERANCE
 
 
 def test_unknown_format_is_refused_in_one_line_naming_what_it_looks_like(tmp_path):
@@ -158,3 +167,26 @@ def test_unknown_keys_beside_mit_keys_are_named_in_one_line(tmp_path):
                                               r"the keys look like an mmsegmentation mit.py checkpoint \(1.x / 0.x\)\): "
                                               r"auxiliary_head.conv_seg.weight$"):
         read_source(tmp_path / "aux.pth")
+
+
+def test_to_mmseg_writes_back_the_mmseg_checkpoint_it_came_from(tmp_path):
+    """mmseg -> PT folder -> ``--to mmseg``: the same keys, shapes and values as the file mmseg wrote, class names,
+    palette and the config text (heads) in ``meta``."""
+    from segformer.cli import main
+
+    convert(fixture_path(V1), tmp_path / "pt", to="pt", verify=False)
+    assert main(["convert", str(tmp_path / "pt"), str(tmp_path / "back.pth"), "--to", "mmseg", "--quiet"]) == 0
+    original = torch.load(fixture_path(V1), weights_only=True)
+    back = torch.load(tmp_path / "back.pth", weights_only=True)
+    assert sorted(back["state_dict"]) == sorted(original["state_dict"])
+    for key, tensor in original["state_dict"].items():
+        assert back["state_dict"][key].dtype == tensor.dtype and torch.equal(back["state_dict"][key], tensor), key
+    assert back["meta"]["dataset_meta"] == {"classes": CLASSES, "palette": PALETTE}
+    assert read_source(tmp_path / "back.pth").config.num_attention_heads == ARCH["num_heads"]  # from meta["cfg"]
+
+
+def test_to_mmseg_names_what_mmseg_cannot_represent(tmp_path):
+    with pytest.raises(ConversionError, match=r"--to mmseg: mmsegmentation cannot represent this model: decode_head_type "
+                                              r"'mlp' .*patch_layer_norm_eps 1e-05"):
+        convert(fixture_path("original/tiny.pth"), tmp_path / "x.pth", to="mmseg")
+    assert not (tmp_path / "x.pth").exists() and list(tmp_path.iterdir()) == []

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "accepted sources (the kind is detected from the content):\n" + format_list()
     parser.add_argument("src", metavar="SRC", help="source folder or checkpoint file (kind detected from its content)")
     parser.add_argument("dst", metavar="DST", help="destination folder (Hugging Face layout); must not exist unless --overwrite")
-    parser.add_argument("--to", choices=("pt", "tf"), required=True, help="framework of the destination folder")
+    parser.add_argument("--to", choices=("pt", "tf", "mmseg"), required=True,
+                        help="framework of the destination folder, or mmseg: DST is an mmsegmentation 1.x .pth file")
     parser.add_argument("--from", dest="source_framework", choices=("pt", "tf"), default=None,
                         help="which weights of a folder holding both to read (default: the other framework's)")
     parser.add_argument("--num-heads", type=_heads, default=None, metavar="H1,H2,...",
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(err, DOCUMENTED_ERRORS):
             raise
         raise WriteError(f"{describe_os_error(err, args.dst)}; the destination was not changed") from None
-    if args.dst is not None and report.written:
+    if args.dst is not None and report.written and args.to != "mmseg":
         from ..common.checkpoints.model_card import write_inference_files
 
         try:

@@ -45,14 +45,16 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..common.base.atomic import atomic_folder
+from ..common.base.atomic import atomic_folder, atomic_path
 from ..common.checkpoints import COUNTERS_ATTR
 from ..common.base.deps import MissingDependencyError, missing_message
 from .report import (
     DEFAULT_SIZES,
     DEFAULT_TOLERANCE,
     FRAMEWORKS,
+    MMSEG_TARGET,
     PREPROCESSOR_NAME,
+    TARGETS,
     Check,
     ConversionError,
     ConversionReport,
@@ -60,10 +62,11 @@ from .report import (
 )
 from .source import SourceCheckpoint, apply_labels, detect_task, read_source
 from .verify import _framework_available, build_model, load_model, run_model, verification_inputs, verify_state
-from .write import bit_exact_check, read_folder_state, write_folder
+from .write import bit_exact_check, read_folder_state, write_folder, write_mmseg_checkpoint
 
 __all__ = [
     "FRAMEWORKS",
+    "TARGETS",
     "DEFAULT_SIZES",
     "DEFAULT_TOLERANCE",
     "COUNTERS_ATTR",
@@ -131,7 +134,8 @@ def convert(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> ConversionReport:
-    """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), verified.
+    """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), verified; or, with
+    ``to="mmseg"``, to an mmsegmentation 1.x checkpoint file ``dst`` (read back and compared bit for bit).
 
     Args:
         src: a folder or a checkpoint file of any supported kind (detected from the content).
@@ -160,8 +164,8 @@ def convert(
     """
     start = time.perf_counter()
     say = log or (lambda text: None)
-    if to not in FRAMEWORKS:
-        raise ValueError(f"to must be one of {list(FRAMEWORKS)}, got {to!r}")
+    if to not in TARGETS:
+        raise ValueError(f"to must be one of {list(TARGETS)}, got {to!r}")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < float("inf"):
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
     if isinstance(num_heads, str):
@@ -179,8 +183,12 @@ def convert(
             )
         if dst_path.exists() and not overwrite:
             raise FileExistsError(f"destination {os.fspath(dst_path)!r} already exists; pass --overwrite (overwrite=True) to replace it")
-        if dst_path.exists() and not dst_path.is_dir():
+        if dst_path.exists() and not dst_path.is_dir() and to != MMSEG_TARGET:
             raise NotADirectoryError(f"destination {os.fspath(dst_path)!r} exists and is not a folder")
+        if dst_path.is_dir() and to == MMSEG_TARGET:
+            raise IsADirectoryError(f"destination {os.fspath(dst_path)!r} is a folder; --to mmseg writes one .pth file")
+    if to == MMSEG_TARGET:
+        return _convert_to_mmseg(src_path, dst_path, num_heads, num_labels, labels, id2label, overwrite, start)
     if not _framework_available(to):
         raise MissingDependencyError(missing_message("torch" if to == "pt" else "tensorflow", f"converting to {to!r}"))
     reference_framework = "tf" if to == "pt" else "pt"
@@ -248,5 +256,43 @@ def convert(
                 raise FileExistsError(f"destination {os.fspath(dst_path)!r} appeared while converting; not overwritten")
             report.files = [os.fspath(dst_path / p.name) for p in sorted(tmp.iterdir()) if p.is_file()]
     report.written = dst_path is not None  # the folder was renamed into place when the block ended
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _convert_to_mmseg(src: Path, dst: Path | None, num_heads, num_labels, labels, id2label, overwrite: bool,
+                      start: float) -> ConversionReport:
+    """``to="mmseg"``: the source's canonical tensors written as an mmseg 1.x checkpoint, read back with the mmseg
+    reader and compared bit for bit (tensors and architecture) before it is renamed onto ``dst``."""
+    if not _framework_available("pt"):
+        raise MissingDependencyError(missing_message("torch", "writing an mmsegmentation checkpoint (--to mmseg)"))
+    source = read_source(src, to="pt", num_heads=num_heads)
+    config, label_notes = apply_labels(source.config, source.task, num_labels, labels, id2label)
+    report = ConversionReport(
+        source=os.fspath(source.path), source_kind=source.kind, to=MMSEG_TARGET, task=source.task, config=config,
+        destination=os.fspath(dst) if dst is not None else None, notes=source.notes + label_notes,
+        dropped_keys=source.dropped_keys,
+    )
+    with contextlib.ExitStack() as stack:
+        if dst is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segformer-verify-"))) / "mmseg.pth"
+        else:
+            tmp = stack.enter_context(atomic_path(dst, overwrite=overwrite))
+        try:
+            write_mmseg_checkpoint(tmp, config, source.task, source.state)
+        except ValueError as err:
+            raise ConversionError(f"--to mmseg: {err}") from None
+        back = read_source(tmp, to="pt")
+        report.checks.append(bit_exact_check(source.state, back.state))
+        same = [name for name in ("depths", "hidden_sizes", "num_attention_heads", "decoder_hidden_size", "id2label",
+                                  "decode_head_type", "layer_norm_eps", "patch_layer_norm_eps")
+                if getattr(back.config, name) != getattr(config, name)]
+        if same:
+            report.checks.append(Check(f"architecture read back ({', '.join(same)} differ)", float("inf"), 0.0, "tensors"))
+        if not report.passed:
+            raise VerificationError(f"conversion of {source.path} to mmseg refused: the checkpoint does not read back "
+                                    f"as written; nothing was written\n{report.table()}", report)
+    report.files = [os.fspath(dst)] if dst is not None else []
+    report.written = dst is not None
     report.seconds = time.perf_counter() - start
     return report

@@ -25,15 +25,17 @@ Every LayerNorm of ``mit.py`` uses eps 1e-6 (:data:`MMSEG_LAYER_NORM_EPS`).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..common.checkpoints import CheckpointError
-from ..common.model.weights import base_prefix
+from ..common.model.config import SegformerConfig
+from ..common.model.weights import base_prefix, parameter_table
 from .original import MMSEG_LAYOUT, OriginalCheckpoint, is_mmseg_state, unknown_keys_message
 
-__all__ = ["MMSEG_RENAMES", "MMSEG_LAYER_NORM_EPS", "rename_mmseg_key", "map_mmseg_state"]
+__all__ = ["MMSEG_RENAMES", "MMSEG_LAYER_NORM_EPS", "rename_mmseg_key", "map_mmseg_state", "mmseg_refusals",
+           "mmseg_config_text", "to_mmseg_state"]
 
 MMSEG_LAYER_NORM_EPS = 1e-6  # mit.py: norm_cfg=dict(type="LN", eps=1e-6) in every LayerNorm
 _BLOCK = r"encoder\.layers\.(\d+)\.1\.(\d+)\."
@@ -127,3 +129,88 @@ def map_mmseg_state(checkpoint: OriginalCheckpoint, progress: Any = None) -> tup
         raise CheckpointError(unknown_keys_message(checkpoint.path, leftover, checkpoint.state))
     return task, out, []
 
+
+
+# ------------------------------------------------------------------------------------ writing back
+def mmseg_refusals(config: SegformerConfig, task: str) -> list[str]:
+    """What mmseg's ``MixVisionTransformer`` + ``SegformerHead`` cannot represent of ``config`` (empty: writable)."""
+    problems = []
+    if task == "image_classification":
+        problems.append("an image classifier (mmseg has no SegFormer classification model)")
+    if task == "semantic_segmentation" and config.decode_head_type != "mmseg":
+        problems.append(f"decode_head_type {config.decode_head_type!r} (mmseg's SegformerHead is decode_head_type 'mmseg')")
+    for name in ("layer_norm_eps", "patch_layer_norm_eps"):
+        if getattr(config, name) != MMSEG_LAYER_NORM_EPS:
+            problems.append(f"{name} {getattr(config, name):g} (mit.py uses {MMSEG_LAYER_NORM_EPS:g} in every LayerNorm)")
+    if config.hidden_act != "gelu":
+        problems.append(f"hidden_act {config.hidden_act!r} (mit.py uses the exact GELU)")
+    if len(set(config.mlp_ratios)) != 1 or not float(config.mlp_ratios[0]).is_integer():
+        problems.append(f"mlp_ratios {config.mlp_ratios} (mit.py has one integer mlp_ratio)")
+    base = config.hidden_sizes[0] // config.num_attention_heads[0]
+    if [base * h for h in config.num_attention_heads] != list(config.hidden_sizes):
+        problems.append(f"hidden sizes {config.hidden_sizes} that are not embed_dims x num_attention_heads "
+                        f"{config.num_attention_heads} (mit.py's rule)")
+    return problems
+
+
+def mmseg_config_text(config: SegformerConfig, task: str) -> str:
+    """The model part of an mmseg config, as checkpoints' ``meta["cfg"]`` stores it (heads are read back from it)."""
+    backbone = (
+        f"dict(type='MixVisionTransformer', in_channels={config.num_channels}, "
+        f"embed_dims={config.hidden_sizes[0] // config.num_attention_heads[0]}, num_stages={config.num_encoder_blocks}, "
+        f"num_layers={list(config.depths)}, num_heads={list(config.num_attention_heads)}, "
+        f"patch_sizes={list(config.patch_sizes)}, sr_ratios={list(config.sr_ratios)}, "
+        f"out_indices={tuple(range(config.num_encoder_blocks))}, mlp_ratio={int(config.mlp_ratios[0])})"
+    )
+    head = ""
+    if task == "semantic_segmentation":
+        head = (
+            f", decode_head=dict(type='SegformerHead', in_channels={list(config.hidden_sizes)}, "
+            f"in_index={list(range(config.num_encoder_blocks))}, channels={config.decoder_hidden_size}, "
+            f"dropout_ratio={config.classifier_dropout_prob}, num_classes={config.num_labels}, "
+            "norm_cfg=dict(type='SyncBN', requires_grad=True), align_corners=False)"
+        )
+    return f"model = dict(type='EncoderDecoder', backbone={backbone}{head})\n"
+
+
+def to_mmseg_state(config: SegformerConfig, task: str, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Canonical tensors -> an mmseg 1.x ``EncoderDecoder`` state dict (:data:`MMSEG_RENAMES` backwards: query, key
+    and value stacked into ``in_proj``, linear weights given their 1x1 conv axes)."""
+    problems = mmseg_refusals(config, task)
+    if problems:
+        raise ValueError("mmsegmentation cannot represent this model: " + "; ".join(problems))
+    prefix = base_prefix(task)
+    out: dict[str, np.ndarray] = {}
+    for spec in parameter_table(config, task):
+        name = spec.name.removeprefix(prefix) if spec.name.startswith(prefix + "encoder.") else spec.name
+        if re.search(r"\.attention\.self\.(key|value)\.", name):
+            continue  # stacked with the query below
+        key = next((k for k in _INVERSE if k[0].fullmatch(name.replace(".query.", ".qkv."))), None)
+        if key is None:
+            raise ValueError(f"no mmseg name for {spec.name}")  # cannot happen for a checked config
+        match = key[0].fullmatch(name.replace(".query.", ".qkv."))
+        target = key[1].format(*match.groups())
+        array = np.asarray(state[spec.name])
+        if ".query." in name:
+            array = np.concatenate([np.asarray(state[spec.name.replace(".query.", f".{part}.")]) for part in ("query", "key", "value")])
+        elif _CONV_TO_LINEAR.fullmatch(name):
+            array = array[:, :, None, None]
+        out[target] = np.array(array, order="C")  # (np.ascontiguousarray turns a 0-d counter into shape (1,))
+    return out
+
+
+def _inverse_rules() -> tuple:
+    """:data:`MMSEG_RENAMES` backwards: (canonical pattern, mmseg key format), groups in the same order."""
+    rules = []
+    for pattern, replacement in MMSEG_RENAMES:
+        groups = iter(re.findall(r"\((?:[^()]|\([^()]*\))*\)", pattern))
+        canonical = re.escape(replacement)
+        for index in range(replacement.count("{")):
+            canonical = canonical.replace(re.escape("{%d}" % index), next(groups), 1)
+        mmseg = re.sub(r"\((?:[^()]|\([^()]*\))*\)", "{}", pattern).replace("\\.", ".")
+        mmseg = mmseg.replace("encoder.", "backbone.", 1) if mmseg.startswith("encoder.") else mmseg
+        rules.append((re.compile(canonical), mmseg))
+    return tuple(rules)
+
+
+_INVERSE = _inverse_rules()

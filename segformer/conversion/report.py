@@ -12,6 +12,8 @@ from .original import ASSUMED_PREFIX
 
 
 FRAMEWORKS = ("pt", "tf")
+MMSEG_TARGET = "mmseg"  # an mmsegmentation 1.x checkpoint file (``--to mmseg``)
+TARGETS = FRAMEWORKS + (MMSEG_TARGET,)
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (65, 97))
 DEFAULT_TOLERANCE = 1e-4
 PREPROCESSOR_NAME = "preprocessor_config.json"
