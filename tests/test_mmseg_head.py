@@ -127,3 +127,26 @@ def test_tf_state_round_trips_the_stage_batch_norms(tf_model, pt_model):
     for name in ("decode_head.linear_c.1.batch_norm.running_var", "decode_head.linear_c.3.batch_norm.num_batches_tracked",
                  "decode_head.linear_c.0.proj.weight"):
         np.testing.assert_array_equal(ours[name], theirs[name])
+
+
+def test_tf_training_updates_each_stage_batch_norm_and_reaches_every_weight():
+    tf = pytest.importorskip("tensorflow")
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    config = _mmseg_config()
+    model = TFSegformerForSemanticSegmentation(config)
+    model.load_state_dict_numpy(random_state(config, "seg", seed=6))
+    before = model.state_dict_numpy()
+    x = np.random.default_rng(3).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    labels = np.random.default_rng(4).integers(0, 5, size=(2, 64, 64))
+    head = model.decode_head
+    with tf.GradientTape() as tape:
+        loss = model(x, labels=labels, training=True).loss
+    grads = tape.gradient(loss, head.trainable_variables)
+    assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+    after = model.state_dict_numpy()
+    assert int(after["decode_head.linear_c.2.batch_norm.num_batches_tracked"]) == int(before["decode_head.linear_c.2.batch_norm.num_batches_tracked"]) + 1
+    assert not np.array_equal(after["decode_head.linear_c.2.batch_norm.running_mean"], before["decode_head.linear_c.2.batch_norm.running_mean"])
+    import keras
+
+    assert isinstance(head.dropout, keras.layers.SpatialDropout2D)  # mmseg drops whole channels
