@@ -190,3 +190,14 @@ def test_to_mmseg_names_what_mmseg_cannot_represent(tmp_path):
                                               r"'mlp' .*patch_layer_norm_eps 1e-05"):
         convert(fixture_path("original/tiny.pth"), tmp_path / "x.pth", to="mmseg")
     assert not (tmp_path / "x.pth").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_pt_folder_of_the_mmseg_head_converts_to_tf_carrying_every_tensor(tmp_path, io):
+    convert(fixture_path(V1), tmp_path / "pt", to="pt", verify=False)
+    report = convert(tmp_path / "pt", tmp_path / "tf", to="tf", verify=False)
+    assert report.source_kind == "hf-pt" and report.config.decode_head_type == "mmseg"
+    assert report.checks[0].passed and "(162 tensors)" in report.checks[0].name  # the stage BatchNorms included
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    model = TFSegformerForSemanticSegmentation.from_pretrained(tmp_path / "tf")
+    assert float(np.abs(np.asarray(model(io["pixel_values"]).logits) - io["logits"]).max()) <= TOLERANCE
