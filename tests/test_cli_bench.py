@@ -69,6 +69,9 @@ def test_flops_of_the_mmseg_head_match_torch_flop_counter_on_both_paths():
         with torch.no_grad(), counter:
             model.decode_head(maps)
         assert counter.get_total_flops() == count_flops(config, 67, 93, batch=2, path=path).decode_head, path
+    # the mmseg fast path runs a D x D block per stage where the all-MLP fold has none
+    mlp = config.copy(decode_head_type="mlp")
+    assert count_flops(config, 67, 93, path="fast").decode_head > count_flops(mlp, 67, 93, path="fast").decode_head
 
 
 def test_parsers():
