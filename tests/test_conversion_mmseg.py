@@ -78,7 +78,7 @@ def test_converted_folder_loads_with_from_pretrained_and_reproduces_mmseg(fixtur
 
 def test_cli_converts_an_mmseg_checkpoint_and_info_shows_its_head_and_every_source_format(tmp_path, capsys):
     from segformer.cli import main
-    from segformer.conversion.formats import SOURCE_FORMATS
+    from segformer.conversion.report import SOURCE_FORMATS, TARGET_FORMATS
 
     assert main(["convert", str(fixture_path(V1)), str(tmp_path / "out"), "--to", "pt", "--no-verify", "--quiet"]) == 0
     assert "mmseg-mit" in capsys.readouterr().out
@@ -89,7 +89,8 @@ def test_cli_converts_an_mmseg_checkpoint_and_info_shows_its_head_and_every_sour
     assert main(["info", "--model", str(tmp_path / "out"), "--size", "64"]) == 0
     text = capsys.readouterr().out
     assert "decode head mmseg, 5 labels" in text
-    assert all(what in text and f"e.g. {example}" in text for what, example in SOURCE_FORMATS)
+    assert all(what in text and example in text for what, example in SOURCE_FORMATS + TARGET_FORMATS)
+    assert "mmsegmentation 1.x / 0.x mit.py .pth" in text and "--to mmseg" in text
 
 
 def test_bare_state_dict_needs_heads_when_neither_meta_nor_widths_tell(tmp_path, io):

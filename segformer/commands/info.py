@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     counts = np.bincount(logits.argmax(1).ravel(), minlength=config.num_labels)
     top = np.argsort(counts)[::-1][:3]
     print("most frequent predicted classes:", ", ".join(f"{config.id2label[int(i)]} ({counts[i]} px)" for i in top))
-    from ..conversion.formats import format_list
+    from ..conversion.report import formats_text
 
-    print("segformer convert SRC DST --to {pt,tf} accepts (kind detected from the content):\n" + format_list())
+    print("checkpoints `segformer convert` reads and writes:\n" + formats_text())
     return 0 if np.isfinite(logits).all() else 1

@@ -4,7 +4,8 @@
 
 1. **Read** the source (its kind detected from the content, not the name): a Hugging Face-layout folder or
    weights file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``), our
-   ``.keras`` archive, or an original NVlabs / mmsegmentation ``.pth`` (mmcv or encoder-only ``mit_b*``).
+   ``.keras`` archive, an original NVlabs / mmsegmentation ``.pth`` (mmcv or encoder-only ``mit_b*``) or a
+   keras-hub preset folder (:mod:`~segformer.conversion.keras_hub`, which also writes ``to="keras-hub"``).
    Nothing in the source is ever written to.
 2. **Map** every tensor onto the canonical table (numpy, PyTorch layout): original keys through
    :mod:`segformer.conversion.original`, TF names through :mod:`segformer.common.model.weights`. The task (base
@@ -50,6 +51,7 @@ from ..common.checkpoints import COUNTERS_ATTR
 from ..common.base.deps import MissingDependencyError, missing_message
 from .report import (
     DEFAULT_SIZES,
+    KERAS_HUB_SIZES,
     DEFAULT_TOLERANCE,
     FRAMEWORKS,
     MMSEG_TARGET,
@@ -60,6 +62,7 @@ from .report import (
     ConversionReport,
     VerificationError,
 )
+from .keras_hub import KERAS_HUB, write_keras_hub_target
 from .source import SourceCheckpoint, apply_labels, detect_task, read_source
 from .verify import _framework_available, build_model, load_model, run_model, verification_inputs, verify_state
 from .write import bit_exact_check, read_folder_state, write_folder, write_mmseg_checkpoint
@@ -97,6 +100,16 @@ def _overlaps(src: Path, dst: Path) -> bool:
 def _copy_extras(source: SourceCheckpoint, tmp: Path) -> list[str]:
     """Carry ``preprocessor_config.json`` over from a folder source; original sources get the default one."""
     folder = source.path.parent
+    if source.kind == KERAS_HUB:
+        from ..common.images.image_processing import SegformerImageProcessor
+
+        settings = source.meta.get("preprocessor")
+        if settings is not None:
+            SegformerImageProcessor(**settings).save_pretrained(tmp)
+            return ["preprocessor_config.json from the preset's image converter (size, mean / std)"]
+        side = source.meta.get("image_size") or 512
+        SegformerImageProcessor(size={"height": side, "width": side}).save_pretrained(tmp)
+        return [f"the preset has no preprocessor: default preprocessor_config.json written ({side}x{side}, ImageNet mean/std)"]
     if source.kind.startswith(("original", "mmseg")):
         from ..common.images.image_processing import SegformerImageProcessor
 
@@ -133,14 +146,17 @@ def convert(
     verify: bool = True,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    image_size: int | None = None,
 ) -> ConversionReport:
-    """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), verified; or, with
-    ``to="mmseg"``, to an mmsegmentation 1.x checkpoint file ``dst`` (read back and compared bit for bit).
+    """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), or to a
+    keras-hub preset (``to="keras-hub"``, :mod:`segformer.conversion.keras_hub`), verified; or, with ``to="mmseg"``,
+    to an mmsegmentation 1.x checkpoint file ``dst`` (read back and compared bit for bit).
 
     Args:
         src: a folder or a checkpoint file of any supported kind (detected from the content).
         dst: the destination folder (must not exist unless ``overwrite``); ``None`` verifies without writing.
-        to: ``"pt"`` (``model.safetensors``) or ``"tf"`` (``tf_model.h5``).
+        to: ``"pt"`` (``model.safetensors``), ``"tf"`` (``tf_model.h5``) or ``"keras-hub"`` (a
+            ``SegFormerImageSegmenter`` preset: what keras-hub cannot represent is refused or measured, in the report).
         num_heads: heads per stage for sources without a config (``[1, 2, 5, 8]`` or ``"1,2,5,8"``).
         num_labels / labels / id2label: label names (a set name ``ade20k`` / ``cityscapes``, a JSON file,
             or a dict); the count must equal the checkpoint's classifier size.
@@ -149,10 +165,12 @@ def convert(
         sizes, seed: the verification inputs (seeded standard normal, batch 1).
         inputs: your own NCHW float32 verification inputs instead (e.g. processed photos).
         keep_outputs: keep every model output in ``report.outputs`` (one ``{framework: {name: array}}`` per
-            input; the destination framework's model is the one loaded from the written files).
+            input; the destination framework's model is the one loaded from the written files); not for keras-hub.
         source_framework: ``"pt"`` / ``"tf"`` picks the weights of a folder holding both.
         verify: run the models (needs both frameworks); the bit-exact read-back check always runs.
         progress: show a tqdm progress bar (the CLI turns it on).
+        image_size: ``to="keras-hub"`` only: the square input size of the preset (default: the source's
+            square processor size, else 512).
 
     Returns:
         :class:`ConversionReport` (``report.checks``: named max |diff|; ``report.files``: files written).
@@ -166,6 +184,8 @@ def convert(
     say = log or (lambda text: None)
     if to not in TARGETS:
         raise ValueError(f"to must be one of {list(TARGETS)}, got {to!r}")
+    if image_size is not None and to != KERAS_HUB:
+        raise ValueError(f"image_size (--image-size) is for to='keras-hub' only, got to={to!r}")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < float("inf"):
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
     if isinstance(num_heads, str):
@@ -189,9 +209,12 @@ def convert(
             raise IsADirectoryError(f"destination {os.fspath(dst_path)!r} is a folder; --to mmseg writes one .pth file")
     if to == MMSEG_TARGET:
         return _convert_to_mmseg(src_path, dst_path, num_heads, num_labels, labels, id2label, overwrite, start)
-    if not _framework_available(to):
+    if to == KERAS_HUB:
+        reference_framework = "pt" if _framework_available("pt") else "tf"
+    elif not _framework_available(to):
         raise MissingDependencyError(missing_message("torch" if to == "pt" else "tensorflow", f"converting to {to!r}"))
-    reference_framework = "tf" if to == "pt" else "pt"
+    else:
+        reference_framework = "tf" if to == "pt" else "pt"
     if verify and not _framework_available(reference_framework):
         raise MissingDependencyError(missing_message(
             "torch" if reference_framework == "pt" else "tensorflow",
@@ -225,24 +248,17 @@ def convert(
         else:  # the whole destination is replaced: nothing of an existing one is carried over
             tmp = stack.enter_context(atomic_folder(dst_path, "destination", discard=lambda name: True))
         bar = _progress(progress, 3, "writing")
-        write_folder(tmp, config, source.task, source.state, to)
-        report.notes += _copy_extras(source, tmp)
-        bar.update(1)
-        bar.set_description("checking written tensors")
-        report.checks.append(bit_exact_check(source.state, read_folder_state(tmp, config, source.task, to)))
-        bar.update(1)
-        if verify:
-            bar.set_description("running both frameworks")
-            candidate = load_model(to, source.task, tmp)
-            reference = build_model(reference_framework, source.task, config, source.state)
-            if inputs is None:
-                inputs = verification_inputs(config, sizes, seed)
-            report.checks += verify_state(
-                config, source.task, (reference_framework, reference), (to, candidate),
-                [np.asarray(x, dtype=np.float32) for x in inputs], float(tolerance),
-                report.outputs if keep_outputs else None,
+        if to == KERAS_HUB:
+            checks, notes = write_keras_hub_target(
+                tmp, source, config, image_size, verify, float(tolerance),
+                KERAS_HUB_SIZES if tuple(sizes) == DEFAULT_SIZES else sizes, inputs, seed,
             )
-        bar.update(1)
+            report.checks += checks
+            report.notes += notes
+        else:
+            _write_and_verify(tmp, source, config, to, report, reference_framework, verify, inputs, sizes, seed,
+                              float(tolerance), keep_outputs, bar)
+        bar.update(3)
         bar.close()
         if not report.passed:
             worst = max(report.failed(), key=lambda c: c.max_abs_diff)
@@ -285,7 +301,7 @@ def _convert_to_mmseg(src: Path, dst: Path | None, num_heads, num_labels, labels
         back = read_source(tmp, to="pt")
         report.checks.append(bit_exact_check(source.state, back.state))
         same = [name for name in ("depths", "hidden_sizes", "num_attention_heads", "decoder_hidden_size", "id2label",
-                                  "decode_head_type", "layer_norm_eps", "patch_layer_norm_eps")
+                                  "decode_head_type", "layer_norm_eps", "patch_layer_norm_eps", "stage_layer_norm_eps")
                 if getattr(back.config, name) != getattr(config, name)]
         if same:
             report.checks.append(Check(f"architecture read back ({', '.join(same)} differ)", float("inf"), 0.0, "tensors"))
@@ -296,3 +312,23 @@ def _convert_to_mmseg(src: Path, dst: Path | None, num_heads, num_labels, labels
     report.written = dst is not None
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _write_and_verify(tmp, source, config, to, report, reference_framework, verify, inputs, sizes, seed, tolerance,
+                      keep_outputs, bar) -> None:
+    """Write the Hugging Face-layout folder of ``to`` into ``tmp``, read it back bit for bit, run both frameworks."""
+    write_folder(tmp, config, source.task, source.state, to)
+    report.notes += _copy_extras(source, tmp)
+    bar.set_description("checking written tensors")
+    report.checks.append(bit_exact_check(source.state, read_folder_state(tmp, config, source.task, to)))
+    if verify:
+        bar.set_description("running both frameworks")
+        candidate = load_model(to, source.task, tmp)
+        reference = build_model(reference_framework, source.task, config, source.state)
+        if inputs is None:
+            inputs = verification_inputs(config, sizes, seed)
+        report.checks += verify_state(
+            config, source.task, (reference_framework, reference), (to, candidate),
+            [np.asarray(x, dtype=np.float32) for x in inputs], tolerance,
+            report.outputs if keep_outputs else None,
+        )

@@ -139,7 +139,7 @@ def mmseg_refusals(config: SegformerConfig, task: str) -> list[str]:
         problems.append("an image classifier (mmseg has no SegFormer classification model)")
     if task == "semantic_segmentation" and config.decode_head_type != "mmseg":
         problems.append(f"decode_head_type {config.decode_head_type!r} (mmseg's SegformerHead is decode_head_type 'mmseg')")
-    for name in ("layer_norm_eps", "patch_layer_norm_eps"):
+    for name in ("layer_norm_eps", "patch_layer_norm_eps", "stage_layer_norm_eps"):
         if getattr(config, name) != MMSEG_LAYER_NORM_EPS:
             problems.append(f"{name} {getattr(config, name):g} (mit.py uses {MMSEG_LAYER_NORM_EPS:g} in every LayerNorm)")
     if config.hidden_act != "gelu":

@@ -20,6 +20,7 @@ from ..common.checkpoints import (
 )
 from ..common.model.config import CONFIG_NAME, HF_LAYER_NORM_EPS, SegformerConfig
 from ..common.base.deps import require
+from ..common.checkpoints.keras_hub_io import keras_hub_preset_folder
 from ..common.checkpoints.pretrained import canonical_state
 from ..common.model.weights import BASE_MODEL_PREFIX, canonical_task, parameter_table
 from .original import (
@@ -41,7 +42,7 @@ class SourceCheckpoint:
     """A source read onto the canonical table: config, task, tensors (PyTorch layout), provenance."""
 
     path: Path
-    kind: str  # "hf-pt", "hf-tf", "keras", "original-mmseg", "original-encoder", "mmseg-mit"
+    kind: str  # "hf-pt", "hf-tf", "keras", "keras-hub", "original-mmseg", "original-encoder", "mmseg-mit"
     framework: str | None  # "pt" / "tf" for Hugging Face / Keras sources, None for original checkpoints
     task: str
     config: SegformerConfig
@@ -163,6 +164,16 @@ def read_source(
         raise FileNotFoundError(f"source {os.fspath(src)!r} does not exist")
     if source_framework not in (None, "pt", "tf"):
         raise ValueError(f"source_framework must be 'pt', 'tf' or None, got {source_framework!r}")
+    preset = keras_hub_preset_folder(path)
+    if preset is not None:
+        from .keras_hub import read_keras_hub_source
+
+        if num_heads is not None:
+            raise ConversionError(f"--num-heads: {preset} is a keras-hub preset; its config.json gives the heads")
+        config, state, notes, meta = read_keras_hub_source(preset)
+        task = "semantic_segmentation"
+        tensors, extra = _check_against_table(state, config, task, preset, fill_counters=True)
+        return SourceCheckpoint(preset, "keras-hub", None, task, config, tensors, [preset], notes + extra, meta=meta)
     weights = _weights_in_folder(path, to, source_framework) if path.is_dir() else path
     explicit_config = Path(config_path) if config_path is not None else None
     kind = detect_format(weights)

@@ -36,7 +36,7 @@ class SegformerEncoder(nn.Module):
             for i in range(config.num_encoder_blocks)
         )
         self.layer_norm = nn.ModuleList(
-            nn.LayerNorm(config.hidden_sizes[i], eps=config.layer_norm_eps) for i in range(config.num_encoder_blocks)
+            nn.LayerNorm(config.hidden_sizes[i], eps=config.stage_layer_norm_eps) for i in range(config.num_encoder_blocks)
         )
         self.gradient_checkpointing = False
         self.gradient_checkpointing_kwargs: dict = {}  # extra keywords for torch.utils.checkpoint.checkpoint

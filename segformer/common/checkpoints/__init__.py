@@ -14,6 +14,9 @@ their tensors. Formats are detected from the file's content, not its name. Every
 * :func:`read_tf_h5` / :func:`write_tf_h5` - the Keras-2 ``save_weights`` h5 layout Hugging Face's TF
   classes read and write (``layer_names`` / ``weight_names`` attributes, ``model_name/...:0`` datasets;
   ``h5_io.py``).
+* :func:`~segformer.common.checkpoints.keras_hub_io.read_keras_hub_preset` /
+  :func:`~segformer.common.checkpoints.keras_hub_io.write_keras_hub_preset` - keras-hub SegFormer preset folders
+  (Keras 3 ``.weights.h5`` positional paths, one ordered name table; ``keras_hub_io.py``).
 * :func:`match_state_dict` - compare a state dict with the canonical table: a :class:`LoadReport`
   (``matching.py``).
 """

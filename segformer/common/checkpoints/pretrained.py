@@ -34,6 +34,7 @@ from . import (
     write_tf_h5,
 )
 from ..model.config import CONFIG_NAME, SegformerConfig
+from .keras_hub_io import keras_hub_preset_folder
 from ..model.weights import ParamSpec, hf_tf_model_name, parameter_table, to_pt_layout, to_tf_layout
 
 __all__ = [
@@ -190,6 +191,9 @@ def resolve_pretrained(
         return (config if config.is_file() else None), source
     folder = resolve_model_dir(os.fspath(path), **hub)
     config = folder / CONFIG_NAME
+    if keras_hub_preset_folder(folder) is not None:
+        raise CheckpointError(f"{folder} is a keras-hub preset; convert it first: segformer convert {folder} OUT --to pt "
+                              "(or --to tf)")
     return (config if config.is_file() else None), find_weights_file(folder, prefer)
 
 

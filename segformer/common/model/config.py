@@ -1,8 +1,8 @@
 """SegformerConfig: typed, validated, JSON round trip, Hugging Face ``config.json`` compatible.
 
 Every field of ``transformers.SegformerConfig`` (4.57.6) keeps its name and default, plus ``num_labels``,
-``id2label``, ``label2id`` and ``problem_type``. Two fields are ours: ``patch_layer_norm_eps`` and
-``decode_head_type``.
+``id2label``, ``label2id`` and ``problem_type``. Three fields are ours: ``patch_layer_norm_eps``,
+``stage_layer_norm_eps`` and ``decode_head_type``.
 
 Decode head (``decode_head_type``, one of :data:`DECODE_HEAD_TYPES`):
 
@@ -23,6 +23,10 @@ LayerNorm epsilons (the one place where the sources disagree):
   or file without the ``patch_layer_norm_eps`` key was written by Hugging Face (or by hand for it), so
   :meth:`SegformerConfig.from_dict` reads it with Hugging Face numerics: both epsilons 1e-5. Files we write
   carry both keys and load back unchanged; Hugging Face ignores the extra key.
+
+* ``stage_layer_norm_eps`` (optional) is the epsilon of the stage norms alone; by default (``None``) it
+  follows ``layer_norm_eps``, and it is written to ``config.json`` only when it differs. keras-hub's SegFormer
+  uses 1e-5 there and 1e-6 in the block norms.
 
 So ``SegformerConfig()`` reproduces the original code, ``from_pretrained`` of a Hub folder reproduces
 Hugging Face, and both fields are read by the models in both frameworks.
@@ -111,6 +115,7 @@ class SegformerConfig:
         drop_path_rate: float = 0.1,
         layer_norm_eps: float = 1e-6,
         patch_layer_norm_eps: float = 1e-5,
+        stage_layer_norm_eps: float | None = None,
         decoder_hidden_size: int = 256,
         decode_head_type: str = DEFAULT_DECODE_HEAD_TYPE,
         semantic_loss_ignore_index: int = 255,
@@ -141,6 +146,7 @@ class SegformerConfig:
         self.drop_path_rate = drop_path_rate
         self.layer_norm_eps = layer_norm_eps
         self.patch_layer_norm_eps = patch_layer_norm_eps
+        self.stage_layer_norm_eps = layer_norm_eps if stage_layer_norm_eps is None else stage_layer_norm_eps
         self.decoder_hidden_size = decoder_hidden_size
         self.decode_head_type = decode_head_type
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
@@ -292,7 +298,7 @@ class SegformerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
-        for name in ("layer_norm_eps", "patch_layer_norm_eps", "initializer_range"):
+        for name in ("layer_norm_eps", "patch_layer_norm_eps", "stage_layer_norm_eps", "initializer_range"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -382,7 +388,8 @@ class SegformerConfig:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict in the Hugging Face ``config.json`` layout (plus ``patch_layer_norm_eps``)."""
+        """A JSON-ready dict in the Hugging Face ``config.json`` layout (plus ``patch_layer_norm_eps``, and
+        ``stage_layer_norm_eps`` where it differs from ``layer_norm_eps``)."""
         from ... import __version__
 
         out: dict[str, Any] = dict(self.extra)
@@ -419,6 +426,8 @@ class SegformerConfig:
                 _VERSION_KEY: __version__,
             }
         )
+        if self.stage_layer_norm_eps != self.layer_norm_eps:
+            out["stage_layer_norm_eps"] = self.stage_layer_norm_eps
         if self.decode_head_type != DEFAULT_DECODE_HEAD_TYPE:  # files of the default head stay as they were
             out["decode_head_type"] = self.decode_head_type
         return out
