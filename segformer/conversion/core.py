@@ -4,8 +4,10 @@
 
 1. **Read** the source (its kind detected from the content, not the name): a Hugging Face-layout folder or
    weights file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``), our
-   ``.keras`` archive, an original NVlabs / mmsegmentation ``.pth`` (mmcv or encoder-only ``mit_b*``) or a
-   keras-hub preset folder (:mod:`~segformer.conversion.keras_hub`, which also writes ``to="keras-hub"``).
+   ``.keras`` archive, an original NVlabs ``.pth`` (mmcv or encoder-only ``mit_b*``), an mmsegmentation
+   ``mit.py`` ``.pth`` (:mod:`~segformer.conversion.mmseg`, which also writes ``to="mmseg"``: one checkpoint file,
+   read back bit for bit, no models run) or a keras-hub preset folder (:mod:`~segformer.conversion.keras_hub`,
+   which also writes ``to="keras-hub"``).
    Nothing in the source is ever written to.
 2. **Map** every tensor onto the canonical table (numpy, PyTorch layout): original keys through
    :mod:`segformer.conversion.original`, TF names through :mod:`segformer.common.model.weights`. The task (base

@@ -10,6 +10,10 @@ release save):
 * encoder-only ImageNet files (``mit_b0.pth``): the backbone state dict without the ``backbone.`` prefix,
   plus ``head.weight`` / ``head.bias`` (an image classifier on the mean of stage 4).
 
+mmsegmentation's own ``mit.py`` keys (``backbone.layers.*``) are detected here (layout :data:`MMSEG_LAYOUT`) and
+mapped by :mod:`segformer.conversion.mmseg`. Keys no rule understands are refused in one line
+(:func:`unknown_keys_message`: how many, the format they look like, the first few).
+
 :func:`rename_original_key` is the ordered rename list (a small pure function, timm
 ``_checkpoint_filter_fn`` style); :func:`map_original_state` pops every key, splits the fused ``kv``
 (key rows first, then value rows), drops ``conv_seg`` and fails listing anything left over.
