@@ -22,7 +22,8 @@ __all__ = ["main", "COMMANDS", "quiet_frameworks"]
 COMMANDS = {
     "info": "Build a model, run it on the bundled sample image, print what it found",
     "demo": "PT model -> convert to TF -> run both on the sample image; parity table and mask PNGs",
-    "convert": "Convert a checkpoint (HF folder, original .pth, .keras, keras-hub preset) to a PT or TF Hugging Face folder or a keras-hub preset, verified",
+    "convert": "Convert a checkpoint (HF folder, original .pth, mmsegmentation .pth, .keras, keras-hub preset) to a PT or "
+               "TF Hugging Face folder, a keras-hub preset or an mmsegmentation checkpoint, verified",
     "predict": "Segment images and write label PNGs and overlays",
     "eval": "mIoU of a model on a dataset folder",
     "train": "Fine-tune on a dataset folder (original recipe)",

@@ -216,7 +216,8 @@ class Segmenter:
             as_size_pair("test_scale", self.test_scale)
         num_labels = int(config.num_labels)
         if palette is None:
-            self.palette = default_palette(num_labels, self.preset.label_set if self.preset else None)
+            self.palette = default_palette(num_labels, self.preset.label_set if self.preset else None,
+                                           palette=getattr(config, "extra", {}).get("palette"))
         else:
             self.palette = _palette_array(palette, "Segmenter")
         if len(self.palette) < num_labels:

@@ -1,9 +1,9 @@
-"""``segformer convert SRC DST --to {pt,tf,keras-hub}``: any supported checkpoint -> a verified Hugging Face-layout
-folder or keras-hub preset.
+"""``segformer convert SRC DST --to {pt,tf,keras-hub,mmseg}``: any supported checkpoint -> a verified Hugging Face-layout
+folder, keras-hub preset or mmsegmentation checkpoint.
 
 SRC is a folder or a file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``,
-``.keras``, original NVlabs / mmsegmentation ``.pth``, encoder-only ``mit_b*.pth`` or a keras-hub preset
-folder), its kind detected from the content (the list: ``SOURCE_FORMATS``, printed by ``--help``). Exit status 0 when written, 1 when the verification refused (max |diff| printed) or
+``.keras``, original NVlabs ``.pth``, encoder-only ``mit_b*.pth``, mmsegmentation ``mit.py`` ``.pth`` or a
+keras-hub preset folder), its kind detected from the content (the list: ``SOURCE_FORMATS``, printed by ``--help``). Exit status 0 when written, 1 when the verification refused (max |diff| printed) or
 the file system failed (disk full, read-only destination: one ``error:`` line naming the path; the
 destination keeps its old content), 2 for bad input (the message names it).
 """
@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC", help="source folder or checkpoint file (kind detected from its content)")
     parser.add_argument("dst", metavar="DST", help="destination folder (Hugging Face layout); must not exist unless --overwrite")
     parser.add_argument("--to", choices=TARGETS, required=True,
-                        help="framework of the destination folder, or keras-hub (a keras-hub preset)")
+                        help="framework of the destination folder, keras-hub (a keras-hub preset) or mmseg (DST is an "
+                             "mmsegmentation 1.x .pth file)")
     parser.add_argument("--from", dest="source_framework", choices=("pt", "tf"), default=None,
                         help="which weights of a folder holding both to read (default: the other framework's)")
     parser.add_argument("--num-heads", type=_heads, default=None, metavar="H1,H2,...",
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(err, DOCUMENTED_ERRORS):
             raise
         raise WriteError(f"{describe_os_error(err, args.dst)}; the destination was not changed") from None
-    if args.dst is not None and report.written and args.to != KERAS_HUB:
+    if args.dst is not None and report.written and args.to not in (KERAS_HUB, "mmseg"):
         from ..common.checkpoints.model_card import write_inference_files
 
         try:

@@ -72,7 +72,7 @@ def seeded_state(config, seed: int = 0) -> dict[str, np.ndarray]:
 def _palette(config) -> tuple[np.ndarray, str]:
     from ..common.images.labels import resolve_palette
 
-    return resolve_palette(config.num_labels, id2label=config.id2label)
+    return resolve_palette(config.num_labels, id2label=config.id2label, palette=config.extra.get("palette"))
 
 
 FIRST_CALLS = 2  # Keras runs the first inference call op by op and traces its tf.function graph in the second

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         logits = np.asarray(model(pixel_values).logits)
         elapsed = time.perf_counter() - start
     config = model.config
-    print(f"model: depths {config.depths}, hidden sizes {config.hidden_sizes}, {config.num_labels} labels")
+    print(f"model: depths {config.depths}, hidden sizes {config.hidden_sizes}, decode head {config.decode_head_type}, "
+          f"{config.num_labels} labels")
     print(f"logits {logits.shape} in {elapsed:.3f} s; finite: {bool(np.isfinite(logits).all())}")
     counts = np.bincount(logits.argmax(1).ravel(), minlength=config.num_labels)
     top = np.argsort(counts)[::-1][:3]

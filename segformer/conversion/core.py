@@ -4,8 +4,10 @@
 
 1. **Read** the source (its kind detected from the content, not the name): a Hugging Face-layout folder or
    weights file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``), our
-   ``.keras`` archive, an original NVlabs / mmsegmentation ``.pth`` (mmcv or encoder-only ``mit_b*``) or a
-   keras-hub preset folder (:mod:`~segformer.conversion.keras_hub`, which also writes ``to="keras-hub"``).
+   ``.keras`` archive, an original NVlabs ``.pth`` (mmcv or encoder-only ``mit_b*``), an mmsegmentation
+   ``mit.py`` ``.pth`` (:mod:`~segformer.conversion.mmseg`, which also writes ``to="mmseg"``: one checkpoint file,
+   read back bit for bit, no models run) or a keras-hub preset folder (:mod:`~segformer.conversion.keras_hub`,
+   which also writes ``to="keras-hub"``).
    Nothing in the source is ever written to.
 2. **Map** every tensor onto the canonical table (numpy, PyTorch layout): original keys through
    :mod:`segformer.conversion.original`, TF names through :mod:`segformer.common.model.weights`. The task (base
@@ -46,16 +48,17 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..common.base.atomic import atomic_folder
+from ..common.base.atomic import atomic_folder, atomic_path
 from ..common.checkpoints import COUNTERS_ATTR
 from ..common.base.deps import MissingDependencyError, missing_message
 from .report import (
     DEFAULT_SIZES,
     KERAS_HUB_SIZES,
-    TARGETS,
     DEFAULT_TOLERANCE,
     FRAMEWORKS,
+    MMSEG_TARGET,
     PREPROCESSOR_NAME,
+    TARGETS,
     Check,
     ConversionError,
     ConversionReport,
@@ -64,10 +67,11 @@ from .report import (
 from .keras_hub import KERAS_HUB, write_keras_hub_target
 from .source import SourceCheckpoint, apply_labels, detect_task, read_source
 from .verify import _framework_available, build_model, load_model, run_model, verification_inputs, verify_state
-from .write import bit_exact_check, read_folder_state, write_folder
+from .write import bit_exact_check, read_folder_state, write_folder, write_mmseg_checkpoint
 
 __all__ = [
     "FRAMEWORKS",
+    "TARGETS",
     "DEFAULT_SIZES",
     "DEFAULT_TOLERANCE",
     "COUNTERS_ATTR",
@@ -109,7 +113,7 @@ def _copy_extras(source: SourceCheckpoint, tmp: Path) -> list[str]:
         side = source.meta.get("image_size") or 512
         SegformerImageProcessor(size={"height": side, "width": side}).save_pretrained(tmp)
         return [f"the preset has no preprocessor: default preprocessor_config.json written ({side}x{side}, ImageNet mean/std)"]
-    if source.kind.startswith("original"):
+    if source.kind.startswith(("original", "mmseg")):
         from ..common.images.image_processing import SegformerImageProcessor
 
         SegformerImageProcessor().save_pretrained(tmp)
@@ -148,7 +152,8 @@ def convert(
     image_size: int | None = None,
 ) -> ConversionReport:
     """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), or to a
-    keras-hub preset (``to="keras-hub"``, :mod:`segformer.conversion.keras_hub`), verified.
+    keras-hub preset (``to="keras-hub"``, :mod:`segformer.conversion.keras_hub`), verified; or, with ``to="mmseg"``,
+    to an mmsegmentation 1.x checkpoint file ``dst`` (read back and compared bit for bit).
 
     Args:
         src: a folder or a checkpoint file of any supported kind (detected from the content).
@@ -201,8 +206,12 @@ def convert(
             )
         if dst_path.exists() and not overwrite:
             raise FileExistsError(f"destination {os.fspath(dst_path)!r} already exists; pass --overwrite (overwrite=True) to replace it")
-        if dst_path.exists() and not dst_path.is_dir():
+        if dst_path.exists() and not dst_path.is_dir() and to != MMSEG_TARGET:
             raise NotADirectoryError(f"destination {os.fspath(dst_path)!r} exists and is not a folder")
+        if dst_path.is_dir() and to == MMSEG_TARGET:
+            raise IsADirectoryError(f"destination {os.fspath(dst_path)!r} is a folder; --to mmseg writes one .pth file")
+    if to == MMSEG_TARGET:
+        return _convert_to_mmseg(src_path, dst_path, num_heads, num_labels, labels, id2label, overwrite, start)
     if to == KERAS_HUB:
         reference_framework = "pt" if _framework_available("pt") else "tf"
     elif not _framework_available(to):
@@ -266,6 +275,44 @@ def convert(
                 raise FileExistsError(f"destination {os.fspath(dst_path)!r} appeared while converting; not overwritten")
             report.files = [os.fspath(dst_path / p.name) for p in sorted(tmp.iterdir()) if p.is_file()]
     report.written = dst_path is not None  # the folder was renamed into place when the block ended
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _convert_to_mmseg(src: Path, dst: Path | None, num_heads, num_labels, labels, id2label, overwrite: bool,
+                      start: float) -> ConversionReport:
+    """``to="mmseg"``: the source's canonical tensors written as an mmseg 1.x checkpoint, read back with the mmseg
+    reader and compared bit for bit (tensors and architecture) before it is renamed onto ``dst``."""
+    if not _framework_available("pt"):
+        raise MissingDependencyError(missing_message("torch", "writing an mmsegmentation checkpoint (--to mmseg)"))
+    source = read_source(src, to="pt", num_heads=num_heads)
+    config, label_notes = apply_labels(source.config, source.task, num_labels, labels, id2label)
+    report = ConversionReport(
+        source=os.fspath(source.path), source_kind=source.kind, to=MMSEG_TARGET, task=source.task, config=config,
+        destination=os.fspath(dst) if dst is not None else None, notes=source.notes + label_notes,
+        dropped_keys=source.dropped_keys,
+    )
+    with contextlib.ExitStack() as stack:
+        if dst is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segformer-verify-"))) / "mmseg.pth"
+        else:
+            tmp = stack.enter_context(atomic_path(dst, overwrite=overwrite))
+        try:
+            write_mmseg_checkpoint(tmp, config, source.task, source.state)
+        except ValueError as err:
+            raise ConversionError(f"--to mmseg: {err}") from None
+        back = read_source(tmp, to="pt")
+        report.checks.append(bit_exact_check(source.state, back.state))
+        same = [name for name in ("depths", "hidden_sizes", "num_attention_heads", "decoder_hidden_size", "id2label",
+                                  "decode_head_type", "layer_norm_eps", "patch_layer_norm_eps", "stage_layer_norm_eps")
+                if getattr(back.config, name) != getattr(config, name)]
+        if same:
+            report.checks.append(Check(f"architecture read back ({', '.join(same)} differ)", float("inf"), 0.0, "tensors"))
+        if not report.passed:
+            raise VerificationError(f"conversion of {source.path} to mmseg refused: the checkpoint does not read back "
+                                    f"as written; nothing was written\n{report.table()}", report)
+    report.files = [os.fspath(dst)] if dst is not None else []
+    report.written = dst is not None
     report.seconds = time.perf_counter() - start
     return report
 

@@ -13,7 +13,9 @@ from .original import ASSUMED_PREFIX
 
 FRAMEWORKS = ("pt", "tf")
 KERAS_HUB = "keras-hub"
-TARGETS = FRAMEWORKS + (KERAS_HUB,)  # what convert writes: a Hugging Face-layout folder, or a keras-hub preset
+MMSEG_TARGET = "mmseg"  # an mmsegmentation 1.x checkpoint file (``--to mmseg``)
+# what convert writes: a Hugging Face-layout folder, a keras-hub preset or an mmsegmentation checkpoint
+TARGETS = FRAMEWORKS + (KERAS_HUB, MMSEG_TARGET)
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (65, 97))
 KERAS_HUB_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (96, 96))  # keras-hub takes square inputs only
 DEFAULT_TOLERANCE = 1e-4
@@ -27,10 +29,12 @@ SOURCE_FORMATS: tuple[tuple[str, str], ...] = (
     ("bare weights file of either framework (config.json beside it, or the architecture read off the tensors)",
      "segformer convert model.safetensors b0-tf/ --to tf"),
     ("our Keras .keras archive", "segformer convert model.keras b0-pt/ --to pt"),
-    ("original NVlabs / mmsegmentation .pth (mmcv state_dict + meta)",
+    ("original NVlabs .pth (mmcv state_dict + meta, backbone.patch_embed1.*)",
      "segformer convert segformer.b0.512x512.ade.160k.pth b0-pt/ --to pt"),
     ("encoder-only ImageNet mit_b*.pth (--num-heads where the widths match no variant)",
      "segformer convert mit_b0.pth mit-b0-pt/ --to pt"),
+    ("mmsegmentation 1.x / 0.x mit.py .pth (backbone.layers.*, decode_head.convs.*; meta, module. prefixes or bare)",
+     "segformer convert segformer_mit-b0_8xb2-160k_ade20k-512x512.pth b0-tf/ --to tf"),
     ("keras-hub SegFormerImageSegmenter preset folder (config.json + model.weights.h5 + task.json)",
      "segformer convert segformer_b0_ade20k_512/ b0-pt/ --to pt"),
 )
@@ -40,6 +44,8 @@ TARGET_FORMATS: tuple[tuple[str, str], ...] = (
     ("tf: Hugging Face folder with tf_model.h5", "segformer convert b0-pt/ b0-tf/ --to tf"),
     ("keras-hub: SegFormerImageSegmenter preset (what it cannot represent is named in the report)",
      "segformer convert b0-pt/ b0-keras-hub/ --to keras-hub --image-size 512"),
+    ("mmseg: mmsegmentation 1.x checkpoint file (decode head type mmseg, LayerNorm eps 1e-6; else refused naming why)",
+     "segformer convert b0-mmseg-pt/ b0-mmseg.pth --to mmseg"),
 )
 
 
@@ -130,8 +136,8 @@ class ConversionReport:
             f"task: {self.task}; destination framework: {self.to}"
             + (f"; compared against: {self.reference_framework}" if self.reference_framework else ""),
             f"architecture: depths {self.config.depths}, hidden sizes {self.config.hidden_sizes}, heads "
-            f"{self.config.num_attention_heads}, {self.config.num_labels} labels, LayerNorm eps "
-            f"{self.config.layer_norm_eps:g} / {self.config.patch_layer_norm_eps:g} / stage "
+            f"{self.config.num_attention_heads}, decode head {self.config.decode_head_type}, {self.config.num_labels} "
+            f"labels, LayerNorm eps {self.config.layer_norm_eps:g} / {self.config.patch_layer_norm_eps:g} / stage "
             f"{self.config.stage_layer_norm_eps:g}, activation {self.config.hidden_act}",
         ]
         head += [f"note: {note}" for note in self.notes if note not in assumed]

@@ -76,7 +76,7 @@ def model_card(
         how,
         "",
         f"Architecture: depths {config.depths}, hidden sizes {config.hidden_sizes}, heads {config.num_attention_heads}, "
-        f"decoder width {config.decoder_hidden_size}, {config.num_labels} labels. Weights: "
+        f"decoder width {config.decoder_hidden_size}, decode head: {config.decode_head_type}, {config.num_labels} labels. Weights: "
         f"{'model.safetensors (PyTorch)' if framework == 'pt' else 'tf_model.h5 (TensorFlow / Keras)'}; "
         "`preprocessor_config.json` holds the image processing.",
         "",

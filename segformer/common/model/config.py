@@ -1,8 +1,17 @@
 """SegformerConfig: typed, validated, JSON round trip, Hugging Face ``config.json`` compatible.
 
 Every field of ``transformers.SegformerConfig`` (4.57.6) keeps its name and default, plus ``num_labels``,
-``id2label``, ``label2id`` and ``problem_type``. Two fields are ours: ``patch_layer_norm_eps`` and
-``stage_layer_norm_eps``.
+``id2label``, ``label2id`` and ``problem_type``. Three fields are ours: ``patch_layer_norm_eps``,
+``stage_layer_norm_eps`` and ``decode_head_type``.
+
+Decode head (``decode_head_type``, one of :data:`DECODE_HEAD_TYPES`):
+
+* ``"mlp"`` (the default; a config without the key): the original all-MLP head of SegFormer and Hugging
+  Face: per stage a linear projection with bias, concatenation in stage order n..1, fuse conv + BatchNorm +
+  ReLU, dropout, classifier.
+* ``"mmseg"``: mmsegmentation's ``SegformerHead``: per stage a 1x1 conv without bias + BatchNorm + ReLU
+  (mmcv ``ConvModule``), concatenation in stage order 1..n, fuse conv + BatchNorm + ReLU, channel dropout
+  (``Dropout2d``), classifier (mmseg's ``conv_seg``).
 
 LayerNorm epsilons (the one place where the sources disagree):
 
@@ -36,7 +45,7 @@ from ..base.atomic import atomic_write_text
 from .config_generic import GENERIC_DEFAULTS, dtype_name
 from .variants import variant_kwargs
 
-__all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME", "as_config", "patch_embed_size"]
+__all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "DECODE_HEAD_TYPES", "DEFAULT_DECODE_HEAD_TYPE", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME", "as_config", "patch_embed_size"]
 
 CONFIG_NAME = "config.json"
 MAX_LABELS = 1_000_000
@@ -48,6 +57,8 @@ MAX_KERNEL = 1 << 10  # patch sizes, strides, sequence-reduction ratios
 MAX_INPUT_SIDE = 1 << 16  # the smallest input a config accepts must be below this
 HF_LAYER_NORM_EPS = 1e-5
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "selu", "silu", "swish", "tanh")
+DEFAULT_DECODE_HEAD_TYPE = "mlp"
+DECODE_HEAD_TYPES = (DEFAULT_DECODE_HEAD_TYPE, "mmseg")  # see the module docstring
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
 
 _LIST_FIELDS = (
@@ -108,6 +119,7 @@ class SegformerConfig:
         patch_layer_norm_eps: float = 1e-5,
         stage_layer_norm_eps: float | None = None,
         decoder_hidden_size: int = 256,
+        decode_head_type: str = DEFAULT_DECODE_HEAD_TYPE,
         semantic_loss_ignore_index: int = 255,
         reshape_last_stage: bool = True,
         num_labels: int | None = None,
@@ -138,6 +150,7 @@ class SegformerConfig:
         self.patch_layer_norm_eps = patch_layer_norm_eps
         self.stage_layer_norm_eps = layer_norm_eps if stage_layer_norm_eps is None else stage_layer_norm_eps
         self.decoder_hidden_size = decoder_hidden_size
+        self.decode_head_type = decode_head_type
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self.reshape_last_stage = reshape_last_stage
         self.problem_type = problem_type
@@ -311,6 +324,8 @@ class SegformerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.decode_head_type, str) or self.decode_head_type not in DECODE_HEAD_TYPES:
+            raise ValueError(f"decode_head_type must be one of {list(DECODE_HEAD_TYPES)}, got {self.decode_head_type!r:.100}")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act must be one of {list(ACTIVATIONS)}, got {self.hidden_act!r}")
         if not (self.problem_type is None or isinstance(self.problem_type, str)) or self.problem_type not in PROBLEM_TYPES:
@@ -435,6 +450,8 @@ class SegformerConfig:
         )
         if self.stage_layer_norm_eps != self.layer_norm_eps:
             out["stage_layer_norm_eps"] = self.stage_layer_norm_eps
+        if self.decode_head_type != DEFAULT_DECODE_HEAD_TYPE:  # files of the default head stay as they were
+            out["decode_head_type"] = self.decode_head_type
         return out
 
     @classmethod

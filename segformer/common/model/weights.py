@@ -206,18 +206,27 @@ def _encoder_specs(config: SegformerConfig, root: tuple[str, ...]) -> Iterable[t
         yield enc + (f"layer_norm.{i}",), "norm_bias", (c,)
 
 
+def _batch_norm_specs(module: tuple[str, ...], d: int) -> Iterable[tuple[tuple[str, ...], str, tuple]]:
+    yield module, "norm_weight", (d,)
+    yield module, "norm_bias", (d,)
+    yield module, "bn_mean", (d,)
+    yield module, "bn_var", (d,)
+    yield module, "counter", ()
+
+
 def _decode_head_specs(config: SegformerConfig) -> Iterable[tuple[tuple[str, ...], str, tuple]]:
+    """The head of ``config.decode_head_type``: ``"mlp"`` has a bias on each stage's ``proj``; ``"mmseg"`` has
+    none there but a BatchNorm ``linear_c.{i}.batch_norm`` after it (mmseg's ``convs.{i}.conv`` / ``.bn``)."""
     d = config.decoder_hidden_size
     head = ("decode_head",)
     for i in range(config.num_encoder_blocks):
         yield head + (f"linear_c.{i}", "proj"), "linear", (d, config.hidden_sizes[i])
-        yield head + (f"linear_c.{i}", "proj"), "bias", (d,)
+        if config.decode_head_type == "mmseg":
+            yield from _batch_norm_specs(head + (f"linear_c.{i}", "batch_norm"), d)
+        else:
+            yield head + (f"linear_c.{i}", "proj"), "bias", (d,)
     yield head + ("linear_fuse",), "conv", (d, d * config.num_encoder_blocks, 1, 1)
-    yield head + ("batch_norm",), "norm_weight", (d,)
-    yield head + ("batch_norm",), "norm_bias", (d,)
-    yield head + ("batch_norm",), "bn_mean", (d,)
-    yield head + ("batch_norm",), "bn_var", (d,)
-    yield head + ("batch_norm",), "counter", ()
+    yield from _batch_norm_specs(head + ("batch_norm",), d)
     yield head + ("classifier",), "conv", (config.num_labels, d, 1, 1)
     yield head + ("classifier",), "bias", (config.num_labels,)
 
