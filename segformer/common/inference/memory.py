@@ -19,10 +19,10 @@ It is an estimate (allocators round up and keep caches); ``benchmarks/`` compare
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..base.resources import available_memory, format_bytes
 from ..model.config import SegformerConfig
 from .rules import as_size_pair
 from .streaming import BAND_ELEMENTS
@@ -30,14 +30,6 @@ from .streaming import BAND_ELEMENTS
 __all__ = ["MemoryEstimate", "available_memory", "estimate_memory", "format_bytes", "FRAMEWORK_BASELINE"]
 
 FRAMEWORK_BASELINE = {"pt": 350 * 2**20, "tf": 700 * 2**20}
-
-
-def format_bytes(count: float) -> str:
-    """``1.5 GB`` style (powers of 1024)."""
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{int(count)} B"
 
 
 @dataclass(frozen=True)
@@ -107,18 +99,3 @@ def estimate_memory(
     bands = 4 * 4 * min(BAND_ELEMENTS, classes * width * 256)
     return MemoryEstimate(image=3 * pixels, outputs=outputs, model=model, kept_logits=kept, bands=bands,
                           framework=FRAMEWORK_BASELINE.get(framework, FRAMEWORK_BASELINE["tf"]))
-
-
-def available_memory() -> int | None:
-    """Bytes the system can give without swapping (``MemAvailable`` on Linux), or ``None`` if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
