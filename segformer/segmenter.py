@@ -502,8 +502,7 @@ class Segmenter:
         """Refuse, before any work, an image of ``size = (H, W)`` whose sliding windows exceed ``max_windows`` or
         whose estimated memory exceeds what this process can allocate
         (:class:`~segformer.common.base.errors.ResourceLimitError`)."""
-        from .common.base.resources import check_memory
-        from .common.inference.memory import estimate_memory
+        from .common.inference.memory import check_inference_memory
         from .common.inference.rules import check_window_count, scaled_size
 
         height, width = int(size[0]), int(size[1])
@@ -517,19 +516,10 @@ class Segmenter:
         if self.settings.mode == "slide":
             check_window_count(inputs, self.settings.crop_size, self.settings.stride, self.max_windows, what)
         largest = max(inputs, key=lambda hw: hw[0] * hw[1])
-        estimate = estimate_memory(self.model.config, largest, self.settings.mode, crop_size=self.settings.crop_size,
-                                   stride=self.settings.stride, framework=self.framework,
-                                   keep_confidence=keep_confidence, window_batch=self.batch_size)
-        classes = len(self.id2label)
-        extra = 4 * classes * height * width * (int(return_probabilities) + int(self.settings.augmented))
-        needed = estimate.total - estimate.framework + extra
-        per_pixel = needed / max(largest[0] * largest[1], 1)
-
-        def fits(left: int) -> str:
-            side = int((left / per_pixel) ** 0.5)
-            return f"a model input up to about {side}x{side} pixels would fit"
-
-        check_memory(needed, what, f"a {largest[0]}x{largest[1]} model input in {self.settings.mode} mode", fits)
+        extra = 4 * len(self.id2label) * height * width * (int(return_probabilities) + int(self.settings.augmented))
+        check_inference_memory(self.model.config, largest, what, self.settings.mode, extra,
+                               crop_size=self.settings.crop_size, stride=self.settings.stride,
+                               framework=self.framework, keep_confidence=keep_confidence, window_batch=self.batch_size)
 
     def _run_chunk(
         self,
