@@ -151,7 +151,7 @@ def resolve_palette(
         try:
             name = _canonical_name(label_set)
         except ValueError:
-            raise ValueError(f"{what} {label_set!r} is not a label set; valid names: {', '.join(LABEL_SETS)} or 'auto'") from None
+            raise ValueError(f"{what}: unknown label set {label_set!r}; valid names: {', '.join(LABEL_SETS)} (or 'auto')") from None
         palette = get_palette(name)
         if len(palette) < num_labels:
             raise ValueError(f"{what} {label_set!r} has {len(palette)} colours but the model has {num_labels} classes")

@@ -68,7 +68,7 @@ def patch_embed_size(size: Any, kernel: int, stride: int) -> Any:
 def _check_epsilon(name: str, value: Any) -> None:
     """A positive finite number (LayerNorm epsilons, the initializer range); ``ValueError`` naming ``name``."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r:.100}")
+        raise ValueError(f"{name} must be a positive number (finite, not NaN), got {value!r:.100}")
 
 
 def _as_list(name: str, value: Any) -> list:
