@@ -106,6 +106,8 @@ def check_pixel_range(do_rescale: bool, rescale_factor: float, do_normalize: boo
         return
     means = np.atleast_1d(np.asarray(image_mean, dtype=np.float64))
     stds = np.atleast_1d(np.asarray(image_std, dtype=np.float32)).astype(np.float64)
+    if means.size != stds.size and 1 not in (means.size, stds.size):
+        return  # refused per image, naming the channel counts
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         largest = max(float(np.max(np.abs((end - means) / stds))) for end in ends) if stds.size else 0.0
     if not np.isfinite(largest) or largest > FLOAT32_MAX:
