@@ -352,6 +352,7 @@ def test_id2label_wins_over_num_labels_with_a_warning_as_transformers(data):
     ({"image_std": [1e-39, 1.0, 1.0]}, "beyond float32's range"),
     ({"rescale_factor": 1e37}, r"rescale_factor=1e\+37 turns pixel values up to 255 into 2\.55e\+39"),
     ({"rescale_factor": 1e36, "image_std": 0.001}, "beyond float32's range"),
+    ({"image_std": 1e39}, r"image_std=1e\+39 is beyond float32's range .* would be 0"),
 ])
 def test_processor_settings_that_overflow_are_refused(settings, match, image):
     from segformer.common.images.image_processing import SegformerImageProcessor

@@ -105,7 +105,13 @@ def check_pixel_range(do_rescale: bool, rescale_factor: float, do_normalize: boo
     if not do_normalize:
         return
     means = np.atleast_1d(np.asarray(image_mean, dtype=np.float64))
-    stds = np.atleast_1d(np.asarray(image_std, dtype=np.float32)).astype(np.float64)
+    with np.errstate(over="ignore"):
+        stds = np.atleast_1d(np.asarray(image_std, dtype=np.float32)).astype(np.float64)
+    if not np.isfinite(stds).all():
+        raise ValueError(
+            f"{what}: image_std={image_std} is beyond float32's range ({FLOAT32_MAX:.3g}): every normalized value "
+            "would be 0 (one class everywhere)"
+        )
     if means.size != stds.size and 1 not in (means.size, stds.size):
         return  # refused per image, naming the channel counts
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
