@@ -406,7 +406,8 @@ class Segmenter:
         decode, resize / normalize, the model (equal-sized inputs in one call), upsampling and argmax; the
         caller receives the results in input order while the workers go on (at most ``2 x workers`` chunks
         ahead). The results are the ones :meth:`__call__` gives, bit for bit. A file that cannot be read
-        yields its :class:`~segformer.common.images.image_io.BadImageError` in its place instead of stopping the run.
+        yields its :class:`~segformer.common.images.image_io.BadImageError` in its place instead of stopping the run,
+        and so does an image refused by the window / memory limits (its ``ResourceLimitError``).
 
         ``workers``: ``None`` (default) picks :func:`default_workers` (PyTorch on the CPU: one per intra-op
         thread, at most 4; otherwise 2); ``0`` runs everything in the calling thread. With PyTorch on the
@@ -419,6 +420,7 @@ class Segmenter:
         """
         import threading
 
+        from .common.base.errors import ResourceLimitError
         from .common.images.image_io import BadImageError
         from .common.inference.prefetch import Prefetched
 
@@ -436,7 +438,7 @@ class Segmenter:
             for item in chunk:
                 try:
                     loaded.append(self._load(item, *options))
-                except BadImageError as error:
+                except (BadImageError, ResourceLimitError) as error:  # in its place; the others go on
                     loaded.append(error)
             good = [entry for entry in loaded if not isinstance(entry, BaseException)]
             results = iter(self._run_chunk(good, top_k, min_area, return_probabilities, keep_confidence,

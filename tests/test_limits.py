@@ -233,6 +233,14 @@ def test_segmenter_memory_refused_before_work(model, image, limit_8gb, options, 
         Segmenter(model, **options)(image)
 
 
+def test_imap_yields_a_refused_image_in_its_place(model, image):
+    big = np.zeros((120, 160, 3), np.uint8)
+    segmenter = Segmenter(model, mode="slide", crop_size=64, stride=1, resize="none")
+    results = list(segmenter.imap([image, big, image], workers=0))
+    assert isinstance(results[1], ResourceLimitError) and "windows" in str(results[1])
+    assert [r.label_map.shape for r in (results[0], results[2])] == [(40, 48), (40, 48)]
+
+
 def test_processor_size_memory_refused_before_resize(limit_8gb, image):
     from segformer.common.images.image_processing import SegformerImageProcessor
 
