@@ -427,3 +427,25 @@ def test_eval_device_bogus_is_one_error_line(capsys, tmp_path):
     assert main(["eval", "--model", "b0", "--data", str(tmp_path), "--device", "bogus"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: device='bogus' is not available to PyTorch") and "available: cpu" in err[-1]
+
+
+def test_tf_segmenter_devices_and_determinism(image):
+    """TensorFlow device strings are checked against the devices TensorFlow sees; the Keras model runs with
+    training=False every call (dropout 0.5 would change the answer otherwise)."""
+    import tensorflow as tf
+
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    keras_model = TFSegformerForSemanticSegmentation(tiny_config(hidden_dropout_prob=0.5, classifier_dropout_prob=0.5))
+    have = [d.name for d in tf.config.list_logical_devices()]
+    for wanted in ("bogus", "/GPU:99", "/TPU:0"):
+        with pytest.raises(ValueError, match=rf"device='{re.escape(wanted)}' is not available to TensorFlow.*available: "
+                                             + re.escape(", ".join(have))):
+            Segmenter(keras_model, device=wanted)
+    segmenter = Segmenter(keras_model, resize="none", device="/CPU:0")
+    pixels = segmenter._prepared(image)[None]
+    trained = [np.asarray(keras_model(pixels, training=True).logits) for _ in range(2)]
+    assert np.abs(trained[0] - trained[1]).max() > 1e-3  # the premise: dropout is live in training mode
+    first = segmenter(image, return_probabilities=True).probabilities
+    # TensorFlow's CPU kernels may differ in the last bit between calls; dropout would differ by far more
+    np.testing.assert_allclose(segmenter(image, return_probabilities=True).probabilities, first, rtol=0, atol=1e-6)
