@@ -353,6 +353,11 @@ def test_id2label_wins_over_num_labels_with_a_warning_as_transformers(data):
         again = SegformerConfig.from_dict(dict(data), num_labels=5)  # an override replaces the names, as there
     reference = transformers.SegformerConfig.from_dict(dict(data), num_labels=5)
     assert again.id2label == reference.id2label
+    names = {0: "p", 1: "q", 2: "r", 3: "s"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        renamed = SegformerConfig.from_dict(dict(data), id2label=names)  # new names bring their own count
+    assert renamed.id2label == transformers.SegformerConfig.from_dict(dict(data), id2label=names).id2label == names
 
 
 @pytest.mark.parametrize("settings, match", [

@@ -436,6 +436,8 @@ class SegformerConfig:
             # transformers sets keyword overrides after building: a new num_labels replaces the file's names
             data.pop("id2label", None)
             data.pop("label2id", None)
+        elif "id2label" in overrides and "num_labels" not in overrides:
+            data.pop("num_labels", None)  # and new names bring their own count
         data.update(overrides)
         return cls(**data)
 
