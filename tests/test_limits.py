@@ -434,19 +434,28 @@ def test_eval_device_bogus_is_one_error_line(capsys, tmp_path):
     assert err[-1].startswith("error: device='bogus' is not available to PyTorch") and "available: cpu" in err[-1]
 
 
-def test_tf_segmenter_devices_and_determinism(image):
-    """TensorFlow device strings are checked against the devices TensorFlow sees; the Keras model runs with
-    training=False every call (dropout 0.5 would change the answer otherwise)."""
+def test_tf_device_strings_list_what_tensorflow_sees():
     import tensorflow as tf
 
+    from segformer.tf.backend import check_device
+
+    have = [d.name for d in tf.config.list_logical_devices()]
+    assert check_device("/CPU:0") == "/CPU:0" and check_device("cpu") == "cpu" and check_device(None) is None
+    for wanted in ("bogus", "/GPU:99", "/TPU:0", 3):
+        with pytest.raises(ValueError, match=rf"device={re.escape(repr(wanted))} is not available to TensorFlow.*"
+                                             rf"available: {re.escape(', '.join(have))}"):
+            check_device(wanted)
+
+
+@pytest.mark.slow
+def test_tf_segmenter_runs_with_training_false(image):
+    """The Keras model runs with training=False every call (dropout 0.5 would change the answer otherwise), and
+    the Segmenter checks its device through the adapter."""
     from segformer.tf import TFSegformerForSemanticSegmentation
 
     keras_model = TFSegformerForSemanticSegmentation(tiny_config(hidden_dropout_prob=0.5, classifier_dropout_prob=0.5))
-    have = [d.name for d in tf.config.list_logical_devices()]
-    for wanted in ("bogus", "/GPU:99", "/TPU:0"):
-        with pytest.raises(ValueError, match=rf"device='{re.escape(wanted)}' is not available to TensorFlow.*available: "
-                                             + re.escape(", ".join(have))):
-            Segmenter(keras_model, device=wanted)
+    with pytest.raises(ValueError, match="device='bogus' is not available to TensorFlow"):
+        Segmenter(keras_model, device="bogus")
     segmenter = Segmenter(keras_model, resize="none", device="/CPU:0")
     pixels = segmenter._prepared(image)[None]
     trained = [np.asarray(keras_model(pixels, training=True).logits) for _ in range(2)]
