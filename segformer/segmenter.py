@@ -386,7 +386,7 @@ class Segmenter:
             raise ValueError("labels_out takes the label map of one image; pass one image")
         results: list[SegmentationResult] = []
         for start in range(0, len(items), self.batch_size):
-            loaded = [self._load(item, *options) for item in items[start : start + self.batch_size]]
+            loaded = [self._load(item, *options, labels_out is not None) for item in items[start : start + self.batch_size]]
             results.extend(self._run_chunk(loaded, top_k, min_area, return_probabilities, keep_confidence, labels_out))
         return results[0] if single else results
 
@@ -478,12 +478,12 @@ class Segmenter:
     def _options(return_probabilities: Any, keep_confidence: Any) -> tuple[bool, bool]:
         return as_bool("return_probabilities", return_probabilities), as_bool("keep_confidence", keep_confidence)
 
-    def _load(self, item: Any, return_probabilities: bool = False, keep_confidence: bool = True
-              ) -> tuple[np.ndarray, str | None, np.ndarray | None]:
-        """``(image, source, pixel values or None)``: decoded, checked against the window and memory limits (and,
-        for batched whole mode, prepared)."""
+    def _load(self, item: Any, return_probabilities: bool = False, keep_confidence: bool = True,
+              labels_given: bool = False) -> tuple[np.ndarray, str | None, np.ndarray | None]:
+        """``(image, source, pixel values or None)``: decoded, checked against the window and memory limits (the
+        label map not counted when written into the caller's ``labels_out``) and, for batched whole mode, prepared."""
         image, source = _rgb(item, self.max_pixels)
-        self.check_limits(image.shape[:2], source, return_probabilities, keep_confidence)
+        self.check_limits(image.shape[:2], source, return_probabilities, keep_confidence, labels_given)
         return image, source, (self._prepared(image) if self._batched else None)
 
     def _origin(self) -> str:
@@ -500,7 +500,7 @@ class Segmenter:
         return rule + (f", scales={list(scales)}" if scales != (1.0,) else "") + (", flip=True" if self.settings.flip else "")
 
     def check_limits(self, size: tuple[int, int], source: str | None = None, return_probabilities: bool = False,
-                     keep_confidence: bool = True) -> None:
+                     keep_confidence: bool = True, labels_on_disk: bool = False) -> None:
         """Refuse, before any work, an image of ``size = (H, W)`` whose sliding windows exceed ``max_windows`` or
         whose estimated memory exceeds what this process can allocate
         (:class:`~segformer.common.base.errors.ResourceLimitError`)."""
@@ -521,7 +521,8 @@ class Segmenter:
         extra = 4 * len(self.id2label) * height * width * (int(return_probabilities) + int(self.settings.augmented))
         check_inference_memory(self.model.config, largest, what, self.settings.mode, extra,
                                crop_size=self.settings.crop_size, stride=self.settings.stride,
-                               framework=self.framework, keep_confidence=keep_confidence, window_batch=self.batch_size)
+                               framework=self.framework, keep_confidence=keep_confidence, window_batch=self.batch_size,
+                               labels_on_disk=labels_on_disk)
 
     def _run_chunk(
         self,

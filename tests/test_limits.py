@@ -463,3 +463,21 @@ def test_tf_segmenter_runs_with_training_false(image):
     first = segmenter(image, return_probabilities=True).probabilities
     # TensorFlow's CPU kernels may differ in the last bit between calls; dropout would differ by far more
     np.testing.assert_allclose(segmenter(image, return_probabilities=True).probabilities, first, rtol=0, atol=1e-6)
+
+
+def test_predict_tta_scales_30_and_max_windows_are_one_error_line(model, image, tmp_path, limit_8gb, capsys):
+    from PIL import Image
+
+    from segformer.cli import main
+
+    model.save_pretrained(tmp_path / "model")
+    Image.fromarray(image).save(tmp_path / "a.png")
+    common = ["predict", "--model", str(tmp_path / "model"), str(tmp_path / "a.png"), "--no-progress"]
+    assert main(common + ["--out", str(tmp_path / "o1"), "--tta", "--scales", "30"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: image ") and "more than the 8.0 GB available" in err[-1]
+    stride_one = ["--mode", "slide", "--slide-crop", "16", "--slide-stride", "1", "--eval-size", "none"]
+    assert main(common + ["--out", str(tmp_path / "o2"), *stride_one, "--max-windows", "100"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "would run 825 windows" in err[-1] and "max_windows=100" in err[-1]
+    assert not (tmp_path / "o2" / "a.png").exists()

@@ -325,6 +325,9 @@ def run(args: argparse.Namespace) -> int:
     workers = default_workers(args.framework) if args.workers is None else args.workers
     if readable:
         check_memory(segmenter, readable, sizes, args, in_flight=max(workers, 1) * args.batch_size)
+        for (image, _, _), (height, width) in zip(readable, sizes):  # the segmenter's own limits, before any work
+            segmenter.check_limits((height, width), os.fspath(image), keep_confidence=False,
+                                   labels_on_disk=height * width > LARGE_IMAGE_PIXELS)
         segmenter.max_pixels = max(h * w for h, w in sizes)  # checked above: decode them, however large
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -353,6 +356,8 @@ def run(args: argparse.Namespace) -> int:
             _raise_finished(writes)
 
         for path, result in zip(small, segmenter.imap(small, workers=workers, top_k=args.top, keep_confidence=False)):
+            if isinstance(result, BaseException) and not isinstance(result, BadImageError):
+                raise result  # refused by the segmenter's limits (checked up front: not expected here)
             if isinstance(result, BadImageError):
                 if args.strict:
                     raise ValueError(f"{result} (--strict: stopped)")
