@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
     kwargs = inference_kwargs(args)
     require_framework(args.framework, "segformer eval")
+    if args.device is not None:  # refused before any loading, with the devices this machine has
+        from ..segmenter import backend_module
+
+        backend_module(args.framework).check_device(args.device)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     dataset: Any = dataset_from_args(args, args.split, build_eval_transform(args.eval_size))

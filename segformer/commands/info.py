@@ -25,16 +25,15 @@ def run(args: argparse.Namespace) -> int:
     from .. import __version__
     from ..common.base.deps import require_framework
     from ..common.images.image_processing import SegformerImageProcessor
+    from ..common.inference.memory import check_inference_memory
     from ..common.images.sample import SAMPLE_IMAGE, load_sample_image
     from ..common.model.variants import parse_variant
     from .shared import random_variant_config
 
     print(f"segformer {__version__} on Python {platform.python_version()} ({platform.machine()})")
     require_framework(args.framework, "segformer info")
-    image = load_sample_image()
-    processor = SegformerImageProcessor(size={"height": args.size, "width": args.size})
-    pixel_values = processor(image, return_tensors="np")["pixel_values"]
-    print(f"sample image {SAMPLE_IMAGE.name}: {image.shape} -> pixel_values {pixel_values.shape}")
+    if args.size < 1:
+        raise ValueError(f"--size must be a positive int, got {args.size}")
     if args.framework == "pt":
         import torch
 
@@ -45,11 +44,6 @@ def run(args: argparse.Namespace) -> int:
             model = SegformerForSemanticSegmentation(random_variant_config(args.model)).eval()
         else:
             model = SegformerForSemanticSegmentation.from_pretrained(args.model)
-        start = time.perf_counter()
-        with torch.no_grad():
-            logits = model(torch.from_numpy(pixel_values)).logits.numpy()
-        elapsed = time.perf_counter() - start
-        print(f"torch {torch.__version__}")
     else:
         from ..tf import TFSegformerForSemanticSegmentation
 
@@ -60,7 +54,18 @@ def run(args: argparse.Namespace) -> int:
             model = TFSegformerForSemanticSegmentation(random_variant_config(args.model))
         else:
             model = TFSegformerForSemanticSegmentation.from_pretrained(args.model)
-        start = time.perf_counter()
+    check_inference_memory(model.config, (args.size, args.size), f"--size {args.size}", framework=args.framework)
+    image = load_sample_image()
+    processor = SegformerImageProcessor(size={"height": args.size, "width": args.size})
+    pixel_values = processor(image, return_tensors="np")["pixel_values"]
+    print(f"sample image {SAMPLE_IMAGE.name}: {image.shape} -> pixel_values {pixel_values.shape}")
+    start = time.perf_counter()
+    if args.framework == "pt":
+        with torch.no_grad():
+            logits = model(torch.from_numpy(pixel_values)).logits.numpy()
+        elapsed = time.perf_counter() - start
+        print(f"torch {torch.__version__}")
+    else:
         logits = np.asarray(model(pixel_values).logits)
         elapsed = time.perf_counter() - start
     config = model.config

@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-limit", default=None,
                         help="memory an image may need, e.g. 8GB (default: what the system has available); images "
                              "estimated above it are refused before any work, with the mode that would fit")
+    parser.add_argument("--max-windows", type=int, default=None,
+                        help="the most sliding windows one image may take in slide mode, over every test-time pass "
+                             "(default 4096); more are refused before any work; 0: no limit")
     parser.add_argument("--batch-size", type=int, default=2,
                         help="images a worker takes at a time; equal-sized ones share a model call (default 2)")
     parser.add_argument("--workers", type=int, default=None,
@@ -290,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_pixels is not None and args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    if args.max_windows is not None and args.max_windows < 0:
+        raise ValueError(f"--max-windows must be >= 0 (0: no limit), got {args.max_windows}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 0:
@@ -324,11 +329,16 @@ def run(args: argparse.Namespace) -> int:
     ranks = _Ranks(args.framework)  # under torchrun / TF_CONFIG workers: this process's share of the images
     model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
     readable, sizes = readable[ranks.rank :: ranks.world], sizes[ranks.rank :: ranks.world]
-    palette = {} if args.palette in (None, "auto") else {"palette": palette_for(model.config.num_labels, args.palette)}
-    segmenter = build_segmenter(model, args, batch_size=args.batch_size, **palette)
+    options = {} if args.palette in (None, "auto") else {"palette": palette_for(model.config.num_labels, args.palette)}
+    if args.max_windows is not None:
+        options["max_windows"] = args.max_windows or None
+    segmenter = build_segmenter(model, args, batch_size=args.batch_size, **options)
     workers = default_workers(args.framework) if args.workers is None else args.workers
     if readable:
         check_memory(segmenter, readable, sizes, args, in_flight=max(workers, 1) * args.batch_size)
+        for (image, _, _), (height, width) in zip(readable, sizes):  # the segmenter's own limits, before any work
+            segmenter.check_limits((height, width), os.fspath(image), keep_confidence=False,
+                                   labels_on_disk=height * width > LARGE_IMAGE_PIXELS)
         segmenter.max_pixels = max(h * w for h, w in sizes)  # checked above: decode them, however large
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -357,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
             _raise_finished(writes)
 
         for path, result in zip(small, segmenter.imap(small, workers=workers, top_k=args.top, keep_confidence=False)):
+            if isinstance(result, BaseException) and not isinstance(result, BadImageError):
+                raise result  # refused by the segmenter's limits (checked up front: not expected here)
             if isinstance(result, BadImageError):
                 if args.strict:
                     raise ValueError(f"{result} (--strict: stopped)")

@@ -31,7 +31,7 @@ from ..common.checkpoints.pretrained import (
     weights_dtype,
     weights_preference,
 )
-from ..common.model.weights import check_state_keys
+from ..common.model.weights import check_model_memory, check_state_keys
 
 __all__ = ["SegformerPreTrainedModel"]
 
@@ -56,6 +56,8 @@ class SegformerPreTrainedModel(nn.Module):
         if not isinstance(config, SegformerConfig):
             raise TypeError(f"config must be a segformer SegformerConfig, got {type(config).__name__}")
         config.validate()
+        if self._task is not None:
+            check_model_memory(config, self._task, type(self).__name__)  # refused before any weight is allocated
         tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.base.allocator)
         super().__init__()
         self.config = config

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..common.inference.memory import check_training_memory
 from ..common.base.allocator import tune_allocator
 from ..common.base.atomic import atomic_write_bytes
 from ..common.training.metrics import SegmentationMetric
@@ -290,6 +291,7 @@ class Trainer(TrainLoop):
     ) -> None:
         self.config = config
         self.context = context or DistributedContext()
+        check_training_memory(model.config, config.crop_size, config.batch_size, "pt")  # before any step
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset

@@ -31,7 +31,7 @@ from ..common.checkpoints.pretrained import (
     weights_dtype,
     weights_preference,
 )
-from ..common.model.weights import check_state_keys, parameter_table, to_pt_layout, to_tf_layout
+from ..common.model.weights import check_model_memory, check_state_keys, parameter_table, to_pt_layout, to_tf_layout
 
 __all__ = ["TFSegformerPreTrainedModel", "DATA_FORMATS"]
 
@@ -83,6 +83,8 @@ class TFSegformerPreTrainedModel(keras.Model):
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
         config = as_config(config, type(self).__name__)
         config.validate()
+        if self._task is not None:
+            check_model_memory(config, self._task, type(self).__name__)  # refused before any weight is allocated
         if data_format not in DATA_FORMATS:
             raise ValueError(f"data_format must be one of {list(DATA_FORMATS)}, got {data_format!r}")
         tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.base.allocator)

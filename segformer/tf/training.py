@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..common.inference.memory import check_training_memory
 from ..common.base.allocator import tune_allocator
 from ..common.base.atomic import atomic_write_bytes
 from ..common.training.metrics import SegmentationMetric
@@ -373,6 +374,7 @@ class Trainer(TrainLoop):
         self.model = model
         self.config = config
         self.strategy = strategy or strategy_of(model)
+        check_training_memory(model.config, config.crop_size, config.batch_size, "tf")  # before any step
         self.replicas = int(self.strategy.num_replicas_in_sync)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset

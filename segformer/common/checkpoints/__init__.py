@@ -36,7 +36,7 @@ from .files import (
     find_weights_file,
 )
 from .h5_io import COUNTERS_ATTR, read_h5_counters, read_tf_h5, write_tf_h5
-from .matching import LoadReport, match_state_dict
+from .matching import LoadReport, check_sr_ratios, match_state_dict
 from .reader import PT_LAYOUT_KINDS, RawCheckpoint, index_shard_path, load_state_dict, read_checkpoint
 from .safetensors_io import CHECKSUM_KEY, read_safetensors, save_safetensors, tensors_digest
 from .torch_io import (

@@ -76,20 +76,24 @@ def _check_h5_links(path: Path, handle) -> None:
     """
     import h5py
 
-    def visit(name: str, link) -> None:
+    # The visitors only collect: an exception raised inside h5py's callback surfaces as an unrelated SystemError.
+    links: list[tuple[str, object]] = []
+    handle.visititems_links(lambda name, link: links.append((name, link)) if isinstance(
+        link, (h5py.ExternalLink, h5py.SoftLink)) else None)
+    for name, link in links[:1]:
         if isinstance(link, h5py.ExternalLink):
             raise CheckpointError(f"{path}: {name!r} is an HDF5 external link (to another file); refused, not followed")
-        if isinstance(link, h5py.SoftLink):
-            raise CheckpointError(f"{path}: {name!r} is an HDF5 soft link; refused, not followed")
+        raise CheckpointError(f"{path}: {name!r} is an HDF5 soft link; refused, not followed")
 
-    handle.visititems_links(visit)
+    datasets: list[tuple[str, str]] = []
 
     def check(name: str, node) -> None:
         if isinstance(node, h5py.Dataset) and (node.is_virtual or node.external):
-            kind = "a virtual dataset" if node.is_virtual else "stored in external files"
-            raise CheckpointError(f"{path}: dataset {name!r} is {kind}; refused, other files are never read")
+            datasets.append((name, "a virtual dataset" if node.is_virtual else "stored in external files"))
 
     handle.visititems(check)
+    for name, kind in datasets[:1]:
+        raise CheckpointError(f"{path}: dataset {name!r} is {kind}; refused, other files are never read")
 
 
 def _read_h5_dataset(path: Path, dataset, name: str) -> np.ndarray:

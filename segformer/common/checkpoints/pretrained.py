@@ -28,6 +28,7 @@ from . import (
     PT_LAYOUT_KINDS,
     RawCheckpoint,
     find_weights_file,
+    check_sr_ratios,
     match_state_dict,
     read_checkpoint,
     save_safetensors,
@@ -311,6 +312,7 @@ def prepare_state(
         config = config.copy(**config_overrides)
     specs = parameter_table(config, task)
     state = dict(state_dict) if state_dict is not None else read_canonical_state(weights, specs)
+    check_sr_ratios(state, config.sr_ratios, weights)
     tensors, report = match_state_dict(state, specs, ignore_mismatched_sizes=ignore_mismatched_sizes)
     if report.nonfinite_keys:
         raise ValueError(f"{weights}: tensors with NaN or Inf values: {report.nonfinite_keys}")

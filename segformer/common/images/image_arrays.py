@@ -85,6 +85,56 @@ def normalize_rescale_factor(value: Any) -> float:
     return float(value)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_pixel_range(do_rescale: bool, rescale_factor: float, do_normalize: bool, image_mean: Any, image_std: Any,
+                      low: float = 0.0, high: float = 255.0, what: str = "processor") -> None:
+    """Refuse settings under which inputs in ``[low, high]`` (uint8 images: ``[0, 255]``) overflow float32 to
+    inf, before any image is processed: the largest ``|(x * rescale_factor - mean) / std|`` (``std`` as float32,
+    as it is applied) must stay below float32's max (3.4e38). A tiny ``image_std`` or a huge ``rescale_factor``
+    would otherwise give an inf / NaN input, and the model would "predict" one class everywhere."""
+    factor = rescale_factor if do_rescale else 1.0
+    ends = [low * factor, high * factor]
+    if max(abs(v) for v in ends) > FLOAT32_MAX:
+        raise ValueError(
+            f"{what}: rescale_factor={rescale_factor} turns pixel values up to {high:g} into {max(ends, key=abs):.3g}, "
+            f"beyond float32's range ({FLOAT32_MAX:.3g}): inputs would be inf; use a factor up to "
+            f"{FLOAT32_MAX / max(abs(low), abs(high), 1.0):.3g} (1/255 for uint8 images)"
+        )
+    if not do_normalize:
+        return
+    means = np.atleast_1d(np.asarray(image_mean, dtype=np.float64))
+    with np.errstate(over="ignore"):
+        stds = np.atleast_1d(np.asarray(image_std, dtype=np.float32)).astype(np.float64)
+    if not np.isfinite(stds).all():
+        raise ValueError(
+            f"{what}: image_std={image_std} is beyond float32's range ({FLOAT32_MAX:.3g}): every normalized value "
+            "would be 0 (one class everywhere)"
+        )
+    if means.size != stds.size and 1 not in (means.size, stds.size):
+        return  # refused per image, naming the channel counts
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        largest = max(float(np.max(np.abs((end - means) / stds))) for end in ends) if stds.size else 0.0
+    if not np.isfinite(largest) or largest > FLOAT32_MAX:
+        raise ValueError(
+            f"{what}: image_std={image_std} with image_mean={image_mean} and rescale_factor={factor} maps pixel values "
+            f"in [{low:g}, {high:g}] to {largest:.3g}, beyond float32's range ({FLOAT32_MAX:.3g}): inputs would be inf; "
+            "image_std must be at least about "
+            f"{float(np.max(np.abs(np.subtract.outer(ends, means)))) / FLOAT32_MAX:.3g} in magnitude"
+        )
+
+
+def check_size_memory(size: dict[str, int], count: int) -> None:
+    """Refuse, before resizing, a processor ``size`` whose outputs cannot fit: every image's float32 pixel
+    values (3 channels) plus one image's resized uint8 copy and its float64 rescaling."""
+    from segformer.common.base.resources import check_memory
+
+    pixels = size["height"] * size["width"]
+    check_memory(count * pixels * 3 * 4 + pixels * 3 * (1 + 8), f"size={size}",
+                 f"resizing {count} image(s) to {size['height']}x{size['width']} float32 pixel values")
+
+
 def normalize_return_tensors(return_tensors: Any) -> str | None:
     value = getattr(return_tensors, "value", return_tensors)
     if value not in RETURN_TENSORS:

@@ -34,6 +34,8 @@ from segformer.common.images.image_arrays import (
     PIL_BILINEAR,
     check_dtype,
     check_integer_range,
+    check_pixel_range,
+    check_size_memory,
     flatten,
     image_to_hwc,
     infer_channels_last,
@@ -192,6 +194,8 @@ class SegformerImageProcessor:
         self.image_std = normalize_stats(image_std if image_std is not None else list(IMAGENET_DEFAULT_STD), "image_std")
         self.do_reduce_labels = bool(do_reduce_labels)
         self.do_convert_rgb = bool(do_convert_rgb)
+        check_pixel_range(self.do_rescale, self.rescale_factor, self.do_normalize, self.image_mean, self.image_std,
+                          what="SegformerImageProcessor")
 
     # -- calling --------------------------------------------------------------------------------------------
 
@@ -253,8 +257,11 @@ class SegformerImageProcessor:
         data_format = normalize_data_format(data_format, "data_format")
         input_data_format = normalize_data_format(input_data_format, "input_data_format")
         target = (size["height"], size["width"])
+        check_pixel_range(do_rescale, rescale_factor, do_normalize, image_mean, image_std, what="preprocess")
 
         flat_images = flatten(images, "images", single_ndims=(2, 3), batch_ndim=4)
+        if do_resize:
+            check_size_memory(size, len(flat_images))
         flat_maps = None
         if segmentation_maps is not None:
             flat_maps = flatten(segmentation_maps, "segmentation_maps", single_ndims=(2,), batch_ndim=3)

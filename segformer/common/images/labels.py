@@ -152,7 +152,10 @@ def resolve_palette(
     if not isinstance(num_labels, (int, np.integer)) or isinstance(num_labels, bool) or num_labels < 1:
         raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
     if label_set is not None and str(label_set).strip().lower() != "auto":
-        name = _canonical_name(label_set)
+        try:
+            name = _canonical_name(label_set)
+        except ValueError:
+            raise ValueError(f"{what}: unknown label set {label_set!r}; valid names: {', '.join(LABEL_SETS)} (or 'auto')") from None
         palette = get_palette(name)
         if len(palette) < num_labels:
             raise ValueError(f"{what} {label_set!r} has {len(palette)} colours but the model has {num_labels} classes")

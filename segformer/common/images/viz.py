@@ -39,12 +39,21 @@ def _as_numpy(value: Any) -> np.ndarray:
 
 def _palette_array(palette: np.ndarray | str | Any, what: str) -> np.ndarray:
     if isinstance(palette, str):
-        return get_palette(palette)
+        try:
+            return get_palette(palette)
+        except ValueError as err:
+            raise ValueError(f"{what}: palette: {err}") from None
     array = np.asarray(palette)
     if array.ndim != 2 or array.shape[1] != 3 or array.shape[0] < 1:
         raise ValueError(f"{what}: palette must have shape (num_classes, 3), got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number) or array.min() < 0 or array.max() > 255:
         raise ValueError(f"{what}: palette values must be numbers in [0, 255]")
+    if np.issubdtype(array.dtype, np.floating) and (array.max() <= 1.0 or not np.array_equal(array, np.round(array))):
+        raise ValueError(
+            f"{what}: palette values must be whole numbers in [0, 255] (uint8 colours), got {array.dtype} values in "
+            f"[{array.min():g}, {array.max():g}]; colours in [0, 1] would all turn black or near-black: pass "
+            "(palette * 255).round().astype('uint8')"
+        )
     return array.astype(np.uint8)
 
 

@@ -38,6 +38,7 @@ import copy
 import inspect
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,12 @@ def patch_embed_size(size: Any, kernel: int, stride: int) -> Any:
     """One side after an overlapping patch embedding (conv, kernel k, stride s, padding k // 2):
     ``(size + 2 * (k // 2) - k) // s + 1``; ``size`` may be an int or a framework's integer scalar."""
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def _check_epsilon(name: str, value: Any) -> None:
+    """A positive finite number (LayerNorm epsilons, the initializer range); ``ValueError`` naming ``name``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a positive number (finite, not NaN), got {value!r:.100}")
 
 
 def _as_list(name: str, value: Any) -> list:
@@ -180,7 +187,16 @@ class SegformerConfig:
             num_labels = len(id2label) if id2label else 2
         if not isinstance(num_labels, int) or isinstance(num_labels, bool) or not 1 <= num_labels <= MAX_LABELS:
             raise ValueError(f"num_labels must be an integer in [1, {MAX_LABELS}], got {num_labels!r}")
-        if id2label is None or len(id2label) != num_labels:
+        if id2label and len(id2label) != num_labels:
+            # As transformers does (4.57): the names win, with a warning; num_labels follows them.
+            warnings.warn(
+                f"num_labels={num_labels} does not match id2label, which names {len(id2label)} classes; id2label wins: "
+                f"the config has {len(id2label)} classes (num_labels={len(id2label)})", UserWarning, stacklevel=4,
+            )
+            num_labels = len(id2label)
+            if not 1 <= num_labels <= MAX_LABELS:
+                raise ValueError(f"id2label must name between 1 and {MAX_LABELS} classes, got {num_labels}")
+        if not id2label:
             id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
         if sorted(id2label) != list(range(num_labels)):
             raise ValueError(f"id2label keys must be 0..{num_labels - 1}, got {sorted(id2label)}")
@@ -321,9 +337,7 @@ class SegformerConfig:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
         for name in ("layer_norm_eps", "patch_layer_norm_eps", "stage_layer_norm_eps", "initializer_range"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            _check_epsilon(name, getattr(self, name))
         if not isinstance(self.decode_head_type, str) or self.decode_head_type not in DECODE_HEAD_TYPES:
             raise ValueError(f"decode_head_type must be one of {list(DECODE_HEAD_TYPES)}, got {self.decode_head_type!r:.100}")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
@@ -461,9 +475,18 @@ class SegformerConfig:
         if data.get("model_type", "segformer") != "segformer":
             raise ValueError(f"model_type must be 'segformer', got {data['model_type']!r}")
         if "patch_layer_norm_eps" not in data:
-            # Written by Hugging Face: its models compute with 1e-5 in every LayerNorm whatever the file says.
+            # Written by Hugging Face: its models compute with 1e-5 in every LayerNorm whatever the file says, but a
+            # value that cannot be an epsilon (NaN, inf, negative, a string) is still refused, not replaced.
+            if "layer_norm_eps" in data:
+                _check_epsilon("layer_norm_eps", data["layer_norm_eps"])
             data["layer_norm_eps"] = HF_LAYER_NORM_EPS
             data["patch_layer_norm_eps"] = HF_LAYER_NORM_EPS
+        if "num_labels" in overrides and "id2label" not in overrides:
+            # transformers sets keyword overrides after building: a new num_labels replaces the file's names
+            data.pop("id2label", None)
+            data.pop("label2id", None)
+        elif "id2label" in overrides and "num_labels" not in overrides:
+            data.pop("num_labels", None)  # and new names bring their own count
         data.update(overrides)
         return cls(**data)
 

@@ -27,6 +27,7 @@ __all__ = [
     "parameter_table",
     "canonical_task",
     "count_parameters",
+    "check_model_memory",
     "to_tf_layout",
     "to_pt_layout",
     "BASE_MODEL_PREFIX",
@@ -255,6 +256,23 @@ def parameter_table(config: SegformerConfig, task: str = SEMANTIC_SEGMENTATION) 
 def count_parameters(config: SegformerConfig, task: str = SEMANTIC_SEGMENTATION) -> int:
     """Number of trainable scalars (what ``sum(p.numel() for p in model.parameters())`` counts)."""
     return sum(int(np.prod(s.shape)) for s in parameter_table(config, task) if s.trainable)
+
+
+def check_model_memory(config: SegformerConfig, task: str = SEMANTIC_SEGMENTATION, what: str = "model") -> int:
+    """Refuse, before any weight is allocated, a model whose float32 parameters and buffers (twice: each tensor
+    and its initial values exist together while it is built) cannot fit in this process
+    (:class:`~segformer.common.base.errors.ResourceLimitError` naming the widths); returns the bytes. A 1 KB
+    config with ``hidden_sizes`` 16384 or a million labels is refused here from arithmetic, in both frameworks."""
+    from ..base.resources import check_memory
+
+    needed = 2 * 4 * sum(int(np.prod(s.shape)) for s in parameter_table(config, task))
+    check_memory(
+        needed,
+        f"{what} config (hidden_sizes={config.hidden_sizes}, mlp_ratios={config.mlp_ratios}, depths={config.depths}, "
+        f"decoder_hidden_size={config.decoder_hidden_size}, num_labels={config.num_labels})",
+        f"building its {count_parameters(config, task):,} parameters",
+    )
+    return needed
 
 
 def to_tf_layout(spec: ParamSpec, array: np.ndarray) -> np.ndarray:
