@@ -31,3 +31,9 @@ def __getattr__(name: str):
     if name in ("pt", "tf", "common"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API (lazy names included, so ``dir(segformer)`` and tab completion show it) and the
+    sub-packages, without importing any of them."""
+    return sorted(set(globals()) | set(__all__) | {"pt", "tf", "common"})

@@ -22,7 +22,8 @@ __all__ = ["main", "COMMANDS", "quiet_frameworks"]
 COMMANDS = {
     "info": "Build a model, run it on the bundled sample image, print what it found",
     "demo": "PT model -> convert to TF -> run both on the sample image; parity table and mask PNGs",
-    "convert": "Convert a checkpoint (HF folder, original .pth, .keras) to a PT or TF Hugging Face folder, verified",
+    "convert": "Convert a checkpoint (HF folder, original .pth, mmsegmentation .pth, .keras, keras-hub preset) to a PT or "
+               "TF Hugging Face folder, a keras-hub preset or an mmsegmentation checkpoint, verified",
     "predict": "Segment images and write label PNGs and overlays",
     "eval": "mIoU of a model on a dataset folder",
     "train": "Fine-tune on a dataset folder (original recipe)",
@@ -48,14 +49,16 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="segformer", description="SegFormer in PyTorch and Keras 3")
     parser.add_argument("--version", action="version", version=f"segformer {__version__}")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="show framework start-up logs and full warnings (default: one line per warning)")
+    verbose_help = "show framework start-up logs and full warnings (default: one line per warning)"
+    parser.add_argument("--verbose", "-v", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     available = _available()
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((item for item in argv if not item.startswith("-")), None)
     for name, text in available.items():
         command_parser = sub.add_parser(name, help=text, description=text)
+        # also after the command (`segformer train --verbose ...`); SUPPRESS keeps `segformer -v train` as given
+        command_parser.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
         if chosen == name:  # import only the module that runs
             importlib.import_module(f"segformer.commands.{name}").add_arguments(command_parser)
     args = parser.parse_args(argv)
@@ -109,9 +112,12 @@ def error_line(err: BaseException, args: argparse.Namespace) -> tuple[str, int] 
 
 @contextlib.contextmanager
 def quiet_frameworks(verbose: bool) -> Iterator[None]:
-    """While a command runs: no TensorFlow start-up log lines (TF_CPP_MIN_LOG_LEVEL=2 unless set, and
-    TensorFlow imported with the native stderr silenced) and warnings as one line
+    """While a command runs: no TensorFlow native log lines (TF_CPP_MIN_LOG_LEVEL=3 unless set: also the "E0000
+    ... oneDNN supports DT_BOOL only ..." kind, while failures still arrive as Python exceptions; and
+    TensorFlow imported with the native stderr silenced), no absl / TensorFlow Python log records below
+    ERROR, no native TFLite notices (``deps.native_noise_silenced``), and warnings as one line
     ``warning: <category>: <message>`` (no file and line). ``verbose`` keeps the frameworks' defaults."""
+    import logging
     import os
     import warnings
 
@@ -120,18 +126,23 @@ def quiet_frameworks(verbose: bool) -> Iterator[None]:
     if verbose:
         yield
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # errors too: TensorFlow raises the ones that matter
 
     def one_line(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
         text = " ".join(str(message).split())
         return f"warning: {category.__name__}: {text}\n"
 
-    saved = warnings.formatwarning, deps.QUIET_IMPORTS
+    loggers = [logging.getLogger(name) for name in ("absl", "tensorflow")]  # "WARNING:absl:..." lines
+    saved = warnings.formatwarning, deps.QUIET_IMPORTS, [logger.level for logger in loggers]
     warnings.formatwarning, deps.QUIET_IMPORTS = one_line, True
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        warnings.formatwarning, deps.QUIET_IMPORTS = saved
+        warnings.formatwarning, deps.QUIET_IMPORTS = saved[:2]
+        for logger, level in zip(loggers, saved[2]):
+            logger.setLevel(level)
 
 
 if __name__ == "__main__":

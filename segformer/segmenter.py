@@ -15,7 +15,8 @@ Each image goes through the same steps in both frameworks: EXIF orientation, RGB
 (optionally multi-scale + flip); logits upsampled bilinearly to the image's own size; argmax and the
 probability of the chosen class. Without a preset the resize rule is the processor's (Hugging Face's fixed
 size, 512 x 512 by default) and whole-image logits are upsampled once, straight to the image's size, as
-Hugging Face's post-processing does, so ``to_pipeline()`` equals transformers' image-segmentation pipeline.
+Hugging Face's post-processing does, so ``to_pipeline()`` equals transformers' image-segmentation pipeline
+(except for files deeper than 8 bits, which transformers clips and this library scales by their range).
 With keep-ratio resizing, sliding windows or augmentation the original's rules apply (logits upsampled to
 the model input's size, then to the image's; see :mod:`segformer.common.inference`). A preset
 brings the original recipe's test-time settings: keep-ratio resize to its test scale (ADE20K: long side <= 2048,
@@ -33,7 +34,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .common.inference.rules import as_size_pair, check_inference_args
+from .common.inference.rules import MAX_WINDOWS, as_bool, as_size_pair, check_inference_args
+from .common.base.sizes import positive_int
 from .common.model.presets import PRESETS, Preset, find_preset, get_preset, keep_ratio_size
 from .common.images.labels import default_palette
 from .common.inference.segmentation_result import SegmentationResult
@@ -83,8 +85,8 @@ def _expand(images: Any) -> tuple[list[Any], bool]:
         return [images], True
     if isinstance(images, (str, os.PathLike)):
         text = os.fspath(images)
-        single = Path(text).is_file() and not text.startswith("@")
-        return list(expand_inputs([text])), single
+        single = Path(text).is_file() and not (isinstance(images, str) and text.startswith("@"))
+        return list(expand_inputs([images])), single
     if isinstance(images, (list, tuple)):
         items: list[Any] = []
         for entry in images:
@@ -125,7 +127,8 @@ def _rgb(item: Any, max_pixels: int | None = None) -> tuple[np.ndarray, str | No
         if item.ndim == 2:
             return np.repeat(item[:, :, None], 3, axis=2), None
         if item.ndim != 3 or item.shape[2] not in (3, 4):
-            raise ValueError(f"image arrays must have shape (H, W, 3), (H, W, 4) or (H, W), got {item.shape}")
+            raise ValueError(f"image arrays must have shape (H, W, 3), (H, W, 4) or (H, W) (channels last; a channels-first "
+                             f"(3, H, W) array is array.transpose(1, 2, 0)), got {item.shape}")
         return np.ascontiguousarray(item[:, :, :3]), None
     if isinstance(item, Image.Image):
         return image_to_rgb(item), None
@@ -162,7 +165,16 @@ class Segmenter:
         test_scale, size_divisor: the keep-ratio bounds (default: the preset's).
         batch_size: images run through the model together (those of equal size).
         palette: uint8 ``(K, 3)`` colours or a label-set name (default: by preset / number of classes).
-        device: PyTorch device (``"cpu"``, ``"cuda"``, ...) or TensorFlow device name (``"/GPU:0"``).
+        device: PyTorch device (``"cpu"``, ``"cuda"``, ...) or TensorFlow device name (``"/GPU:0"``); one this
+            machine does not have is refused, listing those it has.
+        max_windows: the most sliding windows (over every test-time pass) one image may take; more are refused
+            before any work (``None``: no limit).
+
+    Before an image runs, its model input size (resize rule x largest scale) and the memory that takes are
+    estimated (:func:`~segformer.common.inference.memory.estimate_memory`); an image that would need more than
+    this process can allocate (RAM, cgroup and ``RLIMIT_AS`` limits) is refused with a
+    :class:`~segformer.common.base.errors.ResourceLimitError` naming the settings, the memory and what fits.
+    The model always runs in eval mode (see the backend adapters).
     """
 
     def __init__(
@@ -182,6 +194,7 @@ class Segmenter:
         batch_size: int = 1,
         palette: np.ndarray | str | None = None,
         device: Any = None,
+        max_windows: int | None = MAX_WINDOWS,
     ) -> None:
         from .common.images.image_processing import SegformerImageProcessor
         from .common.images.viz import _palette_array
@@ -200,8 +213,8 @@ class Segmenter:
         preset_settings = self.preset.inference_settings() if self.preset else {"mode": "whole"}
         self.settings = check_inference_args(
             mode=mode or preset_settings["mode"],
-            crop_size=crop_size or preset_settings.get("crop_size") or DEFAULT_CROP_SIZE,
-            stride=stride or preset_settings.get("stride") or DEFAULT_STRIDE,
+            crop_size=crop_size if crop_size is not None else preset_settings.get("crop_size") or DEFAULT_CROP_SIZE,
+            stride=stride if stride is not None else preset_settings.get("stride") or DEFAULT_STRIDE,
             scales=scales,
             flip=flip,
         )
@@ -212,9 +225,15 @@ class Segmenter:
             raise ValueError("resize='keep-ratio' needs test_scale=(long_side, short_side) (a preset provides one)")
         if self.test_scale is not None:
             as_size_pair("test_scale", self.test_scale)
+        if self.size_divisor is not None:
+            self.size_divisor = positive_int("size_divisor", self.size_divisor)
+        if max_windows is not None:
+            max_windows = positive_int("max_windows", max_windows)
+        self.max_windows = max_windows
         num_labels = int(config.num_labels)
         if palette is None:
-            self.palette = default_palette(num_labels, self.preset.label_set if self.preset else None)
+            self.palette = default_palette(num_labels, self.preset.label_set if self.preset else None,
+                                           palette=getattr(config, "extra", {}).get("palette"))
         else:
             self.palette = _palette_array(palette, "Segmenter")
         if len(self.palette) < num_labels:
@@ -299,16 +318,16 @@ class Segmenter:
 
         height, width = image.shape[:2]
         scale = self._single_scale
+        layout = {"data_format": "channels_first", "input_data_format": "channels_last"}  # never guessed: (3, W, 3)
         if scale in (None, 1.0) and self.resize == "processor":
-            batch = self.processor(images=image, data_format="channels_first")
+            batch = self.processor(images=image, **layout)
         elif scale in (None, 1.0) and self.resize == "none":
-            batch = self.processor(images=image, do_resize=False, data_format="channels_first")
+            batch = self.processor(images=image, do_resize=False, **layout)
         else:
             target = self._resized_size(height, width)
             if scale not in (None, 1.0):
                 target = scaled_size(target, scale, self.settings.size_divisor)
-            batch = self.processor(images=image, do_resize=True, size={"height": target[0], "width": target[1]},
-                                   data_format="channels_first")
+            batch = self.processor(images=image, do_resize=True, size={"height": target[0], "width": target[1]}, **layout)
         return np.asarray(batch["pixel_values"][0], dtype=np.float32)
 
     @property
@@ -360,12 +379,17 @@ class Segmenter:
         Memory: the image, its label map and bands of ``K x band x W`` floats; in slide mode with
         ``resize="none"`` the image stays uint8 and windows are normalized one at a time.
         """
+        from .common.inference.streaming import check_labels_out
+
+        options = self._options(return_probabilities, keep_confidence)
+        if labels_out is not None:
+            check_labels_out(labels_out, len(self.id2label))
         items, single = _expand(images)
         if labels_out is not None and not single:
             raise ValueError("labels_out takes the label map of one image; pass one image")
         results: list[SegmentationResult] = []
         for start in range(0, len(items), self.batch_size):
-            loaded = [self._load(item) for item in items[start : start + self.batch_size]]
+            loaded = [self._load(item, *options, labels_out is not None) for item in items[start : start + self.batch_size]]
             results.extend(self._run_chunk(loaded, top_k, min_area, return_probabilities, keep_confidence, labels_out))
         return results[0] if single else results
 
@@ -384,8 +408,10 @@ class Segmenter:
         Each worker (a background thread) takes the next ``batch_size`` images and does everything for them:
         decode, resize / normalize, the model (equal-sized inputs in one call), upsampling and argmax; the
         caller receives the results in input order while the workers go on (at most ``2 x workers`` chunks
-        ahead). The results are the ones :meth:`__call__` gives, bit for bit. A file that cannot be read
-        yields its :class:`~segformer.common.images.image_io.BadImageError` in its place instead of stopping the run.
+        ahead). The results are the ones :meth:`__call__` gives, bit for bit. A file that cannot be read, or an
+        image too small for the model, yields its :class:`~segformer.common.images.image_io.BadImageError` in its
+        place instead of stopping the run, and so does an image refused by the window / memory limits (its
+        ``ResourceLimitError``).
 
         ``workers``: ``None`` (default) picks :func:`default_workers` (PyTorch on the CPU: one per intra-op
         thread, at most 4; otherwise 2); ``0`` runs everything in the calling thread. With PyTorch on the
@@ -398,9 +424,11 @@ class Segmenter:
         """
         import threading
 
+        from .common.base.errors import ResourceLimitError
         from .common.images.image_io import BadImageError
         from .common.inference.prefetch import Prefetched
 
+        options = self._options(return_probabilities, keep_confidence)
         if workers is None:
             workers = self.backend.default_workers(self.device)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
@@ -413,8 +441,8 @@ class Segmenter:
             loaded: list[Any] = []
             for item in chunk:
                 try:
-                    loaded.append(self._load(item))
-                except BadImageError as error:
+                    loaded.append(self._load(item, *options))
+                except (BadImageError, ResourceLimitError) as error:  # in its place; the others go on
                     loaded.append(error)
             good = [entry for entry in loaded if not isinstance(entry, BaseException)]
             results = iter(self._run_chunk(good, top_k, min_area, return_probabilities, keep_confidence,
@@ -450,10 +478,77 @@ class Segmenter:
         """Whole mode without augmentation: equal-sized inputs share one model call."""
         return self.settings.mode == "whole" and not self.settings.augmented
 
-    def _load(self, item: Any) -> tuple[np.ndarray, str | None, np.ndarray | None]:
-        """``(image, source, pixel values or None)``: decoded (and, for batched whole mode, prepared)."""
+    @staticmethod
+    def _options(return_probabilities: Any, keep_confidence: Any) -> tuple[bool, bool]:
+        return as_bool("return_probabilities", return_probabilities), as_bool("keep_confidence", keep_confidence)
+
+    def _load(self, item: Any, return_probabilities: bool = False, keep_confidence: bool = True,
+              labels_given: bool = False) -> tuple[np.ndarray, str | None, np.ndarray | None]:
+        """``(image, source, pixel values or None)``: decoded, checked against the model's smallest input (a
+        :class:`~segformer.common.images.image_io.BadImageError`) and the window and memory limits (the label map
+        not counted when written into the caller's ``labels_out``) and, for batched whole mode, prepared."""
         image, source = _rgb(item, self.max_pixels)
+        self._check_model_input(image.shape[:2], source)
+        self.check_limits(image.shape[:2], source, return_probabilities, keep_confidence, labels_given)
         return image, source, (self._prepared(image) if self._batched else None)
+
+    def _check_model_input(self, size: tuple[int, int], source: str | None) -> None:
+        """Refuse an image whose model inputs (each test-time scale; windows in slide mode) are smaller than the
+        model accepts, naming the image, so that one small image among many is reported in its place."""
+        from .common.images.image_io import BadImageError
+        from .common.inference.rules import scaled_size
+
+        height, width = size
+        for scale in self.settings.scales:
+            target = scaled_size(self._resized_size(height, width), scale, self.settings.size_divisor)
+            if self.settings.mode == "slide":
+                target = (min(target[0], self.settings.crop_size[0]), min(target[1], self.settings.crop_size[1]))
+            try:
+                self.model.config.check_input_size(*target)
+            except ValueError as err:
+                raise BadImageError(
+                    source or "<image array>",
+                    f"the {height}x{width} image is too small for this model ({err}); pass a larger image or a "
+                    "resize that enlarges it (resize='processor' or a size)",
+                ) from None
+
+    def _origin(self) -> str:
+        """The settings that decide the model input size, as the caller wrote them."""
+        if self.resize == "fixed":
+            rule = f"resize={self.target_size}"
+        elif self.resize == "processor":
+            rule = f"processor size {self.processor.size}" if self.processor.do_resize else "the image's own size"
+        elif self.resize == "keep-ratio":
+            rule = f"resize='keep-ratio', test_scale={self.test_scale}"
+        else:
+            rule = "resize='none'"
+        scales = self.settings.scales
+        return rule + (f", scales={list(scales)}" if scales != (1.0,) else "") + (", flip=True" if self.settings.flip else "")
+
+    def check_limits(self, size: tuple[int, int], source: str | None = None, return_probabilities: bool = False,
+                     keep_confidence: bool = True, labels_on_disk: bool = False) -> None:
+        """Refuse, before any work, an image of ``size = (H, W)`` whose sliding windows exceed ``max_windows`` or
+        whose estimated memory exceeds what this process can allocate
+        (:class:`~segformer.common.base.errors.ResourceLimitError`)."""
+        from .common.inference.memory import check_inference_memory
+        from .common.inference.rules import check_window_count, scaled_size
+
+        height, width = int(size[0]), int(size[1])
+        what = f"image {source!r}" if source else "image"
+        what += f" ({height}x{width}) under {self._origin()}"
+        base = self._resized_size(height, width)
+        if self._single_scale is not None:
+            inputs = [scaled_size(base, self._single_scale, self.settings.size_divisor)]
+        else:
+            inputs = [scaled_size(base, scale, self.settings.size_divisor) for scale, _ in self.settings.passes]
+        if self.settings.mode == "slide":
+            check_window_count(inputs, self.settings.crop_size, self.settings.stride, self.max_windows, what)
+        largest = max(inputs, key=lambda hw: hw[0] * hw[1])
+        extra = 4 * len(self.id2label) * height * width * (int(return_probabilities) + int(self.settings.augmented))
+        check_inference_memory(self.model.config, largest, what, self.settings.mode, extra,
+                               crop_size=self.settings.crop_size, stride=self.settings.stride,
+                               framework=self.framework, keep_confidence=keep_confidence, window_batch=self.batch_size,
+                               labels_on_disk=labels_on_disk)
 
     def _run_chunk(
         self,

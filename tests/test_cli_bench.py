@@ -53,6 +53,27 @@ def test_flops_match_torch_flop_counter():
         assert counter.get_total_flops() == count_flops(config, height, width).total
 
 
+def test_flops_of_the_mmseg_head_match_torch_flop_counter_on_both_paths():
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segformer.pt import SegformerForSemanticSegmentation
+
+    config = tiny_config(decode_head_type="mmseg", decoder_hidden_size=24)
+    model = SegformerForSemanticSegmentation(config).eval()
+    with torch.no_grad():
+        maps = model.segformer(torch.zeros(2, 3, 67, 93), output_hidden_states=True).hidden_states
+    for path in ("plain", "fast"):  # the head alone (the encoder's fused attention is counted differently)
+        model.use_fast_path = path == "fast"
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model.decode_head(maps)
+        assert counter.get_total_flops() == count_flops(config, 67, 93, batch=2, path=path).decode_head, path
+    # the mmseg fast path runs a D x D block per stage where the all-MLP fold has none
+    mlp = config.copy(decode_head_type="mlp")
+    assert count_flops(config, 67, 93, path="fast").decode_head > count_flops(mlp, 67, 93, path="fast").decode_head
+
+
 def test_parsers():
     assert parse_sizes("512x512, 1024x2048") == [(512, 512), (1024, 2048)]
     assert parse_list("frameworks", "pt,tf", ("pt", "tf")) == ["pt", "tf"]

@@ -248,11 +248,13 @@ def test_predict_environment_faults_keep_old_outputs(models, photos, tmp_path, c
         else:
             out.chmod(0o555)
     else:
-        def full_disk(self, fp, format=None, **params):
-            Path(fp).write_bytes(b"\x89PNG partial")
+        from segformer.common.base import atomic
+
+        def full_disk(path, data):  # every writer's bytes reach the disk here
+            Path(path).write_bytes(data[:12])
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(Image.Image, "save", full_disk)
+        monkeypatch.setattr(atomic, "_write_file", full_disk)
     capsys.readouterr()
     try:
         assert main(args + ["--overwrite"]) == 2

@@ -57,6 +57,14 @@ def test_wheel_holds_package_data_and_entry_points(unpacked_wheel):
     assert "segformer = segformer.cli:main" in entry_points
 
 
+def test_wheel_ships_the_license(unpacked_wheel):
+    names, site_dir = unpacked_wheel
+    licenses = [name for name in names if ".dist-info/" in name and name.rsplit("/", 1)[-1] == "LICENSE"]
+    assert licenses, f"the wheel ships no LICENSE file: {sorted(n for n in names if '.dist-info/' in n)}"
+    text = (site_dir / licenses[0]).read_text()
+    assert "Apache License" in text and "Version 2.0" in text
+
+
 def test_cli_starts_from_the_unpacked_wheel_outside_the_checkout(unpacked_wheel, tmp_path):
     _, site_dir = unpacked_wheel
     code = (

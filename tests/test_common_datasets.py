@@ -189,3 +189,47 @@ def test_errors(tmp_path, synthetic):
         make_synthetic_dataset(tmp_path / "s", num_labels=1)
     with pytest.raises(ValueError, match="size"):
         make_synthetic_dataset(tmp_path / "s", size=(4, 4))
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that claims ``width x height`` grey pixels in its header (a decompression bomb's first bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_label_is_a_clear_error_naming_the_file(tmp_path, monkeypatch):
+    from segformer.common.images.image_io import BadImageError
+    from segformer.common.training.datasets import load_label
+
+    _png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(BadImageError, match=r"bomb.png: .*decompression bomb") as info:
+        load_label(tmp_path / "bomb.png")
+    assert info.value.path == str(tmp_path / "bomb.png")
+    Image.new("L", (50, 50)).save(tmp_path / "warn.png")  # between Pillow's limit and twice it: refused as well
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    with pytest.raises(BadImageError, match=r"warn.png: too many pixels.*decompression bomb"):
+        load_label(tmp_path / "warn.png")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_label(tmp_path / "missing.png")
+
+
+def test_eval_lists_a_bomb_label_before_any_work(tmp_path, capsys):
+    from conftest import fixture_path
+    from segformer.cli import main
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
+    _png_header_only(tmp_path / "labels" / "a.png", 100_000, 100_000)
+    capsys.readouterr()
+    code = main(["eval", "--model", str(fixture_path("hf/tiny-seg")), "--images", str(tmp_path / "images"),
+                 "--labels", str(tmp_path / "labels"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{tmp_path / 'labels' / 'a.png'}: label map: too many pixels" in err and "decompression bomb" in err

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from segformer.common.images.image_io import BadImageError, check_image, expand_inputs, expand_named_inputs, image_size, load_image
 
@@ -154,16 +154,187 @@ def test_processor_refuses_integers_outside_0_255_unless_told_how():
     from segformer import SegformerImageProcessor
 
     processor = SegformerImageProcessor(do_resize=False)
-    image = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 1000).astype(np.uint16)
+    image = (np.arange(5 * 4 * 3).reshape(5, 4, 3) * 1000).astype(np.uint16)
     with pytest.raises(ValueError, match=r"images\[0\]: integer image \(uint16\) has values 0\.\.59000, outside 0\.\.255.*rescale_factor"):
         processor(image, return_tensors="np")
     got = processor(image, rescale_factor=1 / 65535, return_tensors="np")["pixel_values"][0]
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     want = ((image.astype(np.float64) / 65535 - mean) / std).transpose(2, 0, 1)
     np.testing.assert_allclose(got, want, atol=1e-5)
-    negative = np.full((4, 5, 3), -3, np.int32)
+    negative = np.full((5, 4, 3), -3, np.int32)
     with pytest.raises(ValueError, match="outside 0..255"):
         processor(negative)
     with pytest.raises(ValueError, match="NaN or infinity"):
-        processor(np.full((4, 5, 3), np.inf, np.float32))
-    assert processor(image.clip(0, 255), return_tensors="np")["pixel_values"].shape == (1, 3, 4, 5)
+        processor(np.full((5, 4, 3), np.inf, np.float32))
+    assert processor(image.clip(0, 255), return_tensors="np")["pixel_values"].shape == (1, 3, 5, 4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# TIFF variants: the colours an image viewer shows (Pillow's own conversion to RGB is the reference here)
+
+
+def _rgb_pixels(height: int = 20, width: int = 30) -> np.ndarray:
+    return np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+_PIL_VARIANTS = {
+    "cmyk": lambda rgb: rgb.convert("CMYK"),
+    "palette": lambda rgb: rgb.convert("P"),
+    "one-bit": lambda rgb: rgb.convert("1"),
+    "ycbcr": lambda rgb: rgb.convert("YCbCr"),
+    "grey-alpha": lambda rgb: rgb.convert("LA"),
+    "rgba": lambda rgb: rgb.convert("RGBA"),
+}
+
+
+_COMPRESSIONS = [  # every pair Pillow can write (CCITT group 4 takes 1-bit pixels only; JPEG no palette / 1-bit)
+    (variant, compression) for variant in sorted(_PIL_VARIANTS) for compression in (None, "tiff_lzw", "jpeg", "group4", "packbits")
+    if (compression != "group4" or variant == "one-bit") and (compression != "jpeg" or variant not in ("one-bit", "palette"))
+]
+
+
+@pytest.mark.parametrize("variant, compression", _COMPRESSIONS)
+def test_tiff_variants_decode_to_the_viewers_colours(tmp_path, variant, compression):
+    picture = _PIL_VARIANTS[variant](Image.fromarray(_rgb_pixels()))
+    path = tmp_path / f"{variant}.tif"
+    picture.save(path, compression=compression)
+    with Image.open(path) as stored:
+        expected = np.asarray(stored.convert("RGB"))
+    np.testing.assert_array_equal(load_image(path), expected)
+    assert image_size(path) == expected.shape[:2]
+
+
+def test_min_is_white_tiffs_are_inverted(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    grey = np.random.default_rng(3).integers(0, 256, (12, 17), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "white8.tif", grey, photometric="miniswhite")
+    np.testing.assert_array_equal(load_image(tmp_path / "white8.tif"), np.repeat(255 - grey[:, :, None], 3, axis=2))
+    ink = grey > 128
+    tifffile.imwrite(tmp_path / "white1.tif", ink, photometric="miniswhite")  # 1-bit, set bits are black
+    want = np.where(ink, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(load_image(tmp_path / "white1.tif"), np.repeat(want[:, :, None], 3, axis=2))
+
+
+def test_two_channel_tiff_from_tifffile_is_its_grey(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    grey = np.random.default_rng(4).integers(0, 256, (9, 14), dtype=np.uint8)
+    alpha = np.full_like(grey, 90)
+    tifffile.imwrite(tmp_path / "la.tif", np.stack([grey, alpha], -1), photometric="minisblack", extrasamples=["unassalpha"])
+    np.testing.assert_array_equal(load_image(tmp_path / "la.tif"), np.repeat(grey[:, :, None], 3, axis=2))
+
+
+_ORIENTED = {  # how a viewer shows stored pixels under each TIFF / EXIF orientation value
+    1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, k=-1), 7: lambda a: np.rot90(a, k=2).transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, k=1),
+}
+
+
+@pytest.mark.parametrize("writer", ["pillow", "tifffile-tiled"])
+@pytest.mark.parametrize("orientation", sorted(_ORIENTED))
+def test_tiff_orientation_tag_is_applied(tmp_path, orientation, writer):
+    pixels = _rgb_pixels(14, 22)
+    path = tmp_path / "turned.tif"
+    if writer == "pillow":
+        Image.fromarray(pixels).save(path, tiffinfo={ORIENTATION: orientation})
+    else:
+        tifffile = pytest.importorskip("tifffile")
+        tifffile.imwrite(path, pixels, photometric="rgb", tile=(16, 16), extratags=[(ORIENTATION, "H", 1, orientation, True)])
+    expected = _ORIENTED[orientation](pixels)
+    with Image.open(path) as stored:  # Pillow's EXIF rule agrees with the table above
+        np.testing.assert_array_equal(np.asarray(ImageOps.exif_transpose(stored).convert("RGB")), expected)
+    np.testing.assert_array_equal(load_image(path), expected)
+    assert image_size(path) == expected.shape[:2]
+
+
+@pytest.mark.parametrize("variant, compression", [("palette", None), ("cmyk", None), ("ycbcr", "tiff_lzw"),
+                                                  ("one-bit", "group4"), ("grey-alpha", "jpeg")])
+@pytest.mark.parametrize("orientation", [3, 5, 6, 8])
+@pytest.mark.parametrize("tifffile", ["tifffile", "Pillow only"])
+def test_tiff_orientation_of_files_pillow_decodes(tmp_path, monkeypatch, variant, compression, orientation, tifffile):
+    """The turn is applied once, by the table, whatever Pillow's own handling of the tag (which in some versions
+    and modes turns the pixels itself, or scrambles them), with or without tifffile."""
+    from segformer.common.images import image_io
+
+    if tifffile == "Pillow only":
+        monkeypatch.setattr(image_io, "_tifffile", lambda: None)
+    picture = _PIL_VARIANTS[variant](Image.fromarray(_rgb_pixels(14, 22)))
+    picture.save(tmp_path / "plain.tif", compression=compression)
+    picture.save(tmp_path / "turned.tif", compression=compression, tiffinfo={ORIENTATION: orientation})
+    with Image.open(tmp_path / "plain.tif") as stored:
+        expected = _ORIENTED[orientation](np.asarray(stored.convert("RGB")))
+    np.testing.assert_array_equal(load_image(tmp_path / "turned.tif"), expected)
+    assert image_size(tmp_path / "turned.tif") == expected.shape[:2]
+
+
+def test_segmenter_honours_the_tiff_orientation(tmp_path):
+    pytest.importorskip("torch")
+    from conftest import fixture_path
+    from segformer import Segmenter
+
+    pixels = _rgb_pixels(40, 64)
+    Image.fromarray(pixels).save(tmp_path / "turned.tif", tiffinfo={ORIENTATION: 6})
+    Image.fromarray(np.ascontiguousarray(np.rot90(pixels, k=-1))).save(tmp_path / "upright.png")
+    segmenter = Segmenter.from_pretrained(str(fixture_path("hf/tiny-seg")), resize="none")
+    turned, upright = segmenter([tmp_path / "turned.tif", tmp_path / "upright.png"], keep_confidence=False)
+    assert turned.label_map.shape == (64, 40)
+    np.testing.assert_array_equal(turned.label_map, upright.label_map)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Non-regular files are refused from stat alone (opening a FIFO would block forever)
+
+
+_NON_REGULAR_PROBE = r"""
+import os, sys
+from segformer.common.images.image_io import BadImageError, check_image, image_size, load_image
+path = sys.argv[1]
+for call in (load_image, image_size):
+    try:
+        call(path)
+    except BadImageError as err:
+        print(call.__name__, err.reason)
+print("check_image", check_image(path))
+"""
+
+
+def _probe(path) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", _NON_REGULAR_PROBE, str(path)], capture_output=True, text=True,
+                          timeout=60, env=env)  # a hang fails the test instead of stalling the suite
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_fifo_is_refused_without_opening_it(tmp_path):
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes on this platform")
+    os.mkfifo(tmp_path / "pipe.png")
+    out = _probe(tmp_path / "pipe.png")
+    for call in ("load_image", "image_size", "check_image"):
+        assert f"{call} is a FIFO (named pipe), not a regular image file" in out
+
+
+def test_device_and_folder_are_refused(tmp_path):
+    import os
+
+    if os.path.exists("/dev/zero"):  # endless: reading it as an image would never finish
+        assert "load_image is a character device, not a regular image file" in _probe("/dev/zero")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(BadImageError, match="folder.png: is a folder"):
+        load_image(tmp_path / "folder.png")
+
+
+def test_tiff_header_size_honours_the_pixel_limit(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "tiled.tif", _rgb_pixels(40, 50), photometric="rgb", tile=(16, 16))
+    assert image_size(tmp_path / "tiled.tif", max_pixels=2000) == (40, 50)
+    for call in (image_size, load_image):
+        with pytest.raises(BadImageError, match=r"tiled.tif: 50x40 = 2,000 pixels is above the limit of 1,999"):
+            call(tmp_path / "tiled.tif", max_pixels=1999)

@@ -472,7 +472,8 @@ def test_legacy_reduce_labels_is_honoured(tmp_path: Path) -> None:
     assert loaded.do_reduce_labels is True and loaded.size == {"height": 512, "width": 512}
     image, label = np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8)
     with pytest.warns(FutureWarning, match="reduce_labels"):
-        out = SegformerImageProcessor(do_resize=False)(image, label, reduce_labels=True, return_tensors="np")
+        out = SegformerImageProcessor(do_resize=False)(image, label, reduce_labels=True, return_tensors="np",
+                                                       input_data_format="channels_last")
     assert np.all(out.labels == 255)
     with pytest.warns(UserWarning, match="keep_ratio"):
         SegformerImageProcessor(keep_ratio=False, image_scale=(512, 512))

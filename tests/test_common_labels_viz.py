@@ -171,3 +171,14 @@ def test_one_palette_rule_for_every_caller():
     for n in (3, 19, 150):
         assert np.array_equal(default_palette(n), resolve_palette(n)[0])
         assert np.array_equal(palette_for(n), resolve_palette(n)[0])
+
+
+def test_resolve_palette_uses_the_checkpoints_own_colours_when_usable():
+    from segformer.common.images.labels import resolve_palette
+
+    own = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    colours, name = resolve_palette(3, palette=own)
+    assert name == "checkpoint" and colours.dtype == np.uint8 and colours.tolist() == own
+    assert resolve_palette(3, "cityscapes", palette=own)[1] == "cityscapes"  # a named set still wins
+    for unusable in (own[:2], [[1, 2, 300]] * 3, [[1.5, 2, 3]] * 3, "red", [[1, 2]] * 3):
+        assert resolve_palette(3, palette=unusable)[1] == "generated", unusable

@@ -53,7 +53,7 @@ def test_b0_table_equals_hugging_face_state_dict_and_tf_names():
     assert ours == tf_reference
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS + ["b0-mmseg", "b2-mmseg"])
 @pytest.mark.parametrize("task", TASKS)
 def test_table_equals_pytorch_state_dict(variant, task):
     torch = pytest.importorskip("torch")
@@ -61,7 +61,8 @@ def test_table_equals_pytorch_state_dict(variant, task):
 
     cls = {"base": SegformerModel, "semantic_segmentation": SegformerForSemanticSegmentation,
            "image_classification": SegformerForImageClassification}[task]
-    config = SegformerConfig.from_variant(variant, num_labels=19)
+    name, _, head = variant.partition("-")
+    config = SegformerConfig.from_variant(name, num_labels=19, decode_head_type=head or "mlp")
     with torch.device("meta"):  # no memory, no init cost: names and shapes only
         model = cls(config)
     state = model.state_dict()
@@ -89,3 +90,18 @@ def test_layout_transforms_are_exact_inverses(rng):
 def test_unknown_task_lists_valid_ones():
     with pytest.raises(ValueError, match=r"valid tasks: \['base', 'semantic_segmentation', 'image_classification'\]"):
         parameter_table(SegformerConfig(), "detection")
+
+
+def test_mmseg_head_table_lists_stage_batch_norms_and_no_stage_bias():
+    """mmseg's head: each stage's 1x1 conv has no bias and a BatchNorm (mmseg ``convs.{i}.conv`` / ``.bn``); the
+    rest of the head has the all-MLP head's names and shapes."""
+    mlp = {s.name: s for s in parameter_table(SegformerConfig(num_labels=5), "seg")}
+    mmseg = {s.name: s for s in parameter_table(SegformerConfig(num_labels=5, decode_head_type="mmseg"), "seg")}
+    added = sorted(set(mmseg) - set(mlp))
+    removed = sorted(set(mlp) - set(mmseg))
+    assert removed == [f"decode_head.linear_c.{i}.proj.bias" for i in range(4)]
+    leaves = ["num_batches_tracked", "bias", "running_mean", "running_var", "weight"]
+    assert added == sorted(f"decode_head.linear_c.{i}.batch_norm.{leaf}" for i in range(4) for leaf in leaves)
+    assert mmseg["decode_head.linear_c.2.batch_norm.running_var"].shape == (256,)
+    assert mmseg["decode_head.linear_c.2.batch_norm.running_var"].tf_name == "decode_head/linear_c.2/batch_norm/moving_variance"
+    assert all(mmseg[n].shape == mlp[n].shape for n in set(mmseg) & set(mlp))

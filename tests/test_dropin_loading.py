@@ -5,6 +5,7 @@ the saved weights' dtype as transformers does), ``state_dict=``, ``check_finite`
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -27,14 +28,19 @@ def three_formats(tmp_path_factory):
     folder = tmp_path_factory.mktemp("three")
     config = tiny_config()
     states = {name: random_state(config, "seg", seed=seed) for seed, name in enumerate(("safetensors", "torch", "h5"))}
+    # each save leaves one set of weights in its folder: three saves, then the files put side by side (as a Hub
+    # repository holds them)
     pt = SegformerForSemanticSegmentation(config)
     pt.load_state_dict_numpy(states["safetensors"])
     pt.save_pretrained(folder, safe_serialization=True)
     pt.load_state_dict_numpy(states["torch"])
-    pt.save_pretrained(folder, safe_serialization=False)
+    pt.save_pretrained(folder / "bin", safe_serialization=False)
     keras_model = TFSegformerForSemanticSegmentation(config)
     keras_model.load_state_dict_numpy(states["h5"])
-    keras_model.save_pretrained(folder)
+    keras_model.save_pretrained(folder / "h5")
+    for sub, name in (("bin", "pytorch_model.bin"), ("h5", "tf_model.h5")):
+        shutil.move(folder / sub / name, folder / name)
+        shutil.rmtree(folder / sub)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5"]
     return folder, states
 

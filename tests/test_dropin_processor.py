@@ -83,3 +83,33 @@ def test_public_single_steps_match_transformers():
         ours.normalize(hwc, [0.5, 0.5], 0.5)
     with pytest.raises(TypeError, match="antialias"):
         ours.resize(hwc, 10, antialias=True)
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 3), (1, 40, 3), (4, 40, 3), (3, 40, 4), (3, 4, 4)])
+def test_ambiguous_layouts_are_never_guessed(shape):
+    """Both the first and the last axis could hold channels: transformers assumes channels first (with a warning)
+    and reads a 3-row RGB image as 3 channels of 40 x 3 pixels; ours asks for ``input_data_format``."""
+    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    ours = SegformerImageProcessor(size={"height": 8, "width": 8})
+    with pytest.raises(ValueError, match=r"images\[0\]: the channel axis of an image of shape .* is ambiguous.*"
+                                         r"input_data_format='channels_last' \(HWC\) or 'channels_first' \(CHW\)"):
+        ours(image, return_tensors="np")
+    with pytest.raises(ValueError, match="ambiguous"):
+        ours.resize(image, {"height": 8, "width": 8})
+    theirs = _hf_processor(size={"height": 8, "width": 8})
+    for layout, channels in (("channels_last", shape[-1]), ("channels_first", shape[0])):  # told the layout, both agree
+        if channels != 3:
+            continue  # transformers leaves 1 / 4 channel arrays as they are (its RGB conversion is for PIL images)
+        np.testing.assert_allclose(
+            ours(image, input_data_format=layout, return_tensors="np").pixel_values,
+            theirs(image, input_data_format=layout, return_tensors="np").pixel_values, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, channels_last", [((40, 50, 3), True), ((3, 40, 50), False), ((5, 40, 3), True),
+                                                  ((3, 40, 6), False)])
+def test_unambiguous_layouts_are_inferred_as_transformers_does(shape, channels_last):
+    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    ours = SegformerImageProcessor(size={"height": 8, "width": 8})(image, return_tensors="np").pixel_values
+    layout = "channels_last" if channels_last else "channels_first"
+    theirs = _hf_processor(size={"height": 8, "width": 8})(image, input_data_format=layout, return_tensors="np")
+    np.testing.assert_allclose(ours, theirs.pixel_values, atol=1e-6)

@@ -59,7 +59,8 @@ _values = st.one_of(
 _fields = st.sampled_from([
     "num_channels", "num_encoder_blocks", "depths", "sr_ratios", "hidden_sizes", "patch_sizes", "strides",
     "num_attention_heads", "mlp_ratios", "hidden_act", "hidden_dropout_prob", "drop_path_rate", "layer_norm_eps",
-    "patch_layer_norm_eps", "decoder_hidden_size", "semantic_loss_ignore_index", "reshape_last_stage", "num_labels",
+    "patch_layer_norm_eps", "stage_layer_norm_eps", "decoder_hidden_size", "semantic_loss_ignore_index",
+    "reshape_last_stage", "num_labels",
     "id2label", "label2id", "problem_type", "classifier_dropout_prob", "initializer_range", "unknown_key",
 ])
 

@@ -37,3 +37,11 @@ def test_layout_names_every_package():
     packages = sorted(str(p.parent.relative_to(ROOT)) for p in (ROOT / "segformer").rglob("__init__.py"))
     missing = [p for p in packages if p.split("/")[-1] + "/" not in layout and p + "/" not in layout]
     assert not missing, f"README Layout does not show {missing}"
+
+
+def test_converting_checkpoints_lists_every_format_of_convert():
+    from segformer.conversion.report import SOURCE_FORMATS, TARGET_FORMATS
+
+    section = README.split("## Converting checkpoints", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`segformer convert" in line]
+    assert rows == [f"| {what} | `{example}` |" for what, example in SOURCE_FORMATS + TARGET_FORMATS]

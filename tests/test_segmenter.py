@@ -290,6 +290,38 @@ def test_to_pipeline_equals_transformers_pipeline(pt_segmenter, tmp_path):
             assert (np.asarray(mine["mask"]) == np.asarray(theirs["mask"])).mean() >= 0.999
 
 
+def test_to_pipeline_on_16_bit_png_decodes_by_range_where_transformers_clips(pt_segmenter, tmp_path):
+    """The one deliberate difference from transformers' pipeline: a 16-bit PNG is scaled by its range (ours) where
+    transformers' loader clips every value above 255 to white. Each side is checked against its own numpy rule."""
+    from segformer import Segmenter
+    from segformer.common.inference.segmentation_result import SegmentationResult
+
+    assert "16-bit PNG" in SegmentationResult.to_pipeline.__doc__ and "clips" in SegmentationResult.to_pipeline.__doc__
+    folder = tmp_path / "model"
+    shutil.copytree(fixture_path(TINY_SEG), folder)
+    processor_config = pt_segmenter.processor.to_dict()
+    processor_config["size"] = {"height": 64, "width": 96}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor_config))
+    values = np.random.default_rng(16).integers(0, 65536, (48, 64), dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    scaled = np.repeat(np.round(values * (255 / 65535)).astype(np.uint8)[:, :, None], 3, axis=2)
+    clipped = np.repeat(np.clip(values, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    segmenter = Segmenter.from_pretrained(str(folder))
+    ours = segmenter(tmp_path / "deep.png")
+    assert np.array_equal(ours.label_map, segmenter(scaled).label_map)  # ours: the picture scaled by its range
+    assert not np.array_equal(scaled, clipped)
+    transformers = pytest.importorskip("transformers")
+    from transformers.image_utils import load_image as hf_load_image
+
+    assert np.array_equal(np.asarray(hf_load_image(str(tmp_path / "deep.png"))), clipped)  # theirs: clipped
+    reference = transformers.pipeline("image-segmentation", model=str(folder), framework="pt")
+    expected = reference(str(tmp_path / "deep.png"))
+    from_clipped = segmenter(clipped).to_pipeline()  # our pipeline fed transformers' clipped pixels agrees with it
+    assert [item["label"] for item in from_clipped] == [item["label"] for item in expected]
+    for mine, theirs in zip(from_clipped, expected):
+        assert (np.asarray(mine["mask"]) == np.asarray(theirs["mask"])).mean() >= 0.999
+
+
 # ------------------------------------------------------------------------------- Keras raw-image model
 @pytest.fixture(scope="module")
 def image_segmenter(tf_segmenter):
@@ -524,3 +556,43 @@ def test_tf_imap_parallel_pipelines_equal_one_at_a_time(tf_segmenter, tmp_path):
     for item, result in zip(items, results):
         if item.name != "1b.png":
             assert np.array_equal(result.label_map, segmenter(item).label_map), item.name
+
+
+@pytest.mark.parametrize("height", [1, 3, 4])
+def test_few_row_images_are_read_channels_last(pt_segmenter, monkeypatch, height):
+    """A (3, W, 3) RGB array is 3 rows of W pixels: the model must see that picture, never 3 channels of W x 3."""
+    from segformer import Segmenter
+
+    image = np.random.default_rng(height).integers(0, 256, (height, 40, 3), dtype=np.uint8)
+    segmenter = Segmenter(pt_segmenter.model, pt_segmenter.processor)
+    seen = []
+    logits = segmenter.backend.logits
+    monkeypatch.setattr(segmenter.backend, "logits", lambda pixel_values: seen.append(pixel_values) or logits(pixel_values))
+    result = segmenter(image)
+    # the processor's steps written out with numpy / Pillow: resize to 512 x 512, rescale, normalize
+    resized = np.asarray(Image.fromarray(image).resize((512, 512), Image.BILINEAR, reducing_gap=None)).astype(np.float64)
+    mean, std = np.array(pt_segmenter.processor.image_mean), np.array(pt_segmenter.processor.image_std)
+    expected = ((resized.astype(np.float32) * (1 / 255) - mean) / std).transpose(2, 0, 1)
+    np.testing.assert_allclose(seen[0][0], expected, atol=1e-5)
+    assert result.label_map.shape == (height, 40)
+
+
+def test_imap_yields_a_too_small_image_in_its_place(pt_segmenter, tmp_path):
+    from segformer import Segmenter
+    from segformer.common.images.image_io import BadImageError
+
+    rng = np.random.default_rng(21)
+    big = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(3)]
+    Image.fromarray(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    segmenter = Segmenter(pt_segmenter.model, pt_segmenter.processor, resize="none", batch_size=2)
+    items = [big[0], tmp_path / "small.png", big[1], rng.integers(0, 256, (10, 50, 3), dtype=np.uint8), big[2]]
+    for workers in (0, 2):
+        results = list(segmenter.imap(items, workers=workers))
+        assert len(results) == 5
+        assert isinstance(results[1], BadImageError) and results[1].path == str(tmp_path / "small.png")
+        assert "8x12 image is too small for this model" in str(results[1]) and "at least" in str(results[1])
+        assert isinstance(results[3], BadImageError) and "10x50 image is too small" in str(results[3])
+        for index, image in ((0, big[0]), (2, big[1]), (4, big[2])):
+            assert np.array_equal(results[index].label_map, segmenter(image).label_map)
+    with pytest.raises(ValueError, match="too small"):
+        segmenter(tmp_path / "small.png")

@@ -1,8 +1,9 @@
-"""``segformer convert SRC DST --to {pt,tf}``: any supported checkpoint -> a verified Hugging Face-layout folder.
+"""``segformer convert SRC DST --to {pt,tf,keras-hub,mmseg}``: any supported checkpoint -> a verified Hugging Face-layout
+folder, keras-hub preset or mmsegmentation checkpoint.
 
 SRC is a folder or a file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``,
-``.keras``, original NVlabs / mmsegmentation ``.pth`` or encoder-only ``mit_b*.pth``), its kind detected
-from the content. Exit status 0 when written, 1 when the verification refused (max |diff| printed) or
+``.keras``, original NVlabs ``.pth``, encoder-only ``mit_b*.pth``, mmsegmentation ``mit.py`` ``.pth`` or a
+keras-hub preset folder), its kind detected from the content (the list: ``SOURCE_FORMATS``, printed by ``--help``). Exit status 0 when written, 1 when the verification refused (max |diff| printed) or
 the file system failed (disk full, read-only destination: one ``error:`` line naming the path; the
 destination keeps its old content), 2 for bad input (the message names it).
 """
@@ -26,9 +27,15 @@ def _heads(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..conversion.report import TARGETS, formats_text
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = formats_text()
     parser.add_argument("src", metavar="SRC", help="source folder or checkpoint file (kind detected from its content)")
     parser.add_argument("dst", metavar="DST", help="destination folder (Hugging Face layout); must not exist unless --overwrite")
-    parser.add_argument("--to", choices=("pt", "tf"), required=True, help="framework of the destination folder")
+    parser.add_argument("--to", choices=TARGETS, required=True,
+                        help="framework of the destination folder, keras-hub (a keras-hub preset) or mmseg (DST is an "
+                             "mmsegmentation 1.x .pth file)")
     parser.add_argument("--from", dest="source_framework", choices=("pt", "tf"), default=None,
                         help="which weights of a folder holding both to read (default: the other framework's)")
     parser.add_argument("--num-heads", type=_heads, default=None, metavar="H1,H2,...",
@@ -39,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip running the models (the written tensors are still checked bit for bit)")
+    parser.add_argument("--image-size", type=int, default=None, metavar="N",
+                        help="--to keras-hub: the preset's square input size (default: the source's square "
+                             "processor size, else 512)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -46,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from ..common.base.atomic import describe_os_error
     from ..common.base.errors import DOCUMENTED_ERRORS, WriteError
     from ..conversion import VerificationError, convert
+    from ..conversion.report import KERAS_HUB
+    from .shared import show_progress
 
     try:
         report = convert(
@@ -59,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             source_framework=args.source_framework,
             verify=args.verify,
-            progress=not args.quiet,
+            progress=show_progress(args.quiet),
+            image_size=args.image_size,
         )
     except VerificationError as err:
         print(str(err.report), file=sys.stderr)
@@ -69,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(err, DOCUMENTED_ERRORS):
             raise
         raise WriteError(f"{describe_os_error(err, args.dst)}; the destination was not changed") from None
-    if args.dst is not None and report.written:
+    if args.dst is not None and report.written and args.to not in (KERAS_HUB, "mmseg"):
         from ..common.checkpoints.model_card import write_inference_files
 
         try:

@@ -72,7 +72,7 @@ def seeded_state(config, seed: int = 0) -> dict[str, np.ndarray]:
 def _palette(config) -> tuple[np.ndarray, str]:
     from ..common.images.labels import resolve_palette
 
-    return resolve_palette(config.num_labels, id2label=config.id2label)
+    return resolve_palette(config.num_labels, id2label=config.id2label, palette=config.extra.get("palette"))
 
 
 FIRST_CALLS = 2  # Keras runs the first inference call op by op and traces its tf.function graph in the second
@@ -120,13 +120,12 @@ def _timing_rows(framework: str, times: CallTimes) -> list[tuple[str, str, str]]
 
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..common.model.config import SegformerConfig
     from ..common.base.errors import DOCUMENTED_ERRORS
     from ..common.images.image_processing import SegformerImageProcessor, post_process_semantic_segmentation
-    from ..common.images.labels import get_label_set
     from ..common.images.sample import SAMPLE_IMAGE, load_sample_image
     from ..common.images.viz import colorize, overlay, save_mask_png, save_png
     from ..conversion import VerificationError, convert
+    from .shared import random_variant_config
 
     from ..common.base.deps import require
 
@@ -156,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
         processor = SegformerImageProcessor(size={"height": args.size, "width": args.size})
         pixel_values = processor(image, return_tensors="np")["pixel_values"]
         if args.model is None:
-            id2label, _ = get_label_set("ade20k")
-            config = SegformerConfig.from_variant("b0", id2label={str(k): v for k, v in id2label.items()})
+            config = random_variant_config("b0")
             model_pt = SegformerForSemanticSegmentation(config)
             model_pt.load_state_dict_numpy(seeded_state(config, args.seed))
             model_pt.eval()

@@ -24,6 +24,7 @@ from .shared import (
     inference_kwargs,
     label_predictor,
     load_model,
+    show_progress,
 )
 
 __all__ = ["add_arguments", "run"]
@@ -63,11 +64,15 @@ def run(args: argparse.Namespace) -> int:
 
     kwargs = inference_kwargs(args)
     require_framework(args.framework, "segformer eval")
+    if args.device is not None:  # refused before any loading, with the devices this machine has
+        from ..segmenter import backend_module
+
+        backend_module(args.framework).check_device(args.device)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     dataset: Any = dataset_from_args(args, args.split, build_eval_transform(args.eval_size))
-    largest = check_dataset_files(dataset, args.limit)
     where = args.data if args.data is not None else f"--labels {args.labels}"
+    largest = check_dataset_files(dataset, args.limit, repr(where))
     workers = None
     if args.framework == "tf":  # TensorFlow's multi-worker strategy must start before the model
         from ..tf.workers import WorkerGroup
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         context = init_distributed("cpu" if args.device is None else args.device)
         try:
             metric = evaluate(model.to(context.device), dataset, ignore_index=model.config.semantic_loss_ignore_index,
-                              context=context, predict=predict, progress=not args.no_progress)
+                              context=context, predict=predict, progress=show_progress(args.no_progress))
         finally:
             cleanup_distributed(context)
         if not context.is_main:
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         from ..tf.training import evaluate
 
         metric = evaluate(model, dataset, ignore_index=model.config.semantic_loss_ignore_index, predict=predict,
-                          progress=not args.no_progress, context=workers)
+                          progress=show_progress(args.no_progress), context=workers)
         if workers.rank != 0:
             return 0
         ranks = f" | {workers.world} workers" if workers.world > 1 else ""

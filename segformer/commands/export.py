@@ -17,6 +17,10 @@ with this machine's kernels. Below ``--min-agreement`` (percent of pixels, defau
 the layers that lose most are named and the exit status is 1, unless ``--accept-low-agreement``. Two random
 images are measured too and printed (information only: their activations lie outside the calibrated
 ranges). ``--no-check`` skips the check.
+
+A checkpoint without a trained decode head (base or classification weights) is refused unless
+``--allow-random-head``: its masks, and an agreement measured on them, would mean nothing. ``--out`` is never
+one of the inputs, inside one or containing one, whatever the flags.
 """
 
 from __future__ import annotations
@@ -70,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the file even when its agreement is below --min-agreement (exit status 0)")
     parser.add_argument("--size", default="512,512", help="H,W of the example / fixed input and of calibration (default 512,512)")
     parser.add_argument("--full-resolution", action="store_true", help="upsample the logits to the input size inside the graph")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never an input)")
+    parser.add_argument("--allow-random-head", action="store_true",
+                        help="export a checkpoint whose decode head is not trained (base / classification weights); "
+                             "its agreement check then compares two copies of the same random head")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip the agreement check against the float32 model")
 
@@ -154,17 +161,33 @@ def _put_in_place(written: Path, out: Path) -> None:
         os.replace(written, out)
 
 
+def _inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """What the export reads: ``--model`` (a local folder or file) and the ``--calibration`` items (files,
+    folders, ``@FILE`` lists and the files they name, the files a glob matches)."""
+    from ..common.images.image_io import expand_named_inputs
+
+    inputs = [("--model", args.model)]
+    for item in args.calibration or []:
+        inputs.append(("--calibration", item[1:] if item.startswith("@") else item))
+        try:
+            inputs.extend(("--calibration", os.fspath(path)) for path, _ in expand_named_inputs([item], "--calibration"))
+        except (ValueError, FileNotFoundError, OSError):
+            pass  # reported with its reason when the calibration images are read
+    return inputs
+
+
 def run(args: argparse.Namespace) -> int:
     from ..common.base.atomic import temp_folder_for
     from ..common.base.deps import require, require_framework
     from ..common.inference.quantization import calibration_pixel_values
     from ..common.base.sizes import parse_size
-    from .shared import load_model
+    from .shared import load_model, refuse_output_over_inputs
 
     fmt = args.format
     framework = FORMATS[fmt][0]
     size = parse_size(args.size, "--size")
     out = Path(args.out)
+    refuse_output_over_inputs(out, "--out", _inputs(args), "segformer export")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"--out {args.out!r} already exists; pass --overwrite to replace it")
     if args.calibration_limit < 1:
@@ -194,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     if args.calibration:
         calibration = calibration_pixel_values(args.calibration, size, processor, limit=args.calibration_limit,
                                                what="--calibration")
-    model = load_model(framework, args.model, command=feature)
+    model = load_model(framework, args.model, command=feature, allow_random_head=args.allow_random_head)
     staging = temp_folder_for(out)
     try:
         return _export_and_check(args, fmt, framework, size, out, staging, model, calibration, processor, floor)

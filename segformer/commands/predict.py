@@ -7,7 +7,9 @@
 Inputs are files, folders (every image file below them, recursively, sorted), globs and ``@FILE`` lists
 (one path per line). For every image ``NAME.ext`` it writes ``OUT/NAME.png`` (palette PNG: pixel value =
 class index, shown in the label set's colours) and ``OUT/NAME_overlay.png`` (the colours blended over the
-image), each atomically; images found in a folder keep their sub-folders under OUT. It prints one line
+image), each atomically; images found in a folder, or by a glob below its fixed leading folders, keep their
+sub-folders under OUT. Two inputs whose outputs would share a path (``x.png`` and ``x_overlay.png``) are refused
+before any work, naming both. It prints one line
 per image with its most frequent classes (fraction of pixels and name) and writes ``OUT/legend.png``
 (colour, id and name of every class that appears). Existing outputs are never replaced without
 ``--overwrite`` (checked for every image before any work), and an input is never written over, even
@@ -54,7 +56,9 @@ LEGEND_NAME = "legend"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint folder (config.json + weights)")
     parser.add_argument("images", nargs="+",
-                        help="image files, folders (recursive), globs ('photos/**/*.jpg') or @FILE (one path per line)")
+                        help="image files, folders (recursive, sub-folders kept in the output names), globs "
+                             "('photos/**/*.jpg', sub-folders below the fixed part kept) or @FILE (a text file, one "
+                             "path per line); an image whose name starts with @ is passed as ./@name.png")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
@@ -68,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-limit", default=None,
                         help="memory an image may need, e.g. 8GB (default: what the system has available); images "
                              "estimated above it are refused before any work, with the mode that would fit")
+    parser.add_argument("--max-windows", type=int, default=None,
+                        help="the most sliding windows one image may take in slide mode, over every test-time pass "
+                             "(default 4096); more are refused before any work; 0: no limit")
     parser.add_argument("--batch-size", type=int, default=2,
                         help="images a worker takes at a time; equal-sized ones share a model call (default 2)")
     parser.add_argument("--workers", type=int, default=None,
@@ -95,18 +102,26 @@ def palette_for(num_labels: int, name: str | None = None) -> np.ndarray:
     return resolve_palette(num_labels, name, what="--palette")[0]
 
 
-def output_paths(images: list[tuple[Path, str]], out: Path) -> list[tuple[Path, Path, Path]]:
-    """``(image, mask, overlay)`` per ``(image, output name)``; two inputs with the same name, an input
-    named like the legend, and an output that is one of the inputs are errors (``--overwrite`` or not)."""
-    seen: dict[str, str] = {}
+def output_paths(images: list[tuple[Path, str]], out: Path, overlay: bool = True) -> list[tuple[Path, Path, Path]]:
+    """``(image, mask, overlay)`` per ``(image, output name)``. Every file written must belong to one input:
+    two inputs whose outputs share a path (``x.png``'s overlay ``x_overlay.png`` and the mask of an input named
+    ``x_overlay``, or two inputs with the same name), an input whose outputs would be the legend, and an output
+    that is one of the inputs are errors naming both, before any work (``--overwrite`` or not)."""
+    owners: dict[str, str] = {os.path.normcase(os.fspath(out / f"{LEGEND_NAME}.png")): "the legend"}
     result = []
     for path, name in images:
-        if name in seen:
-            raise ValueError(f"inputs {seen[name]!r} and {os.fspath(path)!r} would both write {name}.png; rename one")
-        if name == LEGEND_NAME:
-            raise ValueError(f"input {os.fspath(path)!r} would write {LEGEND_NAME}.png, the legend's name; rename it")
-        seen[name] = os.fspath(path)
-        result.append((path, out / f"{name}.png", out / f"{name}_overlay.png"))
+        mask, over = out / f"{name}.png", out / f"{name}_overlay.png"
+        for output in (mask, over) if overlay else (mask,):
+            key = os.path.normcase(os.fspath(output))
+            if owners.get(key) == "the legend":
+                raise ValueError(f"input {os.fspath(path)!r} would write {LEGEND_NAME}.png, the legend's name; rename it")
+            if key in owners:
+                raise ValueError(
+                    f"inputs {owners[key]!r} and {os.fspath(path)!r} would both write {os.fspath(output)!r}; rename "
+                    "one (each input NAME writes NAME.png and NAME_overlay.png)"
+                )
+            owners[key] = os.fspath(path)
+        result.append((path, mask, over))
     inputs = {os.path.realpath(path): os.fspath(path) for path, _ in images}
     for output in [out / f"{LEGEND_NAME}.png"] + [p for _, mask, over in result for p in (mask, over)]:
         if os.path.realpath(output) in inputs:
@@ -272,12 +287,14 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from ..common.base.errors import WriteError
-    from ..common.images.image_io import BadImageError, expand_named_inputs, open_image
+    from ..common.images.image_io import BadImageError, expand_named_inputs, image_size
     from ..common.images.viz import legend, save_png
     from ..segmenter import default_workers
 
     if args.max_pixels is not None and args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    if args.max_windows is not None and args.max_windows < 0:
+        raise ValueError(f"--max-windows must be >= 0 (0: no limit), got {args.max_windows}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 0:
@@ -289,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {os.fspath(out)!r} exists and is not a folder")
-    jobs = output_paths(expand_named_inputs(args.images), out)
+    jobs = output_paths(expand_named_inputs(args.images), out, overlay=not args.no_overlay)
     legend_path = out / f"{LEGEND_NAME}.png"
     if not args.overwrite:
         existing = [os.fspath(p) for _, mask, over in jobs for p in (mask, over) if p.exists()]
@@ -301,8 +318,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = []
     for job in jobs:
         try:
-            with open_image(os.fspath(job[0]), args.max_pixels or _NO_PIXEL_LIMIT) as picture:
-                width, height = picture.size
+            height, width = image_size(job[0], args.max_pixels or _NO_PIXEL_LIMIT)  # as shown: orientation applied
         except BadImageError as err:
             if args.strict:
                 raise ValueError(f"{err} (--strict: stopped before any work)") from None
@@ -313,11 +329,16 @@ def run(args: argparse.Namespace) -> int:
     ranks = _Ranks(args.framework)  # under torchrun / TF_CONFIG workers: this process's share of the images
     model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
     readable, sizes = readable[ranks.rank :: ranks.world], sizes[ranks.rank :: ranks.world]
-    palette = {} if args.palette in (None, "auto") else {"palette": palette_for(model.config.num_labels, args.palette)}
-    segmenter = build_segmenter(model, args, batch_size=args.batch_size, **palette)
+    options = {} if args.palette in (None, "auto") else {"palette": palette_for(model.config.num_labels, args.palette)}
+    if args.max_windows is not None:
+        options["max_windows"] = args.max_windows or None
+    segmenter = build_segmenter(model, args, batch_size=args.batch_size, **options)
     workers = default_workers(args.framework) if args.workers is None else args.workers
     if readable:
         check_memory(segmenter, readable, sizes, args, in_flight=max(workers, 1) * args.batch_size)
+        for (image, _, _), (height, width) in zip(readable, sizes):  # the segmenter's own limits, before any work
+            segmenter.check_limits((height, width), os.fspath(image), keep_confidence=False,
+                                   labels_on_disk=height * width > LARGE_IMAGE_PIXELS)
         segmenter.max_pixels = max(h * w for h, w in sizes)  # checked above: decode them, however large
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -346,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
             _raise_finished(writes)
 
         for path, result in zip(small, segmenter.imap(small, workers=workers, top_k=args.top, keep_confidence=False)):
+            if isinstance(result, BaseException) and not isinstance(result, BadImageError):
+                raise result  # refused by the segmenter's limits (checked up front: not expected here)
             if isinstance(result, BadImageError):
                 if args.strict:
                     raise ValueError(f"{result} (--strict: stopped)")

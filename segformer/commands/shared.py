@@ -23,6 +23,9 @@ __all__ = [
     "label_predictor",
     "load_model",
     "segmenter_options",
+    "refuse_output_over_inputs",
+    "show_progress",
+    "random_variant_config",
 ]
 
 ADE_TTA_SCALES = "0.75,0.875,1.0,1.125,1.25"
@@ -103,6 +106,49 @@ def inference_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def random_variant_config(variant: str) -> Any:
+    """The config of a seeded random ``variant`` (``b0``..``b5``) that ``info`` and ``demo`` run: the ADE20K
+    labels (150 names, as the published ADE20K checkpoints), so both name the same classes."""
+    from ..common.images.labels import get_label_set
+    from ..common.model.config import SegformerConfig
+
+    id2label, _ = get_label_set("ade20k")
+    return SegformerConfig.from_variant(variant, id2label={str(k): v for k, v in id2label.items()})
+
+
+def show_progress(off: bool) -> bool:
+    """Whether a command draws progress bars: only on a terminal (stderr), never into a pipe or a log file,
+    and not when ``off`` (``--no-progress`` / ``--quiet``)."""
+    import sys
+
+    if off:
+        return False
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stderr
+        return False
+
+
+def refuse_output_over_inputs(out: str | os.PathLike, out_flag: str, inputs: list[tuple[str, str | os.PathLike]],
+                              command: str) -> None:
+    """Refuse an output that would write over an input, whatever the flags (``--overwrite`` included).
+
+    ``inputs`` are ``(flag, path)`` pairs (files or folders; paths that do not exist are skipped). Compared as
+    real paths (symbolic links resolved): the output may not be an input, contain one (a folder replaced
+    with the input inside it), or lie inside an input folder.
+    """
+    from ..common.base.atomic import output_overlap
+
+    for flag, path in inputs:
+        relation = output_overlap(path, out) if os.path.lexists(path) else None
+        if relation is None:
+            continue
+        raise ValueError(
+            f"{out_flag} {os.fspath(out)!r} {relation} the input {flag} {os.fspath(path)!r}; {command} never writes "
+            f"over its inputs, even with --overwrite: choose an {out_flag} outside it"
+        )
+
+
 def load_model(framework: str, path: str, command: str = "segformer eval", allow_random_head: bool = True) -> Any:
     """A segmentation checkpoint in eval mode / inference form for ``framework`` (``pt`` or ``tf``).
 
@@ -170,9 +216,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data ROOT`` or ``--images ITEMS... --labels DIR`` (shared by ``eval`` and ``train``)."""
     parser.add_argument("--data", default=None, help="dataset root (images/ + annotations/ per split)")
     parser.add_argument("--images", nargs="+", default=None, metavar="ITEM",
-                        help="instead of --data: image files, folders (recursive), globs or @FILE lists")
+                        help="instead of --data: image files, folders (recursive), globs or @FILE lists (an image whose "
+                             "name starts with @ is passed as ./@name.png)")
     parser.add_argument("--labels", default=None, metavar="DIR",
-                        help="with --images: folder of label PNGs, NAME.png for image NAME.ext (sub-folders as in the image folder)")
+                        help="with --images: folder of label PNGs, NAME.png for image NAME.ext (sub-folders as below an image "
+                             "folder or below a glob's fixed part)")
 
 
 def dataset_from_args(args: argparse.Namespace, split: str, transform: Any, seed: int | None = None) -> Any:
@@ -196,18 +244,20 @@ def dataset_from_args(args: argparse.Namespace, split: str, transform: Any, seed
                                                 id2label=_read_id2label(labels / "id2label.json"))
 
 
-def check_dataset_files(dataset: Any, count: int | None = None) -> int:
+def check_dataset_files(dataset: Any, count: int | None = None, where: str = "the dataset") -> dict[str, int]:
     """Decode every image and label map of ``dataset`` (the first ``count``) before any work.
 
-    Returns the largest class index in the label maps (ignored pixels, 255, excluded; -1 if none).
+    Returns ``{label map path: its largest class index}`` (ignored pixels, 255, excluded; -1 for a map
+    with none), which :func:`check_num_labels` checks against a model.
     Raises ``ValueError`` listing every bad file with its reason (missing, unreadable, truncated, not an
-    image, wrong label mode, label size differs from the image).
+    image, wrong label mode, label size differs from the image), or when every pixel of every label map
+    is ignored (nothing to train on or to measure: an mIoU of NaN).
     """
     from ..common.training.datasets import load_label
-    from ..common.images.image_io import check_image, image_size
+    from ..common.images.image_io import BadImageError, check_image, image_size
 
     bad: list[str] = []
-    largest = -1
+    largest: dict[str, int] = {}
     total = len(dataset.image_paths) if count is None else min(count, len(dataset.image_paths))
     for image_path, label_path in list(zip(dataset.image_paths, dataset.label_paths))[:total]:
         reason = check_image(image_path)
@@ -217,6 +267,9 @@ def check_dataset_files(dataset: Any, count: int | None = None) -> int:
             label = load_label(label_path)
         except FileNotFoundError:
             bad.append(f"{os.fspath(label_path)}: label map does not exist (for {os.fspath(image_path)})")
+            continue
+        except BadImageError as err:
+            bad.append(f"{err.path}: label map: {err.reason}")
             continue
         except (OSError, SyntaxError, ValueError) as err:
             bad.append(f"{os.fspath(label_path)}: {err}")
@@ -229,24 +282,36 @@ def check_dataset_files(dataset: Any, count: int | None = None) -> int:
         if dataset.reduce_labels:
             label = np.where(label == 0, 255, label - 1)
         valid = label[label != 255]
-        if valid.size:
-            largest = max(largest, int(valid.max()))
+        largest[os.fspath(label_path)] = int(valid.max()) if valid.size else -1
     if bad:
         shown = "\n  ".join(bad[:50]) + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else "")
         raise ValueError(f"{len(bad)} bad file(s) among {total} image / label pairs; nothing was run:\n  {shown}")
+    if largest and max(largest.values()) < 0:
+        reduced = " after --reduce-labels (class 0 -> ignored, k -> k-1)" if dataset.reduce_labels else ""
+        raise ValueError(
+            f"every pixel of the {len(largest)} label map(s) of {where} is ignored (255){reduced}: there is nothing to "
+            "train on or to measure (the mIoU would be NaN); label maps hold class ids 0..N-1"
+            + ("; drop --reduce-labels if 0 is a real class" if dataset.reduce_labels else "")
+        )
     return largest
 
 
-def check_num_labels(num_labels: int, dataset: Any, largest: int, where: str) -> None:
-    """Refuse a model whose ``num_labels`` cannot match the dataset's classes (both numbers in the message)."""
+def check_num_labels(num_labels: int, dataset: Any, largest: dict[str, int], where: str, verb: str = "evaluate") -> None:
+    """Refuse a model whose ``num_labels`` cannot match the dataset's classes (both numbers in the message),
+    naming the label maps with a class id outside ``0..num_labels-1`` (``largest``: :func:`check_dataset_files`)."""
     known = getattr(dataset, "id2label", None)
     if known and len(known) != num_labels:
         raise ValueError(
             f"the model predicts {num_labels} classes but the dataset {where} has {len(known)} (its id2label.json); "
-            "evaluate a model trained on these labels (or fix --reduce-labels)"
+            f"{verb} a model trained on these labels (or fix --reduce-labels)"
         )
-    if largest >= num_labels:
+    outside = {path: value for path, value in largest.items() if value >= num_labels}
+    if outside:
+        top = max(outside.values())
+        files = ", ".join(f"{path} (class {value})" for path, value in list(outside.items())[:10])
+        more = f" and {len(outside) - 10} more" if len(outside) > 10 else ""
         raise ValueError(
-            f"the model predicts {num_labels} classes (0..{num_labels - 1}) but the label maps of {where} use class "
-            f"{largest}, i.e. at least {largest + 1} classes; evaluate a model trained on these labels (or use --reduce-labels)"
+            f"the model predicts {num_labels} classes (0..{num_labels - 1}) but the label maps of {where} use class {top}, "
+            f"i.e. at least {top + 1} classes (255 is ignored), in {len(outside)} file(s): {files}{more}; {verb} a model with "
+            "these labels (--num-labels), or fix the label maps (or use --reduce-labels)"
         )

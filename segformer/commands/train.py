@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .shared import add_data_arguments, check_dataset_files, dataset_from_args
+from .shared import add_data_arguments, check_dataset_files, check_num_labels, dataset_from_args, show_progress
 
 __all__ = ["add_arguments", "recipe_from_args", "run", "train_config_from_args"]
 
@@ -113,6 +113,9 @@ def recipe_from_args(args: argparse.Namespace, train_set: Any = None) -> dict[st
 def train_config_from_args(args: argparse.Namespace, train_set: Any = None) -> Any:
     from ..common.training.recipe import TrainConfig, default_warmup_steps
 
+    if args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be an integer >= 1 (steps between saved training states; the end of "
+                         f"the run saves one anyway), got {args.checkpoint_every}")
     ratio = [float(v) for v in str(args.ratio_range).split(",")]
     if len(ratio) != 2:
         raise ValueError(f"--ratio-range must be LOW,HIGH, got {args.ratio_range!r}")
@@ -169,16 +172,18 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and (Path(args.data) / "images" / "validation").is_dir():
         eval_set = dataset_from_args(args, "validation", build_eval_transform(args.eval_size))
     require_framework(args.framework, "segformer train")
-    for dataset in (train_set, eval_set):
-        if dataset is not None:
-            check_dataset_files(dataset)
+    source = args.data if args.data is not None else f"--labels {args.labels}"
+    largest = check_dataset_files(train_set, where=f"{source!r} (training)")
+    if eval_set is not None:
+        largest.update(check_dataset_files(eval_set, where=f"{source!r} (validation)"))
+    label_maps = (largest, repr(source))  # checked against the model as soon as it is built
     config = train_config_from_args(args, train_set)
     train_set.transform = build_train_transform(config)
     id2label = train_set.id2label
     if args.framework == "pt":
-        result, model_config, is_main = _run_pt(args, config, out, train_set, eval_set, id2label)
+        result, model_config, is_main = _run_pt(args, config, out, train_set, eval_set, id2label, label_maps)
     else:
-        result, model_config, is_main = _run_tf(args, config, out, train_set, eval_set, id2label)
+        result, model_config, is_main = _run_tf(args, config, out, train_set, eval_set, id2label, label_maps)
     if is_main:
         from ..common.checkpoints.model_card import write_inference_files
 
@@ -212,31 +217,41 @@ def _recipe_line(args: argparse.Namespace, config: Any, images: int) -> str:
     return text
 
 
+def _model_ready(model: Any, train_set: Any, label_maps: tuple[dict[str, int], str]) -> None:
+    """The built model against the label maps (class ids it cannot predict, naming the files), before any
+    step and before an old run in ``--out`` is touched."""
+    largest, where = label_maps
+    check_num_labels(model.config.num_labels, train_set, largest, where, verb="train")
+
+
 def _prepare_out(out: Path, overwrite: bool, resume: bool, is_main: bool) -> None:
+    """``--overwrite``: the old run's log goes. Called only once the model is built and checked, so a
+    ``--model`` that fails to load leaves the old run as it was."""
     if is_main and overwrite and not resume:
         log = out / "train_log.jsonl"
         if log.exists():
             log.unlink()
 
 
-def _run_pt(args, config, out, train_set, eval_set, id2label):  # type: ignore[no-untyped-def]
+def _run_pt(args, config, out, train_set, eval_set, id2label, label_maps):  # type: ignore[no-untyped-def]
     from ..pt.training import Trainer, build_model, cleanup_distributed, init_distributed
 
     context = init_distributed()
     try:
+        model = build_model(args.model, args.num_labels, id2label, seed=args.seed, **_overrides(args))
+        _model_ready(model, train_set, label_maps)
         _prepare_out(out, args.overwrite, args.resume, context.is_main)
         if context.distributed:
             import torch.distributed as dist
 
             dist.barrier()
-        model = build_model(args.model, args.num_labels, id2label, seed=args.seed, **_overrides(args))
         if context.is_main:
             images = config.batch_size * config.grad_accum * context.world_size
             print(f"[pt] {model.config.num_labels} labels, {sum(p.numel() for p in model.parameters()):,} parameters, "
                   f"{context.world_size} process(es) on {context.device}, {images} images per step")
             print(_recipe_line(args, config, len(train_set)))
         trainer = Trainer(model, config, train_set, eval_set, out_dir=out, context=context, resume=args.resume,
-                          progress=not args.no_progress)
+                          progress=show_progress(args.no_progress))
         return _train_and_evaluate(trainer, eval_set), model.config, context.is_main
     finally:
         cleanup_distributed(context)
@@ -250,21 +265,22 @@ def _train_and_evaluate(trainer, eval_set):  # type: ignore[no-untyped-def]
     return trainer.last_eval if trainer.last_eval is not None else trainer.evaluate()
 
 
-def _run_tf(args, config, out, train_set, eval_set, id2label):  # type: ignore[no-untyped-def]
+def _run_tf(args, config, out, train_set, eval_set, id2label, label_maps):  # type: ignore[no-untyped-def]
     from ..tf.distributed import is_chief, make_strategy
     from ..tf.training import Trainer, build_model
 
     strategy = make_strategy(args.tf_cpu_devices)
     is_main = is_chief(strategy)
-    _prepare_out(out, args.overwrite, args.resume, is_main)
     with strategy.scope():
         model = build_model(args.model, args.num_labels, id2label, seed=args.seed, crop_size=config.crop_size,
                             **_overrides(args))
+    _model_ready(model, train_set, label_maps)
+    _prepare_out(out, args.overwrite, args.resume, is_main)
     if is_main:
         replicas = strategy.num_replicas_in_sync
         print(f"[tf] {model.config.num_labels} labels, {replicas} replica(s), "
               f"{config.batch_size * config.grad_accum * replicas} images per step")
         print(_recipe_line(args, config, len(train_set)))
     trainer = Trainer(model, config, train_set, eval_set, out_dir=out, strategy=strategy, resume=args.resume,
-                      progress=not args.no_progress)
+                      progress=show_progress(args.no_progress))
     return _train_and_evaluate(trainer, eval_set), model.config, is_main

@@ -1,8 +1,10 @@
 """Checkpoint conversion between frameworks and from the original code, verified before it writes.
 
-``segformer.convert(src, dst, to="pt" | "tf", **options)`` (also ``segformer convert SRC DST --to ...``)
-returns a :class:`ConversionReport`. See :mod:`segformer.conversion.core` for the steps and
-:mod:`segformer.conversion.original` for the NVlabs / mmsegmentation rename rules.
+``segformer.convert(src, dst, to="pt" | "tf" | "keras-hub" | "mmseg", **options)`` (also ``segformer convert SRC DST
+--to ...``) returns a :class:`ConversionReport`. See :mod:`segformer.conversion.core` for the steps,
+:mod:`segformer.conversion.original` for the NVlabs rename rules, :mod:`segformer.conversion.mmseg` for
+mmsegmentation's ``mit.py`` checkpoints (both ways) and :mod:`segformer.conversion.keras_hub` for keras-hub presets
+(both ways).
 """
 
 from __future__ import annotations

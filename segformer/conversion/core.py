@@ -4,7 +4,10 @@
 
 1. **Read** the source (its kind detected from the content, not the name): a Hugging Face-layout folder or
    weights file (``model.safetensors``, ``pytorch_model.bin``, sharded index, ``tf_model.h5``), our
-   ``.keras`` archive, or an original NVlabs / mmsegmentation ``.pth`` (mmcv or encoder-only ``mit_b*``).
+   ``.keras`` archive, an original NVlabs ``.pth`` (mmcv or encoder-only ``mit_b*``), an mmsegmentation
+   ``mit.py`` ``.pth`` (:mod:`~segformer.conversion.mmseg`, which also writes ``to="mmseg"``: one checkpoint file,
+   read back bit for bit, no models run) or a keras-hub preset folder (:mod:`~segformer.conversion.keras_hub`,
+   which also writes ``to="keras-hub"``).
    Nothing in the source is ever written to.
 2. **Map** every tensor onto the canonical table (numpy, PyTorch layout): original keys through
    :mod:`segformer.conversion.original`, TF names through :mod:`segformer.common.model.weights`. The task (base
@@ -45,25 +48,30 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..common.base.atomic import atomic_folder
+from ..common.base.atomic import atomic_folder, atomic_path
 from ..common.checkpoints import COUNTERS_ATTR
 from ..common.base.deps import MissingDependencyError, missing_message
 from .report import (
     DEFAULT_SIZES,
+    KERAS_HUB_SIZES,
     DEFAULT_TOLERANCE,
     FRAMEWORKS,
+    MMSEG_TARGET,
     PREPROCESSOR_NAME,
+    TARGETS,
     Check,
     ConversionError,
     ConversionReport,
     VerificationError,
 )
+from .keras_hub import KERAS_HUB, write_keras_hub_target
 from .source import SourceCheckpoint, apply_labels, detect_task, read_source
 from .verify import _framework_available, build_model, load_model, run_model, verification_inputs, verify_state
-from .write import bit_exact_check, read_folder_state, write_folder
+from .write import bit_exact_check, read_folder_state, write_folder, write_mmseg_checkpoint
 
 __all__ = [
     "FRAMEWORKS",
+    "TARGETS",
     "DEFAULT_SIZES",
     "DEFAULT_TOLERANCE",
     "COUNTERS_ATTR",
@@ -87,14 +95,25 @@ __all__ = [
 
 def _overlaps(src: Path, dst: Path) -> bool:
     """True when writing (or replacing) ``dst`` could touch ``src``: the same path, or one inside the other."""
-    src, dst = src.resolve(), dst.resolve()
-    return src == dst or dst in src.parents or (src.is_dir() and src in dst.parents)
+    from ..common.base.atomic import output_overlap
+
+    return output_overlap(src, dst) is not None
 
 
 def _copy_extras(source: SourceCheckpoint, tmp: Path) -> list[str]:
     """Carry ``preprocessor_config.json`` over from a folder source; original sources get the default one."""
     folder = source.path.parent
-    if source.kind.startswith("original"):
+    if source.kind == KERAS_HUB:
+        from ..common.images.image_processing import SegformerImageProcessor
+
+        settings = source.meta.get("preprocessor")
+        if settings is not None:
+            SegformerImageProcessor(**settings).save_pretrained(tmp)
+            return ["preprocessor_config.json from the preset's image converter (size, mean / std)"]
+        side = source.meta.get("image_size") or 512
+        SegformerImageProcessor(size={"height": side, "width": side}).save_pretrained(tmp)
+        return [f"the preset has no preprocessor: default preprocessor_config.json written ({side}x{side}, ImageNet mean/std)"]
+    if source.kind.startswith(("original", "mmseg")):
         from ..common.images.image_processing import SegformerImageProcessor
 
         SegformerImageProcessor().save_pretrained(tmp)
@@ -130,13 +149,17 @@ def convert(
     verify: bool = True,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    image_size: int | None = None,
 ) -> ConversionReport:
-    """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), verified.
+    """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), or to a
+    keras-hub preset (``to="keras-hub"``, :mod:`segformer.conversion.keras_hub`), verified; or, with ``to="mmseg"``,
+    to an mmsegmentation 1.x checkpoint file ``dst`` (read back and compared bit for bit).
 
     Args:
         src: a folder or a checkpoint file of any supported kind (detected from the content).
         dst: the destination folder (must not exist unless ``overwrite``); ``None`` verifies without writing.
-        to: ``"pt"`` (``model.safetensors``) or ``"tf"`` (``tf_model.h5``).
+        to: ``"pt"`` (``model.safetensors``), ``"tf"`` (``tf_model.h5``) or ``"keras-hub"`` (a
+            ``SegFormerImageSegmenter`` preset: what keras-hub cannot represent is refused or measured, in the report).
         num_heads: heads per stage for sources without a config (``[1, 2, 5, 8]`` or ``"1,2,5,8"``).
         num_labels / labels / id2label: label names (a set name ``ade20k`` / ``cityscapes``, a JSON file,
             or a dict); the count must equal the checkpoint's classifier size.
@@ -145,10 +168,12 @@ def convert(
         sizes, seed: the verification inputs (seeded standard normal, batch 1).
         inputs: your own NCHW float32 verification inputs instead (e.g. processed photos).
         keep_outputs: keep every model output in ``report.outputs`` (one ``{framework: {name: array}}`` per
-            input; the destination framework's model is the one loaded from the written files).
+            input; the destination framework's model is the one loaded from the written files); not for keras-hub.
         source_framework: ``"pt"`` / ``"tf"`` picks the weights of a folder holding both.
         verify: run the models (needs both frameworks); the bit-exact read-back check always runs.
         progress: show a tqdm progress bar (the CLI turns it on).
+        image_size: ``to="keras-hub"`` only: the square input size of the preset (default: the source's
+            square processor size, else 512).
 
     Returns:
         :class:`ConversionReport` (``report.checks``: named max |diff|; ``report.files``: files written).
@@ -160,8 +185,10 @@ def convert(
     """
     start = time.perf_counter()
     say = log or (lambda text: None)
-    if to not in FRAMEWORKS:
-        raise ValueError(f"to must be one of {list(FRAMEWORKS)}, got {to!r}")
+    if to not in TARGETS:
+        raise ValueError(f"to must be one of {list(TARGETS)}, got {to!r}")
+    if image_size is not None and to != KERAS_HUB:
+        raise ValueError(f"image_size (--image-size) is for to='keras-hub' only, got to={to!r}")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < float("inf"):
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
     if isinstance(num_heads, str):
@@ -179,11 +206,18 @@ def convert(
             )
         if dst_path.exists() and not overwrite:
             raise FileExistsError(f"destination {os.fspath(dst_path)!r} already exists; pass --overwrite (overwrite=True) to replace it")
-        if dst_path.exists() and not dst_path.is_dir():
+        if dst_path.exists() and not dst_path.is_dir() and to != MMSEG_TARGET:
             raise NotADirectoryError(f"destination {os.fspath(dst_path)!r} exists and is not a folder")
-    if not _framework_available(to):
+        if dst_path.is_dir() and to == MMSEG_TARGET:
+            raise IsADirectoryError(f"destination {os.fspath(dst_path)!r} is a folder; --to mmseg writes one .pth file")
+    if to == MMSEG_TARGET:
+        return _convert_to_mmseg(src_path, dst_path, num_heads, num_labels, labels, id2label, overwrite, start)
+    if to == KERAS_HUB:
+        reference_framework = "pt" if _framework_available("pt") else "tf"
+    elif not _framework_available(to):
         raise MissingDependencyError(missing_message("torch" if to == "pt" else "tensorflow", f"converting to {to!r}"))
-    reference_framework = "tf" if to == "pt" else "pt"
+    else:
+        reference_framework = "tf" if to == "pt" else "pt"
     if verify and not _framework_available(reference_framework):
         raise MissingDependencyError(missing_message(
             "torch" if reference_framework == "pt" else "tensorflow",
@@ -217,24 +251,17 @@ def convert(
         else:  # the whole destination is replaced: nothing of an existing one is carried over
             tmp = stack.enter_context(atomic_folder(dst_path, "destination", discard=lambda name: True))
         bar = _progress(progress, 3, "writing")
-        write_folder(tmp, config, source.task, source.state, to)
-        report.notes += _copy_extras(source, tmp)
-        bar.update(1)
-        bar.set_description("checking written tensors")
-        report.checks.append(bit_exact_check(source.state, read_folder_state(tmp, config, source.task, to)))
-        bar.update(1)
-        if verify:
-            bar.set_description("running both frameworks")
-            candidate = load_model(to, source.task, tmp)
-            reference = build_model(reference_framework, source.task, config, source.state)
-            if inputs is None:
-                inputs = verification_inputs(config, sizes, seed)
-            report.checks += verify_state(
-                config, source.task, (reference_framework, reference), (to, candidate),
-                [np.asarray(x, dtype=np.float32) for x in inputs], float(tolerance),
-                report.outputs if keep_outputs else None,
+        if to == KERAS_HUB:
+            checks, notes = write_keras_hub_target(
+                tmp, source, config, image_size, verify, float(tolerance),
+                KERAS_HUB_SIZES if tuple(sizes) == DEFAULT_SIZES else sizes, inputs, seed,
             )
-        bar.update(1)
+            report.checks += checks
+            report.notes += notes
+        else:
+            _write_and_verify(tmp, source, config, to, report, reference_framework, verify, inputs, sizes, seed,
+                              float(tolerance), keep_outputs, bar)
+        bar.update(3)
         bar.close()
         if not report.passed:
             worst = max(report.failed(), key=lambda c: c.max_abs_diff)
@@ -250,3 +277,61 @@ def convert(
     report.written = dst_path is not None  # the folder was renamed into place when the block ended
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _convert_to_mmseg(src: Path, dst: Path | None, num_heads, num_labels, labels, id2label, overwrite: bool,
+                      start: float) -> ConversionReport:
+    """``to="mmseg"``: the source's canonical tensors written as an mmseg 1.x checkpoint, read back with the mmseg
+    reader and compared bit for bit (tensors and architecture) before it is renamed onto ``dst``."""
+    if not _framework_available("pt"):
+        raise MissingDependencyError(missing_message("torch", "writing an mmsegmentation checkpoint (--to mmseg)"))
+    source = read_source(src, to="pt", num_heads=num_heads)
+    config, label_notes = apply_labels(source.config, source.task, num_labels, labels, id2label)
+    report = ConversionReport(
+        source=os.fspath(source.path), source_kind=source.kind, to=MMSEG_TARGET, task=source.task, config=config,
+        destination=os.fspath(dst) if dst is not None else None, notes=source.notes + label_notes,
+        dropped_keys=source.dropped_keys,
+    )
+    with contextlib.ExitStack() as stack:
+        if dst is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="segformer-verify-"))) / "mmseg.pth"
+        else:
+            tmp = stack.enter_context(atomic_path(dst, overwrite=overwrite))
+        try:
+            write_mmseg_checkpoint(tmp, config, source.task, source.state)
+        except ValueError as err:
+            raise ConversionError(f"--to mmseg: {err}") from None
+        back = read_source(tmp, to="pt")
+        report.checks.append(bit_exact_check(source.state, back.state))
+        same = [name for name in ("depths", "hidden_sizes", "num_attention_heads", "decoder_hidden_size", "id2label",
+                                  "decode_head_type", "layer_norm_eps", "patch_layer_norm_eps", "stage_layer_norm_eps")
+                if getattr(back.config, name) != getattr(config, name)]
+        if same:
+            report.checks.append(Check(f"architecture read back ({', '.join(same)} differ)", float("inf"), 0.0, "tensors"))
+        if not report.passed:
+            raise VerificationError(f"conversion of {source.path} to mmseg refused: the checkpoint does not read back "
+                                    f"as written; nothing was written\n{report.table()}", report)
+    report.files = [os.fspath(dst)] if dst is not None else []
+    report.written = dst is not None
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _write_and_verify(tmp, source, config, to, report, reference_framework, verify, inputs, sizes, seed, tolerance,
+                      keep_outputs, bar) -> None:
+    """Write the Hugging Face-layout folder of ``to`` into ``tmp``, read it back bit for bit, run both frameworks."""
+    write_folder(tmp, config, source.task, source.state, to)
+    report.notes += _copy_extras(source, tmp)
+    bar.set_description("checking written tensors")
+    report.checks.append(bit_exact_check(source.state, read_folder_state(tmp, config, source.task, to)))
+    if verify:
+        bar.set_description("running both frameworks")
+        candidate = load_model(to, source.task, tmp)
+        reference = build_model(reference_framework, source.task, config, source.state)
+        if inputs is None:
+            inputs = verification_inputs(config, sizes, seed)
+        report.checks += verify_state(
+            config, source.task, (reference_framework, reference), (to, candidate),
+            [np.asarray(x, dtype=np.float32) for x in inputs], tolerance,
+            report.outputs if keep_outputs else None,
+        )

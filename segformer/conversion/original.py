@@ -10,6 +10,10 @@ release save):
 * encoder-only ImageNet files (``mit_b0.pth``): the backbone state dict without the ``backbone.`` prefix,
   plus ``head.weight`` / ``head.bias`` (an image classifier on the mean of stage 4).
 
+mmsegmentation's own ``mit.py`` keys (``backbone.layers.*``) are detected here (layout :data:`MMSEG_LAYOUT`) and
+mapped by :mod:`segformer.conversion.mmseg`. Keys no rule understands are refused in one line
+(:func:`unknown_keys_message`: how many, the format they look like, the first few).
+
 :func:`rename_original_key` is the ordered rename list (a small pure function, timm
 ``_checkpoint_filter_fn`` style); :func:`map_original_state` pops every key, splits the fused ``kv``
 (key rows first, then value rows), drops ``conv_seg`` and fails listing anything left over.
@@ -48,6 +52,8 @@ __all__ = [
     "MIT_STRIDES",
     "ORIGINAL_LAYER_NORM_EPS",
     "ORIGINAL_PATCH_LAYER_NORM_EPS",
+    "MMSEG_LAYOUT",
+    "is_mmseg_state",
     "OriginalCheckpoint",
     "is_original_state",
     "read_original_checkpoint",
@@ -60,6 +66,10 @@ __all__ = [
     "known_variant_heads",
     "heads_from_meta",
     "labels_from_meta",
+    "palette_from_meta",
+    "unknown_keys_message",
+    "summarize_names",
+    "looks_like",
 ]
 
 MIT_NUM_HEADS = (1, 2, 5, 8)
@@ -127,11 +137,65 @@ def rename_original_key(key: str) -> str | None:
     raise KeyError(key)
 
 
+MMSEG_LAYOUT = "mmseg-mit"  # mmsegmentation's mit.py keys, mapped by :mod:`segformer.conversion.mmseg`
+_MMSEG_KEY = r"(module\.)?(backbone\.)?layers\.\d+\.0\.projection\."
+
+
+def is_mmseg_state(state: Mapping[str, Any]) -> bool:
+    """True when the keys are mmsegmentation ``mit.py``'s (``[module.][backbone.]layers.{i}.0.projection.*``)."""
+    return any(re.match(_MMSEG_KEY, str(k)) for k in state)
+
+
 def is_original_state(state: Mapping[str, Any]) -> bool:
-    """True for an mmcv checkpoint (``state_dict`` inside) or a plain original backbone state dict."""
+    """True for an mmcv / mmengine checkpoint (``state_dict`` inside) or a plain original or mmseg ``mit.py``
+    state dict (also under ``model``, and with the ``module.`` prefix of DataParallel / DDP)."""
     if isinstance(state.get("state_dict"), Mapping):
         return True
-    return any(str(k).startswith(("patch_embed1.", "backbone.patch_embed1.", "module.backbone.")) for k in state)
+    if isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    return is_mmseg_state(state) or any(
+        str(k).removeprefix("module.").startswith(("patch_embed1.", "backbone.patch_embed1."))
+        or str(k).startswith("module.backbone.")
+        for k in state
+    )
+
+
+SHOWN_NAMES = 5  # an error lists this many names of a long list, then how many more
+
+
+def summarize_names(names: Iterable[str], limit: int = SHOWN_NAMES) -> str:
+    """``"a, b, c"``, or the first ``limit`` names and ``"... and N more"`` (sorted): one readable line."""
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} ... and {len(names) - limit} more"
+
+
+# (key pattern, what a state dict holding such a key looks like), first match wins
+_FORMAT_HINTS: tuple[tuple[str, str], ...] = (
+    (_MMSEG_KEY, "an mmsegmentation mit.py checkpoint (1.x / 0.x)"),
+    (r"(module\.)?(backbone\.)?(patch_embed1|block1)\.", "an original NVlabs SegFormer checkpoint"),
+    (r"(segformer\.)?encoder\.(patch_embeddings|block)\.", "a Hugging Face transformers SegFormer state dict"),
+    (r"(module\.)?backbone\.", "an mmsegmentation / mmcv checkpoint of another backbone"),
+    (r"(module\.)?(model\.)?(stem|stages|blocks)\.", "a timm-style image backbone"),
+)
+
+
+def looks_like(keys: Iterable[str]) -> str:
+    """The checkpoint format a set of tensor names looks like, in words (``"an unknown format"`` if none)."""
+    keys = list(keys)
+    for pattern, name in _FORMAT_HINTS:
+        if any(re.match(pattern, str(k)) for k in keys):
+            return name
+    return "an unknown format"
+
+
+def unknown_keys_message(path: Any, leftover: Iterable[str], all_keys: Iterable[str]) -> str:
+    """The one-line error for tensors no rename rule understands: how many, what the file looks like, the first few."""
+    leftover = list(leftover)
+    return (
+        f"{path}: {len(leftover)} tensor(s) that no rename rule understands (nothing was converted; the keys look like "
+        f"{looks_like(all_keys)}): {summarize_names(leftover)}"
+    )
 
 
 @dataclass
@@ -141,7 +205,9 @@ class OriginalCheckpoint:
     path: Path
     state: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
-    layout: str = "mmseg"  # "mmseg" (backbone.* / decode_head.*) or "encoder" (plain backbone + head.*)
+    # "mmseg" (original backbone.* / decode_head.*), "encoder" (plain backbone + head.*) or "mmseg-mit"
+    # (mmsegmentation's mit.py keys, :mod:`segformer.conversion.mmseg`)
+    layout: str = "mmseg"
 
 
 def explain_torch_refusal(err: CheckpointError) -> CheckpointError:
@@ -194,14 +260,18 @@ def original_from_object(obj: Any, path: Path) -> OriginalCheckpoint:
     not_arrays = sorted(k for k, v in state.items() if not isinstance(v, np.ndarray))
     if not_arrays:
         raise CheckpointError(f"{path}: entries of the state dict that are not tensors: {not_arrays[:10]}")
-    if any(k.startswith("backbone.") for k in state):
+    if is_mmseg_state(state):
+        layout = MMSEG_LAYOUT
+    elif any(k.startswith("backbone.") for k in state):
         layout = "mmseg"
     elif any(k.startswith("patch_embed1.") for k in state):
         layout = "encoder"
     else:
         raise CheckpointError(
-            f"{path}: not an original SegFormer checkpoint: expected 'backbone.patch_embed1.*' (mmseg) or "
-            f"'patch_embed1.*' (encoder-only mit_b*.pth) keys, found e.g. {sorted(state)[:5]}"
+            f"{path}: not a SegFormer checkpoint of the original code or mmsegmentation: expected "
+            "'backbone.patch_embed1.*' (original mmseg), 'patch_embed1.*' (encoder-only mit_b*.pth) or "
+            f"'backbone.layers.0.0.projection.*' (mmsegmentation mit.py) keys; {len(state)} tensor(s) that look like "
+            f"{looks_like(state)}: {summarize_names(state)}"
         )
     return OriginalCheckpoint(path=path, state=state, meta=meta, layout=layout)
 
@@ -274,10 +344,7 @@ def map_original_state(
     if source:  # cannot happen: every key was popped; kept as a guard for future edits of the loop
         leftover.extend(source)
     if leftover:
-        raise CheckpointError(
-            f"{checkpoint.path}: {len(leftover)} tensor(s) that no rename rule understands (nothing was converted): "
-            + ", ".join(sorted(leftover))
-        )
+        raise CheckpointError(unknown_keys_message(checkpoint.path, leftover, checkpoint.state))
     return task, out, dropped
 
 
@@ -291,7 +358,9 @@ def _stage_count(state: Mapping[str, np.ndarray], prefix: str) -> int:
 
 def heads_from_meta(meta: Mapping[str, Any]) -> tuple[list[int] | None, str]:
     """``(num_heads, where)`` from the mmseg config text in ``meta["config"]``, or ``(None, reason)``."""
-    text = meta.get("config") if isinstance(meta, Mapping) else None
+    text = None
+    if isinstance(meta, Mapping):  # mmcv (0.x) stores the config text as "config", mmengine (1.x) as "cfg"
+        text = next((meta[key] for key in ("config", "cfg") if isinstance(meta.get(key), str)), None)
     if not isinstance(text, str):
         return None, "no mmseg config text in the checkpoint's meta"
     match = re.search(r"['\"]?num_heads['\"]?\s*[:=]\s*(\[[^\]]*\]|\([^)]*\))", text)
@@ -318,11 +387,30 @@ def known_variant_heads(hidden_sizes: list[int]) -> tuple[list[int], str] | None
 
 
 def labels_from_meta(meta: Mapping[str, Any], num_labels: int) -> dict[int, str] | None:
-    """``id2label`` from mmseg's ``meta["CLASSES"]`` when it has ``num_labels`` names, else ``None``."""
-    classes = meta.get("CLASSES") if isinstance(meta, Mapping) else None
+    """``id2label`` from mmseg's ``meta["dataset_meta"]["classes"]`` (1.x) or ``meta["CLASSES"]`` (0.x) when it
+    has ``num_labels`` names, else ``None``."""
+    classes = None
+    if isinstance(meta, Mapping):
+        dataset_meta = meta.get("dataset_meta")
+        classes = dataset_meta.get("classes") if isinstance(dataset_meta, Mapping) else None
+        classes = meta.get("CLASSES") if classes is None else classes
     if isinstance(classes, (list, tuple)) and len(classes) == num_labels and all(isinstance(c, str) for c in classes):
         return {i: name for i, name in enumerate(classes)}
     return None
+
+
+def palette_from_meta(meta: Mapping[str, Any], num_labels: int) -> list[list[int]] | None:
+    """The colours of mmseg's ``meta["dataset_meta"]["palette"]`` (1.x) or ``meta["PALETTE"]`` (0.x) as a list of
+    ``num_labels`` RGB triples, or ``None`` when absent or not that (the model card and ``predict`` then pick one)."""
+    from ..common.images.labels import checkpoint_palette
+
+    palette = None
+    if isinstance(meta, Mapping):
+        dataset_meta = meta.get("dataset_meta")
+        palette = dataset_meta.get("palette") if isinstance(dataset_meta, Mapping) else None
+        palette = meta.get("PALETTE") if palette is None else palette
+    array = checkpoint_palette(palette, num_labels)
+    return None if array is None or len(array) != num_labels else array.tolist()
 
 
 def _tensor(state: Mapping[str, np.ndarray], name: str, source: str, ndim: int, original: str) -> np.ndarray:

@@ -20,6 +20,7 @@ from ..common.checkpoints import (
 )
 from ..common.model.config import CONFIG_NAME, HF_LAYER_NORM_EPS, SegformerConfig
 from ..common.base.deps import require
+from ..common.checkpoints.keras_hub_io import keras_hub_preset_folder
 from ..common.checkpoints.pretrained import canonical_state
 from ..common.model.weights import BASE_MODEL_PREFIX, canonical_task, parameter_table
 from .original import (
@@ -28,9 +29,11 @@ from .original import (
     infer_original_config,
     is_original_state,
     labels_from_meta,
+    palette_from_meta,
     map_original_state,
     original_from_object,
 )
+from .mmseg import MMSEG_LAYER_NORM_EPS, MMSEG_LAYOUT, map_mmseg_state
 from .report import ConversionError
 
 
@@ -39,7 +42,7 @@ class SourceCheckpoint:
     """A source read onto the canonical table: config, task, tensors (PyTorch layout), provenance."""
 
     path: Path
-    kind: str  # "hf-pt", "hf-tf", "keras", "original-mmseg", "original-encoder"
+    kind: str  # "hf-pt", "hf-tf", "keras", "keras-hub", "original-mmseg", "original-encoder", "mmseg-mit"
     framework: str | None  # "pt" / "tf" for Hugging Face / Keras sources, None for original checkpoints
     task: str
     config: SegformerConfig
@@ -161,6 +164,16 @@ def read_source(
         raise FileNotFoundError(f"source {os.fspath(src)!r} does not exist")
     if source_framework not in (None, "pt", "tf"):
         raise ValueError(f"source_framework must be 'pt', 'tf' or None, got {source_framework!r}")
+    preset = keras_hub_preset_folder(path)
+    if preset is not None:
+        from .keras_hub import read_keras_hub_source
+
+        if num_heads is not None:
+            raise ConversionError(f"--num-heads: {preset} is a keras-hub preset; its config.json gives the heads")
+        config, state, notes, meta = read_keras_hub_source(preset)
+        task = "semantic_segmentation"
+        tensors, extra = _check_against_table(state, config, task, preset, fill_counters=True)
+        return SourceCheckpoint(preset, "keras-hub", None, task, config, tensors, [preset], notes + extra, meta=meta)
     weights = _weights_in_folder(path, to, source_framework) if path.is_dir() else path
     explicit_config = Path(config_path) if config_path is not None else None
     kind = detect_format(weights)
@@ -216,17 +229,29 @@ def read_source(
 
 
 def _from_original(original: OriginalCheckpoint, num_heads: Sequence[int] | None, progress: Any) -> SourceCheckpoint:
-    task, state, dropped = map_original_state(original, progress=progress)
+    mit = original.layout == MMSEG_LAYOUT
+    task, state, dropped = (map_mmseg_state if mit else map_original_state)(original, progress=progress)
     config, notes = infer_original_config(
         state, task, num_heads=list(num_heads) if num_heads is not None else None, meta=original.meta, source=str(original.path)
     )
     id2label = labels_from_meta(original.meta, config.num_labels) if task != "base" else None
     if id2label is not None:
         config = config.copy(id2label={str(k): v for k, v in id2label.items()}, label2id=None)
-        notes.append(f"labels from the checkpoint's meta CLASSES ({config.num_labels} names)")
-    notes.append("LayerNorm eps 1e-6 (block and stage norms) / 1e-5 (patch-embedding and sr norms): the original's")
+        notes.append(f"labels from the checkpoint's meta class names ({config.num_labels} names)")
+    palette = palette_from_meta(original.meta, config.num_labels) if task != "base" else None
+    if palette is not None:
+        config = config.copy(palette=palette)
+        notes.append(f"palette from the checkpoint's meta ({len(palette)} colours, config.json 'palette')")
+    if mit:
+        head = {"decode_head_type": "mmseg"} if task == "semantic_segmentation" else {}
+        config = config.copy(layer_norm_eps=MMSEG_LAYER_NORM_EPS, patch_layer_norm_eps=MMSEG_LAYER_NORM_EPS, **head)
+        notes.append(f"LayerNorm eps {MMSEG_LAYER_NORM_EPS:g} in every norm: mmsegmentation mit.py's")
+        if head:
+            notes.append("decode head type 'mmseg' (per-stage conv + BatchNorm + ReLU, concatenation in stage order 1..n)")
+    else:
+        notes.append("LayerNorm eps 1e-6 (block and stage norms) / 1e-5 (patch-embedding and sr norms): the original's")
     tensors, extra = _check_against_table(state, config, task, original.path, fill_counters=False)
-    kind = "original-mmseg" if original.layout == "mmseg" else "original-encoder"
+    kind = MMSEG_LAYOUT if mit else "original-mmseg" if original.layout == "mmseg" else "original-encoder"
     return SourceCheckpoint(
         original.path, kind, None, task, config, tensors, [original.path], notes + extra, dropped, original.meta
     )

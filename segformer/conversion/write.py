@@ -34,6 +34,26 @@ def read_folder_state(folder: Path, config: SegformerConfig, task: str, framewor
     return state
 
 
+def write_mmseg_checkpoint(path: Path, config: SegformerConfig, task: str, state: Mapping[str, np.ndarray]) -> None:
+    """Write ``{"meta", "state_dict"}`` as mmsegmentation 1.x (mmengine) saves it to ``path`` (a temporary name: the
+    caller renames it into place): ``meta.dataset_meta`` holds the class names and palette, ``meta.cfg`` the
+    model part of an mmseg config (heads, widths, decoder width). Raises ``ValueError`` naming what mmseg's
+    ``mit.py`` + ``SegformerHead`` cannot represent."""
+    from .. import __version__
+    from ..common.base.deps import require
+    from ..common.images.labels import resolve_palette
+    from .mmseg import mmseg_config_text, to_mmseg_state
+
+    torch = require("torch", "writing an mmsegmentation checkpoint (--to mmseg)")
+    tensors = {k: torch.from_numpy(v) for k, v in to_mmseg_state(config, task, state).items()}
+    meta: dict = {"cfg": mmseg_config_text(config, task), "converted_by": f"segformer {__version__}"}
+    if task == "semantic_segmentation":
+        names = tuple(config.id2label[i] for i in range(config.num_labels))
+        palette = resolve_palette(config.num_labels, id2label=config.id2label, palette=config.extra.get("palette"))[0]
+        meta["dataset_meta"] = {"classes": names, "palette": palette[: config.num_labels].tolist()}
+    torch.save({"meta": meta, "state_dict": tensors}, path)
+
+
 def bit_exact_check(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> Check:
     names = sorted(set(expected) | set(got))
     worst = 0.0

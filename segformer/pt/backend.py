@@ -10,6 +10,7 @@ device, and the thread policy of parallel pipelines.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Iterator
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from ..common.model.outputs import logits_of
 
-__all__ = ["FRAMEWORK", "Backend", "logits_of", "load_pretrained"]
+__all__ = ["FRAMEWORK", "Backend", "available_devices", "check_device", "logits_of", "load_pretrained"]
 
 FRAMEWORK = "pt"
 
@@ -32,12 +33,51 @@ def load_pretrained(source: str) -> tuple[Any, Any]:
     return model.eval(), report
 
 
+def available_devices() -> list[str]:
+    """The device names this PyTorch build can use on this machine (``"cpu"``, ``"cuda:0"``, ..., ``"mps"``)."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def check_device(device: Any) -> Any:
+    """``device`` (``None``, a name or a ``torch.device``) if this build and machine have it; otherwise one
+    ``ValueError`` listing :func:`available_devices` (``"cuda"`` on a CPU-only build, ``"bogus"``)."""
+    from ..common.inference.rules import device_error
+
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise device_error(device, "PyTorch", available_devices(), "not a PyTorch device name") from None
+    if parsed.type == "cpu":
+        return device
+    module = getattr(torch, parsed.type, None) if parsed.type != "mps" else getattr(torch.backends, "mps", None)
+    is_available = getattr(module, "is_available", None)
+    if not callable(is_available) or not is_available():
+        raise device_error(device, "PyTorch", available_devices(), f"this build or machine has no {parsed.type}")
+    count = getattr(module, "device_count", None)
+    if parsed.index is not None and callable(count) and parsed.index >= count():
+        raise device_error(device, "PyTorch", available_devices(), f"{count()} {parsed.type} device(s)")
+    return device
+
+
 def _on_cpu(device: Any) -> bool:
     return device is None or str(device).split(":")[0] == "cpu"
 
 
 class Backend:
-    """A PyTorch model (put in eval mode, moved to ``device`` when one is given) behind numpy calls."""
+    """A PyTorch model (moved to ``device`` when one is given) behind numpy calls, run in eval mode.
+
+    Every call runs the model in eval mode (dropout off, BatchNorm on its running statistics), whatever mode the
+    caller left it in: a model switched to ``train()`` after the segmenter was built (which put it in eval mode)
+    still gives the same, deterministic results. The mode the caller had set (of every submodule) is restored
+    when the outermost call ends (:meth:`eval_mode`), so a model being fine-tuned keeps training afterwards."""
 
     framework = FRAMEWORK
     serialized = False  # model calls may run in parallel threads (each on its share of the intra-op threads)
@@ -45,11 +85,33 @@ class Backend:
     def __init__(self, model: Any, device: Any = None) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.device = check_device(device)
         self.model = model
-        self.device = device
+        self._eval_lock = threading.Lock()
+        self._eval_depth = 0
+        self._modes: list[tuple[torch.nn.Module, bool]] = []
         model.eval()
         if device is not None:
             model.to(device)
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """The model in eval mode while the block runs; every submodule's previous mode back when the outermost
+        block (of every thread) ends."""
+        with self._eval_lock:
+            if self._eval_depth == 0:
+                self._modes = [(module, module.training) for module in self.model.modules()]
+                self.model.eval()
+            self._eval_depth += 1
+        try:
+            yield
+        finally:
+            with self._eval_lock:
+                self._eval_depth -= 1
+                if self._eval_depth == 0:
+                    for module, training in self._modes:
+                        module.training = training
+                    self._modes = []
 
     @staticmethod
     def default_workers(device: Any = None) -> int:
@@ -84,7 +146,7 @@ class Backend:
         """float32 ``(B, K, h, w)`` model-resolution logits of float32 ``(B, C, H, W)`` pixel values (with
         ``full_resolution``: upsampled bilinearly, ``align_corners=False``, to ``(H, W)``)."""
         tensor = self._tensor(pixel_values)
-        with torch.inference_mode():
+        with self.eval_mode(), torch.inference_mode():
             logits = logits_of(self.model(tensor)).float()
             if full_resolution:
                 logits = F.interpolate(logits, size=tuple(tensor.shape[2:]), mode="bilinear", align_corners=False)
@@ -95,11 +157,13 @@ class Backend:
         a :class:`~segformer.common.inference.streaming.StreamResult` of numpy arrays."""
         from .inference import predict_streaming
 
-        return predict_streaming(self.model, self._tensor(pixel_values), **kwargs)
+        with self.eval_mode():
+            return predict_streaming(self.model, self._tensor(pixel_values), **kwargs)
 
     def labels(self, pixel_values: Any, size: tuple[int, int], **kwargs: Any) -> torch.Tensor:
         """int64 ``(B, H, W)`` labels at ``size`` (:func:`segformer.pt.inference.predict_labels`, keywords as
         ``predict_logits``), as the trainers' ``evaluate`` takes them."""
         from .inference import predict_labels
 
-        return predict_labels(self.model, self._tensor(pixel_values), output_size=size, **kwargs)
+        with self.eval_mode():
+            return predict_labels(self.model, self._tensor(pixel_values), output_size=size, **kwargs)

@@ -1,4 +1,5 @@
-"""The all-MLP decode head (PyTorch). Mirrored by ``segformer/tf/decode_head.py``.
+"""The decode heads (PyTorch): the all-MLP head and mmseg's (``config.decode_head_type``). Mirrored by
+``segformer/tf/decode_head.py``.
 
 Plain path (``use_fast_path=False``): per stage ``proj`` to D channels, bilinear upsample
 to the stage-1 size, concatenate (stage 4, 3, 2, 1), ``linear_fuse`` (1x1, 4D -> D), BatchNorm, ReLU,
@@ -11,6 +12,12 @@ rounding.
 Fast path (eval, same numbers within float rounding): ``linear_fuse`` and the eval BatchNorm folded
 into each stage's ``proj`` by :func:`segformer.common.model.head_fold.fold_decode_head` (the derivation is
 there), run at each stage's own resolution; the 4D-channel concatenation at 1/4 resolution is never built.
+
+mmseg head (``decode_head_type="mmseg"``): per stage ``proj`` (no bias), BatchNorm, ReLU, upsample, concatenate
+(stage 1, 2, 3, 4), ``linear_fuse``, BatchNorm, ReLU, channel dropout, ``classifier``. Training runs the plain
+path (the per-stage ReLU stops the training fold); the eval fast path folds each stage's BatchNorm into its
+``proj`` and the fuse BatchNorm + ``linear_fuse``'s block of each stage into a D x D map run before the
+upsampling (:func:`segformer.common.model.head_fold.fold_mmseg_decode_head`).
 
 Changing the head (checklist):
 
@@ -29,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common.model.config import SegformerConfig, patch_embed_size
-from ..common.model.head_fold import fold_decode_head
+from ..common.model.head_fold import fold_decode_head, fold_mmseg_decode_head
 from .pretrained import SegformerPreTrainedModel
 
 __all__ = ["SegformerMLP", "SegformerDecodeHead", "stage_maps", "FAST_HEAD_CHUNK", "fast_head_chunk", "same_bits"]
@@ -95,11 +102,15 @@ def fast_head_chunk(tokens: int) -> int:
 
 
 class SegformerMLP(nn.Module):
-    """Per-stage projection: map (B, C_i, h, w) -> tokens (B, h*w, D)."""
+    """Per-stage projection: map (B, C_i, h, w) -> tokens (B, h*w, D). With ``batch_norm`` (the mmseg head)
+    ``proj`` has no bias and a ``batch_norm`` (over the D channels of the stage map) follows it; the head applies
+    it (and the ReLU after it)."""
 
-    def __init__(self, input_dim: int, decoder_hidden_size: int) -> None:
+    def __init__(self, input_dim: int, decoder_hidden_size: int, batch_norm: bool = False) -> None:
         super().__init__()
-        self.proj = nn.Linear(input_dim, decoder_hidden_size)
+        self.proj = nn.Linear(input_dim, decoder_hidden_size, bias=not batch_norm)
+        if batch_norm:
+            self.batch_norm = nn.BatchNorm2d(decoder_hidden_size, eps=1e-5, momentum=0.1)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.proj(hidden_states.flatten(2).transpose(1, 2))
@@ -129,17 +140,24 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
     def __init__(self, config: SegformerConfig) -> None:
         super().__init__(config)
         d = config.decoder_hidden_size
-        self.linear_c = nn.ModuleList(SegformerMLP(c, d) for c in config.hidden_sizes)
+        self.mmseg = config.decode_head_type == "mmseg"
+        self.linear_c = nn.ModuleList(SegformerMLP(c, d, batch_norm=self.mmseg) for c in config.hidden_sizes)
         self.linear_fuse = nn.Conv2d(d * config.num_encoder_blocks, d, kernel_size=1, bias=False)
         self.batch_norm = nn.BatchNorm2d(d, eps=1e-5, momentum=0.1)
         self.activation = nn.ReLU()
-        self.dropout = nn.Dropout(config.classifier_dropout_prob)
+        # mmseg drops whole channels (Dropout2d); the all-MLP head single values
+        self.dropout = (nn.Dropout2d if self.mmseg else nn.Dropout)(config.classifier_dropout_prob)
         self.classifier = nn.Conv2d(d, config.num_labels, kernel_size=1)
         self.fast_path_enabled = True
         self.post_init()
 
     def forward(self, encoder_hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
         maps = stage_maps(self.config, encoder_hidden_states)
+        if self.mmseg:
+            if self.fast_path_enabled and not self.training:
+                return self._logits_fast_mmseg(maps)
+            fused = self.activation(self.batch_norm(self._fused_plain_mmseg(maps)))
+            return self.classifier(self.dropout(fused)).contiguous()
         if self.fast_path_enabled and not self.training:
             return self._logits_fast(maps)
         if not self.fast_path_enabled:
@@ -167,6 +185,19 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
             projected.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
         return self.linear_fuse(torch.cat(projected[::-1], dim=1))
 
+    def _fused_plain_mmseg(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """mmseg's ``SegformerHead`` before its fuse BatchNorm: per stage ``relu(BN(proj(x)))`` resized to the
+        stage-1 size (bilinear, ``align_corners=False``), concatenated in stage order 1..n, ``linear_fuse``."""
+        batch = maps[0].shape[0]
+        size = maps[0].shape[2:]
+        projected = []
+        for mlp, hidden in zip(self.linear_c, maps):
+            height, width = hidden.shape[2:]
+            x = mlp(hidden).transpose(1, 2).reshape(batch, -1, height, width)
+            x = self.activation(mlp.batch_norm(x))
+            projected.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+        return self.linear_fuse(torch.cat(projected, dim=1))
+
     def _fused_folded(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """Training fast path: ``linear_fuse(concat(up(proj_i(x_i))))`` with ``linear_fuse`` folded into each
         stage's ``proj`` (:func:`fold_decode_head` without BatchNorm, which stays live), run at each stage's
@@ -191,13 +222,31 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
 
     def _fold_sources(self) -> list[torch.Tensor]:
         """Every tensor the eval fold reads, in this order: linear_fuse, BatchNorm (weight, bias, running mean,
-        running variance), then each stage's projection (weight, bias)."""
+        running variance), then each stage's projection (weight, bias; mmseg head: weight and its BatchNorm's
+        weight, bias, running mean, running variance)."""
         bn = self.batch_norm
         sources = [self.linear_fuse.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        if self.mmseg:
+            return sources + [
+                t for mlp in self.linear_c for b in (mlp.batch_norm,)
+                for t in (mlp.proj.weight, b.weight, b.bias, b.running_mean, b.running_var)
+            ]
         return sources + [t for mlp in self.linear_c for t in (mlp.proj.weight, mlp.proj.bias)]
 
-    def _folded_eval_weights(self) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """:func:`fold_decode_head` of the eval weights (BatchNorm's running statistics folded in).
+    def _fold(self, tensors: list[torch.Tensor]) -> tuple:
+        """The eval fold of :meth:`_fold_sources`' tensors (in that order) for this head type."""
+        d = self.config.decoder_hidden_size
+        n = self.config.num_encoder_blocks
+        fuse, gamma, beta, mean, var, *stages = tensors
+        if self.mmseg:
+            per_stage = [stages[i : i + 5] for i in range(0, len(stages), 5)]
+            return fold_mmseg_decode_head(fuse.reshape(d, n * d), [s[0] for s in per_stage], [s[1:] for s in per_stage],
+                                          (gamma, beta, mean, var), self.batch_norm.eps)
+        return fold_decode_head(fuse.reshape(d, n * d), stages[0::2], stages[1::2], gamma, beta, mean, var,
+                                self.batch_norm.eps)
+
+    def _folded_eval_weights(self) -> tuple:
+        """:meth:`_fold` of the eval weights (BatchNorm's running statistics folded in).
 
         Without autograd (``torch.no_grad`` / ``torch.inference_mode``) the fold is reused while every tensor it
         reads holds the same bits as when it was computed: the cache keeps a copy of them and compares it with
@@ -208,8 +257,6 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         fraction of the fold's own cost (``benchmarks/README.md``, "Eval fold cache"). With autograd on, or
         while tracing / compiling, the fold is recomputed so gradients and graphs see it; on an accelerator too
         (there the fold is a few queued kernels, while comparing would wait for the device on every call)."""
-        d = self.config.decoder_hidden_size
-        n = self.config.num_encoder_blocks
         bn = self.batch_norm
         sources = self._fold_sources()
         cacheable = not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
@@ -220,9 +267,7 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
                 return cached[2]
         # folded from the kept copy itself, so the cache holds the fold of exactly the bits it compares
         tensors = [t.detach().clone() for t in sources] if cacheable else sources
-        fuse, gamma, beta, mean, var, *projections = tensors
-        folded = fold_decode_head(fuse.reshape(d, n * d), projections[0::2], projections[1::2], gamma, beta, mean, var,
-                                  bn.eps)
+        folded = self._fold(tensors)
         if cacheable:  # nothing written while tracing / compiling (no side effect in exported graphs)
             self.__dict__["_fold_cache"] = (bn.eps, tensors, folded)
         return folded
@@ -262,4 +307,28 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
                 logits = torch.baddbmm(self.classifier.bias[None, :, None].expand(batch, k, height * width), weight, part)
             else:
                 logits.baddbmm_(weight, part)
+        return logits.view(batch, k, height, width)
+
+    def _logits_fast_mmseg(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Eval-only logits of the mmseg head: ``relu(sum_i up(F_i relu(A_i x_i + c_i)) + shift)``, classifier
+        (:func:`fold_mmseg_decode_head`; the folded weights cached as for the all-MLP head). Token layout: every
+        1x1 conv is one GEMM on channels-last (B, h, w, C) memory; each stage's D x D block runs at the stage's
+        own resolution before the upsampling; ``shift`` rides on the lowest-resolution stage (bilinear weights
+        sum to one); the n*D-channel concatenation is never built."""
+        n = self.config.num_encoder_blocks
+        size = maps[0].shape[2:]
+        weights, biases, blocks, shift = self._folded_eval_weights()
+        batch, _, height, width = maps[0].shape
+        fused = None
+        for i, hidden in enumerate(maps):
+            y = F.relu(F.linear(hidden.permute(0, 2, 3, 1), weights[i], biases[i]))  # (B, h_i, w_i, D)
+            y = F.linear(y, blocks[i], shift if i == n - 1 else None)
+            if i > 0:
+                y = F.interpolate(y.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+            fused = y if fused is None else fused.add_(y)
+        fused = fused.relu_()  # dropout is the identity in eval
+        d, k = fused.shape[-1], self.classifier.weight.shape[0]
+        part = fused.reshape(batch, height * width, d).transpose(1, 2)  # (B, D, h_1*w_1)
+        logits = torch.baddbmm(self.classifier.bias[None, :, None].expand(batch, k, height * width),
+                               self.classifier.weight.reshape(k, d).expand(batch, k, d), part)
         return logits.view(batch, k, height, width)

@@ -36,7 +36,7 @@ class SegformerEncoder(nn.Module):
             for i in range(config.num_encoder_blocks)
         )
         self.layer_norm = nn.ModuleList(
-            nn.LayerNorm(config.hidden_sizes[i], eps=config.layer_norm_eps) for i in range(config.num_encoder_blocks)
+            nn.LayerNorm(config.hidden_sizes[i], eps=config.stage_layer_norm_eps) for i in range(config.num_encoder_blocks)
         )
         self.gradient_checkpointing = False
         self.gradient_checkpointing_kwargs: dict = {}  # extra keywords for torch.utils.checkpoint.checkpoint
@@ -67,10 +67,13 @@ class SegformerEncoder(nn.Module):
             if self.gradient_checkpointing and self.training and not output_attentions:
                 from torch.utils.checkpoint import checkpoint
 
-                tokens, height, width = checkpoint(
-                    self._stage, index, hidden_states, False, attentions,
-                    **{"use_reentrant": False, **self.gradient_checkpointing_kwargs},
-                )
+                options = {"use_reentrant": False, **self.gradient_checkpointing_kwargs}
+                if options["use_reentrant"] and not hidden_states.requires_grad and torch.is_grad_enabled():
+                    # Reentrant checkpointing gives the weights inside a segment gradients only when the segment's
+                    # input requires grad: the first stage (patch embedding included) would get none. transformers'
+                    # enable_input_require_grads does this for embeddings; here the pixels (a detached alias).
+                    hidden_states = hidden_states.detach().requires_grad_(True)
+                tokens, height, width = checkpoint(self._stage, index, hidden_states, False, attentions, **options)
             else:
                 tokens, height, width = self._stage(index, hidden_states, output_attentions, attentions)
             if index != last or self.config.reshape_last_stage:

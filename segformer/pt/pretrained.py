@@ -6,6 +6,7 @@ format, matching names with the canonical table, writing atomically) is ``segfor
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from ..common.base.allocator import tune_allocator
-from ..common.base.atomic import atomic_folder
+from ..common.base.atomic import atomic_folder, atomic_path, atomic_write_bytes
 from ..common.model.switches import fast_path_enabled, set_fast_path
 from ..common.checkpoints import LoadReport
 from ..common.model.config import SegformerConfig
@@ -30,7 +31,7 @@ from ..common.checkpoints.pretrained import (
     weights_dtype,
     weights_preference,
 )
-from ..common.model.weights import check_state_keys
+from ..common.model.weights import check_model_memory, check_state_keys
 
 __all__ = ["SegformerPreTrainedModel"]
 
@@ -55,6 +56,8 @@ class SegformerPreTrainedModel(nn.Module):
         if not isinstance(config, SegformerConfig):
             raise TypeError(f"config must be a segformer SegformerConfig, got {type(config).__name__}")
         config.validate()
+        if self._task is not None:
+            check_model_memory(config, self._task, type(self).__name__)  # refused before any weight is allocated
         tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.base.allocator)
         super().__init__()
         self.config = config
@@ -100,8 +103,9 @@ class SegformerPreTrainedModel(nn.Module):
         """Recompute each encoder stage in the backward pass (saves activation memory).
 
         ``gradient_checkpointing_kwargs`` go to ``torch.utils.checkpoint.checkpoint`` (transformers' ``Trainer``
-        passes them); ``use_reentrant`` defaults to ``False`` here (gradients reach every stage even when the
-        input does not require grad).
+        passes them); ``use_reentrant`` defaults to ``False`` here. With ``use_reentrant=True`` the first stage's input
+        is made to require grad (as transformers' ``enable_input_require_grads``), so every weight, the patch
+        embeddings included, gets the same gradient as without checkpointing.
         """
         if gradient_checkpointing_kwargs is not None and not isinstance(gradient_checkpointing_kwargs, dict):
             raise TypeError(
@@ -220,10 +224,11 @@ class SegformerPreTrainedModel(nn.Module):
         if cls._task is None:
             raise TypeError(f"{cls.__name__} cannot be loaded on its own; load a full model class instead")
         if torch.empty(0).device.type == "meta":  # under `with torch.device("meta")` / set_default_device("meta")
-            raise RuntimeError(
-                "from_pretrained was called under a meta device (with torch.device('meta') or "
-                "torch.set_default_device('meta')): it loads existing weights, which a meta tensor cannot hold. "
-                "To build an empty model on the meta device use ModelClass(config) there instead."
+            raise RuntimeError(  # transformers' words, which its tests match
+                "You are using `from_pretrained` with a meta device context manager or "
+                "`torch.set_default_device('meta')`.\nThis is an anti-pattern as `from_pretrained` wants to load existing "
+                "weights, which a meta tensor cannot hold.\nIf you want to initialize an empty model on the meta device, "
+                "build it with `ModelClass(config)` under the context manager or global device"
             )
         prefer = weights_preference("pt", use_safetensors, from_tf)
         weights_dtype(dtype, torch_dtype)  # a bad dtype fails before anything is read
@@ -288,8 +293,15 @@ class SegformerPreTrainedModel(nn.Module):
         )
         state = self.state_dict_numpy() if state_dict is None else state_dict_to_numpy(state_dict)
 
-        def save_torch(tensors: dict[str, np.ndarray], path: Path) -> None:
-            (save_function or torch.save)({n: torch.from_numpy(a) for n, a in tensors.items()}, path)
+        def save_torch(tensors: dict[str, np.ndarray], path: Path) -> None:  # atomically, as every writer
+            state = {n: torch.from_numpy(a) for n, a in tensors.items()}
+            if save_function is not None:
+                with atomic_path(path) as tmp:
+                    save_function(state, tmp)
+                return
+            buffer = io.BytesIO()  # in memory first: torch's zip writer meeting a full disk is a bare RuntimeError
+            torch.save(state, buffer)
+            atomic_write_bytes(path, buffer.getvalue())
 
         weights_format = "safetensors" if safe_serialization else "torch"
         with atomic_folder(save_directory, discard=replaced_by_save(weights_format, is_main_process)) as folder:  # old or new, never a mix

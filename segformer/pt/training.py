@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 from pathlib import Path
@@ -33,8 +34,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..common.inference.memory import check_training_memory
 from ..common.base.allocator import tune_allocator
-from ..common.base.atomic import atomic_path
+from ..common.base.atomic import atomic_write_bytes
 from ..common.training.metrics import SegmentationMetric
 from ..common.base.random_state import host_rng_state, set_host_rng_state
 from ..common.training.loop import (
@@ -159,8 +161,9 @@ def save_training_state(
         "extra": dict(extra or {}),
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()  # serialized in memory: torch's zip writer meeting a full disk is a bare RuntimeError
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -288,6 +291,7 @@ class Trainer(TrainLoop):
     ) -> None:
         self.config = config
         self.context = context or DistributedContext()
+        check_training_memory(model.config, config.crop_size, config.batch_size, "pt")  # before any step
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from ..common.model.outputs import logits_of
 
-__all__ = ["FRAMEWORK", "Backend", "logits_of", "load_pretrained"]
+__all__ = ["FRAMEWORK", "Backend", "available_devices", "check_device", "logits_of", "load_pretrained"]
 
 FRAMEWORK = "tf"
 
@@ -30,13 +30,40 @@ def load_pretrained(source: str) -> tuple[Any, Any]:
     return TFSegformerForSemanticSegmentation.from_pretrained(source, output_loading_info=True)
 
 
+def available_devices() -> list[str]:
+    """The device names TensorFlow sees on this machine (``"/device:CPU:0"``, ``"/device:GPU:0"``, ...)."""
+    return [device.name for device in tf.config.list_logical_devices()]
+
+
+def check_device(device: Any) -> Any:
+    """``device`` (``None`` or a TensorFlow device string: ``"/GPU:0"``, ``"cpu"``, ...) if TensorFlow sees such a
+    device here; otherwise one ``ValueError`` listing :func:`available_devices` (twin of the PyTorch adapter's)."""
+    from ..common.inference.rules import device_error
+
+    if device is None:
+        return None
+    if not isinstance(device, str):
+        raise device_error(device, "TensorFlow", available_devices(), "a device is a string such as '/GPU:0'")
+    try:
+        spec = tf.DeviceSpec.from_string(device)
+    except (ValueError, TypeError):
+        raise device_error(device, "TensorFlow", available_devices(), "not a TensorFlow device string") from None
+    for logical in tf.config.list_logical_devices():
+        have = tf.DeviceSpec.from_string(logical.name)
+        if spec.device_type is None or (spec.device_type.upper() == have.device_type.upper()
+                                        and spec.device_index in (None, have.device_index)):
+            return device
+    raise device_error(device, "TensorFlow", available_devices())
+
+
 def _device_scope(device: Any) -> Any:
     return tf.device(device) if device is not None else contextlib.nullcontext()
 
 
 class Backend:
     """A Keras model (called with ``training=False``, under ``tf.device(device)`` when one is given) behind
-    numpy calls (twin of :class:`segformer.pt.backend.Backend`)."""
+    numpy calls (twin of :class:`segformer.pt.backend.Backend`). Keras has no model-wide mode: every call passes
+    ``training=False``, so dropout is off whatever the caller does; :meth:`eval_mode` has nothing to switch."""
 
     framework = FRAMEWORK
     serialized = True  # model calls one at a time (TensorFlow's own thread pool runs each)
@@ -47,7 +74,12 @@ class Backend:
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
         self.model = model
-        self.device = device
+        self.device = check_device(device)
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Nothing to switch: every model call passes ``training=False``."""
+        yield
 
     @staticmethod
     def default_workers(device: Any = None) -> int:

@@ -1,4 +1,4 @@
-"""The all-MLP decode head (Keras 3). Mirror of ``segformer/pt/decode_head.py`` (same paths; both fast
+"""The decode heads (Keras 3): the all-MLP head and mmseg's (``config.decode_head_type``). Mirror of ``segformer/pt/decode_head.py`` (same paths; both fast
 paths' fold is :func:`segformer.common.model.head_fold.fold_decode_head`; the checklist for a head change is at
 the top of ``segformer/pt/decode_head.py``).
 
@@ -14,6 +14,10 @@ Fast path (eval, same numbers within float rounding): ``linear_fuse`` and the ev
 each stage's ``proj``, run at each stage's own resolution; the 4D-channel concatenation at 1/4 resolution
 is never built.
 
+mmseg head (``decode_head_type="mmseg"``): per stage ``proj`` (no bias), BatchNorm, ReLU, upsample, concatenate
+(stage 1, 2, 3, 4), ``linear_fuse``, BatchNorm, ReLU, channel dropout, ``classifier``; training runs this plain
+path, the eval fast path the fold of :func:`segformer.common.model.head_fold.fold_mmseg_decode_head`.
+
 A ``keras.layers.Layer`` (Hugging Face's TF head is a full model, which breaks SavedModel export).
 Input: the encoder's NHWC stage maps; output NHWC logits (B, h_1, w_1, num_labels).
 """
@@ -26,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from ..common.model.config import SegformerConfig, as_config, patch_embed_size
-from ..common.model.head_fold import fold_decode_head
+from ..common.model.head_fold import fold_decode_head, fold_mmseg_decode_head
 from .layers import normal_init, resize_bilinear
 
 __all__ = ["TFSegformerMLP", "TFSegformerBatchNorm", "TFSegformerDecodeHead", "stage_maps", "resize_bilinear"]
@@ -48,21 +52,29 @@ def stage_maps(config: SegformerConfig, encoder_hidden_states: tuple) -> list[tf
 
 @_SERIALIZABLE
 class TFSegformerMLP(keras.layers.Layer):
-    """Twin of ``SegformerMLP``: per-stage projection (a Dense on the channel axis of an NHWC map)."""
+    """Twin of ``SegformerMLP``: per-stage projection (a Dense on the channel axis of an NHWC map). With
+    ``batch_norm`` (the mmseg head) ``proj`` has no bias and a ``batch_norm`` follows it (applied by the head)."""
 
-    def __init__(self, decoder_hidden_size: int, initializer_range: float, **kwargs: Any) -> None:
+    def __init__(self, decoder_hidden_size: int, initializer_range: float, batch_norm: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.decoder_hidden_size, self.initializer_range = decoder_hidden_size, initializer_range
-        self.proj = keras.layers.Dense(decoder_hidden_size, name="proj", kernel_initializer=normal_init(initializer_range))
+        self.decoder_hidden_size, self.initializer_range, self.use_batch_norm = decoder_hidden_size, initializer_range, batch_norm
+        self.proj = keras.layers.Dense(
+            decoder_hidden_size, name="proj", use_bias=not batch_norm, kernel_initializer=normal_init(initializer_range)
+        )
+        if batch_norm:
+            self.batch_norm = TFSegformerBatchNorm(name="batch_norm")
 
     def build(self, input_shape: Any) -> None:
         self.proj.build((None, None, None, int(input_shape[-1])))
+        if self.use_batch_norm:
+            self.batch_norm.build((None, None, None, self.decoder_hidden_size))
 
     def call(self, hidden_states: tf.Tensor) -> tf.Tensor:
         return self.proj(hidden_states)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "decoder_hidden_size": self.decoder_hidden_size, "initializer_range": self.initializer_range}
+        return {**super().get_config(), "decoder_hidden_size": self.decoder_hidden_size, "initializer_range": self.initializer_range,
+                "batch_norm": self.use_batch_norm}
 
 
 @_SERIALIZABLE
@@ -121,11 +133,14 @@ class TFSegformerDecodeHead(keras.layers.Layer):
         self.config = config
         d = config.decoder_hidden_size
         init = normal_init(config.initializer_range)
-        self.mlps = [TFSegformerMLP(d, config.initializer_range, name=f"linear_c.{i}") for i in range(config.num_encoder_blocks)]
+        self.mmseg = config.decode_head_type == "mmseg"
+        self.mlps = [TFSegformerMLP(d, config.initializer_range, batch_norm=self.mmseg, name=f"linear_c.{i}")
+                     for i in range(config.num_encoder_blocks)]
         self.linear_fuse = keras.layers.Conv2D(d, 1, use_bias=False, name="linear_fuse", kernel_initializer=init)
         self.batch_norm = TFSegformerBatchNorm(name="batch_norm")
         self.activation = keras.layers.Activation("relu")
-        self.dropout = keras.layers.Dropout(config.classifier_dropout_prob)
+        # mmseg drops whole channels (PyTorch Dropout2d); the all-MLP head single values
+        self.dropout = (keras.layers.SpatialDropout2D if self.mmseg else keras.layers.Dropout)(config.classifier_dropout_prob)
         self.classifier = keras.layers.Conv2D(config.num_labels, 1, name="classifier", kernel_initializer=init, dtype="float32")
         self.fast_path_enabled = True
 
@@ -140,7 +155,12 @@ class TFSegformerDecodeHead(keras.layers.Layer):
 
     def call(self, encoder_hidden_states: tuple, training: bool = False) -> tf.Tensor:
         maps = stage_maps(self.config, encoder_hidden_states)
-        if self.fast_path_enabled and not training:
+        if self.mmseg:
+            if self.fast_path_enabled and not training:
+                fused = self._fused_fast_mmseg(maps)
+            else:
+                fused = self.batch_norm(self._fused_plain_mmseg(maps, training), training=training)
+        elif self.fast_path_enabled and not training:
             fused = self._fused_fast(maps)
         else:
             fused = self._fused_folded(maps) if self.fast_path_enabled else self._fused_plain(maps)
@@ -155,6 +175,41 @@ class TFSegformerDecodeHead(keras.layers.Layer):
             x = mlp(hidden)
             projected.append(x if index == 0 else tf.cast(resize_bilinear(x, size), x.dtype))
         return self.linear_fuse(tf.concat(projected[::-1], axis=-1))
+
+    def _fused_plain_mmseg(self, maps: list[tf.Tensor], training: bool) -> tf.Tensor:
+        """mmseg's ``SegformerHead`` before its fuse BatchNorm: per stage ``relu(BN(proj(x)))`` resized to the
+        stage-1 size, concatenated in stage order 1..n, ``linear_fuse``."""
+        size = tf.shape(maps[0])[1:3]
+        projected = []
+        for index, (mlp, hidden) in enumerate(zip(self.mlps, maps)):
+            x = self.activation(mlp.batch_norm(mlp(hidden), training=training))
+            projected.append(x if index == 0 else tf.cast(resize_bilinear(x, size), x.dtype))
+        return self.linear_fuse(tf.concat(projected, axis=-1))
+
+    def _fused_fast_mmseg(self, maps: list[tf.Tensor]) -> tf.Tensor:
+        """The mmseg head's eval fold (:func:`fold_mmseg_decode_head`) before its final ReLU, float32:
+        ``sum_i up(F_i relu(A_i x_i + c_i)) + shift``, each stage's D x D block at the stage's own resolution."""
+        d, n = self.config.decoder_hidden_size, self.config.num_encoder_blocks
+        size = tf.shape(maps[0])[1:3]
+
+        def stats(bn: TFSegformerBatchNorm) -> tuple:
+            return tuple(tf.convert_to_tensor(v) for v in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+
+        # Keras kernels are (in, out): transposed into the (out, in) layout of the fold and back
+        weights, biases, blocks, shift = fold_mmseg_decode_head(
+            tf.transpose(tf.reshape(self.linear_fuse.kernel, (n * d, d))),
+            [tf.transpose(mlp.proj.kernel) for mlp in self.mlps],
+            [stats(mlp.batch_norm) for mlp in self.mlps], stats(self.batch_norm), self.batch_norm.epsilon,
+        )
+        out = None
+        for i, hidden in enumerate(maps):
+            y = tf.linalg.matmul(tf.cast(hidden, tf.float32), tf.cast(weights[i], tf.float32), transpose_b=True)
+            y = tf.nn.relu(y + tf.cast(biases[i], tf.float32))  # (B, h_i, w_i, D)
+            y = tf.linalg.matmul(y, tf.cast(blocks[i], tf.float32), transpose_b=True)
+            if i > 0:
+                y = resize_bilinear(y, size)
+            out = y if out is None else out + y
+        return out + tf.cast(shift, tf.float32)
 
     def _fused_folded(self, maps: list[tf.Tensor]) -> tf.Tensor:
         """Training fast path: ``linear_fuse(concat(up(proj_i(x_i))))`` with ``linear_fuse`` folded into each

@@ -44,7 +44,7 @@ class TFSegformerEncoder(keras.layers.Layer):
         for attribute, layer in zip(self._block_attributes, blocks):
             setattr(self, attribute, layer)
         self.layer_norms = [
-            keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=f"layer_norm.{i}")
+            keras.layers.LayerNormalization(epsilon=config.stage_layer_norm_eps, name=f"layer_norm.{i}")
             for i in range(config.num_encoder_blocks)
         ]
 

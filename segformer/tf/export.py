@@ -4,7 +4,7 @@ size; float32, float16 weights, or full-integer int8 calibrated on the user's im
 
 Every export is written atomically: a SavedModel folder goes through
 :func:`segformer.common.base.atomic.atomic_folder` (built as a temporary sibling, swapped in with one rename),
-a ``.tflite`` file through :func:`segformer.common.base.atomic.atomic_path`.
+a ``.tflite`` file through :func:`segformer.common.base.atomic.atomic_write_bytes`.
 
 The exported function is the eval-mode model (``training=False``) returning logits only:
 ``(B, num_labels, ceil(H/4), ceil(W/4))`` for ``channels_first`` input ``(B, C, H, W)`` (the models'
@@ -23,7 +23,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..common.base.atomic import atomic_folder, atomic_path, check_overwrite
+from ..common.base.atomic import atomic_folder, atomic_write_bytes, check_overwrite, os_errors_from
+from ..common.base.deps import native_noise_silenced
 from ..common.inference.rules import as_size_pair
 from ..common.model.outputs import logits_of
 from .layers import resize_bilinear
@@ -136,7 +137,8 @@ def export_saved_model(
         input_signature=[_spec(model, data_format, None, size)],
     )
     # the whole folder is the export's: nothing of an old one is carried over
-    with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder:
+    with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder, \
+            os_errors_from(path, tf.errors.OpError):  # a full disk: one OSError, not TensorFlow's OutOfRangeError
         archive.write_out(str(folder), verbose=False)
     return path
 
@@ -217,8 +219,7 @@ def export_tflite(
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         flatbuffer = converter.convert()
     path = Path(path)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_bytes(flatbuffer)
+    atomic_write_bytes(path, flatbuffer, overwrite=overwrite)
     return path
 
 
@@ -233,10 +234,10 @@ class TFLiteRunner:
     """
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None) -> None:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_noise_silenced():  # the XNNPACK "INFO: Created ..." line
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")  # LiteRT notice
             self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+            self.interpreter.allocate_tensors()
         (self.input,) = self.interpreter.get_input_details()
         (self.output,) = self.interpreter.get_output_details()
 
@@ -270,11 +271,11 @@ def _tflite_tensors(path: str | os.PathLike, pixel_values: np.ndarray) -> tuple[
     """Run a TFLite file keeping every intermediate tensor: (the output names of its matrix products and
     convolutions in execution order, {name: float value}), quantized tensors dequantized with their scale /
     zero point."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), native_noise_silenced():
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # wanted here
         interpreter = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
     runner = TFLiteRunner.__new__(TFLiteRunner)  # its input / output conversion on this interpreter
     runner.interpreter = interpreter
     (runner.input,) = interpreter.get_input_details()

@@ -223,15 +223,16 @@ class TFSegformerImageSegmenter(keras.Model):
     def export_saved_model(self, path: str) -> None:
         """A SavedModel for TF Serving: ``serving_default(images)`` takes uint8 images of any size (written
         atomically as one folder, :func:`segformer.common.base.atomic.atomic_folder`)."""
-        from ..common.base.atomic import atomic_folder
+        from ..common.base.atomic import atomic_folder, os_errors_from
 
         self.build()
-        with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder:
+        with atomic_folder(path, what="SavedModel folder", discard=lambda name: True) as folder, \
+                os_errors_from(path, tf.errors.OpError):
             tf.saved_model.save(self, str(folder), signatures={"serving_default": self.serving_function()})
 
     def export_tflite(self, path: str, image_size: tuple[int, int], batch: int = 1) -> None:
         """A TFLite model for uint8 images of one fixed ``image_size = (height, width)`` (written atomically)."""
-        from ..common.base.atomic import atomic_path
+        from ..common.base.atomic import atomic_write_bytes
 
         self.build()
         spec = tf.TensorSpec((batch, int(image_size[0]), int(image_size[1]), self.channels), tf.uint8, name="images")
@@ -241,6 +242,4 @@ class TFSegformerImageSegmenter(keras.Model):
         converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
         flatbuffer = converter.convert()
-        with atomic_path(path) as temporary:
-            with open(temporary, "wb") as handle:
-                handle.write(flatbuffer)
+        atomic_write_bytes(path, flatbuffer)

@@ -6,6 +6,7 @@ Hugging Face's TF classes; NCHW by default, NHWC with ``data_format="channels_la
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import keras
@@ -134,9 +135,10 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
         """What every ``call`` does: unpack Keras' input dict, resolve the flags from the config, run the whole
         call as a cached graph where :meth:`_runs_as_graph` says so, else the encoder then the task's
         :meth:`_head`; the output object (or tuple) holds the head's fields, then hidden states and attentions."""
-        pixel_values, labels = self._unpack(pixel_values, labels)
-        output_attentions = _flag(output_attentions, self.config.output_attentions)
-        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
+        pixel_values, labels, packed = self._unpack(pixel_values, labels)
+        output_attentions = _flag(packed.get("output_attentions", output_attentions), self.config.output_attentions)
+        output_hidden_states = _flag(packed.get("output_hidden_states", output_hidden_states), self.config.output_hidden_states)
+        return_dict = packed.get("return_dict", return_dict)
         if self._runs_as_graph(training, labels):
             return self._graph_call(pixel_values, output_attentions, output_hidden_states, return_dict)
         last, hidden, attentions = self.segformer(
@@ -156,11 +158,24 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
         """The task's outputs before ``hidden_states`` / ``attentions``, by output field name."""
         raise NotImplementedError
 
-    @staticmethod
-    def _unpack(pixel_values: Any, labels: Any) -> tuple[Any, Any]:
-        if isinstance(pixel_values, dict):  # Keras fit / predict feed the whole input dict
-            return pixel_values["pixel_values"], pixel_values.get("labels", labels)
-        return pixel_values, labels
+    def _unpack(self, pixel_values: Any, labels: Any) -> tuple[Any, Any, dict[str, Any]]:
+        """transformers' TF input forms: the first argument may pack the inputs, by name in a dict (Keras' fit /
+        predict feed the whole input dict: ``model({"pixel_values": x, "labels": y})``) or in ``call``'s parameter
+        order in a tuple / list whose first item is a 4-D batch (``model((x,))``, ``model([x, y])``). Returns
+        ``(pixel_values, labels, other packed keywords)``; an unknown name is a ``ValueError`` listing the allowed."""
+        names = [n for n in inspect.signature(self.call).parameters if n != "training"]
+        if isinstance(pixel_values, (tuple, list)) and pixel_values and len(getattr(pixel_values[0], "shape", ())) == 4:
+            if len(pixel_values) > len(names):
+                raise ValueError(f"{type(self).__name__} takes at most {len(names)} packed inputs {names}, got {len(pixel_values)}")
+            pixel_values = dict(zip(names, pixel_values))
+        if not isinstance(pixel_values, dict):
+            return pixel_values, labels, {}
+        unknown = sorted(set(pixel_values) - set(names))
+        if unknown or "pixel_values" not in pixel_values:
+            raise ValueError(f"{type(self).__name__}: the input dict needs 'pixel_values' and may hold {names[1:]}; got keys "
+                             f"{sorted(pixel_values)}")
+        packed = dict(pixel_values)
+        return packed.pop("pixel_values"), packed.pop("labels", labels), packed
 
 
 @_SERIALIZABLE

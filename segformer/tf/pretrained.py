@@ -5,6 +5,7 @@ Mirror of ``segformer/pt/pretrained.py``; the framework-agnostic half is ``segfo
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.base.allocator import tune_allocator
-from ..common.base.atomic import atomic_folder
+from ..common.base.atomic import atomic_folder, os_errors_from
 from ..common.model.switches import fast_path_enabled, set_fast_path
 from ..common.model.config import SegformerConfig, as_config
+from ..common.model.outputs import ModelOutput
 from ..common.model.pixel_values import DATA_FORMATS
 from ..common.model.hub import pop_save_kwargs, push_folder_to_hub, push_to_hub_with
 from ..common.checkpoints.pretrained import (
@@ -29,7 +31,7 @@ from ..common.checkpoints.pretrained import (
     weights_dtype,
     weights_preference,
 )
-from ..common.model.weights import check_state_keys, parameter_table, to_pt_layout, to_tf_layout
+from ..common.model.weights import check_model_memory, check_state_keys, parameter_table, to_pt_layout, to_tf_layout
 
 __all__ = ["TFSegformerPreTrainedModel", "DATA_FORMATS"]
 
@@ -56,6 +58,7 @@ class _GraphCache:
         self.functions: dict[tuple, Any] = {}
         self.eager_calls = 0
         self.serving: Any = None  # the default SavedModel signature, once made
+        self.serving_inputs: Any = None  # ``model.serving`` (transformers' input-dict serving function), once made
 
     def __deepcopy__(self, memo: dict) -> "_GraphCache":
         return _GraphCache()
@@ -80,6 +83,8 @@ class TFSegformerPreTrainedModel(keras.Model):
     def __init__(self, config: SegformerConfig | dict, data_format: str = "channels_first", **kwargs: Any) -> None:
         config = as_config(config, type(self).__name__)
         config.validate()
+        if self._task is not None:
+            check_model_memory(config, self._task, type(self).__name__)  # refused before any weight is allocated
         if data_format not in DATA_FORMATS:
             raise ValueError(f"data_format must be one of {list(DATA_FORMATS)}, got {data_format!r}")
         tune_allocator()  # glibc malloc thresholds, once per process (segformer.common.base.allocator)
@@ -111,6 +116,63 @@ class TFSegformerPreTrainedModel(keras.Model):
                 side += 32
         shape = (1, self.config.num_channels, side, side) if self.data_format == "channels_first" else (1, side, side, self.config.num_channels)
         return {"pixel_values": tf.zeros(shape, tf.float32)}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Keras' ``__call__``; flags packed with the tensors in the first argument (transformers' TF form
+        ``model({"pixel_values": x, "output_hidden_states": True})``) become keywords first: Keras 3 refuses a
+        nested argument that mixes tensors and Python values. The task models' ``call`` unpacks the rest."""
+        if args and isinstance(args[0], (dict, tuple, list)) and args[0]:
+            packed = args[0]
+            if not isinstance(packed, dict) and len(getattr(packed[0], "shape", ())) == 4:
+                names = [n for n in inspect.signature(self.call).parameters if n != "training"]
+                packed = dict(zip(names, packed)) if len(packed) <= len(names) else packed
+            if isinstance(packed, dict):
+                flags = {k: v for k, v in packed.items() if k != "pixel_values" and (v is None or isinstance(v, bool))}
+                clash = sorted(set(flags) & set(kwargs))
+                if clash:
+                    raise TypeError(f"{type(self).__name__}: {clash} given both in the packed inputs and as keywords")
+                args = ({k: v for k, v in packed.items() if k not in flags},) + args[1:]
+                kwargs.update(flags)
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def input_signature(self) -> dict[str, tf.TensorSpec]:
+        """``{"pixel_values": TensorSpec}``, as transformers' TF property: float32, ``num_channels`` in the model's data
+        format; batch, height and width free (transformers fixes 512 x 512; any size works here)."""
+        channels = self.config.num_channels
+        shape = (None, channels, None, None) if self.data_format == "channels_first" else (None, None, None, channels)
+        return {"pixel_values": tf.TensorSpec(shape, tf.float32, name="pixel_values")}
+
+    @property
+    def serving(self) -> Any:
+        """transformers' TF ``serving``: a ``tf.function`` of an input dict (``{"pixel_values": x}``) returning
+        :meth:`serving_output` of the call; ``model.serving.get_concrete_function(model.input_signature)`` gives a
+        SavedModel signature."""
+        if self._graphs.serving_inputs is None:
+
+            def serving(inputs: Any) -> Any:
+                return self.serving_output(self.call(inputs, training=False))
+
+            self._graphs.serving_inputs = tf.function(serving, reduce_retracing=True)
+        return self._graphs.serving_inputs
+
+    def serving_output(self, output: Any) -> Any:
+        """transformers' TF ``serving_output``: ``hidden_states`` / ``attentions`` dropped unless the config asks for
+        them, tuples of tensors stacked into one tensor where their shapes agree (SegFormer's stages differ: kept)."""
+        if not isinstance(output, ModelOutput):
+            return output
+        fields = {}
+        for key, value in output.items():
+            if (key.endswith("hidden_states") and not self.config.output_hidden_states) or (
+                    key.endswith("attentions") and not self.config.output_attentions):
+                continue
+            if isinstance(value, (tuple, list)):
+                try:
+                    value = tf.convert_to_tensor(value)
+                except (ValueError, tf.errors.InvalidArgumentError):
+                    pass  # stages of different sizes
+            fields[key] = value
+        return type(output)(**fields)
 
     def build(self, input_shape: Any = None) -> None:
         """Create every variable from the config alone (no forward pass; any input size works afterwards)."""
@@ -272,10 +334,11 @@ class TFSegformerPreTrainedModel(keras.Model):
             )
             if saved_model:
                 export_dir = folder / "saved_model" / str(version)
-                if signatures is None:
-                    tf.saved_model.save(self, str(export_dir))
-                else:
-                    tf.saved_model.save(self, str(export_dir), signatures=signatures)
+                with os_errors_from(Path(save_directory) / "saved_model", tf.errors.OpError):  # a full disk
+                    if signatures is None:
+                        tf.saved_model.save(self, str(export_dir))
+                    else:
+                        tf.saved_model.save(self, str(export_dir), signatures=signatures)
         directory = Path(save_directory)
         if push_to_hub:
             push_folder_to_hub(directory, repo_id or Path(save_directory).resolve().name, **upload)
@@ -310,6 +373,7 @@ class TFSegformerPreTrainedModel(keras.Model):
         """For ``tf.saved_model.save``: our serving function is the root's ``_default_save_signature`` child,
         which TensorFlow exports as ``serving_default`` when no ``signatures`` are given."""
         children = super()._trackable_children(save_type, **kwargs)
+        children.pop("serving", None)  # the input-dict serving function is exported only where asked for (signatures)
         if save_type == "savedmodel":
             children["_default_save_signature"] = self._default_save_signature()
         return children

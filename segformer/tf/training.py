@@ -29,6 +29,7 @@ TF twin of ``segformer/pt/training.py``:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -39,8 +40,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..common.inference.memory import check_training_memory
 from ..common.base.allocator import tune_allocator
-from ..common.base.atomic import atomic_path
+from ..common.base.atomic import atomic_write_bytes
 from ..common.training.metrics import SegmentationMetric
 from ..common.base.random_state import host_rng_state, set_host_rng_state
 from ..common.training.loop import (
@@ -241,9 +243,9 @@ def save_training_state(path: str | os.PathLike, model: Any, optimizer: ParamGro
     }
     arrays["meta"] = np.asarray(json.dumps(meta))
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+    buffer = io.BytesIO()  # serialized in memory first (as the PyTorch twin does)
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -372,6 +374,7 @@ class Trainer(TrainLoop):
         self.model = model
         self.config = config
         self.strategy = strategy or strategy_of(model)
+        check_training_memory(model.config, config.crop_size, config.batch_size, "tf")  # before any step
         self.replicas = int(self.strategy.num_replicas_in_sync)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset

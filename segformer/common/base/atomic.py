@@ -41,6 +41,8 @@ __all__ = [
     "check_overwrite",
     "current_umask",
     "describe_os_error",
+    "os_errors_from",
+    "output_overlap",
     "replace_folder",
     "temp_folder_for",
 ]
@@ -50,6 +52,40 @@ def check_overwrite(path: str | os.PathLike, overwrite: bool, what: str = "file"
     """Raise ``FileExistsError`` if ``path`` exists and ``overwrite`` is false."""
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{what} {os.fspath(path)!r} already exists; pass overwrite=True to replace it")
+
+
+def output_overlap(source: str | os.PathLike, output: str | os.PathLike) -> str | None:
+    """How writing (or replacing) ``output`` would touch ``source``, compared as real paths (links
+    resolved): ``"is"`` (the same path), ``"contains"`` (``source`` lies inside ``output``), ``"is inside"``
+    (``output`` lies inside the folder ``source``); ``None`` when they are apart. The one rule by which
+    commands never write over their inputs."""
+    src, out = Path(os.path.realpath(source)), Path(os.path.realpath(output))
+    if src == out:
+        return "is"
+    if out in src.parents:
+        return "contains"
+    if src in out.parents:
+        return "is inside"
+    return None
+
+
+# environment faults a library may report as its own error type, with the system's text in the message
+_WRITE_FAULTS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+@contextlib.contextmanager
+def os_errors_from(path: str | os.PathLike, error_types: type[BaseException] | tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Turn an error of ``error_types`` (a writer's own type, e.g. TensorFlow's ``OpError`` from a SavedModel
+    save) whose message carries the system's text of a write fault (disk full, file too large, quota,
+    read-only, permission denied, I/O error) into that ``OSError``, naming ``path``; others pass unchanged."""
+    try:
+        yield
+    except error_types as err:
+        text = str(err)
+        code = next((code for code in _WRITE_FAULTS if os.strerror(code) in text), None)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), os.fspath(path)) from err
 
 
 def describe_os_error(err: OSError, path: str | os.PathLike) -> str:
@@ -137,12 +173,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     _make_parent(path)
     _clean_stale(path)
     tmp_path = _temp_name(path, "tmp")
-    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
-    mode = stat.S_IMODE(os.stat(tmp_path).st_mode)
+    _create_file(tmp_path)
     try:
+        mode = stat.S_IMODE(os.stat(tmp_path).st_mode)
         yield tmp_path
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
+        _sync_file(tmp_path)
         os.chmod(tmp_path, mode)  # a writer that re-created the file may have used other permissions
         os.replace(tmp_path, path)
     finally:
@@ -150,9 +185,32 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
             tmp_path.unlink()
 
 
+# The three steps at which the disk is touched (environment faults are injected here in tests).
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _sync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_bytes(data)
+    """Write ``data`` (built in memory by the caller, so no third-party writer ever meets a full disk) to
+    ``path`` atomically. An environment fault is an ``OSError`` with its errno and ``filename`` set (to
+    ``path`` when the system gave none); ``path`` is left as it was and no temporary remains."""
+    try:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            _write_file(tmp, data)
+    except OSError as err:
+        if err.errno is not None and err.filename is None:  # a system error, not one of our messages
+            err.filename = os.fspath(path)
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> None:

@@ -16,7 +16,10 @@ import sys
 from types import ModuleType
 from typing import Iterator
 
-__all__ = ["OPTIONAL_PACKAGES", "MissingDependencyError", "available", "missing_message", "require", "require_framework"]
+__all__ = [
+    "OPTIONAL_PACKAGES", "MissingDependencyError", "available", "missing_message", "native_noise_silenced", "require",
+    "require_framework",
+]
 
 # import name -> (what it is, pip command, extra of this project)
 OPTIONAL_PACKAGES: dict[str, tuple[str, str, str]] = {
@@ -45,6 +48,18 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+@contextlib.contextmanager
+def native_noise_silenced() -> Iterator[None]:
+    """While the CLI runs quietly (:data:`QUIET_IMPORTS`, i.e. without ``--verbose``), native libraries' log
+    lines (TFLite's "Created TensorFlow Lite XNNPACK delegate") go nowhere: file descriptor 2 is pointed at
+    the null device for the block. Python exceptions are unaffected. Otherwise a no-op."""
+    if not QUIET_IMPORTS:
+        yield
+        return
+    with _native_stderr_silenced():
+        yield
 
 
 class MissingDependencyError(ImportError):

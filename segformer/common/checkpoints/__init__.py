@@ -14,6 +14,9 @@ their tensors. Formats are detected from the file's content, not its name. Every
 * :func:`read_tf_h5` / :func:`write_tf_h5` - the Keras-2 ``save_weights`` h5 layout Hugging Face's TF
   classes read and write (``layer_names`` / ``weight_names`` attributes, ``model_name/...:0`` datasets;
   ``h5_io.py``).
+* :func:`~segformer.common.checkpoints.keras_hub_io.read_keras_hub_preset` /
+  :func:`~segformer.common.checkpoints.keras_hub_io.write_keras_hub_preset` - keras-hub SegFormer preset folders
+  (Keras 3 ``.weights.h5`` positional paths, one ordered name table; ``keras_hub_io.py``).
 * :func:`match_state_dict` - compare a state dict with the canonical table: a :class:`LoadReport`
   (``matching.py``).
 """
@@ -33,7 +36,7 @@ from .files import (
     find_weights_file,
 )
 from .h5_io import COUNTERS_ATTR, read_h5_counters, read_tf_h5, write_tf_h5
-from .matching import LoadReport, match_state_dict
+from .matching import LoadReport, check_sr_ratios, match_state_dict
 from .reader import PT_LAYOUT_KINDS, RawCheckpoint, index_shard_path, load_state_dict, read_checkpoint
 from .safetensors_io import CHECKSUM_KEY, read_safetensors, save_safetensors, tensors_digest
 from .torch_io import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -10,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..base.atomic import atomic_path
+from ..base.atomic import atomic_write_bytes
 from .files import _MAX_TENSOR_BYTES, _MAX_ZIP_RATIO, CheckpointError
 from .safetensors_io import CHECKSUM_KEY, tensors_digest
 
@@ -75,20 +76,24 @@ def _check_h5_links(path: Path, handle) -> None:
     """
     import h5py
 
-    def visit(name: str, link) -> None:
+    # The visitors only collect: an exception raised inside h5py's callback surfaces as an unrelated SystemError.
+    links: list[tuple[str, object]] = []
+    handle.visititems_links(lambda name, link: links.append((name, link)) if isinstance(
+        link, (h5py.ExternalLink, h5py.SoftLink)) else None)
+    for name, link in links[:1]:
         if isinstance(link, h5py.ExternalLink):
             raise CheckpointError(f"{path}: {name!r} is an HDF5 external link (to another file); refused, not followed")
-        if isinstance(link, h5py.SoftLink):
-            raise CheckpointError(f"{path}: {name!r} is an HDF5 soft link; refused, not followed")
+        raise CheckpointError(f"{path}: {name!r} is an HDF5 soft link; refused, not followed")
 
-    handle.visititems_links(visit)
+    datasets: list[tuple[str, str]] = []
 
     def check(name: str, node) -> None:
         if isinstance(node, h5py.Dataset) and (node.is_virtual or node.external):
-            kind = "a virtual dataset" if node.is_virtual else "stored in external files"
-            raise CheckpointError(f"{path}: dataset {name!r} is {kind}; refused, other files are never read")
+            datasets.append((name, "a virtual dataset" if node.is_virtual else "stored in external files"))
 
     handle.visititems(check)
+    for name, kind in datasets[:1]:
+        raise CheckpointError(f"{path}: dataset {name!r} is {kind}; refused, other files are never read")
 
 
 def _read_h5_dataset(path: Path, dataset, name: str) -> np.ndarray:
@@ -147,20 +152,21 @@ def write_tf_h5(
     layers: dict[str, list[str]] = {}
     for tf_path in tensors:
         layers.setdefault(tf_path.split("/", 1)[0], []).append(tf_path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            handle.attrs["backend"] = "tensorflow"
-            handle.attrs["keras_version"] = "2.21.0"
-            handle.attrs["layer_names"] = np.array([n.encode("utf-8") for n in layers], dtype=object)
-            handle.attrs[CHECKSUM_KEY] = tensors_digest({n: np.asarray(t) for n, t in tensors.items()})
-            if counters:
-                handle.attrs[COUNTERS_ATTR] = json.dumps({k: int(v) for k, v in counters.items()}, sort_keys=True)
-            for layer, names in layers.items():
-                group = handle.create_group(layer)
-                full = [f"{model_name}/{n}:0" for n in names]
-                group.attrs["weight_names"] = np.array([n.encode("utf-8") for n in full], dtype=object)
-                for name, full_name in zip(names, full):
-                    group.create_dataset(full_name, data=np.asarray(tensors[name], order="C"))
-            top = handle.create_group("top_level_model_weights")
-            top.attrs["weight_names"] = np.array([], dtype=np.float64)
+    buffer = io.BytesIO()  # built in memory: HDF5 meeting a full disk can crash the process
+    with h5py.File(buffer, "w") as handle:
+        handle.attrs["backend"] = "tensorflow"
+        handle.attrs["keras_version"] = "2.21.0"
+        handle.attrs["layer_names"] = np.array([n.encode("utf-8") for n in layers], dtype=object)
+        handle.attrs[CHECKSUM_KEY] = tensors_digest({n: np.asarray(t) for n, t in tensors.items()})
+        if counters:
+            handle.attrs[COUNTERS_ATTR] = json.dumps({k: int(v) for k, v in counters.items()}, sort_keys=True)
+        for layer, names in layers.items():
+            group = handle.create_group(layer)
+            full = [f"{model_name}/{n}:0" for n in names]
+            group.attrs["weight_names"] = np.array([n.encode("utf-8") for n in full], dtype=object)
+            for name, full_name in zip(names, full):
+                group.create_dataset(full_name, data=np.asarray(tensors[name], order="C"))
+        top = handle.create_group("top_level_model_weights")
+        top.attrs["weight_names"] = np.array([], dtype=np.float64)
+    atomic_write_bytes(path, buffer.getvalue())
     return Path(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -42,15 +43,47 @@ class LoadReport:
             lines.append(f"unexpected ({len(self.unexpected_keys)}): {', '.join(self.unexpected_keys)}")
         if self.mismatched_keys:
             lines.append(
-                f"mismatched ({len(self.mismatched_keys)}): "
+                f"mismatched ({len(self.mismatched_keys)}), newly initialized because the shapes did not match: "
                 + ", ".join(f"{k} checkpoint {a} vs model {b}" for k, a, b in self.mismatched_keys)
             )
         if self.nonfinite_keys:
             lines.append(f"NaN/Inf values ({len(self.nonfinite_keys)}): {', '.join(self.nonfinite_keys)}")
         return "\n".join(lines) if lines else "all tensors matched"
 
-    def __getitem__(self, key: str):  # HF returns a dict from output_loading_info=True
+    def __getitem__(self, key: str):
+        """transformers' ``output_loading_info=True`` dict: ``missing_keys``, ``unexpected_keys``, ``mismatched_keys``
+        (the names, sorted, as transformers lists them; the attribute also holds both shapes) and ``error_msgs``."""
+        if key == "mismatched_keys":
+            return sorted(name for name, _, _ in self.mismatched_keys)
+        if key == "error_msgs":
+            return []
         return getattr(self, key)
+
+
+_ATTENTION_KEY = re.compile(r"(?:^|\.)encoder\.block\.(\d+)\.\d+\.attention\.self\.(query|sr)\.weight$")
+
+
+def check_sr_ratios(state: Mapping[str, np.ndarray], sr_ratios: list[int], source: object) -> None:
+    """Refuse weights whose sequence-reduction convolutions disagree with the config's ``sr_ratios``, naming the
+    ratios the weights were trained with. A stage's ratio is its ``sr`` conv's kernel (no ``sr`` conv: 1); a
+    mismatch would otherwise load with the reduction re-initialized or silently dropped."""
+    found: dict[int, int] = {}
+    for name, array in state.items():
+        match = _ATTENTION_KEY.search(name)
+        if match is None:
+            continue
+        stage = int(match.group(1))
+        if match.group(2) == "sr" and np.ndim(array) == 4:
+            found[stage] = int(np.shape(array)[-1])
+        else:
+            found.setdefault(stage, 1)
+    wrong = [i for i, ratio in sorted(found.items()) if i < len(sr_ratios) and sr_ratios[i] != ratio]
+    if wrong:
+        from_weights = [found.get(i, sr_ratios[i]) for i in range(len(sr_ratios))]
+        raise ValueError(
+            f"{source}: the config's sr_ratios {list(sr_ratios)} do not match the weights, whose sequence-reduction "
+            f"convolutions give sr_ratios {from_weights} (stage(s) {wrong} differ); fix sr_ratios in config.json"
+        )
 
 
 def match_state_dict(

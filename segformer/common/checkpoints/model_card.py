@@ -76,7 +76,7 @@ def model_card(
         how,
         "",
         f"Architecture: depths {config.depths}, hidden sizes {config.hidden_sizes}, heads {config.num_attention_heads}, "
-        f"decoder width {config.decoder_hidden_size}, {config.num_labels} labels. Weights: "
+        f"decoder width {config.decoder_hidden_size}, decode head: {config.decode_head_type}, {config.num_labels} labels. Weights: "
         f"{'model.safetensors (PyTorch)' if framework == 'pt' else 'tf_model.h5 (TensorFlow / Keras)'}; "
         "`preprocessor_config.json` holds the image processing.",
         "",
@@ -84,17 +84,43 @@ def model_card(
     if metrics:
         body += ["Last evaluation" + (f" on {dataset}" if dataset else "") + ": "
                  + ", ".join(f"{label} {value:.4f}" for _, _, label, value in metrics) + ".", ""]
-    body += [
-        "```python",
-        "from transformers import pipeline",
-        'segmenter = pipeline("image-segmentation", model="path/to/this/folder")',
-        "```",
-        "",
+    body += _usage(framework) + [
         "| id | label |",
         "|---:|---|",
     ]
     body += [f"| {i} | {id2label[i]} |" for i in sorted(id2label)]
     return "\n".join(lines + body) + "\n"
+
+
+def _usage(framework: str) -> list[str]:
+    """The card's code: the ``segformer`` package (``pip install "segformer[all]"``) for both frameworks, and for PyTorch
+    weights transformers' pipeline, which needs ``USE_TF=0`` before its import when Keras 3 is installed (transformers
+    refuses it). Every line runs as written in a folder holding ``photo.jpg`` once the path is this folder's."""
+    ours = "" if framework == "pt" else ', framework="tf"'
+    lines = [
+        "With the `segformer` package:", "",
+        "```python",
+        "from segformer import Segmenter",
+        f'result = Segmenter.from_pretrained("path/to/this/folder"{ours})("photo.jpg")',
+        "print(result.summary())",
+        "pipeline_output = result.to_pipeline()  # transformers' pipeline(\"image-segmentation\") output",
+        "```", "",
+    ]
+    if framework == "pt":
+        lines += [
+            "With transformers' pipeline:", "",
+            "```python",
+            "import os",
+            'os.environ["USE_TF"] = "0"  # before importing transformers, which refuses Keras 3 otherwise',
+            "from transformers import pipeline",
+            'segmenter = pipeline("image-segmentation", model="path/to/this/folder")',
+            'print([item["label"] for item in segmenter("photo.jpg")])',
+            "```", "",
+        ]
+    else:
+        lines += ["transformers' pipeline reads PyTorch weights: `segformer convert path/to/this/folder OUT --to pt` "
+                  "writes them.", ""]
+    return lines
 
 
 def write_model_card(folder: str | os.PathLike, config: SegformerConfig, **options: Any) -> Path:

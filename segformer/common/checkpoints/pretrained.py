@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..base.atomic import atomic_path, atomic_write_text
+from ..base.atomic import atomic_write_text
 from . import (
     PT_WEIGHTS_INDEX_NAME,
     PT_WEIGHTS_NAME,
@@ -28,12 +28,14 @@ from . import (
     PT_LAYOUT_KINDS,
     RawCheckpoint,
     find_weights_file,
+    check_sr_ratios,
     match_state_dict,
     read_checkpoint,
     save_safetensors,
     write_tf_h5,
 )
 from ..model.config import CONFIG_NAME, SegformerConfig
+from .keras_hub_io import keras_hub_preset_folder
 from ..model.weights import ParamSpec, hf_tf_model_name, parameter_table, to_pt_layout, to_tf_layout
 
 __all__ = [
@@ -190,6 +192,9 @@ def resolve_pretrained(
         return (config if config.is_file() else None), source
     folder = resolve_model_dir(os.fspath(path), **hub)
     config = folder / CONFIG_NAME
+    if keras_hub_preset_folder(folder) is not None:
+        raise CheckpointError(f"{folder} is a keras-hub preset; convert it first: segformer convert {folder} OUT --to pt "
+                              "(or --to tf)")
     return (config if config.is_file() else None), find_weights_file(folder, prefer)
 
 
@@ -307,6 +312,7 @@ def prepare_state(
         config = config.copy(**config_overrides)
     specs = parameter_table(config, task)
     state = dict(state_dict) if state_dict is not None else read_canonical_state(weights, specs)
+    check_sr_ratios(state, config.sr_ratios, weights)
     tensors, report = match_state_dict(state, specs, ignore_mismatched_sizes=ignore_mismatched_sizes)
     if report.nonfinite_keys:
         raise ValueError(f"{weights}: tensors with NaN or Inf values: {report.nonfinite_keys}")
@@ -356,16 +362,21 @@ _WEIGHTS_NAMES = {"safetensors": (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME), "
 
 
 def replaced_by_save(weights_format: str, write_config: bool = True) -> Callable[[str], bool]:
-    """``name -> bool``: whether a file of an existing folder is replaced by a ``weights_format`` save (its
-    single file, index and shards of any count, and ``config.json`` when the save writes one);
-    ``atomic_folder`` does not carry those over, so no loader finds a stale shard or index next to the new
-    weights."""
+    """``name -> bool``: whether a file of an existing folder is replaced by a ``weights_format`` save: the
+    weights of EVERY format (``model.safetensors``, ``pytorch_model.bin``, ``tf_model.h5``, their indexes and
+    shards of any count), and ``config.json`` when the save writes one. ``atomic_folder`` does not carry those
+    over, so a save leaves exactly one current set of weights: no loader finds a stale file of another
+    format (``from_pretrained`` prefers safetensors), shard or index next to the new weights."""
+    if weights_format not in (*_WEIGHTS_NAMES, "h5"):
+        raise ValueError(f"weights_format must be one of {[*_WEIGHTS_NAMES, 'h5']}, got {weights_format!r}")
     config = (CONFIG_NAME,) if write_config else ()
-    if weights_format == "h5":
-        return lambda name: name in (TF_WEIGHTS_NAME, *config)
-    single, index_name = _WEIGHTS_NAMES[weights_format]
-    stem, suffix = single.rsplit(".", 1)
-    return lambda name: name in (single, index_name, *config) or fnmatch.fnmatch(name, f"{stem}-*-of-*.{suffix}")
+    names = {*config, TF_WEIGHTS_NAME, f"{TF_WEIGHTS_NAME}.index.json"}
+    patterns = ["tf_model-*-of-*.h5"]
+    for single, index_name in _WEIGHTS_NAMES.values():
+        stem, suffix = single.rsplit(".", 1)
+        names.update((single, index_name))
+        patterns.append(f"{stem}-*-of-*.{suffix}")
+    return lambda name: name in names or any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
 def save_pretrained_state(
@@ -381,7 +392,7 @@ def save_pretrained_state(
     save_torch: Callable[[dict[str, np.ndarray], Path], None] | None = None,
 ) -> Path:
     """Write ``config.json`` plus the weights: ``model.safetensors`` (``framework="pt"``), ``tf_model.h5``
-    (``"tf"``), or ``weights_format`` (``"safetensors"``, ``"torch"`` through ``save_torch(tensors, path)``,
+    (``"tf"``), or ``weights_format`` (``"safetensors"``, ``"torch"`` through ``save_torch(tensors, path)``, which writes ``path`` atomically,
     ``"h5"``).
 
     ``state`` is canonical names in PyTorch layout. Weights larger than ``max_shard_size`` are split into
@@ -431,8 +442,7 @@ def save_pretrained_state(
             if weights_format == "safetensors":
                 save_safetensors(part, directory / file_name)
             else:
-                with atomic_path(directory / file_name) as tmp:
-                    save_torch(part, tmp)
+                save_torch(part, directory / file_name)
         if len(shards) > 1:
             index = {
                 "metadata": {"total_size": int(sum(t.nbytes for t in tensors.values()))},

@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..base.atomic import atomic_path
+from ..base.atomic import atomic_write_bytes
 from .files import _MAX_SAFETENSORS_HEADER, CheckpointError
 
 __all__ = ["CHECKSUM_KEY", "read_safetensors", "save_safetensors", "tensors_digest"]
@@ -148,12 +148,12 @@ def _safetensors_entry(path: Path, name: str, info) -> tuple[str, str, list[int]
 def save_safetensors(
     tensors: Mapping[str, np.ndarray], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write ``tensors`` as safetensors, atomically. ``metadata`` defaults to ``{"format": "pt"}`` (HF)."""
-    from safetensors.numpy import save_file
+    """Write ``tensors`` as safetensors, atomically (serialized in memory first: a full disk is an ``OSError``
+    naming ``path``, never safetensors' own error). ``metadata`` defaults to ``{"format": "pt"}`` (HF)."""
+    from safetensors.numpy import save
 
     contiguous = {name: np.asarray(array, order="C") for name, array in tensors.items()}
     metadata = dict(metadata or {"format": "pt"})
     metadata[CHECKSUM_KEY] = tensors_digest(contiguous)
-    with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata)
+    atomic_write_bytes(path, save(contiguous, metadata=metadata))
     return Path(path)

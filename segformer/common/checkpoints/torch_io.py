@@ -81,10 +81,28 @@ def torch_load_error(path: str | os.PathLike, err: BaseException) -> "Checkpoint
     return CheckpointError(f"{os.fspath(path)}: not a readable PyTorch checkpoint ({type(err).__name__}; truncated or corrupted)")
 
 
+def _check_storage(tensor, path: Path) -> None:
+    """Refuse, before copying, a tensor that claims more elements than its stored bytes hold: a pickle can expand
+    a 1-element storage to 60000 x 60000 with zero strides (13 GB from a 1 KB file); a saved tensor's elements
+    are all stored (views of a larger storage hold fewer). Then the copy is checked against the memory limit."""
+    from ..base.resources import check_memory
+
+    stored = tensor.untyped_storage().nbytes()
+    claimed = tensor.numel() * tensor.element_size()
+    if claimed > stored:
+        raise CheckpointError(
+            f"{os.fspath(path)}: a tensor of shape {tuple(tensor.shape)} claims {tensor.numel():,} elements "
+            f"({claimed:,} bytes) but the file stores {stored:,} bytes for it (overlapping / zero strides); refused "
+            "before expanding it"
+        )
+    check_memory(claimed, f"{os.fspath(path)}", f"a tensor of shape {tuple(tensor.shape)}")
+
+
 def _torch_obj_to_numpy(obj, path: Path):
     import torch
 
     if isinstance(obj, torch.Tensor):
+        _check_storage(obj, path)
         tensor = obj.detach().cpu()
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()

@@ -7,7 +7,7 @@ resize). numpy + Pillow only; torch / tensorflow objects are read without import
 from __future__ import annotations
 
 import functools
-import warnings
+import numbers
 from typing import Any, Mapping
 
 import numpy as np
@@ -83,6 +83,56 @@ def normalize_rescale_factor(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
         raise ValueError(f"rescale_factor must be a finite number, got {value!r}")
     return float(value)
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_pixel_range(do_rescale: bool, rescale_factor: float, do_normalize: bool, image_mean: Any, image_std: Any,
+                      low: float = 0.0, high: float = 255.0, what: str = "processor") -> None:
+    """Refuse settings under which inputs in ``[low, high]`` (uint8 images: ``[0, 255]``) overflow float32 to
+    inf, before any image is processed: the largest ``|(x * rescale_factor - mean) / std|`` (``std`` as float32,
+    as it is applied) must stay below float32's max (3.4e38). A tiny ``image_std`` or a huge ``rescale_factor``
+    would otherwise give an inf / NaN input, and the model would "predict" one class everywhere."""
+    factor = rescale_factor if do_rescale else 1.0
+    ends = [low * factor, high * factor]
+    if max(abs(v) for v in ends) > FLOAT32_MAX:
+        raise ValueError(
+            f"{what}: rescale_factor={rescale_factor} turns pixel values up to {high:g} into {max(ends, key=abs):.3g}, "
+            f"beyond float32's range ({FLOAT32_MAX:.3g}): inputs would be inf; use a factor up to "
+            f"{FLOAT32_MAX / max(abs(low), abs(high), 1.0):.3g} (1/255 for uint8 images)"
+        )
+    if not do_normalize:
+        return
+    means = np.atleast_1d(np.asarray(image_mean, dtype=np.float64))
+    with np.errstate(over="ignore"):
+        stds = np.atleast_1d(np.asarray(image_std, dtype=np.float32)).astype(np.float64)
+    if not np.isfinite(stds).all():
+        raise ValueError(
+            f"{what}: image_std={image_std} is beyond float32's range ({FLOAT32_MAX:.3g}): every normalized value "
+            "would be 0 (one class everywhere)"
+        )
+    if means.size != stds.size and 1 not in (means.size, stds.size):
+        return  # refused per image, naming the channel counts
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        largest = max(float(np.max(np.abs((end - means) / stds))) for end in ends) if stds.size else 0.0
+    if not np.isfinite(largest) or largest > FLOAT32_MAX:
+        raise ValueError(
+            f"{what}: image_std={image_std} with image_mean={image_mean} and rescale_factor={factor} maps pixel values "
+            f"in [{low:g}, {high:g}] to {largest:.3g}, beyond float32's range ({FLOAT32_MAX:.3g}): inputs would be inf; "
+            "image_std must be at least about "
+            f"{float(np.max(np.abs(np.subtract.outer(ends, means)))) / FLOAT32_MAX:.3g} in magnitude"
+        )
+
+
+def check_size_memory(size: dict[str, int], count: int) -> None:
+    """Refuse, before resizing, a processor ``size`` whose outputs cannot fit: every image's float32 pixel
+    values (3 channels) plus one image's resized uint8 copy and its float64 rescaling."""
+    from segformer.common.base.resources import check_memory
+
+    pixels = size["height"] * size["width"]
+    check_memory(count * pixels * 3 * 4 + pixels * 3 * (1 + 8), f"size={size}",
+                 f"resizing {count} image(s) to {size['height']}x{size['width']} float32 pixel values")
 
 
 def normalize_return_tensors(return_tensors: Any) -> str | None:
@@ -176,22 +226,23 @@ def check_dtype(array: np.ndarray, name: str, index: int) -> None:
         )
 
 
+CHANNEL_COUNTS = (1, 2, 3, 4)  # grey, grey + alpha, RGB, RGBA
+
+
 def infer_channels_last(shape: tuple[int, ...], name: str, index: int) -> bool:
-    """Hugging Face's rule with channels (1, 3) first, then (2, 4) for LA / RGBA; first wins when both match."""
-    for counts in ((1, 3), (2, 4)):
-        first, last = shape[0] in counts, shape[-1] in counts
-        if first and last:
-            warnings.warn(
-                f"{name}[{index}]: the channel axis of shape {shape} is ambiguous; assuming channels first (CHW). "
-                "Pass input_data_format='channels_last' or 'channels_first' to say which.",
-                UserWarning,
-                stacklevel=5,
-            )
-            return False
-        if first:
-            return False
-        if last:
-            return True
+    """Whether a 3-D image of ``shape`` is channels-last, inferred only where one reading is possible: exactly one
+    of the first and last axes has a channel count (1, 2, 3 or 4). Where both do (a 3-row RGB image
+    ``(3, W, 3)`` is also a 3-channel image ``W`` pixels high and 3 wide) nothing is guessed: the error asks for
+    ``input_data_format`` (transformers assumes channels first there, with a warning)."""
+    first, last = shape[0] in CHANNEL_COUNTS, shape[-1] in CHANNEL_COUNTS
+    if first and last:
+        raise ValueError(
+            f"{name}[{index}]: the channel axis of an image of shape {shape} is ambiguous (channels last: "
+            f"{shape[0]}x{shape[1]} pixels of {shape[-1]} channels; channels first: {shape[1]}x{shape[2]} pixels of "
+            f"{shape[0]} channels); pass input_data_format='channels_last' (HWC) or 'channels_first' (CHW)"
+        )
+    if first or last:
+        return last
     raise ValueError(
         f"{name}[{index}]: cannot find the channel axis of an image of shape {shape}; expected 1, 2, 3 or 4 "
         "channels on the first (CHW) or last (HWC) axis, or a 2-D (H, W) grayscale image"
@@ -214,10 +265,16 @@ def check_integer_range(array: np.ndarray, index: int, do_rescale: bool, rescale
 
 def kept_channels(do_convert_rgb: bool, image_mean: Any, image_std: Any) -> tuple[int, ...]:
     """Channel counts other than 3 that an image keeps (see ``SegformerImageProcessor``'s channel rule): all of
-    1, 2, 4 without RGB conversion, else those that a per-channel ``image_mean`` / ``image_std`` list has."""
+    1, 2, 4 without RGB conversion, else those that the normalization takes as transformers does: each of
+    ``image_mean`` / ``image_std`` one number (any count) or a list of that many values."""
     if not do_convert_rgb:
         return (1, 2, 4)
-    return tuple(n for n in (1, 2, 4) if any(isinstance(s, list) and len(s) == n for s in (image_mean, image_std)))
+    stats = [s for s in (image_mean, image_std) if s is not None]
+
+    def takes(stat: Any, n: int) -> bool:
+        return (isinstance(stat, numbers.Real) and not isinstance(stat, bool)) or (isinstance(stat, list) and len(stat) == n)
+
+    return tuple(n for n in (1, 2, 4) if stats and all(takes(s, n) for s in stats))
 
 
 def image_to_hwc(

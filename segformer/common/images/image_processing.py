@@ -34,6 +34,8 @@ from segformer.common.images.image_arrays import (
     PIL_BILINEAR,
     check_dtype,
     check_integer_range,
+    check_pixel_range,
+    check_size_memory,
     flatten,
     image_to_hwc,
     infer_channels_last,
@@ -154,8 +156,9 @@ class SegformerImageProcessor:
 
     Channel rule. An image with 3 channels stays as it is. An image with 1, 2 or 4 channels (numpy / tensor
     ``(H, W, C)`` or ``(C, H, W)``; PIL modes ``L``, ``LA``, ``RGBA``) keeps them, as transformers does (RGB-NIR,
-    RGB-D, 2-band data), when ``do_convert_rgb=False`` or when ``image_mean`` / ``image_std`` is a list of that
-    many values (and ``do_normalize``): ``(40, 50, 4)`` with 4-value mean / std gives ``(1, 4, h, w)``. Otherwise,
+    RGB-D, 2-band data), when ``do_convert_rgb=False`` or when ``image_mean`` and ``image_std`` each are one number
+    or a list of that many values (and ``do_normalize``): ``(40, 50, 4)`` with 4-value or scalar mean / std gives
+    ``(1, 4, h, w)``. Otherwise,
     under the default settings, it is converted to RGB (gray repeated, alpha dropped) where transformers would
     fail on the 3-value ImageNet statistics; palette and other PIL modes are always converted. As in
     transformers, 2- and 4-channel uint8 images are resized by Pillow as ``LA`` / ``RGBA`` (alpha-weighted
@@ -191,6 +194,8 @@ class SegformerImageProcessor:
         self.image_std = normalize_stats(image_std if image_std is not None else list(IMAGENET_DEFAULT_STD), "image_std")
         self.do_reduce_labels = bool(do_reduce_labels)
         self.do_convert_rgb = bool(do_convert_rgb)
+        check_pixel_range(self.do_rescale, self.rescale_factor, self.do_normalize, self.image_mean, self.image_std,
+                          what="SegformerImageProcessor")
 
     # -- calling --------------------------------------------------------------------------------------------
 
@@ -228,7 +233,9 @@ class SegformerImageProcessor:
             data_format: ``"channels_first"`` (``pixel_values`` ``(N, 3, h, w)``, default), ``"channels_last"``,
                 or ``None`` (each image's input layout).
             input_data_format: layout of 3-D array inputs, ``"channels_first"`` / ``"channels_last"``; ``None``
-                infers it.
+                infers it where only one of the first and last axes can hold channels (1 to 4); where both can
+                (``(3, W, 3)``: a 3-row RGB image, or 3 channels of ``W x 3`` pixels) it must be given: an
+                error, where transformers assumes channels first.
 
         Returns:
             ``BatchFeature`` with ``pixel_values`` (float32) and, with maps, ``labels`` (int64 ``(N, h, w)``).
@@ -250,8 +257,11 @@ class SegformerImageProcessor:
         data_format = normalize_data_format(data_format, "data_format")
         input_data_format = normalize_data_format(input_data_format, "input_data_format")
         target = (size["height"], size["width"])
+        check_pixel_range(do_rescale, rescale_factor, do_normalize, image_mean, image_std, what="preprocess")
 
         flat_images = flatten(images, "images", single_ndims=(2, 3), batch_ndim=4)
+        if do_resize:
+            check_size_memory(size, len(flat_images))
         flat_maps = None
         if segmentation_maps is not None:
             flat_maps = flatten(segmentation_maps, "segmentation_maps", single_ndims=(2,), batch_ndim=3)

@@ -27,6 +27,7 @@ __all__ = [
     "default_palette",
     "make_palette",
     "resolve_palette",
+    "checkpoint_palette",
 ]
 
 IGNORE_INDEX = 255
@@ -137,22 +138,31 @@ _SETS_BY_COUNT = {150: "ade20k", 19: "cityscapes"}
 
 
 def resolve_palette(
-    num_labels: int, label_set: str | None = None, id2label: Mapping[int, str] | None = None, what: str = "palette"
+    num_labels: int, label_set: str | None = None, id2label: Mapping[int, str] | None = None, what: str = "palette",
+    palette: Any = None,
 ) -> tuple[np.ndarray, str]:
     """The one palette rule of the library: ``(uint8 (>= num_labels, 3) colours, the label set's name)``.
 
     In order: the named ``label_set`` (``"auto"`` / ``None`` skip this; one with fewer colours than
-    ``num_labels`` is a ``ValueError`` naming ``what``); the built-in set whose names equal ``id2label``; ADE20K
-    for 150 classes, Cityscapes for 19; else :func:`make_palette` (name ``"generated"``).
+    ``num_labels`` is a ``ValueError`` naming ``what``); the checkpoint's own ``palette`` (``config.json``'s
+    ``palette``, e.g. carried over from an mmsegmentation checkpoint's meta) when it holds at least
+    ``num_labels`` RGB triples in 0..255 (name ``"checkpoint"``); the built-in set whose names equal ``id2label``;
+    ADE20K for 150 classes, Cityscapes for 19; else :func:`make_palette` (name ``"generated"``).
     """
     if not isinstance(num_labels, (int, np.integer)) or isinstance(num_labels, bool) or num_labels < 1:
         raise ValueError(f"num_labels must be a positive int, got {num_labels!r}")
     if label_set is not None and str(label_set).strip().lower() != "auto":
-        name = _canonical_name(label_set)
+        try:
+            name = _canonical_name(label_set)
+        except ValueError:
+            raise ValueError(f"{what}: unknown label set {label_set!r}; valid names: {', '.join(LABEL_SETS)} (or 'auto')") from None
         palette = get_palette(name)
         if len(palette) < num_labels:
             raise ValueError(f"{what} {label_set!r} has {len(palette)} colours but the model has {num_labels} classes")
         return palette, name
+    own = checkpoint_palette(palette, num_labels)
+    if own is not None:
+        return own, "checkpoint"
     if id2label:
         wanted = {int(k): str(v) for k, v in id2label.items()}
         for name in LABEL_SETS:
@@ -165,6 +175,24 @@ def resolve_palette(
     return make_palette(int(num_labels)), "generated"
 
 
-def default_palette(num_labels: int, label_set: str | None = None, id2label: Mapping[int, str] | None = None) -> np.ndarray:
+def default_palette(
+    num_labels: int, label_set: str | None = None, id2label: Mapping[int, str] | None = None, palette: Any = None
+) -> np.ndarray:
     """The colours of :func:`resolve_palette` (the one palette rule)."""
-    return resolve_palette(num_labels, label_set, id2label)[0]
+    return resolve_palette(num_labels, label_set, id2label, palette=palette)[0]
+
+
+def checkpoint_palette(palette: Any, num_labels: int) -> np.ndarray | None:
+    """``palette`` (e.g. ``[[0, 0, 0], [128, 64, 128], ...]``) as uint8 ``(N, 3)`` when it is ``N >= num_labels`` RGB
+    triples of integers in 0..255, else ``None`` (absent or unusable: the next rule of :func:`resolve_palette` applies)."""
+    if palette is None or isinstance(palette, (str, bytes)):
+        return None
+    try:
+        array = np.asarray(palette)
+    except (TypeError, ValueError):
+        return None
+    if array.ndim != 2 or array.shape[1] != 3 or len(array) < num_labels or array.dtype.kind not in "iu":
+        return None
+    if array.min() < 0 or array.max() > 255:
+        return None
+    return array.astype(np.uint8)

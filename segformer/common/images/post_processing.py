@@ -43,6 +43,19 @@ def _target_sizes_list(target_sizes: Any, batch: int) -> list[tuple[int, int]]:
     return result
 
 
+def _check_target_memory(sizes: list[tuple[int, int]], classes: int, return_probabilities: bool) -> None:
+    """Refuse, before upsampling, target sizes whose results cannot fit: each image's logits upsampled to its
+    target (``4 C h w`` bytes, twice while the softmax or argmax runs) plus the kept results (int64 maps, or
+    float probabilities) of every image."""
+    from segformer.common.base.resources import check_memory
+
+    kept = sum(h * w * (4 * classes if return_probabilities else 8) for h, w in sizes)
+    largest = max(sizes, key=lambda hw: hw[0] * hw[1])
+    needed = kept + 2 * 4 * classes * largest[0] * largest[1]
+    check_memory(needed, f"target_sizes (largest {largest[0]}x{largest[1]})",
+                 f"upsampling {classes}-class logits to {len(sizes)} target size(s)")
+
+
 def post_process_semantic_segmentation(
     outputs: Any, target_sizes: Any = None, return_probabilities: bool = False
 ) -> list[Any]:
@@ -78,6 +91,8 @@ def post_process_semantic_segmentation(
         raise ValueError(f"logits must be 4-D (N, C, H, W), got shape {tuple(logits.shape)}")
     batch = int(logits.shape[0])
     sizes = _target_sizes_list(target_sizes, batch) if target_sizes is not None else None
+    if sizes is not None:
+        _check_target_memory(sizes, int(logits.shape[1]), return_probabilities)
     framework = _framework_of(logits)
 
     if framework == "pt":

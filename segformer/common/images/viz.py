@@ -3,18 +3,19 @@
 A label map is an integer array ``(H, W)`` of class indices; ``ignore_index`` (255 by default) marks
 unlabelled pixels, drawn black by ``colorize`` and left as the photo by ``overlay``. A palette is a uint8
 ``(num_classes, 3)`` array or the name of a built-in label set (``"ade20k"``, ``"cityscapes"``). Every file
-is written atomically (``segformer.common.base.atomic.atomic_path``).
+is written atomically (``segformer.common.base.atomic.atomic_write_bytes``).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from segformer.common.base.atomic import atomic_path
+from segformer.common.base.atomic import atomic_write_bytes
 from segformer.common.images.image_arrays import label_values
 from segformer.common.images.labels import IGNORE_INDEX, get_palette
 
@@ -38,12 +39,21 @@ def _as_numpy(value: Any) -> np.ndarray:
 
 def _palette_array(palette: np.ndarray | str | Any, what: str) -> np.ndarray:
     if isinstance(palette, str):
-        return get_palette(palette)
+        try:
+            return get_palette(palette)
+        except ValueError as err:
+            raise ValueError(f"{what}: palette: {err}") from None
     array = np.asarray(palette)
     if array.ndim != 2 or array.shape[1] != 3 or array.shape[0] < 1:
         raise ValueError(f"{what}: palette must have shape (num_classes, 3), got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number) or array.min() < 0 or array.max() > 255:
         raise ValueError(f"{what}: palette values must be numbers in [0, 255]")
+    if np.issubdtype(array.dtype, np.floating) and (array.max() <= 1.0 or not np.array_equal(array, np.round(array))):
+        raise ValueError(
+            f"{what}: palette values must be whole numbers in [0, 255] (uint8 colours), got {array.dtype} values in "
+            f"[{array.min():g}, {array.max():g}]; colours in [0, 1] would all turn black or near-black: pass "
+            "(palette * 255).round().astype('uint8')"
+        )
     return array.astype(np.uint8)
 
 
@@ -175,8 +185,14 @@ def save_png(path: str | os.PathLike, rgb: Any, overwrite: bool = True) -> None:
     if array.size == 0:
         raise ValueError(f"save_png: rgb is empty, shape {array.shape}")
     picture = Image.fromarray(np.ascontiguousarray(array))
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        picture.save(tmp, format="PNG")
+    _write_png(picture, path, overwrite)
+
+
+def _write_png(picture: Image.Image, path: str | os.PathLike, overwrite: bool) -> None:
+    """Encode in memory, then write atomically (an environment fault is an ``OSError`` naming ``path``)."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue(), overwrite=overwrite)
 
 
 def save_mask_png(
@@ -215,8 +231,7 @@ def save_mask_png(
         picture.putpalette(table.reshape(-1).tolist())
     else:
         picture = Image.fromarray(labels.astype(np.uint16))
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        picture.save(tmp, format="PNG")
+    _write_png(picture, path, overwrite)
 
 
 def load_mask_png(path: str | os.PathLike) -> np.ndarray:

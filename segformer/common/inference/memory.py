@@ -19,25 +19,21 @@ It is an estimate (allocators round up and keep caches); ``benchmarks/`` compare
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
+from ..base.resources import available_memory, check_memory, format_bytes
 from ..model.config import SegformerConfig
 from .rules import as_size_pair
 from .streaming import BAND_ELEMENTS
 
-__all__ = ["MemoryEstimate", "available_memory", "estimate_memory", "format_bytes", "FRAMEWORK_BASELINE"]
+__all__ = ["MemoryEstimate", "available_memory", "check_inference_memory", "check_training_memory", "estimate_memory",
+           "format_bytes", "FRAMEWORK_BASELINE", "TRAINING_FACTOR"]
 
 FRAMEWORK_BASELINE = {"pt": 350 * 2**20, "tf": 700 * 2**20}
-
-
-def format_bytes(count: float) -> str:
-    """``1.5 GB`` style (powers of 1024)."""
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{int(count)} B"
+# A training step keeps every layer's activations for the backward pass, and their gradients: b0, batch 8, 512 x 512
+# peaked at 2.7-3.4 GB (PyTorch, CPU) where the inference estimate of that batch is 0.3 GB.
+TRAINING_FACTOR = 10
 
 
 @dataclass(frozen=True)
@@ -109,16 +105,36 @@ def estimate_memory(
                           framework=FRAMEWORK_BASELINE.get(framework, FRAMEWORK_BASELINE["tf"]))
 
 
-def available_memory() -> int | None:
-    """Bytes the system can give without swapping (``MemAvailable`` on Linux), or ``None`` if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+def check_inference_memory(config: SegformerConfig, input_size: Sequence[int], argument: str, mode: str = "whole",
+                           extra: int = 0, **options: Any) -> int:
+    """Refuse, before the model runs, a ``input_size = (h, w)`` model input whose :func:`estimate_memory` (plus
+    ``extra`` bytes, beside the framework already loaded) exceeds what this process can allocate
+    (:func:`~segformer.common.base.resources.check_memory`), saying which input side would fit; ``argument``
+    names the setting that asked for it. ``options`` are :func:`estimate_memory`'s. Returns the bytes."""
+    height, width = as_size_pair("input_size", input_size)
+    estimate = estimate_memory(config, (height, width), mode, **options)
+    needed = estimate.total - estimate.framework + extra
+    per_pixel = needed / (height * width)
+
+    def fits(left: int) -> str:
+        side = int((left / per_pixel) ** 0.5)
+        return f"a model input up to about {side}x{side} pixels would fit"
+
+    check_memory(needed, argument, f"a {height}x{width} model input in {mode} mode", fits)
+    return needed
+
+
+def check_training_memory(config: SegformerConfig, crop_size: Sequence[int], batch_size: int, framework: str = "pt"
+                          ) -> int:
+    """Refuse, before the first training step, a ``batch_size x crop_size`` step that cannot fit: the inference
+    estimate of that batch times :data:`TRAINING_FACTOR`, plus weights, gradients and two Adam moments (16 bytes
+    per parameter). Raises :class:`~segformer.common.base.errors.ResourceLimitError` naming both settings."""
+    from ..model.weights import count_parameters
+
+    height, width = as_size_pair("crop_size", crop_size)
+    activations = _model_bytes(config, height, width, batch_size, framework == "pt")
+    needed = TRAINING_FACTOR * activations + 16 * count_parameters(config)
+    check_memory(needed, f"crop_size={height}x{width} with batch_size={batch_size} (--crop-size / --batch-size)",
+                 f"one training step of {batch_size} crops of {height}x{width}",
+                 "a smaller crop or batch would fit (halving the crop side needs about a quarter)")
+    return needed

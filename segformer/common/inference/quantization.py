@@ -180,8 +180,10 @@ def calibration_pixel_values(
     processor = processor if processor is not None else SegformerImageProcessor()
     result = []
     for item in decoded:
-        image = load_image(item) if isinstance(item, (str, os.PathLike)) else item
-        batch = processor(image, size={"height": height, "width": width}, return_tensors="np")["pixel_values"]
+        decoded_file = isinstance(item, (str, os.PathLike))
+        image = load_image(item) if decoded_file else item
+        batch = processor(image, size={"height": height, "width": width}, return_tensors="np",
+                          input_data_format="channels_last" if decoded_file else None)["pixel_values"]
         result.append(np.ascontiguousarray(batch[:1], dtype=np.float32))
     return result
 
@@ -198,7 +200,8 @@ def random_pixel_values(count: int, size: Sequence[int], seed: int = 0, channels
     out = []
     for _ in range(int(count)):
         image = rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
-        out.append(np.ascontiguousarray(processor(image, return_tensors="np")["pixel_values"], dtype=np.float32))
+        pixel_values = processor(image, return_tensors="np", input_data_format="channels_last")["pixel_values"]
+        out.append(np.ascontiguousarray(pixel_values, dtype=np.float32))
     return out
 
 

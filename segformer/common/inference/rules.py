@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..base.errors import ResourceLimitError
 from ..base.sizes import as_size_pair, is_int
 
 __all__ = [
@@ -38,7 +39,11 @@ __all__ = [
     "Window",
     "InferenceSettings",
     "as_size_pair",
+    "MAX_WINDOWS",
+    "as_bool",
     "check_inference_args",
+    "device_error",
+    "check_window_count",
     "grid_shape",
     "sliding_windows",
     "window_counts",
@@ -49,6 +54,9 @@ __all__ = [
 ]
 
 MODES = ("whole", "slide")
+# Sliding windows one image may take (over every test-time pass) unless the caller raises the limit: an 8000 x 8000
+# image at the 512 / 341 default is 529 windows; a stride of 1 on a 120 x 160 image with 64-pixel crops is 5529.
+MAX_WINDOWS = 4096
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,39 @@ def check_scales(scales: float | Sequence[float]) -> tuple[float, ...]:
     return tuple(out)
 
 
+def as_bool(name: str, value: object) -> bool:
+    """``value`` if it is ``True`` / ``False`` (Python or numpy); ``ValueError`` naming ``name`` otherwise (a string
+    such as ``"yes"`` or ``"false"`` is refused, not read as truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def device_error(device: object, framework: str, available: Sequence[str], why: str = "") -> ValueError:
+    """The one error for a device that this framework build / machine does not have, listing those it has."""
+    reason = f" ({why})" if why else ""
+    return ValueError(f"device={device!r} is not available to {framework}{reason}; available: {', '.join(available)}")
+
+
+def check_window_count(sizes: Sequence[Sequence[int]], crop_size: Sequence[int], stride: Sequence[int],
+                       max_windows: int | None = MAX_WINDOWS, what: str = "image") -> int:
+    """The number of sliding windows over images (or test-time passes) of ``sizes``, refused with a
+    :class:`~segformer.common.base.errors.ResourceLimitError` above ``max_windows`` (``None``: no limit)
+    before any window runs."""
+    count = 0
+    for size in sizes:
+        rows, cols = grid_shape(size, crop_size, stride)
+        count += rows * cols
+    if max_windows is not None and count > max_windows:
+        crop, step = as_size_pair("crop_size", crop_size), as_size_pair("stride", stride)
+        raise ResourceLimitError(
+            f"{what}: slide mode with crop_size={crop} and stride={step} would run {count} windows "
+            f"(input {' + '.join(f'{h}x{w}' for h, w in sizes)}), more than max_windows={max_windows}; use a larger "
+            "stride (at most the crop size) or raise max_windows (--max-windows)"
+        )
+    return count
+
+
 def check_inference_args(
     mode: str = "whole",
     crop_size: int | Sequence[int] = (1024, 1024),
@@ -134,10 +175,8 @@ def check_inference_args(
         raise ValueError(
             f"stride {step} must not exceed crop_size {crop} on either axis: windows would leave gaps"
         )
-    if not isinstance(flip, (bool, np.bool_)):
-        raise ValueError(f"flip must be True or False, got {flip!r}")
-    if not isinstance(return_probabilities, (bool, np.bool_)):
-        raise ValueError(f"return_probabilities must be True or False, got {return_probabilities!r}")
+    as_bool("flip", flip)
+    as_bool("return_probabilities", return_probabilities)
     if size_divisor is not None and (not is_int(size_divisor) or int(size_divisor) < 1):
         raise ValueError(f"size_divisor must be None or a positive int, got {size_divisor!r}")
     return InferenceSettings(

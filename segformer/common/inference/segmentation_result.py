@@ -113,19 +113,24 @@ class SegmentationResult:
         return int(self.label_map.shape[0]), int(self.label_map.shape[1])
 
     def class_id(self, name_or_id: int | str) -> int:
-        """The class id of a name (exact, else case-insensitive) or an id; ``ValueError`` listing the names."""
+        """The class id of a name (exact, else case-insensitive) or an id; ``ValueError`` listing the names, or
+        naming the ids when several classes share the name (``mask("x")`` never picks one of two classes "x")."""
         if isinstance(name_or_id, (int, np.integer)) and not isinstance(name_or_id, bool):
             if int(name_or_id) not in self.id2label:
                 raise ValueError(f"class id {name_or_id} is not a class of this model (0..{len(self.id2label) - 1})")
             return int(name_or_id)
         if not isinstance(name_or_id, str):
             raise TypeError(f"class must be a name (str) or an id (int), got {type(name_or_id).__name__}")
-        for class_id, name in self.id2label.items():
-            if name == name_or_id:
-                return class_id
-        folded = name_or_id.strip().lower()
-        matches = [class_id for class_id, name in self.id2label.items() if name.strip().lower() == folded]
-        if len(matches) == 1:
+        matches = [class_id for class_id, name in self.id2label.items() if name == name_or_id]
+        if not matches:
+            folded = name_or_id.strip().lower()
+            matches = [class_id for class_id, name in self.id2label.items() if name.strip().lower() == folded]
+        if len(matches) > 1:
+            raise ValueError(
+                f"class name {name_or_id!r} is ambiguous: classes {matches} are all named "
+                f"{sorted({self.id2label[i] for i in matches})}; pass a class id instead"
+            )
+        if matches:
             return matches[0]
         names = sorted(self.id2label.values())
         shown = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
@@ -146,7 +151,12 @@ class SegmentationResult:
     def to_pipeline(self) -> list[dict[str, Any]]:
         """transformers' ``pipeline("image-segmentation")`` output for this image: one
         ``{"score": None, "label": name, "mask": PIL.Image (mode "L", 255 inside)}`` per class present,
-        in increasing class id (every class present, whatever ``top_k`` / ``min_area``)."""
+        in increasing class id (every class present, whatever ``top_k`` / ``min_area``).
+
+        Equal to the pipeline's for the same pixels, with one deliberate difference in decoding files: an image
+        deeper than 8 bits (16-bit PNG / TIFF, float TIFF) is scaled by its real range here, where transformers'
+        loader converts it with Pillow, which clips every value above 255 to white (a 16-bit photo comes out
+        almost all white there, so its masks differ)."""
         from PIL import Image
 
         annotation = []

@@ -41,6 +41,7 @@ from .rules import InferenceSettings, Window, sliding_windows
 
 __all__ = [
     "BAND_ELEMENTS",
+    "check_labels_out",
     "check_stream_args",
     "run_by_shape",
     "DEFAULT_BAND_ROWS",
@@ -155,6 +156,29 @@ def check_stream_args(settings: InferenceSettings, direct_upsampling: bool, wind
         raise ValueError("direct_upsampling applies to whole mode without augmentation (one scale, no flip)")
     if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
         raise ValueError(f"window_batch must be an int >= 1, got {window_batch!r}")
+
+
+def check_labels_out(labels_out: object, num_classes: int | None, size: Sequence[int] | None = None) -> np.ndarray:
+    """``labels_out`` (the array a label map is written into) checked before any work: a writable numpy array of
+    an integer dtype that holds every class id ``0..num_classes - 1`` (uint8 up to 256 classes), of shape
+    ``size`` when given. ``TypeError`` for the wrong type / dtype, ``ValueError`` otherwise."""
+    if not isinstance(labels_out, np.ndarray):
+        raise TypeError(f"labels_out must be a numpy array (e.g. a numpy.memmap), got {type(labels_out).__name__}")
+    dtype = labels_out.dtype
+    if not np.issubdtype(dtype, np.integer):
+        raise TypeError(f"labels_out must have an integer dtype (uint8 up to 256 classes, else int32), got {dtype}")
+    if num_classes is not None and np.iinfo(dtype).max < num_classes - 1:
+        raise ValueError(
+            f"labels_out has dtype {dtype}, which holds class ids up to {np.iinfo(dtype).max}, but the model has "
+            f"{num_classes} classes (ids up to {num_classes - 1}); use uint16 or int32"
+        )
+    if not labels_out.flags.writeable:
+        raise ValueError("labels_out is read-only; pass a writable array (a numpy.memmap opened with mode 'w+' or 'r+')")
+    if labels_out.ndim != 2:
+        raise ValueError(f"labels_out must be 2-D (H, W), got shape {labels_out.shape}")
+    if size is not None and labels_out.shape != tuple(size):
+        raise ValueError(f"labels_out has shape {labels_out.shape}, expected {tuple(size)} (H, W of the image)")
+    return labels_out
 
 
 @dataclass(frozen=True)
@@ -316,9 +340,9 @@ def stream_segmentation(
         raise ValueError(f"band_rows must be >= 1, got {band_rows}")
     height, width = int(output_size[0]), int(output_size[1])
     rows_out = band_rows or auto_band_rows(num_classes, width)
+    if labels_out is not None:
+        check_labels_out(labels_out, num_classes, (height, width))
     labels = np.empty((height, width), np.int32) if labels_out is None else labels_out
-    if labels.shape != (height, width):
-        raise ValueError(f"labels_out has shape {labels.shape}, expected {(height, width)}")
     confidence = np.empty((height, width), np.float32) if return_confidence else None
     probabilities = logits_out = class_pixels = class_confidence = None
     finite = True

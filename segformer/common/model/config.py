@@ -1,7 +1,17 @@
 """SegformerConfig: typed, validated, JSON round trip, Hugging Face ``config.json`` compatible.
 
 Every field of ``transformers.SegformerConfig`` (4.57.6) keeps its name and default, plus ``num_labels``,
-``id2label``, ``label2id`` and ``problem_type``. One field is ours: ``patch_layer_norm_eps``.
+``id2label``, ``label2id`` and ``problem_type``. Three fields are ours: ``patch_layer_norm_eps``,
+``stage_layer_norm_eps`` and ``decode_head_type``.
+
+Decode head (``decode_head_type``, one of :data:`DECODE_HEAD_TYPES`):
+
+* ``"mlp"`` (the default; a config without the key): the original all-MLP head of SegFormer and Hugging
+  Face: per stage a linear projection with bias, concatenation in stage order n..1, fuse conv + BatchNorm +
+  ReLU, dropout, classifier.
+* ``"mmseg"``: mmsegmentation's ``SegformerHead``: per stage a 1x1 conv without bias + BatchNorm + ReLU
+  (mmcv ``ConvModule``), concatenation in stage order 1..n, fuse conv + BatchNorm + ReLU, channel dropout
+  (``Dropout2d``), classifier (mmseg's ``conv_seg``).
 
 LayerNorm epsilons (the one place where the sources disagree):
 
@@ -14,24 +24,29 @@ LayerNorm epsilons (the one place where the sources disagree):
   :meth:`SegformerConfig.from_dict` reads it with Hugging Face numerics: both epsilons 1e-5. Files we write
   carry both keys and load back unchanged; Hugging Face ignores the extra key.
 
+* ``stage_layer_norm_eps`` (optional) is the epsilon of the stage norms alone; by default (``None``) it
+  follows ``layer_norm_eps``, and it is written to ``config.json`` only when it differs. keras-hub's SegFormer
+  uses 1e-5 there and 1e-6 in the block norms.
+
 So ``SegformerConfig()`` reproduces the original code, ``from_pretrained`` of a Hub folder reproduces
 Hugging Face, and both fields are read by the models in both frameworks.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
-from pathlib import Path
+import warnings
 from typing import Any
 
-from ..base.atomic import atomic_write_text
+from .config_files import CONFIG_NAME, ConfigFiles
+from .config_generic import GENERIC_DEFAULTS, dtype_name
 from .variants import variant_kwargs
 
-__all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME", "as_config", "patch_embed_size"]
+__all__ = ["SegformerConfig", "HF_LAYER_NORM_EPS", "DECODE_HEAD_TYPES", "DEFAULT_DECODE_HEAD_TYPE", "ACTIVATIONS", "PROBLEM_TYPES", "CONFIG_NAME", "as_config", "patch_embed_size"]
 
-CONFIG_NAME = "config.json"
 MAX_LABELS = 1_000_000
 # Bounds far above any SegFormer, low enough that a hostile config fails at validation, not in allocation.
 MAX_STAGES = 16
@@ -41,6 +56,8 @@ MAX_KERNEL = 1 << 10  # patch sizes, strides, sequence-reduction ratios
 MAX_INPUT_SIDE = 1 << 16  # the smallest input a config accepts must be below this
 HF_LAYER_NORM_EPS = 1e-5
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "selu", "silu", "swish", "tanh")
+DEFAULT_DECODE_HEAD_TYPE = "mlp"
+DECODE_HEAD_TYPES = (DEFAULT_DECODE_HEAD_TYPE, "mmseg")  # see the module docstring
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
 
 _LIST_FIELDS = (
@@ -64,13 +81,19 @@ def patch_embed_size(size: Any, kernel: int, stride: int) -> Any:
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
+def _check_epsilon(name: str, value: Any) -> None:
+    """A positive finite number (LayerNorm epsilons, the initializer range); ``ValueError`` naming ``name``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a positive number (finite, not NaN), got {value!r:.100}")
+
+
 def _as_list(name: str, value: Any) -> list:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ValueError(f"{name} must be a list with one number per stage, got {value!r}")
     return list(value)
 
 
-class SegformerConfig:
+class SegformerConfig(ConfigFiles):
     """Configuration of a SegFormer model (Hugging Face ``SegformerConfig`` compatible).
 
     Args mirror ``transformers.SegformerConfig``; see the module docstring for the two LayerNorm
@@ -99,7 +122,9 @@ class SegformerConfig:
         drop_path_rate: float = 0.1,
         layer_norm_eps: float = 1e-6,
         patch_layer_norm_eps: float = 1e-5,
+        stage_layer_norm_eps: float | None = None,
         decoder_hidden_size: int = 256,
+        decode_head_type: str = DEFAULT_DECODE_HEAD_TYPE,
         semantic_loss_ignore_index: int = 255,
         reshape_last_stage: bool = True,
         num_labels: int | None = None,
@@ -128,7 +153,9 @@ class SegformerConfig:
         self.drop_path_rate = drop_path_rate
         self.layer_norm_eps = layer_norm_eps
         self.patch_layer_norm_eps = patch_layer_norm_eps
+        self.stage_layer_norm_eps = layer_norm_eps if stage_layer_norm_eps is None else stage_layer_norm_eps
         self.decoder_hidden_size = decoder_hidden_size
+        self.decode_head_type = decode_head_type
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self.reshape_last_stage = reshape_last_stage
         self.problem_type = problem_type
@@ -139,6 +166,10 @@ class SegformerConfig:
         for key in ("model_type", "transformers_version", _VERSION_KEY):
             extra.pop(key, None)
         self.extra: dict[str, Any] = extra
+        if "dtype" in extra or "torch_dtype" in extra:  # one spelling, a string, in files: "dtype" (transformers 4.57)
+            self.dtype = extra.get("dtype", extra.get("torch_dtype"))
+        if "pruned_heads" in extra:
+            self.pruned_heads = extra["pruned_heads"]
         self.validate()
 
     # ------------------------------------------------------------------ labels
@@ -154,7 +185,16 @@ class SegformerConfig:
             num_labels = len(id2label) if id2label else 2
         if not isinstance(num_labels, int) or isinstance(num_labels, bool) or not 1 <= num_labels <= MAX_LABELS:
             raise ValueError(f"num_labels must be an integer in [1, {MAX_LABELS}], got {num_labels!r}")
-        if id2label is None or len(id2label) != num_labels:
+        if id2label and len(id2label) != num_labels:
+            # As transformers does (4.57): the names win, with a warning; num_labels follows them.
+            warnings.warn(
+                f"num_labels={num_labels} does not match id2label, which names {len(id2label)} classes; id2label wins: "
+                f"the config has {len(id2label)} classes (num_labels={len(id2label)})", UserWarning, stacklevel=4,
+            )
+            num_labels = len(id2label)
+            if not 1 <= num_labels <= MAX_LABELS:
+                raise ValueError(f"id2label must name between 1 and {MAX_LABELS} classes, got {num_labels}")
+        if not id2label:
             id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
         if sorted(id2label) != list(range(num_labels)):
             raise ValueError(f"id2label keys must be 0..{num_labels - 1}, got {sorted(id2label)}")
@@ -179,7 +219,21 @@ class SegformerConfig:
         # Unknown keys of a config.json stay reachable as attributes, as in Hugging Face.
         if name != "extra" and "extra" in self.__dict__ and name in self.__dict__["extra"]:
             return self.__dict__["extra"][name]
+        if name in GENERIC_DEFAULTS:  # transformers' generic PretrainedConfig attributes (config_generic.py)
+            return copy.deepcopy(GENERIC_DEFAULTS[name])
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in GENERIC_DEFAULTS:  # kept with the unknown keys: written back, as transformers writes a set value
+            if name == "pruned_heads" and isinstance(value, dict):  # JSON keys are strings; transformers reads ints
+                value = {int(k): v for k, v in value.items()}
+            self.extra[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> "SegformerConfig":
+        """This config (transformers' answer for a model without a text sub-config)."""
+        return self
 
     @property
     def use_return_dict(self) -> bool:
@@ -202,7 +256,9 @@ class SegformerConfig:
 
     @property
     def dtype(self) -> str | None:
-        """Weights dtype recorded in ``config.json`` (``"dtype"``, or the older ``"torch_dtype"``), or ``None``."""
+        """Weights dtype recorded in ``config.json`` (``"dtype"``, or the older ``"torch_dtype"``), or ``None``: always
+        the name (``"float16"``), also when set as ``torch.float16`` / ``np.float16`` / ``tf.float16``, so the config
+        stays JSON and framework-free (transformers returns ``torch.float16``: ``getattr(torch, config.dtype)``)."""
         return self.extra.get("dtype", self.extra.get("torch_dtype"))
 
     @dtype.setter
@@ -210,8 +266,8 @@ class SegformerConfig:
         self.extra.pop("torch_dtype", None)
         if value is None:
             self.extra.pop("dtype", None)
-        else:
-            self.extra["dtype"] = str(value).replace("torch.", "")
+            return
+        self.extra["dtype"] = dtype_name(value)
 
     torch_dtype = dtype
 
@@ -278,10 +334,10 @@ class SegformerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
-        for name in ("layer_norm_eps", "patch_layer_norm_eps", "initializer_range"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        for name in ("layer_norm_eps", "patch_layer_norm_eps", "stage_layer_norm_eps", "initializer_range"):
+            _check_epsilon(name, getattr(self, name))
+        if not isinstance(self.decode_head_type, str) or self.decode_head_type not in DECODE_HEAD_TYPES:
+            raise ValueError(f"decode_head_type must be one of {list(DECODE_HEAD_TYPES)}, got {self.decode_head_type!r:.100}")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act must be one of {list(ACTIVATIONS)}, got {self.hidden_act!r}")
         if not (self.problem_type is None or isinstance(self.problem_type, str)) or self.problem_type not in PROBLEM_TYPES:
@@ -366,7 +422,8 @@ class SegformerConfig:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict in the Hugging Face ``config.json`` layout (plus ``patch_layer_norm_eps``)."""
+        """A JSON-ready dict in the Hugging Face ``config.json`` layout (plus ``patch_layer_norm_eps``, and
+        ``stage_layer_norm_eps`` where it differs from ``layer_norm_eps``)."""
         from ... import __version__
 
         out: dict[str, Any] = dict(self.extra)
@@ -403,6 +460,10 @@ class SegformerConfig:
                 _VERSION_KEY: __version__,
             }
         )
+        if self.stage_layer_norm_eps != self.layer_norm_eps:
+            out["stage_layer_norm_eps"] = self.stage_layer_norm_eps
+        if self.decode_head_type != DEFAULT_DECODE_HEAD_TYPE:  # files of the default head stay as they were
+            out["decode_head_type"] = self.decode_head_type
         return out
 
     @classmethod
@@ -412,9 +473,18 @@ class SegformerConfig:
         if data.get("model_type", "segformer") != "segformer":
             raise ValueError(f"model_type must be 'segformer', got {data['model_type']!r}")
         if "patch_layer_norm_eps" not in data:
-            # Written by Hugging Face: its models compute with 1e-5 in every LayerNorm whatever the file says.
+            # Written by Hugging Face: its models compute with 1e-5 in every LayerNorm whatever the file says, but a
+            # value that cannot be an epsilon (NaN, inf, negative, a string) is still refused, not replaced.
+            if "layer_norm_eps" in data:
+                _check_epsilon("layer_norm_eps", data["layer_norm_eps"])
             data["layer_norm_eps"] = HF_LAYER_NORM_EPS
             data["patch_layer_norm_eps"] = HF_LAYER_NORM_EPS
+        if "num_labels" in overrides and "id2label" not in overrides:
+            # transformers sets keyword overrides after building: a new num_labels replaces the file's names
+            data.pop("id2label", None)
+            data.pop("label2id", None)
+        elif "id2label" in overrides and "num_labels" not in overrides:
+            data.pop("num_labels", None)  # and new names bring their own count
         data.update(overrides)
         return cls(**data)
 
@@ -432,10 +502,6 @@ class SegformerConfig:
         """JSON text of :meth:`to_dict` (every field: what ``config.json`` holds), or of :meth:`to_diff_dict`."""
         return json.dumps(self.to_diff_dict() if use_diff else self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = False) -> None:
-        """Write :meth:`to_json_string` to ``json_file_path`` (atomically)."""
-        atomic_write_text(json_file_path, self.to_json_string(use_diff=use_diff))
-
     def update(self, config_dict: dict[str, Any]) -> None:
         """Set fields from a dict (unknown keys go to :attr:`extra`, as attributes in Hugging Face). The result
         is validated first: an invalid value raises ``ValueError`` and leaves the config unchanged."""
@@ -450,95 +516,6 @@ class SegformerConfig:
         data.update(config_dict)
         updated = type(self).from_dict(data)
         self.__dict__.update({k: v for k, v in updated.__dict__.items() if k != "_name_or_path"})
-
-    def update_from_string(self, update_str: str) -> None:
-        """``"name=value,name=value"`` for existing bool / int / float / str fields (Hugging Face's rules:
-        booleans as ``true/false/1/0/yes/no/y/n``); other keys or types raise ``ValueError`` / ``TypeError``."""
-        changes: dict[str, Any] = {}
-        for item in str(update_str).split(","):
-            key, sep, text = item.partition("=")
-            if not sep:
-                raise ValueError(f"update_from_string: {item!r} is not of the form name=value")
-            if key in self.extra:
-                old = self.extra[key]
-            elif key in self.field_names() and key not in ("dtype", "torch_dtype", "architectures"):
-                old = getattr(self, key)
-            else:
-                raise ValueError(f"update_from_string: key {key!r} is not a field of this config")
-            if isinstance(old, bool):
-                lowered = text.lower()
-                if lowered not in ("true", "1", "y", "yes", "false", "0", "n", "no"):
-                    raise ValueError(f"update_from_string: can't parse {text!r} as a bool for {key}")
-                changes[key] = lowered in ("true", "1", "y", "yes")
-            elif isinstance(old, int):
-                changes[key] = int(text)
-            elif isinstance(old, float):
-                changes[key] = float(text)
-            elif isinstance(old, str) or old is None:
-                changes[key] = text
-            else:
-                raise TypeError(f"update_from_string: only int, float, bool or string fields can be set, {key} is {old!r}")
-        self.update(changes)
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> "SegformerConfig":
-        from ..base.json_io import read_json
-
-        path = Path(path)
-        data = read_json(path, "config file", error=ValueError)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data, **overrides)
-
-    @classmethod
-    def from_pretrained(
-        cls, path: str | os.PathLike, return_unused_kwargs: bool = False, **kwargs: Any
-    ) -> "SegformerConfig" | tuple["SegformerConfig", dict[str, Any]]:
-        """Load ``config.json`` from a folder, a JSON file path, or a Hub model id (needs huggingface_hub).
-
-        ``kwargs``: the download options of ``from_pretrained`` (``revision``, ``token``, ``cache_dir``,
-        ``local_files_only``, ``force_download``, ``proxies``, ``subfolder``), which are never stored, and
-        config fields to override. Any other keyword is a ``TypeError``, or, with
-        ``return_unused_kwargs=True``, returned as ``(config, unused)`` as in Hugging Face.
-        """
-        from .hub import CONFIG_FILENAMES, pop_download_kwargs, resolve_model_dir
-
-        hub = pop_download_kwargs(kwargs)
-        fields = cls.field_names()
-        unused = {k: kwargs.pop(k) for k in list(kwargs) if k not in fields}
-        if unused and not return_unused_kwargs:
-            raise TypeError(
-                f"SegformerConfig.from_pretrained got unexpected keyword arguments {sorted(unused)}; config fields: "
-                f"{list(fields)}"
-            )
-        source = Path(path)
-        if source.is_file():
-            if hub["subfolder"]:
-                raise ValueError(f"subfolder={hub['subfolder']!r} needs a folder or Hub id, got the file {os.fspath(source)!r}")
-            config_file = source
-        else:
-            config_file = resolve_model_dir(os.fspath(path), filenames=CONFIG_FILENAMES, **hub) / CONFIG_NAME
-        if not config_file.is_file():
-            raise FileNotFoundError(f"no {CONFIG_NAME} at {os.fspath(config_file)!r}")
-        config = cls.from_json_file(config_file, **kwargs)
-        config.name_or_path = os.fspath(path)
-        return (config, unused) if return_unused_kwargs else config
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        directory = Path(save_directory)
-        if directory.exists() and not directory.is_dir():
-            raise NotADirectoryError(f"save_directory {directory} exists and is not a folder")
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / CONFIG_NAME
-        atomic_write_text(target, self.to_json_string())
-        return target
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Upload ``config.json`` to the Hub repo ``repo_id`` through ``huggingface_hub`` (``token``,
-        ``commit_message``, ``commit_description``, ``private``, ``create_pr``, ``revision``)."""
-        from .hub import push_to_hub_with
-
-        return push_to_hub_with(self.save_pretrained, repo_id, **kwargs)
 
     # --------------------------------------------------------------- helpers
     def copy(self, **overrides: Any) -> "SegformerConfig":

@@ -10,7 +10,10 @@ multiply-adds in the paper).
 ``plain`` is the textbook path that training uses (per-stage projection, upsampling, 4D concatenation,
 ``linear_fuse``); ``fast`` is the eval fast path of the decode head (``linear_fuse`` folded into each
 stage's projection at the stage's own resolution, plus the per-call folding of the weights). The encoder
-is the same in both. A benchmark that divides the *plain* count by the fast path's time reports
+is the same in both. The mmseg head (``decode_head_type="mmseg"``) has the same plain count (its extra BatchNorms
+and ReLUs are not counted); its fast path runs each stage's projection (BatchNorm folded in) and then the
+stage's D x D block of ``linear_fuse`` at the stage's own resolution, and folds with elementwise scaling only.
+A benchmark that divides the *plain* count by the fast path's time reports
 "equivalent plain-path work per second".
 """
 
@@ -95,6 +98,9 @@ def count_flops(
         if path == "plain":
             fuse = n1 * config.num_encoder_blocks * d * d
             head = 2 * batch * (projections + fuse + classifier)
+        elif config.decode_head_type == "mmseg":  # the ReLU after each stage stops the fold: D x D per stage
+            blocks = sum(h * w * d * d for h, w in sizes)
+            head = 2 * batch * (projections + blocks + classifier)
         else:
             folding = sum(d * d * c for c in config.hidden_sizes)  # W_fuse block @ W_proj, once per call
             head = 2 * (batch * (projections + classifier) + folding)

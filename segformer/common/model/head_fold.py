@@ -13,13 +13,24 @@ after it; eval BatchNorm is the affine map ``x * scale + (beta - mean * scale)``
 
 :func:`fold_decode_head` returns ``[M_i]`` and ``shift`` for numpy arrays, torch tensors or TF tensors
 (only ``*``, ``**``, ``@``, ``+`` and slicing are used), in the (out, in) layout of a PyTorch ``Linear``.
+
+The mmseg head (``decode_head_type="mmseg"``) computes ``BN_f(W_fuse @ concat(up(relu(BN_1(P_1 x_1))), ...,
+up(relu(BN_n(P_n x_n)))))`` (concatenation order stage 1..n, so stage i's block is columns ``[i D, (i+1) D)``;
+``P_i`` without bias). The ReLU after each stage's BatchNorm stops the fold across stages; what folds:
+
+* each stage's eval BatchNorm into its ``proj``: ``A_i = scale_i * P_i``, ``c_i = beta_i - mean_i * scale_i``;
+* the fuse BatchNorm's scale into ``W_fuse``, and ``W_fuse``'s block for stage i moved before the upsampling
+  (linear maps commute with it): ``F_i = scale_f * W_fuse[:, block_i]`` runs at the stage's own resolution.
+
+So ``fused = sum_i up(F_i relu(A_i x_i + c_i)) + shift`` with ``shift = beta_f - mean_f * scale_f``
+(:func:`fold_mmseg_decode_head`); the n*D-channel concatenation at the stage-1 size is never built.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["fold_decode_head"]
+__all__ = ["fold_decode_head", "fold_mmseg_decode_head"]
 
 
 def fold_decode_head(
@@ -45,3 +56,27 @@ def fold_decode_head(
         weights.append(block @ weight)
         shift = shift + (block @ bias[:, None])[:, 0]
     return weights, shift
+
+
+def fold_mmseg_decode_head(
+    fuse_weight: Any,
+    proj_weights: Sequence[Any],
+    proj_batch_norms: Sequence[Sequence[Any]],
+    fuse_batch_norm: Sequence[Any],
+    bn_eps: float,
+) -> tuple[list[Any], list[Any], list[Any], Any]:
+    """``fuse_weight`` (D, n*D), ``proj_weights[i]`` (D, C_i), each BatchNorm ``(weight, bias, mean, var)``
+    -> (``[A_i]`` (D, C_i), ``[c_i]`` (D,), ``[F_i]`` (D, D), ``shift`` (D,)): the eval mmseg head before its
+    final ReLU is ``sum_i up(F_i relu(A_i x_i + c_i)) + shift``."""
+    d = fuse_weight.shape[0]
+    stage_weights, stage_biases, blocks = [], [], []
+    for i, (weight, (gamma, beta, mean, var)) in enumerate(zip(proj_weights, proj_batch_norms)):
+        scale = gamma * (var + bn_eps) ** -0.5
+        stage_weights.append(weight * scale[:, None])
+        stage_biases.append(beta - mean * scale)
+    gamma, beta, mean, var = fuse_batch_norm
+    scale = gamma * (var + bn_eps) ** -0.5
+    fuse = fuse_weight * scale[:, None]
+    for i in range(len(proj_weights)):
+        blocks.append(fuse[:, i * d : (i + 1) * d])  # concatenation order is stage 1..n
+    return stage_weights, stage_biases, blocks, beta - mean * scale

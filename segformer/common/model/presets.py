@@ -185,7 +185,7 @@ def preset_unavailable_message(preset: Preset, error: BaseException) -> str:
     return (
         f"preset {preset.name!r} is the Hugging Face Hub model {preset.hub_id!r}, which could not be loaded "
         f"({type(error).__name__}: {error}). Looked in the huggingface_hub cache {cache!r}. Download it once with "
-        f"network access (pip install huggingface_hub; huggingface-cli download {preset.hub_id}), or convert an "
+        f"network access (pip install -U huggingface_hub; hf download {preset.hub_id}, the command that replaced huggingface-cli), or convert an "
         f"original NVlabs checkpoint instead: segformer convert {preset.variant}.pth OUT_DIR --to pt "
         "(then pass OUT_DIR)"
     )

@@ -27,6 +27,7 @@ __all__ = [
     "parameter_table",
     "canonical_task",
     "count_parameters",
+    "check_model_memory",
     "to_tf_layout",
     "to_pt_layout",
     "BASE_MODEL_PREFIX",
@@ -206,18 +207,27 @@ def _encoder_specs(config: SegformerConfig, root: tuple[str, ...]) -> Iterable[t
         yield enc + (f"layer_norm.{i}",), "norm_bias", (c,)
 
 
+def _batch_norm_specs(module: tuple[str, ...], d: int) -> Iterable[tuple[tuple[str, ...], str, tuple]]:
+    yield module, "norm_weight", (d,)
+    yield module, "norm_bias", (d,)
+    yield module, "bn_mean", (d,)
+    yield module, "bn_var", (d,)
+    yield module, "counter", ()
+
+
 def _decode_head_specs(config: SegformerConfig) -> Iterable[tuple[tuple[str, ...], str, tuple]]:
+    """The head of ``config.decode_head_type``: ``"mlp"`` has a bias on each stage's ``proj``; ``"mmseg"`` has
+    none there but a BatchNorm ``linear_c.{i}.batch_norm`` after it (mmseg's ``convs.{i}.conv`` / ``.bn``)."""
     d = config.decoder_hidden_size
     head = ("decode_head",)
     for i in range(config.num_encoder_blocks):
         yield head + (f"linear_c.{i}", "proj"), "linear", (d, config.hidden_sizes[i])
-        yield head + (f"linear_c.{i}", "proj"), "bias", (d,)
+        if config.decode_head_type == "mmseg":
+            yield from _batch_norm_specs(head + (f"linear_c.{i}", "batch_norm"), d)
+        else:
+            yield head + (f"linear_c.{i}", "proj"), "bias", (d,)
     yield head + ("linear_fuse",), "conv", (d, d * config.num_encoder_blocks, 1, 1)
-    yield head + ("batch_norm",), "norm_weight", (d,)
-    yield head + ("batch_norm",), "norm_bias", (d,)
-    yield head + ("batch_norm",), "bn_mean", (d,)
-    yield head + ("batch_norm",), "bn_var", (d,)
-    yield head + ("batch_norm",), "counter", ()
+    yield from _batch_norm_specs(head + ("batch_norm",), d)
     yield head + ("classifier",), "conv", (config.num_labels, d, 1, 1)
     yield head + ("classifier",), "bias", (config.num_labels,)
 
@@ -246,6 +256,23 @@ def parameter_table(config: SegformerConfig, task: str = SEMANTIC_SEGMENTATION) 
 def count_parameters(config: SegformerConfig, task: str = SEMANTIC_SEGMENTATION) -> int:
     """Number of trainable scalars (what ``sum(p.numel() for p in model.parameters())`` counts)."""
     return sum(int(np.prod(s.shape)) for s in parameter_table(config, task) if s.trainable)
+
+
+def check_model_memory(config: SegformerConfig, task: str = SEMANTIC_SEGMENTATION, what: str = "model") -> int:
+    """Refuse, before any weight is allocated, a model whose float32 parameters and buffers (twice: each tensor
+    and its initial values exist together while it is built) cannot fit in this process
+    (:class:`~segformer.common.base.errors.ResourceLimitError` naming the widths); returns the bytes. A 1 KB
+    config with ``hidden_sizes`` 16384 or a million labels is refused here from arithmetic, in both frameworks."""
+    from ..base.resources import check_memory
+
+    needed = 2 * 4 * sum(int(np.prod(s.shape)) for s in parameter_table(config, task))
+    check_memory(
+        needed,
+        f"{what} config (hidden_sizes={config.hidden_sizes}, mlp_ratios={config.mlp_ratios}, depths={config.depths}, "
+        f"decoder_hidden_size={config.decoder_hidden_size}, num_labels={config.num_labels})",
+        f"building its {count_parameters(config, task):,} parameters",
+    )
+    return needed
 
 
 def to_tf_layout(spec: ParamSpec, array: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ produced it; call ``set_epoch`` every epoch (in every worker) to get fresh augme
 from __future__ import annotations
 
 import colorsys
+import io
 import json
 import os
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segformer.common.base.atomic import atomic_path, atomic_write_text
+from segformer.common.base.atomic import atomic_write_bytes, atomic_write_text
 from segformer.common.images.image_io import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -87,15 +88,27 @@ def _read_id2label(path: Path) -> dict[int, str] | None:
         raise ValueError(f"{path} must map integer class ids to names, like {{\"0\": \"wall\"}}") from None
 
 
-def load_label(path: str | os.PathLike) -> np.ndarray:
-    """Read a label PNG as an int64 ``(H, W)`` map of class indices ("L", "P", "I", "I;16" modes)."""
-    with Image.open(path) as image:
+def load_label(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read a label PNG as an int64 ``(H, W)`` map of class indices ("L", "P", "I", "I;16" modes).
+
+    A missing file is a ``FileNotFoundError``; a file that is not a regular file, not an image, damaged, or above
+    the pixel limit (``max_pixels``, default Pillow's decompression-bomb limit, checked from the header before
+    decoding) is a :class:`~segformer.common.images.image_io.BadImageError` naming it."""
+    from ..images.image_io import BadImageError, open_image
+
+    name = os.fspath(path)
+    if not os.path.lexists(name):
+        raise FileNotFoundError(f"label map {name!r} does not exist")
+    with open_image(name, max_pixels) as image:
         if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "1"):
             raise ValueError(
-                f"label map {os.fspath(path)!r} has mode {image.mode!r}; expected a single-channel image of "
+                f"label map {name!r} has mode {image.mode!r}; expected a single-channel image of "
                 "class indices (mode L, P, I or I;16), not a colour-coded mask"
             )
-        return np.asarray(image).astype(np.int64)
+        try:
+            return np.asarray(image).astype(np.int64)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise BadImageError(name, f"cannot decode the label map: {err}") from None
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -418,8 +431,9 @@ def _synthetic_pair(
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def make_synthetic_dataset(
