@@ -481,3 +481,18 @@ def test_predict_tta_scales_30_and_max_windows_are_one_error_line(model, image, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "would run 825 windows" in err[-1] and "max_windows=100" in err[-1]
     assert not (tmp_path / "o2" / "a.png").exists()
+
+
+@pytest.mark.parametrize("flag", ["do_resize", "do_rescale", "do_normalize", "do_reduce_labels", "do_convert_rgb"])
+def test_processor_flags_must_be_booleans(flag):
+    """A processor flag given as a string (``"no"`` is truthy to ``bool``) is refused in the constructor and the
+    call, naming the flag; numpy booleans are taken."""
+    from segformer.common.images.image_processing import SegformerImageProcessor
+
+    with pytest.raises(ValueError, match=f"{flag} must be True or False, got 'no'"):
+        SegformerImageProcessor(**{flag: "no"})
+    processor = SegformerImageProcessor(**{flag: np.bool_(False)})
+    assert getattr(processor, flag) is False
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=f"{flag} must be True or False"):
+        processor(image, **{flag: "yes"})

@@ -145,6 +145,28 @@ def _one_error_line(err: str, path) -> None:
     assert "Traceback" not in err
 
 
+def test_keras_save_on_a_full_disk_keeps_the_previous_file(tmp_path):
+    """``model.save("x.keras")`` of our Keras classes writes atomically: a file-size fault raises ``OSError`` and
+    the previous archive stays byte for byte, with no temporary left (Keras alone writes the zip in place)."""
+    pytest.importorskip("tensorflow")
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    config = tiny_config()
+    model = TFSegformerForSemanticSegmentation(config)
+    model.load_state_dict_numpy(random_state(config, "semantic_segmentation", 2))
+    model(np.zeros((1, 3, 32, 32), np.float32))
+    target = tmp_path / "model.keras"
+    model.save(target)
+    before = target.read_bytes()
+    model.load_state_dict_numpy(random_state(config, "semantic_segmentation", 3))
+    with file_size_limit(len(before) // 2), pytest.raises(OSError):
+        model.save(target)
+    assert target.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.keras"]
+    with pytest.raises(FileExistsError, match="model.keras"):
+        model.save(target, overwrite=False)
+
+
 @pytest.mark.parametrize("to", ["pt", "tf"])
 def test_convert_on_a_full_disk_is_one_error_line_and_keeps_the_old_folder(tmp_path, capsys, to):
     from segformer.cli import main

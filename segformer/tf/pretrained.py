@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..common.base.allocator import tune_allocator
-from ..common.base.atomic import atomic_folder, os_errors_from
+from ..common.base.atomic import atomic_folder, atomic_path, atomic_write_into, os_errors_from
 from ..common.model.switches import fast_path_enabled, set_fast_path
 from ..common.model.config import SegformerConfig, as_config
 from ..common.model.outputs import ModelOutput
@@ -294,6 +295,23 @@ class TFSegformerPreTrainedModel(keras.Model):
         """keras-hub's spelling of :meth:`from_pretrained`: a preset name (``"segformer_b0_ade20k_512"``,
         ``"b0-ade"``; ``segformer presets`` lists them), a Hub id or a folder; keywords as ``from_pretrained``."""
         return cls.from_pretrained(preset, **kwargs)
+
+    def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
+        """Keras ``Model.save``; a ``.keras`` file is written atomically: Keras writes the archive into a temporary
+        folder next to ``filepath``, which is then renamed into place, so a failed save (disk full, no permission)
+        raises its ``OSError`` and leaves any previous file as it was. ``overwrite=False`` raises
+        ``FileExistsError`` for an existing file (Keras would ask on the terminal). Other targets are Keras's own."""
+        if not (isinstance(filepath, (str, os.PathLike)) and os.fspath(filepath).endswith(".keras")):
+            return super().save(filepath, overwrite=overwrite, **kwargs)
+        with atomic_path(filepath, overwrite=overwrite) as tmp:
+            tmp.unlink()
+            tmp.mkdir()  # a folder of the temporary's name: a killed save leaves nothing the next save keeps
+            try:
+                super().save(tmp / Path(filepath).name, overwrite=True, **kwargs)
+                data = (tmp / Path(filepath).name).read_bytes()
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            atomic_write_into(tmp, data)
 
     def save_pretrained(
         self,

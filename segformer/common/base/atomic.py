@@ -36,6 +36,7 @@ from typing import Callable, Iterator
 __all__ = [
     "atomic_folder",
     "atomic_path",
+    "atomic_write_into",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_overwrite",
@@ -198,6 +199,11 @@ def _write_file(path: Path, data: bytes) -> None:
 def _sync_file(path: Path) -> None:
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
+
+
+def atomic_write_into(tmp_path: Path, data: bytes) -> None:
+    """Write ``data`` to the temporary file of an :func:`atomic_path` block (through the one write step)."""
+    _write_file(tmp_path, data)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["as_size_pair", "is_int", "parse_size", "parse_sizes", "positive_int", "rescale_size"]
+__all__ = ["as_bool", "as_size_pair", "is_int", "parse_size", "parse_sizes", "positive_int", "rescale_size"]
 
 _SIZE = re.compile(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?")
 
@@ -20,6 +20,14 @@ _SIZE = re.compile(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?")
 def is_int(value: object) -> bool:
     """A Python or numpy integer, not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def as_bool(name: str, value: object) -> bool:
+    """``value`` if it is ``True`` / ``False`` (Python or numpy); ``ValueError`` naming ``name`` otherwise (a string
+    such as ``"yes"`` or ``"false"`` is refused, not read as truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def positive_int(name: str, value: object) -> int:

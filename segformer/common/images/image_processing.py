@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from segformer.common.base.atomic import atomic_write_text
+from segformer.common.base.sizes import as_bool
 from segformer.common.images.image_arrays import (
     PIL_BILINEAR,
     check_dtype,
@@ -184,16 +185,16 @@ class SegformerImageProcessor:
         legacy = _pop_legacy_kwargs(kwargs, "SegformerImageProcessor")
         if legacy is not None and not do_reduce_labels:
             do_reduce_labels = legacy
-        self.do_resize = bool(do_resize)
+        self.do_resize = as_bool("do_resize", do_resize)
         self.size = normalize_size(size if size is not None else {"height": 512, "width": 512})
         self.resample = normalize_resample(resample)
-        self.do_rescale = bool(do_rescale)
+        self.do_rescale = as_bool("do_rescale", do_rescale)
         self.rescale_factor = normalize_rescale_factor(rescale_factor)
-        self.do_normalize = bool(do_normalize)
+        self.do_normalize = as_bool("do_normalize", do_normalize)
         self.image_mean = normalize_stats(image_mean if image_mean is not None else list(IMAGENET_DEFAULT_MEAN), "image_mean")
         self.image_std = normalize_stats(image_std if image_std is not None else list(IMAGENET_DEFAULT_STD), "image_std")
-        self.do_reduce_labels = bool(do_reduce_labels)
-        self.do_convert_rgb = bool(do_convert_rgb)
+        self.do_reduce_labels = as_bool("do_reduce_labels", do_reduce_labels)
+        self.do_convert_rgb = as_bool("do_convert_rgb", do_convert_rgb)
         check_pixel_range(self.do_rescale, self.rescale_factor, self.do_normalize, self.image_mean, self.image_std,
                           what="SegformerImageProcessor")
 
@@ -243,16 +244,16 @@ class SegformerImageProcessor:
         legacy = _pop_legacy_kwargs(kwargs, "preprocess", per_call=True)
         if legacy is not None and do_reduce_labels is None:
             do_reduce_labels = legacy
-        do_resize = self.do_resize if do_resize is None else bool(do_resize)
+        do_resize = self.do_resize if do_resize is None else as_bool("do_resize", do_resize)
         size = self.size if size is None else normalize_size(size)
         resample = self.resample if resample is None else normalize_resample(resample)
-        do_rescale = self.do_rescale if do_rescale is None else bool(do_rescale)
+        do_rescale = self.do_rescale if do_rescale is None else as_bool("do_rescale", do_rescale)
         rescale_factor = self.rescale_factor if rescale_factor is None else normalize_rescale_factor(rescale_factor)
-        do_normalize = self.do_normalize if do_normalize is None else bool(do_normalize)
+        do_normalize = self.do_normalize if do_normalize is None else as_bool("do_normalize", do_normalize)
         image_mean = self.image_mean if image_mean is None else normalize_stats(image_mean, "image_mean")
         image_std = self.image_std if image_std is None else normalize_stats(image_std, "image_std")
-        do_reduce_labels = self.do_reduce_labels if do_reduce_labels is None else bool(do_reduce_labels)
-        do_convert_rgb = self.do_convert_rgb if do_convert_rgb is None else bool(do_convert_rgb)
+        do_reduce_labels = self.do_reduce_labels if do_reduce_labels is None else as_bool("do_reduce_labels", do_reduce_labels)
+        do_convert_rgb = self.do_convert_rgb if do_convert_rgb is None else as_bool("do_convert_rgb", do_convert_rgb)
         return_tensors = normalize_return_tensors(return_tensors)
         data_format = normalize_data_format(data_format, "data_format")
         input_data_format = normalize_data_format(input_data_format, "input_data_format")

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from ..base.errors import ResourceLimitError
-from ..base.sizes import as_size_pair, is_int
+from ..base.sizes import as_bool, as_size_pair, is_int
 
 __all__ = [
     "MODES",
@@ -118,14 +118,6 @@ def check_scales(scales: float | Sequence[float]) -> tuple[float, ...]:
             raise ValueError(f"scales must hold positive finite numbers, got {scales!r}")
         out.append(float(item))
     return tuple(out)
-
-
-def as_bool(name: str, value: object) -> bool:
-    """``value`` if it is ``True`` / ``False`` (Python or numpy); ``ValueError`` naming ``name`` otherwise (a string
-    such as ``"yes"`` or ``"false"`` is refused, not read as truthy)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def device_error(device: object, framework: str, available: Sequence[str], why: str = "") -> ValueError:
