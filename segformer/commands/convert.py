@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 __all__ = ["add_arguments", "run"]
 
@@ -59,6 +61,18 @@ def run(args: argparse.Namespace) -> int:
     from ..conversion.report import KERAS_HUB
     from .shared import show_progress
 
+    def finish(folder: Path, report: Any) -> None:  # the processor config and model card, inside the same atomic write
+        if args.to in (KERAS_HUB, "mmseg"):
+            return
+        from ..common.checkpoints.model_card import write_inference_files
+
+        write_inference_files(
+            folder, report.config, keep_processor=True, framework=args.to, base_model=str(args.src),
+            how=f"Converted with `segformer convert` from {args.src} ({report.source_kind}); "
+                + (f"verified against the {report.reference_framework} model (max |diff| {report.max_abs_diff:.2e})."
+                   if args.verify else "tensors checked bit for bit, models not run (--no-verify)."),
+        )
+
     try:
         report = convert(
             args.src,
@@ -73,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             verify=args.verify,
             progress=show_progress(args.quiet),
             image_size=args.image_size,
+            finish=finish,
         )
     except VerificationError as err:
         print(str(err.report), file=sys.stderr)
@@ -82,19 +97,5 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(err, DOCUMENTED_ERRORS):
             raise
         raise WriteError(f"{describe_os_error(err, args.dst)}; the destination was not changed") from None
-    if args.dst is not None and report.written and args.to not in (KERAS_HUB, "mmseg"):
-        from ..common.checkpoints.model_card import write_inference_files
-
-        try:
-            written = write_inference_files(
-                args.dst, report.config, keep_processor=True, framework=args.to, base_model=str(args.src),
-                how=f"Converted with `segformer convert` from {args.src} ({report.source_kind}); "
-                    + (f"verified against the {report.reference_framework} model (max |diff| {report.max_abs_diff:.2e})."
-                       if args.verify else "tensors checked bit for bit, models not run (--no-verify)."),
-            )
-        except OSError as err:
-            raise WriteError(f"{describe_os_error(err, args.dst)}; the converted weights and config.json were "
-                             "written, README.md / preprocessor_config.json were not") from None
-        report.files += [str(path) for path in written if str(path) not in report.files]
     print(report)
     return 0

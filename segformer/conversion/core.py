@@ -44,7 +44,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -150,6 +150,7 @@ def convert(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     image_size: int | None = None,
+    finish: Callable[[Path, ConversionReport], Any] | None = None,
 ) -> ConversionReport:
     """Convert ``src`` to a Hugging Face-layout folder ``dst`` for ``to`` (``"pt"`` or ``"tf"``), or to a
     keras-hub preset (``to="keras-hub"``, :mod:`segformer.conversion.keras_hub`), verified; or, with ``to="mmseg"``,
@@ -174,6 +175,9 @@ def convert(
         progress: show a tqdm progress bar (the CLI turns it on).
         image_size: ``to="keras-hub"`` only: the square input size of the preset (default: the source's
             square processor size, else 512).
+        finish: called as ``finish(folder, report)`` on the verified temporary folder before it is renamed onto
+            ``dst``, to add files (the CLI writes ``preprocessor_config.json`` and the model card there), so a
+            failure there too leaves ``dst`` as it was.
 
     Returns:
         :class:`ConversionReport` (``report.checks``: named max |diff|; ``report.files``: files written).
@@ -273,6 +277,8 @@ def convert(
         if dst_path is not None:
             if dst_path.exists() and not overwrite:
                 raise FileExistsError(f"destination {os.fspath(dst_path)!r} appeared while converting; not overwritten")
+            if finish is not None:  # more files of the destination, written before it is renamed into place
+                finish(tmp, report)
             report.files = [os.fspath(dst_path / p.name) for p in sorted(tmp.iterdir()) if p.is_file()]
     report.written = dst_path is not None  # the folder was renamed into place when the block ended
     report.seconds = time.perf_counter() - start

@@ -309,6 +309,8 @@ class TFSegformerPreTrainedModel(keras.Model):
             try:
                 super().save(tmp / Path(filepath).name, overwrite=True, **kwargs)
                 data = (tmp / Path(filepath).name).read_bytes()
+            except OSError as err:  # Keras' zip writer names no file: name the one being saved
+                raise OSError(err.errno, err.strerror or str(err), os.fspath(filepath)) from err
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             atomic_write_into(tmp, data)

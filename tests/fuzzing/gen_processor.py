@@ -65,6 +65,8 @@ def make_case(rng, context, folder):
         if rng.random() < 0.2:
             kwargs[flag], verdict[flag] = _pick(rng, [(True, True), (False, True), (0, None), (1, None),
                                                       (None, None)] + ([] if valid_only else [("no", False), ("yes", False)]))
+    if kwargs.get("size") in (20000, 10**9, {"height": 20000, "width": 20000}) and kwargs.get("do_resize", True) is False:
+        verdict["size"] = None  # too big to resize to, but no resize is done: refusing or taking it are both right
     through_file = bool(rng.random() < 0.4)
     height, width = int(rng.integers(4, 41)), int(rng.integers(4, 41))
     image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
