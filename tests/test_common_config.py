@@ -123,3 +123,11 @@ def test_bad_json_file_names_the_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="model_type must be 'segformer', got 'bert'"):
         SegformerConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("value", [1.5, 2.0**70])
+def test_initializer_range_that_overflows_random_weights_is_refused(value):
+    """An initializer std above 1 (2**70 gave inf logits from a freshly built model) is refused, naming it."""
+    with pytest.raises(ValueError, match="initializer_range .* must be at most 1"):
+        SegformerConfig(initializer_range=value)
+    assert SegformerConfig(initializer_range=1.0).initializer_range == 1.0

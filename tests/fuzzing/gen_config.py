@@ -41,6 +41,8 @@ def _valid(field: str, value) -> str:
         return "ok" if _real(value) and 0 < value <= 1 else ("either" if _real(value) and value > 1 else "error")
     if field in PROBS:
         return "ok" if _real(value) and 0 <= value < 1 else ("either" if value == 1 and _real(value) else "error")
+    if field == "num_labels" and value is None:
+        return "ok"  # as in transformers: no count given means the default (2 labels)
     if field in INTS:
         if isinstance(value, int) and not isinstance(value, bool):
             return "ok" if 1 <= value <= 64 else ("either" if value > 64 else "error")

@@ -67,6 +67,10 @@ def make_case(rng, context, folder):
                                                       (None, None)] + ([] if valid_only else [("no", False), ("yes", False)]))
     if kwargs.get("size") in (20000, 10**9, {"height": 20000, "width": 20000}) and kwargs.get("do_resize", True) is False:
         verdict["size"] = None  # too big to resize to, but no resize is done: refusing or taking it are both right
+    if kwargs.get("do_normalize", True) is False:
+        for field in ("image_mean", "image_std"):
+            if verdict.get(field) is False:
+                verdict[field] = None  # not used without normalization: refusing or taking it are both right
     through_file = bool(rng.random() < 0.4)
     height, width = int(rng.integers(4, 41)), int(rng.integers(4, 41))
     image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)

@@ -92,7 +92,8 @@ def _content(writer, version, context):
                 lambda dest: _same_state(read_tf_h5(dest / "tf_model.h5")[1] if isinstance(read_tf_h5(dest / "tf_model.h5"), tuple)
                                          else read_tf_h5(dest / "tf_model.h5"), tf))
     if writer == "config_json":
-        config = SegformerConfig(**{**context["config"].to_dict(), "num_labels": 3 + version})
+        fields = {k: v for k, v in context["config"].to_dict().items() if k not in ("id2label", "label2id")}
+        config = SegformerConfig(**{**fields, "num_labels": 3 + version})  # names follow the count
         return (lambda dest: config.save_pretrained(dest),
                 lambda dest: SegformerConfig.from_json_file(dest / "config.json").num_labels == 3 + version)
     if writer == "processor_json":

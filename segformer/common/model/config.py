@@ -53,6 +53,7 @@ MAX_STAGES = 16
 MAX_LAYERS = 1024  # sum(depths)
 MAX_WIDTH = 1 << 16  # hidden sizes, decoder width, channels, heads, Mix-FFN width
 MAX_KERNEL = 1 << 10  # patch sizes, strides, sequence-reduction ratios
+MAX_INITIALIZER_RANGE = 1.0
 MAX_INPUT_SIDE = 1 << 16  # the smallest input a config accepts must be below this
 HF_LAYER_NORM_EPS = 1e-5
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "selu", "silu", "swish", "tanh")
@@ -336,6 +337,9 @@ class SegformerConfig(ConfigFiles):
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
         for name in ("layer_norm_eps", "patch_layer_norm_eps", "stage_layer_norm_eps", "initializer_range"):
             _check_epsilon(name, getattr(self, name))
+        if self.initializer_range > MAX_INITIALIZER_RANGE:  # a larger std makes random weights overflow float32
+            raise ValueError(f"initializer_range (the std of random initial weights; default 0.02) must be at most "
+                             f"{MAX_INITIALIZER_RANGE:g}, got {self.initializer_range!r:.100}")
         if not isinstance(self.decode_head_type, str) or self.decode_head_type not in DECODE_HEAD_TYPES:
             raise ValueError(f"decode_head_type must be one of {list(DECODE_HEAD_TYPES)}, got {self.decode_head_type!r:.100}")
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
