@@ -167,8 +167,8 @@ class Segmenter:
         palette: uint8 ``(K, 3)`` colours or a label-set name (default: by preset / number of classes).
         device: PyTorch device (``"cpu"``, ``"cuda"``, ...) or TensorFlow device name (``"/GPU:0"``); one this
             machine does not have is refused, listing those it has.
-        max_windows: the most sliding windows (over every test-time pass) one image may take; more are refused
-            before any work (``None``: no limit).
+        max_windows: the most sliding windows (over every test-time pass) one image may take; more, or a whole
+            pass costing over 8x slide mode's FLOPs (``rules.check_work``), are refused up front (``None``: no limit).
 
     Before an image runs, its model input size (resize rule x largest scale) and the memory that takes are
     estimated (:func:`~segformer.common.inference.memory.estimate_memory`); an image that would need more than
@@ -531,7 +531,7 @@ class Segmenter:
         whose estimated memory exceeds what this process can allocate
         (:class:`~segformer.common.base.errors.ResourceLimitError`)."""
         from .common.inference.memory import check_inference_memory
-        from .common.inference.rules import check_window_count, scaled_size
+        from .common.inference.rules import check_work, scaled_size
 
         height, width = int(size[0]), int(size[1])
         what = f"image {source!r}" if source else "image"
@@ -541,14 +541,14 @@ class Segmenter:
             inputs = [scaled_size(base, self._single_scale, self.settings.size_divisor)]
         else:
             inputs = [scaled_size(base, scale, self.settings.size_divisor) for scale, _ in self.settings.passes]
-        if self.settings.mode == "slide":
-            check_window_count(inputs, self.settings.crop_size, self.settings.stride, self.max_windows, what)
         largest = max(inputs, key=lambda hw: hw[0] * hw[1])
         extra = 4 * len(self.id2label) * height * width * (int(return_probabilities) + int(self.settings.augmented))
         check_inference_memory(self.model.config, largest, what, self.settings.mode, extra,
                                crop_size=self.settings.crop_size, stride=self.settings.stride,
                                framework=self.framework, keep_confidence=keep_confidence, window_batch=self.batch_size,
                                labels_on_disk=labels_on_disk)
+        check_work(self.model.config, self.settings.mode, inputs, self.settings.crop_size, self.settings.stride,
+                   self.max_windows, what)
 
     def _run_chunk(
         self,

@@ -223,6 +223,21 @@ def test_slide_stride_1_is_refused_by_window_count(model):
     assert check_window_count([(120, 160)], (64, 64), (1, 1), None) == expected
 
 
+def test_whole_mode_pass_far_costlier_than_slide_mode_is_refused():
+    """b0 on an 8000x8000 image in whole mode (a pass of ~125 TFLOPs, tens of minutes on a CPU) is refused before
+    any work, pointing to slide mode; Cityscapes-sized whole passes of b5 are not; ``max_windows=None`` lifts it."""
+    from segformer.common.inference.rules import check_work
+
+    b0 = SegformerConfig.from_variant("b0", num_labels=150)
+    with pytest.raises(ResourceLimitError, match=r"whole mode would cost about [\d,]+ GFLOPs .*use mode='slide'"):
+        check_work(b0, "whole", [(8000, 8000)], (1024, 1024), (768, 768))
+    check_work(b0, "whole", [(8000, 8000)], (1024, 1024), (768, 768), max_windows=None)
+    b5 = SegformerConfig.from_variant("b5", num_labels=19)
+    for size in ((1024, 2048), (2048, 4096)):
+        check_work(b5, "whole", [size], (1024, 1024), (768, 768))
+    check_work(b0, "whole", [(512, 512)], (1024, 1024), (768, 768))
+
+
 @pytest.mark.parametrize("options, match", [
     ({"resize": (30000, 30000)}, r"resize=\(30000, 30000\).*a 30000x30000 model input in whole mode"),
     ({"scales": (30.0,), "flip": True}, r"scales=\[30\.0\], flip=True.*a 15360x15360 model input"),

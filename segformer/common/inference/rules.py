@@ -40,6 +40,7 @@ __all__ = [
     "InferenceSettings",
     "as_size_pair",
     "MAX_WINDOWS",
+    "check_work",
     "as_bool",
     "check_inference_args",
     "device_error",
@@ -143,6 +144,40 @@ def check_window_count(sizes: Sequence[Sequence[int]], crop_size: Sequence[int],
             "stride (at most the crop size) or raise max_windows (--max-windows)"
         )
     return count
+
+
+WHOLE_MODE_EXCESS = 8  # whole mode may cost at most this many times slide mode before it is refused
+WHOLE_MODE_FREE_GFLOPS = 1000.0  # below this a whole-mode pass is never refused (seconds on a CPU)
+
+
+def check_work(config, mode: str, sizes: Sequence[Sequence[int]], crop_size: Sequence[int], stride: Sequence[int],
+               max_windows: int | None = MAX_WINDOWS, what: str = "image") -> None:
+    """Refuse, before any work, an image whose model passes (one per test-time input of ``sizes``) cost too much:
+    in slide mode more than ``max_windows`` windows (:func:`check_window_count`); in whole mode more than
+    :data:`WHOLE_MODE_EXCESS` times the FLOPs of slide mode at ``crop_size`` / ``stride`` (and above
+    :data:`WHOLE_MODE_FREE_GFLOPS`): attention grows with the square of the pixels, so a whole pass over a huge
+    image (b0 on 8000x8000: 125 TFLOPs, 19 times slide mode) runs for tens of minutes. ``max_windows=None`` lifts
+    both limits. Raises :class:`~segformer.common.base.errors.ResourceLimitError`."""
+    if mode == "slide":
+        check_window_count(sizes, crop_size, stride, max_windows, what)
+        return
+    if max_windows is None:
+        return
+    from ..model.flops import count_flops
+
+    whole = sum(count_flops(config, int(h), int(w), path="fast").gflops for h, w in sizes)
+    if whole <= WHOLE_MODE_FREE_GFLOPS:
+        return
+    window = count_flops(config, *[min(int(c), int(s)) for c, s in zip(crop_size, max(sizes, key=lambda hw: hw[0] * hw[1]))],
+                         path="fast").gflops
+    slide = sum(window * math.prod(grid_shape(size, crop_size, stride)) for size in sizes)
+    if whole > WHOLE_MODE_EXCESS * slide:
+        raise ResourceLimitError(
+            f"{what}: whole mode would cost about {whole:,.0f} GFLOPs (input {' + '.join(f'{h}x{w}' for h, w in sizes)}), "
+            f"{whole / slide:.0f} times the {slide:,.0f} GFLOPs of mode='slide' with crop_size={tuple(crop_size)}, "
+            f"stride={tuple(stride)} (attention grows with the square of the pixels); use mode='slide' (--mode slide) "
+            "or a smaller resize, or max_windows=None (--max-windows 0) to run it anyway"
+        )
 
 
 def check_inference_args(
