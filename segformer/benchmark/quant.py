@@ -6,8 +6,9 @@ pt-fast,pt-int8,ort-fp32,ort-int8,hf-ort-fp32,tflite-fp32,tflite-fp16,tflite-int
 
 A b0 fine-tuned on the synthetic set of benchmarks/TRAINING.md (``trained``; without it one is trained first
 with ``train_steps`` steps of the recipe below). Paths: PT float32 fast path, PT dynamic int8 (encoder
-linears), ONNX Runtime float32 of our export and its static int8 (QDQ) in this CPU's format (and, on a VNNI /
-ARM CPU, also in the ``avx2`` format: 7-bit weights, exact on every x86-64 CPU), TFLite float32 / float16 weights /
+linears), ONNX Runtime float32 of our export and its static int8 (QDQ) and dynamic int8 in this CPU's format (and,
+on a VNNI / ARM CPU, both also in the ``avx2`` format: 7-bit weights, exact on every x86-64 CPU), TFLite float32 /
+float16 weights /
 full-integer int8. The int8 paths are calibrated on 16 training images of the synthetic set (the user's
 images), resized to the input size. Measured: label-map agreement with PT float32 on the sample photo and 4
 random images at 512x512, and mIoU on the 16 held-out synthetic images (64x64) for every path.
@@ -75,10 +76,14 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int | None):
     paths["ort-fp32"] = (ort_run(work / "fp32.onnx"), _size_mb(work / "fp32.onnx"))
     quantize_onnx(work / "fp32.onnx", work / "int8.onnx", calibration=calibration, mode="static")
     paths["ort-int8-static"] = (ort_run(work / "int8.onnx"), _size_mb(work / "int8.onnx"))
+    quantize_onnx(work / "fp32.onnx", work / "int8-dynamic.onnx", mode="dynamic")
+    paths["ort-int8-dynamic"] = (ort_run(work / "int8-dynamic.onnx"), _size_mb(work / "int8-dynamic.onnx"))
     if cpu_int8_target() != "avx2":  # the format every x86-64 CPU computes exactly (7-bit weights), for comparison
-        quantize_onnx(work / "fp32.onnx", work / "int8-avx2.onnx", calibration=calibration, mode="static",
-                      target_cpu="avx2")
-        paths["ort-int8-static-avx2"] = (ort_run(work / "int8-avx2.onnx"), _size_mb(work / "int8-avx2.onnx"))
+        for mode in ("static", "dynamic"):
+            path = work / f"int8-{mode}-avx2.onnx"
+            quantize_onnx(work / "fp32.onnx", path, calibration=calibration if mode == "static" else None,
+                          mode=mode, target_cpu="avx2")
+            paths[f"ort-int8-{mode}-avx2"] = (ort_run(path), _size_mb(path))
     tf_model = TFSegformerForSemanticSegmentation(pt_model.config)
     tf_model(np.zeros((1, 3, *size), np.float32), training=False)
     tf_model.load_state_dict_numpy({k: v.detach().numpy() for k, v in pt_model.state_dict().items()})
