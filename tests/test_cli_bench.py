@@ -347,7 +347,9 @@ def test_quant_mode_runs(tmp_path, capsys):
     assert main(["bench", "--mode", "quant", "--work", str(tmp_path / "work"), "--train-steps", "1", "--threads", "1",
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())["accuracy"]
-    assert set(report["miou"]) >= {"pt-fp32-fast", "pt-int8-dynamic", "ort-fp32", "ort-int8-static", "tflite-fp32",
-                                   "tflite-fp16", "tflite-int8"}
+    assert set(report["miou"]) >= {"pt-fp32-fast", "pt-int8-dynamic", "ort-fp32", "ort-int8-static", "ort-int8-dynamic",
+                                   "tflite-fp32", "tflite-fp16", "tflite-int8"}
     assert report["agreement"]["ort-fp32"][0] > 0.99 and report["agreement"]["tflite-fp32"][0] > 0.99
+    for key in ("held_out_agreement", "held_out_agreement_64"):
+        assert len(report[key]["ort-fp32"]) == 16 and min(report[key]["ort-fp32"]) > 0.99
     assert "tflite-int8" in capsys.readouterr().out

@@ -6,11 +6,13 @@ pt-fast,pt-int8,ort-fp32,ort-int8,hf-ort-fp32,tflite-fp32,tflite-fp16,tflite-int
 
 A b0 fine-tuned on the synthetic set of benchmarks/TRAINING.md (``trained``; without it one is trained first
 with ``train_steps`` steps of the recipe below). Paths: PT float32 fast path, PT dynamic int8 (encoder
-linears), ONNX Runtime float32 of our export and its static int8 (QDQ) in this CPU's format (and, on a VNNI /
-ARM CPU, also in the ``avx2`` format: 7-bit weights, exact on every x86-64 CPU), TFLite float32 / float16 weights /
+linears), ONNX Runtime float32 of our export and its static int8 (QDQ) and dynamic int8 in this CPU's format (and,
+on a VNNI / ARM CPU, both also in the ``avx2`` format: 7-bit weights, exact on every x86-64 CPU), TFLite float32 /
+float16 weights /
 full-integer int8. The int8 paths are calibrated on 16 training images of the synthetic set (the user's
-images), resized to the input size. Measured: label-map agreement with PT float32 on the sample photo and 4
-random images at 512x512, and mIoU on the 16 held-out synthetic images (64x64) for every path.
+images), resized to the input size. Measured: label-map agreement with PT float32 on the sample photo, 4
+random images and the 16 held-out synthetic images (resized: eight times their training scale) at 512x512, and
+on the 16 held-out synthetic images at their own 64x64 (mean over the images) with their mIoU, for every path.
 """
 
 from __future__ import annotations
@@ -75,10 +77,14 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int | None):
     paths["ort-fp32"] = (ort_run(work / "fp32.onnx"), _size_mb(work / "fp32.onnx"))
     quantize_onnx(work / "fp32.onnx", work / "int8.onnx", calibration=calibration, mode="static")
     paths["ort-int8-static"] = (ort_run(work / "int8.onnx"), _size_mb(work / "int8.onnx"))
+    quantize_onnx(work / "fp32.onnx", work / "int8-dynamic.onnx", mode="dynamic")
+    paths["ort-int8-dynamic"] = (ort_run(work / "int8-dynamic.onnx"), _size_mb(work / "int8-dynamic.onnx"))
     if cpu_int8_target() != "avx2":  # the format every x86-64 CPU computes exactly (7-bit weights), for comparison
-        quantize_onnx(work / "fp32.onnx", work / "int8-avx2.onnx", calibration=calibration, mode="static",
-                      target_cpu="avx2")
-        paths["ort-int8-static-avx2"] = (ort_run(work / "int8-avx2.onnx"), _size_mb(work / "int8-avx2.onnx"))
+        for mode in ("static", "dynamic"):
+            path = work / f"int8-{mode}-avx2.onnx"
+            quantize_onnx(work / "fp32.onnx", path, calibration=calibration if mode == "static" else None,
+                          mode=mode, target_cpu="avx2")
+            paths[f"ort-int8-{mode}-avx2"] = (ort_run(path), _size_mb(path))
     tf_model = TFSegformerForSemanticSegmentation(pt_model.config)
     tf_model(np.zeros((1, 3, *size), np.float32), training=False)
     tf_model.load_state_dict_numpy({k: v.detach().numpy() for k, v in pt_model.state_dict().items()})
@@ -127,30 +133,40 @@ def run_quant(trained: str | None = None, work: str = "/tmp/segformer_quant", tr
     train_images = sorted((Path(data) / "images" / "training").iterdir())[:16]
     val_images = sorted((Path(data) / "images" / "validation").iterdir())
     val_labels = [Path(data) / "annotations" / "validation" / (p.stem + ".png") for p in val_images]
-    # 512x512: sample photo + random images
+    # 512x512: sample photo, random images, held-out images
     paths512 = build_paths(model, folder / "acc512", size, calibration_pixel_values(train_images, size), threads)
     probes = calibration_pixel_values([SAMPLE_IMAGE], size) + random_pixel_values(4, size, seed=11)
     reference = [paths512["pt-fp32-fast"][0](x) for x in probes]
     agreement = {name: [label_agreement(r, run(x)) for r, x in zip(reference, probes)] for name, (run, _) in paths512.items()}
+    held_out = calibration_pixel_values(val_images, size)  # never calibrated on, resized like the user's images
+    held_reference = [paths512["pt-fp32-fast"][0](x) for x in held_out]
+    held_agreement = {name: [label_agreement(r, run(x)) for r, x in zip(held_reference, held_out)]
+                      for name, (run, _) in paths512.items()}
     # 64x64: held-out synthetic set
     paths64 = build_paths(model, folder / "acc64", (64, 64), calibration_pixel_values(train_images, (64, 64)), threads)
     inputs = calibration_pixel_values(val_images, (64, 64))
     labels = [load_label(p) for p in val_labels]
-    miou = {}
+    miou, held_agreement64 = {}, {}
+    reference64 = [paths64["pt-fp32-fast"][0](x) for x in inputs]
     for name, (run, _) in paths64.items():
         metric = SegmentationMetric(num_labels=5)
-        for x, label in zip(inputs, labels):
+        held_agreement64[name] = []
+        for x, label, ref in zip(inputs, labels, reference64):
             logits = torch.from_numpy(np.ascontiguousarray(run(x)))
+            held_agreement64[name].append(label_agreement(ref, logits.numpy()))
             up = torch.nn.functional.interpolate(logits, size=label.shape, mode="bilinear", align_corners=False)
             metric.update(up.argmax(1)[0].numpy(), label)
         miou[name] = float(metric.compute()["mean_iou"])
     print(f"\ntrained b0 ({trained}); int8 calibrated on {len(train_images)} synthetic training images")
-    print(f"{'path':22s} {'sample photo':>13s} {'random (min)':>13s} {'mIoU 64x64':>11s} {'change':>8s} {'MB':>7s}")
+    print(f"{'path':22s} {'sample photo':>13s} {'random (min)':>13s} {'held-out (min)':>15s} {'held-out 64':>12s} {'mIoU 64x64':>11s} "
+          f"{'change':>8s} {'MB':>7s}")
     for name in paths512:
         values = agreement[name]
-        print(f"{name:22s} {100 * values[0]:12.2f}% {100 * min(values[1:]):12.2f}% {miou[name]:11.4f} "
-              f"{miou[name] - miou['pt-fp32-fast']:+8.4f} {paths512[name][1]:7.2f}")
-    report["accuracy"] = {"agreement": agreement, "miou": miou, "trained": trained,
+        print(f"{name:22s} {100 * values[0]:12.2f}% {100 * min(values[1:]):12.2f}% {100 * min(held_agreement[name]):14.2f}% "
+              f"{100 * np.mean(held_agreement64[name]):11.2f}% "
+              f"{miou[name]:11.4f} {miou[name] - miou['pt-fp32-fast']:+8.4f} {paths512[name][1]:7.2f}")
+    report["accuracy"] = {"agreement": agreement, "held_out_agreement": held_agreement,
+                          "held_out_agreement_64": held_agreement64, "miou": miou, "trained": trained,
                           "size_mb_512": {name: paths512[name][1] for name in paths512}}
     report["load_end"] = _load()
     print(f"\nload average at end: {report['load_end']}")
