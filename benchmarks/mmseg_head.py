@@ -12,17 +12,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
-
-def _times(fn, repeats):
-    fn()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - start) * 1e3)
-    return out
+from segformer.benchmark.head_fold import times_ms
 
 
 def main() -> None:
@@ -57,8 +48,8 @@ def main() -> None:
             for fast in (False, True):
                 model.use_fast_path = fast
                 results[fast] = {
-                    "head": _times(lambda: model.decode_head(maps), args.repeats),
-                    "model": _times(lambda: model(x).logits, max(3, args.repeats // 3)),
+                    "head": times_ms(lambda: model.decode_head(maps), args.repeats),
+                    "model": times_ms(lambda: model(x).logits, max(3, args.repeats // 3)),
                     "logits": model.decode_head(maps),
                 }
         diff = float((results[True]["logits"] - results[False]["logits"]).abs().max())

@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 __all__ = ["run_fold"]
 
 
-def _times(fn: Callable[[], object], repeats: int) -> list[float]:
+def times_ms(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``fn`` after one warm-up call."""
     fn()  # warm-up
     out = []
     for _ in range(repeats):
@@ -78,9 +79,9 @@ def run_fold(variants: Sequence[str], sizes: Sequence[tuple[int, int]], threads:
         for height, width in sizes:
             pixels = torch.randn(1, 3, height, width)
             with torch.inference_mode():
-                forward_ms = _times(lambda: model(pixels), repeats)
-                fold_ms = _times(fold, repeats * 4)
-                check_ms = _times(check, repeats * 4)
+                forward_ms = times_ms(lambda: model(pixels), repeats)
+                fold_ms = times_ms(fold, repeats * 4)
+                check_ms = times_ms(check, repeats * 4)
             row = (f"| {variant} | {height}x{width} | {threads} | {_fmt(forward_ms)} | {_fmt(fold_ms)} | {_fmt(check_ms)} "
                    f"| {_ratio(fold_ms, forward_ms)} | {_ratio(check_ms, forward_ms)} |")
             print(row, flush=True)

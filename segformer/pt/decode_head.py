@@ -156,7 +156,7 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         if self.mmseg:
             if self.fast_path_enabled and not self.training:
                 return self._logits_fast_mmseg(maps)
-            fused = self.activation(self.batch_norm(self._fused_plain_mmseg(maps)))
+            fused = self.activation(self.batch_norm(self._fused_plain(maps)))
             return self.classifier(self.dropout(fused)).contiguous()
         if self.fast_path_enabled and not self.training:
             return self._logits_fast(maps)
@@ -176,27 +176,19 @@ class SegformerDecodeHead(SegformerPreTrainedModel):
         return logits.view(batch, k, height, width)
 
     def _fused_plain(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """``linear_fuse`` of the per-stage projections resized to the stage-1 size (bilinear,
+        ``align_corners=False``): concatenated in stage order n..1 (all-MLP head), or, for mmseg's
+        ``SegformerHead``, each ``relu(BN(proj(x)))`` concatenated in stage order 1..n."""
         batch = maps[0].shape[0]
         size = maps[0].shape[2:]
         projected = []
         for mlp, hidden in zip(self.linear_c, maps):
             height, width = hidden.shape[2:]
             x = mlp(hidden).transpose(1, 2).reshape(batch, -1, height, width)
+            if self.mmseg:
+                x = self.activation(mlp.batch_norm(x))
             projected.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
-        return self.linear_fuse(torch.cat(projected[::-1], dim=1))
-
-    def _fused_plain_mmseg(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        """mmseg's ``SegformerHead`` before its fuse BatchNorm: per stage ``relu(BN(proj(x)))`` resized to the
-        stage-1 size (bilinear, ``align_corners=False``), concatenated in stage order 1..n, ``linear_fuse``."""
-        batch = maps[0].shape[0]
-        size = maps[0].shape[2:]
-        projected = []
-        for mlp, hidden in zip(self.linear_c, maps):
-            height, width = hidden.shape[2:]
-            x = mlp(hidden).transpose(1, 2).reshape(batch, -1, height, width)
-            x = self.activation(mlp.batch_norm(x))
-            projected.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
-        return self.linear_fuse(torch.cat(projected, dim=1))
+        return self.linear_fuse(torch.cat(projected if self.mmseg else projected[::-1], dim=1))
 
     def _fused_folded(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """Training fast path: ``linear_fuse(concat(up(proj_i(x_i))))`` with ``linear_fuse`` folded into each

@@ -159,7 +159,7 @@ class TFSegformerDecodeHead(keras.layers.Layer):
             if self.fast_path_enabled and not training:
                 fused = self._fused_fast_mmseg(maps)
             else:
-                fused = self.batch_norm(self._fused_plain_mmseg(maps, training), training=training)
+                fused = self.batch_norm(self._fused_plain(maps, training), training=training)
         elif self.fast_path_enabled and not training:
             fused = self._fused_fast(maps)
         else:
@@ -168,23 +168,17 @@ class TFSegformerDecodeHead(keras.layers.Layer):
         hidden = self.dropout(self.activation(fused), training=training)
         return self.classifier(tf.cast(hidden, tf.float32))
 
-    def _fused_plain(self, maps: list[tf.Tensor]) -> tf.Tensor:
+    def _fused_plain(self, maps: list[tf.Tensor], training: bool = False) -> tf.Tensor:
+        """``linear_fuse`` of the per-stage projections resized to the stage-1 size: concatenated in stage order
+        n..1 (all-MLP head), or, for mmseg's ``SegformerHead``, each ``relu(BN(proj(x)))`` in stage order 1..n."""
         size = tf.shape(maps[0])[1:3]
         projected = []
         for index, (mlp, hidden) in enumerate(zip(self.mlps, maps)):
             x = mlp(hidden)
+            if self.mmseg:
+                x = self.activation(mlp.batch_norm(x, training=training))
             projected.append(x if index == 0 else tf.cast(resize_bilinear(x, size), x.dtype))
-        return self.linear_fuse(tf.concat(projected[::-1], axis=-1))
-
-    def _fused_plain_mmseg(self, maps: list[tf.Tensor], training: bool) -> tf.Tensor:
-        """mmseg's ``SegformerHead`` before its fuse BatchNorm: per stage ``relu(BN(proj(x)))`` resized to the
-        stage-1 size, concatenated in stage order 1..n, ``linear_fuse``."""
-        size = tf.shape(maps[0])[1:3]
-        projected = []
-        for index, (mlp, hidden) in enumerate(zip(self.mlps, maps)):
-            x = self.activation(mlp.batch_norm(mlp(hidden), training=training))
-            projected.append(x if index == 0 else tf.cast(resize_bilinear(x, size), x.dtype))
-        return self.linear_fuse(tf.concat(projected, axis=-1))
+        return self.linear_fuse(tf.concat(projected if self.mmseg else projected[::-1], axis=-1))
 
     def _fused_fast_mmseg(self, maps: list[tf.Tensor]) -> tf.Tensor:
         """The mmseg head's eval fold (:func:`fold_mmseg_decode_head`) before its final ReLU, float32:
