@@ -293,6 +293,22 @@ def test_train_overwrite_with_a_model_that_fails_to_load_keeps_the_old_run(small
     assert _snapshot(run) == before
 
 
+def test_train_overwrite_refused_for_memory_keeps_the_old_run(small_data, capsys, monkeypatch):
+    """A training step that cannot fit (``--crop-size`` x ``--batch-size`` against the memory limit) is refused
+    before ``--overwrite`` touches the old run's log."""
+    from segformer.common.base import resources
+
+    monkeypatch.setattr(resources, "memory_limits", lambda: [("test limit", 2**30)])
+    run = small_data / "run"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    before = _snapshot(run)
+    status = _train(small_data, "--overwrite", "--crop-size", "4096", "--batch-size", "8")
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("error:") == 1 and "crop_size=4096x4096" in err, err
+    assert _snapshot(run) == before
+
+
 # --------------------------------------------------------------------------- heads: no false claims
 def test_export_refuses_a_classification_checkpoint_instead_of_claiming_agreement(tmp_path, capsys):
     from segformer.cli import main

@@ -217,11 +217,15 @@ def _recipe_line(args: argparse.Namespace, config: Any, images: int) -> str:
     return text
 
 
-def _model_ready(model: Any, train_set: Any, label_maps: tuple[dict[str, int], str]) -> None:
-    """The built model against the label maps (class ids it cannot predict, naming the files), before any
-    step and before an old run in ``--out`` is touched."""
+def _model_ready(model: Any, train_set: Any, label_maps: tuple[dict[str, int], str], config: Any, framework: str) -> None:
+    """The built model against the label maps (class ids it cannot predict, naming the files) and the memory a
+    training step needs (``--crop-size`` x ``--batch-size``), before any step and before an old run in ``--out``
+    is touched."""
+    from ..common.inference.memory import check_training_memory
+
     largest, where = label_maps
     check_num_labels(model.config.num_labels, train_set, largest, where, verb="train")
+    check_training_memory(model.config, config.crop_size, config.batch_size, framework)
 
 
 def _prepare_out(out: Path, overwrite: bool, resume: bool, is_main: bool) -> None:
@@ -239,7 +243,7 @@ def _run_pt(args, config, out, train_set, eval_set, id2label, label_maps):  # ty
     context = init_distributed()
     try:
         model = build_model(args.model, args.num_labels, id2label, seed=args.seed, **_overrides(args))
-        _model_ready(model, train_set, label_maps)
+        _model_ready(model, train_set, label_maps, config, "pt")
         _prepare_out(out, args.overwrite, args.resume, context.is_main)
         if context.distributed:
             import torch.distributed as dist
@@ -274,7 +278,7 @@ def _run_tf(args, config, out, train_set, eval_set, id2label, label_maps):  # ty
     with strategy.scope():
         model = build_model(args.model, args.num_labels, id2label, seed=args.seed, crop_size=config.crop_size,
                             **_overrides(args))
-    _model_ready(model, train_set, label_maps)
+    _model_ready(model, train_set, label_maps, config, "tf")
     _prepare_out(out, args.overwrite, args.resume, is_main)
     if is_main:
         replicas = strategy.num_replicas_in_sync
