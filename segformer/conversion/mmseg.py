@@ -32,7 +32,7 @@ import numpy as np
 from ..common.checkpoints import CheckpointError
 from ..common.model.config import SegformerConfig
 from ..common.model.weights import base_prefix, parameter_table
-from .original import MMSEG_LAYOUT, OriginalCheckpoint, is_mmseg_state, unknown_keys_message
+from .original import MMSEG_LAYOUT, OriginalCheckpoint, is_mmseg_state, split_fused_rows, unknown_keys_message
 
 __all__ = ["MMSEG_RENAMES", "MMSEG_LAYER_NORM_EPS", "rename_mmseg_key", "map_mmseg_state", "mmseg_refusals",
            "mmseg_config_text", "to_mmseg_state"]
@@ -108,15 +108,8 @@ def map_mmseg_state(checkpoint: OriginalCheckpoint, progress: Any = None) -> tup
         if name.startswith("encoder."):
             name = prefix + name
         if ".qkv." in name:
-            rows = array.shape[0] if array.ndim else 0
-            if rows == 0 or rows % 3:
-                raise CheckpointError(
-                    f"{checkpoint.path}: {original_key} has shape {array.shape}; nn.MultiheadAttention's in_proj stacks "
-                    "query, key and value rows, so its row count must be a positive multiple of 3"
-                )
-            third = rows // 3
-            for index, part in enumerate(("query", "key", "value")):
-                out[name.replace(".qkv.", f".{part}.")] = np.ascontiguousarray(array[index * third : (index + 1) * third])
+            out.update(split_fused_rows(checkpoint.path, original_key, array, name, ".qkv.", ("query", "key", "value"),
+                                        "nn.MultiheadAttention's in_proj stacks query, key and value rows"))
             continue
         if _CONV_TO_LINEAR.fullmatch(name):
             if array.ndim != 4 or array.shape[2:] != (1, 1):

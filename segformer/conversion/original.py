@@ -146,6 +146,21 @@ def is_mmseg_state(state: Mapping[str, Any]) -> bool:
     return any(re.match(_MMSEG_KEY, str(k)) for k in state)
 
 
+def split_fused_rows(path: Any, key: str, array: np.ndarray, name: str, fused: str, parts: tuple[str, ...],
+                     what: str) -> dict[str, np.ndarray]:
+    """A tensor whose rows stack ``parts`` (original ``kv``; mmseg's ``in_proj`` = query, key, value) split into
+    one canonical tensor per part: ``name`` with ``fused`` (``".kv."``) replaced by ``".{part}."``. A row count
+    that is not a positive multiple of ``len(parts)`` is a :class:`CheckpointError` naming ``key`` and ``what``."""
+    rows = array.shape[0] if array.ndim else 0
+    if rows == 0 or rows % len(parts):
+        raise CheckpointError(
+            f"{path}: {key} has shape {array.shape}; {what}, so its row count must be a positive multiple of {len(parts)}"
+        )
+    step = rows // len(parts)
+    return {name.replace(fused, f".{part}."): np.ascontiguousarray(array[i * step : (i + 1) * step])
+            for i, part in enumerate(parts)}
+
+
 def is_original_state(state: Mapping[str, Any]) -> bool:
     """True for an mmcv / mmengine checkpoint (``state_dict`` inside) or a plain original or mmseg ``mit.py``
     state dict (also under ``model``, and with the ``module.`` prefix of DataParallel / DDP)."""
@@ -326,17 +341,8 @@ def map_original_state(
         if name.startswith("encoder."):
             name = prefix + name
         if name.endswith((".kv.weight", ".kv.bias")):
-            rows = array.shape[0] if array.ndim else 0
-            if rows == 0 or rows % 2:
-                raise CheckpointError(
-                    f"{checkpoint.path}: {original_key} has shape {array.shape}; a fused kv holds key rows then value "
-                    "rows, so its row count must be even and above 0"
-                )
-            half = rows // 2
-            leaf = name.rsplit(".", 1)[1]
-            base = name[: -len(f"kv.{leaf}")]
-            out[f"{base}key.{leaf}"] = np.ascontiguousarray(array[:half])
-            out[f"{base}value.{leaf}"] = np.ascontiguousarray(array[half:])
+            out.update(split_fused_rows(checkpoint.path, original_key, array, name, ".kv.", ("key", "value"),
+                                        "a fused kv holds key rows then value rows"))
             continue
         if name in out:
             raise CheckpointError(f"{checkpoint.path}: two source tensors map to {name} (the second is {original_key})")
