@@ -6,7 +6,6 @@ Only documented errors may escape (segformer.common.base.errors). Bounded in CI;
 
 from __future__ import annotations
 
-import collections
 import os
 
 import numpy as np
@@ -14,34 +13,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz_counts import counted, new_outcomes, print_outcomes
 from randomize import random_state, tiny_config
 from segformer import SegformerImageProcessor
-from segformer.common.base.errors import DOCUMENTED_ERRORS
 
 EXAMPLES = int(os.environ.get("SEGFORMER_FUZZ_EXAMPLES", "60"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-OUTCOMES: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+OUTCOMES = new_outcomes()
 OURS = ("ValueError", "TypeError", "CheckpointError", "FileNotFoundError", "ImportError")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    for kind, counter in sorted(OUTCOMES.items()):
-        print(f"\nfuzz {kind}: {sum(counter.values())} cases: {dict(counter)}")
+    print_outcomes(OUTCOMES)
 
 
 def _run(kind: str, func):
-    try:
-        result = func()
-    except DOCUMENTED_ERRORS as err:
-        name = type(err).__name__
-        assert name in OURS, f"{name} escaped: {err}"
-        assert str(err)
-        OUTCOMES[kind][name] += 1
-        return None
-    OUTCOMES[kind]["ok"] += 1
-    return result
+    return counted(OUTCOMES, kind, func, OURS)
 
 
 _DTYPES = ["uint8", "uint16", "int32", "int64", "float16", "float32", "float64", "bool", "complex64", "object"]

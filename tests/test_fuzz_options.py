@@ -9,7 +9,6 @@ long run: ``SEGFORMER_FUZZ_EXAMPLES=1000 python -m pytest tests/test_fuzz_option
 
 from __future__ import annotations
 
-import collections
 import os
 
 import numpy as np
@@ -17,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz_counts import counted, new_outcomes, print_outcomes
 from randomize import tiny_config
 from segformer.common.base import resources
-from segformer.common.base.errors import DOCUMENTED_ERRORS
 
 EXAMPLES = int(os.environ.get("SEGFORMER_FUZZ_EXAMPLES", "25"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-OUTCOMES: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+OUTCOMES = new_outcomes()
 OURS = ("ValueError", "TypeError", "ResourceLimitError")
 
 
@@ -32,21 +31,11 @@ def _report():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(resources, "memory_limits", lambda: [("fuzz limit", 2 * 2**30)])
         yield
-    for kind, counter in sorted(OUTCOMES.items()):
-        print(f"\nfuzz {kind}: {sum(counter.values())} cases: {dict(counter)}")
+    print_outcomes(OUTCOMES)
 
 
 def _run(kind: str, func):
-    try:
-        result = func()
-    except DOCUMENTED_ERRORS as err:
-        name = type(err).__name__
-        assert name in OURS, f"{name} escaped: {err}"
-        assert str(err)
-        OUTCOMES[kind][name] += 1
-        return None
-    OUTCOMES[kind]["ok"] += 1
-    return result
+    return counted(OUTCOMES, kind, func, OURS)
 
 
 _sizes = st.one_of(st.integers(-2, 80), st.tuples(st.integers(-1, 80), st.integers(-1, 80)), st.just("16"),
