@@ -32,7 +32,7 @@ import numpy as np
 from ..common.checkpoints import CheckpointError
 from ..common.model.config import SegformerConfig
 from ..common.model.weights import base_prefix, parameter_table
-from .original import MMSEG_LAYOUT, OriginalCheckpoint, is_mmseg_state, split_fused_rows, unknown_keys_message
+from .original import MMSEG_LAYOUT, OriginalCheckpoint, is_mmseg_state, map_state, split_fused_rows
 
 __all__ = ["MMSEG_RENAMES", "MMSEG_LAYER_NORM_EPS", "rename_mmseg_key", "map_mmseg_state", "mmseg_refusals",
            "mmseg_config_text", "to_mmseg_state"]
@@ -91,35 +91,19 @@ def map_mmseg_state(checkpoint: OriginalCheckpoint, progress: Any = None) -> tup
     order); 1x1 conv weights of linear maps lose their two unit axes. Keys no rule matches raise
     :class:`CheckpointError` (one line: the format, the count, the first few keys).
     """
-    source = dict(checkpoint.state)
-    task = "semantic_segmentation" if any(k.startswith("decode_head.") for k in source) else "base"
-    prefix = base_prefix(task)
-    out: dict[str, np.ndarray] = {}
-    leftover: list[str] = []
-    for original_key in list(source):
-        array = source.pop(original_key)
-        if progress is not None:
-            progress.update(1)
-        try:
-            name = rename_mmseg_key(_split_prefix(original_key))
-        except KeyError:
-            leftover.append(original_key)
-            continue
-        if name.startswith("encoder."):
-            name = prefix + name
+    task = "semantic_segmentation" if any(k.startswith("decode_head.") for k in checkpoint.state) else "base"
+
+    def convert(key: str, name: str, array: np.ndarray) -> dict[str, np.ndarray]:
         if ".qkv." in name:
-            out.update(split_fused_rows(checkpoint.path, original_key, array, name, ".qkv.", ("query", "key", "value"),
-                                        "nn.MultiheadAttention's in_proj stacks query, key and value rows"))
-            continue
+            return split_fused_rows(checkpoint.path, key, array, name, ".qkv.", ("query", "key", "value"),
+                                    "nn.MultiheadAttention's in_proj stacks query, key and value rows")
         if _CONV_TO_LINEAR.fullmatch(name):
             if array.ndim != 4 or array.shape[2:] != (1, 1):
-                raise CheckpointError(f"{checkpoint.path}: {original_key} has shape {array.shape}; expected a 1x1 conv (O, I, 1, 1)")
-            array = np.ascontiguousarray(array[:, :, 0, 0])
-        if name in out:
-            raise CheckpointError(f"{checkpoint.path}: two source tensors map to {name} (the second is {original_key})")
-        out[name] = array
-    if leftover:
-        raise CheckpointError(unknown_keys_message(checkpoint.path, leftover, checkpoint.state))
+                raise CheckpointError(f"{checkpoint.path}: {key} has shape {array.shape}; expected a 1x1 conv (O, I, 1, 1)")
+            return {name: np.ascontiguousarray(array[:, :, 0, 0])}
+        return {name: array}
+
+    out, _ = map_state(checkpoint, task, lambda key: rename_mmseg_key(_split_prefix(key)), convert, progress)
     return task, out, []
 
 

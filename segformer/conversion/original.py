@@ -38,7 +38,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -144,6 +144,46 @@ _MMSEG_KEY = r"(module\.)?(backbone\.)?layers\.\d+\.0\.projection\."
 def is_mmseg_state(state: Mapping[str, Any]) -> bool:
     """True when the keys are mmsegmentation ``mit.py``'s (``[module.][backbone.]layers.{i}.0.projection.*``)."""
     return any(re.match(_MMSEG_KEY, str(k)) for k in state)
+
+
+def map_state(
+    checkpoint: "OriginalCheckpoint",
+    task: str,
+    rename: Callable[[str], str | None],
+    convert: Callable[[str, str, np.ndarray], dict[str, np.ndarray]],
+    progress: Any = None,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The one mapping loop of the ``.pth`` adapters (original NVlabs, mmseg ``mit.py``): every key is popped;
+    ``rename(key)`` gives its canonical name without the task prefix (``None``: dropped; ``KeyError``: no rule
+    knows it), ``convert(key, name, array)`` the canonical tensors it becomes (a fused tensor split, a 1x1 conv
+    made linear). A name reached twice, and keys no rule knows (one line, :func:`unknown_keys_message`), are
+    :class:`CheckpointError`. Returns ``(state, dropped_keys)``."""
+    source = dict(checkpoint.state)
+    prefix = base_prefix(task)
+    out: dict[str, np.ndarray] = {}
+    dropped: list[str] = []
+    leftover: list[str] = []
+    for original_key in list(source):
+        array = source.pop(original_key)
+        if progress is not None:
+            progress.update(1)
+        try:
+            name = rename(original_key)
+        except KeyError:
+            leftover.append(original_key)
+            continue
+        if name is None:
+            dropped.append(original_key)
+            continue
+        if name.startswith("encoder."):
+            name = prefix + name
+        for target, tensor in convert(original_key, name, array).items():
+            if target in out:
+                raise CheckpointError(f"{checkpoint.path}: two source tensors map to {target} (the second is {original_key})")
+            out[target] = tensor
+    if leftover:
+        raise CheckpointError(unknown_keys_message(checkpoint.path, leftover, checkpoint.state))
+    return out, dropped
 
 
 def split_fused_rows(path: Any, key: str, array: np.ndarray, name: str, fused: str, parts: tuple[str, ...],
@@ -320,37 +360,16 @@ def map_original_state(
     ``decode_head.conv_seg.*`` is dropped (listed in ``dropped_keys``). Keys no rule matches raise
     ``CheckpointError`` listing all of them. ``progress`` is an optional tqdm-like object (``update(n)``).
     """
-    source = dict(checkpoint.state)
-    task = _original_task(source)
-    prefix = base_prefix(task)
-    out: dict[str, np.ndarray] = {}
-    dropped: list[str] = []
-    leftover: list[str] = []
-    for original_key in list(source):
-        array = source.pop(original_key)
-        if progress is not None:
-            progress.update(1)
-        try:
-            name = rename_original_key(_split_prefix(original_key, checkpoint.layout))
-        except KeyError:
-            leftover.append(original_key)
-            continue
-        if name is None:
-            dropped.append(original_key)
-            continue
-        if name.startswith("encoder."):
-            name = prefix + name
+    task = _original_task(checkpoint.state)
+
+    def convert(key: str, name: str, array: np.ndarray) -> dict[str, np.ndarray]:
         if name.endswith((".kv.weight", ".kv.bias")):
-            out.update(split_fused_rows(checkpoint.path, original_key, array, name, ".kv.", ("key", "value"),
-                                        "a fused kv holds key rows then value rows"))
-            continue
-        if name in out:
-            raise CheckpointError(f"{checkpoint.path}: two source tensors map to {name} (the second is {original_key})")
-        out[name] = array
-    if source:  # cannot happen: every key was popped; kept as a guard for future edits of the loop
-        leftover.extend(source)
-    if leftover:
-        raise CheckpointError(unknown_keys_message(checkpoint.path, leftover, checkpoint.state))
+            return split_fused_rows(checkpoint.path, key, array, name, ".kv.", ("key", "value"),
+                                    "a fused kv holds key rows then value rows")
+        return {name: array}
+
+    out, dropped = map_state(checkpoint, task, lambda key: rename_original_key(_split_prefix(key, checkpoint.layout)),
+                             convert, progress)
     return task, out, dropped
 
 
