@@ -93,11 +93,11 @@ def test_default_threads_and_the_environment_the_user_set(tmp_path):
         with pytest.raises(ValueError, match=rf"OMP_NUM_THREADS must be a positive integer, got '{bad}'"):
             default_threads({"OMP_NUM_THREADS": bad}, **cpus)
     assert thread_environment({}, **cpus) == {"OMP_NUM_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "2",
-                                              "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+                                              "GOMP_SPINCOUNT": "100000", "KMP_BLOCKTIME": "1"}
     user = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": "200"}
     assert thread_environment(user, **cpus) == {"TF_NUM_INTRAOP_THREADS": "1"}  # TF follows the user's count
     assert thread_environment({"GOMP_SPINCOUNT": "10000"}, **cpus) == {
-        "OMP_NUM_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "2", "KMP_BLOCKTIME": "0"}  # the user's spin count stays
+        "OMP_NUM_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "2", "KMP_BLOCKTIME": "1"}  # the user's spin count stays
     assert thread_environment({"SEGFORMER_THREAD_POLICY": "0"}, **cpus) == {}  # opted out
     environ = {"OMP_WAIT_POLICY": "ACTIVE"}
     added = prepare_process(environ)
@@ -150,8 +150,9 @@ def test_cli_sets_the_policy_before_torch_is_imported():
         seen = out["seen"]
         expected = user.get("OMP_NUM_THREADS", str(out["available"]))
         assert seen["OMP_NUM_THREADS"] == seen["TF_NUM_INTRAOP_THREADS"] == expected
-        assert seen["OMP_WAIT_POLICY"] == user.get("OMP_WAIT_POLICY", "PASSIVE")
-        assert seen["KMP_BLOCKTIME"] == "0"
+        assert seen["OMP_WAIT_POLICY"] == user.get("OMP_WAIT_POLICY")  # never set by the policy
+        assert seen["GOMP_SPINCOUNT"] == (None if user else "100000")  # not next to the user's wait policy
+        assert seen["KMP_BLOCKTIME"] == "1"
         assert out["torch_threads"] == int(expected)
 
 
@@ -164,3 +165,75 @@ def test_cli_reports_a_bad_omp_num_threads():
     assert "error: the environment variable OMP_NUM_THREADS must be a positive integer, got 'many'" in done.stderr
     assert "Traceback" not in done.stderr
 
+
+
+def _fake_proc(tmp_path: Path, loadavg: str, states: list[str]) -> tuple[Path, Path]:
+    (tmp_path / "task").mkdir(parents=True)
+    (tmp_path / "loadavg").write_text(loadavg + "\n")
+    for index, state in enumerate(states):
+        folder = tmp_path / "task" / str(100 + index)
+        folder.mkdir(parents=True)
+        folder.joinpath("stat").write_text(f"{100 + index} (py (thread) x) {state} 1 2 3 4\n")  # ")" in the name
+    return tmp_path / "loadavg", tmp_path / "task"
+
+
+def test_runnable_elsewhere_subtracts_our_own_running_threads(tmp_path):
+    from segformer.common.base.threads import runnable_elsewhere
+
+    load, tasks = _fake_proc(tmp_path / "a", "0.50 0.40 0.30 4/210 999", ["R", "R", "S", "S"])
+    assert runnable_elsewhere(load, tasks) == 2  # 4 runnable, 2 of them ours
+    load, tasks = _fake_proc(tmp_path / "b", "0.50 0.40 0.30 3/210 999", ["S", "S"])
+    assert runnable_elsewhere(load, tasks) == 2  # the caller counts as ours even if /proc saw it waiting
+    load, tasks = _fake_proc(tmp_path / "c", "0.50 0.40 0.30 1/210 999", ["R", "S"])
+    assert runnable_elsewhere(load, tasks) == 0  # only the caller
+    load, tasks = _fake_proc(tmp_path / "d", "0.50 0.40 0.30 2/210 999", ["R", "R", "R"])
+    assert runnable_elsewhere(load, tasks) == 0  # never negative
+    for bad in ("", "garbage", "0.1 0.2 0.3 x/1 5"):
+        load, tasks = _fake_proc(tmp_path / f"bad{len(bad)}", bad, [])
+        assert runnable_elsewhere(load, tasks) is None
+    assert runnable_elsewhere(tmp_path / "missing", tasks) is None
+
+
+def test_threads_for_now_and_steady_sampling(monkeypatch):
+    import segformer.common.base.threads as threads
+
+    assert threads.threads_for_now(2, cpus=2, elsewhere=0) == 2
+    assert threads.threads_for_now(2, cpus=2, elsewhere=1) == 1  # one core taken: one thread
+    assert threads.threads_for_now(2, cpus=2, elsewhere=5) == 1  # at least one
+    assert threads.threads_for_now(8, cpus=16, elsewhere=10) == 6
+    assert threads.threads_for_now(2, cpus=64, elsewhere=30) == 2  # other tasks, but CPUs to spare
+    samples = iter([None])
+    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: next(samples))
+    assert threads.threads_for_now(4) == 4  # /proc cannot tell: the limit
+    monkeypatch.setattr(threads, "_LAST_ELSEWHERE", [None])
+    samples = iter([3, 1, 2, 0, 5])
+    assert threads.steady_elsewhere() == 3  # first call: the sample now
+    threads.record_elsewhere()  # 1 at the end of the call
+    assert threads.steady_elsewhere() == 1  # min(2 now, 1 at the last end)
+    threads.record_elsewhere()  # 0
+    assert threads.steady_elsewhere() == 0  # a task seen only now (5) is not steady
+
+
+def test_adapted_threads_lowers_torch_threads_for_the_block_only(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import segformer.common.base.threads as threads
+    from segformer.pt.backend import adapted_threads
+
+    cpus = os.cpu_count() or 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(threads, "runnable_elsewhere", lambda: cpus - 1)  # every CPU but one is taken
+        monkeypatch.setattr(threads, "_LAST_ELSEWHERE", [None])
+        with adapted_threads() as count:
+            assert count == torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2  # restored
+        monkeypatch.setenv("SEGFORMER_THREAD_POLICY", "0")  # opted out: untouched
+        with adapted_threads() as count:
+            assert count == torch.get_num_threads() == 2
+        monkeypatch.delenv("SEGFORMER_THREAD_POLICY")
+        monkeypatch.setattr(threads, "runnable_elsewhere", lambda: 0)  # quiet machine
+        with adapted_threads() as count:
+            assert count == torch.get_num_threads() == min(2, cpus)
+    finally:
+        torch.set_num_threads(before)

@@ -320,3 +320,30 @@ def test_build_model_sources(tmp_path):
     assert build_model("b0", num_labels=7).config.hidden_sizes == [32, 64, 160, 256]
     with pytest.raises(ValueError, match="--model"):
         build_model("b9")
+
+
+def test_pt_training_steps_run_on_the_threads_free_now(synthetic, tmp_path, monkeypatch):
+    """The thread policy's per-call count in the trainer: with every other CPU taken (faked), each step's
+    forward and backward run on 1 thread; the count the user set is back after the step."""
+    import os
+
+    import torch
+
+    import segformer.common.base.threads as threads
+    from segformer.pt.training import Trainer
+
+    config = _small_config(total_steps=2)
+    train, _ = _datasets(synthetic, config)
+    model = _tiny_model()
+    seen: list[int] = []
+    model.register_forward_hook(lambda *args: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: (os.cpu_count() or 1) - 1)
+    monkeypatch.setattr(threads, "_LAST_ELSEWHERE", [None])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Trainer(model, config, train, out_dir=tmp_path, progress=False, echo=False).train()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1]

@@ -9,6 +9,7 @@ published Hub ids / mIoU figures typed in from the SegFormer paper and model car
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -596,3 +597,33 @@ def test_imap_yields_a_too_small_image_in_its_place(pt_segmenter, tmp_path):
             assert np.array_equal(results[index].label_map, segmenter(image).label_map)
     with pytest.raises(ValueError, match="too small"):
         segmenter(tmp_path / "small.png")
+
+
+def test_busy_machine_lowers_threads_per_call_and_keeps_the_numbers(pt_segmenter, monkeypatch):
+    """The thread policy's per-call count: once every other CPU is seen taken (faked) at the end of one call
+    and the start of the next, a Segmenter call runs its forward on 1 thread, then restores 2; labels and
+    probabilities equal those of the 2-thread call."""
+    import torch
+
+    import segformer.common.base.threads as threads
+
+    rng = np.random.default_rng(21)
+    image = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    seen: list[int] = []
+    hook = pt_segmenter.model.register_forward_hook(lambda *args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(threads, "_LAST_ELSEWHERE", [None])
+        monkeypatch.setattr(threads, "runnable_elsewhere", lambda: 0)
+        quiet = pt_segmenter(image, return_probabilities=True)
+        monkeypatch.setattr(threads, "runnable_elsewhere", lambda: (os.cpu_count() or 1) - 1)
+        pt_segmenter(image)  # seen busy now, not at the end of the quiet call: not steady yet
+        busy = pt_segmenter(image, return_probabilities=True)
+        assert torch.get_num_threads() == 2
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+    assert seen == [min(2, os.cpu_count() or 1)] * 2 + [1]
+    assert np.array_equal(quiet.label_map, busy.label_map)
+    np.testing.assert_allclose(quiet.probabilities, busy.probabilities, atol=1e-5)

@@ -347,4 +347,4 @@ def _machine(threads: int | None) -> dict[str, Any]:
     env.update(thread_environment(env))
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "available_cpus": available_cpus(), "threads": threads,
             "python": platform.python_version(), "platform": platform.platform(),
-            "thread_env": {name: env.get(name) for name in (*THREAD_VARIABLES, *WAIT_VARIABLES, "GOMP_SPINCOUNT")}}
+            "thread_env": {name: env.get(name) for name in (*THREAD_VARIABLES, *WAIT_VARIABLES, "OMP_WAIT_POLICY")}}

@@ -27,7 +27,8 @@ def _usable(machine: dict[str, Any]) -> str:
 def _threads(machine: dict[str, Any]) -> str:
     env = machine.get("thread_env") or {}
     threads = machine["threads"] or f"default ({env.get('OMP_NUM_THREADS') or 'the framework'})"
-    return f"{threads}, OMP_WAIT_POLICY {env.get('OMP_WAIT_POLICY') or 'unset'}"
+    waits = [f"{name} {env[name]}" for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if env.get(name)]
+    return f"{threads}, {', '.join(waits) or 'OpenMP waits unset'}"
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ runs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -89,8 +90,13 @@ def _build(spec: dict[str, Any]):
             version += f", {torch.cuda.get_device_name(device)}"
             _memory_mb = _cuda_peak_mb
 
+        from ..pt.backend import adapted_threads
+
+        # ours runs as our runners (Segmenter, predict, eval) call it: under the thread policy's per-call count
+        threads_now = contextlib.nullcontext if impl.startswith("hf-") else adapted_threads
+
         def run() -> Any:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast, threads_now():
                 logits = model(pixel_values).logits
             if cuda:
                 torch.cuda.synchronize()
@@ -280,10 +286,15 @@ def _build_train(spec: dict[str, Any], kwargs: dict[str, Any], batch: int, heigh
         optimizer = pt_optimizer(model, recipe)
         version = f"segformer, torch {torch.__version__}"
 
+    from ..pt.backend import adapted_threads
+
+    threads_now = contextlib.nullcontext if impl == "hf-pt-train" else adapted_threads  # as our trainer's steps
+
     def run() -> Any:
-        loss = model(pixel_values=x, labels=y).loss
-        loss.backward()
-        optimizer.step()
+        with threads_now():
+            loss = model(pixel_values=x, labels=y).loss
+            loss.backward()
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 

@@ -19,9 +19,37 @@ import torch.nn.functional as F
 
 from ..common.model.outputs import logits_of
 
-__all__ = ["FRAMEWORK", "Backend", "available_devices", "check_device", "logits_of", "load_pretrained"]
+__all__ = ["FRAMEWORK", "Backend", "adapted_threads", "available_devices", "check_device", "logits_of", "load_pretrained"]
 
 FRAMEWORK = "pt"
+
+
+@contextlib.contextmanager
+def adapted_threads() -> Iterator[int]:
+    """Run the block with PyTorch's intra-op threads lowered to the CPUs no other process is using right now
+    (:func:`segformer.common.base.threads.threads_for_now` of ``torch.get_num_threads()``); the count is
+    restored after the block, and yielded. Our runners (``Segmenter``, the trainer, ``segformer bench``) wrap
+    each forward pass or training step in it; a no-op under ``SEGFORMER_THREAD_POLICY=0`` or on one thread.
+    A library user can wrap their own calls::
+
+        with adapted_threads():
+            logits = model(pixel_values).logits
+    """
+    from ..common.base.threads import policy_enabled, record_elsewhere, threads_for_now
+
+    before = torch.get_num_threads()
+    if before < 2 or not policy_enabled():
+        yield before
+        return
+    now = threads_for_now(before)
+    if now != before:
+        torch.set_num_threads(now)
+    try:
+        yield now
+    finally:
+        record_elsewhere()
+        if now != before:
+            torch.set_num_threads(before)
 
 
 def load_pretrained(source: str) -> tuple[Any, Any]:
@@ -146,7 +174,7 @@ class Backend:
         """float32 ``(B, K, h, w)`` model-resolution logits of float32 ``(B, C, H, W)`` pixel values (with
         ``full_resolution``: upsampled bilinearly, ``align_corners=False``, to ``(H, W)``)."""
         tensor = self._tensor(pixel_values)
-        with self.eval_mode(), torch.inference_mode():
+        with self.eval_mode(), torch.inference_mode(), adapted_threads():
             logits = logits_of(self.model(tensor)).float()
             if full_resolution:
                 logits = F.interpolate(logits, size=tuple(tensor.shape[2:]), mode="bilinear", align_corners=False)
@@ -157,7 +185,7 @@ class Backend:
         a :class:`~segformer.common.inference.streaming.StreamResult` of numpy arrays."""
         from .inference import predict_streaming
 
-        with self.eval_mode():
+        with self.eval_mode(), adapted_threads():
             return predict_streaming(self.model, self._tensor(pixel_values), **kwargs)
 
     def labels(self, pixel_values: Any, size: tuple[int, int], **kwargs: Any) -> torch.Tensor:
@@ -165,5 +193,5 @@ class Backend:
         ``predict_logits``), as the trainers' ``evaluate`` takes them."""
         from .inference import predict_labels
 
-        with self.eval_mode():
+        with self.eval_mode(), adapted_threads():
             return predict_labels(self.model, self._tensor(pixel_values), output_size=size, **kwargs)

@@ -43,6 +43,7 @@ from ..common.training.loop import (
     TrainLoop, check_state_format, damaged_state_error, evaluate_dataset, existing_state_file,
 )
 from ..common.training.recipe import StopSignals, TrainConfig
+from .backend import adapted_threads
 from .data import make_train_loader
 from .distributed import (
     DistributedContext,
@@ -333,18 +334,19 @@ class Trainer(TrainLoop):
         self._saved_buffers = [(b, b.detach().clone()) for b in self.inner.buffers()]
         total = 0.0
         count = len(micro_batches)
-        for index, batch in enumerate(micro_batches):
-            sync = contextlib.nullcontext()
-            if self.context.distributed and index < count - 1:
-                sync = self.model.no_sync()
-            with sync:
-                with self._autocast():
-                    outputs = self.model(
-                        pixel_values=batch["pixel_values"].to(self.context.device),
-                        labels=batch["labels"].to(self.context.device), return_dict=True,
-                    )
-                (outputs.loss / count).backward()
-            total += float(outputs.loss.detach())
+        with adapted_threads():  # fewer threads while other processes hold CPUs (the thread policy)
+            for index, batch in enumerate(micro_batches):
+                sync = contextlib.nullcontext()
+                if self.context.distributed and index < count - 1:
+                    sync = self.model.no_sync()
+                with sync:
+                    with self._autocast():
+                        outputs = self.model(
+                            pixel_values=batch["pixel_values"].to(self.context.device),
+                            labels=batch["labels"].to(self.context.device), return_dict=True,
+                        )
+                    (outputs.loss / count).backward()
+                total += float(outputs.loss.detach())
         grads = [p.grad for p in self.inner.parameters() if p.grad is not None]
         finite = math.isfinite(total)
         if finite and grads:
@@ -357,7 +359,8 @@ class Trainer(TrainLoop):
 
     def apply_step(self) -> None:
         set_learning_rate(self.optimizer, self.config, self.step)
-        self.optimizer.step()
+        with adapted_threads():
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._saved_buffers = []
 

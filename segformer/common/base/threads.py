@@ -9,17 +9,28 @@ OpenMP waits.
   it, else :func:`available_cpus`.
 * **How threads wait.** PyTorch's OpenMP threads spin at the barrier after every operation (GNU OpenMP: about
   300,000 spins before sleeping). When another process holds one of the cores, the thread on it is
-  descheduled and its partners spin until it runs again: on a 2-core machine shared with other jobs a 2-thread
-  b0 pass once took 5-10x the 1-thread time (``segformer bench --contention N`` measures this).
-  ``OMP_WAIT_POLICY=PASSIVE`` (GNU and LLVM / Intel OpenMP) and ``KMP_BLOCKTIME=0`` (LLVM / Intel) make waiting
-  threads sleep instead. OpenMP reads these variables once, when its library is loaded (with ``import
+  descheduled and its partners spin until it runs again: on a 2-core machine with one busy-loop process beside
+  it, a 2-thread b0 pass at 512x512 took 880 ms against 68 ms quiet (``segformer bench --contention N``
+  measures this). Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) avoids that but makes every barrier a wake-up:
+  on the quiet machine b0 at 512x512 then took 87 ms instead of 68, at 128x128 23 ms instead of 9. The policy
+  bounds the spin instead (``GOMP_SPINCOUNT=100000`` for GNU OpenMP, which the PyTorch wheels bundle;
+  ``KMP_BLOCKTIME=1`` ms for LLVM / Intel OpenMP): as fast as the default on a quiet machine, 171 ms instead of
+  880 under the competitor. OpenMP reads these variables once, when its library is loaded (with ``import
   torch``), so they must be in the environment before that.
+* **How many threads now.** On a busy machine fewer threads are faster: one thread left alone on a core beats
+  two that share one with another process (b0 512x512 beside one busy loop: 118 ms on 1 thread, 133-171 ms on
+  2). :func:`threads_for_now` lowers the count for one call to the CPUs no other process is running on
+  (:func:`runnable_elsewhere`: the kernel's count of runnable tasks minus this process's own, sampled when the
+  call starts and when the last one ended, :func:`steady_elsewhere`);
+  our PyTorch runners (``Segmenter``, the trainer, ``segformer bench``'s ``pt-*`` rows) apply it around each
+  forward pass or training step (``segformer.pt.backend.adapted_threads``, which a library user can wrap
+  around their own calls). TensorFlow fixes its pool size when its runtime starts, so only PyTorch adapts.
 
-:func:`thread_environment` is the one place these rules are written: the environment variables to add, never
+:func:`thread_environment` is the one place the environment rules are written: the variables to add, never
 overriding one the user set. The ``segformer`` command line applies it before any framework is imported
 (:func:`prepare_process`); a library user opts in with :func:`configure_threads` (before ``import torch``
 for the OpenMP part; the thread counts work at any time). ``SEGFORMER_THREAD_POLICY=0`` turns the policy off
-(the frameworks' defaults, unchanged).
+(the frameworks' defaults, unchanged, and no per-call adaptation).
 """
 
 from __future__ import annotations
@@ -37,14 +48,19 @@ __all__ = [
     "cgroup_cpu_limit",
     "configure_threads",
     "default_threads",
+    "policy_enabled",
     "prepare_process",
+    "record_elsewhere",
+    "runnable_elsewhere",
+    "steady_elsewhere",
     "thread_environment",
+    "threads_for_now",
 ]
 
 OPT_OUT_VARIABLE = "SEGFORMER_THREAD_POLICY"  # "0": leave threads and OpenMP as the frameworks set them
-# OpenMP waiting: sleep at barriers instead of spinning (GNU libgomp, which the PyTorch wheels bundle, reads
-# OMP_WAIT_POLICY; LLVM / Intel OpenMP read KMP_BLOCKTIME too)
-WAIT_VARIABLES = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+# OpenMP waiting: spin a bounded time at barriers, then sleep (GNU libgomp, which the PyTorch wheels bundle, reads
+# GOMP_SPINCOUNT, a third of its default; LLVM / Intel OpenMP read KMP_BLOCKTIME, in ms, default 200)
+WAIT_VARIABLES = {"GOMP_SPINCOUNT": "100000", "KMP_BLOCKTIME": "1"}
 # thread-count variables: PyTorch (OpenMP, MKL) read OMP_NUM_THREADS; TensorFlow reads TF_NUM_INTRAOP_THREADS
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
@@ -148,6 +164,71 @@ def _env_threads(name: str, text: str | None) -> int | None:
     return value
 
 
+def policy_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """False when the user turned the policy off (``SEGFORMER_THREAD_POLICY=0``)."""
+    environ = os.environ if environ is None else environ
+    return environ.get(OPT_OUT_VARIABLE, "").strip() != "0"
+
+
+def runnable_elsewhere(loadavg: str | os.PathLike = "/proc/loadavg",
+                       own_tasks: str | os.PathLike = "/proc/self/task") -> int | None:
+    """How many tasks other than this process's threads are running or waiting for a CPU right now: the
+    first number of the fourth field of ``/proc/loadavg`` (``"R/T"``, the kernel's runnable tasks) minus this
+    process's threads in state ``R`` (``/proc/self/task/*/stat``, read only when ``R`` > 1). ``None`` where
+    ``/proc`` cannot tell (not Linux). Costs about 10 microseconds (40 when other tasks run)."""
+    text = _read(Path(loadavg))
+    try:
+        runnable = int(text.split()[3].split("/")[0]) if text else -1
+    except (IndexError, ValueError):
+        runnable = -1
+    if runnable < 0:
+        return None
+    if runnable <= 1:  # only the calling thread
+        return 0
+    own = 0
+    try:
+        names = os.listdir(own_tasks)
+    except OSError:
+        names = []
+    for name in names:
+        stat = _read(Path(own_tasks) / name / "stat")
+        if stat and stat[stat.rfind(")") + 2:stat.rfind(")") + 3] == "R":
+            own += 1
+    return max(0, runnable - max(own, 1))
+
+
+def threads_for_now(limit: int, cpus: int | None = None, elsewhere: int | None = None) -> int:
+    """Intra-op threads for the call about to run: ``limit`` (the count the user or the policy set), lowered to
+    the machine's CPUs that no other task is using (``cpus`` defaults to ``os.cpu_count()``, ``elsewhere`` to
+    :func:`steady_elsewhere`), at least 1. A task elsewhere on a machine with more CPUs than ``limit`` leaves
+    ``limit`` unchanged; where ``/proc`` cannot tell, ``limit`` is returned."""
+    if elsewhere is None:
+        elsewhere = steady_elsewhere()
+    if elsewhere is None:
+        return limit
+    total = (os.cpu_count() or 1) if cpus is None else cpus
+    return max(1, min(limit, total - elsewhere))
+
+
+# runnable_elsewhere() when the last adapted call ended (record_elsewhere); None before the first
+_LAST_ELSEWHERE: list[int | None] = [None]
+
+
+def record_elsewhere() -> None:
+    """Sample :func:`runnable_elsewhere` at the end of a call, for :func:`steady_elsewhere` of the next."""
+    _LAST_ELSEWHERE[0] = runnable_elsewhere()
+
+
+def steady_elsewhere() -> int | None:
+    """Tasks elsewhere that are there both now and when the last call ended (the smaller of the two samples):
+    a CPU-bound process shows in both, a task that was only waking up (the process that just sent us work,
+    a kernel worker) rarely does. The first call goes by the sample now."""
+    now, last = runnable_elsewhere(), _LAST_ELSEWHERE[0]
+    if now is None or last is None:
+        return now
+    return min(now, last)
+
+
 def default_threads(environ: Mapping[str, str] | None = None, **cpus_kwargs) -> int:
     """Intra-op threads for both frameworks: ``OMP_NUM_THREADS`` when set (a positive integer, else
     ``ValueError`` naming it), else :func:`available_cpus` (``cpus_kwargs`` are passed to it)."""
@@ -160,15 +241,15 @@ def thread_environment(environ: Mapping[str, str] | None = None, **cpus_kwargs) 
     """The environment variables the policy adds: the thread counts (``OMP_NUM_THREADS``,
     ``TF_NUM_INTRAOP_THREADS``: :func:`default_threads`) and sleeping OpenMP waits (:data:`WAIT_VARIABLES`),
     each only where ``environ`` does not set it already; nothing at all when ``SEGFORMER_THREAD_POLICY=0``.
-    ``GOMP_SPINCOUNT`` set by the user keeps its meaning (GNU OpenMP then spins that long), so no wait policy
-    is added next to it."""
+    ``OMP_WAIT_POLICY`` set by the user keeps its meaning (GNU OpenMP then spins forever or not at all), so no
+    spin count is added next to it."""
     environ = os.environ if environ is None else environ
-    if environ.get(OPT_OUT_VARIABLE, "").strip() == "0":
+    if not policy_enabled(environ):
         return {}
     threads = str(default_threads(environ, **cpus_kwargs))
     added = {name: threads for name in THREAD_VARIABLES if not environ.get(name)}
     for name, value in WAIT_VARIABLES.items():
-        if not environ.get(name) and not (name == "OMP_WAIT_POLICY" and environ.get("GOMP_SPINCOUNT")):
+        if not environ.get(name) and not (name == "GOMP_SPINCOUNT" and environ.get("OMP_WAIT_POLICY")):
             added[name] = value
     return added
 
