@@ -1,4 +1,4 @@
-"""Quantized deployment: PT dynamic int8, ONNX Runtime int8 (static / dynamic), TFLite float16 and full-integer
+"""Quantized deployment: PT dynamic int8, ONNX Runtime int8 (static / dynamic), TFLite float16, int8 and full-integer
 int8, calibration images, ``segformer export`` (errors, atomic writes, the agreement check).
 
 Accuracy is label-map agreement with the float32 model on random images and the sample photo. The models are
@@ -267,6 +267,29 @@ def test_onnx_int8_loads_runs_at_two_sizes_and_agrees(onnx_files, pixels, mode, 
     assert run(other[0]).shape == (1, 3, 24, 32) and min(values) >= INT8_MIN
 
 
+def test_onnx_static_int8_keeps_the_first_convolution_float(onnx_files, pixels, tmp_path):
+    """The patch embedding that reads the pixels stays float (its weight and its input are not dequantized
+    int8); every other convolution is int8. ``float_stem=False`` quantizes it too."""
+    import onnx
+
+    from segformer.common.inference.quantization import quantize_onnx
+    from segformer.pt.export import export_onnx
+
+    def int8_convs(path):
+        graph = onnx.load(str(path)).graph
+        producers = {output: node.op_type for node in graph.node for output in node.output}
+        return [producers.get(node.input[0]) == "DequantizeLinear" and producers.get(node.input[1]) == "DequantizeLinear"
+                for node in graph.node if node.op_type == "Conv"]
+
+    for target in ("avx2", "vnni"):
+        convs = int8_convs(onnx_files["static", target])
+        assert len(convs) >= 4 and convs[0] is False and all(convs[1:]), convs
+    source = export_onnx(_pt_model(), tmp_path / "fp32.onnx", input_size=SIZE)
+    calibration, _ = pixels
+    whole = quantize_onnx(source, tmp_path / "whole.onnx", calibration=calibration, target_cpu="avx2", float_stem=False)
+    assert all(int8_convs(whole))
+
+
 def test_onnx_layer_losses_names_quantized_layers(onnx_files, pixels, tmp_path):
     from segformer.common.inference.quantization import onnx_layer_losses
     from segformer.pt.export import export_onnx
@@ -302,7 +325,21 @@ def test_onnx_int8_static_needs_calibration_and_keeps_an_old_file_on_failure(tmp
 
 
 # ----------------------------------------------------------------------------------------- TFLite
-def test_tflite_float16_and_full_integer_int8(tmp_path, pixels):
+def _tflite_weight_dtypes(path) -> list[tuple[str, str]]:
+    """(op name, dtype of its weight input) of every convolution / matrix product of a TFLite file, in order."""
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], tensors[op["inputs"][1]]["dtype"].__name__) for op in interpreter._get_ops_details()
+            if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+
+
+def test_tflite_float16_int8_and_full_integer_int8(tmp_path, pixels):
     from segformer.tf.export import TFLiteRunner, export_tflite
 
     model = _tf_model()
@@ -311,21 +348,33 @@ def test_tflite_float16_and_full_integer_int8(tmp_path, pixels):
     fp32 = export_tflite(model, tmp_path / "fp32.tflite", input_size=SIZE)
     fp16 = export_tflite(model, tmp_path / "fp16.tflite", input_size=SIZE, quantization="float16")
     int8 = export_tflite(model, tmp_path / "int8.tflite", input_size=SIZE, quantization="int8", representative_data=calibration)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp16.tflite", "fp32.tflite", "int8.tflite"]
-    runner16, runner8 = TFLiteRunner(fp16), TFLiteRunner(int8)
+    full = export_tflite(model, tmp_path / "full.tflite", input_size=SIZE, quantization="int8-full",
+                         representative_data=calibration)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp16.tflite", "fp32.tflite", "full.tflite", "int8.tflite"]
+    runner16, runner8, runner_full = TFLiteRunner(fp16), TFLiteRunner(int8), TFLiteRunner(full)
     diff = max(float(np.abs(runner16(x) - torch_free_reference(x)).max()) for x in test)
     print(f"tflite float16 weights vs keras float32: max|diff| {diff:.2e}")
     assert diff < 2e-2
     assert min(_agreements(torch_free_reference, runner16, test)) >= FP16_MIN
-    assert runner8.input["dtype"] == np.int8 and runner8.output["dtype"] == np.int8  # full-integer interface
+    # int8: float32 interface; the first convolution (the patch embedding of the pixels) float, the others int8
+    assert runner8.input["dtype"] == np.float32 and runner8.output["dtype"] == np.float32
+    weights = _tflite_weight_dtypes(int8)
+    assert weights[0] == ("CONV_2D", "float32") and len(weights) > 10
+    assert all(dtype == "int8" for _, dtype in weights[1:]), weights
     assert min(_agreements(torch_free_reference, runner8, test)) >= INT8_MIN
-    assert int8.stat().st_size < fp16.stat().st_size < fp32.stat().st_size
-    with pytest.raises(ValueError, match="needs representative_data"):
-        export_tflite(model, tmp_path / "x.tflite", input_size=SIZE, quantization="int8")
+    # int8-full: every op int8, int8 interface
+    assert runner_full.input["dtype"] == np.int8 and runner_full.output["dtype"] == np.int8
+    assert all(dtype == "int8" for _, dtype in _tflite_weight_dtypes(full))
+    assert min(_agreements(torch_free_reference, runner_full, test)) >= INT8_MIN
+    assert full.stat().st_size < fp16.stat().st_size < fp32.stat().st_size
+    assert int8.stat().st_size < fp16.stat().st_size
+    for quantization in ("int8", "int8-full"):
+        with pytest.raises(ValueError, match=f"quantization='{quantization}' needs representative_data"):
+            export_tflite(model, tmp_path / "x.tflite", input_size=SIZE, quantization=quantization)
     with pytest.raises(ValueError, match=r"shape \(1, 3, 32, 32\) do not fit the export's input \(batch, C, H, W\) = \(1, 3, 64, 64\)"):
         export_tflite(model, tmp_path / "x.tflite", input_size=SIZE, quantization="int8",
                       representative_data=[np.zeros((1, 3, 32, 32), np.float32)])
-    with pytest.raises(ValueError, match=r"quantization must be one of \[None, 'float16', 'int8'\], got 'int4'"):
+    with pytest.raises(ValueError, match=r"quantization must be one of \[None, 'float16', 'int8', 'int8-full'\], got 'int4'"):
         export_tflite(model, tmp_path / "x.tflite", input_size=SIZE, quantization="int4")
     assert not (tmp_path / "x.tflite").exists()
 

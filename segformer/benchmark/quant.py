@@ -1,6 +1,6 @@
 """``segformer bench --mode quant``: label-map agreement and synthetic-set mIoU of every quantized path
 against PyTorch float32 (their latency: the deployment rows, ``segformer bench --impls
-pt-fast,pt-int8,ort-fp32,ort-int8,hf-ort-fp32,tflite-fp32,tflite-fp16,tflite-int8``).
+pt-fast,pt-int8,ort-fp32,ort-int8,hf-ort-fp32,tflite-fp32,tflite-fp16,tflite-int8,tflite-int8-full``).
 
     segformer bench --mode quant --trained /tmp/segformer_quant/run_b0 --threads 1
 
@@ -8,10 +8,10 @@ A b0 fine-tuned on the synthetic set of benchmarks/TRAINING.md (``trained``; wit
 with ``train_steps`` steps of the recipe below). Paths: PT float32 fast path, PT dynamic int8 (encoder
 linears), ONNX Runtime float32 of our export and its static int8 (QDQ) and dynamic int8 in this CPU's format (and,
 on a VNNI / ARM CPU, both also in the ``avx2`` format: 7-bit weights, exact on every x86-64 CPU), TFLite float32 /
-float16 weights /
-full-integer int8. The int8 paths are calibrated on 16 training images of the synthetic set (the user's
+float16 weights / int8 convolutions and matrix products / full-integer int8. The int8 paths are calibrated on 16 training images of the synthetic set (the user's
 images), resized to the input size. Measured: label-map agreement with PT float32 on the sample photo, 4
-random images and the 16 held-out synthetic images (resized: eight times their training scale) at 512x512, and
+random images and the 16 held-out synthetic images (resized: eight times their training scale; worst and mean) at
+512x512, and
 on the 16 held-out synthetic images at their own 64x64 (mean over the images) with their mIoU, for every path.
 """
 
@@ -88,10 +88,11 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int | None):
     tf_model = TFSegformerForSemanticSegmentation(pt_model.config)
     tf_model(np.zeros((1, 3, *size), np.float32), training=False)
     tf_model.load_state_dict_numpy({k: v.detach().numpy() for k, v in pt_model.state_dict().items()})
-    for name, quantization in (("tflite-fp32", None), ("tflite-fp16", "float16"), ("tflite-int8", "int8")):
+    for name, quantization in (("tflite-fp32", None), ("tflite-fp16", "float16"), ("tflite-int8", "int8"),
+                               ("tflite-int8-full", "int8-full")):
         path = work / f"{name}.tflite"
         export_tflite(tf_model, path, input_size=size, quantization=quantization,
-                      representative_data=calibration if quantization == "int8" else None)
+                      representative_data=calibration if quantization in ("int8", "int8-full") else None)
         paths[name] = (TFLiteRunner(path, num_threads=threads), _size_mb(path))
     return paths
 
@@ -158,12 +159,12 @@ def run_quant(trained: str | None = None, work: str = "/tmp/segformer_quant", tr
             metric.update(up.argmax(1)[0].numpy(), label)
         miou[name] = float(metric.compute()["mean_iou"])
     print(f"\ntrained b0 ({trained}); int8 calibrated on {len(train_images)} synthetic training images")
-    print(f"{'path':22s} {'sample photo':>13s} {'random (min)':>13s} {'held-out (min)':>15s} {'held-out 64':>12s} {'mIoU 64x64':>11s} "
-          f"{'change':>8s} {'MB':>7s}")
+    print(f"{'path':22s} {'sample photo':>13s} {'random (min)':>13s} {'held-out (min)':>15s} {'(mean)':>7s} "
+          f"{'held-out 64':>12s} {'mIoU 64x64':>11s} {'change':>8s} {'MB':>7s}")
     for name in paths512:
         values = agreement[name]
         print(f"{name:22s} {100 * values[0]:12.2f}% {100 * min(values[1:]):12.2f}% {100 * min(held_agreement[name]):14.2f}% "
-              f"{100 * np.mean(held_agreement64[name]):11.2f}% "
+              f"{100 * np.mean(held_agreement[name]):6.2f}% {100 * np.mean(held_agreement64[name]):11.2f}% "
               f"{miou[name]:11.4f} {miou[name] - miou['pt-fp32-fast']:+8.4f} {paths512[name][1]:7.2f}")
     report["accuracy"] = {"agreement": agreement, "held_out_agreement": held_agreement,
                           "held_out_agreement_64": held_agreement64, "miou": miou, "trained": trained,

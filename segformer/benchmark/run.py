@@ -40,7 +40,8 @@ IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
     "hf-ort-fp32": ("pt", "ONNX Runtime float32 of torch.onnx.export of transformers' PyTorch model"),
     "tflite-fp32": ("tf", "TFLite float32 of our Keras model (fixed size)"),
     "tflite-fp16": ("tf", "TFLite with float16 weights of our Keras model"),
-    "tflite-int8": ("tf", "TFLite full-integer int8 of our Keras model, calibrated on 4 random images"),
+    "tflite-int8": ("tf", "TFLite int8 convolutions / matrix products of our Keras model, calibrated on 4 random images"),
+    "tflite-int8-full": ("tf", "TFLite full-integer int8 of our Keras model, calibrated on 4 random images"),
     "pt-train": ("pt", "ours PyTorch, one training step: forward + loss + backward + AdamW (the trainer's optimizer)"),
     "hf-pt-train": ("pt", "transformers SegformerForSemanticSegmentation, one training step with torch.optim.AdamW"),
     "tf-train": ("tf", "ours Keras 3, one training step as the TF trainer: tf.function(GradientTape + AdamW)"),
@@ -49,10 +50,12 @@ REFERENCE_OF = {"pt-fast": "hf-pt", "pt-plain": "hf-pt", "pt-compile": "hf-pt", 
                 "tf-train": "hf-pt-train", "pt-cuda": "hf-pt-cuda", "pt-cuda-bf16": "hf-pt-cuda-bf16",
                 "tf-eager": "hf-tf", "tf-opbyop": "hf-tf", "tf-xla": "hf-tf-xla",
                 "pt-int8": "pt-fast", "ort-int8": "pt-fast", "ort-fp32": "hf-ort-fp32",
-                "tflite-fp32": "tf-eager", "tflite-fp16": "tf-eager", "tflite-int8": "tf-eager"}
+                "tflite-fp32": "tf-eager", "tflite-fp16": "tf-eager", "tflite-int8": "tf-eager",
+                "tflite-int8-full": "tf-eager"}
 CUDA_IMPLS = ("pt-cuda", "pt-cuda-bf16", "hf-pt-cuda", "hf-pt-cuda-bf16")  # in the default list when a GPU is seen
 # deployment paths (need onnx / onnxruntime, export before timing): only when named in --impls
-DEPLOY_IMPLS = ("pt-int8", "ort-fp32", "ort-int8", "hf-ort-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8")
+DEPLOY_IMPLS = ("pt-int8", "ort-fp32", "ort-int8", "hf-ort-fp32", "tflite-fp32", "tflite-fp16", "tflite-int8",
+                "tflite-int8-full")
 TRAIN_IMPLS = ("pt-train", "hf-pt-train", "tf-train")  # only when asked for (``train=True`` / ``--train``)
 # never in the default list (compile minutes, training steps, exports)
 OPT_IN_IMPLS = ("pt-compile",) + TRAIN_IMPLS + DEPLOY_IMPLS

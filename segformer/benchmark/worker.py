@@ -165,7 +165,8 @@ def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
 
         keras.utils.set_random_seed(0)
         model = TFSegformerForSemanticSegmentation(config)
-        quantization = {"tflite-fp32": None, "tflite-fp16": "float16", "tflite-int8": "int8"}[impl]
+        quantization = {"tflite-fp32": None, "tflite-fp16": "float16", "tflite-int8": "int8",
+                        "tflite-int8-full": "int8-full"}[impl]
         path = export_tflite(model, os.path.join(folder, "model.tflite"), input_size=(height, width),
                              quantization=quantization, representative_data=calibration)
         runner = TFLiteRunner(path, num_threads=threads)

@@ -8,8 +8,10 @@ Formats (the framework each needs):
   picks the integer format for the CPU that will run the file (``auto``: this one; ``avx2`` is safe on
   every x86-64 CPU, ``vnni`` only on x86-64 CPUs with VNNI; ``segformer.common.inference.quantization``).
 * ``saved-model`` (TensorFlow): a SavedModel folder, dynamic batch / height / width.
-* ``tflite`` / ``tflite-fp16`` / ``tflite-int8`` (TensorFlow): a TFLite file for the fixed ``--size``:
-  float32, float16 weights, or full-integer int8 calibrated on ``--calibration`` images.
+* ``tflite`` / ``tflite-fp16`` / ``tflite-int8`` / ``tflite-int8-full`` (TensorFlow): a TFLite file for the
+  fixed ``--size``: float32, float16 weights, int8 convolutions and matrix products (the first convolution and
+  the elementwise ops float, float32 input / output), or full-integer int8 (every op, int8 input / output, for
+  integer-only accelerators); the int8 ones calibrated on ``--calibration`` images.
 
 The file is built beside ``--out`` and checked before it is put in place: label-map agreement with the
 float32 model on the calibration images (the first 8; without any, the bundled sample photo), at ``--size``,
@@ -43,7 +45,9 @@ FORMATS: dict[str, tuple[str, bool, str]] = {
     "saved-model": ("tf", False, "TensorFlow SavedModel folder, dynamic batch / height / width"),
     "tflite": ("tf", False, "TFLite float32, fixed --size"),
     "tflite-fp16": ("tf", False, "TFLite with float16 weights, fixed --size"),
-    "tflite-int8": ("tf", True, "TFLite full-integer int8 (int8 input / output), calibrated, fixed --size"),
+    "tflite-int8": ("tf", True, "TFLite int8 convolutions / matrix products (float32 input / output), calibrated, "
+                                "fixed --size"),
+    "tflite-int8-full": ("tf", True, "TFLite full-integer int8 (int8 input / output), calibrated, fixed --size"),
 }
 
 
@@ -56,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the file (or SavedModel folder) to write")
     parser.add_argument("--calibration", nargs="+", default=None, metavar="IMAGE",
                         help="images for int8 calibration (files, folders, globs, @FILE lists), resized to --size; "
-                             "required by onnx-int8 (static) and tflite-int8; 50-200 typical images are plenty")
+                             "required by onnx-int8 (static), tflite-int8 and tflite-int8-full; 50-200 typical images are plenty")
     parser.add_argument("--calibration-limit", type=int, default=200, metavar="N",
                         help="use at most the first N calibration images (default 200)")
     parser.add_argument("--int8-mode", choices=list(ONNX_INT8_MODES), default="static",
@@ -145,7 +149,7 @@ def _layer_losses(fmt: str, staging: Path, written: Path, model: Any, size: tupl
         from ..common.inference.quantization import onnx_layer_losses
 
         return onnx_layer_losses(staging / _FLOAT_SOURCE, written, pixel_values)
-    if fmt == "tflite-int8":
+    if fmt in ("tflite-int8", "tflite-int8-full"):
         from ..tf.export import tflite_layer_losses
 
         return tflite_layer_losses(model, written, pixel_values, input_size=size, full_resolution=args.full_resolution)
@@ -204,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
                          + ("; or --int8-mode dynamic for weight-only int8 without calibration" if fmt == "onnx-int8" else ""))
     feature = f"segformer export --format {fmt}"
     if framework == "pt":
-        require("torch", feature, "or use a TensorFlow format (saved-model, tflite, tflite-fp16, tflite-int8)")
+        require("torch", feature, "or use a TensorFlow format (saved-model, tflite, tflite-fp16, tflite-int8, tflite-int8-full)")
         require("onnx", feature)
         if fmt == "onnx-int8":
             require("onnxruntime", feature)
@@ -257,7 +261,8 @@ def _export_and_check(args: argparse.Namespace, fmt: str, framework: str, size: 
         if fmt == "saved-model":
             export_saved_model(model, written, full_resolution=args.full_resolution)
         else:
-            quantization = {"tflite": None, "tflite-fp16": "float16", "tflite-int8": "int8"}[fmt]
+            quantization = {"tflite": None, "tflite-fp16": "float16", "tflite-int8": "int8",
+                            "tflite-int8-full": "int8-full"}[fmt]
             export_tflite(model, written, input_size=size, full_resolution=args.full_resolution,
                           quantization=quantization, representative_data=calibration)
     backend = backend_module(framework).Backend(model)  # the float32 model's logits, as Segmenter runs it
