@@ -122,7 +122,8 @@ def test_configure_threads_sets_the_imported_frameworks(monkeypatch):
 
 def test_cli_sets_the_policy_before_torch_is_imported():
     """A subprocess records the environment at the moment ``import torch`` starts (an import hook) while
-    ``segformer info`` runs; the user's own OMP_WAIT_POLICY is kept."""
+    ``segformer info`` runs; the user's own OMP_WAIT_POLICY is kept, and ``--threads N`` sets both frameworks'
+    counts."""
     pytest.importorskip("torch")
     code = """if True:
         import json, os, sys
@@ -134,21 +135,21 @@ def test_cli_sets_the_policy_before_torch_is_imported():
                 return None
         sys.meta_path.insert(0, Spy())
         from segformer.cli import main
-        code = main(["info", "--model", "tiny", "--size", "64"])
+        code = main(["info", "--model", "tiny", "--size", "64"] + json.loads(os.environ["EXTRA_ARGS"]))
         import torch
         from segformer.common.base.threads import available_cpus
         print(json.dumps({"code": code, "seen": seen, "torch_threads": torch.get_num_threads(),
                           "available": available_cpus()}))
     """ % (POLICY_VARIABLES,)
-    for user in ({}, {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"}):
+    for user, extra in (({}, []), ({"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"}, []), ({}, ["--threads", "1"])):
         env = {k: v for k, v in os.environ.items() if k not in POLICY_VARIABLES}
-        env.update(user, PYTHONPATH=str(ROOT))
+        env.update(user, PYTHONPATH=str(ROOT), EXTRA_ARGS=json.dumps(extra))
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         out = json.loads(done.stdout.strip().splitlines()[-1])
         assert out["code"] == 0
         seen = out["seen"]
-        expected = user.get("OMP_NUM_THREADS", str(out["available"]))
+        expected = "1" if extra else user.get("OMP_NUM_THREADS", str(out["available"]))  # --threads wins
         assert seen["OMP_NUM_THREADS"] == seen["TF_NUM_INTRAOP_THREADS"] == expected
         assert seen["OMP_WAIT_POLICY"] == user.get("OMP_WAIT_POLICY")  # never set by the policy
         assert seen["GOMP_SPINCOUNT"] == (None if user else "100000")  # not next to the user's wait policy
