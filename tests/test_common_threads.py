@@ -238,3 +238,21 @@ def test_adapted_threads_lowers_torch_threads_for_the_block_only(monkeypatch):
             assert count == torch.get_num_threads() == min(2, cpus)
     finally:
         torch.set_num_threads(before)
+
+
+def test_runnable_elsewhere_sees_a_real_busy_process():
+    """On the real /proc: a busy-loop child process is counted as runnable elsewhere."""
+    import time
+
+    from segformer.common.base.threads import runnable_elsewhere
+
+    if runnable_elsewhere() is None:
+        pytest.skip("no /proc/loadavg on this platform (not Linux)")
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)
+        seen = [runnable_elsewhere() for _ in range(40) if not time.sleep(0.01)]
+    finally:
+        child.kill()
+        child.wait()
+    assert max(seen) >= 1 and sorted(seen)[len(seen) // 2] >= 1, seen  # the child is runnable in most samples
