@@ -1,8 +1,10 @@
 """The ``segformer`` command line: ``segformer {info,demo,convert,predict,eval,train,export,bench,presets} ...``.
 
 Before anything else, :func:`segformer.common.base.threads.prepare_process` puts the thread policy into the
-environment (thread counts from the CPUs this process may use, sleeping OpenMP waits; variables the user set
+environment (thread counts from the CPUs this process may use, a bounded OpenMP spin; variables the user set
 are kept), so torch and TensorFlow, imported later by the command or by its child processes, start with it.
+Every command except ``bench`` (which has its own, per worker) takes ``--threads N``, applied after parsing and
+still before any framework is imported.
 
 Each sub-command lives in ``segformer/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; it is imported only when used, so ``segformer --help`` imports no framework.

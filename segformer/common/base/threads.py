@@ -239,7 +239,7 @@ def default_threads(environ: Mapping[str, str] | None = None, **cpus_kwargs) -> 
 
 def thread_environment(environ: Mapping[str, str] | None = None, **cpus_kwargs) -> dict[str, str]:
     """The environment variables the policy adds: the thread counts (``OMP_NUM_THREADS``,
-    ``TF_NUM_INTRAOP_THREADS``: :func:`default_threads`) and sleeping OpenMP waits (:data:`WAIT_VARIABLES`),
+    ``TF_NUM_INTRAOP_THREADS``: :func:`default_threads`) and a bounded OpenMP spin (:data:`WAIT_VARIABLES`),
     each only where ``environ`` does not set it already; nothing at all when ``SEGFORMER_THREAD_POLICY=0``.
     ``OMP_WAIT_POLICY`` set by the user keeps its meaning (GNU OpenMP then spins forever or not at all), so no
     spin count is added next to it."""
