@@ -365,7 +365,8 @@ def _run_exported(fmt: str, path: Path, pixels: np.ndarray) -> np.ndarray:
     return np.asarray(TFLiteRunner(path)(pixels))
 
 
-@pytest.mark.parametrize("fmt", ["onnx-int8", pytest.param("tflite-int8", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("fmt", ["onnx-int8", pytest.param("tflite-int8", marks=pytest.mark.slow),
+                                 pytest.param("tflite-int8-full", marks=pytest.mark.slow)])
 def test_int8_exports_keep_the_agreement_they_claim(world, tmp_path, capsys, fmt):
     """``segformer export`` of an int8 format either writes a file whose label agreement with the float model, on
     the calibration images, is what it printed and at least the floor (99 %), or refuses (exit 1, nothing

@@ -41,7 +41,7 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int | None):
     from ..pt.quantize import quantize_dynamic
     from ..common.inference.quantization import cpu_int8_target, quantize_onnx
     from ..tf import TFSegformerForSemanticSegmentation
-    from ..tf.export import TFLiteRunner, export_tflite
+    from ..tf.export import TFLITE_FORMATS, TFLiteRunner, export_tflite
 
     from ..common.base.threads import default_threads
 
@@ -88,8 +88,8 @@ def build_paths(pt_model, work: Path, size, calibration, threads: int | None):
     tf_model = TFSegformerForSemanticSegmentation(pt_model.config)
     tf_model(np.zeros((1, 3, *size), np.float32), training=False)
     tf_model.load_state_dict_numpy({k: v.detach().numpy() for k, v in pt_model.state_dict().items()})
-    for name, quantization in (("tflite-fp32", None), ("tflite-fp16", "float16"), ("tflite-int8", "int8"),
-                               ("tflite-int8-full", "int8-full")):
+    for fmt, quantization in TFLITE_FORMATS.items():
+        name = "tflite-fp32" if fmt == "tflite" else fmt
         path = work / f"{name}.tflite"
         export_tflite(tf_model, path, input_size=size, quantization=quantization,
                       representative_data=calibration if quantization in ("int8", "int8-full") else None)

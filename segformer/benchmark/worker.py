@@ -161,12 +161,11 @@ def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
         import tensorflow as tf
 
         from ..tf import TFSegformerForSemanticSegmentation
-        from ..tf.export import TFLiteRunner, export_tflite
+        from ..tf.export import TFLITE_FORMATS, TFLiteRunner, export_tflite
 
         keras.utils.set_random_seed(0)
         model = TFSegformerForSemanticSegmentation(config)
-        quantization = {"tflite-fp32": None, "tflite-fp16": "float16", "tflite-int8": "int8",
-                        "tflite-int8-full": "int8-full"}[impl]
+        quantization = TFLITE_FORMATS["tflite" if impl == "tflite-fp32" else impl]
         path = export_tflite(model, os.path.join(folder, "model.tflite"), input_size=(height, width),
                              quantization=quantization, representative_data=calibration)
         runner = TFLiteRunner(path, num_threads=threads)

@@ -256,13 +256,12 @@ def _export_and_check(args: argparse.Namespace, fmt: str, framework: str, size: 
             if form["target"] != here:
                 target_note += f" (this machine is {here}: the check below runs this machine's kernels)"
     else:
-        from ..tf.export import export_saved_model, export_tflite
+        from ..tf.export import TFLITE_FORMATS, export_saved_model, export_tflite
 
         if fmt == "saved-model":
             export_saved_model(model, written, full_resolution=args.full_resolution)
         else:
-            quantization = {"tflite": None, "tflite-fp16": "float16", "tflite-int8": "int8",
-                            "tflite-int8-full": "int8-full"}[fmt]
+            quantization = TFLITE_FORMATS[fmt]
             export_tflite(model, written, input_size=size, full_resolution=args.full_resolution,
                           quantization=quantization, representative_data=calibration)
     backend = backend_module(framework).Backend(model)  # the float32 model's logits, as Segmenter runs it

@@ -30,7 +30,8 @@ def adapted_threads() -> Iterator[int]:
     (:func:`segformer.common.base.threads.threads_for_now` of ``torch.get_num_threads()``); the count is
     restored after the block, and yielded. Our runners (``Segmenter``, the trainer, ``segformer bench``) wrap
     each forward pass or training step in it; a no-op under ``SEGFORMER_THREAD_POLICY=0`` or on one thread.
-    A library user can wrap their own calls::
+    PyTorch only: TensorFlow fixes its intra-op pool when its runtime starts, so ``segformer/tf/backend.py``
+    has no twin. A library user can wrap their own calls::
 
         with adapted_threads():
             logits = model(pixel_values).logits

@@ -17,19 +17,9 @@ import tensorflow as tf
 
 from ..common.model.outputs import logits_of
 
-__all__ = ["FRAMEWORK", "Backend", "adapted_threads", "available_devices", "check_device", "logits_of", "load_pretrained"]
+__all__ = ["FRAMEWORK", "Backend", "available_devices", "check_device", "logits_of", "load_pretrained"]
 
 FRAMEWORK = "tf"
-
-
-@contextlib.contextmanager
-def adapted_threads() -> Iterator[int]:
-    """The mirror of ``segformer.pt.backend.adapted_threads``, which lowers PyTorch's threads to the CPUs no
-    other process is using: TensorFlow fixes its intra-op pool when its runtime starts, so here the block runs
-    unchanged; yields the pool's size (``TF_NUM_INTRAOP_THREADS`` / the policy's count)."""
-    from ..common.base.threads import default_threads
-
-    yield tf.config.threading.get_intra_op_parallelism_threads() or default_threads()
 
 
 def load_pretrained(source: str) -> tuple[Any, Any]:

@@ -38,11 +38,14 @@ __all__ = [
     "TFLiteRunner",
     "tflite_layer_losses",
     "mixed_float16_logits",
+    "TFLITE_FORMATS",
     "TFLITE_QUANTIZATIONS",
 ]
 
 _DATA_FORMATS = ("channels_first", "channels_last")
 TFLITE_QUANTIZATIONS = (None, "float16", "int8", "int8-full")
+# the `segformer export --format` name of each kind (the benchmark rows use the same names, "tflite-fp32" for "tflite")
+TFLITE_FORMATS = {"tflite": None, "tflite-fp16": "float16", "tflite-int8": "int8", "tflite-int8-full": "int8-full"}
 # int8: the op types that stay int8 (convolutions and matrix products); every other op type computes in float
 _TFLITE_INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL")
 
