@@ -478,3 +478,31 @@ def test_predict_parallel_workers_write_the_one_at_a_time_bytes(models, photos, 
         assert runs[label][0].keys() == files.keys()
         assert all(runs[label][0][name] == files[name] for name in files), label
         assert runs[label][1] == skipped
+
+
+def test_predict_xla_runs_tf_under_xla_with_the_same_masks(models, photos, tmp_path, capsys, monkeypatch):
+    """``--xla`` (TensorFlow only) runs the model's inference graph under XLA (traced in an XLA context) and
+    writes the masks of the plain TF run (one image per call: the first call runs op by op, the second as the
+    cached graph); with ``--framework pt`` it is refused before any model is loaded."""
+    from segformer.tf import layers
+
+    seen = []
+    real = layers.in_xla_context
+    monkeypatch.setattr(layers, "in_xla_context", lambda: seen.append(real()) or seen[-1])
+    masks = {}
+    for label, extra in (("plain", []), ("xla", ["--xla"])):
+        seen.clear()
+        out = tmp_path / label
+        args = ["predict", "--model", str(models / "seg"), str(photos / "good.png"), str(photos / "sub" / "rotated.jpg"),
+                "--out", str(out), "--framework", "tf", "--no-progress", "--workers", "0", "--batch-size", "1", *extra]
+        assert main(args) == 0, capsys.readouterr().err
+        assert seen and any(seen) == (label == "xla")
+        masks[label] = {p.name: np.asarray(Image.open(p)) for p in sorted(out.rglob("*.png")) if "overlay" not in p.name}
+    assert masks["xla"].keys() == masks["plain"].keys() and len(masks["plain"]) >= 2
+    for name, plain in masks["plain"].items():  # float rounding may move a near-tie pixel, nothing more
+        assert plain.shape == masks["xla"][name].shape and np.mean(plain == masks["xla"][name]) >= 0.99, name
+    capsys.readouterr()
+    assert main(["predict", "--model", str(models / "seg"), str(photos / "good.png"), "--out", str(tmp_path / "pt"),
+                 "--framework", "pt", "--xla"]) == 2
+    err = capsys.readouterr().err
+    assert "--xla applies to --framework tf only" in err and not (tmp_path / "pt").exists()

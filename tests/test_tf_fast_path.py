@@ -125,6 +125,37 @@ def test_xla_forward_equals_op_by_op():
     assert float(np.abs(np.asarray(compiled) - np.asarray(eager)).max()) <= 1e-4
 
 
+def test_model_jit_compile_makes_the_cached_graph_xla(monkeypatch):
+    """``model.jit_compile = True`` (Keras' attribute) makes the cached inference graph an XLA one: traced in an
+    XLA context, the op-by-op numbers on an odd size; setting it back to False goes back to the plain graph."""
+    from segformer.tf import layers
+
+    seen = []
+    real = layers.in_xla_context
+    monkeypatch.setattr(layers, "in_xla_context", lambda: seen.append(real()) or seen[-1])
+    model = _tiny_seg_model(seed=5)
+    reference = _tiny_seg_model(seed=5)
+    reference.run_eagerly = True
+    x = np.random.default_rng(3).normal(size=(1, 3, 97, 131)).astype(np.float32)
+    want = np.asarray(reference(x).logits)
+    model(x)  # the first call stays op by op
+    assert getattr(model, "_jit_compile", None) is not True and not any(seen)
+    model.jit_compile = True
+    assert model._jit_compile is True
+    seen.clear()
+    for _ in range(2):
+        got = np.asarray(model(x).logits)
+        assert float(np.abs(got - want).max()) <= 1e-4
+    assert seen and all(seen)  # traced once, under XLA
+    assert [key[-1] for key in model._graphs.functions] == [True]
+    model.jit_compile = False
+    seen.clear()
+    got = np.asarray(model(x).logits)
+    assert seen and not any(seen)
+    assert float(np.abs(got - want).max()) <= 1e-4
+    assert sorted(key[-1] for key in model._graphs.functions) == [False, True]
+
+
 def _training_pass(model, state, pixels, labels):
     """One training-mode forward with labels from ``state`` (BatchNorm's moving statistics and counter are
     updated by the pass, so every pass starts from the same state): logits, loss, gradients, BatchNorm after."""

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         from ..tf.workers import WorkerGroup
 
         workers = WorkerGroup()
-    model = load_model(args.framework, args.model)
+    model = load_model(args.framework, args.model, xla=args.xla)
     check_num_labels(model.config.num_labels, dataset, largest, repr(where))
     if args.limit is not None:
         dataset = _Subset(dataset, args.limit)

@@ -327,7 +327,8 @@ def run(args: argparse.Namespace) -> int:
         readable.append(job)
         sizes.append((height, width))
     ranks = _Ranks(args.framework)  # under torchrun / TF_CONFIG workers: this process's share of the images
-    model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head)
+    model = load_model(args.framework, args.model, command="segformer predict", allow_random_head=args.allow_random_head,
+                       xla=args.xla)
     readable, sizes = readable[ranks.rank :: ranks.world], sizes[ranks.rank :: ranks.world]
     options = {} if args.palette in (None, "auto") else {"palette": palette_for(model.config.num_labels, args.palette)}
     if args.max_windows is not None:

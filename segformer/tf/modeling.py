@@ -103,10 +103,9 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
         """Whether this call runs as a cached graph instead of op by op.
 
         Eager inference calls (``training`` false, no ``labels``, fast path on, ``run_eagerly`` off) from the
-        second one on run the model's forward as a ``tf.function`` (no XLA: on CPU TensorFlow's graph
-        executor with grappler / oneDNN fusion beats both eager and XLA; figures in ``benchmarks/README.md``).
-        The first call stays eager, so one-off calls pay no tracing. ``model.run_eagerly = True`` or
-        ``use_fast_path = False`` turn it off (debugging, the plain reference path).
+        second one on run the model's forward as a ``tf.function``. The first call stays eager, so one-off calls
+        pay no tracing. ``model.run_eagerly = True`` or ``use_fast_path = False`` turn it off (debugging, the
+        plain reference path). XLA only where the model's Keras ``jit_compile`` is true (see :meth:`_graph_call`).
         """
         if training or labels is not None or not tf.executing_eagerly() or self.run_eagerly or not self.use_fast_path:
             return False
@@ -115,9 +114,18 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
 
     def _graph_call(self, pixel_values: Any, output_attentions: bool, output_hidden_states: bool, return_dict: bool | None) -> Any:
         """Validate eagerly (clear errors), then run ``call`` as a cached ``tf.function`` (``reduce_retracing``:
-        a second input size traces once more with free batch / height / width, then no more tracing)."""
+        a second input size traces once more with free batch / height / width, then no more tracing).
+
+        XLA (``jit_compile=True``) where the model's Keras ``jit_compile`` is true: set by the user
+        (``model.jit_compile = True`` or ``model.compile(jit_compile=True)``), or Keras' ``"auto"`` resolved to
+        true (a machine with a GPU; Keras resolves it to false on CPU-only machines). XLA compiles once per input
+        shape (b0 at 512x512: about 4.5 s on a 2-vCPU Xeon) and then runs faster at 2 threads (b0 512x512
+        89.6 against 111.6 ms) and at the same speed at 1 thread, with more working memory (470-500 against
+        190 MB); figures in ``benchmarks/README.md``. So it pays for many calls of one size, as the processor's
+        fixed 512x512 gives."""
         pixel_values = check_pixel_values(pixel_values, self.config, self.data_format, self.check_finite)
-        key = (output_attentions, output_hidden_states, self.compute_dtype)
+        jit = getattr(self, "_jit_compile", None) is True  # the Keras attribute, read without resolving "auto"
+        key = (output_attentions, output_hidden_states, self.compute_dtype, jit)
         function = self._graphs.functions.get(key)
         if function is None:
 
@@ -125,7 +133,7 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
                 return self.call(pixels, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                                  return_dict=True, training=False)
 
-            function = self._graphs.functions[key] = tf.function(forward, reduce_retracing=True)
+            function = self._graphs.functions[key] = tf.function(forward, reduce_retracing=True, jit_compile=jit)
         output = function(pixel_values)  # the output object comes back through tf.nest
         return output if _flag(return_dict, self.config.return_dict) else output.to_tuple()
 
