@@ -74,6 +74,49 @@ def test_flops_of_the_mmseg_head_match_torch_flop_counter_on_both_paths():
     assert count_flops(config, 67, 93, path="fast").decode_head > count_flops(mlp, 67, 93, path="fast").decode_head
 
 
+def test_benchmarked_models_get_random_weights_everywhere():
+    """Every float tensor of a benchmarked model is replaced (no zero bias, no identity norm or BatchNorm
+    statistics left for an exporter to fold away), by the documented rules, in both frameworks."""
+    import numpy as np
+    import torch
+
+    from segformer.benchmark.randomize import randomize_keras, randomize_torch
+    from segformer.pt import SegformerForSemanticSegmentation
+    from segformer.tf import TFSegformerForSemanticSegmentation
+
+    config = tiny_config(num_labels=4)
+    model = randomize_torch(SegformerForSemanticSegmentation(config).eval(), seed=3)
+    state = model.state_dict()
+    for name, value in state.items():
+        value = value.numpy()
+        if name.endswith("num_batches_tracked"):
+            assert value == 0  # integers are left alone
+        elif name.endswith("running_var"):
+            assert value.min() >= 0.5 and value.max() <= 1.5, name
+        else:
+            assert np.all(value != 0) and not np.all(value == 1), name
+    norm_weights = [m.weight.numpy(force=True) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norm_weights and all(abs(w.mean() - 1.0) < 0.2 for w in norm_weights)
+    kernel = state["decode_head.linear_fuse.weight"].numpy()  # (16, 64, 1, 1): fan_in 64 -> std 0.125
+    assert 0.09 < kernel.std() < 0.16
+    again = randomize_torch(SegformerForSemanticSegmentation(config).eval(), seed=3).state_dict()
+    assert all(torch.equal(state[k], again[k]) for k in state)  # seeded
+
+    keras_model = TFSegformerForSemanticSegmentation(config)
+    keras_model(np.zeros((1, 3, 32, 32), np.float32), training=False)
+    randomize_keras(keras_model, seed=3)
+    for variable in keras_model.weights:
+        value, name = np.asarray(variable), variable.path
+        if "float" not in str(variable.dtype):
+            assert np.all(value == 0), name
+        elif name.endswith("moving_variance"):
+            assert value.min() >= 0.5 and value.max() <= 1.5, name
+        else:
+            assert np.all(value != 0) and not np.all(value == 1), name
+    gammas = [np.asarray(v) for v in keras_model.weights if v.path.endswith("gamma")]
+    assert gammas and all(abs(g.mean() - 1.0) < 0.2 for g in gammas)
+
+
 def test_parsers():
     assert parse_sizes("512x512, 1024x2048") == [(512, 512), (1024, 2048)]
     assert parse_list("frameworks", "pt,tf", ("pt", "tf")) == ["pt", "tf"]

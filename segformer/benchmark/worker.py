@@ -13,6 +13,7 @@ from typing import Any
 
 from ..common.model.variants import variant_kwargs
 
+from .randomize import randomize_keras, randomize_torch
 from .run import DEPLOY_IMPLS, IMPLEMENTATIONS, TRAIN_IMPLS
 
 
@@ -78,11 +79,12 @@ def _build(spec: dict[str, Any]):
             model = SegformerForSemanticSegmentation(SegformerConfig(**kwargs)).eval()
             model.use_fast_path = impl != "pt-plain"
             version = f"segformer, torch {torch.__version__}"
-            if impl == "pt-compile":
-                from ..pt.inference import compile_for_inference
+        randomize_torch(model)  # no zero biases / identity norms for a compiler to drop
+        if impl == "pt-compile":
+            from ..pt.inference import compile_for_inference
 
-                model = compile_for_inference(model)
-                version += ", torch.compile inductor (freezing)"
+            model = compile_for_inference(model)
+            version += ", torch.compile inductor (freezing)"
         device = torch.device("cuda" if cuda else "cpu")
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=impl.endswith("bf16"))
         if cuda:
@@ -123,6 +125,8 @@ def _build(spec: dict[str, Any]):
         model = TFSegformerForSemanticSegmentation(SegformerConfig(**kwargs))
         model.run_eagerly = impl == "tf-opbyop"
         version = f"segformer, keras {keras.__version__}, tensorflow {tf.__version__}"
+    model(pixel_values[:, :, :64, :64], training=False)  # builds the variables
+    randomize_keras(model)
 
     def forward(x: Any) -> Any:
         return model(x, training=False).logits
@@ -165,6 +169,8 @@ def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
 
         keras.utils.set_random_seed(0)
         model = TFSegformerForSemanticSegmentation(config)
+        model(pixel_values[:, :, :64, :64], training=False)  # builds the variables
+        randomize_keras(model)  # the converter would fold zero biases and identity norms away
         quantization = TFLITE_FORMATS["tflite" if impl == "tflite-fp32" else impl]
         path = export_tflite(model, os.path.join(folder, "model.tflite"), input_size=(height, width),
                              quantization=quantization, representative_data=calibration)
@@ -183,6 +189,7 @@ def _build_deploy(spec: dict[str, Any], kwargs: dict[str, Any]):
 
         model = SegformerForSemanticSegmentation(config).eval()
         version = "segformer"
+    randomize_torch(model)  # the exporters would fold zero biases and identity norms away
     if impl == "pt-int8":
         from ..pt.quantize import quantize_dynamic
 
