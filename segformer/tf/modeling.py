@@ -120,8 +120,8 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
         (``model.jit_compile = True`` or ``model.compile(jit_compile=True)``), or Keras' ``"auto"`` resolved to
         true (a machine with a GPU; Keras resolves it to false on CPU-only machines). XLA compiles once per input
         shape (b0 at 512x512: about 4.5 s on a 2-vCPU Xeon) and then runs faster at 2 threads (b0 512x512
-        89.6 against 111.6 ms) and at the same speed at 1 thread, with more working memory (470-500 against
-        190 MB); figures in ``benchmarks/README.md``. So it pays for many calls of one size, as the processor's
+        97.5 against 129.1 ms) and at the same speed at 1 thread, with more working memory (383 against
+        138 MB); figures in ``benchmarks/README.md``. So it pays for many calls of one size, as the processor's
         fixed 512x512 gives."""
         pixel_values = check_pixel_values(pixel_values, self.config, self.data_format, self.check_finite)
         jit = getattr(self, "_jit_compile", None) is True  # the Keras attribute, read without resolving "auto"
