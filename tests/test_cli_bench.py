@@ -141,6 +141,36 @@ def test_tiny_benchmark_runs(tmp_path, capsys):
     assert "pt-fast" in table and "GFLOP/s" in table
 
 
+def test_each_timed_pass_follows_untimed_passes_of_its_own(monkeypatch):
+    """``round_warmup`` N: every round asks each worker for N + 1 passes and keeps only the last time (0: one
+    pass, timed); the setting is in the report and the table; bad values are refused."""
+    pytest.importorskip("torch")
+    from segformer.benchmark import run as run_module
+
+    asked = []
+    real_ask = run_module._Worker.ask
+
+    def ask(self, request):
+        reply = real_ask(self, request)
+        if request.get("cmd") == "run":
+            asked.append((request["n"], len(reply.get("times", []))))
+        return reply
+
+    monkeypatch.setattr(run_module._Worker, "ask", ask)
+    for round_warmup in (2, 0):
+        asked.clear()
+        report = run_benchmark(variants=["tiny"], sizes=[(32, 32)], impls=["pt-fast", "pt-plain"], repeats=2, warmup=0,
+                               threads=1, round_warmup=round_warmup)
+        assert report["settings"]["round_warmup"] == round_warmup
+        run_requests = asked[-4:]  # 2 rounds x 2 implementations (the matmul-rate worker asks first)
+        assert run_requests == [(round_warmup + 1, round_warmup + 1)] * 4
+        assert all(len(row["times_ms"]) == 2 for row in report["results"])
+        assert f"each after {round_warmup} untimed pass(es) of its own" in format_table(report)
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="round_warmup must be a non-negative int"):
+            run_benchmark(variants=["tiny"], impls=["pt-fast"], round_warmup=bad)
+
+
 def test_cuda_rows_are_skipped_without_a_gpu():
     """The CUDA implementations run where torch sees a GPU; elsewhere they are reported as skipped (CI has
     no GPU, so there this checks the skip; on a GPU machine it checks that the row runs)."""

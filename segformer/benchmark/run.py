@@ -225,6 +225,7 @@ def run_benchmark(
     batch: int = 1,
     train: bool = False,
     contention: int = 0,
+    round_warmup: int = 1,
 ) -> dict[str, Any]:
     """Run every (variant, size) x implementation and return a JSON-ready report.
 
@@ -235,14 +236,21 @@ def run_benchmark(
 
     FLOPs: a training step counts 3 x the plain forward pass (backward ~ 2 x forward), times ``batch``.
 
+    ``round_warmup``: untimed passes an implementation runs at the start of each of its turns, so every timed
+    pass follows a pass of the same implementation, as in a loop over images (right after another process's
+    turn the first pass is slower: b0 512x512 PT fast path 82 against 70 ms on a 2-vCPU Xeon); 0 times the
+    first pass of each turn (the behaviour before 2026-12-07).
+
     ``contention``: that many busy-loop processes compete for the CPUs from the matmul-rate measurement to
     the last repeat (:func:`~segformer.benchmark.contention.competing_processes`; always ended, also on an
     error or Ctrl-C). The workers run under the thread policy (:mod:`segformer.common.base.threads`; the report's
     ``machine.thread_env`` lists the variables they saw).
     """
-    for name, value in (("repeats", repeats), ("warmup", warmup), ("num_labels", num_labels), ("batch", batch)):
-        if not isinstance(value, int) or value < (0 if name == "warmup" else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'warmup' else 'positive'} int, got {value!r}")
+    for name, value in (("repeats", repeats), ("warmup", warmup), ("num_labels", num_labels), ("batch", batch),
+                        ("round_warmup", round_warmup)):
+        zero_ok = name in ("warmup", "round_warmup")
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero_ok else 1):
+            raise ValueError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} int, got {value!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be None or a positive int, got {threads!r}")
     if isinstance(contention, bool) or not isinstance(contention, int) or contention < 0:
@@ -269,20 +277,20 @@ def run_benchmark(
         if competitors:
             say(f"{len(competitors)} competing busy-loop process(es) running")
         matmul, results = _run_all(pairs, impls, repeats, warmup, threads, num_labels, hf_python, hf_tf_python,
-                                   batch, say)
+                                   batch, say, round_warmup)
     machine = _machine(threads)
     machine["loadavg_start"] = list(load_start)
     machine["loadavg_end"] = list(os.getloadavg())
     return {
         "machine": machine,
         "matmul": matmul,
-        "settings": {"repeats": repeats, "warmup": warmup, "threads": threads, "num_labels": num_labels,
-                     "batch": batch, "dtype": "float32", "contention": contention},
+        "settings": {"repeats": repeats, "warmup": warmup, "round_warmup": round_warmup, "threads": threads,
+                     "num_labels": num_labels, "batch": batch, "dtype": "float32", "contention": contention},
         "results": [r.to_dict() for r in results],
     }
 
 
-def _run_all(pairs, impls, repeats, warmup, threads, num_labels, hf_python, hf_tf_python, batch, say):
+def _run_all(pairs, impls, repeats, warmup, threads, num_labels, hf_python, hf_tf_python, batch, say, round_warmup=1):
     from ..common.model.config import SegformerConfig
     from ..common.model.flops import count_flops
 
@@ -319,15 +327,15 @@ def _run_all(pairs, impls, repeats, warmup, threads, num_labels, hf_python, hf_t
                 result.peak_rss_mb = setup["rss_after_warmup_mb"]
                 group.append((result, worker))
             try:
-                for repeat in range(repeats):  # round robin: one pass of each implementation per round
+                for repeat in range(repeats):  # round robin: one timed pass of each implementation per round
                     for result, worker in group:
                         if result.status != "ok":
                             continue
-                        reply = worker.ask({"cmd": "run", "n": 1})
+                        reply = worker.ask({"cmd": "run", "n": 1 + round_warmup})
                         if not reply.get("ok"):
                             result.status, result.message = "error", reply.get("error", "")
                             continue
-                        result.times_ms.extend(t * 1e3 for t in reply["times"])
+                        result.times_ms.extend(t * 1e3 for t in reply["times"][round_warmup:])  # the timed one
                         result.peak_rss_mb = max(result.peak_rss_mb, reply["peak_rss_mb"])
                     say(f"[{variant} {height}x{width}] round {repeat + 1}/{repeats}: "
                         + ", ".join(f"{r.impl} {r.times_ms[-1]:.0f} ms" for r, _ in group if r.times_ms))

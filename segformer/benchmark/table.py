@@ -40,7 +40,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['settings'].get('contention', 0)} competing busy process(es); float32 matmul {matmul:.1f} GFLOP/s; load average "
         f"{report['machine'].get('loadavg_start', [float('nan')])[0]:.2f} at start, "
         f"{report['machine'].get('loadavg_end', [float('nan')])[0]:.2f} at end",
-        f"batch {report['settings'].get('batch', 1)}, float32, {report['settings']['repeats']} repeats (round robin) after "
+        f"batch {report['settings'].get('batch', 1)}, float32, {report['settings']['repeats']} repeats (round robin, each "
+        f"after {report['settings'].get('round_warmup', 0)} untimed pass(es) of its own) after "
         f"{report['settings']['warmup']} warm-up; GFLOP/s = plain-path FLOPs / median time"
         + (" (training steps: 3 x forward)" if any(r["impl"] in TRAIN_IMPLS for r in report["results"]) else "")
         + "; ratio = reference / ours",

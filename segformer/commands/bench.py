@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impls", default=None, help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}")
     parser.add_argument("--repeats", type=int, default=10, help="timed passes per implementation (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed passes first (default 2)")
+    parser.add_argument("--round-warmup", type=int, default=1, metavar="N",
+                        help="untimed passes of an implementation at the start of each of its round-robin turns, so "
+                             "each timed pass follows one of its own, as in a loop over images (default 1; 0: time "
+                             "the first pass of each turn, which runs with caches left cold by the other processes)")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads (default: the CPUs this process may use, or OMP_NUM_THREADS)")
     parser.add_argument("--contention", default="0",
@@ -131,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
                 impls=parse_list("impls", args.impls, list(IMPLEMENTATIONS)) if args.impls else None,
                 repeats=args.repeats,
                 warmup=args.warmup,
+                round_warmup=args.round_warmup,
                 threads=args.threads,
                 num_labels=args.num_labels,
                 batch=args.batch,
