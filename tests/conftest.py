@@ -34,3 +34,16 @@ def fixture_path(relative: str) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def xla_traces(monkeypatch) -> list[bool]:
+    """Every answer of ``segformer.tf.layers.in_xla_context`` during the test, in order: the layers ask it
+    while a graph is traced, so ``True`` entries prove an XLA trace and ``False`` ones a plain-graph trace."""
+    pytest.importorskip("tensorflow")
+    from segformer.tf import layers
+
+    seen: list[bool] = []
+    real = layers.in_xla_context
+    monkeypatch.setattr(layers, "in_xla_context", lambda: seen.append(real()) or seen[-1])
+    return seen

@@ -9,30 +9,26 @@ from __future__ import annotations
 import numpy as np
 
 from segformer.common.model.config import SegformerConfig
+from segformer.benchmark.randomize import random_value
 from segformer.common.model.weights import parameter_table
 
 __all__ = ["random_state", "tiny_config"]
 
+# canonical table kind -> random_value role (every other kind is a shift)
+_ROLES = {"linear": "kernel", "conv": "kernel", "dwconv": "kernel", "norm_weight": "scale", "bn_var": "variance"}
+
 
 def random_state(config: SegformerConfig, task: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """``{canonical name: PyTorch-layout array}`` with every parameter and buffer randomized."""
+    """``{canonical name: PyTorch-layout array}`` with every parameter and buffer randomized (the values by
+    :func:`segformer.benchmark.randomize.random_value`'s rules, the roles from the canonical table)."""
     rng = np.random.default_rng(seed)
     state: dict[str, np.ndarray] = {}
     for spec in parameter_table(config, task):
         if spec.kind == "counter":
             state[spec.name] = np.array(int(rng.integers(0, 1000)), dtype=np.int64)
             continue
-        if spec.kind in ("linear", "conv", "dwconv"):
-            fan_in = int(np.prod(spec.shape[1:]))
-            std = float(np.clip(1.0 / np.sqrt(fan_in), 0.02, 0.2))
-            value = rng.normal(0.0, std, spec.shape)
-        elif spec.kind == "norm_weight":
-            value = 1.0 + rng.normal(0.0, 0.1, spec.shape)
-        elif spec.kind == "bn_var":
-            value = rng.uniform(0.5, 1.5, spec.shape)
-        else:  # bias, norm_bias, bn_mean
-            value = rng.normal(0.0, 0.1, spec.shape)
-        state[spec.name] = value.astype(np.float32)
+        role = _ROLES.get(spec.kind, "shift")  # bias, norm_bias, bn_mean
+        state[spec.name] = random_value(rng, tuple(spec.shape), role, int(np.prod(spec.shape[1:])))
     return state
 
 

@@ -164,7 +164,8 @@ def test_each_timed_pass_follows_untimed_passes_of_its_own(monkeypatch):
         assert report["settings"]["round_warmup"] == round_warmup
         run_requests = asked[-4:]  # 2 rounds x 2 implementations (the matmul-rate worker asks first)
         assert run_requests == [(round_warmup + 1, round_warmup + 1)] * 4
-        assert all(len(row["times_ms"]) == 2 for row in report["results"])
+        kept = [len(row["times_ms"]) for row in report["results"]]  # how many passes were kept, not how long
+        assert kept == [2, 2]
         assert f"each after {round_warmup} untimed pass(es) of its own" in format_table(report)
     for bad in (-1, True, 1.5):
         with pytest.raises(ValueError, match="round_warmup must be a non-negative int"):

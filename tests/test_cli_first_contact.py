@@ -480,15 +480,11 @@ def test_predict_parallel_workers_write_the_one_at_a_time_bytes(models, photos, 
         assert runs[label][1] == skipped
 
 
-def test_predict_xla_runs_tf_under_xla_with_the_same_masks(models, photos, tmp_path, capsys, monkeypatch):
+def test_predict_xla_runs_tf_under_xla_with_the_same_masks(models, photos, tmp_path, capsys, xla_traces):
     """``--xla`` (TensorFlow only) runs the model's inference graph under XLA (traced in an XLA context) and
     writes the masks of the plain TF run (one image per call: the first call runs op by op, the second as the
     cached graph); with ``--framework pt`` it is refused before any model is loaded."""
-    from segformer.tf import layers
-
-    seen = []
-    real = layers.in_xla_context
-    monkeypatch.setattr(layers, "in_xla_context", lambda: seen.append(real()) or seen[-1])
+    seen = xla_traces
     masks = {}
     for label, extra in (("plain", []), ("xla", ["--xla"])):
         seen.clear()

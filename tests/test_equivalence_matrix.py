@@ -158,16 +158,13 @@ def test_fast_path_and_tf_logits_agree_with_the_textbook_path(world, keras_model
             assert np.abs(upsampled - expected).max() < LOGITS_ATOL, name
 
 
-def test_tf_under_xla_agrees_with_the_textbook_path(world, monkeypatch):
+def test_tf_under_xla_agrees_with_the_textbook_path(world, xla_traces):
     """``model.jit_compile = True`` (what ``--xla`` sets): the Keras model's cached inference graph compiled by
     XLA gives the reference's logits and, through a Segmenter, its labels."""
     pytest.importorskip("tensorflow")
     from segformer import Segmenter
-    from segformer.tf import layers
 
-    seen = []
-    real = layers.in_xla_context
-    monkeypatch.setattr(layers, "in_xla_context", lambda: seen.append(real()) or seen[-1])
+    seen = xla_traces
     segmenter = Segmenter.from_pretrained(world["folders"]["h5"], framework="tf")
     segmenter.model.jit_compile = True
     segmenter(world["images"][0])  # the first call runs op by op

@@ -125,14 +125,10 @@ def test_xla_forward_equals_op_by_op():
     assert float(np.abs(np.asarray(compiled) - np.asarray(eager)).max()) <= 1e-4
 
 
-def test_model_jit_compile_makes_the_cached_graph_xla(monkeypatch):
+def test_model_jit_compile_makes_the_cached_graph_xla(xla_traces):
     """``model.jit_compile = True`` (Keras' attribute) makes the cached inference graph an XLA one: traced in an
     XLA context, the op-by-op numbers on an odd size; setting it back to False goes back to the plain graph."""
-    from segformer.tf import layers
-
-    seen = []
-    real = layers.in_xla_context
-    monkeypatch.setattr(layers, "in_xla_context", lambda: seen.append(real()) or seen[-1])
+    seen = xla_traces
     model = _tiny_seg_model(seed=5)
     reference = _tiny_seg_model(seed=5)
     reference.run_eagerly = True

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["random_value", "randomize_torch", "randomize_keras"]
+__all__ = ["random_value", "role_of", "randomize_torch", "randomize_keras"]
 
 
 def random_value(rng: np.random.Generator, shape: tuple[int, ...], role: str, fan_in: int = 1) -> np.ndarray:
@@ -38,6 +38,16 @@ def random_value(rng: np.random.Generator, shape: tuple[int, ...], role: str, fa
     return value.astype(np.float32)
 
 
+def role_of(shape: tuple[int, ...], variance: bool, scale: bool) -> str:
+    """The :func:`random_value` role of a float tensor: a BatchNorm variance, a norm scale, else by rank
+    (1-D: shift, more: kernel)."""
+    if variance:
+        return "variance"
+    if scale:
+        return "scale"
+    return "shift" if len(shape) <= 1 else "kernel"
+
+
 def randomize_torch(model: Any, seed: int = 0) -> Any:
     """Every floating parameter and buffer of a ``torch.nn.Module`` (in ``named_modules`` order), in place;
     returns the model. PyTorch kernels are (out, in, ...): ``fan_in`` is the product of ``shape[1:]``."""
@@ -53,14 +63,7 @@ def randomize_torch(model: Any, seed: int = 0) -> Any:
                 if tensor is None or not tensor.is_floating_point():
                     continue
                 shape = tuple(tensor.shape)
-                if name == "running_var":
-                    role = "variance"
-                elif is_norm and name == "weight":
-                    role = "scale"
-                elif len(shape) <= 1:
-                    role = "shift"
-                else:
-                    role = "kernel"
+                role = role_of(shape, name == "running_var", is_norm and name == "weight")
                 fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
                 tensor.copy_(torch.from_numpy(random_value(rng, shape, role, fan_in)).to(tensor.dtype))
     return model
@@ -77,14 +80,7 @@ def randomize_keras(model: Any, seed: int = 0) -> Any:
             continue
         name = str(getattr(variable, "path", None) or variable.name).split("/")[-1].split(":")[0]
         shape = tuple(int(d) for d in variable.shape)
-        if name == "moving_variance":
-            role = "variance"
-        elif name == "gamma":
-            role = "scale"
-        elif len(shape) <= 1:
-            role = "shift"
-        else:
-            role = "kernel"
+        role = role_of(shape, name == "moving_variance", name == "gamma")
         fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
         variable.assign(random_value(rng, shape, role, fan_in))  # cast to the variable's dtype by assign
     return model

@@ -290,7 +290,7 @@ def run_benchmark(
     }
 
 
-def _run_all(pairs, impls, repeats, warmup, threads, num_labels, hf_python, hf_tf_python, batch, say, round_warmup=1):
+def _run_all(pairs, impls, repeats, warmup, threads, num_labels, hf_python, hf_tf_python, batch, say, round_warmup):
     from ..common.model.config import SegformerConfig
     from ..common.model.flops import count_flops
 
