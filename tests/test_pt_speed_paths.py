@@ -426,3 +426,71 @@ def test_same_bits_compares_every_bit():
     edited[1, 2] = 99.0
     assert not same_bits([grid.t().contiguous()], [edited.t()])
     assert same_bits([torch.zeros(0)], [torch.zeros(0)])
+
+
+def _mix_ffns(model):
+    from segformer.pt.layers import SegformerMixFFN
+    return [module for module in model.modules() if isinstance(module, SegformerMixFFN)]
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels):
+        return self.model(pixels).logits
+
+
+def test_fused_conv_gelu_runs_where_it_applies_and_equals_the_textbook_path(monkeypatch):
+    """The Mix-FFN's one-operator depthwise conv + GELU (oneDNN post-op): taken by every block in an eval
+    no-grad float32 CPU call (counted, so a silent fallback fails), not taken with autograd on, in float64,
+    with oneDNN turned off, while tracing, or with the fast path off; every one of those calls equals the
+    textbook path."""
+    import segformer.pt.layers as layers
+
+    assert torch.backends.mkldnn.is_available() and layers._has_fused_conv_gelu()
+    decisions = []
+    real = layers.fused_conv_gelu_applies
+    monkeypatch.setattr(layers, "fused_conv_gelu_applies", lambda x: decisions.append(real(x)) or decisions[-1])
+    model = _eval_model()
+    blocks = len(_mix_ffns(model))
+    assert blocks > 1 and all(ffn.exact_gelu for ffn in _mix_ffns(model))
+
+    fast, plain = _fast_and_textbook(model)  # no_grad, float32
+    assert decisions[:blocks] == [True] * blocks and len(decisions) == blocks  # the textbook call asks nothing
+    assert float((fast - plain).abs().max()) <= 1e-5
+
+    def taken(run):
+        decisions.clear()
+        out = run()
+        return out, decisions[:]
+
+    with torch.no_grad():
+        reference = model(_PIXELS).logits
+    out, seen = taken(lambda: model(_PIXELS).logits.detach())  # autograd on (eval-mode gradients, e.g. saliency)
+    assert seen == [False] * blocks and float((out - reference).abs().max()) <= 1e-5
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+        out, seen = taken(lambda: model(_PIXELS).logits)
+    assert seen == [False] * blocks and float((out - reference).abs().max()) <= 1e-5
+    with torch.no_grad():
+        traced = torch.jit.trace(_Logits(model), (_PIXELS,), check_trace=False)
+        assert not any("mkldnn::_convolution_pointwise" in str(node) for node in traced.graph.nodes())
+        assert float((traced(_PIXELS) - reference).abs().max()) <= 1e-5
+        model_64 = copy.deepcopy(model).double()
+        out, seen = taken(lambda: model_64(_PIXELS.double()).logits)
+    assert seen == [False] * blocks and float((out - reference.double()).abs().max()) <= 1e-5
+
+
+def test_fused_conv_gelu_reads_the_encoder_weights_at_every_call():
+    """Nothing is cached: an in-place ``.data`` edit of every depthwise conv (no version bump) and an optimizer
+    step on the encoder are seen by the next fused call."""
+    model = _eval_model()
+    before, _ = _fast_and_textbook(model)
+    for ffn in _mix_ffns(model):
+        ffn.dwconv.dwconv.weight.data.mul_(1.7)
+        ffn.dwconv.dwconv.bias.data.add_(0.3)
+    _assert_fast_equals_textbook(model, before, "dwconv .data edit")
+    edited, _ = _fast_and_textbook(model)
+    _one_training_step(model, lambda p: torch.optim.AdamW(p, lr=1e-2, fused=True))
+    _assert_fast_equals_textbook(model, edited, "fused AdamW step")

@@ -24,6 +24,7 @@ __all__ = [
     "SegformerAttention",
     "SegformerDWConv",
     "SegformerMixFFN",
+    "fused_conv_gelu_applies",
     "SegformerLayer",
 ]
 
@@ -199,20 +200,63 @@ class SegformerDWConv(nn.Module):
 
 
 class SegformerMixFFN(nn.Module):
-    """Mix-FFN: dense1 -> 3x3 depthwise conv -> activation -> dropout -> dense2 -> dropout."""
+    """Mix-FFN: dense1 -> 3x3 depthwise conv -> activation -> dropout -> dense2 -> dropout.
+
+    Fast path (``fast_path_enabled``, the default; the model-level ``use_fast_path`` switch turns it off): with
+    the exact GELU, in eval mode, without autograd, on float32 CPU tensors and outside tracing / compiling /
+    export, the depthwise conv and the GELU run as one oneDNN convolution with a GELU (erf) post-op
+    (:func:`fused_conv_gelu_applies`), which saves a pass over the largest activation of each block; the
+    same numbers within float rounding. It reads the module's weights at every call (nothing is cached)."""
 
     def __init__(self, in_features: int, hidden_features: int, hidden_act: str, hidden_dropout_prob: float) -> None:
         super().__init__()
         self.dense1 = nn.Linear(in_features, hidden_features)
         self.dwconv = SegformerDWConv(hidden_features)
         self.intermediate_act_fn = ACT2FN[hidden_act]
+        self.exact_gelu = hidden_act == "gelu"
         self.dense2 = nn.Linear(hidden_features, in_features)
         self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.fast_path_enabled = True
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        hidden_states = self.dwconv(self.dense1(hidden_states), height, width)
-        hidden_states = self.dropout(self.intermediate_act_fn(hidden_states))
+        hidden_states = self.dense1(hidden_states)
+        if self.fast_path_enabled and self.exact_gelu and not self.training and fused_conv_gelu_applies(hidden_states):
+            conv = self.dwconv.dwconv
+            hidden_states = to_tokens(torch.ops.mkldnn._convolution_pointwise(
+                to_map(hidden_states, height, width), conv.weight, conv.bias, list(conv.padding), list(conv.stride),
+                list(conv.dilation), conv.groups, "gelu", [], "none"))
+        else:
+            hidden_states = self.dwconv(hidden_states, height, width)
+            hidden_states = self.dropout(self.intermediate_act_fn(hidden_states))
         return self.dropout(self.dense2(hidden_states))
+
+
+@functools.cache
+def _has_fused_conv_gelu() -> bool:
+    """Whether this torch build has oneDNN (mkldnn) and its pointwise-fused convolution operator."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.mkldnn._convolution_pointwise.default
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def fused_conv_gelu_applies(hidden_states: torch.Tensor) -> bool:
+    """Whether :class:`SegformerMixFFN`'s fast path may run its conv + GELU as one oneDNN operator on
+    ``hidden_states``: float32 on the CPU, autograd off (the fused operator has no gradient), oneDNN available
+    and enabled (``torch.backends.mkldnn.flags(enabled=False)`` turns it off), and not while tracing,
+    scripting, compiling or exporting (exported graphs hold only standard operators)."""
+    return (
+        hidden_states.device.type == "cpu"
+        and hidden_states.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.enabled
+        and _has_fused_conv_gelu()
+        and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+                 or torch.onnx.is_in_onnx_export())
+    )
 
 
 class SegformerLayer(nn.Module):
