@@ -6,7 +6,9 @@
 * ``compile_for_inference`` (``torch.compile``, inductor) == the eager fast path (slow: it compiles);
 * the eval fast path's folded head never goes stale: after optimizer steps (fused / foreach / for-loop AdamW
   and SGD), ``.data`` / numpy / ``no_grad`` / ``copy_`` edits, ``load_state_dict``, BatchNorm statistics
-  changes, ``requires_grad_`` and dtype moves it equals the textbook path (``use_fast_path=False``).
+  changes, ``requires_grad_`` and dtype moves it equals the textbook path (``use_fast_path=False``);
+* the Mix-FFN's one-operator depthwise conv + GELU runs exactly where it applies (eval, no autograd, float32
+  CPU, not traced) and equals the textbook path, also after encoder weight edits and optimizer steps.
 
 Speed itself is never asserted here; the numbers are in benchmarks/README.md and benchmarks/TRAINING.md.
 """
@@ -14,6 +16,7 @@ Speed itself is never asserted here; the numbers are in benchmarks/README.md and
 from __future__ import annotations
 
 import copy
+import platform
 
 import numpy as np
 import pytest
@@ -449,7 +452,9 @@ def test_fused_conv_gelu_runs_where_it_applies_and_equals_the_textbook_path(monk
     textbook path."""
     import segformer.pt.layers as layers
 
-    assert torch.backends.mkldnn.is_available() and layers._has_fused_conv_gelu()
+    fused_here = layers._has_fused_conv_gelu()
+    if platform.machine().lower() in ("x86_64", "amd64"):  # every x86-64 CPU build of torch ships oneDNN with it
+        assert fused_here
     decisions = []
     real = layers.fused_conv_gelu_applies
     monkeypatch.setattr(layers, "fused_conv_gelu_applies", lambda x: decisions.append(real(x)) or decisions[-1])
@@ -458,7 +463,7 @@ def test_fused_conv_gelu_runs_where_it_applies_and_equals_the_textbook_path(monk
     assert blocks > 1 and all(ffn.exact_gelu for ffn in _mix_ffns(model))
 
     fast, plain = _fast_and_textbook(model)  # no_grad, float32
-    assert decisions[:blocks] == [True] * blocks and len(decisions) == blocks  # the textbook call asks nothing
+    assert decisions == [fused_here] * blocks  # the textbook call asks nothing
     assert float((fast - plain).abs().max()) <= 1e-5
 
     def taken(run):
