@@ -198,11 +198,15 @@ def test_runnable_elsewhere_subtracts_our_own_running_threads(tmp_path):
 def test_threads_for_now_and_steady_sampling(monkeypatch):
     import segformer.common.base.threads as threads
 
+    monkeypatch.setattr(threads, "pinned_to_some_cpus", lambda: False)
     assert threads.threads_for_now(2, cpus=2, elsewhere=0) == 2
     assert threads.threads_for_now(2, cpus=2, elsewhere=1) == 1  # one core taken: one thread
     assert threads.threads_for_now(2, cpus=2, elsewhere=5) == 1  # at least one
     assert threads.threads_for_now(8, cpus=16, elsewhere=10) == 6
     assert threads.threads_for_now(2, cpus=64, elsewhere=30) == 2  # other tasks, but CPUs to spare
+    # pinned to some CPUs: the machine-wide count says nothing about ours, so the limit
+    assert threads.threads_for_now(2, cpus=64, elsewhere=70, pinned=True) == 2
+    assert threads.threads_for_now(2, cpus=64, elsewhere=70, pinned=False) == 1
     samples = iter([None])
     monkeypatch.setattr(threads, "runnable_elsewhere", lambda: next(samples))
     assert threads.threads_for_now(4) == 4  # /proc cannot tell: the limit
@@ -213,6 +217,25 @@ def test_threads_for_now_and_steady_sampling(monkeypatch):
     assert threads.steady_elsewhere() == 1  # min(2 now, 1 at the last end)
     threads.record_elsewhere()  # 0
     assert threads.steady_elsewhere() == 0  # a task seen only now (5) is not steady
+
+
+def test_pinned_to_some_cpus_compares_the_affinity_mask_with_the_machine(monkeypatch):
+    import segformer.common.base.threads as threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5}, raising=False)
+    assert threads.pinned_to_some_cpus()
+    monkeypatch.setattr(threads, "steady_elsewhere", lambda: 63)  # a busy host; our two CPUs may be free
+    assert threads.threads_for_now(2) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert not threads.pinned_to_some_cpus()
+    assert threads.threads_for_now(2) == 1  # every CPU of the machine is ours: 63 tasks leave one
+
+    def unsupported(pid):
+        raise OSError("no affinity here")
+
+    monkeypatch.setattr(os, "sched_getaffinity", unsupported, raising=False)
+    assert not threads.pinned_to_some_cpus()
 
 
 def test_adapted_threads_lowers_torch_threads_for_the_block_only(monkeypatch):
@@ -226,6 +249,7 @@ def test_adapted_threads_lowers_torch_threads_for_the_block_only(monkeypatch):
         torch.set_num_threads(2)
         monkeypatch.setattr(threads, "runnable_elsewhere", lambda: cpus - 1)  # every CPU but one is taken
         monkeypatch.setattr(threads, "_LAST_ELSEWHERE", [None])
+        monkeypatch.setattr(threads, "pinned_to_some_cpus", lambda: False)  # the loadavg rule, wherever this runs
         with adapted_threads() as count:
             assert count == torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2  # restored

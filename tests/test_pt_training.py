@@ -339,6 +339,7 @@ def test_pt_training_steps_run_on_the_threads_free_now(synthetic, tmp_path, monk
     model.register_forward_hook(lambda *args: seen.append(torch.get_num_threads()))
     monkeypatch.setattr(threads, "runnable_elsewhere", lambda: (os.cpu_count() or 1) - 1)
     monkeypatch.setattr(threads, "_LAST_ELSEWHERE", [None])
+    monkeypatch.setattr(threads, "pinned_to_some_cpus", lambda: False)  # the loadavg rule, wherever this runs
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

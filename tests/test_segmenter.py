@@ -615,6 +615,7 @@ def test_busy_machine_lowers_threads_per_call_and_keeps_the_numbers(pt_segmenter
     try:
         torch.set_num_threads(2)
         monkeypatch.setattr(threads, "_LAST_ELSEWHERE", [None])
+        monkeypatch.setattr(threads, "pinned_to_some_cpus", lambda: False)  # the loadavg rule, wherever this runs
         monkeypatch.setattr(threads, "runnable_elsewhere", lambda: 0)
         quiet = pt_segmenter(image, return_probabilities=True)
         monkeypatch.setattr(threads, "runnable_elsewhere", lambda: (os.cpu_count() or 1) - 1)

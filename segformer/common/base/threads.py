@@ -197,11 +197,29 @@ def runnable_elsewhere(loadavg: str | os.PathLike = "/proc/loadavg",
     return max(0, runnable - max(own, 1))
 
 
-def threads_for_now(limit: int, cpus: int | None = None, elsewhere: int | None = None) -> int:
+def pinned_to_some_cpus() -> bool:
+    """Whether this process may run on fewer CPUs than the machine has online (an affinity mask: ``taskset``,
+    a container's cpuset, a CPU manager's exclusive CPUs); ``False`` where the platform cannot tell."""
+    try:
+        return len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return False
+
+
+def threads_for_now(limit: int, cpus: int | None = None, elsewhere: int | None = None,
+                    pinned: bool | None = None) -> int:
     """Intra-op threads for the call about to run: ``limit`` (the count the user or the policy set), lowered to
     the machine's CPUs that no other task is using (``cpus`` defaults to ``os.cpu_count()``, ``elsewhere`` to
     :func:`steady_elsewhere`), at least 1. A task elsewhere on a machine with more CPUs than ``limit`` leaves
-    ``limit`` unchanged; where ``/proc`` cannot tell, ``limit`` is returned."""
+    ``limit`` unchanged; where ``/proc`` cannot tell, ``limit`` is returned. So is it for a process pinned to
+    some of the machine's CPUs (``pinned``, default :func:`pinned_to_some_cpus`): ``/proc/loadavg`` counts the
+    whole machine's tasks, which then need not run on our CPUs (a busy host would otherwise take a pinned
+    container's free CPUs for taken ones); the bounded OpenMP spin still keeps a taken core from stalling
+    the others there."""
+    if pinned is None:
+        pinned = pinned_to_some_cpus()
+    if pinned:
+        return limit
     if elsewhere is None:
         elsewhere = steady_elsewhere()
     if elsewhere is None:
