@@ -1,5 +1,6 @@
 """The Keras fast paths equal the plain path: the eval fast path (folded decode head) for every variant, the
-training fast path (linear_fuse folded, BatchNorm live) in values, loss, gradients and mixed-precision dtypes."""
+training fast path (linear_fuse folded, BatchNorm live) in values, loss, gradients and mixed-precision dtypes,
+and the cached inference graph's XLA clusters (LayerNorm, GELU): where they switch on, and their numbers."""
 
 from __future__ import annotations
 
@@ -295,3 +296,104 @@ def test_tf_eval_fast_path_follows_every_weight_update():
         assert float(np.abs(fast - plain).max()) <= 1e-5, update.__name__
         assert float(np.abs(plain - previous).max()) > 1e-3, f"{update.__name__} changed nothing"
         previous = plain
+
+
+class _FlagSpy:
+    """Wraps a cached graph function: records the cluster flag of every call, passes everything through."""
+
+    def __init__(self, function):
+        self.function, self.flags = function, []
+
+    def __call__(self, pixels, clustered):
+        self.flags.append(bool(clustered.numpy()))
+        return self.function(pixels, clustered)
+
+    def experimental_get_tracing_count(self):
+        return self.function.experimental_get_tracing_count()
+
+
+def test_cached_graph_switches_to_xla_clusters_after_its_plain_calls_took_the_threshold(monkeypatch):
+    """Per input shape: plain graph calls until they have taken ``CLUSTER_AFTER_SECONDS`` (the tracing call not
+    counted), then the clustered branch; another shape starts from zero; the whole-graph XLA mode and float16
+    models never ask for clusters. Both branches give the op-by-op logits."""
+    import tensorflow as tf
+
+    import segformer.tf.modeling as modeling
+
+    model = _tiny_seg_model()
+    reference = _tiny_seg_model()
+    reference.run_eagerly = True
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(1, 3, 97, 131)).astype(np.float32)
+    b = rng.normal(size=(2, 3, 64, 64)).astype(np.float32)
+    model(a)  # op by op
+    model(a)  # traces the graph: not counted
+    (key, function), = model._graphs.functions.items()
+    spy = model._graphs.functions[key] = _FlagSpy(function)
+    monkeypatch.setattr(modeling, "CLUSTER_AFTER_SECONDS", 0.0)
+    want_a, want_b = np.asarray(reference(a).logits), np.asarray(reference(b).logits)
+    model.use_fast_path = True
+    spent = model._graphs.plain_seconds
+    assert spent == {}  # the tracing call counted nothing
+    for _ in range(2):
+        assert float(np.abs(np.asarray(model(a).logits) - want_a).max()) <= 1e-5
+    assert spy.flags == [True, True]  # threshold 0: clustered from the first counted call
+    monkeypatch.setattr(modeling, "CLUSTER_AFTER_SECONDS", 1e9)
+    spy.flags.clear()
+    for _ in range(2):
+        assert float(np.abs(np.asarray(model(b).logits) - want_b).max()) <= 1e-5
+    assert spy.flags[-1] is False and spent[(2, 3, 64, 64)] > 0.0  # a new shape: plain, its time counted
+    spent[(2, 3, 64, 64)] = 1e9  # as if it had run that long
+    model(b)
+    assert spy.flags[-1] is True
+    # both branches, called directly, equal op by op (the real clusters, not the routing)
+    for flag in (False, True):
+        got = function(tf.constant(b), tf.constant(flag)).logits
+        assert float(np.abs(np.asarray(got) - want_b).max()) <= 1e-5
+
+    model.jit_compile = True  # whole-graph XLA: a graph of its own, which asks for no clusters
+    monkeypatch.setattr(modeling, "CLUSTER_AFTER_SECONDS", 0.0)
+    model(a)
+    xla_key = [k for k in model._graphs.functions if k != key][0]
+    assert xla_key[-1] is True
+    xla_spy = model._graphs.functions[xla_key] = _FlagSpy(model._graphs.functions[xla_key])
+    model(a)
+    assert xla_spy.flags == [False]
+
+
+def test_xla_clusters_are_taken_exactly_where_the_flag_says(monkeypatch):
+    """The run-time choice works: with the clusters replaced by ones that zero their input (before tracing),
+    the flag-true call differs from the plain one and the flag-false call equals it; a float16 tensor and an
+    eager call never see a cluster."""
+    import tensorflow as tf
+
+    import segformer.tf.layers as layers
+
+    monkeypatch.setattr(layers, "_gelu_cluster", tf.function(lambda x: x * 0.0, jit_compile=True))
+    monkeypatch.setattr(layers, "_layer_norm_cluster", tf.function(lambda x, g, b, e: x * 0.0, jit_compile=True))
+    model = _tiny_seg_model()
+    x = np.random.default_rng(5).normal(size=(1, 3, 64, 80)).astype(np.float32)
+    plain = np.asarray(model(x).logits)  # op by op
+    model(x)  # traces
+    (function,) = model._graphs.functions.values()
+    off = np.asarray(function(tf.constant(x), tf.constant(False)).logits)
+    on = np.asarray(function(tf.constant(x), tf.constant(True)).logits)
+    assert float(np.abs(off - plain).max()) <= 1e-5
+    assert float(np.abs(on - plain).max()) > 1e-2
+
+    import keras
+
+    norm = keras.layers.LayerNormalization(epsilon=1e-5, dtype="float16")
+    norm.build((None, 8))
+    with layers.elementwise_clusters(tf.constant(True)):
+        half = tf.random.normal((2, 8), dtype=tf.float16)
+        assert layers._cluster_flag(half) is None  # float16: plain operators
+        assert layers._cluster_flag(tf.zeros((2, 8))) is None  # eager: plain operators
+
+        @tf.function
+        def graph(t):
+            return layers.activation(tf.nn.relu, t, exact_gelu=True), layers.layer_norm(norm, tf.cast(t, tf.float16))
+
+        ops = [op.type for op in graph.get_concrete_function(tf.TensorSpec((2, 8), tf.float32)).graph.get_operations()]
+    choices = [op for op in ops if op in ("If", "StatelessIf")]
+    assert len(choices) == 1  # the float32 GELU got its run-time choice, the float16 LayerNorm none

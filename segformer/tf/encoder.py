@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from ..common.model.config import SegformerConfig, as_config
-from .layers import TFSegformerLayer, TFSegformerOverlapPatchEmbeddings
+from .layers import TFSegformerLayer, TFSegformerOverlapPatchEmbeddings, layer_norm
 
 __all__ = ["TFSegformerEncoder"]
 
@@ -85,7 +85,7 @@ class TFSegformerEncoder(keras.layers.Layer):
                 tokens, probs = layer(tokens, height, width, output_attentions=output_attentions, training=training)
                 if output_attentions:
                     attentions.append(probs)
-            tokens = self.layer_norms[index](tokens)
+            tokens = layer_norm(self.layer_norms[index], tokens)
             if index != last or self.config.reshape_last_stage:
                 hidden_states = tf.reshape(tokens, (batch, height, width, self.config.hidden_sizes[index]))
             else:

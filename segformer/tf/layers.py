@@ -7,8 +7,10 @@ explicitly as (possibly dynamic) scalars. Sublayers are named by their canonical
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterator
 
 import keras
 import tensorflow as tf
@@ -16,6 +18,9 @@ import tensorflow as tf
 __all__ = [
     "ACT2FN",
     "in_xla_context",
+    "elementwise_clusters",
+    "layer_norm",
+    "activation",
     "resize_bilinear",
     "depthwise_conv3x3_shifted",
     "normal_init",
@@ -56,6 +61,64 @@ def in_xla_context() -> bool:
     if _control_flow_util is None or tf.executing_eagerly():
         return False
     return bool(_control_flow_util.GraphOrParentsInXlaContext(_tf_ops.get_default_graph()))
+
+
+# XLA clusters of the cached inference graph (see TFSegformerPreTrainedModel's _graph_call): while that graph is
+# traced, _CLUSTERS.flag holds its scalar bool input; each LayerNorm and exact GELU then runs, at run time, as
+# one small XLA cluster where the flag is true and as the plain operators where it is false. Unfused, a
+# LayerNorm is 6 operators and a GELU 5, each a pass over the activations.
+_CLUSTERS = threading.local()
+
+
+@contextlib.contextmanager
+def elementwise_clusters(flag: tf.Tensor | None) -> Iterator[None]:
+    """While tracing a graph: :func:`layer_norm` and :func:`activation` choose between an XLA cluster and the
+    plain operators by ``flag`` (a scalar bool tensor of that graph, read at run time); ``None``: plain only."""
+    previous = getattr(_CLUSTERS, "flag", None)
+    _CLUSTERS.flag = flag
+    try:
+        yield
+    finally:
+        _CLUSTERS.flag = previous
+
+
+def _cluster_flag(x: tf.Tensor) -> tf.Tensor | None:
+    flag = getattr(_CLUSTERS, "flag", None)
+    if flag is None or x.dtype != tf.float32 or tf.executing_eagerly() or in_xla_context():
+        return None
+    return flag
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _layer_norm_cluster(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+    mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+    centered = x - mean
+    variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
+    return centered * tf.math.rsqrt(variance + epsilon) * gamma + beta
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _gelu_cluster(x: tf.Tensor) -> tf.Tensor:
+    return 0.5 * x * tf.math.erfc(-x * 0.7071067811865476)
+
+
+def layer_norm(layer: keras.layers.LayerNormalization, x: tf.Tensor) -> tf.Tensor:
+    """``layer(x)``; in the cached inference graph (float32), the same normalization over the last axis as one
+    XLA cluster where the graph's cluster flag is true (:func:`elementwise_clusters`)."""
+    flag = _cluster_flag(x)
+    if flag is None or layer.compute_dtype != "float32":
+        return layer(x)
+    gamma, beta = tf.convert_to_tensor(layer.gamma.value), tf.convert_to_tensor(layer.beta.value)
+    return tf.cond(flag, lambda: _layer_norm_cluster(x, gamma, beta, float(layer.epsilon)), lambda: layer(x))
+
+
+def activation(function: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, exact_gelu: bool) -> tf.Tensor:
+    """``function(x)``; for the exact GELU (``exact_gelu``) in the cached inference graph (float32), the same
+    as one XLA cluster where the graph's cluster flag is true (:func:`elementwise_clusters`)."""
+    flag = _cluster_flag(x) if exact_gelu else None
+    if flag is None:
+        return function(x)
+    return tf.cond(flag, lambda: _gelu_cluster(x), lambda: function(x))
 
 
 def _source_indices(out_size: Any, in_size: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -154,7 +217,7 @@ class TFSegformerOverlapPatchEmbeddings(keras.layers.Layer):
         maps = self.proj(self.padding(pixel_values))  # (B, h, w, C)
         shape = tf.shape(maps)
         tokens = tf.reshape(maps, (shape[0], shape[1] * shape[2], self.hidden_size))
-        return self.layer_norm(tokens), shape[1], shape[2]
+        return layer_norm(self.layer_norm, tokens), shape[1], shape[2]
 
     def get_config(self) -> dict:
         return {**super().get_config(), "patch_size": self.patch_size, "stride": self.stride, "hidden_size": self.hidden_size,
@@ -216,7 +279,7 @@ class TFSegformerEfficientSelfAttention(keras.layers.Layer):
             maps = tf.reshape(hidden_states, (batch, height, width, self.hidden_size))
             reduced = self.sr(maps)
             reduced = tf.reshape(reduced, (batch, -1, self.hidden_size))
-            reduced = self.layer_norm(reduced)
+            reduced = layer_norm(self.layer_norm, reduced)
         else:
             reduced = hidden_states
         key = self._heads(self.key(reduced))
@@ -354,6 +417,7 @@ class TFSegformerMixFFN(keras.layers.Layer):
         self.dense1 = keras.layers.Dense(hidden_features, name="dense1", kernel_initializer=init)
         self.dwconv = TFSegformerDWConv(hidden_features, initializer_range, name="dwconv")
         self.intermediate_act_fn = ACT2FN[hidden_act]
+        self.exact_gelu = hidden_act == "gelu"
         self.dense2 = keras.layers.Dense(in_features, name="dense2", kernel_initializer=init)
         self.dropout = keras.layers.Dropout(hidden_dropout_prob)
 
@@ -364,7 +428,7 @@ class TFSegformerMixFFN(keras.layers.Layer):
 
     def call(self, hidden_states, height, width, training=False):
         hidden_states = self.dwconv(self.dense1(hidden_states), height, width)
-        hidden_states = self.dropout(self.intermediate_act_fn(hidden_states), training=training)
+        hidden_states = self.dropout(activation(self.intermediate_act_fn, hidden_states, self.exact_gelu), training=training)
         return self.dropout(self.dense2(hidden_states), training=training)
 
     def get_config(self) -> dict:
@@ -416,9 +480,9 @@ class TFSegformerLayer(keras.layers.Layer):
         self.mlp.build()
 
     def call(self, hidden_states, height, width, output_attentions=False, training=False):
-        attention_output, probs = self.attention(self.layer_norm_1(hidden_states), height, width, output_attentions=output_attentions, training=training)
+        attention_output, probs = self.attention(layer_norm(self.layer_norm_1, hidden_states), height, width, output_attentions=output_attentions, training=training)
         hidden_states = hidden_states + self.drop_path(attention_output, training=training)
-        mlp_output = self.mlp(self.layer_norm_2(hidden_states), height, width, training=training)
+        mlp_output = self.mlp(layer_norm(self.layer_norm_2, hidden_states), height, width, training=training)
         return hidden_states + self.drop_path(mlp_output, training=training), probs
 
     def get_config(self) -> dict:
