@@ -63,7 +63,7 @@ def in_xla_context() -> bool:
     return bool(_control_flow_util.GraphOrParentsInXlaContext(_tf_ops.get_default_graph()))
 
 
-# XLA clusters of the cached inference graph (see TFSegformerPreTrainedModel's _graph_call): while that graph is
+# XLA clusters of the cached inference graph (see _graph_call in segformer/tf/modeling.py): while that graph is
 # traced, _CLUSTERS.flag holds its scalar bool input; each LayerNorm and exact GELU then runs, at run time, as
 # one small XLA cluster where the flag is true and as the plain operators where it is false. Unfused, a
 # LayerNorm is 6 operators and a GELU 5, each a pass over the activations.
@@ -106,8 +106,8 @@ def layer_norm(layer: keras.layers.LayerNormalization, x: tf.Tensor) -> tf.Tenso
     """``layer(x)``; in the cached inference graph (float32), the same normalization over the last axis as one
     XLA cluster where the graph's cluster flag is true (:func:`elementwise_clusters`)."""
     flag = _cluster_flag(x)
-    if flag is None or layer.compute_dtype != "float32":
-        return layer(x)
+    if flag is None or layer.compute_dtype != "float32" or layer.gamma is None or layer.beta is None or layer.rms_scaling:
+        return layer(x)  # (the model's LayerNorms all normalize the last axis, with scale and offset)
     gamma, beta = tf.convert_to_tensor(layer.gamma.value), tf.convert_to_tensor(layer.beta.value)
     return tf.cond(flag, lambda: _layer_norm_cluster(x, gamma, beta, float(layer.epsilon)), lambda: layer(x))
 
