@@ -320,30 +320,35 @@ def test_cached_graph_switches_to_xla_clusters_after_its_plain_calls_took_the_th
 
     import segformer.tf.modeling as modeling
 
+    import itertools
+
+    ticks = itertools.count()
+    monkeypatch.setattr(modeling, "clock", lambda: float(next(ticks)))  # each counted call takes exactly 1 "s"
+    monkeypatch.setattr(modeling, "CLUSTER_AFTER_SECONDS", 2.0)
     model = _tiny_seg_model()
     reference = _tiny_seg_model()
     reference.run_eagerly = True
     rng = np.random.default_rng(4)
     a = rng.normal(size=(1, 3, 97, 131)).astype(np.float32)
     b = rng.normal(size=(2, 3, 64, 64)).astype(np.float32)
+    want_a, want_b = np.asarray(reference(a).logits), np.asarray(reference(b).logits)
     model(a)  # op by op
     model(a)  # traces the graph: not counted
+    spent = model._graphs.plain_seconds
+    assert spent == {}
     (key, function), = model._graphs.functions.items()
     spy = model._graphs.functions[key] = _FlagSpy(function)
-    monkeypatch.setattr(modeling, "CLUSTER_AFTER_SECONDS", 0.0)
-    want_a, want_b = np.asarray(reference(a).logits), np.asarray(reference(b).logits)
-    model.use_fast_path = True
-    spent = model._graphs.plain_seconds
-    assert spent == {}  # the tracing call counted nothing
-    for _ in range(2):
+    for _ in range(3):
         assert float(np.abs(np.asarray(model(a).logits) - want_a).max()) <= 1e-5
-    assert spy.flags == [True, True]  # threshold 0: clustered from the first counted call
-    monkeypatch.setattr(modeling, "CLUSTER_AFTER_SECONDS", 1e9)
+    assert spy.flags == [False, False, True] and spent == {(1, 3, 97, 131): 2.0}  # plain until 2 "s", then clusters
     spy.flags.clear()
-    for _ in range(2):
-        assert float(np.abs(np.asarray(model(b).logits) - want_b).max()) <= 1e-5
-    assert spy.flags[-1] is False and spent[(2, 3, 64, 64)] > 0.0  # a new shape: plain, its time counted
-    spent[(2, 3, 64, 64)] = 1e9  # as if it had run that long
+    traces = spy.experimental_get_tracing_count()
+    assert float(np.abs(np.asarray(model(b).logits) - want_b).max()) <= 1e-5
+    counted = 1.0 if spy.experimental_get_tracing_count() == traces else 0.0  # a retrace is not counted
+    assert spy.flags == [False] and spent.get((2, 3, 64, 64), 0.0) == counted  # a new shape starts from zero
+    while spent.get((2, 3, 64, 64), 0.0) < 2.0:  # each counted call adds exactly 1
+        model(b)
+    assert spy.flags[-1] is False and spent[(2, 3, 64, 64)] == 2.0
     model(b)
     assert spy.flags[-1] is True
     # both branches, called directly, equal op by op (the real clusters, not the routing)

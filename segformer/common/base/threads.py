@@ -133,15 +133,20 @@ def cgroup_cpu_limit(root: str | os.PathLike = _CGROUP_ROOT, proc_cgroup: str | 
     return min(limits) if limits else None
 
 
+def _affinity() -> set[int]:
+    """This process's affinity mask (``os.sched_getaffinity``); every CPU where the platform has none."""
+    try:
+        return os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+
+
 def available_cpus(affinity: set[int] | None = None, cgroup_root: str | os.PathLike = _CGROUP_ROOT,
                    proc_cgroup: str | os.PathLike = _PROC_CGROUP) -> int:
     """The CPUs this process may use: its affinity mask (``os.sched_getaffinity``; ``os.cpu_count`` where the
     platform has none) capped by the cgroup quota (:func:`cgroup_cpu_limit`, rounded down), at least 1."""
     if affinity is None:
-        try:
-            affinity = os.sched_getaffinity(0)
-        except (AttributeError, OSError):
-            affinity = set(range(os.cpu_count() or 1))
+        affinity = _affinity()
     cpus = max(1, len(affinity))
     quota = cgroup_cpu_limit(cgroup_root, proc_cgroup)
     if quota is not None:
@@ -200,10 +205,7 @@ def runnable_elsewhere(loadavg: str | os.PathLike = "/proc/loadavg",
 def pinned_to_some_cpus() -> bool:
     """Whether this process may run on fewer CPUs than the machine has online (an affinity mask: ``taskset``,
     a container's cpuset, a CPU manager's exclusive CPUs); ``False`` where the platform cannot tell."""
-    try:
-        return len(os.sched_getaffinity(0)) < (os.cpu_count() or 1)
-    except (AttributeError, OSError):
-        return False
+    return len(_affinity()) < (os.cpu_count() or 1)
 
 
 def threads_for_now(limit: int, cpus: int | None = None, elsewhere: int | None = None,
