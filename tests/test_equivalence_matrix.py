@@ -176,25 +176,6 @@ def test_tf_under_xla_agrees_with_the_textbook_path(world, xla_traces):
     assert seen and all(seen)  # every trace was an XLA one
 
 
-def test_tf_cached_graph_with_xla_clusters_agrees_with_the_textbook_path(world, monkeypatch):
-    """The Keras cached inference graph with its LayerNorms and GELUs as XLA clusters (switched on from the first
-    counted call here; by default after 6 s of plain calls of one input shape) gives the reference's logits
-    and, through a Segmenter, its labels."""
-    pytest.importorskip("tensorflow")
-    import segformer.tf.modeling as modeling
-    from segformer import Segmenter
-
-    monkeypatch.setattr(modeling, "CLUSTER_AFTER_SECONDS", 0.0)
-    segmenter = Segmenter.from_pretrained(world["folders"]["h5"], framework="tf")
-    segmenter(world["images"][0])  # the first call runs op by op, the next traces
-    for image, reference in zip(world["images"], _references(world)):
-        _assert_labels(segmenter(image).label_map, reference, "Segmenter tf, XLA clusters")
-        pixels, low, _ = world["reference"](image)
-        segmenter.model(pixels)  # a shape's first graph call may trace
-        assert np.abs(np.asarray(segmenter.model(pixels).logits) - low).max() < LOGITS_ATOL
-    assert segmenter.model._graphs.plain_seconds == {}  # no counted graph call ran the plain operators
-
-
 # ----------------------------------------------------------------------------------------- Segmenter rows
 
 

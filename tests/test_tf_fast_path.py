@@ -1,6 +1,6 @@
 """The Keras fast paths equal the plain path: the eval fast path (folded decode head) for every variant, the
 training fast path (linear_fuse folded, BatchNorm live) in values, loss, gradients and mixed-precision dtypes,
-and the cached inference graph's XLA clusters (LayerNorm, GELU): where they switch on, and their numbers."""
+and the cached inference graph's LayerNorm formulation: where it runs, and its numbers."""
 
 from __future__ import annotations
 
@@ -298,107 +298,61 @@ def test_tf_eval_fast_path_follows_every_weight_update():
         previous = plain
 
 
-class _FlagSpy:
-    """Wraps a cached graph function: records the cluster flag of every call, passes everything through."""
-
-    def __init__(self, function):
-        self.function, self.flags = function, []
-
-    def __call__(self, pixels, clustered):
-        self.flags.append(bool(clustered.numpy()))
-        return self.function(pixels, clustered)
-
-    def experimental_get_tracing_count(self):
-        return self.function.experimental_get_tracing_count()
-
-
-def test_cached_graph_switches_to_xla_clusters_after_its_plain_calls_took_the_threshold(monkeypatch):
-    """Per input shape: plain graph calls until they have taken ``CLUSTER_AFTER_SECONDS`` (the tracing call not
-    counted), then the clustered branch; another shape starts from zero; the whole-graph XLA mode and float16
-    models never ask for clusters. Both branches give the op-by-op logits."""
-    import tensorflow as tf
-
-    import segformer.tf.modeling as modeling
-
-    import itertools
-
-    ticks = itertools.count()
-    monkeypatch.setattr(modeling, "clock", lambda: float(next(ticks)))  # each counted call takes exactly 1 "s"
-    monkeypatch.setattr(modeling, "CLUSTER_AFTER_SECONDS", 2.0)
-    model = _tiny_seg_model()
-    reference = _tiny_seg_model()
-    reference.run_eagerly = True
-    rng = np.random.default_rng(4)
-    a = rng.normal(size=(1, 3, 97, 131)).astype(np.float32)
-    b = rng.normal(size=(2, 3, 64, 64)).astype(np.float32)
-    want_a, want_b = np.asarray(reference(a).logits), np.asarray(reference(b).logits)
-    model(a)  # op by op
-    model(a)  # traces the graph: not counted
-    spent = model._graphs.plain_seconds
-    assert spent == {}
-    (key, function), = model._graphs.functions.items()
-    spy = model._graphs.functions[key] = _FlagSpy(function)
-    for _ in range(3):
-        assert float(np.abs(np.asarray(model(a).logits) - want_a).max()) <= 1e-5
-    assert spy.flags == [False, False, True] and spent == {(1, 3, 97, 131): 2.0}  # plain until 2 "s", then clusters
-    spy.flags.clear()
-    traces = spy.experimental_get_tracing_count()
-    assert float(np.abs(np.asarray(model(b).logits) - want_b).max()) <= 1e-5
-    counted = 1.0 if spy.experimental_get_tracing_count() == traces else 0.0  # a retrace is not counted
-    assert spy.flags == [False] and spent.get((2, 3, 64, 64), 0.0) == counted  # a new shape starts from zero
-    while spent.get((2, 3, 64, 64), 0.0) < 2.0:  # each counted call adds exactly 1
-        model(b)
-    assert spy.flags[-1] is False and spent[(2, 3, 64, 64)] == 2.0
-    model(b)
-    assert spy.flags[-1] is True
-    # both branches, called directly, equal op by op (the real clusters, not the routing)
-    for flag in (False, True):
-        got = function(tf.constant(b), tf.constant(flag)).logits
-        assert float(np.abs(np.asarray(got) - want_b).max()) <= 1e-5
-
-    model.jit_compile = True  # whole-graph XLA: a graph of its own, which asks for no clusters
-    monkeypatch.setattr(modeling, "CLUSTER_AFTER_SECONDS", 0.0)
-    model(a)
-    xla_key = [k for k in model._graphs.functions if k != key][0]
-    assert xla_key[-1] is True
-    xla_spy = model._graphs.functions[xla_key] = _FlagSpy(model._graphs.functions[xla_key])
-    model(a)
-    assert xla_spy.flags == [False]
-
-
-def test_xla_clusters_are_taken_exactly_where_the_flag_says(monkeypatch):
-    """The run-time choice works: with the clusters replaced by ones that zero their input (before tracing),
-    the flag-true call differs from the plain one and the flag-false call equals it; a float16 tensor and an
-    eager call never see a cluster."""
+def test_short_layer_norm_equals_an_independent_numpy_layer_norm():
+    """The cached graph's LayerNorm formulation against numpy (float64), on tokens off zero mean with spreads from
+    0.1 to 5, at the model's epsilon."""
     import tensorflow as tf
 
     import segformer.tf.layers as layers
 
-    monkeypatch.setattr(layers, "_gelu_cluster", tf.function(lambda x: x * 0.0, jit_compile=True))
-    monkeypatch.setattr(layers, "_layer_norm_cluster", tf.function(lambda x, g, b, e: x * 0.0, jit_compile=True))
-    model = _tiny_seg_model()
-    x = np.random.default_rng(5).normal(size=(1, 3, 64, 80)).astype(np.float32)
-    plain = np.asarray(model(x).logits)  # op by op
-    model(x)  # traces
-    (function,) = model._graphs.functions.values()
-    off = np.asarray(function(tf.constant(x), tf.constant(False)).logits)
-    on = np.asarray(function(tf.constant(x), tf.constant(True)).logits)
-    assert float(np.abs(off - plain).max()) <= 1e-5
-    assert float(np.abs(on - plain).max()) > 1e-2
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(2, 300, 40)) * rng.uniform(0.1, 5.0, size=(2, 300, 1)) + 10.0).astype(np.float32)
+    gamma, beta = rng.normal(size=40).astype(np.float32), rng.normal(size=40).astype(np.float32)
+    x64 = x.astype(np.float64)
+    want = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-6) * gamma + beta
+    got = np.asarray(layers._normalize(tf.constant(x), tf.constant(gamma), tf.constant(beta), 1e-6))
+    assert float(np.abs(got - want).max()) <= 1e-4
 
+
+def test_cached_graph_runs_the_short_layer_norm_exactly_where_it_applies(monkeypatch):
+    """The cached inference graph's float32 LayerNorms are ``_normalize``'s operators (no Keras
+    ``SquaredDifference``), and equal op by op; with ``_normalize`` replaced by one that zeroes its input
+    (before tracing) the cached graph changes and op-by-op calls do not. Other graphs and float16 keep Keras'
+    LayerNorm."""
     import keras
+    import tensorflow as tf
 
-    norm = keras.layers.LayerNormalization(epsilon=1e-5, dtype="float16")
+    import segformer.tf.layers as layers
+
+    x = np.random.default_rng(5).normal(size=(1, 3, 64, 80)).astype(np.float32)
+    model = _tiny_seg_model()
+    plain = np.asarray(model(x).logits)  # op by op
+    cached = np.asarray(model(x).logits)  # traces and runs the cached graph
+    assert float(np.abs(cached - plain).max()) <= 1e-5
+    (function,) = model._graphs.functions.values()
+    ops = [op.type for op in function.get_concrete_function(tf.TensorSpec((1, 3, 64, 80), tf.float32)).graph.get_operations()]
+    norms = 1 + 2 * 2 + 1 + 1 + 2 + 3 * (1 + 2 * 2 + 1 + 1)  # per stage: patch embed, 2 blocks x 2, the stage's; sr (stages 1-3)
+    assert ops.count("Rsqrt") == norms and "SquaredDifference" not in ops
+
+    monkeypatch.setattr(layers, "_normalize", lambda x, gamma, beta, epsilon: x * 0.0)
+    sabotaged = _tiny_seg_model()
+    assert float(np.abs(np.asarray(sabotaged(x).logits) - plain).max()) <= 1e-5  # op by op: Keras' LayerNorm
+    assert float(np.abs(np.asarray(sabotaged(x).logits) - plain).max()) > 1e-2  # the cached graph: the zeroing one
+
+    norm = keras.layers.LayerNormalization(epsilon=1e-5)
     norm.build((None, 8))
-    with layers.elementwise_clusters(tf.constant(True)):
-        half = tf.random.normal((2, 8), dtype=tf.float16)
-        assert layers._cluster_flag(half) is None  # float16: plain operators
-        assert layers._cluster_flag(tf.zeros((2, 8))) is None  # eager: plain operators
+    half = keras.layers.LayerNormalization(epsilon=1e-5, dtype="float16")
+    half.build((None, 8))
 
+    def graph_ops(inside):
         @tf.function
         def graph(t):
-            return layers.activation(tf.nn.relu, t, exact_gelu=True), layers.layer_norm(norm, tf.cast(t, tf.float16))
+            if not inside:
+                return layers.layer_norm(norm, t), layers.layer_norm(half, tf.cast(t, tf.float16))
+            with layers.inference_graph():
+                return layers.layer_norm(norm, t), layers.layer_norm(half, tf.cast(t, tf.float16))
 
-        ops = [op.type for op in graph.get_concrete_function(tf.TensorSpec((2, 8), tf.float32)).graph.get_operations()]
-    choices = [op for op in ops if op in ("If", "StatelessIf")]
-    assert len(choices) == 1  # the float32 GELU got its run-time choice, the float16 LayerNorm none
+        return [op.type for op in graph.get_concrete_function(tf.TensorSpec((2, 8), tf.float32)).graph.get_operations()]
+
+    assert graph_ops(inside=False).count("SquaredDifference") == 2  # any other graph: Keras' LayerNorms
+    assert graph_ops(inside=True).count("SquaredDifference") == 1  # the float16 one stays Keras'

@@ -18,9 +18,8 @@ import tensorflow as tf
 __all__ = [
     "ACT2FN",
     "in_xla_context",
-    "elementwise_clusters",
+    "inference_graph",
     "layer_norm",
-    "activation",
     "resize_bilinear",
     "depthwise_conv3x3_shifted",
     "normal_init",
@@ -63,62 +62,41 @@ def in_xla_context() -> bool:
     return bool(_control_flow_util.GraphOrParentsInXlaContext(_tf_ops.get_default_graph()))
 
 
-# XLA clusters of the cached inference graph (see _graph_call in segformer/tf/modeling.py): while that graph is
-# traced, _CLUSTERS.flag holds its scalar bool input; each LayerNorm and exact GELU then runs, at run time, as
-# one small XLA cluster where the flag is true and as the plain operators where it is false. Unfused, a
-# LayerNorm is 6 operators and a GELU 5, each a pass over the activations.
-_CLUSTERS = threading.local()
+# The cached inference graph (see _graph_call in segformer/tf/modeling.py) is traced inside inference_graph();
+# its float32 LayerNorms are then _normalize's operators instead of Keras' own.
+_INFERENCE_GRAPH = threading.local()
 
 
 @contextlib.contextmanager
-def elementwise_clusters(flag: tf.Tensor | None) -> Iterator[None]:
-    """While tracing a graph: :func:`layer_norm` and :func:`activation` choose between an XLA cluster and the
-    plain operators by ``flag`` (a scalar bool tensor of that graph, read at run time); ``None``: plain only."""
-    previous = getattr(_CLUSTERS, "flag", None)
-    _CLUSTERS.flag = flag
+def inference_graph() -> Iterator[None]:
+    """While tracing the cached inference graph: :func:`layer_norm` runs :func:`_normalize`."""
+    previous = getattr(_INFERENCE_GRAPH, "active", False)
+    _INFERENCE_GRAPH.active = True
     try:
         yield
     finally:
-        _CLUSTERS.flag = previous
+        _INFERENCE_GRAPH.active = previous
 
 
-def _cluster_flag(x: tf.Tensor) -> tf.Tensor | None:
-    flag = getattr(_CLUSTERS, "flag", None)
-    if flag is None or x.dtype != tf.float32 or tf.executing_eagerly() or in_xla_context():
-        return None
-    return flag
-
-
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _layer_norm_cluster(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+def _normalize(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+    """LayerNorm over the last axis, the variance from the centered values. As graph operators this is 7 passes
+    over the activations against the 8 of Keras' formulation (which broadcasts ``rsqrt(variance) * gamma`` to
+    the full size and subtracts ``mean * that``), and a one-LayerNorm ``tf.function`` runs about 20 % faster
+    (b0 stage 1, 16384 x 32 tokens: 1.37 against 1.73 ms per call at 2 threads, 2-vCPU Xeon)."""
     mean = tf.reduce_mean(x, axis=-1, keepdims=True)
     centered = x - mean
     variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
     return centered * tf.math.rsqrt(variance + epsilon) * gamma + beta
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _gelu_cluster(x: tf.Tensor) -> tf.Tensor:
-    return 0.5 * x * tf.math.erfc(-x * 0.7071067811865476)
-
-
 def layer_norm(layer: keras.layers.LayerNormalization, x: tf.Tensor) -> tf.Tensor:
-    """``layer(x)``; in the cached inference graph (float32), the same normalization over the last axis as one
-    XLA cluster where the graph's cluster flag is true (:func:`elementwise_clusters`)."""
-    flag = _cluster_flag(x)
-    if flag is None or layer.compute_dtype != "float32" or layer.gamma is None or layer.beta is None or layer.rms_scaling:
+    """``layer(x)``; while the cached inference graph is traced (:func:`inference_graph`), a float32 LayerNorm
+    runs as :func:`_normalize`'s operators (same numbers within float rounding, fewer passes). Op-by-op calls,
+    training, other graphs and other dtypes run Keras' own layer."""
+    if (not getattr(_INFERENCE_GRAPH, "active", False) or tf.executing_eagerly() or x.dtype != tf.float32
+            or layer.compute_dtype != "float32" or layer.gamma is None or layer.beta is None or layer.rms_scaling):
         return layer(x)  # (the model's LayerNorms all normalize the last axis, with scale and offset)
-    gamma, beta = tf.convert_to_tensor(layer.gamma.value), tf.convert_to_tensor(layer.beta.value)
-    return tf.cond(flag, lambda: _layer_norm_cluster(x, gamma, beta, float(layer.epsilon)), lambda: layer(x))
-
-
-def activation(function: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, exact_gelu: bool) -> tf.Tensor:
-    """``function(x)``; for the exact GELU (``exact_gelu``) in the cached inference graph (float32), the same
-    as one XLA cluster where the graph's cluster flag is true (:func:`elementwise_clusters`)."""
-    flag = _cluster_flag(x) if exact_gelu else None
-    if flag is None:
-        return function(x)
-    return tf.cond(flag, lambda: _gelu_cluster(x), lambda: function(x))
+    return _normalize(x, tf.convert_to_tensor(layer.gamma.value), tf.convert_to_tensor(layer.beta.value), float(layer.epsilon))
 
 
 def _source_indices(out_size: Any, in_size: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -417,7 +395,6 @@ class TFSegformerMixFFN(keras.layers.Layer):
         self.dense1 = keras.layers.Dense(hidden_features, name="dense1", kernel_initializer=init)
         self.dwconv = TFSegformerDWConv(hidden_features, initializer_range, name="dwconv")
         self.intermediate_act_fn = ACT2FN[hidden_act]
-        self.exact_gelu = hidden_act == "gelu"
         self.dense2 = keras.layers.Dense(in_features, name="dense2", kernel_initializer=init)
         self.dropout = keras.layers.Dropout(hidden_dropout_prob)
 
@@ -428,7 +405,7 @@ class TFSegformerMixFFN(keras.layers.Layer):
 
     def call(self, hidden_states, height, width, training=False):
         hidden_states = self.dwconv(self.dense1(hidden_states), height, width)
-        hidden_states = self.dropout(activation(self.intermediate_act_fn, hidden_states, self.exact_gelu), training=training)
+        hidden_states = self.dropout(self.intermediate_act_fn(hidden_states), training=training)
         return self.dropout(self.dense2(hidden_states), training=training)
 
     def get_config(self) -> dict:

@@ -7,7 +7,6 @@ Hugging Face's TF classes; NCHW by default, NHWC with ``data_format="channels_la
 from __future__ import annotations
 
 import inspect
-import time
 from typing import Any
 
 import keras
@@ -21,7 +20,7 @@ from ..common.model.pixel_values import check_pixel_shape, floating_point_messag
 from ..common.model.weights import TASK_CLASSES
 from .decode_head import TFSegformerDecodeHead
 from .encoder import TFSegformerEncoder
-from .layers import elementwise_clusters, normal_init
+from .layers import inference_graph, normal_init
 from .losses import classification_loss, classification_losses, semantic_segmentation_loss
 from .pretrained import TFSegformerPreTrainedModel
 
@@ -34,12 +33,6 @@ __all__ = [
 ]
 
 _SERIALIZABLE = keras.saving.register_keras_serializable(package="segformer")
-
-# The cached inference graph runs its LayerNorms and GELUs as XLA clusters for an input shape once its plain
-# graph calls have taken CLUSTER_AFTER_SECONDS in all (see _graph_call); kept for this many shapes.
-CLUSTER_AFTER_SECONDS = 6.0
-CLUSTER_SHAPES_KEPT = 1024
-clock = time.perf_counter  # what times the plain calls (a module attribute, so tests can count without timing)
 
 # Keras' tree (optree, namespace "keras") walks into the output objects: a model called on keras.Input returns
 # one of KerasTensors, from which keras.Model(inputs, outputs) builds a functional model.
@@ -123,15 +116,8 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
         """Validate eagerly (clear errors), then run ``call`` as a cached ``tf.function`` (``reduce_retracing``:
         a second input size traces once more with free batch / height / width, then no more tracing).
 
-        XLA clusters for float32 models: every LayerNorm and exact GELU of the encoder can run as one small XLA
-        cluster (an unfused LayerNorm is 6 operators, a GELU 5), chosen at run time by a bool input of the same
-        graph (:func:`elementwise_clusters`), so the graph is traced once. The clusters compile once per input
-        shape (batch, height, width), 0.5-0.9 s for b0 on a 2-vCPU Xeon, and then save about 10 % of each call
-        (b0 512x512: 77-80 against 85-90 ms). So they are switched on for a shape only after its plain calls
-        have taken :data:`CLUSTER_AFTER_SECONDS` (6 s, the compile over the saving: the rule that never loses
-        more than twice what the best choice in hindsight would): from about the 70th call of one size at b0
-        512x512, sooner for larger images; short runs and images of ever new sizes never pay the compile. Same
-        numbers as the plain operators within float rounding.
+        Its float32 LayerNorms run as fewer operators than Keras' own (:func:`~segformer.tf.layers.layer_norm`:
+        b0 512x512 about 5 % faster; same numbers within float rounding).
 
         XLA for the whole graph (``jit_compile=True``) where the model's Keras ``jit_compile`` is true: set by
         the user (``model.jit_compile = True`` or ``model.compile(jit_compile=True)``), or Keras' ``"auto"``
@@ -142,26 +128,17 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
         processor's fixed 512x512 gives."""
         pixel_values = check_pixel_values(pixel_values, self.config, self.data_format, self.check_finite)
         jit = getattr(self, "_jit_compile", None) is True  # the Keras attribute, read without resolving "auto"
-        clusters = not jit and self.compute_dtype == "float32"
         key = (output_attentions, output_hidden_states, self.compute_dtype, jit)
         function = self._graphs.functions.get(key)
         if function is None:
 
-            def forward(pixels: tf.Tensor, clustered: tf.Tensor) -> Any:
-                with elementwise_clusters(clustered if clusters else None):
+            def forward(pixels: tf.Tensor) -> Any:
+                with inference_graph():
                     return self.call(pixels, output_attentions=output_attentions,
                                      output_hidden_states=output_hidden_states, return_dict=True, training=False)
 
             function = self._graphs.functions[key] = tf.function(forward, reduce_retracing=True, jit_compile=jit)
-        spent = self._graphs.plain_seconds
-        shape = tuple(pixel_values.shape)
-        if shape not in spent and len(spent) >= CLUSTER_SHAPES_KEPT:  # images of ever new sizes: bounded
-            spent.clear()
-        clustered = clusters and spent.get(shape, 0.0) >= CLUSTER_AFTER_SECONDS
-        traces, start = function.experimental_get_tracing_count(), clock()
-        output = function(pixel_values, tf.constant(clustered))  # the output object comes back through tf.nest
-        if clusters and not clustered and function.experimental_get_tracing_count() == traces:  # tracing: no call cost
-            spent[shape] = spent.get(shape, 0.0) + clock() - start
+        output = function(pixel_values)  # the output object comes back through tf.nest
         return output if _flag(return_dict, self.config.return_dict) else output.to_tuple()
 
     _needs_all_hidden_states = False  # the decode head reads every stage

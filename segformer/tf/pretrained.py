@@ -58,7 +58,6 @@ class _GraphCache:
     def __init__(self) -> None:
         self.functions: dict[tuple, Any] = {}
         self.eager_calls = 0
-        self.plain_seconds: dict[tuple, float] = {}  # per input shape: time in plain graph calls (XLA clusters)
         self.serving: Any = None  # the default SavedModel signature, once made
         self.serving_inputs: Any = None  # ``model.serving`` (transformers' input-dict serving function), once made
 
