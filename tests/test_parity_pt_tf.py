@@ -220,9 +220,10 @@ def _pt_gradients(pair: Pair, x: np.ndarray, labels, probe: np.ndarray | None):
     pair.pt.train()
     captured = {}
     handle = None
-    if pair.task == "semantic_segmentation":
-        handle = pair.pt.decode_head.activation.register_forward_hook(
-            lambda module, inputs, output: captured.__setitem__("relu_in", inputs[0].detach().numpy().copy())
+    if pair.task == "semantic_segmentation":  # the ReLU's input is BatchNorm's output (the training fast path
+        # applies F.relu in place, never the activation module, so a hook there would see nothing)
+        handle = pair.pt.decode_head.batch_norm.register_forward_hook(
+            lambda module, inputs, output: captured.__setitem__("relu_in", output.detach().numpy().copy())
         )
     try:
         xt = torch.from_numpy(x).requires_grad_(True)
@@ -291,6 +292,8 @@ def test_gradients_agree(pairs, variant, task):
             pt_state, tf_state = pair.pt.state_dict_numpy(), pair.tf.state_dict_numpy()
         finally:
             pair.reset()
+        if task == "semantic_segmentation":  # the kink check below must see both ReLU inputs
+            assert pt_relu is not None and tf_relu is not None and pt_relu.shape == tf_relu.shape
         flips = 0 if pt_relu is None else int(((pt_relu > 0) != (tf_relu > 0)).sum())
         if flips == 0:
             break
