@@ -249,14 +249,14 @@ def fused_conv_gelu_applies(hidden_states: torch.Tensor) -> bool:
     ``hidden_states``: float32 on the CPU, autograd off (the fused operator has no gradient), oneDNN available
     and enabled (``torch.backends.mkldnn.flags(enabled=False)`` turns it off), and not while tracing,
     scripting, compiling or exporting (exported graphs hold only standard operators)."""
-    return (
-        hidden_states.device.type == "cpu"
+    return (  # tracing / compiling first: torch.compile never traces into the cached operator check
+        not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+             or ("torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()))  # no 40 ms import of it
+        and hidden_states.device.type == "cpu"
         and hidden_states.dtype == torch.float32
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.enabled
         and _has_fused_conv_gelu()
-        and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-                 or ("torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()))  # no 40 ms import of it
     )
 
 
