@@ -176,6 +176,21 @@ def test_tf_under_xla_agrees_with_the_textbook_path(world, xla_traces):
     assert seen and all(seen)  # every trace was an XLA one
 
 
+def test_tf_cached_graph_agrees_with_the_textbook_path(world):
+    """The Keras cached inference graph (what eager inference calls run from the second one on, with its own
+    LayerNorm formulation) gives the reference's logits and, through a Segmenter, its labels."""
+    pytest.importorskip("tensorflow")
+    from segformer import Segmenter
+
+    segmenter = Segmenter.from_pretrained(world["folders"]["h5"], framework="tf")
+    segmenter(world["images"][0])  # the first call runs op by op
+    for image, reference in zip(world["images"], _references(world)):
+        _assert_labels(segmenter(image).label_map, reference, "Segmenter tf, cached graph")
+        pixels, low, _ = world["reference"](image)
+        assert np.abs(np.asarray(segmenter.model(pixels).logits) - low).max() < LOGITS_ATOL
+    assert len(segmenter.model._graphs.functions) == 1  # every call above ran the one cached graph
+
+
 # ----------------------------------------------------------------------------------------- Segmenter rows
 
 
