@@ -123,8 +123,8 @@ class _TFSegformerBase(TFSegformerPreTrainedModel):
         the user (``model.jit_compile = True`` or ``model.compile(jit_compile=True)``), or Keras' ``"auto"``
         resolved to true (a machine with a GPU; Keras resolves it to false on CPU-only machines). XLA compiles
         once per input shape (b0 at 512x512: about 4.5 s on a 2-vCPU Xeon) and then runs faster at 2 threads
-        (b0 512x512 97.5 against 129.1 ms) and at the same speed at 1 thread, with more working memory (383
-        against 138 MB); figures in ``benchmarks/README.md``. So it pays for many calls of one size, as the
+        (b0 512x512, medians: 82.4 against 99.5 ms for this plain graph) with more working memory (377 against
+        134 MB); figures in ``benchmarks/README.md``. So it pays for many calls of one size, as the
         processor's fixed 512x512 gives."""
         pixel_values = check_pixel_values(pixel_values, self.config, self.data_format, self.check_finite)
         jit = getattr(self, "_jit_compile", None) is True  # the Keras attribute, read without resolving "auto"
